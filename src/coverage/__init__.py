@@ -1,0 +1,18 @@
+"""coverage: roller and pen coverage plans over a 3D face.
+
+The import name is ``coverage`` (so it cannot share an environment with coverage.py);
+the command line is ``coverage-planner``.
+"""
+__version__ = "0.1.0"
+
+from .density import DensityMap, ZoneStats, density
+from .errors import CoverageError, LandmarkError, MeshError, ProtocolError
+from .face import Face
+from .protocol import Lesion, Protocol
+from .zones import Exclusion, ZoneMap
+
+
+__all__ = [
+    "CoverageError", "DensityMap", "Exclusion", "Face", "LandmarkError", "Lesion", "MeshError",
+    "Protocol", "ProtocolError", "ZoneMap", "ZoneStats", "density", "__version__",
+]

@@ -1,0 +1,150 @@
+"""The ``coverage-planner`` command line (also ``python -m coverage``).
+
+Every user error exits with status 2 and one line on stderr naming the file or field, the
+value and the fix; ``--debug`` shows the traceback instead. Outputs are written atomically,
+so a refused command leaves no file behind.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import __version__
+from .errors import CoverageError
+
+PROG = "coverage-planner"
+
+
+def _face_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("face (default: the bundled canonical face)")
+    group.add_argument("--mesh", metavar="PATH", help="scan mesh (OBJ, PLY, STL, GLB, OFF)")
+    group.add_argument("--landmarks", metavar="PATH",
+                       help="468 MediaPipe landmarks of the scan (.npy or .json, the scan's frame and units)")
+    group.add_argument("--units", default="auto", choices=["auto", "mm", "cm", "m", "in"],
+                       help="units of the mesh and landmarks (default: detected from the face width)")
+    group.add_argument("--edge-mm", type=float, default=1.0, metavar="MM",
+                       help="working resolution: refined edge length (default 1.0 mm)")
+    parser.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
+
+
+def _load_face(args):
+    from .face import Face
+
+    if args.edge_mm <= 0 or args.edge_mm > 20:
+        raise CoverageError(f"--edge-mm = {args.edge_mm} is out of range; use a value in (0, 20] mm")
+    if args.mesh is None:
+        if args.landmarks is not None:
+            raise CoverageError("--landmarks given without --mesh; pass the scan with --mesh PATH")
+        return Face.default(args.edge_mm)
+    return Face.load(args.mesh, args.landmarks, units=args.units, edge_mm=args.edge_mm)
+
+
+def _load_protocol(args):
+    from .protocol import Protocol
+
+    return Protocol.default() if args.protocol is None else Protocol.load(args.protocol)
+
+
+def cmd_zones(args) -> int:
+    from .viz import save_figure, zone_map_figure
+    from .zones import ZoneMap
+
+    protocol = _load_protocol(args)
+    start = time.perf_counter()
+    face = _load_face(args)
+    zones = ZoneMap.default(face, protocol)
+    elapsed = time.perf_counter() - start
+    for note in face.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{face!r}; zones built in {elapsed:.2f} s")
+    print(f"{'zone':<20}{'treatable cm2':>14}{'target /cm2':>13}{'cap /cm2':>10}  devices")
+    total = 0.0
+    for name in zones.names:
+        dose = zones.dose(name)
+        area = zones.area_cm2(name)
+        total += area
+        print(f"{name:<20}{area:14.1f}{dose.target_per_cm2:13.0f}{dose.cap_per_cm2:10.0f}  {', '.join(dose.devices)}")
+    print(f"{'total':<20}{total:14.1f}")
+    for exc in zones.exclusions.values():
+        margins = ", ".join(f"{part} {m:.1f} mm" for part, m in exc.margins_mm)
+        print(f"exclusion {exc.name}: keep-out margin on the skin {margins}")
+    if args.png:
+        save_figure(zone_map_figure(zones), args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+def cmd_protocol(args) -> int:
+    from .protocol import Protocol
+
+    if args.default:
+        sys.stdout.write(Protocol.default_text())
+        return 0
+    if args.check:
+        protocol = Protocol.load(args.check)
+        print(f"{args.check}: valid protocol {protocol.name!r} ({len(protocol.zones)} zones, "
+              f"{len(protocol.lesions)} lesions)")
+        return 0
+    raise CoverageError("protocol: say what to do: --default prints the bundled protocol, "
+                        "--check FILE validates a protocol file")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages may wrap)."""
+    return " ".join(str(exc).split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Roller pass patterns and pen stroke paths over a 3D face: target puncture "
+                    "density everywhere, never over a cap, clear of eyes, lips and nostrils.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    zones = sub.add_parser("zones", help="build the zone map of a face and draw it",
+                           description="Build the treatment zones and exclusions of a face, print their "
+                                       "areas, and draw the zone map (chart view and shaded front view).")
+    _face_args(zones)
+    zones.add_argument("--png", metavar="OUT", help="write the zone map picture (PNG, SVG or PDF by suffix)")
+    zones.set_defaults(func=cmd_zones)
+
+    proto = sub.add_parser("protocol", help="print or check a protocol",
+                           description="Print the bundled default protocol (TOML), or validate a protocol file.")
+    proto.add_argument("--default", action="store_true", help="print the bundled default protocol")
+    proto.add_argument("--check", metavar="TOML", help="validate a protocol file and summarise it")
+    proto.set_defaults(func=cmd_protocol)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CoverageError as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (e.g. piped into head): stop quietly, as Unix tools do
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: say so, keep it to one line
+        if args.debug:
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

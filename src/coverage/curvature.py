@@ -1,0 +1,121 @@
+"""Principal curvatures and directions per vertex, by local quadric fitting.
+
+Each vertex fits ``z = a x^2 + b xy + c y^2 + d x + e y`` to its neighbours within a
+radius (Gaussian weights), in a frame whose z is the vertex normal; the shape operator of
+that graph at the origin gives the principal curvatures and directions. Fitting over a
+radius, not the 1-ring, keeps estimates stable on ~1 mm triangles and noisy scans, and
+matches the scale the tools feel (a 20 mm drum, a 7 mm pen footprint).
+
+Sign: positive curvature is convex (the surface bends away from its outward normal, as the
+nose bridge or chin); negative is concave (the under-eye hollow, the nasolabial fold).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+@dataclass(frozen=True, eq=False)
+class Curvature:
+    """Per-vertex principal curvatures (1/mm) and unit tangent directions."""
+
+    k1: np.ndarray  # (n,) float, the larger (most convex) curvature
+    k2: np.ndarray  # (n,) float, the smaller
+    d1: np.ndarray  # (n, 3) float, direction of k1
+    d2: np.ndarray  # (n, 3) float, direction of k2 (normal x d1)
+    radius_mm: float
+
+    def normal_curvature(self, vertex: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Normal curvature (1/mm, convex > 0) at vertices ``(k,)`` along tangents ``(k, 3)``.
+
+        Euler's formula ``k1 cos^2 + k2 sin^2``; the direction is projected onto the
+        tangent plane first and need not be unit length.
+        """
+        vertex = np.asarray(vertex, dtype=np.int64)
+        direction = np.asarray(direction, dtype=np.float64)
+        c1 = np.einsum("ij,ij->i", direction, self.d1[vertex])
+        c2 = np.einsum("ij,ij->i", direction, self.d2[vertex])
+        norm2 = c1 * c1 + c2 * c2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norm2 > 0, (self.k1[vertex] * c1 * c1 + self.k2[vertex] * c2 * c2) / norm2, 0.0)
+
+
+def tangent_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit tangents ``(n, 3)`` per unit normal, completing a right-handed frame."""
+    helper = np.where(np.abs(normals[:, 0:1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    e1 = np.cross(normals, helper)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    return e1, np.cross(normals, e1)
+
+
+def voxel_subsample(points: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices ``(k,) int`` of the first point in each occupied voxel of side ``spacing``."""
+    keys = np.floor((points - points.min(axis=0)) / spacing).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+def principal_curvatures(vertices: np.ndarray, normals: np.ndarray, radius_mm: float = 5.0,
+                         min_neighbours: int = 8) -> Curvature:
+    """Fit principal curvatures at every vertex from neighbours within ``radius_mm``.
+
+    vertices : (n, 3) float, mm
+    normals : (n, 3) float, unit outward normals
+    A vertex with fewer than ``min_neighbours`` neighbours gets zero curvature.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    normals = np.asarray(normals, dtype=np.float64)
+    n = len(vertices)
+    # fit against an evenly spaced support set (one vertex per voxel of radius/3): refined
+    # vertices crowd around the eyes and lips, which would otherwise dominate the fits
+    support = voxel_subsample(vertices, radius_mm / 3.0)
+    near = cKDTree(vertices).sparse_distance_matrix(cKDTree(vertices[support]), radius_mm,
+                                                    output_type="coo_matrix")
+    i = near.row.astype(np.int64)
+    j = support[near.col]
+    keep = i != j
+    i, j = i[keep], j[keep]
+    e1, e2 = tangent_frames(normals)
+    d = vertices[j] - vertices[i]
+    x = np.einsum("ij,ij->i", d, e1[i])
+    y = np.einsum("ij,ij->i", d, e2[i])
+    z = np.einsum("ij,ij->i", d, normals[i])
+    sigma = radius_mm / 2.0
+    w = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    phi = np.stack([x * x, x * y, y * y, x, y], axis=1)
+    # weighted normal equations per vertex, accumulated with bincount (one entry at a time)
+    a = np.zeros((n, 5, 5))
+    rhs = np.zeros((n, 5))
+    for r in range(5):
+        rhs[:, r] = np.bincount(i, weights=w * phi[:, r] * z, minlength=n)
+        for c in range(r, 5):
+            a[:, r, c] = a[:, c, r] = np.bincount(i, weights=w * phi[:, r] * phi[:, c], minlength=n)
+    count = np.bincount(i, minlength=n)
+    ok = count >= min_neighbours
+    # a tiny ridge keeps sparse neighbourhoods solvable without biasing well-posed ones
+    scale = np.maximum(np.trace(a, axis1=1, axis2=2), 1e-12)
+    a += (1e-9 * scale)[:, None, None] * np.eye(5)
+    coef = np.zeros((n, 5))
+    coef[ok] = np.linalg.solve(a[ok], rhs[ok][..., None])[..., 0]
+    ca, cb, cc, cd, ce = coef.T
+    # shape operator of the graph at the origin: S = I^-1 II, II = Hessian / sqrt(1 + |grad|^2)
+    first = np.stack([np.stack([1 + cd * cd, cd * ce], 1), np.stack([cd * ce, 1 + ce * ce], 1)], 1)
+    second = np.stack([np.stack([2 * ca, cb], 1), np.stack([cb, 2 * cc], 1)], 1)
+    second /= np.sqrt(1.0 + cd * cd + ce * ce)[:, None, None]
+    shape = np.linalg.solve(first, second)
+    eigval, eigvec = np.linalg.eig(shape)
+    eigval, eigvec = eigval.real, eigvec.real
+    # graph curvature is positive when bending towards +normal (concave): flip for convex > 0
+    kappa = -eigval
+    order = np.argsort(-kappa, axis=1)
+    rows = np.arange(n)[:, None]
+    kappa = kappa[rows, order]
+    first_dir = eigvec[np.arange(n), :, order[:, 0]]
+    d1 = first_dir[:, 0:1] * e1 + first_dir[:, 1:2] * e2
+    d1 /= np.maximum(np.linalg.norm(d1, axis=1, keepdims=True), 1e-300)
+    d2 = np.cross(normals, d1)
+    k1 = np.where(ok, kappa[:, 0], 0.0)
+    k2 = np.where(ok, kappa[:, 1], 0.0)
+    return Curvature(k1, k2, d1, d2, float(radius_mm))

@@ -1,0 +1,340 @@
+"""Puncture density: punctures per cm^2 of skin in a 1 cm^2 window around every point.
+
+Density is computed on a texel grid over the chart. Each texel knows the triangle under its
+centre, its skin area (chart area x that triangle's area scale) and its zone. The window
+of a texel is the square of texels whose skin area is ~1 cm^2 (its chart side shrinks
+where the chart is stretched); density there is the punctures in the window divided by
+the *treatable* skin area in the window, so zone edges are not under-counted.
+
+Two counts are kept: nominal (every needle entry the device fired) and distinct channels
+(punctures within one needle diameter of an earlier one merge into its channel).
+
+Kernels (``coverage._ext.density``) and their NumPy references live side by side here.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._ext import density as _kernel
+from .chart import weighted_percentile
+
+WINDOW_MM2 = 100.0        # 1 cm^2
+DEFAULT_TEXEL_MM = 0.5
+IN_BAND_LOW = 0.9         # the band is [0.9 x target, cap]
+# a puncture counts for the face only if it lies this close to the surface
+ON_SURFACE_MM = 0.5
+
+
+# --- kernels and references --------------------------------------------------------------
+
+def splat(uv: np.ndarray, origin: np.ndarray, cell: float, shape: tuple,
+          weight: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Sum ``weight`` (default 1) of chart points ``(k, 2)`` into texels; returns (grid, dropped)."""
+    uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+    weight = np.ones(len(uv)) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    grid = np.zeros(shape, dtype=np.float64)
+    dropped = _kernel.splat(uv, weight, float(origin[0]), float(origin[1]), float(cell), grid)
+    return grid, int(dropped)
+
+
+def splat_reference(uv, origin, cell, shape, weight=None):
+    """NumPy twin of :func:`splat`."""
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    weight = np.ones(len(uv)) if weight is None else np.asarray(weight, dtype=np.float64)
+    h, w = shape
+    with np.errstate(invalid="ignore"):
+        f = (uv - np.asarray(origin)) / cell
+        ok = (f[:, 0] >= 0) & (f[:, 1] >= 0) & (f[:, 0] < w) & (f[:, 1] < h)
+    ix = f[ok, 0].astype(np.int64)
+    iy = f[ok, 1].astype(np.int64)
+    grid = np.bincount(iy * w + ix, weights=weight[ok], minlength=h * w).reshape(h, w)
+    return grid, int((~ok).sum())
+
+
+def window_sums(values: np.ndarray, half_u: np.ndarray, half_v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` over each masked texel's window (rows +-half_v, columns +-half_u)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    h, w = values.shape
+    out = np.empty((h, w), dtype=np.float64)
+    sat = np.empty((h + 1, w + 1), dtype=np.float64)
+    _kernel.window_sums(values, np.ascontiguousarray(half_u, dtype=np.int64),
+                        np.ascontiguousarray(half_v, dtype=np.int64),
+                        np.ascontiguousarray(mask, dtype=np.uint8), sat, out)
+    return out
+
+
+def window_sums_reference(values, half_u, half_v, mask):
+    """NumPy twin of :func:`window_sums`, straight from the definition (no summed-area table).
+
+    For every offset in the largest window, each texel adds its neighbour at that offset if
+    the offset lies within its own window.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    h, w = values.shape
+    hu_max = int(half_u[mask.astype(bool)].max(initial=0))
+    hv_max = int(half_v[mask.astype(bool)].max(initial=0))
+    padded = np.zeros((h + 2 * hv_max, w + 2 * hu_max))
+    padded[hv_max:hv_max + h, hu_max:hu_max + w] = values
+    out = np.zeros((h, w))
+    for dv in range(-hv_max, hv_max + 1):
+        row_ok = np.abs(dv) <= half_v
+        for du in range(-hu_max, hu_max + 1):
+            take = row_ok & (np.abs(du) <= half_u)
+            out += np.where(take, padded[hv_max + dv:hv_max + dv + h, hu_max + du:hu_max + du + w], 0.0)
+    return np.where(mask.astype(bool), out, 0.0)
+
+
+def merge_channels(points: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Channel of each puncture ``(k,) int``: the index of the earlier puncture it merged into.
+
+    In firing order, a puncture within ``radius_mm`` of an existing channel (its first
+    puncture) joins the earliest such channel; otherwise it opens its own (index = itself).
+    """
+    points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    out = np.empty(len(points), dtype=np.int64)
+    _kernel.merge_channels(points, float(radius_mm), out)
+    return out
+
+
+def merge_channels_reference(points, radius_mm):
+    """Python twin of :func:`merge_channels` (a dict of cells, one puncture at a time)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    cells: dict = {}
+    out = np.empty(len(points), dtype=np.int64)
+    r2 = radius_mm * radius_mm
+    keys = np.floor(points / radius_mm).astype(np.int64)
+    for i, (p, key) in enumerate(zip(points, map(tuple, keys))):
+        found = -1
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for dz in (-1, 0, 1):
+                    for head in cells.get((key[0] + dx, key[1] + dy, key[2] + dz), ()):
+                        d = points[head] - p
+                        if d @ d <= r2 and (found < 0 or head < found):
+                            found = head
+        if found >= 0:
+            out[i] = found
+        else:
+            out[i] = i
+            cells.setdefault(key, []).append(i)
+    return out
+
+
+# --- texel grid --------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class TexelGrid:
+    """A texel grid over the chart with each texel's skin area, zone and 1 cm^2 window."""
+
+    origin: np.ndarray        # (2,) chart mm, lower-left corner of texel (0, 0)
+    cell_mm: float            # texel side in the chart
+    tri: np.ndarray           # (h, w) int, triangle under the texel centre (-1 off the chart)
+    area_mm2: np.ndarray      # (h, w) float, skin area of the texel (integrated at edges)
+    label: np.ndarray         # (h, w) int, zone index (ZoneMap.names), -1 if not treatable
+    half_u: np.ndarray        # (h, w) int, window half-width in texels along u
+    half_v: np.ndarray        # (h, w) int, along v
+    window_area_mm2: np.ndarray  # (h, w) float, treatable skin area in each texel's window
+
+    @property
+    def shape(self) -> tuple:
+        return self.tri.shape
+
+    @property
+    def treatable(self) -> np.ndarray:
+        return self.label >= 0
+
+    def centres(self) -> np.ndarray:
+        """Chart coordinates of all texel centres ``(h * w, 2)``, row-major."""
+        return texel_centres(self.origin, self.cell_mm, self.shape)
+
+
+def texel_centres(origin: np.ndarray, cell_mm: float, shape: tuple) -> np.ndarray:
+    """Chart coordinates ``(h * w, 2)`` of the centres of an ``(h, w)`` texel grid, row-major."""
+    h, w = shape
+    uu, vv = np.meshgrid(origin[0] + (np.arange(w) + 0.5) * cell_mm, origin[1] + (np.arange(h) + 0.5) * cell_mm)
+    return np.stack([uu.ravel(), vv.ravel()], axis=1)
+
+
+SUPERSAMPLE = 4  # per texel side, on texels at a chart or zone boundary
+
+
+def texel_grid(zones, cell_mm: float = DEFAULT_TEXEL_MM, window_mm2: float = WINDOW_MM2) -> TexelGrid:
+    """The texel grid of a zone map's face (skin areas, labels and windows).
+
+    A texel's zone is the one under its centre. Its skin area and treatable area are
+    integrated over ``SUPERSAMPLE^2`` sub-samples where the texel straddles the chart's edge
+    or a zone or keep-out boundary, so windows at edges are neither padded nor clipped.
+    """
+    face = zones.face
+    uv = face.uv
+    origin = uv.min(axis=0) - cell_mm
+    w, h = (int(x) for x in np.ceil((uv.max(axis=0) + cell_mm - origin) / cell_mm))
+    centres = texel_centres(origin, cell_mm, (h, w))
+    tri, _ = face.locate(centres)
+    scale = np.where(tri >= 0, face.area_scale[np.maximum(tri, 0)], 0.0)
+    label = zones.label_at(centres)
+    label[tri < 0] = -1
+    area = scale * cell_mm * cell_mm
+    treat_area = np.where(label >= 0, area, 0.0)
+
+    # texels whose 8 neighbours do not all share their state straddle a boundary
+    state = label.reshape(h, w) * 2 + (tri.reshape(h, w) >= 0)
+    padded = np.pad(state, 1, mode="edge")
+    edge = np.zeros((h, w), dtype=bool)
+    for dv in (-1, 0, 1):
+        for du in (-1, 0, 1):
+            edge |= padded[1 + dv:1 + dv + h, 1 + du:1 + du + w] != state
+    idx = np.nonzero(edge.ravel())[0]
+    if len(idx):
+        k = SUPERSAMPLE
+        offsets = (np.stack(np.meshgrid(np.arange(k), np.arange(k)), -1).reshape(-1, 2) + 0.5) / k - 0.5
+        sub = (centres[idx][:, None, :] + offsets[None] * cell_mm).reshape(-1, 2)
+        sub_tri, _ = face.locate(sub)
+        sub_scale = np.where(sub_tri >= 0, face.area_scale[np.maximum(sub_tri, 0)], 0.0)
+        sub_treat = (zones.label_at(sub) >= 0) & (sub_tri >= 0)
+        sub_area = (sub_scale * (cell_mm / k) ** 2).reshape(len(idx), k * k)
+        area[idx] = sub_area.sum(axis=1)
+        treat_area[idx] = (sub_area * sub_treat.reshape(len(idx), k * k)).sum(axis=1)
+
+    # a window of (2 half + 1) texels a side covers ~window_mm2 of skin at the local scale
+    side = np.sqrt(window_mm2 / np.maximum(scale, 1e-12)) / cell_mm
+    half = np.clip(np.rint((side - 1.0) / 2.0), 0, max(h, w)).astype(np.int64).reshape(h, w)
+    label = label.reshape(h, w)
+    treatable = label >= 0
+    window_area = window_sums(treat_area.reshape(h, w), half, half, treatable)
+    return TexelGrid(origin, float(cell_mm), tri.reshape(h, w), area.reshape(h, w), label, half, half,
+                     window_area)
+
+
+# --- density maps and statistics ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ZoneStats:
+    """Dose statistics of one zone (densities in punctures/cm^2, fractions of treatable area)."""
+
+    name: str
+    area_cm2: float
+    target_per_cm2: float
+    cap_per_cm2: float
+    mean: float
+    p5: float
+    p50: float
+    p95: float
+    max: float
+    in_band_fraction: float
+    over_cap_fraction: float
+    distinct_mean: float
+    distinct_p5: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class DensityMap:
+    """Windowed nominal and distinct-channel density of a set of punctures over a face."""
+
+    def __init__(self, zones, grid: TexelGrid, uv: np.ndarray, channel: np.ndarray, off_surface: int):
+        self.zones = zones
+        self.grid = grid
+        self.uv = uv
+        self.channel = channel
+        self.off_surface = off_surface
+        h, w = grid.shape
+        self.counts, self.off_chart = splat(uv, grid.origin, grid.cell_mm, (h, w))
+        distinct = channel == np.arange(len(channel))
+        self.distinct_counts, _ = splat(uv[distinct], grid.origin, grid.cell_mm, (h, w))
+        self.nominal_per_cm2 = self._windowed(self.counts)
+        self.distinct_per_cm2 = self._windowed(self.distinct_counts)
+
+    def _windowed(self, counts: np.ndarray) -> np.ndarray:
+        g = self.grid
+        sums = window_sums(counts, g.half_u, g.half_v, g.treatable)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = 100.0 * sums / g.window_area_mm2
+        return np.where(g.treatable, out, np.nan)
+
+    @property
+    def n_punctures(self) -> int:
+        return int(len(self.channel))
+
+    @property
+    def n_channels(self) -> int:
+        return int((self.channel == np.arange(len(self.channel))).sum())
+
+    @functools.cached_property
+    def punctures_outside_treatable(self) -> int:
+        """Punctures landing on texels that are not treatable skin (or off the chart)."""
+        g = self.grid
+        return int(self.counts[~g.treatable].sum()) + self.off_chart + self.off_surface
+
+    def zone_stats(self, name: str) -> ZoneStats:
+        """Statistics of one zone (area-weighted over its treatable texels)."""
+        index = self.zones.names.index(name)
+        dose = self.zones.dose(name)
+        sel = self.grid.label == index
+        weight = self.grid.area_mm2[sel]
+        nominal = self.nominal_per_cm2[sel]
+        distinct = self.distinct_per_cm2[sel]
+        target, cap = dose.target_per_cm2, dose.cap_per_cm2
+        if weight.sum() <= 0:
+            nan = math.nan
+            return ZoneStats(name, self.zones.area_cm2(name), target, cap, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+        total = weight.sum()
+
+        def pct(x, q):
+            return weighted_percentile(x, weight, q)
+
+        return ZoneStats(
+            name=name,
+            area_cm2=self.zones.area_cm2(name),
+            target_per_cm2=target,
+            cap_per_cm2=cap,
+            mean=float((nominal * weight).sum() / total),
+            p5=pct(nominal, 5), p50=pct(nominal, 50), p95=pct(nominal, 95),
+            max=float(nominal.max()),
+            in_band_fraction=float(weight[(nominal >= IN_BAND_LOW * target) & (nominal <= cap)].sum() / total),
+            over_cap_fraction=float(weight[nominal > cap].sum() / total),
+            distinct_mean=float((distinct * weight).sum() / total),
+            distinct_p5=pct(distinct, 5),
+        )
+
+    def stats(self) -> dict:
+        """``name -> ZoneStats`` for every zone."""
+        return {name: self.zone_stats(name) for name in self.zones.names}
+
+    def table(self) -> str:
+        """The per-zone statistics as a plain-text table."""
+        head = (f"{'zone':<18}{'area cm2':>9}{'target':>8}{'cap':>8}{'mean':>8}{'p5':>8}{'p95':>8}"
+                f"{'max':>8}{'in band':>9}{'over cap':>9}")
+        rows = [head, "-" * len(head)]
+        for s in self.stats().values():
+            rows.append(f"{s.name:<18}{s.area_cm2:9.1f}{s.target_per_cm2:8.0f}{s.cap_per_cm2:8.0f}"
+                        f"{s.mean:8.1f}{s.p5:8.1f}{s.p95:8.1f}{s.max:8.1f}"
+                        f"{100 * s.in_band_fraction:8.1f}%{100 * s.over_cap_fraction:8.1f}%")
+        return "\n".join(rows)
+
+
+def density(face, zones, punctures: np.ndarray, *, cell_mm: float = DEFAULT_TEXEL_MM,
+            channel_radius_mm: float | None = None, grid: TexelGrid | None = None) -> DensityMap:
+    """Density map of punctures over a face's zones.
+
+    punctures : (k, 3) float
+        Puncture positions on the face (mm, the face's frame), in firing order. Points
+        farther than 0.5 mm from the surface are counted as off the surface, not mapped.
+    channel_radius_mm : float, optional
+        Punctures this close merge into one channel (default: the pen needle diameter).
+    grid : TexelGrid, optional
+        A precomputed :func:`texel_grid` of ``zones`` (reuse it across many maps).
+    """
+    punctures = np.asarray(punctures, dtype=np.float64).reshape(-1, 3)
+    if grid is None:
+        grid = texel_grid(zones, cell_mm)
+    radius = zones.protocol.pen.needle_diameter_mm if channel_radius_mm is None else channel_radius_mm
+    flat = face.flatten(punctures, max_dist_mm=ON_SURFACE_MM)
+    on = flat.tri >= 0
+    channel = merge_channels(punctures[on], radius)
+    return DensityMap(zones, grid, flat.uv[on], channel, int((~on).sum()))

@@ -1,0 +1,261 @@
+"""A face surface on the canonical topology, in millimetres, with its chart.
+
+Frame of the bundled face: +y up, +z out of the face (the nose tip is the most forward
+point), +x the subject's left. A scan keeps its own frame (rotation and origin); only its
+units become millimetres. ``face.pose`` maps the canonical frame into the face's frame.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+
+from . import chart as _chart
+from . import lifting, proximity, scan
+from . import template as _template
+from .curvature import Curvature, principal_curvatures
+from .errors import LandmarkError, MeshError
+
+DEFAULT_EDGE_MM = 1.0
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """Chart points lifted onto the surface (rows outside the chart: tri -1, NaN points)."""
+
+    points: np.ndarray   # (k, 3) float, mm
+    normals: np.ndarray  # (k, 3) float, unit outward normals
+    tri: np.ndarray      # (k,) int
+    bary: np.ndarray     # (k, 3) float
+
+    @property
+    def inside(self) -> np.ndarray:
+        return self.tri >= 0
+
+
+@dataclass(frozen=True)
+class Flattened:
+    """Surface points mapped into the chart through their closest surface point."""
+
+    uv: np.ndarray        # (k, 2) float, chart mm (NaN where not found)
+    tri: np.ndarray       # (k,) int, -1 where nothing was within reach
+    bary: np.ndarray      # (k, 3) float
+    distance: np.ndarray  # (k,) float, mm from the point to the surface (-1 if not found)
+
+
+@functools.lru_cache(maxsize=4)
+def _chart_grid(subdivisions: int) -> lifting.TriangleGrid:
+    tpl = _template.template(subdivisions)
+    return lifting.build_grid(_chart.canonical_chart(subdivisions), tpl.faces)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+class Face:
+    """A face: refined canonical-topology mesh (mm), chart, metric, observed mask.
+
+    Build one with :meth:`default` (the bundled face) or :meth:`load` (a scan). Arrays are
+    read-only; derived quantities are computed on first use and kept.
+    """
+
+    def __init__(self, vertices: np.ndarray, subdivisions: int, *, unobserved: np.ndarray | None = None,
+                 pose: np.ndarray | None = None, source: str = "", notes: tuple = ()):
+        self.template = _template.template(subdivisions)
+        vertices = np.asarray(vertices, dtype=np.float64)
+        if vertices.shape != (self.template.n_vertices, 3):
+            raise MeshError(f"face vertices have shape {vertices.shape}; the canonical topology at "
+                            f"{subdivisions} subdivisions has {self.template.n_vertices} vertices")
+        self.vertices = _frozen(vertices)
+        self.unobserved = _frozen(np.zeros(len(vertices), dtype=bool) if unobserved is None
+                                  else np.asarray(unobserved, dtype=bool))
+        self.pose = _frozen(np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64))
+        self.source = source
+        self.notes = tuple(notes)
+        self._curvature: dict[float, Curvature] = {}
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def default(cls, edge_mm: float = DEFAULT_EDGE_MM) -> "Face":
+        """The bundled canonical face (MediaPipe, Apache-2.0) in mm, refined to ~``edge_mm``."""
+        return _default_face(_template.subdivisions_for_edge(float(edge_mm)))
+
+    @classmethod
+    def load(cls, mesh_or_path, landmarks=None, units: str = "auto", *, edge_mm: float = DEFAULT_EDGE_MM,
+             tolerance_mm: float = 4.0, landmark_smoothing: float = 1.0) -> "Face":
+        """A face from a scan.
+
+        mesh_or_path : path (OBJ, PLY, STL, GLB, ...), ``trimesh.Trimesh`` or ``(vertices, faces)``
+            Any triangulation, pose and units; holes and noise are allowed.
+        landmarks : (468, 3) float, or a ``.npy`` / ``.json`` path, optional
+            MediaPipe face landmarks in the scan's frame and units. Not needed when the
+            mesh has exactly the canonical topology (468 vertices, canonical triangles).
+        units : ``"auto"``, ``"mm"``, ``"cm"``, ``"m"`` or ``"in"``
+            ``auto`` reads the face width (landmarks 234-454; a face is 90-260 mm wide).
+        tolerance_mm : float
+            Template points with no scan surface within this distance are unobserved.
+        landmark_smoothing : float
+            How strongly per-landmark detector noise is smoothed (0 keeps them as given).
+
+        Coordinates stay in the scan's frame, converted to millimetres.
+        """
+        vertices, faces, what = scan.read_mesh(mesh_or_path)
+        notes = []
+        finite = np.isfinite(vertices).all(axis=1)
+        if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+            raise MeshError(f"{what}: a face refers to vertex {int(faces.max())} but the mesh has "
+                            f"{len(vertices)} vertices; the file is corrupt")
+        good = finite[faces].all(axis=1)
+        if not good.all():
+            notes.append(f"dropped {int((~good).sum())} triangles with non-finite vertices")
+            faces = faces[good]
+        if len(faces) == 0:
+            raise MeshError(f"{what}: no triangle has finite coordinates")
+        subdivisions = _template.subdivisions_for_edge(float(edge_mm))
+        if landmarks is None:
+            if not scan.is_canonical_topology(vertices, faces):
+                raise LandmarkError(f"{what}: landmarks are needed: the mesh has {len(vertices)} vertices, "
+                                    "not the canonical 468-vertex topology; pass the 468 MediaPipe "
+                                    "landmarks (--landmarks FILE.npy)")
+            if not finite.all():
+                raise MeshError(f"{what}: vertex {int(np.argmin(finite))} is not finite; "
+                                "a canonical-topology mesh needs all 468 vertices")
+            factor = scan.detect_units(vertices, units, what)
+            base = vertices * factor
+            pose = scan.similarity_fit(_template.canonical()[0], base)
+            refined = _template.template(subdivisions).place(base)
+            return cls(refined, subdivisions, pose=pose, source=what, notes=notes)
+        lm = scan.read_landmarks(landmarks)
+        factor = scan.detect_units(lm, units, "landmarks")
+        fit = scan.fit_template(vertices * factor, faces, lm * factor, _template.template(subdivisions),
+                                tolerance_mm=float(tolerance_mm), smoothing=float(landmark_smoothing))
+        share = float(fit.unobserved.mean())
+        if share > 0:
+            notes.append(f"{100 * share:.1f}% of the template is unobserved on the scan")
+        return cls(fit.vertices, subdivisions, unobserved=fit.unobserved, pose=fit.pose, source=what,
+                   notes=notes)
+
+    # --- geometry -------------------------------------------------------------------------
+
+    @property
+    def subdivisions(self) -> int:
+        return self.template.subdivisions
+
+    @property
+    def faces(self) -> np.ndarray:
+        """Refined triangles ``(m, 3) int`` (shared by every face at this resolution)."""
+        return self.template.faces
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """The 468 landmark positions ``(468, 3) float`` (mm) on this face's surface."""
+        return self.vertices[:_template.N_LANDMARKS]
+
+    @functools.cached_property
+    def mesh(self) -> trimesh.Trimesh:
+        """The face as a ``trimesh.Trimesh`` in mm (built from vertices and faces only)."""
+        return trimesh.Trimesh(self.vertices, self.faces, process=False, validate=False)
+
+    @functools.cached_property
+    def normals(self) -> np.ndarray:
+        """Unit vertex normals ``(v, 3) float`` pointing out of the face."""
+        return _frozen(np.asarray(self.mesh.vertex_normals, dtype=np.float64))
+
+    @functools.cached_property
+    def triangle_area_mm2(self) -> np.ndarray:
+        """Skin area of each triangle ``(m,) float`` (mm^2)."""
+        p = self.vertices[self.faces]
+        return _frozen(0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1))
+
+    @property
+    def area_mm2(self) -> float:
+        """Total skin area of the face mesh (mm^2)."""
+        return float(self.triangle_area_mm2.sum())
+
+    @property
+    def uv(self) -> np.ndarray:
+        """Chart coordinates of the vertices ``(v, 2) float`` (mm; shared by all faces)."""
+        return _chart.canonical_chart(self.subdivisions)
+
+    @functools.cached_property
+    def jacobian(self) -> np.ndarray:
+        """Per-triangle Jacobian ``(m, 3, 2)`` of the chart -> surface map."""
+        return _frozen(_chart.jacobians(self.vertices, self.faces, self.uv))
+
+    @functools.cached_property
+    def metric(self) -> np.ndarray:
+        """Per-triangle first fundamental form ``(m, 2, 2)``: skin length = sqrt(d.G.d)."""
+        return _frozen(_chart.metric(self.jacobian))
+
+    @functools.cached_property
+    def area_scale(self) -> np.ndarray:
+        """Skin mm^2 per chart mm^2 in each triangle ``(m,) float``."""
+        return _frozen(_chart.area_scale(self.jacobian))
+
+    @functools.cached_property
+    def treatable_triangles(self) -> np.ndarray:
+        """Triangles ``(m,) bool`` whose three vertices were observed."""
+        return _frozen(~self.unobserved[self.faces].any(axis=1))
+
+    def chart_distortion(self) -> dict:
+        """Area and angle distortion of the chart on this face (see :func:`chart.distortion`)."""
+        return _chart.distortion(self.vertices, self.faces, self.uv)
+
+    def curvature(self, radius_mm: float = 5.0) -> Curvature:
+        """Principal curvatures and directions per vertex, fitted over ``radius_mm``."""
+        key = float(radius_mm)
+        if key not in self._curvature:
+            self._curvature[key] = principal_curvatures(self.vertices, self.normals, key)
+        return self._curvature[key]
+
+    # --- chart <-> surface ----------------------------------------------------------------
+
+    @property
+    def chart_grid(self) -> lifting.TriangleGrid:
+        return _chart_grid(self.subdivisions)
+
+    def locate(self, uv: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+        """Triangle ``(k,) int`` (-1 outside the chart) and barycentrics of chart points."""
+        return lifting.locate(self.uv, self.faces, self.chart_grid, uv, eps)
+
+    def lift(self, uv: np.ndarray) -> Lifted:
+        """Lift chart points ``(k, 2)`` (mm) to surface points and unit normals (mm)."""
+        tri, bary = self.locate(uv)
+        points = lifting.interpolate(self.vertices, self.faces, tri, bary)
+        normals = lifting.interpolate(self.normals, self.faces, tri, bary, normalize=True)
+        outside = tri < 0
+        points[outside] = np.nan
+        normals[outside] = np.nan
+        return Lifted(points, normals, tri, bary)
+
+    @functools.cached_property
+    def surface_grid(self) -> proximity.MeshGrid:
+        return proximity.build_grid(self.vertices, self.faces)
+
+    def flatten(self, points: np.ndarray, max_dist_mm: float = np.inf) -> Flattened:
+        """Chart coordinates of surface points ``(k, 3)`` via their closest surface point."""
+        tri, bary, dist = proximity.closest_points(self.surface_grid, points, max_dist_mm)
+        uv = lifting.interpolate(self.uv, self.faces, tri, bary)
+        uv[tri < 0] = np.nan
+        return Flattened(uv, tri, bary, dist)
+
+    def to_canonical_frame(self, points: np.ndarray) -> np.ndarray:
+        """Points of this face's frame ``(k, 3)`` expressed in the canonical frame (mm)."""
+        return scan.apply(np.linalg.inv(self.pose), np.asarray(points, dtype=np.float64))
+
+    def __repr__(self) -> str:
+        return (f"Face({self.source or 'unnamed'}, {len(self.vertices)} vertices, {len(self.faces)} triangles, "
+                f"{self.area_mm2 / 100:.1f} cm2, {100 * self.unobserved.mean():.1f}% unobserved)")
+
+
+@functools.lru_cache(maxsize=4)
+def _default_face(subdivisions: int) -> Face:
+    base, _, _ = _template.canonical()
+    vertices = _template.template(subdivisions).place(base)
+    return Face(vertices, subdivisions, source="canonical face (MediaPipe)")

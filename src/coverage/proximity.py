@@ -1,0 +1,159 @@
+"""Closest points on a triangle mesh (3D): projecting scans, flattening punctures.
+
+The compiled kernel (``coverage._ext.proximity``) bins triangle boxes into a uniform 3D
+grid and searches shells of cells outwards from the query until nothing unsearched can be
+nearer. The NumPy reference gets its candidates from a KD-tree of triangle centroids
+instead, so the two share no search code. Both return, for each query, the triangle with
+the smallest distance below ``max_dist`` (ties: the lowest triangle index), the closest
+point's barycentrics and the distance; ``-1`` / ``-1.0`` when nothing is that close.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ._ext import proximity as _kernel
+from .lifting import bin_boxes
+
+# the grid never holds more than this many cells per triangle (bounds memory on scans
+# with large empty boxes: shoulders, background)
+_MAX_CELLS_PER_TRIANGLE = 4
+
+
+@dataclass(frozen=True, eq=False)
+class MeshGrid:
+    """A triangle mesh and the uniform grid of its triangle boxes."""
+
+    vertices: np.ndarray  # (n, 3) float
+    faces: np.ndarray     # (m, 3) int
+    origin: np.ndarray    # (3,) float
+    cell: float
+    dims: np.ndarray      # (3,) int
+    start: np.ndarray     # (cells + 1,) int
+    items: np.ndarray     # (k,) int
+
+
+def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> MeshGrid:
+    """Bin a mesh's triangles into a uniform 3D grid (cell ~2 x median edge by default)."""
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    corners = vertices[faces]
+    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    origin = vertices.min(axis=0)
+    extent = np.maximum(vertices.max(axis=0) - origin, 1e-9)
+    if cell is None:
+        edge = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1)
+        cell = 2.0 * float(np.median(edge)) if len(edge) else 1.0
+    floor_cell = float(np.cbrt(np.prod(extent) / (_MAX_CELLS_PER_TRIANGLE * max(len(faces), 1))))
+    cell = max(float(cell), floor_cell, 1e-6)
+    dims = np.floor(extent / cell).astype(np.int64) + 1
+    start, items = bin_boxes(lo, hi, origin, cell, tuple(int(d) for d in dims))
+    return MeshGrid(vertices, faces, origin, cell, dims, start, items)
+
+
+def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
+    """Closest point on the mesh for each query point ``(k, 3) float``.
+
+    Returns ``(tri (k,) int, bary (k, 3) float, dist (k,) float)``; ``tri = -1`` and
+    ``dist = -1`` where no triangle is nearer than ``max_dist`` (or the query is not finite).
+    """
+    query = np.ascontiguousarray(query, dtype=np.float64).reshape(-1, 3)
+    k = len(query)
+    tri = np.empty(k, dtype=np.int64)
+    bary = np.empty((k, 3), dtype=np.float64)
+    dist = np.empty(k, dtype=np.float64)
+    if not np.isfinite(max_dist):
+        max_dist = float(np.linalg.norm(grid.dims * grid.cell)) * 4.0 + float(
+            np.abs(query[np.isfinite(query).all(axis=1)]).max(initial=0.0)) * 4.0 + 1.0
+    _kernel.closest_points(grid.vertices, grid.faces, query, grid.start, grid.items,
+                           np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
+                           np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
+                           tri, bary, dist)
+    return tri, bary, dist
+
+
+# --- NumPy reference ---------------------------------------------------------------------
+
+def closest_on_triangles_reference(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+    """Vectorised closest point on triangles: ``(bary (k, 3), squared distance (k,))``.
+
+    Same Voronoi-region walk as the kernel (Ericson 5.1.5), all arrays ``(k, 3)``.
+    """
+    def dot(x, y):
+        return np.einsum("ij,ij->i", x, y)
+
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = dot(ab, ap), dot(ac, ap)
+    bp = p - b
+    d3, d4 = dot(ab, bp), dot(ac, bp)
+    cp = p - c
+    d5, d6 = dot(ab, cp), dot(ac, cp)
+    vc = d1 * d4 - d3 * d2
+    vb = d5 * d2 - d1 * d6
+    va = d3 * d6 - d5 * d4
+    k = len(p)
+    bary = np.zeros((k, 3))
+    done = np.zeros(k, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        regions = [
+            ((d1 <= 0) & (d2 <= 0), lambda: (1.0, 0.0, 0.0)),
+            ((d3 >= 0) & (d4 <= d3), lambda: (0.0, 1.0, 0.0)),
+            ((vc <= 0) & (d1 >= 0) & (d3 <= 0), lambda: (1 - d1 / (d1 - d3), d1 / (d1 - d3), 0.0)),
+            ((d6 >= 0) & (d5 <= d6), lambda: (0.0, 0.0, 1.0)),
+            ((vb <= 0) & (d2 >= 0) & (d6 <= 0), lambda: (1 - d2 / (d2 - d6), 0.0, d2 / (d2 - d6))),
+            ((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0),
+             lambda: (0.0, 1 - (d4 - d3) / ((d4 - d3) + (d5 - d6)), (d4 - d3) / ((d4 - d3) + (d5 - d6)))),
+        ]
+        for cond, value in regions:
+            sel = cond & ~done
+            if sel.any():
+                vals = value()
+                for j in range(3):
+                    bary[sel, j] = vals[j][sel] if isinstance(vals[j], np.ndarray) else vals[j]
+            done |= sel
+        den = va + vb + vc
+        rest = ~done
+        v = vb / den
+        w = vc / den
+        inner = np.stack([1.0 - v - w, v, w], axis=1)
+        degenerate = rest & (den == 0)
+        inner[degenerate] = (1.0, 0.0, 0.0)
+        bary[rest] = inner[rest]
+    q = bary[:, 0:1] * a + bary[:, 1:2] * b + bary[:, 2:3] * c - p
+    return bary, dot(q, q)
+
+
+def closest_points_reference(vertices: np.ndarray, faces: np.ndarray, query: np.ndarray,
+                             max_dist: float = np.inf):
+    """NumPy twin of :func:`closest_points` (KD-tree candidates, exact distances)."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    query = np.asarray(query, dtype=np.float64).reshape(-1, 3)
+    k = len(query)
+    tri = np.full(k, -1, dtype=np.int64)
+    bary = np.zeros((k, 3))
+    dist = np.full(k, -1.0)
+    finite = np.isfinite(query).all(axis=1)
+    corners = vertices[faces]
+    centroid = corners.mean(axis=1)
+    reach = float(np.linalg.norm(corners - centroid[:, None], axis=2).max())
+    # the nearest vertex bounds the distance to the surface from above
+    near_vertex, _ = cKDTree(vertices).query(np.where(finite[:, None], query, 0.0))
+    radius = np.minimum(near_vertex, max_dist) + reach + 1e-9
+    qid = np.nonzero(finite)[0]
+    lists = cKDTree(centroid).query_ball_point(query[qid], radius[qid])
+    counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    pair_q = np.repeat(qid, counts)
+    pair_t = np.fromiter((t for x in lists for t in x), dtype=np.int64, count=int(counts.sum()))
+    pb, d2 = closest_on_triangles_reference(query[pair_q], *(corners[pair_t, i] for i in range(3)))
+    ok = d2 < max_dist * max_dist
+    order = np.lexsort((pair_t, d2, pair_q))
+    order = order[ok[order]]
+    _, first = np.unique(pair_q[order], return_index=True)
+    pick = order[first]
+    tri[pair_q[pick]] = pair_t[pick]
+    bary[pair_q[pick]] = pb[pick]
+    dist[pair_q[pick]] = np.sqrt(d2[pick])
+    return tri, bary, dist

@@ -1,0 +1,273 @@
+"""Treatment zones and exclusions in the chart, built from the landmark loops.
+
+Zones are a planar partition of the face oval: boundary chains through landmarks (drawn
+for the subject's right side and mirrored) are noded and polygonised by shapely, and each
+cell is named by the landmark it contains. Zones therefore never overlap and cover the
+oval exactly. Exclusions (eyes with the upper lids, lips, nostrils, eyebrows, user
+lesions, unobserved skin) are carved out of them together with their margins, measured on
+the skin and widened by the positioning error (see :mod:`coverage.regions`).
+
+Left and right are the subject's: the left lies at +x (+u in the chart).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from . import regions
+from . import template as _template
+from .protocol import Lesion, Protocol
+
+# Boundary chains of the partition on the subject's right; the left side is their mirror.
+# Chosen on the canonical face (see docs/zones.md for the picture and the reasoning).
+RIGHT_CHAINS = (
+    (70, 71, 21),                                        # forehead | temple
+    (127, 34, 143, 156, 70),                             # temple | zygoma, periorbital
+    (70, 46, 53, 52, 65, 55),                            # forehead | periorbital: brow's lower edge
+    (55, 107, 9),                                        # glabella: side and top
+    (55, 193),                                           # glabella | periorbital, down to the nose
+    (143, 111, 117, 118, 119, 120, 121, 128),            # periorbital | zygoma, cheek: orbital rim
+    (234, 227, 123, 50, 101, 119),                       # zygoma | cheek
+    (98, 203, 206, 216, 212, 202, 204, 194, 201, 200),   # perioral outline
+    (212, 214, 192, 213, 177, 93),                       # cheek | jaw
+    (204, 32, 140, 176),                                 # chin | jaw
+)
+CLOSED_LOOPS = ("face_oval", "nose_full_outline_derived")
+# one landmark inside each cell names it (right side; left seeds are mirrored)
+SEEDS = {
+    "forehead": 151, "glabella": 8, "nose": 5, "perioral": 164, "chin": 199,
+    "temple_right": 139, "periorbital_right": 145, "cheek_right": 205,
+    "zygoma_right": 116, "jaw_right": 135,
+}
+# the upper eyelid up to the brow: upper lash line, medial canthus to the brow head,
+# the brow's lower edge, and back down past the lateral canthus
+UPPER_LID_RIGHT = (33, 246, 161, 160, 159, 158, 157, 173, 133, 243, 189, 221, 55, 65, 52, 53, 46, 113, 130)
+EXCLUSION_NAMES = ("eye_left", "eye_right", "lips", "nostril_left", "nostril_right",
+                   "eyebrow_left", "eyebrow_right")
+
+
+def _mirror(ids) -> tuple:
+    mirror = _template.canonical()[2]["mirror_derived"]
+    return tuple(int(mirror[i]) for i in ids)
+
+
+def _seed_names() -> dict:
+    seeds = dict(SEEDS)
+    for name, seed in SEEDS.items():
+        if name.endswith("_right"):
+            seeds[name[:-len("_right")] + "_left"] = _mirror([seed])[0]
+    return seeds
+
+
+def _line(tpl, uv, ids, closed=False):
+    path = tpl.path(ids, closed=closed)
+    coords = uv[path]
+    return shapely.Polygon(coords) if closed else shapely.LineString(coords)
+
+
+@functools.lru_cache(maxsize=4)
+def canonical_outlines(subdivisions: int) -> dict:
+    """Zone cells (name -> chart Polygon) of the standard partition at one resolution."""
+    from .chart import canonical_chart
+
+    tpl = _template.template(subdivisions)
+    uv = canonical_chart(subdivisions)
+    loops = tpl.landmark_sets["loops"]
+    lines = []
+    for chain in RIGHT_CHAINS:
+        lines.append(_line(tpl, uv, chain))
+        lines.append(_line(tpl, uv, _mirror(chain)))
+    for name in CLOSED_LOOPS:
+        lines.append(_line(tpl, uv, loops[name], closed=True).exterior)
+    cells = shapely.get_parts(shapely.polygonize(shapely.get_parts(shapely.union_all(lines))))
+    seeds = _seed_names()
+    points = shapely.points(uv[list(seeds.values())])
+    outlines = {}
+    for cell in cells:
+        names = [name for name, point in zip(seeds, points) if cell.contains(point)]
+        if len(names) != 1:  # pragma: no cover - a fixed construction, checked by the tests
+            raise RuntimeError(f"zone partition cell holds seeds {names}; fix RIGHT_CHAINS")
+        outlines[names[0]] = cell
+    missing = set(seeds) - set(outlines)
+    if missing:  # pragma: no cover
+        raise RuntimeError(f"zone partition has no cell for {sorted(missing)}")
+    return outlines
+
+
+@functools.lru_cache(maxsize=4)
+def canonical_exclusion_regions(subdivisions: int) -> dict:
+    """Exclusion regions before margins: name -> tuple of (part name, chart Polygon)."""
+    from .chart import canonical_chart
+
+    tpl = _template.template(subdivisions)
+    uv = canonical_chart(subdivisions)
+    loops = tpl.landmark_sets["loops"]
+
+    def poly(ids):
+        return shapely.make_valid(_line(tpl, uv, ids, closed=True))
+
+    return {
+        "eye_left": (("eye", poly(loops["left_eye"])), ("upper_eyelid", poly(_mirror(UPPER_LID_RIGHT)))),
+        "eye_right": (("eye", poly(loops["right_eye"])), ("upper_eyelid", poly(UPPER_LID_RIGHT))),
+        "lips": (("lips", poly(loops["lips_outer"])),),
+        "nostril_left": (("nostril", poly(loops["left_nostril_derived"])),),
+        "nostril_right": (("nostril", poly(loops["right_nostril_derived"])),),
+        "eyebrow_left": (("eyebrow", poly(loops["left_eyebrow"])),),
+        "eyebrow_right": (("eyebrow", poly(loops["right_eyebrow"])),),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class Exclusion:
+    """A keep-out: the excluded skin and the band around it that no tool may touch."""
+
+    name: str
+    region: BaseGeometry    # chart region of the feature itself
+    keepout: BaseGeometry   # region plus its margins (chart)
+    margins_mm: tuple       # ((part, margin on the skin incl. positioning error), ...)
+
+    @property
+    def margin_mm(self) -> float:
+        """The widest margin of the exclusion's parts (mm, on the skin)."""
+        return max(m for _, m in self.margins_mm)
+
+
+def _margin_for(part: str, protocol: Protocol) -> float:
+    margins = protocol.margins
+    return {"eye": margins.eye_mm, "upper_eyelid": margins.upper_eyelid_mm, "lips": margins.lips_mm,
+            "nostril": margins.nostril_mm, "eyebrow": margins.eyebrow_mm}[part]
+
+
+def lesion_exclusion(face, lesion: Lesion, protocol: Protocol) -> Exclusion:
+    """A user-marked lesion (a point and radius on the face, or a chart polygon) as a keep-out."""
+    margin = (protocol.margins.lesion_mm if lesion.margin_mm is None else lesion.margin_mm) \
+        + protocol.session.positioning_error_mm
+    if lesion.polygon_chart is not None:
+        region = shapely.make_valid(shapely.Polygon(lesion.polygon_chart))
+        keep = regions.keepout(face, region, margin)
+    else:
+        # the lesion is the skin within radius_mm of its centre (straight-line distance)
+        dist = np.linalg.norm(face.vertices - np.asarray(lesion.center_mm, dtype=np.float64), axis=1)
+        region = regions.sublevel_region(face, dist, lesion.radius_mm)
+        if region.is_empty:
+            from .errors import ProtocolError
+            raise ProtocolError(f"lesions.{lesion.name}.center_mm = {list(lesion.center_mm)} is more than "
+                                f"{lesion.radius_mm} mm from the face surface; give a point on the face "
+                                "in the face's frame (mm)")
+        level = lesion.radius_mm + margin + regions.interpolation_slack_mm(face, margin)
+        keep = shapely.union(regions.sublevel_region(face, dist, level), region)
+    return Exclusion(f"lesion:{lesion.name}", region, shapely.make_valid(keep), (("lesion", margin),))
+
+
+class ZoneMap:
+    """Zones (treatable chart polygons) and exclusions (keep-outs) of one face.
+
+    ``polygons[name]`` is the zone's treatable skin: its cell minus every keep-out (features,
+    margins, lesions, unobserved skin). ``outlines[name]`` is the cell before that.
+    """
+
+    def __init__(self, face, protocol: Protocol, outlines: dict, exclusions: dict):
+        self.face = face
+        self.protocol = protocol
+        self.outlines = outlines
+        self.exclusions = exclusions
+        keep = [e.keepout for e in exclusions.values() if not e.keepout.is_empty]
+        self.keepout = shapely.union_all(keep) if keep else regions.empty()
+        shapely.prepare(self.keepout)
+        self.polygons = {name: shapely.make_valid(shapely.difference(cell, self.keepout))
+                         for name, cell in outlines.items()}
+        for poly in self.polygons.values():
+            shapely.prepare(poly)
+        self._area: dict[str, float] = {}
+
+    @classmethod
+    def default(cls, face, protocol: Protocol | None = None) -> "ZoneMap":
+        """The standard zones and exclusions of a face under a protocol (default protocol)."""
+        protocol = Protocol.default() if protocol is None else protocol
+        error_mm = protocol.session.positioning_error_mm
+        exclusions = {}
+        for name, parts in canonical_exclusion_regions(face.subdivisions).items():
+            if name.startswith("eyebrow") and not protocol.margins.exclude_eyebrows:
+                continue
+            margins = tuple((part, _margin_for(part, protocol) + error_mm) for part, _ in parts)
+            keep = shapely.union_all([regions.keepout(face, region, m)
+                                      for (_, region), (_, m) in zip(parts, margins)])
+            region = shapely.union_all([region for _, region in parts])
+            exclusions[name] = Exclusion(name, region, shapely.make_valid(keep), margins)
+        for lesion in protocol.lesions:
+            exc = lesion_exclusion(face, lesion, protocol)
+            exclusions[exc.name] = exc
+        if face.unobserved.any():
+            region = regions.triangles_region(face, ~face.treatable_triangles)
+            exclusions["unobserved"] = Exclusion("unobserved", region, regions.keepout(face, region, error_mm),
+                                                 (("unobserved", error_mm),))
+        outlines = cls._outlines(face, protocol)
+        return cls(face, protocol, outlines, exclusions)
+
+    @staticmethod
+    def _outlines(face, protocol: Protocol) -> dict:
+        """Standard cells, with user zones (chart polygons) cut out of them first.
+
+        User zones take priority over the standard ones, and an earlier user zone over a
+        later one, so the zones still never overlap.
+        """
+        domain = chart_domain(face.subdivisions)
+        held = regions.empty()
+        custom = {}
+        for name, zone in protocol.zones.items():
+            if zone.polygon_chart is not None:
+                polygon = shapely.make_valid(shapely.Polygon(zone.polygon_chart))
+                custom[name] = shapely.make_valid(shapely.intersection(shapely.difference(polygon, held), domain))
+                held = shapely.union(held, polygon)
+        standard = canonical_outlines(face.subdivisions)
+        return {name: custom[name] if name in custom else shapely.make_valid(shapely.difference(standard[name], held))
+                for name in protocol.zones}
+
+    # --- queries ------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list:
+        """Zone names, in protocol order."""
+        return list(self.polygons)
+
+    def dose(self, name: str):
+        """The protocol's dose and depth settings for a zone."""
+        return self.protocol.zone(name)
+
+    def area_cm2(self, name: str) -> float:
+        """Treatable skin area of a zone (cm^2)."""
+        if name not in self.polygons:
+            raise KeyError(f"unknown zone {name!r}; zones are {', '.join(self.names)}")
+        if name not in self._area:
+            self._area[name] = regions.skin_area_mm2(self.face, self.polygons[name]) / 100.0
+        return self._area[name]
+
+    @functools.cached_property
+    def treatable(self) -> BaseGeometry:
+        """Union of all zones' treatable polygons (chart)."""
+        return shapely.union_all(list(self.polygons.values()))
+
+    def label_at(self, uv: np.ndarray) -> np.ndarray:
+        """Index into :attr:`names` of the zone holding each chart point ``(k, 2)``; -1 if none."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        out = np.full(len(uv), -1, dtype=np.int64)
+        for index, poly in enumerate(self.polygons.values()):
+            todo = out < 0
+            if not todo.any():
+                break
+            hit = shapely.contains_xy(poly, uv[todo, 0], uv[todo, 1])
+            out[np.nonzero(todo)[0][hit]] = index
+        return out
+
+    def __repr__(self) -> str:
+        return f"ZoneMap({len(self.polygons)} zones, {len(self.exclusions)} exclusions)"
+
+
+@functools.lru_cache(maxsize=4)
+def chart_domain(subdivisions: int) -> BaseGeometry:
+    """The whole chart (the face oval) as one polygon."""
+    return shapely.union_all(list(canonical_outlines(subdivisions).values()))

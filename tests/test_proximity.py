@@ -1,0 +1,86 @@
+"""Closest points on a mesh: kernel vs NumPy reference, hand cases, search limits."""
+import numpy as np
+import pytest
+import trimesh
+
+from coverage import proximity
+
+
+def _unit_triangle():
+    vertices = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return vertices, np.array([[0, 1, 2]])
+
+
+@pytest.mark.parametrize("query, expect_bary, expect_dist", [
+    ([0.25, 0.25, 2.0], [0.5, 0.25, 0.25], 2.0),            # above the interior
+    ([-1.0, -1.0, 0.0], [1.0, 0.0, 0.0], np.sqrt(2.0)),     # beyond vertex 0
+    ([0.5, -3.0, 4.0], [0.5, 0.5, 0.0], 5.0),               # beside edge 0-1 (3-4-5)
+    ([2.0, 2.0, 0.0], [0.0, 0.5, 0.5], np.sqrt(4.5)),       # beside the hypotenuse
+])
+def test_closest_point_by_hand(query, expect_bary, expect_dist):
+    vertices, faces = _unit_triangle()
+    grid = proximity.build_grid(vertices, faces, cell=0.3)
+    tri, bary, dist = proximity.closest_points(grid, np.array([query]))
+    assert tri[0] == 0
+    np.testing.assert_allclose(bary[0], expect_bary, atol=1e-12)
+    np.testing.assert_allclose(dist[0], expect_dist, rtol=1e-12)
+
+
+def _noisy_sphere(seed):
+    rng = np.random.default_rng(seed)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=30.0)
+    vertices = sphere.vertices * rng.uniform(0.9, 1.1, (len(sphere.vertices), 1))
+    return rng, np.ascontiguousarray(vertices), np.ascontiguousarray(sphere.faces, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_closest_points_match_reference(seed):
+    rng, vertices, faces = _noisy_sphere(seed)
+    query = rng.normal(size=(3000, 3)) * 25.0
+    query[:20] = np.nan
+    grid = proximity.build_grid(vertices, faces)
+    tri, bary, dist = proximity.closest_points(grid, query)
+    tri_ref, bary_ref, dist_ref = proximity.closest_points_reference(vertices, faces, query)
+    np.testing.assert_allclose(dist, dist_ref, atol=1e-9)
+    found = tri >= 0
+    assert found[20:].all() and not found[:20].any()
+    p = np.einsum("kj,kjd->kd", bary[found], vertices[faces[tri[found]]])
+    p_ref = np.einsum("kj,kjd->kd", bary_ref[found], vertices[faces[tri_ref[found]]])
+    np.testing.assert_allclose(p, p_ref, atol=1e-7)
+    # where the picks differ the point is a tie on a shared vertex or edge of both triangles
+    differ = np.nonzero(found & (tri != tri_ref))[0]
+    shared = [len(set(faces[tri[k]]) & set(faces[tri_ref[k]])) for k in differ]
+    assert all(n >= 1 for n in shared)
+    assert (np.sort(bary[differ], axis=1)[:, 0] < 1e-9).all()
+
+
+def test_max_dist_limits_the_search():
+    rng, vertices, faces = _noisy_sphere(3)
+    query = rng.normal(size=(2000, 3)) * 40.0
+    grid = proximity.build_grid(vertices, faces)
+    _, _, full = proximity.closest_points(grid, query)
+    tri, _, dist = proximity.closest_points(grid, query, max_dist=4.0)
+    tri_ref, _, dist_ref = proximity.closest_points_reference(vertices, faces, query, max_dist=4.0)
+    near = full < 4.0
+    assert 0.05 < near.mean() < 0.95
+    np.testing.assert_array_equal(tri >= 0, near)
+    np.testing.assert_array_equal(tri_ref >= 0, near)
+    np.testing.assert_allclose(dist[near], full[near])
+    assert (dist[~near] == -1).all()
+
+
+def test_grid_cell_size_does_not_change_distances():
+    rng, vertices, faces = _noisy_sphere(4)
+    query = rng.normal(size=(1000, 3)) * 50.0
+    answers = [proximity.closest_points(proximity.build_grid(vertices, faces, cell), query)[2]
+               for cell in (0.5, 4.0, 40.0)]
+    for d in answers[1:]:
+        np.testing.assert_allclose(d, answers[0], atol=1e-9)
+
+
+def test_query_far_outside_the_grid():
+    vertices, faces = _unit_triangle()
+    grid = proximity.build_grid(vertices, faces)
+    tri, bary, dist = proximity.closest_points(grid, np.array([[1000.0, 0.0, 0.0], [0.0, 0.0, -500.0]]))
+    assert tri.tolist() == [0, 0]
+    np.testing.assert_allclose(dist, [999.0, 500.0])
