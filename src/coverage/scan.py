@@ -232,13 +232,21 @@ def fit_template(scan_vertices: np.ndarray, scan_faces: np.ndarray, landmarks_mm
     found = tri >= 0
     closest = np.einsum("kj,kjd->kd", bary, scan_vertices[scan_faces[np.maximum(tri, 0)]])
 
-    scan_normals = np.cross(scan_vertices[scan_faces[:, 1]] - scan_vertices[scan_faces[:, 0]],
-                            scan_vertices[scan_faces[:, 2]] - scan_vertices[scan_faces[:, 0]])
-    lengths = np.linalg.norm(scan_normals, axis=1, keepdims=True)
-    scan_normals = np.divide(scan_normals, lengths, out=np.zeros_like(scan_normals), where=lengths > 0)
-    normal = scan_normals[np.maximum(tri, 0)]
-    # a scan's winding may be either way: compare directions without sign
-    agree = np.abs(np.einsum("ij,ij->i", normal, placed_normals)) >= np.cos(np.radians(max_normal_angle_deg))
+    # the scan's normal at the closest point, interpolated from its vertex normals so the
+    # answer does not jump between two triangles tied at a shared edge
+    scan_mesh = trimesh.Trimesh(scan_vertices, scan_faces, process=False, validate=False)
+    vertex_normals = np.asarray(scan_mesh.vertex_normals, dtype=np.float64)
+    normal = np.einsum("kj,kjd->kd", bary, vertex_normals[scan_faces[np.maximum(tri, 0)]])
+    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    normal = np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
+    cosine = np.einsum("ij,ij->i", normal, placed_normals)
+    # a scan may be wound either way: its orientation is what most matches say. Then a
+    # template point must meet skin facing its own way: one that reached across to the
+    # other side of a fold (a nostril's underside onto the lip) has the normal reversed
+    if found.any() and np.sum(cosine[found]) < 0:
+        normal = -normal
+        cosine = -cosine
+    agree = cosine >= np.cos(np.radians(max_normal_angle_deg))
 
     offset = placed - closest
     tangential = offset - np.einsum("ij,ij->i", offset, normal)[:, None] * normal

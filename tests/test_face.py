@@ -1,0 +1,151 @@
+"""The default face: frame, landmarks, refinement, chart distortion, curvature."""
+import numpy as np
+import pytest
+import trimesh
+
+from coverage import Face
+from coverage import template as tpl
+from coverage.curvature import principal_curvatures
+
+
+def test_default_face_keeps_landmarks_and_frame(default_face):
+    base, _, sets = tpl.canonical()
+    # vertices 0..467 are the landmarks, in mm (the OBJ is in cm)
+    np.testing.assert_array_equal(default_face.landmarks, base)
+    # the OBJ's widest vertex is at |x| = 7.743095 cm
+    assert np.ptp(base[:, 0]) == pytest.approx(2 * 77.43095, abs=1e-6)
+    # +z out of the face: the nose tip is the most forward landmark, and the smooth refined
+    # surface bulges past it by well under a tenth of a millimetre
+    assert int(np.argmax(default_face.landmarks[:, 2])) == sets["points"]["nose_tip"] == 4
+    assert default_face.vertices[:, 2].max() - base[4, 2] < 0.1
+    # +y up: forehead above chin; +x the subject's left: left eye corner at +x
+    assert default_face.vertices[10, 1] > default_face.vertices[152, 1]
+    assert default_face.vertices[263, 0] > 0 > default_face.vertices[33, 0]
+
+
+def test_default_face_resolution(default_face):
+    edges = default_face.mesh.edges_unique_length
+    # about 1 mm edges by default
+    assert 0.8 < np.median(edges) < 1.2
+    assert default_face.area_mm2 / 100 == pytest.approx(361.4, abs=1.0)
+    coarse = Face.default(edge_mm=2.0)
+    assert len(coarse.faces) * 3.5 < len(default_face.faces)
+    np.testing.assert_array_equal(coarse.landmarks, default_face.landmarks)
+
+
+def test_refinement_topology_is_a_valid_disk(default_face):
+    mesh = trimesh.Trimesh(default_face.vertices, default_face.faces, process=False)
+    # one boundary loop (the face oval), Euler characteristic of a disk, consistent winding
+    assert mesh.euler_number == 1
+    assert mesh.is_winding_consistent
+    assert (default_face.triangle_area_mm2 > 0).all()
+    n = default_face.subdivisions
+    assert len(default_face.faces) == 898 * n * n
+
+
+def _spherical_triangle(radius, span_deg):
+    """Three points on a sphere around +z, ``span_deg`` apart as seen from its centre."""
+    a = np.radians(span_deg) / 2
+    c = np.array([[np.sin(a), 0, np.cos(a)],
+                  [-0.5 * np.sin(a), 0.866 * np.sin(a), np.cos(a)],
+                  [-0.5 * np.sin(a), -0.866 * np.sin(a), np.cos(a)]])
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    return radius * c, c
+
+
+@pytest.mark.parametrize("span_deg, ratio", [(40.0, 0.12), (20.0, 0.03)])
+def test_pn_triangle_interpolates_corners_and_follows_a_sphere(span_deg, ratio):
+    # a base triangle of the face spans a few tens of degrees of curvature: there the PN
+    # patch's centre lies within a few per cent of the flat centroid's gap to the sphere
+    corners, normals = _spherical_triangle(10.0, span_deg)
+    bary = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]])
+    pts = tpl.pn_triangle_points(corners[None].repeat(5, 0), normals[None].repeat(5, 0), bary)
+    np.testing.assert_allclose(pts[:3], corners, atol=1e-12)
+    flat_gap = 10.0 - np.linalg.norm(corners.mean(axis=0))
+    pn_gap = abs(10.0 - np.linalg.norm(pts[3]))
+    assert pn_gap < ratio * flat_gap
+    # the edge point depends only on its edge's ends: the same from the other triangle
+    other = tpl.pn_triangle_points(corners[[1, 0, 2]][None], normals[[1, 0, 2]][None], np.array([[0.5, 0.5, 0]]))
+    np.testing.assert_allclose(other[0], pts[4], atol=1e-12)
+
+
+def test_refinement_paths_follow_base_edges():
+    t = tpl.template(4)
+    path = t.path([33, 7])                  # a base edge of the right eye loop
+    assert path[0] == 33 and path[-1] == 7 and len(path) == 5
+    chord = t.path([33, 263])               # not an edge: joined directly
+    assert chord.tolist() == [33, 263]
+
+
+def test_chart_distortion_report(default_face):
+    """The chart's area and angle distortion (printed with `pytest -s`)."""
+    report = default_face.chart_distortion()
+    area, angle = report["area_scale"], report["angle_ratio"]
+    print("\nchart distortion (skin-area weighted; area scale relative to its median):")
+    print(f"  area scale  p5 {area['p5']:.3f}  p50 {area['p50']:.3f}  p95 {area['p95']:.3f}  max {area['max']:.1f}")
+    print(f"  angle ratio p50 {angle['p50']:.4f}  p95 {angle['p95']:.4f}  max {angle['max']:.3f}")
+    assert report["flipped"] == 0
+    assert angle["p50"] < 1.01 and angle["p95"] < 1.03 and angle["max"] < 2.0
+    assert area["p5"] > 0.7 and area["p95"] < 1.8
+    # the large area scales sit in the nostrils and the mouth corners (exclusions)
+
+
+def test_chart_metric_converts_lengths_to_skin(default_face):
+    rng = np.random.default_rng(1)
+    tri = rng.integers(0, len(default_face.faces), 500)
+    corners_uv = default_face.uv[default_face.faces[tri]]
+    corners_3d = default_face.vertices[default_face.faces[tri]]
+    d_uv = corners_uv[:, 1] - corners_uv[:, 0]
+    skin = np.linalg.norm(corners_3d[:, 1] - corners_3d[:, 0], axis=1)
+    g = default_face.metric[tri]
+    from_metric = np.sqrt(np.einsum("ki,kij,kj->k", d_uv, g, d_uv))
+    np.testing.assert_allclose(from_metric, skin, rtol=1e-9)
+    e2 = corners_uv[:, 2] - corners_uv[:, 0]
+    chart_area = 0.5 * np.abs(d_uv[:, 0] * e2[:, 1] - d_uv[:, 1] * e2[:, 0])
+    np.testing.assert_allclose(chart_area * default_face.area_scale[tri], default_face.triangle_area_mm2[tri], rtol=1e-9)
+
+
+def _sphere(radius, inward=False):
+    mesh = trimesh.creation.icosphere(subdivisions=5, radius=radius)
+    normals = -mesh.vertex_normals if inward else mesh.vertex_normals
+    return mesh.vertices, normals
+
+
+def test_curvature_of_a_sphere():
+    vertices, normals = _sphere(30.0)
+    c = principal_curvatures(vertices, normals, radius_mm=5.0)
+    np.testing.assert_allclose(c.k1, 1 / 30.0, rtol=0.03)
+    np.testing.assert_allclose(c.k2, 1 / 30.0, rtol=0.03)
+    # seen from inside (a concave bowl) the sign flips
+    vertices, normals = _sphere(30.0, inward=True)
+    c = principal_curvatures(vertices, normals, radius_mm=5.0)
+    np.testing.assert_allclose(c.k1, -1 / 30.0, rtol=0.03)
+
+
+def test_curvature_of_a_cylinder_and_euler_formula():
+    radius = 15.0
+    theta, z = np.meshgrid(np.linspace(0, 2 * np.pi, 240, endpoint=False), np.linspace(-30, 30, 121))
+    vertices = np.stack([radius * np.cos(theta), radius * np.sin(theta), z], -1).reshape(-1, 3)
+    normals = np.stack([np.cos(theta), np.sin(theta), 0 * z], -1).reshape(-1, 3)
+    c = principal_curvatures(vertices, normals, radius_mm=4.0)
+    mid = np.abs(vertices[:, 2]) < 20        # away from the cut ends
+    np.testing.assert_allclose(c.k1[mid], 1 / radius, rtol=0.02)
+    np.testing.assert_allclose(c.k2[mid], 0.0, atol=2e-3)
+    # k2's direction runs along the axis, k1's around it
+    assert np.abs(c.d2[mid][:, 2]).min() > 0.99
+    # Euler: along the axis 0, around 1/R, at 45 degrees half of it
+    ids = np.nonzero(mid)[0][:100]
+    around = np.cross([0, 0, 1.0], normals[ids])
+    along = np.tile([0, 0, 1.0], (len(ids), 1))
+    np.testing.assert_allclose(c.normal_curvature(ids, around), 1 / radius, rtol=0.02)
+    np.testing.assert_allclose(c.normal_curvature(ids, along), 0.0, atol=2e-3)
+    np.testing.assert_allclose(c.normal_curvature(ids, around + along), 0.5 / radius, rtol=0.03)
+
+
+def test_face_curvature_signs_where_anatomy_says(default_face):
+    c = default_face.curvature()
+    # the nose tip is convex in every direction; the nasolabial fold side of the nose (ala
+    # groove) is concave across; the forehead is gently convex
+    assert c.k2[4] > 0
+    assert c.k1[151] > 0 and abs(c.k1[151]) < 0.05
+    assert np.median(c.k2[default_face.faces[:, 0]]) < 0.01

@@ -1,0 +1,153 @@
+"""Zones and exclusions: a partition of the oval, skin areas, margins that hold on the skin."""
+import numpy as np
+import pytest
+import shapely
+from scipy.spatial import cKDTree
+
+from coverage import Lesion, Protocol, ZoneMap, regions
+from coverage.protocol import STANDARD_ZONES
+from coverage.zones import EXCLUSION_NAMES, canonical_exclusion_regions, chart_domain
+
+
+def test_names(default_zones):
+    assert default_zones.names == list(STANDARD_ZONES)
+    assert sorted(default_zones.exclusions) == sorted(EXCLUSION_NAMES)
+
+
+def test_zones_partition_the_oval(default_face, default_zones):
+    outlines = list(default_zones.outlines.values())
+    assert all(o.is_valid and o.area > 10 for o in outlines)
+    domain = chart_domain(default_face.subdivisions)
+    union = shapely.union_all(outlines)
+    # no overlaps: the areas add up to the union's; no gaps: the union is the whole chart
+    assert sum(o.area for o in outlines) == pytest.approx(union.area, rel=1e-9)
+    assert union.symmetric_difference(domain).area < 1e-6
+    # the chart's boundary is the mesh's boundary: the oval covers every triangle
+    assert regions.skin_area_mm2(default_face, domain) == pytest.approx(default_face.area_mm2, rel=1e-9)
+
+
+def test_zone_areas_sum_to_the_treatable_area(default_face, default_zones):
+    total = sum(default_zones.area_cm2(n) for n in default_zones.names)
+    treatable = regions.skin_area_mm2(default_face, default_zones.treatable) / 100
+    assert total == pytest.approx(treatable, rel=1e-9)
+    keepout = regions.skin_area_mm2(default_face, shapely.intersection(default_zones.keepout,
+                                                                       chart_domain(default_face.subdivisions))) / 100
+    # the canonical face measures ~360 cm^2 inside its oval: treatable + kept out
+    assert treatable + keepout == pytest.approx(default_face.area_mm2 / 100, rel=1e-6)
+    assert 355 < default_face.area_mm2 / 100 < 365
+    assert 280 < treatable < 330
+
+
+@pytest.mark.parametrize("name, low, high", [
+    ("forehead", 35, 65), ("glabella", 2, 8), ("temple_left", 6, 16), ("periorbital_left", 5, 14),
+    ("nose", 12, 28), ("cheek_left", 22, 45), ("zygoma_left", 8, 20), ("perioral", 15, 32),
+    ("chin", 8, 20), ("jaw_left", 20, 40),
+])
+def test_zone_areas_are_plausible(default_zones, name, low, high):
+    assert low < default_zones.area_cm2(name) < high
+
+
+def test_left_and_right_are_the_subjects_and_symmetric(default_face, default_zones):
+    for name in default_zones.names:
+        if not name.endswith("_left"):
+            continue
+        right = name.replace("_left", "_right")
+        assert default_zones.area_cm2(name) == pytest.approx(default_zones.area_cm2(right), rel=1e-3)
+        centre = default_face.lift(np.array(default_zones.polygons[name].centroid.coords)).points[0]
+        assert centre[0] > 10.0, name  # the subject's left is +x
+
+
+def test_label_at(default_face, default_zones):
+    uv = default_face.uv
+    names = default_zones.names
+    labels = default_zones.label_at(uv[[151, 205, 425, 13, 159]])
+    # forehead centre, right and left cheek seeds; the mouth and the upper lid are excluded
+    assert [names[i] if i >= 0 else None for i in labels] == ["forehead", "cheek_right", "cheek_left", None, None]
+
+
+def _region_samples(face, region, spacing=0.1):
+    """Dense surface samples of a chart region: a chart grid inside plus its outline."""
+    lo = np.array(region.bounds[:2])
+    hi = np.array(region.bounds[2:])
+    u, v = np.meshgrid(np.arange(lo[0], hi[0] + spacing, spacing), np.arange(lo[1], hi[1] + spacing, spacing))
+    grid = np.stack([u.ravel(), v.ravel()], axis=1)
+    grid = grid[shapely.contains_xy(region, grid[:, 0], grid[:, 1])]
+    rim = shapely.get_coordinates(shapely.segmentize(shapely.boundary(region), spacing / 2))
+    points = face.lift(np.concatenate([grid, rim])).points
+    return points[np.isfinite(points).all(axis=1)]
+
+
+def _cover_mm(face, region, spacing):
+    """Any point of the region lies within this 3D distance of a sample (spacing in chart)."""
+    tri = np.unique(face.locate(shapely.get_coordinates(shapely.segmentize(region, 0.5)))[0])
+    stretch = np.sqrt(np.linalg.eigvalsh(face.metric[tri[tri >= 0]])[:, 1].max())
+    return spacing * stretch
+
+
+@pytest.mark.parametrize("name", EXCLUSION_NAMES)
+def test_every_margin_holds_on_the_skin(default_face, default_zones, name):
+    exc = default_zones.exclusions[name]
+    domain = chart_domain(default_face.subdivisions)
+    # points on the keep-out's edge inside the face (not on the face's own edge)
+    edge = shapely.get_coordinates(shapely.segmentize(shapely.boundary(default_zones.keepout), 0.25))
+    inner = shapely.distance(shapely.boundary(domain), shapely.points(edge)) > 0.05
+    edge_3d = default_face.lift(edge[inner]).points
+    parts = dict(canonical_exclusion_regions(default_face.subdivisions)[name])
+    for part, margin in exc.margins_mm:
+        region = parts[part]
+        samples = _region_samples(default_face, region)
+        cover = _cover_mm(default_face, region, 0.1)
+        dist, _ = cKDTree(samples).query(edge_3d)
+        # the samples over-estimate the distance by at most `cover`: the true straight-line
+        # distance, and so the distance along the skin, is at least the margin everywhere
+        assert (dist - cover).min() >= margin, (name, part, (dist - cover).min(), margin)
+        # and the keep-out is tight where this part shapes it (not needlessly wide)
+        near = dist < margin + 2.0
+        assert near.sum() > 20
+        assert np.median(dist[near] - margin) < 0.6, (name, part, np.median(dist[near] - margin))
+
+
+def test_margins_follow_the_protocol(default_face, default_zones):
+    wider = Protocol.from_dict({"margins": {"eye_mm": 8.0}, "session": {"positioning_error_mm": 2.0}})
+    zones = ZoneMap.default(default_face, wider)
+    eye = dict(zones.exclusions["eye_left"].margins_mm)
+    assert eye == {"eye": 10.0, "upper_eyelid": 2.0}
+    assert zones.exclusions["eye_left"].keepout.area > default_zones.exclusions["eye_left"].keepout.area * 1.15
+    assert zones.area_cm2("periorbital_left") < default_zones.area_cm2("periorbital_left") - 1.0
+
+
+def test_eyebrows_can_be_treated_when_the_protocol_says_so(default_face, default_zones):
+    zones = ZoneMap.default(default_face, Protocol.from_dict({"margins": {"exclude_eyebrows": False}}))
+    assert "eyebrow_left" not in zones.exclusions
+    assert zones.area_cm2("forehead") > default_zones.area_cm2("forehead") + 2.0
+
+
+def test_point_lesion_becomes_a_keepout_of_lesion_plus_margins(default_face, default_zones):
+    centre = default_face.vertices[425]            # the left cheek seed
+    protocol = Protocol.default().with_lesions(Lesion("mole", center_mm=tuple(centre), radius_mm=3.0))
+    zones = ZoneMap.default(default_face, protocol)
+    exc = zones.exclusions["lesion:mole"]
+    assert exc.margin_mm == 5.0  # lesion margin 4 + positioning error 1, beyond the 3 mm lesion
+    edge = shapely.get_coordinates(shapely.segmentize(exc.keepout.exterior, 0.25))
+    d = np.linalg.norm(default_face.lift(edge).points - centre, axis=1)
+    # radius 3 + lesion margin 4 + positioning error 1 = 8 mm, measured in 3D (<= on the skin)
+    assert d.min() >= 8.0 and np.median(d) < 8.4
+    lost = default_zones.area_cm2("cheek_left") - zones.area_cm2("cheek_left")
+    assert lost == pytest.approx(np.pi * 0.8 ** 2, rel=0.15)  # a disc of 8 mm radius
+
+
+def test_chart_polygon_lesion_and_user_zone(default_face, default_zones):
+    square = ((30.0, -20.0), (40.0, -20.0), (40.0, -10.0), (30.0, -10.0))
+    protocol = Protocol.default().with_lesions(Lesion("tattoo", polygon_chart=square))
+    zones = ZoneMap.default(default_face, protocol)
+    assert zones.label_at(np.array([[35.0, -15.0]]))[0] == -1
+    patch = ((-40.0, -30.0), (-20.0, -30.0), (-20.0, -10.0), (-40.0, -10.0))
+    custom = Protocol.from_dict({"zones": {"scar_patch": {
+        "polygon_chart": [list(p) for p in patch], "devices": ["pen"], "depth_mm": 1.0,
+        "max_depth_mm": 1.5, "target_per_cm2": 300.0}}})
+    zones = ZoneMap.default(default_face, custom)
+    assert "scar_patch" in zones.names
+    union = shapely.union_all(list(zones.outlines.values()))
+    assert sum(o.area for o in zones.outlines.values()) == pytest.approx(union.area, rel=1e-9)
+    assert zones.names[zones.label_at(np.array([[-30.0, -20.0]]))[0]] == "scar_patch"
+    assert zones.area_cm2("cheek_right") < default_zones.area_cm2("cheek_right")
