@@ -136,6 +136,17 @@ def test_distinct_channels_fewer_than_nominal_when_stacked(default_face, default
     assert 0.85 < single.n_channels / single.n_punctures < 0.98
 
 
+def test_chart_points_give_the_same_map_as_surface_points(default_face, default_zones):
+    rng = np.random.default_rng(10)
+    punctures = _uniform_punctures(default_face, default_zones, 150.0, rng)
+    from_surface = dens.density(default_face, default_zones, punctures)
+    uv = default_face.flatten(punctures).uv
+    from_chart = dens.density(default_face, default_zones, np.concatenate([uv, [[500.0, 500.0]]]))
+    np.testing.assert_array_equal(from_chart.counts, from_surface.counts)
+    np.testing.assert_array_equal(from_chart.channel, from_surface.channel)
+    assert from_chart.off_surface == 1
+
+
 def test_off_surface_punctures_are_counted_not_mapped(default_face, default_zones):
     p = default_face.lift(default_face.uv[[205]]).points
     off = p + np.array([[0.0, 0.0, 5.0]])

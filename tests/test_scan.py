@@ -130,6 +130,19 @@ def test_scan_file_round_trip(default_face, tmp_path):
     assert (face.unobserved == same.unobserved).mean() > 0.999
 
 
+@pytest.mark.parametrize("suffix", [".stl", ".glb", ".obj"])
+def test_other_mesh_formats_give_the_same_face(default_face, tmp_path, suffix):
+    s = make_scan(default_face, units="mm", seed=3)
+    path = tmp_path / f"scan{suffix}"
+    trimesh.Trimesh(s.vertices, s.faces, process=False).export(path)
+    face = Face.load(path, s.landmarks)
+    same = Face.load((s.vertices, s.faces), s.landmarks)
+    # STL and GLB store float32; an STL arrives as a triangle soup and is re-joined
+    close = np.linalg.norm(face.vertices - same.vertices, axis=1) < 1e-3
+    assert close.mean() > 0.999
+    assert (face.unobserved == same.unobserved).mean() > 0.999
+
+
 def test_canonical_topology_needs_no_landmarks(default_face, tmp_path):
     # the bundled OBJ itself: 468 vertices in cm, no landmarks needed
     import importlib.resources

@@ -322,19 +322,27 @@ def density(face, zones, punctures: np.ndarray, *, cell_mm: float = DEFAULT_TEXE
             channel_radius_mm: float | None = None, grid: TexelGrid | None = None) -> DensityMap:
     """Density map of punctures over a face's zones.
 
-    punctures : (k, 3) float
-        Puncture positions on the face (mm, the face's frame), in firing order. Points
-        farther than 0.5 mm from the surface are counted as off the surface, not mapped.
+    punctures : (k, 3) or (k, 2) float
+        Puncture positions in firing order: points on the face (mm, the face's frame;
+        points farther than 0.5 mm from the surface are counted as off the surface, not
+        mapped), or chart points (mm; points off the chart are counted as off the surface).
     channel_radius_mm : float, optional
         Punctures this close merge into one channel (default: the pen needle diameter).
     grid : TexelGrid, optional
         A precomputed :func:`texel_grid` of ``zones`` (reuse it across many maps).
     """
-    punctures = np.asarray(punctures, dtype=np.float64).reshape(-1, 3)
+    punctures = np.asarray(punctures, dtype=np.float64)
+    if punctures.ndim != 2 or punctures.shape[1] not in (2, 3):
+        raise ValueError(f"punctures have shape {punctures.shape}; expected (k, 3) surface points or (k, 2) chart points")
     if grid is None:
         grid = texel_grid(zones, cell_mm)
     radius = zones.protocol.pen.needle_diameter_mm if channel_radius_mm is None else channel_radius_mm
-    flat = face.flatten(punctures, max_dist_mm=ON_SURFACE_MM)
-    on = flat.tri >= 0
-    channel = merge_channels(punctures[on], radius)
-    return DensityMap(zones, grid, flat.uv[on], channel, int((~on).sum()))
+    if punctures.shape[1] == 2:
+        lifted = face.lift(punctures)
+        uv, points, on = punctures, lifted.points, lifted.inside
+    else:
+        flat = face.flatten(punctures, max_dist_mm=ON_SURFACE_MM)
+        uv, points, on = flat.uv, punctures, flat.tri >= 0
+    # channels merge in 3D, on the skin, whatever the input
+    channel = merge_channels(points[on], radius)
+    return DensityMap(zones, grid, uv[on], channel, int((~on).sum()))

@@ -173,6 +173,12 @@ class Face:
         p = self.vertices[self.faces]
         return _frozen(0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1))
 
+    @functools.cached_property
+    def longest_edge_mm(self) -> float:
+        """Length of the face's longest edge (mm)."""
+        p = self.vertices[self.faces]
+        return float(np.max(np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2)))
+
     @property
     def area_mm2(self) -> float:
         """Total skin area of the face mesh (mm^2)."""

@@ -169,8 +169,7 @@ def interpolation_slack_mm(face, margin_mm: float) -> float:
     the linear interpolant exceeds it by at most h^2 / (8 d) (d >= the margin near the
     contour). Taken with the longest edge, plus 0.01 mm for rounding.
     """
-    p = face.vertices[face.faces]
-    longest = float(np.max(np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2)))
+    longest = face.longest_edge_mm
     return longest * longest / (8.0 * max(margin_mm, longest)) + 0.01
 
 

@@ -66,7 +66,12 @@ def read_mesh(mesh) -> tuple[np.ndarray, np.ndarray, str]:
     faces = np.asarray(getattr(loaded, "faces", np.empty((0, 3))), dtype=np.int64)
     if len(vertices) == 0 or len(faces) == 0:
         raise MeshError(f"{path}: mesh has no triangles; export the scan as a triangle mesh")
-    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces), str(path)
+    if len(vertices) == 3 * len(faces) and len(faces) > 1:
+        # a triangle soup (STL stores each triangle's corners separately): join equal
+        # corners so neighbouring triangles share edges and the scan's rim is its real rim
+        vertices, inverse = np.unique(vertices, axis=0, return_inverse=True)
+        faces = inverse.reshape(-1, 3)
+    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), str(path)
 
 
 def read_landmarks(landmarks) -> np.ndarray:
