@@ -31,8 +31,6 @@ def _face_args(parser: argparse.ArgumentParser) -> None:
 def _load_face(args):
     from .face import Face
 
-    if args.edge_mm <= 0 or args.edge_mm > 20:
-        raise CoverageError(f"--edge-mm = {args.edge_mm} is out of range; use a value in (0, 20] mm")
     if args.mesh is None:
         if args.landmarks is not None:
             raise CoverageError("--landmarks given without --mesh; pass the scan with --mesh PATH")
@@ -47,9 +45,12 @@ def _load_protocol(args):
 
 
 def cmd_zones(args) -> int:
-    from .viz import save_figure, zone_map_figure
+    from .fileio import check_output
+    from .viz import FIGURE_SUFFIXES, save_figure, zone_map_figure
     from .zones import ZoneMap
 
+    if args.png:
+        check_output(args.png, FIGURE_SUFFIXES)
     protocol = _load_protocol(args)
     start = time.perf_counter()
     face = _load_face(args)

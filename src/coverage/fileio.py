@@ -18,9 +18,7 @@ def atomic_path(path, mode: int = 0o644):
     naming the output.
     """
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise CoverageError(f"{target}: cannot write: directory {directory} does not exist; create it first")
+    directory = _check_place(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
     except OSError as exc:
@@ -29,11 +27,35 @@ def atomic_path(path, mode: int = 0o644):
     try:
         yield Path(tmp)
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise CoverageError(f"{target}: cannot write ({exc.strerror}); choose another output path") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _check_place(target: Path) -> Path:
+    """The directory an output goes into, after checking the output can be written there."""
+    directory = target.parent
+    if target.is_dir():
+        raise CoverageError(f"{target}: cannot write: it is a directory; give a file name")
+    if not directory.is_dir():
+        raise CoverageError(f"{target}: cannot write: directory {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK):
+        raise CoverageError(f"{target}: cannot write: directory {directory} is not writable; choose another")
+    return directory
+
+
+def check_output(path, suffixes: tuple = ()) -> None:
+    """Refuse an output path before any work is done: bad place, or a suffix not in ``suffixes``."""
+    target = Path(path)
+    _check_place(target)
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise CoverageError(f"{target}: unsupported output type {target.suffix or '(none)'!r}; "
+                            f"use one of {', '.join(suffixes)}")
 
 
 def write_text(path, text: str) -> None:

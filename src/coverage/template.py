@@ -52,6 +52,11 @@ def base_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def subdivisions_for_edge(edge_mm: float) -> int:
     """Split count ``n`` whose median refined edge on the canonical face is nearest ``edge_mm``."""
+    from .errors import CoverageError
+
+    if not (0.05 <= edge_mm <= 20.0):
+        raise CoverageError(f"edge_mm = {edge_mm} is out of range; give the working resolution as an "
+                            "edge length from 0.05 to 20 mm (default 1.0)")
     vertices, faces, _ = canonical()
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)

@@ -201,7 +201,15 @@ def zone_map_figure(zones) -> Figure:
     return fig
 
 
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 def save_figure(fig: Figure, path) -> None:
-    """Save a figure atomically; the format follows the file's suffix."""
+    """Save a figure atomically; the format follows the file's suffix (png, svg or pdf)."""
+    from pathlib import Path
+
+    from .fileio import check_output
+
+    check_output(path, FIGURE_SUFFIXES)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png")
+        fig.savefig(tmp, format=Path(path).suffix.lower().lstrip("."))

@@ -1,0 +1,338 @@
+"""The ``coverage-planner`` command line: outputs, exit codes and one-line errors.
+
+Most tests call :func:`coverage.cli.main` in-process; two run the installed entry points
+(the console script and ``python -m coverage``) in a subprocess. Building a zone map costs
+about 3 s at the default resolution, so only the session fixture builds one at 1 mm; the other
+runs that get as far as building zones use ``--edge-mm 3`` (about 0.1 s).
+"""
+import contextlib
+import importlib.metadata
+import importlib.resources
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import coverage
+from coverage import CoverageError, LandmarkError, MeshError, Protocol, ProtocolError
+from coverage.cli import main
+from coverage.protocol import STANDARD_ZONES
+from coverage.zones import ZoneMap
+
+PREFIX = "coverage-planner: error: "
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+COARSE = ["--edge-mm", "3"]
+
+
+def run(argv, capsys):
+    """``main(argv)`` in-process: (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary ``.part`` files an atomic write would leave if it failed to clean up."""
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, f"exit code {code}, stderr: {err!r}"
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, f"stderr is not one line: {err!r}"
+    assert lines[0].startswith(PREFIX), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def _write(path: Path, content) -> Path:
+    """Write text (UTF-8) or bytes to ``path`` and return it."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def _write_npy(path: Path, array) -> Path:
+    np.save(path, array)
+    return path
+
+
+def export_canonical_obj(path: Path, scale: float) -> Path:
+    """The bundled canonical face (cm) with its vertices scaled, written as an OBJ."""
+    source = importlib.resources.files("coverage.meshes") / "canonical_face_model.obj"
+    with importlib.resources.as_file(source) as obj:
+        mesh = trimesh.load(obj, process=False, maintain_order=True)
+    assert len(mesh.vertices) == 468
+    mesh.vertices = np.asarray(mesh.vertices) * scale
+    mesh.export(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_zones_run(tmp_path_factory):
+    """``zones --png OUT`` on the bundled face, run once: (exit code, stdout, stderr, png path)."""
+    png = tmp_path_factory.mktemp("zones") / "zones.png"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["zones", "--png", str(png)])
+    return code, out.getvalue(), err.getvalue(), png
+
+
+@pytest.fixture
+def sphere(tmp_path):
+    """A valid mesh that is not the canonical topology, so it needs landmarks."""
+    path = tmp_path / "sphere.ply"
+    trimesh.creation.icosphere().export(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- protocol
+
+def test_protocol_default_prints_the_bundled_file(capsys):
+    code, out, err = run(["protocol", "--default"], capsys)
+    assert (code, err) == (0, "")
+    assert out == Protocol.default_text()
+    bundled = (importlib.resources.files("coverage.data") / "default_protocol.toml").read_text(encoding="utf-8")
+    parsed = tomllib.loads(out)
+    assert parsed == tomllib.loads(bundled)
+    assert parsed["format"] == "coverage-protocol"
+    assert set(parsed["zones"]) == set(STANDARD_ZONES)
+
+
+def test_protocol_default_output_passes_check(tmp_path, capsys):
+    _, printed, _ = run(["protocol", "--default"], capsys)
+    path = _write(tmp_path / "printed.toml", printed)
+    code, out, err = run(["protocol", "--check", path], capsys)
+    assert (code, err) == (0, "")
+    assert "valid protocol 'default' (15 zones, 0 lesions)" in out
+
+
+def test_protocol_check_valid_file(tmp_path, capsys):
+    path = _write(tmp_path / "clinic.toml", 'name = "clinic"\n'
+                    "[session]\ntarget_per_cm2 = 200.0\n"
+                    "[zones.forehead]\ndose_scale = 0.5\n"
+                    '[[lesions]]\nname = "mole_1"\ncenter_mm = [42.0, -12.0, 48.0]\nradius_mm = 2.5\n')
+    code, out, err = run(["protocol", "--check", path], capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 1, out
+    assert lines[0].startswith(f"{path}: valid protocol 'clinic' ")
+    assert re.search(r"\(15 zones, 1 lesions?\)$", lines[0]), lines[0]
+
+
+def test_protocol_check_invalid_file(tmp_path, capsys):
+    path = _write(tmp_path / "typo.toml", "[session]\ntarget_per_cm2 = 200.0\ntarget_per_cm = 300.0\n")
+    code, out, err = run(["protocol", "--check", path], capsys)
+    assert_one_line_error(code, err, "typo.toml:3", "session.target_per_cm")
+    assert "valid protocol" not in out
+
+
+def test_protocol_without_an_action_is_a_user_error(capsys):
+    code, _, err = run(["protocol"], capsys)
+    assert_one_line_error(code, err, "--default", "--check")
+
+
+# ----------------------------------------------------------------------------- zones
+
+def test_zones_default_face(default_zones_run):
+    code, out, err, png = default_zones_run
+    assert code == 0, err
+    assert "Traceback" not in err
+    rows = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] in STANDARD_ZONES:
+            rows[fields[0]] = float(fields[1])
+    assert set(rows) == set(STANDARD_ZONES), out
+    assert all(area > 0 for area in rows.values()), rows
+    total = re.search(r"^total\s+(\d+\.\d)$", out, re.MULTILINE)
+    assert total, out
+    # each row is rounded to 0.1 cm2, the total to 0.1 cm2 of the unrounded sum
+    assert float(total.group(1)) == pytest.approx(sum(rows.values()), abs=0.05 * (len(rows) + 1))
+    assert f"wrote {png}" in out
+
+
+def test_zones_default_face_png(default_zones_run):
+    code, _, err, png = default_zones_run
+    assert code == 0, err
+    assert png.is_file()
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 50_000
+    assert leftovers(png.parent) == []
+
+
+@pytest.fixture(scope="module")
+def canonical_objs(tmp_path_factory):
+    """The canonical face as an OBJ in its own cm, and the same shrunk to a ~5 mm face."""
+    directory = tmp_path_factory.mktemp("canonical")
+    return (export_canonical_obj(directory / "face_cm.obj", 1.0),
+            export_canonical_obj(directory / "face_tiny.obj", 0.03))
+
+
+def test_zones_canonical_topology_in_cm_needs_no_landmarks(canonical_objs, tmp_path, capsys):
+    face_cm, _ = canonical_objs
+    png = tmp_path / "out.png"
+    code, out, err = run(["zones", "--mesh", face_cm, *COARSE, "--png", png], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert str(face_cm) in out.splitlines()[0]
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_zones_face_that_fits_no_unit(canonical_objs, tmp_path, capsys):
+    _, face_tiny = canonical_objs
+    png = tmp_path / "out.png"
+    code, _, err = run(["zones", "--mesh", face_tiny, "--png", png], capsys)
+    assert_one_line_error(code, err, "face_tiny.obj", "fits no unit")
+    assert not png.exists()
+
+
+def _nan_landmarks(path):
+    landmarks = np.zeros((468, 3))
+    landmarks[7] = np.nan
+    return _write_npy(path, landmarks)
+
+
+# Each case: (argv before --png, fragments the one error line must contain).
+BAD_INPUT = {
+    "missing mesh": lambda tmp, sphere: (["--mesh", tmp / "nope.ply"], ["nope.ply", "not found"]),
+    "garbage ply": lambda tmp, sphere: (
+        ["--mesh", _write(tmp / "garbage.ply", bytes(range(256)) * 8)], ["garbage.ply", "cannot read mesh"]),
+    "unsupported suffix": lambda tmp, sphere: (
+        ["--mesh", _write(tmp / "scan.xyz", "0 0 0\n1 0 0\n0 1 0\n")], ["scan.xyz", "'.xyz'"]),
+    "mesh needs landmarks": lambda tmp, sphere: (["--mesh", sphere], ["sphere.ply", "landmarks are needed"]),
+    "landmarks wrong shape": lambda tmp, sphere: (
+        ["--mesh", sphere, "--landmarks", _write_npy(tmp / "lm_short.npy", np.zeros((10, 3)))],
+        ["lm_short.npy", "(10, 3)"]),
+    "landmarks with NaN": lambda tmp, sphere: (
+        ["--mesh", sphere, "--landmarks", _nan_landmarks(tmp / "lm_nan.npy")], ["lm_nan.npy", "landmark 7"]),
+    "landmarks missing": lambda tmp, sphere: (
+        ["--mesh", sphere, "--landmarks", tmp / "absent.npy"], ["absent.npy", "not found"]),
+    "landmarks without mesh": lambda tmp, sphere: (
+        ["--landmarks", _write_npy(tmp / "lm.npy", np.zeros((468, 3)))], ["--landmarks", "--mesh"]),
+    "protocol unknown key": lambda tmp, sphere: (
+        ["--protocol", _write(tmp / "unknown.toml", "[session]\ncolour = 'red'\n")],
+        ["unknown.toml:2", "session.colour"]),
+    "protocol depth above zone maximum": lambda tmp, sphere: (
+        ["--protocol", _write(tmp / "deep.toml", "[zones.cheek_left]\ndepth_mm = 2.0\n")],
+        ["deep.toml:2", "zones.cheek_left.depth_mm", "maximum"]),
+    "edge-mm zero": lambda tmp, sphere: (["--edge-mm", "0"], ["edge_mm = 0.0", "out of range"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_zones_bad_input(case, tmp_path, sphere, capsys):
+    args, fragments = BAD_INPUT[case](tmp_path, sphere)
+    png = tmp_path / "out.png"
+    code, out, err = run(["zones", *args, "--png", png], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert not png.exists()
+    assert leftovers(tmp_path) == []
+    assert "wrote" not in out
+
+
+def test_zones_png_into_missing_directory(tmp_path, capsys):
+    png = tmp_path / "missing" / "out.png"
+    code, out, err = run(["zones", *COARSE, "--png", png], capsys)
+    assert_one_line_error(code, err, str(png), "does not exist")
+    assert not png.parent.exists()
+    assert leftovers(tmp_path) == []
+    assert "wrote" not in out
+
+
+def test_zones_edge_mm_nan_is_a_user_error(tmp_path, capsys):
+    png = tmp_path / "out.png"
+    code, _, err = run(["zones", "--edge-mm", "nan", "--png", png], capsys)
+    assert_one_line_error(code, err, "edge_mm")
+    assert not png.exists()
+
+
+def test_zones_png_onto_a_directory_is_a_user_error(tmp_path, capsys):
+    target = tmp_path / "already_a_directory.png"
+    target.mkdir()
+    code, _, err = run(["zones", *COARSE, "--png", target], capsys)
+    assert_one_line_error(code, err, "is a directory")
+    assert target.is_dir() and leftovers(tmp_path) == []
+
+
+def test_zones_png_unsupported_suffix_is_a_user_error(tmp_path, capsys):
+    out_file = tmp_path / "zones.txt"
+    code, _, err = run(["zones", *COARSE, "--png", out_file], capsys)
+    assert_one_line_error(code, err, "zones.txt")
+    assert not out_file.exists()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["protocol", "--check", "{tmp}/missing.toml"], ProtocolError),
+    (["zones", "--mesh", "{tmp}/missing.ply"], MeshError),
+    (["zones", "--edge-mm", "0"], CoverageError),
+])
+def test_debug_raises_instead_of_exit_2(argv, error, tmp_path, capsys):
+    with pytest.raises(CoverageError) as info:
+        main(["--debug", *(a.format(tmp=tmp_path) for a in argv)])
+    assert isinstance(info.value, error)
+    assert PREFIX not in capsys.readouterr().err
+
+
+def test_landmark_errors_are_landmark_errors(sphere):
+    with pytest.raises(LandmarkError, match="landmarks are needed"):
+        main(["--debug", "zones", "--mesh", str(sphere)])
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom")
+
+
+def test_internal_error_is_one_line_exit_1(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(ZoneMap, "default", staticmethod(_boom))
+    png = tmp_path / "out.png"
+    code, out, err = run(["zones", *COARSE, "--png", png], capsys)
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("coverage-planner: internal error: RuntimeError: boom"), lines[0]
+    assert "--debug" in lines[0]
+    assert not png.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_internal_error_with_debug_raises(monkeypatch, capsys):
+    monkeypatch.setattr(ZoneMap, "default", staticmethod(_boom))
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--debug", "zones", *COARSE])
+
+
+# ----------------------------------------------------------------------------- entry points
+
+def test_console_script_version(tmp_path):
+    script = Path(sys.executable).parent / "coverage-planner"
+    assert script.is_file(), f"console script not installed next to {sys.executable}"
+    proc = subprocess.run([str(script), "--version"], cwd=tmp_path, check=False,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"coverage-planner {coverage.__version__}"
+    assert coverage.__version__ == importlib.metadata.version("coverage-planner")
+
+
+def test_python_m_coverage_protocol_default(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "coverage", "protocol", "--default"], cwd=tmp_path,
+                          check=False, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout == Protocol.default_text()
