@@ -175,7 +175,7 @@ def _inside_close(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> bool:
 def locate_case(face: Face) -> Case:
     """Chart point location of 100k random chart points (same grid for both)."""
     query = chart_points(face, 100_000, np.random.default_rng(0))
-    args = (face.uv, face.faces, face.chart_grid, query)
+    args = (face.chart_grid, query)
     return Case("locate", "100k points", lambda: lifting.locate(*args), lambda: lifting.locate_reference(*args),
                 lambda k, r: bool(np.array_equal(k[0], r[0])))
 
@@ -185,7 +185,7 @@ def lift_case(face: Face) -> Case:
     query = chart_points(face, 100_000, np.random.default_rng(0))
 
     def reference():
-        tri, bary = lifting.locate_reference(face.uv, face.faces, face.chart_grid, query)
+        tri, bary = lifting.locate_reference(face.chart_grid, query)
         points = lifting.interpolate_reference(face.vertices, face.faces, tri, bary)
         normals = lifting.interpolate_reference(face.normals, face.faces, tri, bary, normalize=True)
         return tri, points, normals
@@ -292,7 +292,7 @@ def bench_scaling(face: Face, zones: ZoneMap, grid, repeats: int) -> dict:
     return {
         "locate": scaling_series(
             (10_000, 100_000, 1_000_000), "points", lambda n: chart_points(face, n, rng()),
-            lambda q: lifting.locate(face.uv, face.faces, face.chart_grid, q), repeats),
+            lambda q: lifting.locate(face.chart_grid, q), repeats),
         "closest_points": scaling_series(
             (10_000, 100_000), "points", lambda n: surface_points(face, n, rng(), noise_mm=1.0),
             lambda q: proximity.closest_points(face.surface_grid, q), repeats),

@@ -2,94 +2,142 @@
 # Inputs are C-contiguous and already validated by coverage.lifting.
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int64_t
-from _geom cimport barycentric_2d
 
 
-cdef void _locate(const double[:, ::1] uv, const int64_t[:, ::1] faces,
-                  const double[:, ::1] query,
-                  const int64_t[::1] cell_start, const int64_t[::1] cell_items,
-                  double u0, double v0, double inv_cell, int64_t nu, int64_t nv,
-                  double eps, int64_t[::1] out_tri, double[:, ::1] out_bary) noexcept nogil:
-    cdef Py_ssize_t i, k, t
-    cdef int64_t cu, cv, c, best
-    cdef double px, py, m, best_m
+cdef inline double _bary(const double[:, ::1] affine, Py_ssize_t t, double px, double py,
+                         double* l) noexcept nogil:
+    """Barycentrics of p in triangle t from its inverse affine map; returns min(l).
+
+    affine[t] = (ax, ay, m00, m01, m10, m11): (l1, l2) = M (p - a). A degenerate triangle
+    carries NaN, so min(l) is NaN and the point is never placed in it.
+    """
+    cdef double dx = px - affine[t, 0], dy = py - affine[t, 1]
+    l[1] = affine[t, 2] * dx + affine[t, 3] * dy
+    l[2] = affine[t, 4] * dx + affine[t, 5] * dy
+    l[0] = 1.0 - l[1] - l[2]
+    cdef double m = l[0]
+    if l[1] < m:
+        m = l[1]
+    if l[2] < m:
+        m = l[2]
+    return m
+
+
+cdef inline int64_t _locate_one(const double[:, ::1] affine, double px, double py,
+                                const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                                double u0, double v0, double inv_cell, int64_t nu, int64_t nv,
+                                double eps, double* bary) noexcept nogil:
+    """Triangle holding p (first in cell order), else the least-outside within eps, else -1."""
+    cdef int64_t cu, cv, c, k, t, best = -1
+    cdef double m, best_m = -1e300
     cdef double l[3]
-    cdef double bl[3]
-    for i in range(query.shape[0]):
-        px = query[i, 0]
-        py = query[i, 1]
-        out_tri[i] = -1
-        out_bary[i, 0] = 0.0
-        out_bary[i, 1] = 0.0
-        out_bary[i, 2] = 0.0
-        # NaN fails both comparisons and lands here too
-        if not (px >= u0 and py >= v0):
-            continue
-        cu = <int64_t>floor((px - u0) * inv_cell)
-        cv = <int64_t>floor((py - v0) * inv_cell)
-        if cu >= nu or cv >= nv:
-            continue
-        c = cv * nu + cu
-        best = -1
-        best_m = -1e300
-        # first triangle (in cell order) that contains p; otherwise the least-outside one
-        for k in range(cell_start[c], cell_start[c + 1]):
-            t = cell_items[k]
-            m = barycentric_2d(px, py,
-                               uv[faces[t, 0], 0], uv[faces[t, 0], 1],
-                               uv[faces[t, 1], 0], uv[faces[t, 1], 1],
-                               uv[faces[t, 2], 0], uv[faces[t, 2], 1], l)
-            if m > best_m:
-                best_m = m
-                best = t
-                bl[0] = l[0]
-                bl[1] = l[1]
-                bl[2] = l[2]
-                if m >= 0.0:
-                    break
-        if best >= 0 and best_m >= -eps:
-            out_tri[i] = best
-            out_bary[i, 0] = bl[0]
-            out_bary[i, 1] = bl[1]
-            out_bary[i, 2] = bl[2]
+    bary[0] = 0.0
+    bary[1] = 0.0
+    bary[2] = 0.0
+    # NaN fails both comparisons and lands here too
+    if not (px >= u0 and py >= v0):
+        return -1
+    cu = <int64_t>floor((px - u0) * inv_cell)
+    cv = <int64_t>floor((py - v0) * inv_cell)
+    if cu >= nu or cv >= nv:
+        return -1
+    c = cv * nu + cu
+    for k in range(cell_start[c], cell_start[c + 1]):
+        t = cell_items[k]
+        m = _bary(affine, t, px, py, l)
+        if m > best_m:
+            best_m = m
+            best = t
+            bary[0] = l[0]
+            bary[1] = l[1]
+            bary[2] = l[2]
+            if m >= 0.0:
+                break
+    if best >= 0 and best_m >= -eps:
+        return best
+    bary[0] = 0.0
+    bary[1] = 0.0
+    bary[2] = 0.0
+    return -1
 
 
-def locate(const double[:, ::1] uv, const int64_t[:, ::1] faces, const double[:, ::1] query,
+def locate(const double[:, ::1] affine, const double[:, ::1] query,
            const int64_t[::1] cell_start, const int64_t[::1] cell_items,
            double u0, double v0, double cell, int64_t nu, int64_t nv, double eps,
            int64_t[::1] out_tri, double[:, ::1] out_bary):
+    cdef Py_ssize_t i
+    cdef double inv = 1.0 / cell
     with nogil:
-        _locate(uv, faces, query, cell_start, cell_items, u0, v0, 1.0 / cell, nu, nv, eps,
-                out_tri, out_bary)
+        for i in range(query.shape[0]):
+            out_tri[i] = _locate_one(affine, query[i, 0], query[i, 1], cell_start, cell_items,
+                                     u0, v0, inv, nu, nv, eps, &out_bary[i, 0])
 
 
-cdef void _interpolate(const double[:, ::1] values, const int64_t[:, ::1] faces,
-                       const int64_t[::1] tri, const double[:, ::1] bary, bint normalize,
-                       double[:, ::1] out) noexcept nogil:
-    cdef Py_ssize_t i, j, k = values.shape[1]
-    cdef int64_t t, a, b, c
-    cdef double s
-    for i in range(tri.shape[0]):
-        t = tri[i]
-        if t < 0:
-            for j in range(k):
-                out[i, j] = 0.0
-            continue
-        a = faces[t, 0]
-        b = faces[t, 1]
-        c = faces[t, 2]
-        s = 0.0
+cdef inline void _gather(const double[:, ::1] values, const int64_t[:, ::1] faces, int64_t t,
+                         const double* b, bint normalize, double* out) noexcept nogil:
+    cdef Py_ssize_t j, k = values.shape[1]
+    cdef int64_t a0 = faces[t, 0], a1 = faces[t, 1], a2 = faces[t, 2]
+    cdef double s = 0.0
+    for j in range(k):
+        out[j] = b[0] * values[a0, j] + b[1] * values[a1, j] + b[2] * values[a2, j]
+        s += out[j] * out[j]
+    if normalize and s > 0.0:
+        s = 1.0 / sqrt(s)
         for j in range(k):
-            out[i, j] = bary[i, 0] * values[a, j] + bary[i, 1] * values[b, j] + bary[i, 2] * values[c, j]
-            s += out[i, j] * out[i, j]
-        if normalize and s > 0.0:
-            s = 1.0 / sqrt(s)
-            for j in range(k):
-                out[i, j] *= s
+            out[j] *= s
 
 
 def interpolate(const double[:, ::1] values, const int64_t[:, ::1] faces,
                 const int64_t[::1] tri, const double[:, ::1] bary, bint normalize,
                 double[:, ::1] out):
+    cdef Py_ssize_t i, j
     with nogil:
-        _interpolate(values, faces, tri, bary, normalize, out)
+        for i in range(tri.shape[0]):
+            if tri[i] < 0:
+                for j in range(values.shape[1]):
+                    out[i, j] = 0.0
+            else:
+                _gather(values, faces, tri[i], &bary[i, 0], normalize, &out[i, 0])
+
+
+def lift(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
+         const double[:, ::1] query,
+         const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+         double u0, double v0, double cell, int64_t nu, int64_t nv, double eps,
+         int64_t[::1] out_tri, double[:, ::1] out_bary, double[:, ::1] out_points,
+         double[:, ::1] out_normals):
+    """Locate, then interpolate positions and unit normals in one pass (NaN outside the chart).
+
+    frames[v] = (x, y, z, nx, ny, nz): position and normal side by side, one cache line
+    per corner.
+    """
+    cdef Py_ssize_t i, j
+    cdef int64_t t, a0, a1, a2
+    cdef double inv = 1.0 / cell
+    cdef double nan = float("nan")
+    cdef double b0, b1, b2, s
+    with nogil:
+        for i in range(query.shape[0]):
+            t = _locate_one(affine, query[i, 0], query[i, 1], cell_start, cell_items,
+                            u0, v0, inv, nu, nv, eps, &out_bary[i, 0])
+            out_tri[i] = t
+            if t < 0:
+                for j in range(3):
+                    out_points[i, j] = nan
+                    out_normals[i, j] = nan
+                continue
+            a0 = faces[t, 0]
+            a1 = faces[t, 1]
+            a2 = faces[t, 2]
+            b0 = out_bary[i, 0]
+            b1 = out_bary[i, 1]
+            b2 = out_bary[i, 2]
+            s = 0.0
+            for j in range(3):
+                out_points[i, j] = b0 * frames[a0, j] + b1 * frames[a1, j] + b2 * frames[a2, j]
+                out_normals[i, j] = b0 * frames[a0, j + 3] + b1 * frames[a1, j + 3] + b2 * frames[a2, j + 3]
+                s += out_normals[i, j] * out_normals[i, j]
+            if s > 0.0:
+                s = 1.0 / sqrt(s)
+                for j in range(3):
+                    out_normals[i, j] *= s

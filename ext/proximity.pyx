@@ -13,7 +13,21 @@ cdef inline int64_t _clamp(int64_t x, int64_t lo, int64_t hi) noexcept nogil:
     return x
 
 
-cdef void _closest(const double[:, ::1] vertices, const int64_t[:, ::1] faces,
+cdef inline double _box_d2(const double* p, double lx, double ly, double lz,
+                          double hx, double hy, double hz) noexcept nogil:
+    """Squared distance from p to the box [l, h]."""
+    cdef double d = 0.0, e
+    e = lx - p[0] if p[0] < lx else (p[0] - hx if p[0] > hx else 0.0)
+    d += e * e
+    e = ly - p[1] if p[1] < ly else (p[1] - hy if p[1] > hy else 0.0)
+    d += e * e
+    e = lz - p[2] if p[2] < lz else (p[2] - hz if p[2] > hz else 0.0)
+    d += e * e
+    return d
+
+
+cdef void _closest(const double[:, ::1] corners,
+                   const double[:, ::1] tri_lo, const double[:, ::1] tri_hi,
                    const double[:, ::1] query,
                    const int64_t[::1] cell_start, const int64_t[::1] cell_items,
                    const double[::1] origin, double cell, const int64_t[::1] dims,
@@ -23,9 +37,6 @@ cdef void _closest(const double[:, ::1] vertices, const int64_t[:, ::1] faces,
     cdef int64_t t, r, rmax, cx, cy, cz, x, y, z, c, best
     cdef int64_t x0, x1, y0, y1, z0, z1, nx = dims[0], ny = dims[1], nz = dims[2]
     cdef double p[3]
-    cdef double a[3]
-    cdef double b[3]
-    cdef double cc[3]
     cdef double bary[3]
     cdef double bb[3]
     cdef int64_t home[3]
@@ -82,13 +93,20 @@ cdef void _closest(const double[:, ::1] vertices, const int64_t[:, ::1] faces,
                             x = x1
                             continue
                         c = (z * ny + y) * nx + x
+                        # a cell (or a triangle) whose box is farther than the best so far
+                        # cannot hold a nearer point; equal distances still count for ties
+                        if _box_d2(p, origin[0] + x * cell, origin[1] + y * cell, origin[2] + z * cell,
+                                   origin[0] + (x + 1) * cell, origin[1] + (y + 1) * cell,
+                                   origin[2] + (z + 1) * cell) > best_d2:
+                            x += 1
+                            continue
                         for k in range(cell_start[c], cell_start[c + 1]):
                             t = cell_items[k]
-                            for j in range(3):
-                                a[j] = vertices[faces[t, 0], j]
-                                b[j] = vertices[faces[t, 1], j]
-                                cc[j] = vertices[faces[t, 2], j]
-                            d2 = closest_on_triangle(p, a, b, cc, bary)
+                            if _box_d2(p, tri_lo[t, 0], tri_lo[t, 1], tri_lo[t, 2],
+                                       tri_hi[t, 0], tri_hi[t, 1], tri_hi[t, 2]) > best_d2:
+                                continue
+                            # corners packed per triangle (corners[t] = a, b, c) for locality
+                            d2 = closest_on_triangle(p, &corners[t, 0], &corners[t, 3], &corners[t, 6], bary)
                             if d2 < best_d2 or (d2 == best_d2 and best >= 0 and t < best):
                                 best_d2 = d2
                                 best = t
@@ -120,12 +138,13 @@ cdef void _closest(const double[:, ::1] vertices, const int64_t[:, ::1] faces,
             out_dist[i] = sqrt(best_d2)
 
 
-def closest_points(const double[:, ::1] vertices, const int64_t[:, ::1] faces,
+def closest_points(const double[:, ::1] corners,
+                   const double[:, ::1] tri_lo, const double[:, ::1] tri_hi,
                    const double[:, ::1] query,
                    const int64_t[::1] cell_start, const int64_t[::1] cell_items,
                    const double[::1] origin, double cell, const int64_t[::1] dims,
                    double max_dist,
                    int64_t[::1] out_tri, double[:, ::1] out_bary, double[::1] out_dist):
     with nogil:
-        _closest(vertices, faces, query, cell_start, cell_items, origin, cell, dims, max_dist,
+        _closest(corners, tri_lo, tri_hi, query, cell_start, cell_items, origin, cell, dims, max_dist,
                  out_tri, out_bary, out_dist)

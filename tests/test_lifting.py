@@ -18,7 +18,7 @@ def test_locate_by_hand():
     faces = np.array([[0, 1, 2], [0, 2, 3]])
     grid = lifting.build_grid(uv, faces, cell=1.0)
     query = np.array([[1.5, 0.5], [0.5, 1.5], [3.0, 3.0], [np.nan, 0.0]])
-    tri, bary = lifting.locate(uv, faces, grid, query)
+    tri, bary = lifting.locate(grid, query)
     assert tri.tolist() == [0, 1, -1, -1]
     # (1.5, 0.5) = 0.25 * (0,0) + 0.5 * (2,0) + 0.25 * (2,2)
     np.testing.assert_allclose(bary[0], [0.25, 0.5, 0.25])
@@ -33,7 +33,7 @@ def test_point_just_outside_snaps_within_eps_only():
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     faces = np.array([[0, 1, 2]])
     grid = lifting.build_grid(uv, faces, cell=0.5)
-    tri, _ = lifting.locate(uv, faces, grid, np.array([[0.5, -1e-12], [0.5, -1e-3]]), eps=1e-9)
+    tri, _ = lifting.locate(grid, np.array([[0.5, -1e-12], [0.5, -1e-3]]), eps=1e-9)
     assert tri.tolist() == [0, -1]
 
 
@@ -45,8 +45,8 @@ def test_locate_matches_reference(seed):
     query = rng.uniform(-60, 60, (5000, 2))
     query[:50] = uv[rng.integers(0, len(uv), 50)]          # exactly on vertices
     query[50:60] = np.nan
-    tri, bary = lifting.locate(uv, faces, grid, query)
-    tri_ref, bary_ref = lifting.locate_reference(uv, faces, grid, query)
+    tri, bary = lifting.locate(grid, query)
+    tri_ref, bary_ref = lifting.locate_reference(grid, query)
     np.testing.assert_array_equal(tri, tri_ref)
     np.testing.assert_allclose(bary, bary_ref, atol=1e-12)
     inside = tri >= 0
@@ -74,7 +74,7 @@ def test_grid_cell_size_does_not_change_answers():
     rng = np.random.default_rng(5)
     uv, faces = _random_triangulation(rng, 300)
     query = rng.uniform(-50, 50, (2000, 2))
-    results = [lifting.locate(uv, faces, lifting.build_grid(uv, faces, cell), query) for cell in (0.7, 3.0, 25.0)]
+    results = [lifting.locate(lifting.build_grid(uv, faces, cell), query) for cell in (0.7, 3.0, 25.0)]
     for tri, bary in results[1:]:
         # a point on a shared edge may fall in either triangle; its position may not move
         same = tri == results[0][0]

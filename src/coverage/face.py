@@ -168,6 +168,10 @@ class Face:
         return _frozen(np.asarray(self.mesh.vertex_normals, dtype=np.float64))
 
     @functools.cached_property
+    def _frames(self) -> np.ndarray:
+        return _frozen(lifting.frames(self.vertices, self.normals))
+
+    @functools.cached_property
     def triangle_area_mm2(self) -> np.ndarray:
         """Skin area of each triangle ``(m,) float`` (mm^2)."""
         p = self.vertices[self.faces]
@@ -228,16 +232,11 @@ class Face:
 
     def locate(self, uv: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
         """Triangle ``(k,) int`` (-1 outside the chart) and barycentrics of chart points."""
-        return lifting.locate(self.uv, self.faces, self.chart_grid, uv, eps)
+        return lifting.locate(self.chart_grid, uv, eps)
 
     def lift(self, uv: np.ndarray) -> Lifted:
         """Lift chart points ``(k, 2)`` (mm) to surface points and unit normals (mm)."""
-        tri, bary = self.locate(uv)
-        points = lifting.interpolate(self.vertices, self.faces, tri, bary)
-        normals = lifting.interpolate(self.normals, self.faces, tri, bary, normalize=True)
-        outside = tri < 0
-        points[outside] = np.nan
-        normals[outside] = np.nan
+        tri, bary, points, normals = lifting.lift(self.chart_grid, self.faces, self._frames, uv)
         return Lifted(points, normals, tri, bary)
 
     @functools.cached_property

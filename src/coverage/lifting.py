@@ -21,6 +21,7 @@ from ._ext import lift as _kernel
 class TriangleGrid:
     """Uniform grid over a 2D triangulation: cell ``c`` lists ``items[start[c]:start[c+1]]``."""
 
+    affine: np.ndarray   # (m, 6) float, per triangle (ax, ay, M): (l1, l2) = M (p - a)
     origin: np.ndarray   # (2,) float, lower-left corner
     cell: float          # cell side (chart mm)
     shape: tuple         # (nu, nv) cells along u and v
@@ -77,19 +78,60 @@ def build_grid(uv: np.ndarray, faces: np.ndarray, cell: float | None = None) -> 
     origin = uv.min(axis=0) - pad
     shape = tuple(int(x) for x in np.floor((uv.max(axis=0) + pad - origin) / cell).astype(np.int64) + 1)
     start, items = bin_boxes(lo, hi, origin, cell, shape)
-    return TriangleGrid(origin, float(cell), shape, start, items)
+    return TriangleGrid(inverse_affine(corners), origin, float(cell), shape, start, items)
 
 
-def locate(uv: np.ndarray, faces: np.ndarray, grid: TriangleGrid, query: np.ndarray,
-           eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+def inverse_affine(corners: np.ndarray) -> np.ndarray:
+    """Per triangle ``(a, M)`` ``(m, 6) float`` with ``(l1, l2) = M (p - a)``; NaN if degenerate.
+
+    Precomputing M spares each point-in-triangle test its division.
+    """
+    a = corners[:, 0]
+    v0 = corners[:, 1] - a
+    v1 = corners[:, 2] - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(den != 0, 1.0 / den, np.nan)
+    m = np.stack([v1[:, 1] * inv, -v1[:, 0] * inv, -v0[:, 1] * inv, v0[:, 0] * inv], axis=1)
+    return np.ascontiguousarray(np.concatenate([a, m], axis=1))
+
+
+def _grid_args(grid: TriangleGrid) -> tuple:
+    return (grid.start, grid.items, float(grid.origin[0]), float(grid.origin[1]), grid.cell,
+            grid.shape[0], grid.shape[1])
+
+
+def locate(grid: TriangleGrid, query: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
     """Triangle ``(k,) int`` (-1 outside) and barycentrics ``(k, 3) float`` of chart points."""
     query = np.ascontiguousarray(query, dtype=np.float64).reshape(-1, 2)
     tri = np.empty(len(query), dtype=np.int64)
     bary = np.empty((len(query), 3), dtype=np.float64)
-    _kernel.locate(np.ascontiguousarray(uv, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64),
-                   query, grid.start, grid.items, float(grid.origin[0]), float(grid.origin[1]),
-                   grid.cell, grid.shape[0], grid.shape[1], float(eps), tri, bary)
+    _kernel.locate(grid.affine, query, *_grid_args(grid), float(eps), tri, bary)
     return tri, bary
+
+
+def frames(positions: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Positions and normals side by side ``(n, 6) float``, the layout :func:`lift` reads."""
+    return np.ascontiguousarray(np.concatenate([positions, normals], axis=1), dtype=np.float64)
+
+
+def lift(grid: TriangleGrid, faces: np.ndarray, vertex_frames: np.ndarray, query: np.ndarray,
+         eps: float = 1e-9):
+    """Locate chart points and interpolate positions and unit normals in one pass.
+
+    ``vertex_frames`` is :func:`frames` of the surface. Returns ``(tri (k,) int,
+    bary (k, 3), points (k, 3), normals (k, 3))``; rows outside the chart have
+    ``tri = -1`` and NaN points and normals.
+    """
+    query = np.ascontiguousarray(query, dtype=np.float64).reshape(-1, 2)
+    k = len(query)
+    tri = np.empty(k, dtype=np.int64)
+    bary = np.empty((k, 3))
+    points = np.empty((k, 3))
+    unit = np.empty((k, 3))
+    _kernel.lift(grid.affine, np.ascontiguousarray(faces, dtype=np.int64), vertex_frames, query,
+                 *_grid_args(grid), float(eps), tri, bary, points, unit)
+    return tri, bary, points, unit
 
 
 def interpolate(values: np.ndarray, faces: np.ndarray, tri: np.ndarray, bary: np.ndarray,
@@ -105,20 +147,16 @@ def interpolate(values: np.ndarray, faces: np.ndarray, tri: np.ndarray, bary: np
 
 # --- NumPy references (tests compare the kernels with these; benchmarks time both) -------
 
-def barycentric_2d_reference(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Barycentrics ``(k, 3)`` of points p in triangles abc (all ``(k, 2)``); degenerate -> -inf."""
-    v0, v1, v2 = b - a, c - a, p - a
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
-        l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
-    out = np.stack([1.0 - l1 - l2, l1, l2], axis=1)
-    out[den == 0.0] = -np.inf
-    return out
+def barycentric_reference(affine: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Barycentrics ``(k, 3)`` of points ``p (k, 2)`` in triangles given by ``affine (k, 6)``."""
+    dx = p[:, 0] - affine[:, 0]
+    dy = p[:, 1] - affine[:, 1]
+    l1 = affine[:, 2] * dx + affine[:, 3] * dy
+    l2 = affine[:, 4] * dx + affine[:, 5] * dy
+    return np.stack([1.0 - l1 - l2, l1, l2], axis=1)
 
 
-def locate_reference(uv: np.ndarray, faces: np.ndarray, grid: TriangleGrid, query: np.ndarray,
-                     eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+def locate_reference(grid: TriangleGrid, query: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
     """NumPy twin of :func:`locate` (same grid, same tie rules), vectorised over all pairs."""
     query = np.asarray(query, dtype=np.float64).reshape(-1, 2)
     k = len(query)
@@ -133,9 +171,9 @@ def locate_reference(uv: np.ndarray, faces: np.ndarray, grid: TriangleGrid, quer
     pair_q = np.repeat(qid, counts)
     offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_t = grid.items[np.repeat(grid.start[c], counts) + offset]
-    corners = uv[faces[pair_t]]
-    lam = barycentric_2d_reference(query[pair_q], corners[:, 0], corners[:, 1], corners[:, 2])
+    lam = barycentric_reference(grid.affine[pair_t], query[pair_q])
     m = lam.min(axis=1)
+    m[np.isnan(m)] = -np.inf  # degenerate triangles never hold a point
     # per query: the first pair with m >= 0, else the first pair with the largest m
     inside = m >= 0.0
     rank = np.where(inside, 0, 1)

@@ -28,6 +28,9 @@ class MeshGrid:
 
     vertices: np.ndarray  # (n, 3) float
     faces: np.ndarray     # (m, 3) int
+    corners: np.ndarray   # (m, 9) float, each triangle's corners a, b, c packed
+    lo: np.ndarray        # (m, 3) float, triangle boxes
+    hi: np.ndarray        # (m, 3) float
     origin: np.ndarray    # (3,) float
     cell: float
     dims: np.ndarray      # (3,) int
@@ -50,7 +53,8 @@ def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = Non
     cell = max(float(cell), floor_cell, 1e-6)
     dims = np.floor(extent / cell).astype(np.int64) + 1
     start, items = bin_boxes(lo, hi, origin, cell, tuple(int(d) for d in dims))
-    return MeshGrid(vertices, faces, origin, cell, dims, start, items)
+    return MeshGrid(vertices, faces, np.ascontiguousarray(corners.reshape(-1, 9)), np.ascontiguousarray(lo),
+                    np.ascontiguousarray(hi), origin, cell, dims, start, items)
 
 
 def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
@@ -67,7 +71,7 @@ def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
     if not np.isfinite(max_dist):
         max_dist = float(np.linalg.norm(grid.dims * grid.cell)) * 4.0 + float(
             np.abs(query[np.isfinite(query).all(axis=1)]).max(initial=0.0)) * 4.0 + 1.0
-    _kernel.closest_points(grid.vertices, grid.faces, query, grid.start, grid.items,
+    _kernel.closest_points(grid.corners, grid.lo, grid.hi, query, grid.start, grid.items,
                            np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
                            np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
                            tri, bary, dist)
