@@ -303,6 +303,24 @@ def bench_scaling(face: Face, zones: ZoneMap, grid, repeats: int) -> dict:
     }
 
 
+def mesh_resolution_scaling(repeats: int) -> dict:
+    """Lifting 100k chart points and closest points of 20k points at three mesh resolutions."""
+    faces = {len(f.faces): f for f in (Face.default(edge) for edge in (2.0, 1.0, 0.7))}
+    sizes = sorted(faces)
+
+    def rng():
+        return np.random.default_rng(0)
+
+    return {
+        "lift_vs_mesh": scaling_series(
+            sizes, "triangles", lambda n: (faces[n], chart_points(faces[n], 100_000, rng())),
+            lambda a: a[0].lift(a[1]), repeats),
+        "closest_points_vs_mesh": scaling_series(
+            sizes, "triangles", lambda n: (faces[n], surface_points(faces[n], 20_000, rng(), noise_mm=1.0)),
+            lambda a: proximity.closest_points(a[0].surface_grid, a[1]), repeats),
+    }
+
+
 def resolution_scaling(resolution: list) -> dict:
     """Face.default cold time (s) vs triangle count, and its growth exponent."""
     n = [row["n_triangles"] for row in resolution]
@@ -390,9 +408,9 @@ def kernel_table(kernels: dict) -> str:
 
 
 def scaling_table(scaling: dict) -> str:
-    rows = [f"{'scaling':<20}{'sizes':<40}{'median s':<28}{'exponent':>9}"]
+    rows = [f"{'scaling':<24}{'sizes':<40}{'median s':<28}{'exponent':>9}"]
     for name, s in scaling.items():
-        rows.append(f"{name:<20}{_sizes(s):<40}{', '.join(f'{t:.4f}' for t in s['median_s']):<28}"
+        rows.append(f"{name:<24}{_sizes(s):<40}{', '.join(f'{t:.4f}' for t in s['median_s']):<28}"
                     f"{s['exponent']:9.2f}")
     return "\n".join(rows)
 
@@ -437,7 +455,8 @@ def main(argv=None) -> None:
     kernels = bench_kernels(face, grid, args.quick, repeats)
     print(kernel_table(kernels), "\n", flush=True)
 
-    scaling = {**bench_scaling(face, zones, grid, repeats), "face_default": resolution_scaling(resolution)}
+    scaling = {**bench_scaling(face, zones, grid, repeats), **mesh_resolution_scaling(repeats),
+               "face_default": resolution_scaling(resolution)}
     print(scaling_table(scaling), "\n")
     lift_ms = kernels["lift"]["kernel"].median_s * 1e3
     print(f"lifting target: face.lift of 100k chart points takes {lift_ms:.1f} ms (median)\n")

@@ -63,6 +63,10 @@ def test_label_at(default_face, default_zones):
     labels = default_zones.label_at(uv[[151, 205, 425, 13, 159]])
     # forehead centre, right and left cheek seeds; the mouth and the upper lid are excluded
     assert [names[i] if i >= 0 else None for i in labels] == ["forehead", "cheek_right", "cheek_left", None, None]
+    # the same from points on the face; a point off the skin is in no zone
+    on_face = default_face.vertices[[151, 205, 425, 13, 159]]
+    np.testing.assert_array_equal(default_zones.label_at(on_face), labels)
+    assert default_zones.label_at(on_face[:1] + [[0.0, 0.0, 3.0]])[0] == -1
 
 
 def _region_samples(face, region, spacing=0.1):

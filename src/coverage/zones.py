@@ -251,9 +251,18 @@ class ZoneMap:
         """Union of all zones' treatable polygons (chart)."""
         return shapely.union_all(list(self.polygons.values()))
 
-    def label_at(self, uv: np.ndarray) -> np.ndarray:
-        """Index into :attr:`names` of the zone holding each chart point ``(k, 2)``; -1 if none."""
-        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    def label_at(self, points: np.ndarray) -> np.ndarray:
+        """Index into :attr:`names` of the zone holding each point; -1 if none.
+
+        points : (k, 2) chart points (mm), or (k, 3) points on the face (mm, the face's
+            frame; a point more than 0.5 mm off the surface is in no zone).
+        """
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim == 2 and points.shape[1] == 3:
+            flat = self.face.flatten(points, max_dist_mm=0.5)
+            uv = np.where((flat.tri >= 0)[:, None], flat.uv, np.nan)
+        else:
+            uv = points.reshape(-1, 2)
         out = np.full(len(uv), -1, dtype=np.int64)
         for index, poly in enumerate(self.polygons.values()):
             todo = out < 0
