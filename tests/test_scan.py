@@ -6,6 +6,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from coverage import Face, LandmarkError, MeshError, ZoneMap, scan
+from coverage import template as tpl
 from synthetic import make_scan
 
 
@@ -164,6 +165,14 @@ def test_bad_landmarks(default_face, tmp_path, landmarks, message):
         landmarks = tmp_path / landmarks
     with pytest.raises(LandmarkError, match=message):
         Face.load(mesh, landmarks)
+
+
+def test_canonical_mesh_with_a_nan_vertex_says_so():
+    base, faces, _ = tpl.canonical()
+    broken = base.copy()
+    broken[100] = np.nan
+    with pytest.raises(MeshError, match="vertex 100 is not finite"):
+        Face.load((broken, faces))
 
 
 def test_bad_meshes(tmp_path):

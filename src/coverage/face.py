@@ -111,6 +111,7 @@ class Face:
         if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
             raise MeshError(f"{what}: a face refers to vertex {int(faces.max())} but the mesh has "
                             f"{len(vertices)} vertices; the file is corrupt")
+        canonical = landmarks is None and scan.is_canonical_topology(vertices, faces)
         good = finite[faces].all(axis=1)
         if not good.all():
             notes.append(f"dropped {int((~good).sum())} triangles with non-finite vertices")
@@ -119,7 +120,7 @@ class Face:
             raise MeshError(f"{what}: no triangle has finite coordinates")
         subdivisions = _template.subdivisions_for_edge(float(edge_mm))
         if landmarks is None:
-            if not scan.is_canonical_topology(vertices, faces):
+            if not canonical:
                 raise LandmarkError(f"{what}: landmarks are needed: the mesh has {len(vertices)} vertices, "
                                     "not the canonical 468-vertex topology; pass the 468 MediaPipe "
                                     "landmarks (--landmarks FILE.npy)")
@@ -178,10 +179,15 @@ class Face:
         return _frozen(0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1))
 
     @functools.cached_property
+    def triangle_longest_edge_mm(self) -> np.ndarray:
+        """Length of each triangle's longest edge ``(m,) float`` (mm)."""
+        p = self.vertices[self.faces]
+        return _frozen(np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2).max(axis=1))
+
+    @property
     def longest_edge_mm(self) -> float:
         """Length of the face's longest edge (mm)."""
-        p = self.vertices[self.faces]
-        return float(np.max(np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2)))
+        return float(self.triangle_longest_edge_mm.max())
 
     @property
     def area_mm2(self) -> float:

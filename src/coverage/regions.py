@@ -22,13 +22,12 @@ from shapely.geometry.base import BaseGeometry
 
 from . import proximity
 from . import template as _template
+from .chart import canonical_chart, signed_chart_areas
 
 
 @functools.lru_cache(maxsize=4)
 def _chart_triangles(subdivisions: int):
     """Chart triangles as shapely polygons, their STRtree and chart areas (per resolution)."""
-    from .chart import canonical_chart, signed_chart_areas
-
     uv = canonical_chart(subdivisions)
     faces = _template.template(subdivisions).faces
     polys = shapely.polygons(uv[faces])
@@ -162,15 +161,15 @@ def triangles_region(face, mask: np.ndarray) -> BaseGeometry:
     return shapely.make_valid(shapely.coverage_union_all(chosen))
 
 
-def interpolation_slack_mm(face, margin_mm: float) -> float:
+def interpolation_slack_mm(longest_edge_mm: float, margin_mm: float) -> float:
     """Extra margin covering linear interpolation of a distance field over one triangle.
 
-    The distance to a set is semi-concave with constant 1/d: along an edge of length h
-    the linear interpolant exceeds it by at most h^2 / (8 d) (d >= the margin near the
-    contour). Taken with the longest edge, plus 0.01 mm for rounding.
+    The distance to a set is semi-concave with constant 1/d: along an edge of length h the
+    linear interpolant exceeds it by at most h^2 / (8 d), d >= the margin near the
+    contour. Given the longest edge there, plus 0.01 mm for rounding.
     """
-    longest = face.longest_edge_mm
-    return longest * longest / (8.0 * max(margin_mm, longest)) + 0.01
+    h = longest_edge_mm
+    return h * h / (8.0 * max(margin_mm, h)) + 0.01
 
 
 def keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
@@ -179,9 +178,12 @@ def keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
         return empty()
     if margin_mm <= 0:
         return region
-    level = margin_mm + interpolation_slack_mm(face, margin_mm)
-    reach = level + 1.0
+    reach = margin_mm + interpolation_slack_mm(face.longest_edge_mm, margin_mm) + 1.0
     dist = distance_to_region(face, region, max_dist_mm=reach)
+    # the slack needs the longest edge where the contour can run, not the face's longest
+    near = (dist[face.faces] < reach).any(axis=1)
+    longest = float(face.triangle_longest_edge_mm[near].max()) if near.any() else face.longest_edge_mm
+    level = margin_mm + interpolation_slack_mm(longest, margin_mm)
     # beyond the search the distance is at least `reach`: using `reach` there can only
     # widen the keep-out, never narrow it
     dist = np.minimum(dist, reach)

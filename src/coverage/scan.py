@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import trimesh
 
+from . import proximity
 from . import template as _template
 from .errors import LandmarkError, MeshError
 
@@ -224,8 +225,6 @@ def fit_template(scan_vertices: np.ndarray, scan_faces: np.ndarray, landmarks_mm
                  tpl: _template.Template, *, tolerance_mm: float, smoothing: float,
                  rim_offset_mm: float = 0.3, max_normal_angle_deg: float = 60.0) -> Fit:
     """Place the refined template on a scan (all inputs in mm, scan frame)."""
-    from . import proximity
-
     base, _, _ = _template.canonical()
     pose = similarity_fit(base, landmarks_mm)
     placed_base = smooth_landmarks(landmarks_mm, pose, smoothing)

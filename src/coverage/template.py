@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import trimesh
 
+from .errors import CoverageError
+
 N_LANDMARKS = 468
 CM_TO_MM = 10.0
 
@@ -52,8 +54,6 @@ def base_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def subdivisions_for_edge(edge_mm: float) -> int:
     """Split count ``n`` whose median refined edge on the canonical face is nearest ``edge_mm``."""
-    from .errors import CoverageError
-
     if not (0.05 <= edge_mm <= 20.0):
         raise CoverageError(f"edge_mm = {edge_mm} is out of range; give the working resolution as an "
                             "edge length from 0.05 to 20 mm (default 1.0)")

@@ -5,17 +5,20 @@ can draw from threads and servers without a display.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import shapely
 from shapely.ops import polylabel
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, PathPatch
 from matplotlib.path import Path as MplPath
 
-from .fileio import atomic_path
+from .fileio import atomic_path, check_output
 
 # one colour per standard zone; left and right share a hue, the right a shade darker
 ZONE_COLOURS = {
@@ -144,8 +147,6 @@ def shaded_colours(face, base_rgb: np.ndarray) -> np.ndarray:
 
 def draw_front_view(ax, zones) -> None:
     """The face seen from the front (canonical frame), triangles coloured by zone and shaded."""
-    from matplotlib.colors import to_rgb
-
     face = zones.face
     colours = zone_colours(zones.names)
     palette = np.array([to_rgb(colours[n]) for n in zones.names] + [to_rgb(EXCLUDED)])
@@ -206,10 +207,6 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 def save_figure(fig: Figure, path) -> None:
     """Save a figure atomically; the format follows the file's suffix (png, svg or pdf)."""
-    from pathlib import Path
-
-    from .fileio import check_output
-
     check_output(path, FIGURE_SUFFIXES)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lower().lstrip("."))

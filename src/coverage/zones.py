@@ -20,6 +20,8 @@ from shapely.geometry.base import BaseGeometry
 
 from . import regions
 from . import template as _template
+from .chart import canonical_chart
+from .errors import ProtocolError
 from .protocol import Lesion, Protocol
 
 # Boundary chains of the partition on the subject's right; the left side is their mirror.
@@ -72,8 +74,6 @@ def _line(tpl, uv, ids, closed=False):
 @functools.lru_cache(maxsize=4)
 def canonical_outlines(subdivisions: int) -> dict:
     """Zone cells (name -> chart Polygon) of the standard partition at one resolution."""
-    from .chart import canonical_chart
-
     tpl = _template.template(subdivisions)
     uv = canonical_chart(subdivisions)
     loops = tpl.landmark_sets["loops"]
@@ -101,8 +101,6 @@ def canonical_outlines(subdivisions: int) -> dict:
 @functools.lru_cache(maxsize=4)
 def canonical_exclusion_regions(subdivisions: int) -> dict:
     """Exclusion regions before margins: name -> tuple of (part name, chart Polygon)."""
-    from .chart import canonical_chart
-
     tpl = _template.template(subdivisions)
     uv = canonical_chart(subdivisions)
     loops = tpl.landmark_sets["loops"]
@@ -154,11 +152,10 @@ def lesion_exclusion(face, lesion: Lesion, protocol: Protocol) -> Exclusion:
         dist = np.linalg.norm(face.vertices - np.asarray(lesion.center_mm, dtype=np.float64), axis=1)
         region = regions.sublevel_region(face, dist, lesion.radius_mm)
         if region.is_empty:
-            from .errors import ProtocolError
             raise ProtocolError(f"lesions.{lesion.name}.center_mm = {list(lesion.center_mm)} is more than "
                                 f"{lesion.radius_mm} mm from the face surface; give a point on the face "
                                 "in the face's frame (mm)")
-        level = lesion.radius_mm + margin + regions.interpolation_slack_mm(face, margin)
+        level = lesion.radius_mm + margin + regions.interpolation_slack_mm(face.longest_edge_mm, margin)
         keep = shapely.union(regions.sublevel_region(face, dist, level), region)
     return Exclusion(f"lesion:{lesion.name}", region, shapely.make_valid(keep), (("lesion", margin),))
 
