@@ -56,6 +56,8 @@ class SessionSpec:
     cap_ratio: float             # a zone's cap = cap_ratio × its target, unless the zone sets one
     positioning_error_mm: float  # applicator registration error, mm; widens every margin
     clearance_mm: float          # lift along the surface normal between strokes, mm
+    transit_speed_mm_s: float    # tool speed when lifted between strokes, mm/s
+    start_corner: str            # where each zone's sweeps start: auto or a face-frame corner
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class RollerSpec:
     gap_tolerance: float         # a needle whose gap exceeds this fraction of its length misses
     speed_mm_s: float            # rolling speed along a pass, mm/s
     stagger: bool                # alternate rings offset by half a needle pitch
+    min_swath_fraction: float    # the drum conforms where at least this share of its rings reach
 
     @property
     def needles(self) -> int:
@@ -242,6 +245,7 @@ class _Field:
     hi: float = math.inf
     lo_open: bool = False
     unit: str = ""
+    choices: tuple = ()  # for kind "choice"
 
 
 def _num(lo: float, hi: float, unit: str = "", *, lo_open: bool = False, integer: bool = False) -> _Field:
@@ -249,6 +253,7 @@ def _num(lo: float, hi: float, unit: str = "", *, lo_open: bool = False, integer
 
 
 _BOOL, _TEXT = _Field("bool"), _Field("str")
+START_CORNERS = ("auto", "bottom_left", "bottom_right", "top_left", "top_right")
 _DENSITY = "punctures/cm2"
 
 _SESSION = {
@@ -256,6 +261,8 @@ _SESSION = {
     "cap_ratio": _num(1, 3),
     "positioning_error_mm": _num(0, 5, "mm"),
     "clearance_mm": _num(1, 100, "mm"),
+    "transit_speed_mm_s": _num(0, 500, "mm/s", lo_open=True),
+    "start_corner": _Field("choice", choices=START_CORNERS),
 }
 _ROLLER = {
     "drum_diameter_mm": _num(5, 60, "mm"),
@@ -268,6 +275,7 @@ _ROLLER = {
     "gap_tolerance": _num(0, 1, lo_open=True),
     "speed_mm_s": _num(0, 200, "mm/s", lo_open=True),
     "stagger": _BOOL,
+    "min_swath_fraction": _num(0, 1, lo_open=True),
 }
 _PEN = {
     "needles": _num(1, 64, integer=True),
@@ -478,6 +486,13 @@ class _Context:
             if not isinstance(value, str) or not value.strip():
                 self.fail(path, "is not a name",
                           f'write a non-empty name in quotes, e.g. {path[-1]} = "mole_1"', value)
+            return value
+        if kind == "choice":
+            if not isinstance(value, str) or value not in spec.choices:
+                close = difflib.get_close_matches(str(value), spec.choices, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.fail(path, "is not one of the choices",
+                          f"{hint}use one of {', '.join(spec.choices)}", value)
             return value
         if kind == "devices":
             return self._devices(path, value)

@@ -35,7 +35,7 @@ RIGHT_CHAINS = (
     (143, 111, 117, 118, 119, 120, 121, 128),            # periorbital | zygoma, cheek: orbital rim
     (234, 227, 123, 50, 101, 119),                       # zygoma | cheek
     (98, 203, 206, 216, 212, 202, 204, 194, 201, 200),   # perioral outline
-    (212, 214, 192, 213, 177, 93),                       # cheek | jaw
+    (202, 210, 135, 138, 215, 132),                      # cheek | jaw: ~20 mm above the mandible's border
     (204, 32, 140, 176),                                 # chin | jaw
 )
 CLOSED_LOOPS = ("face_oval", "nose_full_outline_derived")
@@ -43,7 +43,7 @@ CLOSED_LOOPS = ("face_oval", "nose_full_outline_derived")
 SEEDS = {
     "forehead": 151, "glabella": 8, "nose": 5, "perioral": 164, "chin": 199,
     "temple_right": 139, "periorbital_right": 145, "cheek_right": 205,
-    "zygoma_right": 116, "jaw_right": 135,
+    "zygoma_right": 116, "jaw_right": 169,
 }
 # the upper eyelid up to the brow: upper lash line, medial canthus to the brow head,
 # the brow's lower edge, and back down past the lateral canthus
@@ -247,6 +247,12 @@ class ZoneMap:
     def treatable(self) -> BaseGeometry:
         """Union of all zones' treatable polygons (chart)."""
         return shapely.union_all(list(self.polygons.values()))
+
+    @functools.cached_property
+    def triangle_labels(self) -> np.ndarray:
+        """Zone index (:attr:`names`) of each face triangle's chart centroid; -1 if none."""
+        face = self.face
+        return self.label_at(face.uv[face.faces].mean(axis=1))
 
     def label_at(self, points: np.ndarray) -> np.ndarray:
         """Index into :attr:`names` of the zone holding each point; -1 if none.

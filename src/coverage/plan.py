@@ -1,0 +1,430 @@
+"""Plans: timed strokes and transitions over a face, their punctures and dose summary.
+
+``coverage.plan(face, protocol=None, zones=None, device="roller")`` builds one. A plan is
+written as ``PLAN.json`` (metadata, strokes with their paths, transitions, summary) and
+``PLAN.npz`` beside it (every puncture: position, stroke, effective depth). Coordinates are
+in the input mesh's frame, in millimetres; times in seconds from the session's start.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import roller as _roller
+from . import simulate
+from .density import DensityMap, density
+from .errors import CoverageError
+from .fileio import atomic_path, check_output
+from .protocol import Protocol
+from .zones import ZoneMap
+
+FORMAT = "coverage-plan"
+VERSION = 1
+DEVICES = ("roller",)          # "pen" and "auto" arrive with the pen planner
+TRANSIT_STEP_MM = 2.0          # transit path samples (skin distance below them)
+CORNERS = {"bottom_left": (1, -1), "bottom_right": (-1, -1), "top_left": (1, 1), "top_right": (-1, 1)}
+
+
+@dataclass
+class Stroke:
+    """One continuous contact of a device with the skin, as a timed path."""
+
+    id: int
+    device: str
+    zone: str
+    pass_index: int               # sweep number within its zone and direction
+    line: int                     # line number within the sweep
+    direction_deg: float          # pass line direction in the face frame, [0, 180)
+    depth_mm: float               # deepest effective puncture
+    needle_length_mm: float
+    speed_mm_s: float
+    uv: np.ndarray                # (n, 2) chart path (face-relative: re-lifts onto a moved face)
+    tri: np.ndarray               # (n,) triangle of each sample
+    bary: np.ndarray              # (n, 3) barycentrics in it
+    points: np.ndarray            # (n, 3) mm
+    normals: np.ndarray           # (n, 3) unit outward normals
+    tangents: np.ndarray          # (n, 3) unit travel directions
+    times_s: np.ndarray           # (n,) from the session's start
+    swath_mm: np.ndarray | None = None  # (n,) roller: effective swath
+    stamp_hz: float | None = None
+    punctures: int = 0
+    zones: list = field(default_factory=list)  # every zone the path crosses
+    family: int = 0                             # roller line family (0 main, else its band x 10)
+
+    @property
+    def length_mm(self) -> float:
+        return float(np.linalg.norm(np.diff(self.points, axis=0), axis=1).sum())
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.times_s[-1] - self.times_s[0])
+
+
+@dataclass
+class Transition:
+    """The tool's move between two strokes: lift along the normal, travel above the skin, lower."""
+
+    from_stroke: int
+    to_stroke: int
+    points: np.ndarray    # (k, 3) mm
+    times_s: np.ndarray   # (k,)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.times_s[-1] - self.times_s[0])
+
+
+@dataclass
+class Plan:
+    """A session: strokes, transitions, every puncture, and the dose they give."""
+
+    face: object
+    zones: ZoneMap
+    protocol: Protocol
+    device: str
+    strokes: list
+    transitions: list
+    puncture_points: np.ndarray   # (k, 3) mm, the face's (input mesh's) frame
+    puncture_uv: np.ndarray       # (k, 2) chart
+    puncture_stroke: np.ndarray   # (k,) int
+    puncture_depth_mm: np.ndarray  # (k,)
+    zone_status: dict = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        ends = [s.times_s[-1] for s in self.strokes] + [t.times_s[-1] for t in self.transitions]
+        return float(max(ends)) if ends else 0.0
+
+    @functools.cached_property
+    def density(self) -> DensityMap:
+        """The density map of the plan's punctures (nominal and distinct channels)."""
+        return density(self.face, self.zones, self.puncture_points)
+
+    def summary(self) -> dict:
+        """Per-zone dose statistics and what each device did there, punctures and time."""
+        stats = self.density.stats()
+        zones = {}
+        for name in self.zones.names:
+            s = stats[name]
+            strokes = [k for k in self.strokes if name in (k.zones or [k.zone])]
+            entry = {key: _finite(getattr(s, key)) for key in (
+                "area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p50", "p95", "max",
+                "in_band_fraction", "over_cap_fraction", "distinct_mean")}
+            entry["strokes"] = len(strokes)
+            entry["time_s"] = float(sum(k.duration_s for k in strokes))
+            entry.update(self.zone_status.get(name, {}))
+            zones[name] = entry
+        return {"zones": zones, "punctures": int(len(self.puncture_points)),
+                "distinct_channels": int(self.density.n_channels),
+                "time_s": self.time_s,
+                "stroke_time_s": float(sum(k.duration_s for k in self.strokes)),
+                "transition_time_s": float(sum(t.duration_s for t in self.transitions)),
+                "punctures_off_treatable_skin": int(self.density.punctures_outside_treatable)}
+
+    # --- files -------------------------------------------------------------------------
+
+    def to_json(self) -> dict:
+        """The JSON document of the plan (paths included; puncture arrays go to the NPZ)."""
+        face = self.face
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "generator": f"coverage {__version__}",
+            "units": {"length": "mm", "time": "s", "density": "punctures/cm2", "angle": "deg"},
+            "frame": "the input mesh's frame, in millimetres",
+            "device": self.device,
+            "face": {"source": face.source, "subdivisions": face.subdivisions,
+                     "vertices": int(len(face.vertices)), "unobserved_fraction": float(face.unobserved.mean()),
+                     "pose": _round(face.pose, 9)},
+            "protocol": self.protocol.to_dict(),
+            "strokes": [_stroke_json(s) for s in self.strokes],
+            "transitions": [{"from": t.from_stroke, "to": t.to_stroke, "start_s": _r(t.times_s[0]),
+                             "duration_s": _r(t.duration_s), "positions": _round(t.points),
+                             "times_s": _round(t.times_s)} for t in self.transitions],
+            "summary": self.summary(),
+            "arrays": {"file": None, "punctures": "(K, 3) mm", "puncture_stroke": "(K,) stroke id",
+                       "puncture_depth_mm": "(K,) effective depth", "puncture_uv": "(K, 2) chart mm"},
+        }
+
+    def save(self, path) -> tuple[Path, Path]:
+        """Write ``PLAN.json`` and ``PLAN.npz`` beside it, each atomically. Returns both paths."""
+        json_path = Path(path)
+        check_output(json_path, (".json",))
+        npz_path = json_path.with_suffix(".npz")
+        doc = self.to_json()
+        doc["arrays"]["file"] = npz_path.name
+        with atomic_path(npz_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, punctures=self.puncture_points, puncture_stroke=self.puncture_stroke,
+                                    puncture_depth_mm=self.puncture_depth_mm, puncture_uv=self.puncture_uv)
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(doc, separators=(",", ":"), allow_nan=False), encoding="utf-8")
+        return json_path, npz_path
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return round(float(x), digits)
+
+
+def _round(a: np.ndarray, digits: int = 4) -> list:
+    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
+
+
+def _finite(x: float):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _stroke_json(s: Stroke) -> dict:
+    out = {"id": s.id, "device": s.device, "zone": s.zone, "zones": s.zones, "pass_index": s.pass_index,
+           "family": s.family, "line": s.line,
+           "direction_deg": s.direction_deg, "depth_mm": _r(s.depth_mm, 4),
+           "needle_length_mm": s.needle_length_mm, "speed_mm_s": s.speed_mm_s, "stamp_hz": s.stamp_hz,
+           "punctures": s.punctures, "start_s": _r(s.times_s[0]), "duration_s": _r(s.duration_s),
+           "length_mm": _r(s.length_mm, 3),
+           "path": {"positions": _round(s.points), "normals": _round(s.normals, 6),
+                    "tangents": _round(s.tangents, 6), "times_s": _round(s.times_s, 5),
+                    "chart_uv": _round(s.uv), "triangle": s.tri.tolist(), "barycentric": _round(s.bary, 6)}}
+    if s.swath_mm is not None:
+        out["path"]["swath_mm"] = _round(s.swath_mm, 3)
+    return out
+
+
+# --- building strokes and transitions ----------------------------------------------------
+
+def chart_path_frames(face, uv: np.ndarray):
+    """Lift a chart path: points, normals, unit tangents, skin arc length, and the chart
+    vector of one skin millimetre to the left of travel at each sample."""
+    lifted = face.lift(uv)
+    if not lifted.inside.all():
+        raise ValueError("a stroke path leaves the chart")
+    pts, nrm = lifted.points, lifted.normals
+    tangent = np.gradient(pts, axis=0)
+    tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    left = np.cross(nrm, tangent)
+    across = np.einsum("kij,kj->ki", np.linalg.pinv(face.jacobian[lifted.tri]), left)
+    return lifted, tangent, s, across
+
+
+def transit(face, start_point, start_normal, start_uv, end_point, end_normal, end_uv,
+            clearance_mm: float, speed_mm_s: float, t0: float) -> tuple[np.ndarray, np.ndarray]:
+    """A safe move between two contacts: lift along the normal to the clearance, travel at
+    that height above the skin (following the surface below the chart segment between the
+    contacts), lower along the normal. Returns (points (k, 3), times (k,))."""
+    n = max(2, int(math.ceil(np.linalg.norm(np.asarray(end_uv) - np.asarray(start_uv)) / TRANSIT_STEP_MM)) + 1)
+    f = np.linspace(0.0, 1.0, n)[:, None]
+    uv = (1 - f) * np.asarray(start_uv) + f * np.asarray(end_uv)
+    below = face.lift(uv)
+    ok = below.inside
+    high = np.where(ok[:, None], below.points + clearance_mm * below.normals, np.nan)
+    # off the chart (it is not convex everywhere): straight between the lifted ends
+    straight = (1 - f) * (start_point + clearance_mm * start_normal) + f * (end_point + clearance_mm * end_normal)
+    high = np.where(ok[:, None], high, straight)
+    high[0] = start_point + clearance_mm * start_normal
+    high[-1] = end_point + clearance_mm * end_normal
+    points = np.concatenate([start_point[None], high, end_point[None]])
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    times = t0 + np.concatenate([[0.0], np.cumsum(seg)]) / speed_mm_s
+    return points, times
+
+
+# --- the roller planner ------------------------------------------------------------------
+
+def _order_sweep(lines: list, position_uv, corner: str, bounds) -> list:
+    """Snake one sweep's lines (boustrophedon) from the chosen corner; returns its runs in order.
+
+    ``lines`` holds each line's runs (in line order and along each line). Of the four ways
+    in (first or last line, from either end), ``corner`` picks the one nearest that corner
+    of the zone, ``auto`` the one nearest the tool's position.
+    """
+    if not lines:
+        return []
+    options = []
+    for reverse_lines in (False, True):
+        ordered = lines[::-1] if reverse_lines else lines
+        for flip_first in (False, True):
+            runs = []
+            for j, line_runs in enumerate(ordered):
+                forward = (j % 2 == 0) != flip_first
+                seq = line_runs if forward else line_runs[::-1]
+                for r in seq:
+                    runs.append((r, forward))
+            options.append(runs)
+    if corner == "auto":
+        target = np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
+    else:
+        su, sv = CORNERS[corner]
+        target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+
+    def first_point(runs):
+        r, forward = runs[0]
+        return r.uv[0] if forward else r.uv[-1]
+
+    best = min(options, key=lambda runs: float(np.linalg.norm(first_point(runs) - target)))
+    out = []
+    for r, forward in best:
+        if not forward:
+            r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+        out.append(r)
+    return out
+
+
+def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
+    """Every roller run of the plan in treatment order, and each zone's roller status."""
+    corner = start_corner or protocol.session.start_corner
+    clearance = _roller.keepout_clearance(zones)
+    runs, status = [], {}
+    for name in zones.names:
+        dose = protocol.zone(name)
+        if "roller" not in dose.devices:
+            status[name] = {"roller": {"status": "not allowed", "reason": "the protocol does not allow the roller here"}}
+        elif zones.polygons[name].is_empty:
+            status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
+    position = None
+    conform_cache = {}
+    for region in _roller.roller_regions(zones, protocol):
+        dose = protocol.zone(region.zones[0])
+        drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+        per_direction = _roller.passes_for_target(drum, dose.target_per_cm2, dose.cap_per_cm2, len(dose.directions_deg))
+        planned, region_runs = {}, []
+        conforming = {n: {} for n in region.zones}
+        for theta, n_sweeps in zip(dose.directions_deg, per_direction):
+            key = (drum, theta)
+            if key not in conform_cache:
+                conform_cache[key] = _roller.conformity(face, drum, theta)
+            conform = conform_cache[key]
+            for n in region.zones:
+                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms)
+            # the main family (each line at the band it mostly shows), then one family per other
+            # band width for the patches the main lines had to skip; no two bands overlap
+            families = []
+            if n_sweeps:
+                families.append(_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance))
+                families += [_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance, width)
+                             for width in _roller.band_widths(face, zones, region, conform)]
+            # the main family's phase is searched; the others fill what it leaves wherever they fall
+            offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
+            count = 0
+            for j in range(n_sweeps):
+                occupancy = _roller.Occupancy(region.polygon.bounds)
+                rolled = False
+                for family, offset in zip(families, offsets):
+                    lines = _roller.claim(face, _roller.sweep_runs(family, j, n_sweeps, offset), occupancy)
+                    ordered = _order_sweep(lines, position, corner, region.polygon.bounds)
+                    if ordered:
+                        position = ordered[-1].uv[-1]
+                        rolled = True
+                    region_runs.extend(ordered)
+                count += rolled
+            planned[f"{theta:g}"] = count
+        for n in region.zones:
+            state = {"status": "planned" if region_runs else "drum does not fit",
+                     "drum_needle_length_mm": drum.needle_length_mm,
+                     "sweeps_per_direction": {f"{t:g}": k for t, k in zip(dose.directions_deg, per_direction)},
+                     "sweeps_planned": planned, "conforming_fraction": conforming[n]}
+            if len(region.zones) > 1:
+                state["shared_with"] = [m for m in region.zones if m != n]
+            if not region_runs:
+                state["reason"] = ("nowhere here does the drum conform with its needles inside the zone and its "
+                                   "body clear of every keep-out")
+            status[n] = {"roller": state, "passes": int(sum(planned.values()))}
+        runs.extend(region_runs)
+    return runs, status
+
+
+def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray) -> float:
+    """Share of a zone's treatable skin whose triangles have every vertex in the mask."""
+    inside = zones.triangle_labels == zones.names.index(name)
+    area = face.triangle_area_mm2[inside]
+    if area.sum() <= 0:
+        return 0.0
+    return float(area[vertex_mask[face.faces[inside]].all(axis=1)].sum() / area.sum())
+
+
+def build_roller_plan(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None) -> Plan:
+    runs, status = roller_runs(face, zones, protocol, start_corner)
+    strokes, transitions = [], []
+    packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
+    drums = []
+    t = 0.0
+    clearance = protocol.session.clearance_mm
+    for i, run in enumerate(runs):
+        lifted, tangent, s, across = chart_path_frames(face, run.uv)
+        dose = protocol.zone(run.zone.split("+")[0])
+        drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+        if strokes:
+            prev = strokes[-1]
+            pts, times = transit(face, prev.points[-1], prev.normals[-1], prev.uv[-1],
+                                 lifted.points[0], lifted.normals[0], run.uv[0], clearance,
+                                 protocol.session.transit_speed_mm_s, t)
+            transitions.append(Transition(prev.id, i, pts, times))
+            t = float(times[-1])
+        times = t + s / drum.speed_mm_s
+        labels = zones.label_at(run.uv)
+        crossed = [zones.names[k] for k in np.unique(labels[labels >= 0])]
+        main = zones.names[np.bincount(labels[labels >= 0]).argmax()] if crossed else run.zone.split("+")[0]
+        strokes.append(Stroke(i, "roller", main, run.sweep, run.line, float(run.theta_deg), drum.needle_length_mm,
+                              drum.needle_length_mm, drum.speed_mm_s, run.uv, lifted.tri, lifted.bary,
+                              lifted.points, lifted.normals, tangent, times, swath_mm=run.swath_mm,
+                              zones=crossed, family=int(run.meta.get("family", 0))))
+        t = float(times[-1])
+        for key, value in (("s", s), ("uv", run.uv), ("across", across), ("kappa", run.kappa_cross)):
+            packed[key].append(value)
+        packed["phase"].append(run.phase_mm)
+        packed["lengths"].append(len(s))
+        drums.append(drum)
+    uv, depth, stroke_of = _simulate_runs(packed, drums)
+    lifted = face.lift(uv)
+    keep = lifted.inside
+    counts = np.bincount(stroke_of[keep], minlength=len(strokes))
+    for stroke in strokes:
+        mine = keep & (stroke_of == stroke.id)
+        stroke.punctures = int(counts[stroke.id])
+        if mine.any():
+            stroke.depth_mm = float(depth[mine].max())
+    return Plan(face, zones, protocol, "roller", strokes, transitions, lifted.points[keep], uv[keep],
+                stroke_of[keep], depth[keep], status)
+
+
+def _simulate_runs(packed: dict, drums: list):
+    """Roll each group of runs sharing a drum; punctures in firing order of the session."""
+    if not drums:
+        return np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
+    lengths = np.asarray(packed["lengths"])
+    parts = []
+    for drum in dict.fromkeys(drums):
+        ids = np.asarray([i for i, d in enumerate(drums) if d == drum])
+        runs = simulate.RunArrays(
+            np.concatenate([packed["s"][i] for i in ids]), np.concatenate([packed["uv"][i] for i in ids]),
+            np.concatenate([packed["across"][i] for i in ids]), np.concatenate([packed["kappa"][i] for i in ids]),
+            np.concatenate([[0], np.cumsum(lengths[ids])]), np.asarray([packed["phase"][i] for i in ids]))
+        hits = simulate.roll(runs, drums[ids[0]])
+        parts.append((hits.uv, hits.depth_mm, ids[hits.run], hits.s_mm))
+    uv, depth, stroke, s = (np.concatenate(p) for p in zip(*parts))
+    order = np.lexsort((s, stroke))   # strokes are fired in id order, each along its path
+    return uv[order], depth[order], stroke[order]
+
+
+def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, device: str = "roller",
+         start_corner: str | None = None) -> Plan:
+    """Plan a session on a face.
+
+    device : ``"roller"`` (the pen and automatic device choice come with the pen planner)
+    start_corner : ``auto``, ``bottom_left``, ``bottom_right``, ``top_left`` or ``top_right``
+        (the subject's left and right); default: the protocol's ``session.start_corner``.
+    """
+    protocol = Protocol.default() if protocol is None else protocol
+    if device not in DEVICES:
+        raise CoverageError(f"device = {device!r} is not available; use one of {', '.join(DEVICES)}")
+    if start_corner is not None and start_corner not in ("auto", *CORNERS):
+        raise CoverageError(f"start_corner = {start_corner!r} is not known; use auto, {', '.join(CORNERS)}")
+    if zones is None:
+        zones = ZoneMap.default(face, protocol)
+    return build_roller_plan(face, zones, protocol, start_corner)
