@@ -93,9 +93,10 @@ cdef void _closest(const double[:, ::1] corners,
                             x = x1
                             continue
                         c = (z * ny + y) * nx + x
+                        # most cells near a face are empty: skip them before anything else;
                         # a cell (or a triangle) whose box is farther than the best so far
                         # cannot hold a nearer point; equal distances still count for ties
-                        if _box_d2(p, origin[0] + x * cell, origin[1] + y * cell, origin[2] + z * cell,
+                        if cell_start[c] == cell_start[c + 1] or _box_d2(p, origin[0] + x * cell, origin[1] + y * cell, origin[2] + z * cell,
                                    origin[0] + (x + 1) * cell, origin[1] + (y + 1) * cell,
                                    origin[2] + (z + 1) * cell) > best_d2:
                             x += 1

@@ -9,6 +9,7 @@ import contextlib
 import importlib.metadata
 import importlib.resources
 import io
+import json
 import re
 import subprocess
 import sys
@@ -336,3 +337,49 @@ def test_python_m_coverage_protocol_default(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout == Protocol.default_text()
+
+
+# --- plan and report -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan") / "PLAN.json"
+    code = main(["plan", "--device", "roller", "--edge-mm", "2", "--out", str(out)])
+    return code, out
+
+
+def test_plan_writes_json_and_npz(planned):
+    code, out = planned
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "coverage-plan" and doc["device"] == "roller" and doc["strokes"]
+    arrays = np.load(out.with_suffix(".npz"))
+    assert arrays["punctures"].shape[1] == 3 and len(arrays["punctures"]) == doc["summary"]["punctures"]
+
+
+def test_report_prints_the_zone_table(planned, capsys):
+    _, out = planned
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name in ("cheek_left", "nose", "perioral", "in band", "over cap", "passes"):
+        assert name in text
+    assert "nose: roller not allowed" in text
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["plan", "--device", "roller"], "--out"),                       # required option missing
+    (["plan", "--device", "pen", "--out", "x.json"], "invalid choice"),
+    (["report", "{tmp}/missing.json"], "plan file not found"),
+    (["report", "{tmp}/not_a_plan.json"], "not a coverage plan"),
+    (["plan", "--out", "{tmp}/plan.txt"], "unsupported output type"),
+])
+def test_plan_and_report_errors_are_one_line(argv, fragment, tmp_path, capsys):
+    (tmp_path / "not_a_plan.json").write_text('{"format": "something else"}')
+    try:
+        code = main([a.format(tmp=tmp_path) for a in argv])
+    except SystemExit as exc:   # argparse exits on its own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and fragment in err
+    assert not (tmp_path / "plan.txt").exists() and not (tmp_path / "plan.npz").exists()

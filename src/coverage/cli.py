@@ -76,6 +76,31 @@ def cmd_zones(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .fileio import check_output
+    from .plan import plan, report_text
+
+    check_output(args.out, (".json",))
+    protocol = _load_protocol(args)
+    start = time.perf_counter()
+    face = _load_face(args)
+    result = plan(face, protocol, device=args.device, start_corner=args.start_corner)
+    elapsed = time.perf_counter() - start
+    for note in face.notes:
+        print(f"note: {note}", file=sys.stderr)
+    json_path, npz_path = result.save(args.out)
+    print(report_text(result.to_json()))
+    print(f"planned in {elapsed:.1f} s; wrote {json_path} and {npz_path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .plan import read_plan_json, report_text
+
+    print(report_text(read_plan_json(args.plan)))
+    return 0
+
+
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
@@ -96,14 +121,21 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is for --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Roller pass patterns and pen stroke paths over a 3D face: target puncture "
                     "density everywhere, never over a cap, clear of eyes, lips and nostrils.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
 
     zones = sub.add_parser("zones", help="build the zone map of a face and draw it",
@@ -112,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     _face_args(zones)
     zones.add_argument("--png", metavar="OUT", help="write the zone map picture (PNG, SVG or PDF by suffix)")
     zones.set_defaults(func=cmd_zones)
+
+    planner = sub.add_parser("plan", help="plan a session and write PLAN.json and PLAN.npz",
+                             description="Plan roller passes over a face (pen and automatic device choice come "
+                                         "with the pen planner) and write the plan: PLAN.json (strokes, transitions, "
+                                         "summary) and PLAN.npz beside it (every puncture).")
+    _face_args(planner)
+    planner.add_argument("--device", default="roller", choices=["roller"], help="device to plan (default roller)")
+    planner.add_argument("--start-corner", choices=["auto", "bottom_left", "bottom_right", "top_left", "top_right"],
+                         help="where each zone's sweeps start (the subject's left/right; default: the protocol's)")
+    planner.add_argument("--out", required=True, metavar="PLAN.json", help="the plan to write (PLAN.npz goes beside it)")
+    planner.set_defaults(func=cmd_plan)
+
+    report = sub.add_parser("report", help="print a plan's per-zone table",
+                            description="Print the per-zone dose table of a saved plan and where the roller was refused.")
+    report.add_argument("plan", metavar="PLAN.json")
+    report.set_defaults(func=cmd_report)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")

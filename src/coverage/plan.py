@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from . import __version__
+from . import proximity
 from . import roller as _roller
 from . import simulate
 from .density import DensityMap, density
@@ -27,7 +29,7 @@ from .zones import ZoneMap
 FORMAT = "coverage-plan"
 VERSION = 1
 DEVICES = ("roller",)          # "pen" and "auto" arrive with the pen planner
-TRANSIT_STEP_MM = 2.0          # transit path samples (skin distance below them)
+TRANSIT_STEP_MM = 1.0          # transit path samples
 CORNERS = {"bottom_left": (1, -1), "bottom_right": (-1, -1), "top_left": (1, 1), "top_right": (-1, 1)}
 
 
@@ -213,22 +215,64 @@ def chart_path_frames(face, uv: np.ndarray):
     return lifted, tangent, s, across
 
 
-def transit(face, start_point, start_normal, start_uv, end_point, end_normal, end_uv,
+def signed_clearance(face, points: np.ndarray, reach: float = np.inf) -> np.ndarray:
+    """Signed distance (mm) of points from the face: positive on the skin's outer side.
+
+    Points in front of the face farther than ``reach`` read ``inf``: the search stops at
+    ``reach`` and only the points it did not settle are searched in full, to tell a point
+    far in front from one deep behind the skin.
+    """
+    tri, bary, dist = proximity.closest_points(face.surface_grid, points, max_dist=reach)
+    far = tri < 0
+    if far.any():
+        tri[far], bary[far], dist[far] = proximity.closest_points(face.surface_grid, points[far])
+    closest = np.einsum("kj,kjd->kd", bary, face.vertices[face.faces[np.maximum(tri, 0)]])
+    normal = np.einsum("kj,kjd->kd", bary, face.normals[face.faces[np.maximum(tri, 0)]])
+    side = np.sign(np.einsum("ij,ij->i", points - closest, normal))
+    signed = np.where(side < 0, -dist, dist)
+    return np.where(far & (signed > 0), np.inf, signed)
+
+
+def transit(face, start_point, start_normal, end_point, end_normal,
             clearance_mm: float, speed_mm_s: float, t0: float) -> tuple[np.ndarray, np.ndarray]:
-    """A safe move between two contacts: lift along the normal to the clearance, travel at
-    that height above the skin (following the surface below the chart segment between the
-    contacts), lower along the normal. Returns (points (k, 3), times (k,))."""
-    n = max(2, int(math.ceil(np.linalg.norm(np.asarray(end_uv) - np.asarray(start_uv)) / TRANSIT_STEP_MM)) + 1)
+    """A safe move between two contacts: lift along the normal to the clearance, travel with
+    at least that clearance from every part of the face, lower along the normal.
+
+    The travel starts as the straight segment between the raised ends; wherever it comes
+    closer to the face than the clearance (across a fold, over the nose) it is pushed out
+    along the face frame's forward axis until it clears, and the push is smoothed so the
+    path rises and falls gently. Returns (points (k, 3), times (k,)).
+    """
+    reach = clearance_mm + 1.0  # only whether the clearance holds matters: search no farther
+
+    def raised(point, normal):
+        # up along the normal until the clearance holds from all the face (a concave
+        # neighbourhood comes nearer than the skin straight below)
+        height = clearance_mm
+        for _ in range(20):
+            deficit = clearance_mm - float(signed_clearance(face, (point + height * normal)[None], reach)[0])
+            if deficit <= 0:
+                break
+            height += deficit + 1e-3
+        return point + height * normal
+
+    a, b = raised(start_point, start_normal), raised(end_point, end_normal)
+    n = max(2, int(math.ceil(np.linalg.norm(b - a) / TRANSIT_STEP_MM)) + 1)
     f = np.linspace(0.0, 1.0, n)[:, None]
-    uv = (1 - f) * np.asarray(start_uv) + f * np.asarray(end_uv)
-    below = face.lift(uv)
-    ok = below.inside
-    high = np.where(ok[:, None], below.points + clearance_mm * below.normals, np.nan)
-    # off the chart (it is not convex everywhere): straight between the lifted ends
-    straight = (1 - f) * (start_point + clearance_mm * start_normal) + f * (end_point + clearance_mm * end_normal)
-    high = np.where(ok[:, None], high, straight)
-    high[0] = start_point + clearance_mm * start_normal
-    high[-1] = end_point + clearance_mm * end_normal
+    base = (1 - f) * a + f * b
+    forward = face.pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    forward /= np.linalg.norm(forward)
+    lift = np.zeros(n)
+    for _ in range(40):
+        gap = clearance_mm - signed_clearance(face, base + lift[:, None] * forward, reach)
+        gap[[0, -1]] = 0.0
+        if gap.max() <= 1e-3:
+            break
+        lift += np.maximum(gap, 0.0) + 0.05
+        # a smooth, never lower, profile: the largest lift nearby, then a short ramp
+        lift = np.maximum(lift, ndimage.maximum_filter1d(lift, size=7, mode="nearest"))
+        lift[[0, -1]] = 0.0
+    high = base + lift[:, None] * forward
     points = np.concatenate([start_point[None], high, end_point[None]])
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     times = t0 + np.concatenate([[0.0], np.cumsum(seg)]) / speed_mm_s
@@ -350,6 +394,22 @@ def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray) -> 
 
 def build_roller_plan(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None) -> Plan:
     runs, status = roller_runs(face, zones, protocol, start_corner)
+    strokes, transitions, packed, drums = roller_strokes(face, zones, protocol, runs)
+    uv, depth, stroke_of = _simulate_runs(packed, drums)
+    lifted = face.lift(uv)
+    keep = lifted.inside
+    counts = np.bincount(stroke_of[keep], minlength=len(strokes))
+    for stroke in strokes:
+        mine = keep & (stroke_of == stroke.id)
+        stroke.punctures = int(counts[stroke.id])
+        if mine.any():
+            stroke.depth_mm = float(depth[mine].max())
+    return Plan(face, zones, protocol, "roller", strokes, transitions, lifted.points[keep], uv[keep],
+                stroke_of[keep], depth[keep], status)
+
+
+def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
+    """Timed strokes and transitions of roller runs, and the runs packed for the simulation."""
     strokes, transitions = [], []
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
     drums = []
@@ -361,9 +421,8 @@ def build_roller_plan(face, zones: ZoneMap, protocol: Protocol, start_corner: st
         drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
         if strokes:
             prev = strokes[-1]
-            pts, times = transit(face, prev.points[-1], prev.normals[-1], prev.uv[-1],
-                                 lifted.points[0], lifted.normals[0], run.uv[0], clearance,
-                                 protocol.session.transit_speed_mm_s, t)
+            pts, times = transit(face, prev.points[-1], prev.normals[-1], lifted.points[0], lifted.normals[0],
+                                 clearance, protocol.session.transit_speed_mm_s, t)
             transitions.append(Transition(prev.id, i, pts, times))
             t = float(times[-1])
         times = t + s / drum.speed_mm_s
@@ -380,36 +439,89 @@ def build_roller_plan(face, zones: ZoneMap, protocol: Protocol, start_corner: st
         packed["phase"].append(run.phase_mm)
         packed["lengths"].append(len(s))
         drums.append(drum)
-    uv, depth, stroke_of = _simulate_runs(packed, drums)
-    lifted = face.lift(uv)
-    keep = lifted.inside
-    counts = np.bincount(stroke_of[keep], minlength=len(strokes))
-    for stroke in strokes:
-        mine = keep & (stroke_of == stroke.id)
-        stroke.punctures = int(counts[stroke.id])
-        if mine.any():
-            stroke.depth_mm = float(depth[mine].max())
-    return Plan(face, zones, protocol, "roller", strokes, transitions, lifted.points[keep], uv[keep],
-                stroke_of[keep], depth[keep], status)
+    return strokes, transitions, packed, drums
+
+
+def drum_groups(packed: dict, drums: list) -> list:
+    """``[(drum, stroke ids, RunArrays)]``: the runs packed per drum, ready to roll."""
+    lengths = np.asarray(packed["lengths"])
+    groups = []
+    for drum in dict.fromkeys(drums):
+        ids = np.asarray([i for i, d in enumerate(drums) if d == drum])
+        groups.append((drum, ids, simulate.RunArrays(
+            np.concatenate([packed["s"][i] for i in ids]), np.concatenate([packed["uv"][i] for i in ids]),
+            np.concatenate([packed["across"][i] for i in ids]), np.concatenate([packed["kappa"][i] for i in ids]),
+            np.concatenate([[0], np.cumsum(lengths[ids])]), np.asarray([packed["phase"][i] for i in ids]))))
+    return groups
 
 
 def _simulate_runs(packed: dict, drums: list):
     """Roll each group of runs sharing a drum; punctures in firing order of the session."""
     if not drums:
         return np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
-    lengths = np.asarray(packed["lengths"])
     parts = []
-    for drum in dict.fromkeys(drums):
-        ids = np.asarray([i for i, d in enumerate(drums) if d == drum])
-        runs = simulate.RunArrays(
-            np.concatenate([packed["s"][i] for i in ids]), np.concatenate([packed["uv"][i] for i in ids]),
-            np.concatenate([packed["across"][i] for i in ids]), np.concatenate([packed["kappa"][i] for i in ids]),
-            np.concatenate([[0], np.cumsum(lengths[ids])]), np.asarray([packed["phase"][i] for i in ids]))
-        hits = simulate.roll(runs, drums[ids[0]])
+    for drum, ids, runs in drum_groups(packed, drums):
+        hits = simulate.roll(runs, drum)
         parts.append((hits.uv, hits.depth_mm, ids[hits.run], hits.s_mm))
     uv, depth, stroke, s = (np.concatenate(p) for p in zip(*parts))
     order = np.lexsort((s, stroke))   # strokes are fired in id order, each along its path
     return uv[order], depth[order], stroke[order]
+
+
+# --- reading plans back -------------------------------------------------------------------
+
+def read_plan_json(path) -> dict:
+    """The JSON document of a saved plan, checked for its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CoverageError(f"{path}: plan file not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CoverageError(f"{path}: not a readable plan ({exc}); write it again with coverage-planner plan") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CoverageError(f"{path}: not a coverage plan (format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                            f"expected {FORMAT!r})")
+    if doc.get("version") != VERSION:
+        raise CoverageError(f"{path}: plan version {doc.get('version')!r} is not supported; this planner reads "
+                            f"version {VERSION}: plan again with this version")
+    return doc
+
+
+def report_text(doc: dict) -> str:
+    """The per-zone table of a plan (from its JSON document), for a terminal."""
+    summary = doc["summary"]
+
+    def num(x, fmt):
+        return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+    head = (f"{'zone':<18}{'area':>7}{'target':>8}{'mean':>8}{'p5':>8}{'p95':>8}{'max':>8}"
+            f"{'in band':>9}{'over cap':>9}{'passes':>8}{'time s':>8}")
+    rows = [head, "-" * len(head)]
+    notes = []
+    for name, z in summary["zones"].items():
+        rows.append(f"{name:<18}{num(z['area_cm2'], '7.1f')}{num(z['target_per_cm2'], '8.0f')}{num(z['mean'], '8.1f')}"
+                    f"{num(z['p5'], '8.1f')}{num(z['p95'], '8.1f')}{num(z['max'], '8.1f')}"
+                    f"{num(100 * z['in_band_fraction'] if z['in_band_fraction'] is not None else None, '8.1f')}%"
+                    f"{num(100 * z['over_cap_fraction'] if z['over_cap_fraction'] is not None else None, '8.1f')}%"
+                    f"{z.get('passes', 0):8d}{z['time_s']:8.1f}")
+        roller = z.get("roller")
+        if roller and roller["status"] != "planned":
+            notes.append(f"  {name}: roller {roller['status']}: {roller.get('reason', '')}".rstrip(": "))
+        elif roller:
+            weak = {d: f for d, f in roller["conforming_fraction"].items() if f < 0.95}
+            if weak:
+                notes.append(f"  {name}: the drum conforms on " + ", ".join(
+                    f"{100 * f:.0f}% at {d} deg" for d, f in weak.items()) + " (the rest is refused)")
+    rows.append("-" * len(head))
+    rows.append(f"area cm2; densities in punctures/cm2 over 1 cm2 windows; in band = [0.9 x target, cap]")
+    rows.append(f"punctures {summary['punctures']} ({summary['distinct_channels']} distinct channels); "
+                f"time {summary['time_s']:.0f} s ({summary['stroke_time_s']:.0f} s in contact, "
+                f"{summary['transition_time_s']:.0f} s moving); strokes {len(doc['strokes'])}")
+    if notes:
+        rows.append("where the roller was refused or limited:")
+        rows.extend(notes)
+    return "\n".join(rows)
 
 
 def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, device: str = "roller",

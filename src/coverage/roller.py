@@ -22,6 +22,7 @@ outline) is over a keep-out (exclusions, margins, lesions, unobserved skin).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -233,6 +234,12 @@ class Region:
     zones: tuple       # zone names
     polygon: object    # union of their treatable chart polygons (one connected part)
 
+    @functools.cached_property
+    def inside(self) -> "ChartRaster":
+        """Chart distance (a lower bound) from any point to the region's outside (-1 outside)."""
+        minx, miny, maxx, maxy = self.polygon.bounds
+        return distance_raster(self.polygon, (minx - 1, miny - 1, maxx + 1, maxy + 1), outside_of=False)
+
 
 def roller_regions(zones, protocol: Protocol) -> list[Region]:
     """Connected groups of roller zones with identical roller settings, in protocol order."""
@@ -322,7 +329,7 @@ class ZoneSweeps:
         self.polygon = region.polygon
         shapely.prepare(self.polygon)
         minx, miny, maxx, maxy = self.polygon.bounds
-        self.inside = distance_raster(self.polygon, (minx - 1, miny - 1, maxx + 1, maxy + 1), outside_of=False)
+        self.inside = region.inside
         probe = _grid_in(self.polygon, max(2.0, min(maxx - minx, maxy - miny) / 12.0))
         self.angle = chart_angle(face, theta_deg, probe)
         self.to_frame = _rotation(-self.angle)      # chart -> (u', v')
@@ -340,7 +347,7 @@ class ZoneSweeps:
         tri, _ = self.face.locate(chart)
         scale = np.ones(len(chart))
         scale[tri >= 0] = np.sqrt(self.face.area_scale[tri[tri >= 0]])
-        in_region = shapely.contains_xy(self.polygon, chart[:, 0], chart[:, 1])
+        in_region = self.inside.at(chart, outside=-1.0) >= 0
         corners = self.face.faces[np.maximum(tri, 0)]
         band = self.conform.swath_mm[corners].min(axis=1)
         works = (tri >= 0) & in_region & self.conform.conforms[corners].all(axis=1) & (band > 0)

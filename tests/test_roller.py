@@ -1,0 +1,391 @@
+"""The roller: drum model, puncture simulation, pass patterns on the default face, plans."""
+import json
+import math
+
+import numpy as np
+import pytest
+import shapely
+import trimesh
+from scipy.spatial import cKDTree
+
+from coverage import Face, Protocol, ZoneMap, simulate
+from coverage import roller as R
+from coverage.curvature import principal_curvatures
+from coverage.plan import plan, read_plan_json, report_text
+from coverage.zones import canonical_exclusion_regions
+from geometry_checks import exact_distance_to_region
+
+PROTOCOL = Protocol.default()
+
+
+def drum(length=1.0):
+    return R.Drum.from_protocol(PROTOCOL, length)
+
+
+# --- the drum by hand ----------------------------------------------------------------------
+
+def test_default_drum_geometry():
+    d = drum()
+    np.testing.assert_allclose(d.ring_x_mm, [-8.75, -6.25, -3.75, -1.25, 1.25, 3.75, 6.25, 8.75])
+    assert d.needle_pitch_mm == pytest.approx(math.pi * 20 / 24)          # 2.618 mm
+    assert d.density_per_pass_per_cm2 == pytest.approx(192 / (math.pi * 20 * 20) * 100)  # 15.28
+    assert d.ring_phase.tolist() == [0, 0.5, 0, 0.5, 0, 0.5, 0, 0.5]
+
+
+def test_gaps_swath_and_conformity_by_hand():
+    d = drum(1.0)  # tolerance 0.5 x 1.0 mm
+    # convex 15 mm radius across: gap k x^2 / 2 = x^2 / 30; 3.75 -> 0.47 reaches, 6.25 -> 1.30 does not
+    gaps = d.gaps_mm([1 / 15])[0]
+    np.testing.assert_allclose(gaps[4:], [1.25 ** 2 / 30, 3.75 ** 2 / 30, 6.25 ** 2 / 30, 8.75 ** 2 / 30])
+    assert d.central_rings([1 / 15])[0] == 4 and d.swath_mm([1 / 15])[0] == 10.0
+    # concave 200 mm across: the middle bridges by (10^2 - x^2) / 400: 0.246 at x = 1.25, reaches
+    assert d.swath_mm([-1 / 200])[0] == 20.0
+    # concave 50 mm: the middle needle hangs 0.98 mm above the skin: nothing central reaches
+    assert d.swath_mm([-1 / 50])[0] == 0.0
+    # along travel a concave radius below D/2 = 10 mm cannot be followed
+    assert d.conforms([0.0], [-1 / 8])[0] == False  # noqa: E712
+    assert d.conforms([0.0], [-1 / 12])[0] == True  # noqa: E712
+    # at least half the rings must reach: 2 of 8 is not enough
+    assert d.conforms([0.3], [0.0])[0] == False  # noqa: E712
+
+
+@pytest.mark.parametrize("target, cap, expect", [
+    (250.0, 312.5, [5, 4, 4, 4]),   # ceil(250 / 15.28) = 17 -> 259.7 <= 312.5
+    (187.5, 234.4, [4, 3, 3, 3]),   # 13 -> 198.6
+    (250.0, 255.0, [4, 4, 4, 4]),   # 17 would give 259.7 > 255: one fewer
+])
+def test_passes_reach_the_target_without_passing_the_cap(target, cap, expect):
+    d = drum()
+    got = R.passes_for_target(d, target, cap, 4)
+    assert got == expect
+    assert sum(got) * d.density_per_pass_per_cm2 <= cap
+
+
+# --- simulation kernel -------------------------------------------------------------------
+
+def _random_runs(seed, m=150):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 160, m)
+    start = np.concatenate([[0], np.cumsum(lengths)])
+    s = np.concatenate([np.concatenate([[0.0], np.cumsum(rng.uniform(0.2, 0.8, n - 1))]) for n in lengths])
+    n = start[-1]
+    return simulate.RunArrays(s, rng.normal(size=(n, 2)) * 30, rng.normal(size=(n, 2)), rng.normal(size=n) * 0.05,
+                              start, rng.uniform(0, 2.6, m))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roll_kernel_matches_reference(seed):
+    runs = _random_runs(seed)
+    for d in (drum(1.0), drum(0.5)):
+        got = simulate.roll(runs, d)
+        ref = simulate.roll_reference(runs, d)
+        assert len(got.uv) == len(ref.uv) > 1000
+        np.testing.assert_array_equal(got.run, ref.run)
+        np.testing.assert_array_equal(got.ring, ref.ring)
+        np.testing.assert_allclose(got.uv, ref.uv, atol=1e-12)
+        np.testing.assert_allclose(got.depth_mm, ref.depth_mm, atol=1e-12)
+        # firing order: along each run, arc length never goes back
+        for m in np.unique(got.run):
+            assert (np.diff(got.s_mm[got.run == m]) >= 0).all()
+
+
+# --- flat patch ------------------------------------------------------------------------------
+
+def _straight_runs(starts, direction, length_mm, phases, step=0.5):
+    """Straight runs on a flat sheet (chart = skin, no curvature)."""
+    n = int(length_mm / step) + 1
+    t = np.linspace(0.0, length_mm, n)
+    d = np.asarray(direction, dtype=float)
+    left = np.array([-d[1], d[0]])
+    uv = np.concatenate([np.asarray(p)[None, :] + t[:, None] * d for p in starts])
+    across = np.tile(left, (len(uv), 1))
+    start = np.arange(len(starts) + 1) * n
+    return simulate.RunArrays(np.tile(t, len(starts)), uv, across, np.zeros(len(uv)), start, np.asarray(phases, float))
+
+
+def test_one_pass_on_a_flat_sheet_gives_the_drum_density():
+    d = drum()
+    hits = simulate.roll(_straight_runs([(0.0, 0.0)], (1.0, 0.0), 200.0, [0.3]), d)
+    # every needle reaches on flat skin, at the needle length
+    assert set(hits.ring.tolist()) == set(range(8)) and np.allclose(hits.depth_mm, 1.0)
+    # the swath's interior: x in [50, 150] mm over its 20 mm width
+    inside = (hits.uv[:, 0] >= 50) & (hits.uv[:, 0] < 150)
+    per_cm2 = inside.sum() / (100 * 20 / 100.0)
+    assert per_cm2 == pytest.approx(15.28, rel=0.03)
+    # and window by window (1 cm^2 squares along the swath)
+    counts = [((hits.uv[:, 0] >= x) & (hits.uv[:, 0] < x + 10) & (np.abs(hits.uv[:, 1]) < 5)).sum()
+              for x in range(50, 150, 10)]   # 10 x 10 mm windows in the swath's middle
+    assert np.mean(counts) == pytest.approx(15.28, rel=0.03)
+
+
+def test_sixteen_passes_give_the_classic_dose():
+    """4 directions x 4 passes, lines one swath (20 mm) apart, passes spread across the swath."""
+    d = drum()
+    parts = []
+    for theta in (0.0, 90.0, 45.0, 135.0):
+        t = math.radians(theta)
+        direction = np.array([math.cos(t), math.sin(t)])
+        normal = np.array([-direction[1], direction[0]])
+        for j in range(4):
+            offsets = np.arange(-160.0, 160.0, 20.0) + j * 5.0
+            starts = [o * normal - 160.0 * direction for o in offsets]
+            runs = _straight_runs(starts, direction, 320.0, [((j * 0.618 + k * 0.382) % 1) * d.needle_pitch_mm
+                                                               for k in range(len(starts))])
+            parts.append(simulate.roll(runs, d).uv)
+    uv = np.concatenate(parts)
+    # 1 cm^2 windows over the central 60 x 60 mm
+    centres = np.stack(np.meshgrid(np.arange(-30, 31, 5.0), np.arange(-30, 31, 5.0)), -1).reshape(-1, 2)
+    tree = cKDTree(uv)
+    counts = np.array([len(tree.query_ball_point(c, 10.0, p=np.inf)) for c in centres]) / 4.0  # 20 x 20 mm / 4
+    assert counts.mean() == pytest.approx(16 * 15.28, rel=0.05)      # 244.5: ~250 after ~15 rolls
+    assert counts.mean() == pytest.approx(245.0, rel=0.05)
+    assert np.percentile(counts, 5) > 0.9 * 245 and np.percentile(counts, 95) < 1.1 * 245
+
+
+# --- cylinders -------------------------------------------------------------------------------
+
+def _cylinder(radius, inward=False):
+    theta, z = np.meshgrid(np.linspace(0, 2 * np.pi, 300, endpoint=False), np.linspace(-60, 60, 241))
+    vertices = np.stack([radius * np.cos(theta), radius * np.sin(theta), z], -1).reshape(-1, 3)
+    normals = np.stack([np.cos(theta), np.sin(theta), 0 * z], -1).reshape(-1, 3)
+    return vertices, (-normals if inward else normals)
+
+
+def test_convex_cylinder_along_its_axis_narrows_the_swath():
+    radius = 15.0
+    vertices, normals = _cylinder(radius)
+    # measured at a radius small against the cylinder's (a fit over the drum's 20 mm would
+    # span 76 degrees of this tight cylinder); the drum model takes the curvature as given
+    curv = principal_curvatures(vertices, normals, 4.0)
+    mid = np.nonzero(np.abs(vertices[:, 2]) < 20)[0]
+    along = np.tile([0.0, 0.0, 1.0], (len(mid), 1))
+    across = np.cross(normals[mid], along)
+    k_along = curv.normal_curvature(mid, along)
+    k_across = curv.normal_curvature(mid, across)
+    assert np.median(k_across) == pytest.approx(1 / radius, rel=0.05)
+    d = drum(1.0)
+    # the model's prediction: rings within sqrt(2 x 0.5 / k) = 3.87 mm reach: 4 rings, 10 mm
+    assert set(d.swath_mm(k_across).tolist()) == {10.0}
+    assert d.conforms(k_across, k_along).all()
+    # roll along the axis on the unrolled cylinder (arc length around = chart u, axis = chart v)
+    n = 201
+    s = np.linspace(0.0, 100.0, n)
+    runs = simulate.RunArrays(s, np.stack([np.zeros(n), s - 50.0], 1), np.tile([-1.0, 0.0], (n, 1)),
+                              np.full(n, float(np.median(k_across))), np.array([0, n]), np.array([0.0]))
+    hits = simulate.roll(runs, d)
+    assert sorted(set(hits.ring.tolist())) == [2, 3, 4, 5]               # the four central rings
+    band = np.ptp(hits.uv[:, 0]) + d.ring_pitch_mm                       # needle extent + one ring band
+    assert band == pytest.approx(10.0, abs=1e-9)
+    x = d.ring_x_mm[hits.ring]
+    np.testing.assert_allclose(hits.depth_mm, 1.0 - np.median(k_across) * x * x / 2)
+    # the needles land on the cylinder (lift the unrolled chart: u = arc around)
+    angle = hits.uv[:, 0] / radius
+    pts = np.stack([radius * np.cos(angle), radius * np.sin(angle), hits.uv[:, 1]], 1)
+    assert np.allclose(np.linalg.norm(pts[:, :2], axis=1), radius)
+
+
+def test_concave_cylinder_across_is_refused():
+    vertices, normals = _cylinder(8.0, inward=True)
+    curv = principal_curvatures(vertices, normals, 4.0)
+    mid = np.nonzero(np.abs(vertices[:, 2]) < 20)[0]
+    around = np.cross(np.tile([0.0, 0.0, 1.0], (len(mid), 1)), normals[mid])    # travel across the axis
+    k_along = curv.normal_curvature(mid, around)
+    k_across = curv.normal_curvature(mid, np.tile([0.0, 0.0, 1.0], (len(mid), 1)))
+    assert np.median(k_along) == pytest.approx(-1 / 8.0, rel=0.05)
+    assert not drum(1.0).conforms(k_across, k_along).any()
+
+
+# --- the default face ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def roller_plan(default_face, default_zones):
+    return plan(default_face, zones=default_zones, device="roller")
+
+
+def test_strokes_and_punctures_stay_in_roller_zones(roller_plan, default_zones):
+    allowed = {n for n in default_zones.names if "roller" in PROTOCOL.zone(n).devices}
+    assert roller_plan.strokes
+    for s in roller_plan.strokes:
+        assert s.device == "roller" and set(s.zones) <= allowed and s.zone in allowed
+    labels = default_zones.label_at(roller_plan.puncture_uv)
+    assert (labels >= 0).all()
+    assert {default_zones.names[i] for i in np.unique(labels)} <= allowed
+    # and they lie on the face, at most the drum's needle length deep, within each zone's limit
+    flat = default_zones.face.flatten(roller_plan.puncture_points)
+    assert flat.distance.max() < 1e-6
+    for i in np.unique(labels):
+        dose = PROTOCOL.zone(default_zones.names[i])
+        depth = roller_plan.puncture_depth_mm[labels == i]
+        assert depth.max() <= dose.roller_needle_length_mm <= dose.max_depth_mm
+        assert depth.min() >= dose.roller_needle_length_mm * (1 - PROTOCOL.roller.gap_tolerance) - 1e-9
+
+
+@pytest.mark.parametrize("name", ["eye_left", "eye_right", "lips", "nostril_left", "nostril_right",
+                                  "eyebrow_left", "eyebrow_right"])
+def test_no_puncture_within_an_exclusion_margin(roller_plan, default_zones, default_face, name):
+    parts = dict(canonical_exclusion_regions(default_face.subdivisions)[name])
+    for part, margin in default_zones.exclusions[name].margins_mm:
+        dist = exact_distance_to_region(default_face, parts[part], roller_plan.puncture_points, reach=margin + 1.0)
+        assert dist.min() >= margin, (name, part, dist.min())
+
+
+def test_no_part_of_the_drum_over_a_keepout(roller_plan, default_face, default_zones):
+    """The drum's full D x W outline around every contact stays outside every keep-out."""
+    d = drum()
+    keep = default_zones.keepout
+    for s in roller_plan.strokes[::3]:
+        tri = s.tri
+        jac = default_face.jacobian[tri]
+        pinv = np.linalg.pinv(jac)
+        t2 = np.einsum("kij,kj->ki", pinv, s.tangents)
+        a2 = np.einsum("kij,kj->ki", pinv, np.cross(s.normals, s.tangents))
+        corners = [s.uv + sx * d.diameter_mm / 2 * t2 + sy * d.width_mm / 2 * a2
+                   for sx in (-1, 0, 1) for sy in (-1, 0, 1)]
+        rects = shapely.polygons(np.stack([corners[0], corners[2], corners[8], corners[6]], axis=1))
+        assert not shapely.intersects(rects, keep).any(), s.id
+
+
+def _spacing_ratios(strokes):
+    """Distance to the next line of the same sweep, over the mean of the two swaths."""
+    groups = {}
+    for s in strokes:
+        groups.setdefault((s.direction_deg, s.pass_index, s.family), []).append(s)
+    ratios = []
+    for members in groups.values():
+        for s in members:
+            nbs = [t for t in members if t.line == s.line + 1 and set(t.zones) & set(s.zones)]
+            if not nbs:
+                continue
+            pts = np.concatenate([t.points for t in nbs])
+            swath = np.concatenate([t.swath_mm for t in nbs])
+            ends = np.cumsum([len(t.points) for t in nbs])
+            end_ids = set(np.concatenate([[0], ends[:-1], ends - 1]).tolist())
+            d, i = cKDTree(pts).query(s.points)
+            alongside = np.array([j not in end_ids for j in i])   # not past the neighbour's ends
+            ratios.append(d[alongside] / ((s.swath_mm[alongside] + swath[i[alongside]]) / 2))
+    return np.concatenate(ratios)
+
+
+def test_neighbouring_passes_are_one_effective_swath_apart(roller_plan):
+    ratio = _spacing_ratios(roller_plan.strokes)
+    assert len(ratio) > 3000
+    within = np.mean(np.abs(ratio - 1) <= 0.10)
+    print(f"\nspacing / effective swath: {100 * within:.1f}% of {len(ratio)} samples within 10%; "
+          f"p5 {np.percentile(ratio, 5):.3f} p50 {np.median(ratio):.3f} p95 {np.percentile(ratio, 95):.3f}")
+    assert within >= 0.95
+
+
+def test_dose_never_passes_the_cap_and_the_cheeks_reach_their_target(roller_plan):
+    stats = roller_plan.density.stats()
+    for name, s in stats.items():
+        assert s.over_cap_fraction == 0.0, name
+        assert not (s.max > s.cap_per_cm2), name
+    for cheek in ("cheek_left", "cheek_right"):
+        s = stats[cheek]
+        # where the drum has rolled every sweep (the cheek's core) it reaches the target
+        assert s.p95 >= 0.9 * s.target_per_cm2 and s.max <= s.cap_per_cm2
+        print(f"{cheek}: {100 * s.in_band_fraction:.0f}% of the cheek in band, mean {s.mean:.0f}, "
+              f"p95 {s.p95:.0f}, max {s.max:.0f} (target {s.target_per_cm2:.0f}, cap {s.cap_per_cm2:.1f})")
+
+
+def test_refused_zones_are_reported(roller_plan):
+    summary = roller_plan.summary()["zones"]
+    for name in ("glabella", "periorbital_left", "periorbital_right", "nose", "perioral"):
+        assert summary[name]["roller"]["status"] == "not allowed"
+    for name in ("forehead", "cheek_left", "cheek_right", "chin", "jaw_left"):
+        assert summary[name]["roller"]["status"] == "planned"
+        assert set(summary[name]["roller"]["conforming_fraction"]) == {"0", "90", "45", "135"}
+    text = report_text(roller_plan.to_json())
+    assert "nose: roller not allowed" in text and "periorbital_left: roller not allowed" in text
+
+
+def test_passes_snake_and_transitions_lift_clear_of_the_skin(roller_plan, default_face):
+    strokes = roller_plan.strokes
+    # boustrophedon: consecutive lines of one sweep run opposite ways
+    reversed_pairs = total = 0
+    for a, b in zip(strokes[:-1], strokes[1:]):
+        if (a.direction_deg, a.pass_index, a.family) == (b.direction_deg, b.pass_index, b.family) and b.line == a.line + 1:
+            total += 1
+            reversed_pairs += float(np.dot(a.tangents.mean(0), b.tangents.mean(0))) < 0
+    assert total > 20 and reversed_pairs / total > 0.9
+    clearance = PROTOCOL.session.clearance_mm
+    from coverage.plan import signed_clearance
+    for t in roller_plan.transitions:
+        # every point of the travel keeps the clearance from all of the face (not just the
+        # skin below it: across a fold the skin opposite is nearer)
+        assert signed_clearance(default_face, t.points[1:-1]).min() >= clearance - 2e-3
+        assert np.linalg.norm(t.points[0] - strokes[t.from_stroke].points[-1]) < 1e-9
+        assert np.linalg.norm(t.points[-1] - strokes[t.to_stroke].points[0]) < 1e-9
+    # times run on: every stroke starts when the move before it ends
+    for t in roller_plan.transitions:
+        assert strokes[t.to_stroke].times_s[0] == pytest.approx(t.times_s[-1])
+        assert t.times_s[0] == pytest.approx(strokes[t.from_stroke].times_s[-1])
+
+
+def test_plan_files(roller_plan, tmp_path):
+    json_path, npz_path = roller_plan.save(tmp_path / "PLAN.json")
+    doc = json.loads(json_path.read_text())
+    assert doc["format"] == "coverage-plan" and doc["version"] == 1 and doc["units"]["length"] == "mm"
+    assert doc["protocol"]["name"] == "default" and len(doc["strokes"]) == len(roller_plan.strokes)
+    first = doc["strokes"][0]
+    for key in ("device", "zone", "pass_index", "direction_deg", "depth_mm", "needle_length_mm", "speed_mm_s"):
+        assert key in first
+    for key in ("positions", "normals", "tangents", "times_s", "chart_uv", "triangle", "barycentric"):
+        assert len(first["path"][key]) == len(roller_plan.strokes[0].points)
+    zone = doc["summary"]["zones"]["cheek_left"]
+    for key in ("area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p50", "p95", "max",
+                "in_band_fraction", "over_cap_fraction"):
+        assert key in zone
+    assert doc["summary"]["punctures"] == len(roller_plan.puncture_points)
+    assert doc["summary"]["time_s"] == pytest.approx(roller_plan.time_s)
+    arrays = np.load(npz_path)
+    assert arrays["punctures"].shape == (len(roller_plan.puncture_points), 3)
+    np.testing.assert_array_equal(arrays["puncture_stroke"], roller_plan.puncture_stroke)
+    np.testing.assert_array_equal(arrays["puncture_depth_mm"], roller_plan.puncture_depth_mm)
+    assert read_plan_json(json_path)["device"] == "roller"
+
+
+def test_start_corner_is_honoured(default_face, default_zones):
+    chosen = plan(default_face, zones=default_zones, start_corner="top_right")
+    first = chosen.strokes[0]
+    # the first region is the forehead's; its first stroke starts at its top right (the
+    # subject's right: -u)
+    region = shapely.union_all([default_zones.polygons[n] for n in first.zones])
+    minx, miny, maxx, maxy = region.bounds
+    assert first.uv[0, 0] < (minx + maxx) / 2 and first.uv[0, 1] > (miny + maxy) / 2
+
+
+def test_slivers_with_room_for_one_pass_or_none(default_face):
+    """A zone 24 mm wide fits one pass of a 20 mm band; one 8 mm wide fits none: no error."""
+    cheek = default_face.uv[425]
+    wide = [(cheek[0] - 40, cheek[1] - 12), (cheek[0] + 10, cheek[1] - 12), (cheek[0] + 10, cheek[1] + 12),
+            (cheek[0] - 40, cheek[1] + 12)]
+    thin = [(cheek[0] - 40, cheek[1] + 20), (cheek[0] + 10, cheek[1] + 20), (cheek[0] + 10, cheek[1] + 28),
+            (cheek[0] - 40, cheek[1] + 28)]
+    zone = {"devices": ["roller"], "depth_mm": 1.0, "max_depth_mm": 1.5, "target_per_cm2": 250.0,
+            "roller_needle_length_mm": 1.0, "directions_deg": [0.0]}
+    protocol = Protocol.from_dict({"zones": {"sliver": {**zone, "polygon_chart": [list(p) for p in wide]},
+                                             "thread": {**zone, "polygon_chart": [list(p) for p in thin]}}})
+    zones = ZoneMap.default(default_face, protocol)
+    result = plan(default_face, protocol, zones)
+    status = result.summary()["zones"]
+    assert status["thread"]["roller"]["status"] == "drum does not fit"
+    sliver = [s for s in result.strokes if s.zones == ["sliver"]]
+    assert sliver and {s.line for s in sliver} == {sliver[0].line}   # one line per sweep
+    labels = zones.label_at(result.puncture_uv[np.isin(result.puncture_stroke, [s.id for s in sliver])])
+    assert (np.array(zones.names)[labels] == "sliver").all()
+
+
+def test_keepout_clearance_is_a_round_offset():
+    """The drum keeps its distance from a jagged keep-out with round joins, not mitred ones."""
+    # sharp spikes, as a keep-out outline taken from mesh edges can have
+    zigzag = shapely.Polygon([(0, 0), (3, 15), (6, 0), (9, 15), (12, 0), (15, 15), (18, 0), (18, -10), (0, -10)])
+    r = 5.0
+    raster = R.distance_raster(zigzag, (-20, -30, 60, 30), cell=0.1)
+    h, w = raster.values.shape
+    allowed = (raster.values >= r).sum() * 0.1 * 0.1
+    box = shapely.box(-20, -30, -20 + w * 0.1, -30 + h * 0.1)
+    round_area = shapely.difference(box, zigzag.buffer(r, join_style="round")).area
+    mitre_area = shapely.difference(box, zigzag.buffer(r, join_style="mitre")).area
+    assert allowed == pytest.approx(round_area, rel=0.01)
+    assert allowed > mitre_area + 5.0       # the mitred corners would cost skin
