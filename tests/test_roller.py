@@ -389,3 +389,29 @@ def test_keepout_clearance_is_a_round_offset():
     mitre_area = shapely.difference(box, zigzag.buffer(r, join_style="mitre")).area
     assert allowed == pytest.approx(round_area, rel=0.01)
     assert allowed > mitre_area + 5.0       # the mitred corners would cost skin
+
+
+def test_turn_radius_by_hand(default_face):
+    # a circle of radius 40 mm in the chart around the forehead, where the chart is near
+    # 1:1 with the skin: the path's turning radius on the skin is about 40 mm
+    centre = default_face.uv[151]
+    t = np.linspace(0, 2 * np.pi, 600)
+    uv = centre + 20.0 * np.stack([np.cos(t), np.sin(t)], 1)
+    radius = R.turn_radius_mm(default_face, uv)[5:-5]
+    assert 15.0 < np.median(radius) < 26.0          # 20 mm in the chart, lambda ~ 0.9 to 1.2
+    # a straight chart line across the forehead's dome is not a geodesic (like a latitude
+    # circle, it turns a little within the skin), but far less than the circle
+    straight = centre + np.stack([np.linspace(-20, 20, 200), np.zeros(200)], 1)
+    assert np.median(R.turn_radius_mm(default_face, straight)) > 100.0
+
+
+def test_headland_runs_along_the_border_and_only_on_free_skin(roller_plan, default_zones):
+    headland = [s for s in roller_plan.strokes if s.pattern == "headland"]
+    assert headland, "the border is rolled somewhere"
+    lines = [s for s in roller_plan.strokes if s.pattern == "lines"]
+    assert len(lines) > len(headland)
+    for s in headland:
+        # a headland runs half a band inside its region's border: the band's edge stays inside
+        radius = R.turn_radius_mm(default_zones.face, s.uv)
+        assert np.median(radius) >= R.HEADLAND_MIN_TURN_RADIUS_MM
+        assert s.family == -1 and (s.swath_mm <= 20.0 + 1e-9).all()

@@ -57,7 +57,8 @@ class Stroke:
     stamp_hz: float | None = None
     punctures: int = 0
     zones: list = field(default_factory=list)  # every zone the path crosses
-    family: int = 0                             # roller line family (0 main, else its band x 10)
+    family: int = 0                             # roller line family (0 main, else its band x 10, -1 headland)
+    pattern: str = "lines"                      # "lines" (parallel passes) or "headland" (along a border)
 
     @property
     def length_mm(self) -> float:
@@ -184,7 +185,7 @@ def _finite(x: float):
 
 def _stroke_json(s: Stroke) -> dict:
     out = {"id": s.id, "device": s.device, "zone": s.zone, "zones": s.zones, "pass_index": s.pass_index,
-           "family": s.family, "line": s.line,
+           "family": s.family, "pattern": s.pattern, "line": s.line,
            "direction_deg": s.direction_deg, "depth_mm": _r(s.depth_mm, 4),
            "needle_length_mm": s.needle_length_mm, "speed_mm_s": s.speed_mm_s, "stamp_hz": s.stamp_hz,
            "punctures": s.punctures, "start_s": _r(s.times_s[0]), "duration_s": _r(s.duration_s),
@@ -320,6 +321,25 @@ def _order_sweep(lines: list, position_uv, corner: str, bounds) -> list:
     return out
 
 
+def _order_free(runs: list, position_uv) -> list:
+    """Runs in greedy nearest-end order from the tool's position, each turned to start there."""
+    todo, out = list(runs), []
+    here = None if position_uv is None else np.asarray(position_uv)
+    while todo:
+        def cost(r):
+            if here is None:
+                return 0.0, False
+            a, b = np.linalg.norm(r.uv[0] - here), np.linalg.norm(r.uv[-1] - here)
+            return (min(a, b), b < a)
+        best = min(range(len(todo)), key=lambda i: cost(todo[i])[0])
+        r = todo.pop(best)
+        if cost(r)[1]:
+            r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+        out.append(r)
+        here = r.uv[-1]
+    return out
+
+
 def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
     """Every roller run of the plan in treatment order, and each zone's roller status."""
     corner = start_corner or protocol.session.start_corner
@@ -339,6 +359,9 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         per_direction = _roller.passes_for_target(drum, dose.target_per_cm2, dose.cap_per_cm2, len(dose.directions_deg))
         planned, region_runs = {}, []
         conforming = {n: {} for n in region.zones}
+        # every sweep rolls its lines, then the region's border (headland) where they left it free
+        headland = _roller.Headland(zones, region, drum, clearance)
+        total_sweeps, done_sweeps = sum(per_direction), 0
         for theta, n_sweeps in zip(dose.directions_deg, per_direction):
             key = (drum, theta)
             if key not in conform_cache:
@@ -366,6 +389,14 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
                         position = ordered[-1].uv[-1]
                         rolled = True
                     region_runs.extend(ordered)
+                # then the border: the headland rolls only where the lines left the skin free
+                border = _roller.claim(face, headland.runs(done_sweeps, total_sweeps), occupancy)
+                done_sweeps += 1
+                ordered = _order_free([r for runs in border for r in runs], position)
+                if ordered:
+                    position = ordered[-1].uv[-1]
+                    rolled = True
+                region_runs.extend(ordered)
                 count += rolled
             planned[f"{theta:g}"] = count
         for n in region.zones:
@@ -432,7 +463,8 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
         strokes.append(Stroke(i, "roller", main, run.sweep, run.line, float(run.theta_deg), drum.needle_length_mm,
                               drum.needle_length_mm, drum.speed_mm_s, run.uv, lifted.tri, lifted.bary,
                               lifted.points, lifted.normals, tangent, times, swath_mm=run.swath_mm,
-                              zones=crossed, family=int(run.meta.get("family", 0))))
+                              zones=crossed, family=int(run.meta.get("family", 0)),
+                              pattern=run.meta.get("pattern", "lines")))
         t = float(times[-1])
         for key, value in (("s", s), ("uv", run.uv), ("across", across), ("kappa", run.kappa_cross)):
             packed[key].append(value)

@@ -30,6 +30,7 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
+from .curvature import Curvature
 from .protocol import Protocol
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
@@ -421,45 +422,60 @@ class ZoneSweeps:
 
     def sample_validity(self, uv: np.ndarray, design_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Validity, band width and cross curvature at chart points ``(n, 2)`` along a pass."""
-        face, drum = self.face, self.drum
-        n = len(uv)
+        face = self.face
         lifted = face.lift(uv)
-        ok = lifted.inside.copy()
-        tri = np.maximum(lifted.tri, 0)
-        corners = face.faces[tri]
+        corners = face.faces[np.maximum(lifted.tri, 0)]
         along = np.einsum("kj,kj->k", lifted.bary, self.conform.kappa_along[corners])
         kc, width = self._band_rings(uv)
-        ok &= drum.conforms(np.nan_to_num(kc), along) & np.isclose(width, design_mm)
-        # travel and cross directions in the chart at each sample (unit on the skin)
-        scale = np.where(lifted.inside, np.sqrt(face.area_scale[tri]), 1.0)
-        travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
-        travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
-        across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
-        per_mm_t = travel / scale[:, None]
-        per_mm_a = across / scale[:, None]
-        # the needle band (the rings that reach) lies inside the region
-        band = np.linspace(-0.5, 0.5, 9)
-        pts = (uv[:, None, :] + (band[None, :, None] * width[:, None, None]) * per_mm_a[:, None, :]).reshape(-1, 2)
-        ok &= (self.inside.at(pts, outside=-1.0) >= 0).reshape(n, -1).all(axis=1)
-        # no part of the drum over a keep-out: the nearest keep-out across the drum's width at
-        # each sample, then the nearest over the samples within D/2 before and after it (the
-        # pass is straight over that span); sample spacing covered by ``need``
-        across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2,
-                                   int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
-        span = (uv[:, None, :] + across_steps[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
-        clear = self.clearance.at(span, outside=np.inf).reshape(n, -1).min(axis=1)
-        reach = int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
-        clear = ndimage.minimum_filter1d(clear, size=2 * reach + 1, mode="nearest")
-        need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
-        ok &= clear >= need
-        # the drum reaches D/2 beyond the path's ends: those stretches must be clear too
-        for end, sign in ((0, -1.0), (n - 1, 1.0)):
-            ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
-            tip = uv[end] + sign * ahead[:, None] * per_mm_t[end]
-            edge = (tip[:, None, :] + across_steps[None, :, None] * per_mm_a[end]).reshape(-1, 2)
-            if (self.clearance.at(edge, outside=np.inf) < need[end]).any():
-                ok[max(0, end - reach):end + reach + 1] = False
+        ok = lifted.inside & self.drum.conforms(np.nan_to_num(kc), along) & np.isclose(width, design_mm)
+        ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance)
         return ok, width, np.nan_to_num(kc)
+
+
+def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: ChartRaster,
+              clearance: ChartRaster, straight: bool = True) -> np.ndarray:
+    """Where the drum may stand along a path ``(n, 2)``: its needle band (``width`` mm across)
+    inside the region and no part of it over a keep-out.
+
+    The band is checked at nine points across. The drum's D x W outline: on a straight path
+    by the nearest keep-out across its width at each sample, then over the samples within
+    D/2 before and after it (and D/2 beyond the path's ends); on a curved one (``straight``
+    false: the rigid drum runs on along its tangent while the path turns away) by sampling
+    each sample's own rectangle. Sample spacing is covered by ``need``.
+    """
+    n = len(uv)
+    tri, _ = face.locate(uv)
+    scale = np.where(tri >= 0, np.sqrt(face.area_scale[np.maximum(tri, 0)]), 1.0)
+    travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
+    travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
+    across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
+    per_mm_t = travel / scale[:, None]
+    per_mm_a = across / scale[:, None]
+    band = np.linspace(-0.5, 0.5, 9)
+    pts = (uv[:, None, :] + (band[None, :, None] * width[:, None, None]) * per_mm_a[:, None, :]).reshape(-1, 2)
+    ok = (tri >= 0) & (inside.at(pts, outside=-1.0) >= 0).reshape(n, -1).all(axis=1)
+    across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
+    if not straight:
+        along_steps = np.linspace(-drum.diameter_mm / 2, drum.diameter_mm / 2,
+                                  int(math.ceil(drum.diameter_mm / BODY_STEP_MM)) + 1)
+        ga, gb = np.meshgrid(along_steps, across_steps)
+        body = (uv[:, None, :] + ga.ravel()[None, :, None] * per_mm_t[:, None, :]
+                + gb.ravel()[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
+        need = 0.5 * math.hypot(BODY_STEP_MM, BODY_STEP_MM) / scale
+        return ok & (clearance.at(body, outside=np.inf).reshape(n, -1).min(axis=1) >= need)
+    span = (uv[:, None, :] + across_steps[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
+    clear = clearance.at(span, outside=np.inf).reshape(n, -1).min(axis=1)
+    reach = int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
+    clear = ndimage.minimum_filter1d(clear, size=2 * reach + 1, mode="nearest")
+    need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
+    ok &= clear >= need
+    for end, sign in ((0, -1.0), (n - 1, 1.0)):
+        ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
+        tip = uv[end] + sign * ahead[:, None] * per_mm_t[end]
+        edge = (tip[:, None, :] + across_steps[None, :, None] * per_mm_a[end]).reshape(-1, 2)
+        if (clearance.at(edge, outside=np.inf) < need[end]).any():
+            ok[max(0, end - reach):end + reach + 1] = False
+    return ok
 
 
 def band_widths(face, zones, region: Region, conform: Conformity, min_share: float = 0.05) -> list[float]:
@@ -628,6 +644,152 @@ def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]
         if kept:
             out.append(kept)
     return out
+
+
+# --- headlands -------------------------------------------------------------------------------
+
+HEADLAND_MIN_TURN_RADIUS_MM = 30.0   # a rigid drum steered tighter than this skids sideways
+HEADLAND_SMOOTH_MM = 4.0             # smoothing of border paths along their length
+HEADLAND_INSET_MM = 0.5              # the band's outer edge stays this far inside the border
+
+
+def border_distance(face, region: Region) -> ChartRaster:
+    """Skin distance (mm, approximate) from each cell inside a region to the region's border."""
+    r = region.inside
+    h, w = r.values.shape
+    jj, ii = np.meshgrid(np.arange(w), np.arange(h))
+    centres = r.origin + (np.stack([jj, ii], -1).reshape(-1, 2) + 0.5) * r.cell
+    tri, _ = face.locate(centres)
+    scale = np.where(tri >= 0, np.sqrt(face.area_scale[np.maximum(tri, 0)]), 1.0).reshape(h, w)
+    return ChartRaster(r.origin, r.cell, np.where(r.values >= 0, r.values * scale, -1.0))
+
+
+def path_curvatures(face, curvature: Curvature, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normal curvature along and across a chart path's own travel direction, and its lift."""
+    lifted = face.lift(uv)
+    tangent = np.gradient(lifted.points, axis=0)
+    tangent -= np.einsum("ij,ij->i", tangent, lifted.normals)[:, None] * lifted.normals
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    across = np.cross(lifted.normals, tangent)
+    corners = face.faces[np.maximum(lifted.tri, 0)]
+    along = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], tangent) for j in range(3))
+    cross = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], across) for j in range(3))
+    return along, cross, lifted.inside
+
+
+def turn_radius_mm(face, uv: np.ndarray) -> np.ndarray:
+    """The path's turning radius within the skin at each sample (inf where it runs straight).
+
+    Geodesic, not 3D, curvature: the turn of the travel direction in the tangent plane,
+    which is what steering a rigid drum costs (following the skin's own bulge is free).
+    """
+    lifted = face.lift(uv)
+    pts, normal = lifted.points, lifted.normals
+    seg = np.diff(pts, axis=0)
+    length = np.linalg.norm(seg, axis=1)
+    n_mid = normal[1:-1]
+    a, b = seg[:-1], seg[1:]
+    a = a - np.einsum("ij,ij->i", a, n_mid)[:, None] * n_mid
+    b = b - np.einsum("ij,ij->i", b, n_mid)[:, None] * n_mid
+    turn = np.abs(np.arctan2(np.einsum("ij,ij->i", np.cross(a, b), n_mid), np.einsum("ij,ij->i", a, b)))
+    bend = np.zeros(len(uv))   # curvature of the path in the skin, 1/mm
+    bend[1:-1] = turn / np.maximum((length[:-1] + length[1:]) / 2, 1e-12)
+    # averaged over a few samples, so one kinked sample does not decide; the largest nearby
+    bend = ndimage.maximum_filter1d(ndimage.uniform_filter1d(bend, 5, mode="nearest"), 3, mode="nearest")
+    with np.errstate(divide="ignore"):
+        return np.where(bend > 1e-12, 1.0 / bend, np.inf)
+
+
+class Headland:
+    """Passes along a region's border, half a swath inside it, so the drum's band reaches
+    the strip that the straight lines leave (they cannot cross the border).
+
+    The path is the level set of the skin distance to the border at half the headland's
+    design swath (the band the drum shows most along it) plus a half-millimetre inset. It is
+    rolled where the band at the contact is no wider than that design (narrower leaves a
+    thin gap at the border, never a crossing), the drum conforms along the path's own
+    direction, the path does not turn tighter than a rigid drum can steer, the band lies in
+    the region and the drum's outline is clear of every keep-out.
+    """
+
+    def __init__(self, zones, region: Region, drum: Drum, clearance: ChartRaster):
+        self.face, self.region, self.drum, self.clearance = zones.face, region, drum, clearance
+        self.curvature = zones.face.curvature(drum_curvature_radius_mm(drum))
+        self.border = border_distance(zones.face, region)
+        self.design = self._design()
+
+    def _loops(self, level_mm: float) -> list[np.ndarray]:
+        import contourpy
+
+        r = self.border
+        h, w = r.values.shape
+        x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
+        y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
+        loops = []
+        for line in contourpy.contour_generator(x, y, r.values, line_type="Separate").lines(level_mm):
+            keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
+            if keep.sum() < 3:
+                continue
+            uv = resample_on_skin(self.face, line[keep], PATH_STEP_MM)
+            # the contour follows raster cells: smooth it along its length (a closed loop wraps)
+            closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
+            uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
+                                           mode="wrap" if closed else "nearest")
+            loops.append(uv)
+        return loops
+
+    def _widths(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        along, cross, on_chart = path_curvatures(self.face, self.curvature, uv)
+        width = self.drum.swath_mm(cross)
+        return width, self.drum.conforms(cross, along) & on_chart & (width > 0), cross
+
+    def _design(self) -> float:
+        """The band the drum shows most along a border path one drum half-width inside."""
+        widths = []
+        for uv in self._loops(self.drum.width_mm / 2):
+            width, works, _ = self._widths(uv)
+            widths.append(width[works])
+        widths = np.concatenate(widths) if widths else np.empty(0)
+        if len(widths) == 0:
+            return 0.0
+        values, counts = np.unique(widths, return_counts=True)
+        return float(values[np.argmax(counts)])
+
+    def runs(self, sweep_index: int, n_sweeps: int) -> list[list[Run]]:
+        """This sweep's headland runs (one list per border path); sweep j sits j/n of a ring
+        pitch farther in, so repeated headlands do not fall in the same holes."""
+        if self.design <= 0:
+            return []
+        level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
+        out = []
+        for k, uv in enumerate(self._loops(level)):
+            width, works, cross = self._widths(uv)
+            # a band narrower than the design leaves a thin gap at the border (never a
+            # crossing): still rolled; a wider one would cross it
+            ok = works & (width <= self.design + 1e-9)
+            ok &= turn_radius_mm(self.face, uv) >= HEADLAND_MIN_TURN_RADIUS_MM
+            ok &= drum_fits(self.face, self.drum, uv, width, self.region.inside, self.clearance, straight=False)
+            runs = []
+            for a, b in runs_of(ok):
+                if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
+                    continue
+                runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
+                                width[a:b], cross[a:b],
+                                meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"}))
+            if runs:
+                out.append(runs)
+        for j, runs in enumerate(out):
+            for r in runs:
+                r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
+        return out
+
+
+def _mean_direction_deg(uv: np.ndarray) -> float:
+    """The mean direction of a chart path as a line, in [0, 180) degrees (doubled-angle mean)."""
+    d = np.diff(uv, axis=0)
+    angle = 2.0 * np.arctan2(d[:, 1], d[:, 0])
+    mean = math.degrees(math.atan2(np.sin(angle).sum(), np.cos(angle).sum()) / 2.0)
+    return round(mean % 180.0, 6)
 
 
 def passes_for_target(drum: Drum, target_per_cm2: float, cap_per_cm2: float, n_directions: int) -> list[int]:
