@@ -9,9 +9,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +19,14 @@ from coverage import Face, Protocol, ZoneMap, simulate
 from coverage import plan as plan_module
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from bench_foundation import measure  # noqa: E402  (the shared timing helper)
 
 
 def timed(fn, repeats: int):
-    """Median and min seconds of ``fn()`` over ``repeats`` runs after a warm-up; the warm-up result."""
-    result = fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds)}, result
+    """Median and min seconds of ``fn()`` (after a warm-up) as a dict, and the warm-up result."""
+    timing, result = measure(fn, repeats)
+    return timing.as_dict(), result
 
 
 def stages(face, protocol, repeats):

@@ -7,33 +7,6 @@ cdef inline double dot3(double ax, double ay, double az,
     return ax * bx + ay * by + az * bz
 
 
-cdef inline double barycentric_2d(double px, double py,
-                                  double ax, double ay, double bx, double by,
-                                  double cx, double cy, double* l) noexcept nogil:
-    """Barycentric coordinates of p in triangle abc (2D) into l[0..2]; returns min(l).
-
-    A degenerate triangle gives -inf so it never wins a point-location test.
-    """
-    cdef double v0x = bx - ax, v0y = by - ay
-    cdef double v1x = cx - ax, v1y = cy - ay
-    cdef double v2x = px - ax, v2y = py - ay
-    cdef double den = v0x * v1y - v1x * v0y
-    if den == 0.0:
-        l[0] = 0.0
-        l[1] = 0.0
-        l[2] = 0.0
-        return -1e300
-    l[1] = (v2x * v1y - v1x * v2y) / den
-    l[2] = (v0x * v2y - v2x * v0y) / den
-    l[0] = 1.0 - l[1] - l[2]
-    cdef double m = l[0]
-    if l[1] < m:
-        m = l[1]
-    if l[2] < m:
-        m = l[2]
-    return m
-
-
 cdef inline double closest_on_triangle(const double* p, const double* a, const double* b,
                                        const double* c, double* bary) noexcept nogil:
     """Squared distance from p to triangle abc; barycentrics of the closest point into bary.

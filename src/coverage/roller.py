@@ -14,11 +14,14 @@ reach ``length - gap`` deep. The rings that reach form the **effective swath**. 
 conforms where its along-travel curvature is not concave beyond the drum's radius and a
 contiguous central band of at least ``min_swath_fraction`` of its rings reaches.
 
-Passes of one direction are level sets of a field tau that grows by one per effective
-swath across the passes, measured on the skin: neighbouring passes lie exactly one swath
-apart however the chart stretches and the swath varies. A pass is kept where the drum
-conforms, its needle band lies inside the zone and no part of the drum (its full D x W
-outline) is over a keep-out (exclusions, margins, lesions, unobserved skin).
+Passes of one direction are built outwards from a line through the region's centroid:
+each line has a design swath (the band the drum shows along most of it) and the next lies
+a constant (w1 + w2) / 2 beyond it on the skin, so neighbouring bands abut however the
+chart stretches. A line is rolled where the drum's band at the contact is its design, the
+drum conforms, the band lies inside the region and no part of the drum (its full D x W
+outline) is over a keep-out (exclusions, margins, lesions, unobserved skin). Further line
+families for other band widths, then a headland along the region's border, take only the
+skin still free in the sweep, so no two bands of a sweep overlap.
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ from .protocol import Protocol
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
 PATH_STEP_MM = 0.5         # path samples along a pass, on the skin
-COLUMN_STEP_MM = 1.0       # tau-field columns along the passes (chart)
-ROW_STEP_MM = 0.25         # tau-field rows across the passes (chart)
+COLUMN_STEP_MM = 1.0       # line samples along the passes (chart)
+ROW_STEP_MM = 0.25         # field rows across the passes (chart)
 CLEARANCE_CELL_MM = 0.25   # keep-out distance raster (chart)
 BODY_STEP_MM = 2.0         # drum outline samples (skin)
 LINE_SMOOTH_MM = 5.0       # smoothing of each pass line along its length
@@ -576,7 +579,7 @@ OFFSET_TRIALS = 4  # phases of the line family tried across one swath
 
 
 def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[Run]]:
-    """The runs of every line of the family at ``offset`` (tau units), per line in tau order."""
+    """The runs of every line of the family at ``offset`` (a fraction of a swath), per line in order."""
     face = sweeps.face
     lines = []
     for k, raw, design in sweeps.lines(offset):
@@ -599,7 +602,7 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
 
 
 def best_offset(sweeps: ZoneSweeps) -> float:
-    """The phase of the line family (tau units) that lets the drum roll the longest.
+    """The phase of the line family (a fraction of a swath) that lets the drum roll the longest.
 
     Lines placed from the zone's lowest edge can leave the last line's needle band just
     outside the zone; trying a few phases across one swath recovers that line.
@@ -612,7 +615,7 @@ def best_offset(sweeps: ZoneSweeps) -> float:
 
 
 def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset: float = 0.0) -> list[list[Run]]:
-    """The runs of every line of one sweep, per line (lines in tau order).
+    """The runs of every line of one sweep, per line (lines in order across the passes).
 
     Repeated sweeps of one direction are spread across one swath (sweep j of n shifted by
     j/n of it) and along one needle pitch: their needles do not fall into the same holes,
