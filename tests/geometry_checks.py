@@ -39,7 +39,7 @@ def exact_distance_to_region(face, region, query, reach):
         local = np.einsum("ij,pj->pi", inv[k], uv - corners_uv[k, 0])
         return corners[k, 0] + local[:, :1] * (corners[k, 1] - corners[k, 0]) + local[:, 1:] * (corners[k, 2] - corners[k, 0])
 
-    seg_a, seg_b, seg_piece = [], [], []
+    seg_a, seg_b = [], []
     for k, piece in enumerate(pieces):
         for ring in shapely.get_rings(piece) if not piece.is_empty else []:
             xy = np.asarray(ring.coords)

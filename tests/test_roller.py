@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 import shapely
-import trimesh
 from scipy.spatial import cKDTree
 
-from coverage import Face, Protocol, ZoneMap, simulate
+from coverage import Protocol, ZoneMap, simulate
 from coverage import roller as R
 from coverage.curvature import principal_curvatures
 from coverage.plan import plan, read_plan_json, report_text

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import shapely
 import trimesh
-from scipy.spatial import cKDTree
 
 from coverage import Face, LandmarkError, MeshError, ZoneMap, scan
 from coverage import template as tpl

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import shapely
-from scipy.spatial import cKDTree
 
 from coverage import Lesion, Protocol, ZoneMap, regions
 from coverage.protocol import STANDARD_ZONES

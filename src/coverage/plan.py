@@ -546,7 +546,7 @@ def report_text(doc: dict) -> str:
                 notes.append(f"  {name}: the drum conforms on " + ", ".join(
                     f"{100 * f:.0f}% at {d} deg" for d, f in weak.items()) + " (the rest is refused)")
     rows.append("-" * len(head))
-    rows.append(f"area cm2; densities in punctures/cm2 over 1 cm2 windows; in band = [0.9 x target, cap]")
+    rows.append("area cm2; densities in punctures/cm2 over 1 cm2 windows; in band = [0.9 x target, cap]")
     rows.append(f"punctures {summary['punctures']} ({summary['distinct_channels']} distinct channels); "
                 f"time {summary['time_s']:.0f} s ({summary['stroke_time_s']:.0f} s in contact, "
                 f"{summary['transition_time_s']:.0f} s moving); strokes {len(doc['strokes'])}")
