@@ -24,10 +24,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("lift", "proximity", "density")
+KERNELS = ("lift", "proximity", "density", "drum", "pen")
 MESH_FILES = ("canonical_face_model.obj", "landmarks.json", "NOTICE", "LICENSE-mediapipe.txt")
 SDIST_REQUIRED = (
-    *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd",
+    *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd",
     *(f"meshes/{name}" for name in MESH_FILES),
     "src/coverage/data/default_protocol.toml", "setup.py", "pyproject.toml", "README.md",
 )
@@ -131,7 +131,7 @@ CHECK_INSTALLED = textwrap.dedent("""
     import coverage
     assert under(coverage.__file__), coverage.__file__
     kernels = {}
-    for name in ("lift", "proximity", "density"):
+    for name in KERNELS:
         module = importlib.import_module(f"coverage._ext.{name}")
         assert under(module.__file__), module.__file__
         kernels[name] = module.__file__

@@ -1,0 +1,141 @@
+# Pen cartridge stamps: every needle of a flat cartridge pressed perpendicular to the skin.
+# Inputs are C-contiguous and already validated by coverage.simulate.
+from libc.math cimport cos, sin, sqrt
+from libc.stdint cimport int64_t
+from _locate cimport _locate_one
+
+
+cdef inline void _corner_sum(const double[:, ::1] frames, const int64_t[:, ::1] faces, int64_t t,
+                             const double* b, int64_t col, double* out) noexcept nogil:
+    """Barycentric sum of frames[:, col:col + 3] over the corners of triangle t."""
+    cdef int64_t a0 = faces[t, 0], a1 = faces[t, 1], a2 = faces[t, 2]
+    cdef Py_ssize_t j
+    for j in range(3):
+        out[j] = b[0] * frames[a0, col + j] + b[1] * frames[a1, col + j] + b[2] * frames[a2, col + j]
+
+
+cdef inline bint _tangent_frame(const double[:, ::1] jacobian, int64_t t, const double* n,
+                                double* e1, double* e2, double* m) noexcept nogil:
+    """Skin axes e1, e2 at a stamp and m = pinv(J_t) [e1 e2] (row-major 2x2).
+
+    e1 is the chart u axis on the skin, made normal to n; e2 = n x e1. False if J_t is
+    singular (a zero-area surface triangle) or u is parallel to n: the frame is undefined.
+    jacobian[t] = J_t row-major, (dx/du, dx/dv, dy/du, dy/dv, dz/du, dz/dv).
+    """
+    cdef double ju[3]
+    cdef double jv[3]
+    cdef double s, g00, g01, g11, det, a00, a01, a10, a11
+    cdef Py_ssize_t j
+    for j in range(3):
+        ju[j] = jacobian[t, 2 * j]
+        jv[j] = jacobian[t, 2 * j + 1]
+    s = ju[0] * n[0] + ju[1] * n[1] + ju[2] * n[2]
+    for j in range(3):
+        e1[j] = ju[j] - s * n[j]
+    s = sqrt(e1[0] * e1[0] + e1[1] * e1[1] + e1[2] * e1[2])
+    g00 = ju[0] * ju[0] + ju[1] * ju[1] + ju[2] * ju[2]
+    g01 = ju[0] * jv[0] + ju[1] * jv[1] + ju[2] * jv[2]
+    g11 = jv[0] * jv[0] + jv[1] * jv[1] + jv[2] * jv[2]
+    det = g00 * g11 - g01 * g01
+    if not (s > 0.0 and det > 0.0):
+        return False
+    for j in range(3):
+        e1[j] /= s
+    e2[0] = n[1] * e1[2] - n[2] * e1[1]
+    e2[1] = n[2] * e1[0] - n[0] * e1[2]
+    e2[2] = n[0] * e1[1] - n[1] * e1[0]
+    # pinv(J) = G^-1 J^T for J of full column rank, G = J^T J; A = J^T [e1 e2]
+    a00 = ju[0] * e1[0] + ju[1] * e1[1] + ju[2] * e1[2]
+    a01 = ju[0] * e2[0] + ju[1] * e2[1] + ju[2] * e2[2]
+    a10 = jv[0] * e1[0] + jv[1] * e1[1] + jv[2] * e1[2]
+    a11 = jv[0] * e2[0] + jv[1] * e2[1] + jv[2] * e2[2]
+    m[0] = (g11 * a00 - g01 * a10) / det
+    m[1] = (g11 * a01 - g01 * a11) / det
+    m[2] = (g00 * a10 - g01 * a00) / det
+    m[3] = (g00 * a11 - g01 * a01) / det
+    return True
+
+
+def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
+          const double[:, ::1] jacobian, const double[:, ::1] centres, const double[::1] angles,
+          const double[::1] depth, const double[:, ::1] layout, const int64_t[::1] order,
+          const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+          double u0, double v0, double cell, int64_t nu, int64_t nv, double eps, double gap_tolerance,
+          double[:, ::1] out_uv, double[:, ::1] out_points, double[::1] out_depth,
+          int64_t[::1] out_stamp, int64_t[::1] out_needle, unsigned char[::1] out_fired,
+          double[::1] out_gap):
+    """Every needle of every stamp, stamp-major (row i * N + j is needle j of stamp i).
+
+    frames[v] = (x, y, z, nx, ny, nz) as in lift. Stamps are visited in ``order`` (a
+    permutation of their indices); the rows they fill do not depend on it. Rows whose chart
+    point is undefined (the stamp centre off the chart) are NaN; rows whose needle is off the
+    chart keep their uv.
+    """
+    cdef Py_ssize_t q, i, j, k, r, n_needles = layout.shape[0]
+    cdef int64_t t
+    cdef double inv = 1.0 / cell
+    cdef double nan = float("nan")
+    cdef double b[3]
+    cdef double c[3]
+    cdef double n[3]
+    cdef double e1[3]
+    cdef double e2[3]
+    cdef double p[3]
+    cdef double m[4]
+    cdef double s, ca, sa, o1, o2, u, v, gap
+    cdef bint ok
+    with nogil:
+        for q in range(order.shape[0]):
+            i = order[q]
+            t = _locate_one(affine, centres[i, 0], centres[i, 1], cell_start, cell_items,
+                            u0, v0, inv, nu, nv, eps, b)
+            ok = t >= 0
+            if ok:
+                _corner_sum(frames, faces, t, b, 0, c)
+                _corner_sum(frames, faces, t, b, 3, n)
+                s = n[0] * n[0] + n[1] * n[1] + n[2] * n[2]
+                if s > 0.0:
+                    s = 1.0 / sqrt(s)
+                    for j in range(3):
+                        n[j] *= s
+                ok = _tangent_frame(jacobian, t, n, e1, e2, m)
+            ca = cos(angles[i])
+            sa = sin(angles[i])
+            for j in range(n_needles):
+                r = i * n_needles + j
+                out_stamp[r] = i
+                out_needle[r] = j
+                out_fired[r] = 0
+                if not ok:
+                    out_uv[r, 0] = nan
+                    out_uv[r, 1] = nan
+                    out_points[r, 0] = nan
+                    out_points[r, 1] = nan
+                    out_points[r, 2] = nan
+                    out_depth[r] = nan
+                    out_gap[r] = nan
+                    continue
+                o1 = ca * layout[j, 0] - sa * layout[j, 1]
+                o2 = sa * layout[j, 0] + ca * layout[j, 1]
+                u = centres[i, 0] + (m[0] * o1 + m[1] * o2)
+                v = centres[i, 1] + (m[2] * o1 + m[3] * o2)
+                out_uv[r, 0] = u
+                out_uv[r, 1] = v
+                t = _locate_one(affine, u, v, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
+                if t < 0:
+                    out_points[r, 0] = nan
+                    out_points[r, 1] = nan
+                    out_points[r, 2] = nan
+                    out_depth[r] = nan
+                    out_gap[r] = nan
+                    continue
+                _corner_sum(frames, faces, t, b, 0, p)
+                out_points[r, 0] = p[0]
+                out_points[r, 1] = p[1]
+                out_points[r, 2] = p[2]
+                gap = 0.0
+                for k in range(3):
+                    gap += (c[k] + o1 * e1[k] + o2 * e2[k] - p[k]) * n[k]
+                out_gap[r] = gap
+                out_depth[r] = depth[i] - gap if gap > 0.0 else depth[i]
+                out_fired[r] = gap <= gap_tolerance * depth[i]
