@@ -368,7 +368,7 @@ def test_report_prints_the_zone_table(planned, capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["plan", "--device", "roller"], "--out"),                       # required option missing
-    (["plan", "--device", "pen", "--out", "x.json"], "invalid choice"),
+    (["plan", "--device", "brush", "--out", "x.json"], "invalid choice"),
     (["report", "{tmp}/missing.json"], "plan file not found"),
     (["report", "{tmp}/not_a_plan.json"], "not a coverage plan"),
     (["plan", "--out", "{tmp}/plan.txt"], "unsupported output type"),

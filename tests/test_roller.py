@@ -345,7 +345,7 @@ def test_plan_files(roller_plan, tmp_path):
 
 
 def test_start_corner_is_honoured(default_face, default_zones):
-    chosen = plan(default_face, zones=default_zones, start_corner="top_right")
+    chosen = plan(default_face, zones=default_zones, device="roller", start_corner="top_right")
     first = chosen.strokes[0]
     # the first region is the forehead's; its first stroke starts at its top right (the
     # subject's right: -u)
@@ -366,7 +366,7 @@ def test_slivers_with_room_for_one_pass_or_none(default_face):
     protocol = Protocol.from_dict({"zones": {"sliver": {**zone, "polygon_chart": [list(p) for p in wide]},
                                              "thread": {**zone, "polygon_chart": [list(p) for p in thin]}}})
     zones = ZoneMap.default(default_face, protocol)
-    result = plan(default_face, protocol, zones)
+    result = plan(default_face, protocol, zones, device="roller")
     status = result.summary()["zones"]
     assert status["thread"]["roller"]["status"] == "drum does not fit"
     sliver = [s for s in result.strokes if s.zones == ["sliver"]]

@@ -146,11 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     zones.set_defaults(func=cmd_zones)
 
     planner = sub.add_parser("plan", help="plan a session and write PLAN.json and PLAN.npz",
-                             description="Plan roller passes over a face (pen and automatic device choice come "
-                                         "with the pen planner) and write the plan: PLAN.json (strokes, transitions, "
-                                         "summary) and PLAN.npz beside it (every puncture).")
+                             description="Plan a session over a face: roller passes where the protocol allows the "
+                                         "roller and the drum conforms, pen strokes for the rest and touch-ups (device "
+                                         "auto), or one device only; write PLAN.json (strokes, transitions, summary) "
+                                         "and PLAN.npz beside it (every puncture).")
     _face_args(planner)
-    planner.add_argument("--device", default="roller", choices=["roller"], help="device to plan (default roller)")
+    planner.add_argument("--device", default="auto", choices=["auto", "roller", "pen"],
+                         help="auto (default): roller, then pen and touch-ups; or one device only")
     planner.add_argument("--start-corner", choices=["auto", "bottom_left", "bottom_right", "top_left", "top_right"],
                          help="where each zone's sweeps start (the subject's left/right; default: the protocol's)")
     planner.add_argument("--out", required=True, metavar="PLAN.json", help="the plan to write (PLAN.npz goes beside it)")

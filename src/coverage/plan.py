@@ -18,9 +18,10 @@ from scipy import ndimage
 
 from . import __version__
 from . import proximity
+from . import pen as _pen
 from . import roller as _roller
 from . import simulate
-from .density import DensityMap, density
+from .density import IN_BAND_LOW, DensityMap, density, texel_grid
 from .errors import CoverageError
 from .fileio import atomic_path, check_output
 from .protocol import Protocol
@@ -28,7 +29,8 @@ from .zones import ZoneMap
 
 FORMAT = "coverage-plan"
 VERSION = 1
-DEVICES = ("roller",)          # "pen" and "auto" arrive with the pen planner
+DEVICES = ("auto", "roller", "pen")
+TOUCH_UP_ROUNDS = 1            # pen touch-up rounds (each followed by the cap guard)
 TRANSIT_STEP_MM = 1.0          # transit path samples
 CORNERS = {"bottom_left": (1, -1), "bottom_right": (-1, -1), "top_left": (1, 1), "top_right": (-1, 1)}
 
@@ -42,7 +44,8 @@ class Stroke:
     zone: str
     pass_index: int               # sweep number within its zone and direction
     line: int                     # line number within the sweep
-    direction_deg: float          # pass line direction in the face frame, [0, 180)
+    direction_deg: float | None   # pass line direction, [0, 180): roller on the skin in the face frame,
+                                  # pen raster in the chart; None for pen contour loops
     depth_mm: float               # deepest effective puncture
     needle_length_mm: float
     speed_mm_s: float
@@ -58,7 +61,12 @@ class Stroke:
     punctures: int = 0
     zones: list = field(default_factory=list)  # every zone the path crosses
     family: int = 0                             # roller line family (0 main, else its band x 10, -1 headland)
-    pattern: str = "lines"                      # "lines" (parallel passes) or "headland" (along a border)
+    pattern: str = "lines"      # roller: "lines" (parallel passes) or "headland" (along a border);
+                                # pen: "raster", "contour" (loops along a border) or "touch-up"
+    puncture_rate_hz: float | None = None       # punctures per second while treating (21 CFR 878.4430)
+    stamp_uv: np.ndarray | None = None          # pen: (m, 2) chart stamp centres, in firing order
+    stamp_points: np.ndarray | None = None      # pen: (m, 3) mm
+    stamp_times_s: np.ndarray | None = None     # pen: (m,) when each stamp fires
 
     @property
     def length_mm(self) -> float:
@@ -128,7 +136,9 @@ class Plan:
                 "time_s": self.time_s,
                 "stroke_time_s": float(sum(k.duration_s for k in self.strokes)),
                 "transition_time_s": float(sum(t.duration_s for t in self.transitions)),
-                "punctures_off_treatable_skin": int(self.density.punctures_outside_treatable)}
+                "punctures_off_treatable_skin": int(self.density.punctures_outside_treatable),
+                "devices": sorted({k.device for k in self.strokes}),
+                **({"pen": self.zone_status["_pen"]} if "_pen" in self.zone_status else {})}
 
     # --- files -------------------------------------------------------------------------
 
@@ -193,8 +203,12 @@ def _stroke_json(s: Stroke) -> dict:
            "path": {"positions": _round(s.points), "normals": _round(s.normals, 6),
                     "tangents": _round(s.tangents, 6), "times_s": _round(s.times_s, 5),
                     "chart_uv": _round(s.uv), "triangle": s.tri.tolist(), "barycentric": _round(s.bary, 6)}}
+    out["puncture_rate_hz"] = None if s.puncture_rate_hz is None else _r(s.puncture_rate_hz, 3)
     if s.swath_mm is not None:
         out["path"]["swath_mm"] = _round(s.swath_mm, 3)
+    if s.stamp_uv is not None:
+        out["stamps"] = {"chart_uv": _round(s.stamp_uv), "positions": _round(s.stamp_points),
+                         "times_s": _round(s.stamp_times_s, 5)}
     return out
 
 
@@ -423,20 +437,179 @@ def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray) -> 
     return float(area[vertex_mask[face.faces[inside]].all(axis=1)].sum() / area.sum())
 
 
-def build_roller_plan(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None) -> Plan:
+def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None):
+    """Roller strokes, transitions and punctures (chart, depth, stroke) with the zone status."""
     runs, status = roller_runs(face, zones, protocol, start_corner)
     strokes, transitions, packed, drums = roller_strokes(face, zones, protocol, runs)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
-    lifted = face.lift(uv)
-    keep = lifted.inside
-    counts = np.bincount(stroke_of[keep], minlength=len(strokes))
+    keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
+    uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
+    counts = np.bincount(stroke_of, minlength=len(strokes))
     for stroke in strokes:
-        mine = keep & (stroke_of == stroke.id)
+        mine = stroke_of == stroke.id
         stroke.punctures = int(counts[stroke.id])
         if mine.any():
             stroke.depth_mm = float(depth[mine].max())
-    return Plan(face, zones, protocol, "roller", strokes, transitions, lifted.points[keep], uv[keep],
-                stroke_of[keep], depth[keep], status)
+    return strokes, transitions, uv, depth, stroke_of, status
+
+
+def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corner: str | None = None) -> Plan:
+    """Plan with one device or both (``auto``: the roller, then the pen and its touch-ups)."""
+    strokes, transitions, status = [], [], {}
+    uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
+    if device in ("roller", "auto"):
+        strokes, transitions, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner)
+    points = face.lift(uv).points if len(uv) else np.empty((0, 3))
+    if device in ("pen", "auto"):
+        grid = texel_grid(zones)
+        sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv))
+        for name, state in pen_status.items():
+            status.setdefault(name, {}).update(state)
+        t0 = max([s.times_s[-1] for s in strokes], default=0.0)
+        more, moves, hits = pen_strokes(face, protocol, sets, len(strokes), t0, strokes[-1] if strokes else None)
+        strokes += more
+        transitions += moves
+        uv = np.concatenate([uv, hits[0]])
+        points = np.concatenate([points, hits[1]])
+        depth = np.concatenate([depth, hits[2]])
+        stroke_of = np.concatenate([stroke_of, hits[3]])
+    for name in zones.names:
+        entry = status.setdefault(name, {})
+        pen_state = entry.get("pen", {})
+        entry["passes"] = int(entry.get("passes", 0)) + int(pen_state.get("passes", 0) if pen_state.get(
+            "status") == "planned" else 0)
+    return Plan(face, zones, protocol, device, strokes, transitions, points, uv, stroke_of, depth, status)
+
+
+def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray):
+    """The pen's stamps (main passes and touch-ups) and each zone's pen status.
+
+    ``fixed`` holds the punctures per texel already planned (the roller's).
+    """
+    pen = protocol.pen
+    pen_zones = [n for n in zones.names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
+    status = {}
+    problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
+    q = problem.solve()
+    settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
+    paths = []
+    for n in pen_zones:
+        mine = np.where(grid.label == zones.names.index(n), q, 0.0)
+        paths += _pen.join_paths(_pen.zone_paths(problem, zones, n, settings[n], mine), problem, zones)
+    main, unsafe = _pen.simulate_paths(face, zones, protocol, paths)
+    sets = [main]
+    # touch-ups: wherever the skin is still under 0.9 x target, solve again over what is
+    # there and add strokes near it (one pass, the zone's next direction); then the cap
+    # guard thins any stamps that pushed a window over its cap; a few rounds
+    lab = np.maximum(grid.label, 0)
+    targets = np.array([zones.dose(n).target_per_cm2 for n in zones.names])
+    pen_zone = np.isin(grid.label, [zones.names.index(n) for n in pen_zones])
+    capped = _pen.cap_guard(problem, fixed, sets)
+    first_stamp = len(main.uv)
+    for round_ in range(TOUCH_UP_ROUNDS):
+        counts = fixed + sum(_pen.texel_counts(grid, st.hits.uv[st.fired()]) for st in sets)
+        under = grid.treatable & pen_zone & (problem.windowed(counts) < IN_BAND_LOW * targets[lab])
+        if not under.any():
+            break
+        reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + problem.foot_texels
+        near = ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
+        problem.base = counts
+        q_touch = problem.solve() * near
+        touch_paths = []
+        for n in pen_zones:
+            mine = np.where(grid.label == zones.names.index(n), q_touch, 0.0)
+            touch_paths += _pen.join_paths(
+                _pen.zone_paths(problem, zones, n, settings[n], mine, pattern="touch-up", passes=1,
+                                first_pass=settings[n].passes + round_), problem, zones)
+        if not touch_paths:
+            break
+        touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp)
+        first_stamp += len(touch.uv)
+        unsafe += unsafe_touch
+        sets.append(touch)
+        capped += _pen.cap_guard(problem, fixed, sets)
+    for n in pen_zones:
+        st = settings[n]
+        stamps = {}
+        for i, stamp_set in enumerate(sets):
+            kind = "main" if i == 0 else "touch-up"
+            mine = np.array([p.zone == n for p in stamp_set.paths], dtype=bool)
+            kept = int((stamp_set.keep & mine[stamp_set.path]).sum()) if len(stamp_set.path) else 0
+            stamps[kind] = stamps.get(kind, 0) + kept
+        status[n] = {"pen": {"status": "planned" if sum(stamps.values()) else "no stamps needed",
+                             "pattern": st.pattern, "depth_mm": st.depth_mm, "passes": st.passes,
+                             "spacing_mm": _r(st.spacing_mm, 3), "speed_mm_s": _r(st.speed_mm_s, 3),
+                             "stamp_hz": _r(st.stamp_hz, 3), "stamp_spacing_mm": _r(st.stamp_spacing_mm, 3),
+                             "stamps": stamps.get("main", 0), "touch_up_stamps": stamps.get("touch-up", 0)}}
+    for n in zones.names:
+        if n not in settings:
+            status[n] = {"pen": {"status": "not allowed", "reason": "the protocol does not allow the pen here"}}
+    status["_pen"] = {"stamps_dropped_unsafe": unsafe, "stamps_dropped_for_cap": capped}
+    return sets, status
+
+
+def pen_strokes(face, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
+    """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
+    their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
+    pen = protocol.pen
+    strokes, transitions = [], []
+    out = {"uv": [], "points": [], "depth": [], "stroke": []}
+    t = t0
+    sid = first_id
+    for st in sets:
+        if not len(st.path):
+            continue
+        starts = np.searchsorted(st.path, np.arange(len(st.paths) + 1))
+        fired = st.fired().reshape(-1, st.needles)
+        for pi, path in enumerate(st.paths):
+            rows = np.arange(starts[pi], starts[pi + 1])
+            rows = rows[st.keep[rows]]
+            if not len(rows):
+                continue
+            chart_s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path.uv, axis=0), axis=1))])
+            local = rows - starts[pi]
+            a = max(0, int(np.searchsorted(chart_s, path.stamp_s[local[0]], side="right")) - 1)
+            b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
+            b = max(b, a + 2)
+            uv = path.uv[a:b]
+            lifted, tangent, skin_s, _ = chart_path_frames(face, uv)
+            stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
+            speed = path.speed_mm_s
+            if len(rows) > 1:
+                speed = min(speed, pen.stamp_hz_max * float(np.diff(stamp_skin).min()))
+            speed = max(speed, pen.speed_mm_s_min)
+            if previous is not None:
+                pts, times = transit(face, previous.points[-1], previous.normals[-1], lifted.points[0],
+                                     lifted.normals[0], protocol.session.clearance_mm,
+                                     protocol.session.transit_speed_mm_s, t)
+                transitions.append(Transition(previous.id, sid, pts, times))
+                t = float(times[-1])
+            times = t + skin_s / speed
+            stamp_times = t + stamp_skin / speed
+            span = float(stamp_times[-1] - stamp_times[0])
+            # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
+            rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
+            hit_rows = (rows[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
+            hit_rows = hit_rows[fired[rows].ravel()]
+            depth = st.hits.depth_mm[hit_rows]
+            stamp_points = face.lift(st.uv[rows]).points
+            stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
+                            float(depth.max()), path.depth_mm, float(speed), uv, lifted.tri, lifted.bary,
+                            lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
+                            punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
+                            puncture_rate_hz=float(rate * pen.needles), stamp_uv=st.uv[rows],
+                            stamp_points=stamp_points, stamp_times_s=stamp_times)
+            strokes.append(stroke)
+            out["uv"].append(st.hits.uv[hit_rows])
+            out["points"].append(st.hits.points[hit_rows])
+            out["depth"].append(depth)
+            out["stroke"].append(np.full(len(hit_rows), sid, dtype=np.int64))
+            previous = stroke
+            t = float(times[-1])
+            sid += 1
+    if not strokes:
+        return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64))
+    return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke"))
 
 
 def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
@@ -464,7 +637,9 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
                               drum.needle_length_mm, drum.speed_mm_s, run.uv, lifted.tri, lifted.bary,
                               lifted.points, lifted.normals, tangent, times, swath_mm=run.swath_mm,
                               zones=crossed, family=int(run.meta.get("family", 0)),
-                              pattern=run.meta.get("pattern", "lines")))
+                              pattern=run.meta.get("pattern", "lines"),
+                              puncture_rate_hz=drum.rings * drum.needles_per_ring * drum.speed_mm_s
+                              / (math.pi * drum.diameter_mm)))
         t = float(times[-1])
         for key, value in (("s", s), ("uv", run.uv), ("across", across), ("kappa", run.kappa_cross)):
             packed[key].append(value)
@@ -556,11 +731,12 @@ def report_text(doc: dict) -> str:
     return "\n".join(rows)
 
 
-def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, device: str = "roller",
+def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, device: str = "auto",
          start_corner: str | None = None) -> Plan:
     """Plan a session on a face.
 
-    device : ``"roller"`` (the pen and automatic device choice come with the pen planner)
+    device : ``"auto"`` (default: the roller where the protocol allows it and the drum
+        conforms, then the pen for the rest and touch-ups), ``"roller"`` or ``"pen"``
     start_corner : ``auto``, ``bottom_left``, ``bottom_right``, ``top_left`` or ``top_right``
         (the subject's left and right); default: the protocol's ``session.start_corner``.
     """
@@ -571,4 +747,4 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
         raise CoverageError(f"start_corner = {start_corner!r} is not known; use auto, {', '.join(CORNERS)}")
     if zones is None:
         zones = ZoneMap.default(face, protocol)
-    return build_roller_plan(face, zones, protocol, start_corner)
+    return build_plan(face, zones, protocol, device, start_corner)

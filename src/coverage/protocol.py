@@ -106,6 +106,7 @@ class PenSpec:
     override_depth_mm: float     # zone depths above this need depth_override = true
     passes_min: int              # crossed passes per area
     passes_max: int
+    gap_tolerance: float         # a needle whose gap to the skin exceeds this fraction of the depth misses
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class ZoneDose:
     directions_deg: tuple[float, ...]           # pass lines, each in [0, 180)
     depth_override: bool = False
     polygon_chart: tuple[tuple[float, float], ...] | None = None  # (k, 2) chart mm; None: standard outline
+    pen_pattern: str = "raster"                 # "raster" (crossed lines) or "contour" (loops along the border)
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,7 @@ def _num(lo: float, hi: float, unit: str = "", *, lo_open: bool = False, integer
 
 
 _BOOL, _TEXT = _Field("bool"), _Field("str")
+PEN_PATTERNS = ("raster", "contour")
 START_CORNERS = ("auto", "bottom_left", "bottom_right", "top_left", "top_right")
 _DENSITY = "punctures/cm2"
 
@@ -293,6 +296,7 @@ _PEN = {
     "override_depth_mm": _num(0, 3.0, "mm"),
     "passes_min": _num(1, 16, integer=True),
     "passes_max": _num(1, 16, integer=True),
+    "gap_tolerance": _num(0, 1, lo_open=True),
 }
 _MARGINS = {**{key: _num(0, 30, "mm") for key in ("eye_mm", "upper_eyelid_mm", "lips_mm",
                                                     "nostril_mm", "eyebrow_mm", "lesion_mm")},
@@ -309,6 +313,7 @@ _ZONE = {
     "directions_deg": _Field("angles"),
     "depth_override": _BOOL,
     "polygon_chart": _Field("polygon"),
+    "pen_pattern": _Field("choice", choices=PEN_PATTERNS),
 }
 _LESION = {
     "name": _TEXT,
@@ -717,7 +722,8 @@ def _zone(ctx: _Context, name: str, raw: Any, session: SessionSpec, roller: Roll
                     roller_needle_length_mm=_zone_drum(ctx, path, values, roller),
                     directions_deg=values.get("directions_deg", DEFAULT_DIRECTIONS_DEG),
                     depth_override=values.get("depth_override", False),
-                    polygon_chart=values.get("polygon_chart"))
+                    polygon_chart=values.get("polygon_chart"),
+                    pen_pattern=values.get("pen_pattern", "raster"))
 
 
 def _zone_dose(ctx: _Context, path: tuple, values: dict, session: SessionSpec) -> tuple[float, float, float]:

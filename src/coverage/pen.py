@@ -1,0 +1,515 @@
+"""Pen planning: where the cartridge stamps, along which strokes, so every zone reaches its dose.
+
+The pen's dose is planned as a field before any stroke is drawn:
+
+1. **Dose field.** On the density texel grid, ``q`` (stamp centres per texel) is solved so the
+   windowed density of everything (punctures already made by the roller, plus ``q`` spread
+   over the cartridge footprint) sits at the middle of each zone's band
+   ``[0.9 x target, cap]`` and under a safety fraction of its cap, with ``q >= 0`` and
+   ``q = 0`` wherever the footprint would reach skin the stamp may not touch (a keep-out,
+   unobserved skin, the face's edge, or a zone shallower than the stamp's depth). The solver
+   is a preconditioned projected Landweber iteration: forward = footprint blur, then the
+   1 cm^2 windows; backward = the same smoothings (nearly self-adjoint here).
+2. **Strokes.** Each zone's passes are raster lines in crossed directions (or, for bands
+   along a delicate border, contour-parallel loops at constant skin distance from it),
+   spaced on the skin; consecutive runs are joined by a glide in contact when the straight
+   move stays inside the zone's allowed region, otherwise the tool lifts.
+3. **Stamps** are placed along each stroke by distance travelled: the stamp count per
+   millimetre of path is the dose field's stamp density times the line spacing over the
+   passes, so slowing down never stacks stamps. The running remainder carries from run
+   to run, so rounding never loses or adds dose.
+
+With a uniform field this is exactly the classic per-pass density ``N f / (v s)``: the
+planner chooses speed ``v``, rate ``f``, spacing ``s`` and passes within the device limits
+(:func:`pen_settings`); where the roller already delivered some dose, or a zone border
+meets a lower dose, the stamp spacing along the line follows the field.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from scipy import ndimage
+
+from .density import IN_BAND_LOW, TexelGrid, window_sums
+from .errors import CoverageError
+from .protocol import PenSpec, Protocol, ZoneDose
+
+AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
+CAP_SAFETY = 0.95        # the dose field keeps every window this far under its cap
+EDGE_SLACK_MM = 0.4      # between the footprint's rim and the nearest forbidden texel centre (> half a
+                         # texel diagonal; every stamp is checked needle by needle after simulation)
+OVER_WEIGHT = 20.0        # how much harder the solver pushes down over the safe cap than up to the aim
+BACK_SIGMA_MM = 3.0       # chart blur carrying density residuals back to stamp centres
+SAMPLE_MM = 0.25         # chart step of stroke samples
+MAX_GLIDE_MM = 40.0      # longest move in contact between two runs (chart mm)
+GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+
+
+# --- settings ----------------------------------------------------------------------------
+
+def pen_depth_mm(pen: PenSpec, dose: ZoneDose) -> float:
+    """The zone's pen depth on the device's depth steps, never above the zone's maximum."""
+    limit = min(dose.max_depth_mm, pen.depth_mm_max)
+    depth = min(dose.depth_mm, limit)
+    steps = math.floor(depth / pen.depth_step_mm + 1e-9)
+    snapped = round(steps * pen.depth_step_mm, 9)
+    if snapped < pen.depth_mm_min - 1e-9:
+        if pen.depth_mm_min <= limit + 1e-9:
+            return pen.depth_mm_min
+        raise CoverageError(f"zones.{dose.name}.max_depth_mm = {dose.max_depth_mm:g} is below the pen's shallowest "
+                            f"setting pen.depth_mm_min = {pen.depth_mm_min:g}; raise the zone maximum or take the "
+                            f"pen off the zone's devices")
+    return snapped
+
+
+@dataclass(frozen=True)
+class PenSettings:
+    """How the pen covers one zone at a uniform dose: ``N f / (v s)`` per pass."""
+
+    zone: str
+    depth_mm: float            # depth setting (device steps)
+    passes: int                # crossed passes (or loop sets)
+    spacing_mm: float          # line or loop spacing on the skin
+    speed_mm_s: float          # glide speed
+    stamp_hz: float            # stamp rate at that speed for the uniform dose
+    stamp_spacing_mm: float    # distance travelled between stamps (uniform dose)
+    aim_per_cm2: float         # what the passes deliver together
+    directions_deg: tuple
+    pattern: str               # "raster" or "contour"
+
+    @property
+    def per_pass_per_cm2(self) -> float:
+        return self.aim_per_cm2 / self.passes
+
+
+def pen_settings(pen: PenSpec, dose: ZoneDose, aim_per_cm2: float | None = None) -> PenSettings:
+    """Speed, stamp rate, spacing and passes that deliver ``aim_per_cm2`` (default: the
+    middle of the zone's band) within the device limits, firing as fast as they allow.
+
+    Per pass ``rho = N f / (v s)`` (punctures/mm^2). Passes start at ``pen.passes_min``;
+    the spacing starts at half the footprint (overlapping lines, flat across-profile) and
+    widens up to three quarters of it only when even the top speed would need a stamp
+    rate under the device minimum; the speed drops below its maximum only when the
+    stamp rate would exceed the device maximum.
+    """
+    aim = dose.target_per_cm2 * AIM_RATIO if aim_per_cm2 is None else aim_per_cm2
+    passes = max(1, min(pen.passes_min, len(dose.directions_deg) or 1))
+    rho = aim / 100.0 / passes
+    spacing = 0.5 * pen.footprint_diameter_mm
+    speed = pen.speed_mm_s_max
+    rate = rho * speed * spacing / pen.needles
+    if rate < pen.stamp_hz_min:
+        spacing = min(0.75 * pen.footprint_diameter_mm, pen.needles * pen.stamp_hz_min / (rho * speed))
+        rate = rho * speed * spacing / pen.needles
+    if rate > pen.stamp_hz_max:
+        speed = max(pen.speed_mm_s_min, pen.stamp_hz_max * pen.needles / (rho * spacing))
+        rate = rho * speed * spacing / pen.needles
+    return PenSettings(dose.name, pen_depth_mm(pen, dose), passes, spacing, speed, rate,
+                       pen.needles / (rho * spacing), aim, tuple(dose.directions_deg), dose.pen_pattern)
+
+
+# --- the dose field ----------------------------------------------------------------------
+
+@dataclass
+class DoseField:
+    """The texel-grid problem of where the pen must stamp, and its solution ``q``."""
+
+    grid: TexelGrid
+    aim: np.ndarray          # (h, w) per cm^2, 0 off treatable skin
+    cap: np.ndarray          # (h, w) per cm^2, inf off treatable skin
+    allowed: np.ndarray      # (h, w) bool: a stamp may be centred here
+    depth_mm: np.ndarray     # (h, w) the depth a stamp centred here is set to (nan: none)
+    base: np.ndarray         # (h, w) punctures already delivered per texel
+    needles: int
+    foot_texels: int         # side of the box that stands for the footprint in the solver
+    skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
+    q: np.ndarray | None = None
+
+    def windowed(self, counts: np.ndarray) -> np.ndarray:
+        """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
+        g = self.grid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = 100.0 * window_sums(counts, g.half_u, g.half_v, g.treatable) / g.window_area_mm2
+        return np.where(g.treatable, d, 0.0)
+
+    def counts(self, q: np.ndarray) -> np.ndarray:
+        return self.base + self.needles * ndimage.uniform_filter(q, self.foot_texels, mode="constant")
+
+    def solve(self, iterations: int = 60, step: float = 0.7) -> np.ndarray:
+        """Non-negative stamp field whose density reaches the aim and stays under the safe cap.
+
+        Projected gradient with Nesterov momentum on the residual
+        ``max(aim - d, 0)`` (push up to the aim; never pull down inside the band) and
+        ``OVER_WEIGHT x (safe cap - d)`` over the safe cap. The residual is carried back to
+        the stamp centres by a Gaussian of ``BACK_SIGMA_MM``, whose spectrum is positive
+        (a box back-projection rings at the rim of the allowed region), scaled per texel
+        by the stamps that raise the local density by one puncture/cm^2.
+        """
+        g = self.grid
+        treat = g.treatable
+        safe = CAP_SAFETY * self.cap
+        gain = np.where(self.allowed, g.area_mm2 / (100.0 * self.needles), 0.0)
+        sigma = BACK_SIGMA_MM / g.cell_mm
+        q = np.zeros(g.shape)
+        y = q
+        for k in range(iterations):
+            d = self.windowed(self.counts(y))
+            resid = np.where(d > safe, OVER_WEIGHT * (safe - d), np.maximum(self.aim - d, 0.0))
+            back = ndimage.gaussian_filter(np.where(treat, resid, 0.0), sigma, truncate=3.0)
+            q_next = np.maximum(y + step * back * gain, 0.0)
+            y = q_next + (k / (k + 3.0)) * (q_next - q)
+            q = q_next
+        self.q = q
+        return q
+
+
+def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen_zones: set,
+               aim_scale: dict | None = None) -> DoseField:
+    """The pen's dose problem over a zone map (stamps allowed only in ``pen_zones``)."""
+    face = zones.face
+    pen = protocol.pen
+    names = zones.names
+    h, w = grid.shape
+    label = grid.label
+    targets = np.array([zones.dose(n).target_per_cm2 for n in names])
+    caps = np.array([zones.dose(n).cap_per_cm2 for n in names])
+    max_depth = np.array([zones.dose(n).max_depth_mm for n in names])
+    scale = np.array([1.0 if aim_scale is None else aim_scale.get(n, 1.0) for n in names])
+    lab = np.maximum(label, 0)
+    treat = label >= 0
+    aim = np.where(treat, targets[lab] * AIM_RATIO * scale[lab], 0.0)
+    cap = np.where(treat, caps[lab], np.inf)
+    # skin length of one chart mm at each texel (the chart is conformal to within ~2 %)
+    linear = np.sqrt(np.where(grid.tri >= 0, face.area_scale[np.maximum(grid.tri, 0)], 0.0))
+    depth = np.full((h, w), np.nan)
+    allowed = np.zeros((h, w), dtype=bool)
+    radius = 0.5 * pen.footprint_diameter_mm + EDGE_SLACK_MM
+    distances = {}
+    for name in pen_zones:
+        k = names.index(name)
+        d = pen_depth_mm(pen, zones.dose(name))
+        depth[label == k] = d
+    for d in sorted({float(x) for x in np.unique(depth[np.isfinite(depth)])}):
+        forbidden = ~treat | (max_depth[lab] < d - 1e-9)
+        dist = ndimage.distance_transform_edt(~forbidden, sampling=grid.cell_mm) * linear
+        distances[d] = dist
+        allowed |= (depth == d) & (dist >= radius)
+    n = pen.needles
+    median_linear = float(np.median(linear[treat])) if treat.any() else 1.0
+    foot = max(1, int(round(pen.footprint_diameter_mm * math.sqrt(math.pi) / 2 / median_linear / grid.cell_mm)))
+    return DoseField(grid, aim, cap, allowed, depth, base, n, foot, distances)
+
+
+# --- stroke paths ------------------------------------------------------------------------
+
+@dataclass
+class PenPath:
+    """One contact path of the pen: chart samples and the stamps along them."""
+
+    zone: str
+    pass_index: int
+    line: int
+    direction_deg: float | None   # raster direction in the chart; None for contour loops
+    pattern: str                  # "raster", "contour" or "touch-up"
+    depth_mm: float
+    speed_mm_s: float
+    uv: np.ndarray                # (n, 2) chart samples (glides included)
+    stamp_uv: np.ndarray          # (m, 2) chart stamp centres, in firing order
+    stamp_s: np.ndarray           # (m,) chart arc length of each stamp along uv
+    keep: np.ndarray | None = None  # (m,) bool, stamps that survive the safety checks
+
+    @property
+    def chart_length(self) -> float:
+        return float(np.linalg.norm(np.diff(self.uv, axis=0), axis=1).sum())
+
+
+def _texel_index(grid: TexelGrid, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    f = (uv - grid.origin) / grid.cell_mm
+    h, w = grid.shape
+    ix = np.floor(f[:, 0]).astype(np.int64)
+    iy = np.floor(f[:, 1]).astype(np.int64)
+    ok = (ix >= 0) & (iy >= 0) & (ix < w) & (iy < h)
+    return np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1), ok
+
+
+def _lookup(grid: TexelGrid, values: np.ndarray, uv: np.ndarray, fill=0):
+    iy, ix, ok = _texel_index(grid, uv)
+    return np.where(ok, values[iy, ix], fill)
+
+
+def _runs(mask: np.ndarray) -> list:
+    """``[(start, stop)]`` of the True stretches of a 1D mask."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
+
+
+def _resample(line: np.ndarray, step: float) -> np.ndarray:
+    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return line[:1]
+    t = np.linspace(0.0, s[-1], max(2, int(math.ceil(s[-1] / step)) + 1))
+    return np.stack([np.interp(t, s, line[:, 0]), np.interp(t, s, line[:, 1])], axis=1)
+
+
+def raster_lines(mask_uv: np.ndarray, theta_deg: float, spacing: float, phase: float) -> list:
+    """Parallel chart lines at ``theta_deg`` over the points ``mask_uv``, ``spacing`` apart."""
+    t = math.radians(theta_deg)
+    along, across = np.array([math.cos(t), math.sin(t)]), np.array([-math.sin(t), math.cos(t)])
+    a, c = mask_uv @ along, mask_uv @ across
+    lo, hi = c.min(), c.max()
+    offsets = lo + (np.arange(int(math.floor((hi - lo) / spacing - phase)) + 2) + phase) * spacing
+    lines = []
+    for o in offsets:
+        if o > hi + spacing:
+            break
+        ends = np.array([a.min() - 1.0, a.max() + 1.0])
+        lines.append(ends[:, None] * along[None] + o * across[None])
+    return lines
+
+
+def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
+    """Level sets of a texel field (chart polylines), one list per level."""
+    import contourpy
+
+    h, w = grid.shape
+    x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
+    y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
+    gen = contourpy.contour_generator(x, y, distance, line_type="Separate")
+    return [gen.lines(level) for level in levels]
+
+
+class StampPlacer:
+    """Stamps by distance travelled: the running stamp count ``integral(lambda ds)`` crosses
+    ``k + 1/2``; the remainder carries from one run to the next of the same pass."""
+
+    def __init__(self):
+        self.carry = 0.5
+
+    def place(self, uv: np.ndarray, per_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stamp chart points ``(m, 2)`` and their chart arc lengths ``(m,)`` along ``uv``."""
+        if len(uv) < 2:
+            return np.empty((0, 2)), np.empty(0)
+        seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+        cum = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)]) + self.carry
+        total = cum[-1]
+        ks = np.arange(1, int(math.floor(total)) + 1, dtype=np.float64)
+        self.carry = total - math.floor(total)
+        if not len(ks):
+            return np.empty((0, 2)), np.empty(0)
+        s = np.concatenate([[0.0], np.cumsum(seg)])
+        # cum is non-decreasing; where it is flat no stamp can land, so interp is well defined
+        at = np.interp(ks, cum, s)
+        return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
+
+
+def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
+               pattern: str | None = None, passes: int | None = None, first_pass: int = 0) -> list:
+    """The pen paths of one zone realising the stamp field ``q`` there (zero elsewhere)."""
+    grid = problem.grid
+    k = zones.names.index(name)
+    zone_mask = problem.allowed & (grid.label == k)
+    active = zone_mask & ndimage.binary_dilation(q > 0, iterations=2)
+    if not active.any():
+        return []
+    pattern = pattern or settings.pattern
+    passes = passes or settings.passes
+    cell = grid.cell_mm
+    face = zones.face
+    linear = np.sqrt(np.where(grid.tri >= 0, face.area_scale[np.maximum(grid.tri, 0)], 0.0))
+    zone_linear = float(np.median(linear[zone_mask]))
+    # each line (loop) carries the stamps of the strip it sweeps: blur q across one spacing,
+    # normalised by the zone's allowed texels so no stamp mass is lost at the zone's rim
+    width = settings.spacing_mm / zone_linear / cell
+    size = max(1, int(round(width)) | 1)
+    zone_f = zone_mask.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q_strip = ndimage.uniform_filter(q * zone_f, size, mode="constant") / ndimage.uniform_filter(zone_f, size, mode="constant")
+    q_strip = np.where(zone_mask, np.nan_to_num(q_strip), 0.0)
+    stamp_density = q_strip / (cell * cell)       # stamps per chart mm^2
+    centres = grid.centres().reshape(*grid.shape, 2)[active]
+    polygon = zones.polygons[name]
+    paths = []
+    for p in range(passes):
+        placer = StampPlacer()
+        if pattern == "contour":
+            depth = problem.depth_mm[grid.label == k]
+            dist = problem.skin_distance[float(depth[np.isfinite(depth)][0])]
+            radius = 0.5 * zones.protocol.pen.footprint_diameter_mm + EDGE_SLACK_MM
+            top = float(dist[active].max())
+            levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
+                          * settings.spacing_mm)
+            levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
+            raw = [line for per_level in contour_lines(grid, dist, levels) for line in per_level]
+            theta = None
+            # the skin spacing between loops is fixed; in the chart it is spacing / linear scale
+            spacing_chart = None
+        else:
+            theta = float(settings.directions_deg[(first_pass + p) % len(settings.directions_deg)])
+            spacing_chart = settings.spacing_mm / zone_linear
+            raw = raster_lines(centres, theta, spacing_chart, 0.5)
+        runs = []
+        for j, line in enumerate(raw):
+            samples = _resample(np.asarray(line, dtype=np.float64), SAMPLE_MM)
+            inside = _lookup(grid, active, samples, False).astype(bool)
+            # texel labels go by texel centre: the zone's own polygon has the last word
+            inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
+            for a, b in _runs(inside):
+                if b - a < 2:
+                    continue
+                runs.append((j, samples[a:b]))
+        # boustrophedon: every other line (or loop) runs backwards
+        runs = [(j, r if j % 2 == 0 else r[::-1]) for j, r in runs]
+        if pattern != "contour":
+            # keep line order; within a reversed line, its runs go in reverse too
+            runs = _snake(runs)
+        for j, uv in runs:
+            rho = _lookup(grid, stamp_density, uv, 0.0)
+            if spacing_chart is None:
+                local = settings.spacing_mm / np.maximum(_lookup(grid, linear, uv, 1.0), 1e-6)
+            else:
+                local = spacing_chart
+            stamps, at = placer.place(uv, rho * local / passes)
+            paths.append(PenPath(name, first_pass + p, j, theta, pattern, settings.depth_mm, settings.speed_mm_s,
+                                 uv, stamps, at))
+    return [p for p in paths if len(p.stamp_uv)]
+
+
+def _snake(runs: list) -> list:
+    """Runs in line order; the runs of a backwards line in backwards order."""
+    out, by_line = [], {}
+    for j, r in runs:
+        by_line.setdefault(j, []).append(r)
+    for j in sorted(by_line):
+        seq = by_line[j] if j % 2 == 0 else by_line[j][::-1]
+        out.extend((j, r) for r in seq)
+    return out
+
+
+def join_paths(paths: list, problem: DoseField, zones) -> list:
+    """Join consecutive paths of a zone and pass by a glide in contact when the straight
+    chart move between them stays inside the zone's allowed region (never leaving the zone)."""
+    if not paths:
+        return []
+    grid = problem.grid
+    out = [paths[0]]
+    for p in paths[1:]:
+        prev = out[-1]
+        if prev.zone == p.zone and prev.pass_index == p.pass_index and prev.depth_mm == p.depth_mm:
+            k = zones.names.index(p.zone)
+            gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
+            if gap <= MAX_GLIDE_MM:
+                move = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
+                ok = _lookup(grid, problem.allowed & (grid.label == k), move, False).astype(bool)
+                if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
+                    offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+                    prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv])
+                    prev.stamp_uv = np.concatenate([prev.stamp_uv, p.stamp_uv])
+                    prev.stamp_s = np.concatenate([prev.stamp_s, p.stamp_s + offset])
+                    continue
+        out.append(p)
+    return out
+
+
+def stamp_angles(count: int, start: int = 0) -> np.ndarray:
+    """Cartridge rotation of each stamp: golden-angle steps, so needles never track."""
+    return ((start + np.arange(count)) * GOLDEN_ANGLE) % (2 * math.pi)
+
+
+# --- stamps, their safety, and the cap guard ---------------------------------------------
+
+@dataclass
+class Stamps:
+    """Every stamp of some pen paths, its simulated needles, and whether it is kept."""
+
+    paths: list
+    path: np.ndarray       # (S,) index into paths
+    uv: np.ndarray         # (S, 2) chart centres
+    depth_mm: np.ndarray   # (S,) depth setting
+    hits: object           # simulate.StampHits, S x N rows
+    keep: np.ndarray       # (S,) bool
+    needles: int
+
+    def fired(self) -> np.ndarray:
+        """Rows of ``hits`` that are punctures of kept stamps."""
+        return self.hits.fired & np.repeat(self.keep, self.needles)
+
+
+def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0) -> tuple[Stamps, int]:
+    """Simulate every stamp of ``paths`` and drop each stamp one of whose punctures would land
+    off treatable skin (a keep-out, unobserved skin, off the face) or in a zone shallower
+    than its effective depth. Returns the stamps and how many were dropped."""
+    from . import simulate
+
+    pen = protocol.pen
+    layout = simulate.needle_layout(pen.needles, pen.footprint_diameter_mm, pen.needle_diameter_mm)
+    counts = [len(p.stamp_uv) for p in paths]
+    path = np.repeat(np.arange(len(paths)), counts)
+    uv = np.concatenate([p.stamp_uv for p in paths]) if paths else np.empty((0, 2))
+    depth = np.repeat([p.depth_mm for p in paths], counts).astype(np.float64)
+    angles = stamp_angles(len(uv), first_stamp)
+    hits = simulate.stamp(face, uv, angles, depth, layout, pen.gap_tolerance)
+    n = len(layout)
+    max_depth = np.array([zones.dose(name).max_depth_mm for name in zones.names])
+    fired = hits.fired
+    label = np.full(len(fired), -1, dtype=np.int64)
+    label[fired] = zones.label_at(hits.uv[fired])
+    bad = fired & ((label < 0) | (hits.depth_mm > max_depth[np.maximum(label, 0)] + 1e-9))
+    per_stamp_bad = bad.reshape(-1, n).any(axis=1) if len(uv) else np.zeros(0, bool)
+    per_stamp_fired = fired.reshape(-1, n).any(axis=1) if len(uv) else np.zeros(0, bool)
+    keep = per_stamp_fired & ~per_stamp_bad
+    return Stamps(paths, path, uv, depth, hits, keep, n), int(per_stamp_bad.sum())
+
+
+def texel_counts(grid: TexelGrid, uv: np.ndarray) -> np.ndarray:
+    from .density import splat
+
+    counts, _ = splat(uv, grid.origin, grid.cell_mm, grid.shape)
+    return counts
+
+
+def cap_guard(problem: DoseField, fixed: np.ndarray, stamp_sets: list, rounds: int = 24) -> int:
+    """Drop pen stamps until no 1 cm^2 window is over its cap; returns how many were dropped.
+
+    Around every texel over its cap, the share of pen punctures that must go is
+    ``(d - cap') / d_pen``; each stamp within reach of such a window is dropped when a
+    low-discrepancy number (its index times the golden ratio, mod 1) falls under the
+    largest share it contributes to, so the cut thins stamps evenly instead of carving
+    holes. After half the rounds, every stamp within reach of a window still over is
+    dropped, so the loop always ends with no window over cap (the roller alone never is).
+    """
+    grid = problem.grid
+    treat = grid.treatable
+    limit = problem.cap * (1.0 - 1e-6)
+    dropped = 0
+    for r in range(rounds + 1):
+        pen = np.zeros(grid.shape)
+        for st in stamp_sets:
+            pen += texel_counts(grid, st.hits.uv[st.fired()])
+        d = problem.windowed(fixed + pen)
+        over = treat & (d > limit)
+        if not over.any():
+            return dropped
+        if r == rounds:
+            raise CoverageError("windows stay over their cap with every nearby pen stamp dropped: the roller "
+                                "alone overdoses them; lower the roller passes or the target")
+        # a stamp reaches a window when its footprint does: the window's half side plus the
+        # footprint's radius (the largest window among those over)
+        reach = int(max(grid.half_u[over].max(), grid.half_v[over].max())) + problem.foot_texels // 2 + 1
+        d_pen = problem.windowed(pen)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(over, np.clip((d - 0.97 * problem.cap) / d_pen, 0.0, 1.0), 0.0)
+        share = ndimage.maximum_filter(np.nan_to_num(share), size=2 * reach + 1, mode="constant")
+        for st in stamp_sets:
+            s = _lookup(grid, share, st.uv, 0.0)
+            if r < rounds // 2:
+                dither = (np.arange(len(st.uv)) * 0.6180339887498949 + 0.5 * r) % 1.0
+                drop = st.keep & (s > 0) & (dither < s)
+            else:
+                drop = st.keep & (s > 0)
+            st.keep &= ~drop
+            dropped += int(drop.sum())
+    return dropped
