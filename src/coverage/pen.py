@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
 
 AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
-CAP_SAFETY = 0.95        # the dose field keeps every window this far under its cap
+CAP_SAFETY = 0.92        # the dose field keeps every window this far under its cap
 EDGE_SLACK_MM = 0.4      # between the footprint's rim and the nearest forbidden texel centre (> half a
                          # texel diagonal; every stamp is checked needle by needle after simulation)
 OVER_WEIGHT = 20.0        # how much harder the solver pushes down over the safe cap than up to the aim
@@ -124,6 +125,7 @@ class DoseField:
     depth_mm: np.ndarray     # (h, w) the depth a stamp centred here is set to (nan: none)
     base: np.ndarray         # (h, w) punctures already delivered per texel
     needles: int
+    needles_fired: np.ndarray  # (h, w) needles a stamp centred here fires (fewer on curved skin)
     foot_texels: int         # side of the box that stands for the footprint in the solver
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
     q: np.ndarray | None = None
@@ -136,7 +138,8 @@ class DoseField:
         return np.where(g.treatable, d, 0.0)
 
     def counts(self, q: np.ndarray) -> np.ndarray:
-        return self.base + self.needles * ndimage.uniform_filter(q, self.foot_texels, mode="constant")
+        """Punctures per texel: the fixed ones plus each stamp's firing needles over its footprint."""
+        return self.base + ndimage.uniform_filter(q * self.needles_fired, self.foot_texels, mode="constant")
 
     def solve(self, iterations: int = 60, step: float = 0.7) -> np.ndarray:
         """Non-negative stamp field whose density reaches the aim and stays under the safe cap.
@@ -151,7 +154,8 @@ class DoseField:
         g = self.grid
         treat = g.treatable
         safe = CAP_SAFETY * self.cap
-        gain = np.where(self.allowed, g.area_mm2 / (100.0 * self.needles), 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(self.allowed, g.area_mm2 / (100.0 * np.maximum(self.needles_fired, 1.0)), 0.0)
         sigma = BACK_SIGMA_MM / g.cell_mm
         q = np.zeros(g.shape)
         y = q
@@ -200,7 +204,18 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     n = pen.needles
     median_linear = float(np.median(linear[treat])) if treat.any() else 1.0
     foot = max(1, int(round(pen.footprint_diameter_mm * math.sqrt(math.pi) / 2 / median_linear / grid.cell_mm)))
-    return DoseField(grid, aim, cap, allowed, depth, base, n, foot, distances)
+    fired = np.zeros((h, w))
+    if allowed.any():
+        # on curved skin the outer needles of a shallow stamp miss (their gap exceeds the
+        # tolerance): simulate one stamp on every allowed texel to know what it delivers
+        from . import simulate
+
+        layout = simulate.needle_layout(n, pen.footprint_diameter_mm, pen.needle_diameter_mm)
+        centres = grid.centres()[allowed.ravel()]
+        hits = simulate.stamp(face, centres, stamp_angles(len(centres)), depth[allowed], layout, pen.gap_tolerance)
+        fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
+        allowed &= fired >= 0.25 * n
+    return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, distances)
 
 
 # --- stroke paths ------------------------------------------------------------------------
@@ -321,15 +336,11 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     face = zones.face
     linear = np.sqrt(np.where(grid.tri >= 0, face.area_scale[np.maximum(grid.tri, 0)], 0.0))
     zone_linear = float(np.median(linear[zone_mask]))
-    # each line (loop) carries the stamps of the strip it sweeps: blur q across one spacing,
-    # normalised by the zone's allowed texels so no stamp mass is lost at the zone's rim
-    width = settings.spacing_mm / zone_linear / cell
-    size = max(1, int(round(width)) | 1)
-    zone_f = zone_mask.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q_strip = ndimage.uniform_filter(q * zone_f, size, mode="constant") / ndimage.uniform_filter(zone_f, size, mode="constant")
-    q_strip = np.where(zone_mask, np.nan_to_num(q_strip), 0.0)
-    stamp_density = q_strip / (cell * cell)       # stamps per chart mm^2
+    # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
+    # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
+    grid_centres = grid.centres().reshape(*grid.shape, 2)
+    has_mass = zone_mask & (q > 0)
+    mass_uv, mass = grid_centres[has_mass], q[has_mass]
     centres = grid.centres().reshape(*grid.shape, 2)[active]
     polygon = zones.polygons[name]
     paths = []
@@ -366,13 +377,18 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         if pattern != "contour":
             # keep line order; within a reversed line, its runs go in reverse too
             runs = _snake(runs)
-        for j, uv in runs:
-            rho = _lookup(grid, stamp_density, uv, 0.0)
-            if spacing_chart is None:
-                local = settings.spacing_mm / np.maximum(_lookup(grid, linear, uv, 1.0), 1e-6)
-            else:
-                local = spacing_chart
-            stamps, at = placer.place(uv, rho * local / passes)
+        if not runs:
+            continue
+        samples = np.concatenate([uv for _, uv in runs])
+        owner = np.repeat(np.arange(len(runs)), [len(uv) for _, uv in runs])
+        dist, nearest = cKDTree(samples).query(mass_uv)
+        reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
+        carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
+        for i, (j, uv) in enumerate(runs):
+            m = carried[owner == i] / passes
+            seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+            share = np.concatenate([[0.0], seg]) / 2 + np.concatenate([seg, [0.0]]) / 2
+            stamps, at = placer.place(uv, m / np.maximum(share, 1e-9))
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, settings.depth_mm, settings.speed_mm_s,
                                  uv, stamps, at))
     return [p for p in paths if len(p.stamp_uv)]
@@ -475,11 +491,12 @@ def cap_guard(problem: DoseField, fixed: np.ndarray, stamp_sets: list, rounds: i
     """Drop pen stamps until no 1 cm^2 window is over its cap; returns how many were dropped.
 
     Around every texel over its cap, the share of pen punctures that must go is
-    ``(d - cap') / d_pen``; each stamp within reach of such a window is dropped when a
+    ``(d - level) / d_pen`` with ``level = max(0.97 cap, d - d_pen)``; each stamp within reach of such a window is dropped when a
     low-discrepancy number (its index times the golden ratio, mod 1) falls under the
     largest share it contributes to, so the cut thins stamps evenly instead of carving
-    holes. After half the rounds, every stamp within reach of a window still over is
-    dropped, so the loop always ends with no window over cap (the roller alone never is).
+    holes. Early rounds thin the stamps centred in an over window, later ones every stamp
+    whose footprint reaches it; the last two drop every such stamp, so the loop always ends
+    with no window over cap (the roller alone never is).
     """
     grid = problem.grid
     treat = grid.treatable
@@ -496,17 +513,22 @@ def cap_guard(problem: DoseField, fixed: np.ndarray, stamp_sets: list, rounds: i
         if r == rounds:
             raise CoverageError("windows stay over their cap with every nearby pen stamp dropped: the roller "
                                 "alone overdoses them; lower the roller passes or the target")
-        # a stamp reaches a window when its footprint does: the window's half side plus the
-        # footprint's radius (the largest window among those over)
-        reach = int(max(grid.half_u[over].max(), grid.half_v[over].max())) + problem.foot_texels // 2 + 1
+        # first thin only the stamps centred inside an over window (they carry most of its
+        # pen punctures); late rounds also reach the stamps whose footprints overlap it
+        reach = int(max(grid.half_u[over].max(), grid.half_v[over].max()))
+        if r >= rounds // 2:
+            reach += problem.foot_texels // 2 + 1
         d_pen = problem.windowed(pen)
+        # bring the window to 0.97 x cap, or to what the fixed punctures give alone if that is
+        # higher (still under the cap): never ask the pen for more than it put there
+        level = np.maximum(0.97 * problem.cap, d - d_pen)
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(over, np.clip((d - 0.97 * problem.cap) / d_pen, 0.0, 1.0), 0.0)
+            share = np.where(over, np.clip((d - level) / d_pen, 0.0, 1.0), 0.0)
         share = ndimage.maximum_filter(np.nan_to_num(share), size=2 * reach + 1, mode="constant")
         for st in stamp_sets:
             s = _lookup(grid, share, st.uv, 0.0)
-            if r < rounds // 2:
-                dither = (np.arange(len(st.uv)) * 0.6180339887498949 + 0.5 * r) % 1.0
+            if r < rounds - 2:
+                dither = (np.arange(len(st.uv)) * 0.6180339887498949 + 0.3819660112501051 * r) % 1.0
                 drop = st.keep & (s > 0) & (dither < s)
             else:
                 drop = st.keep & (s > 0)
