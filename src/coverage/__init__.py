@@ -10,9 +10,13 @@ from .errors import CoverageError, LandmarkError, MeshError, ProtocolError
 from .face import Face
 from .protocol import Lesion, Protocol
 from .zones import Exclusion, ZoneMap
+# the functions take the names of their modules: coverage.plan(...) and coverage.verify(...)
+from .plan import Plan, plan  # noqa: E402
+from .verify import Verification, Violation, verify  # noqa: E402
 
 
 __all__ = [
     "CoverageError", "DensityMap", "Exclusion", "Face", "LandmarkError", "Lesion", "MeshError",
-    "Protocol", "ProtocolError", "ZoneMap", "ZoneStats", "density", "__version__",
+    "Plan", "Protocol", "ProtocolError", "Verification", "Violation", "ZoneMap", "ZoneStats", "density", "plan",
+    "verify", "__version__",
 ]

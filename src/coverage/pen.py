@@ -201,6 +201,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         dist = ndimage.distance_transform_edt(~forbidden, sampling=grid.cell_mm) * linear
         distances[d] = dist
         allowed |= (depth == d) & (dist >= radius)
+    allowed &= _footprint_clear(zones, grid, allowed, linear, radius - EDGE_SLACK_MM)
     n = pen.needles
     median_linear = float(np.median(linear[treat])) if treat.any() else 1.0
     foot = max(1, int(round(pen.footprint_diameter_mm * math.sqrt(math.pi) / 2 / median_linear / grid.cell_mm)))
@@ -216,6 +217,41 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
         allowed &= fired >= 0.25 * n
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, distances)
+
+
+def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Texels where the whole footprint disc clears every exclusion by its margin, measured
+    in 3D to the excluded skin itself (the chart distance is only a guide near the
+    nostrils, where the chart stretches most)."""
+    from . import proximity, regions
+    from .zones import canonical_exclusion_regions
+
+    face = zones.face
+    ok = np.ones(grid.shape, dtype=bool)
+    on_chart_not_treatable = (grid.tri >= 0) & (grid.label < 0)
+    if not on_chart_not_treatable.any():
+        return ok
+    near = ndimage.distance_transform_edt(~on_chart_not_treatable, sampling=grid.cell_mm) * linear
+    widest = max((m for exc in zones.exclusions.values() for _, m in exc.margins_mm), default=0.0)
+    candidates = allowed & (near < radius_mm + widest + 2.0)
+    if not candidates.any():
+        return ok
+    points = face.lift(grid.centres()[candidates.ravel()]).points
+    standard = canonical_exclusion_regions(face.subdivisions)
+    clear = np.ones(len(points), dtype=bool)
+    for name, exc in zones.exclusions.items():
+        parts = dict(standard.get(name, ()))
+        for part, margin in exc.margins_mm:
+            tris = regions.region_triangles_3d(face, parts.get(part, exc.region))
+            if not len(tris):
+                continue
+            vertices = np.ascontiguousarray(tris.reshape(-1, 3))
+            mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
+            need = margin + radius_mm + 0.4   # + half a texel diagonal: samples lie anywhere in a texel
+            tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
+            clear &= ~((tri >= 0) & (dist < need))
+    ok[candidates] = clear
+    return ok
 
 
 # --- stroke paths ------------------------------------------------------------------------
