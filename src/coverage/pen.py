@@ -26,6 +26,7 @@ meets a lower dose, the stamp spacing along the line follows the field.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -127,6 +128,7 @@ class DoseField:
     needles: int
     needles_fired: np.ndarray  # (h, w) needles a stamp centred here fires (fewer on curved skin)
     foot_texels: int         # side of the box that stands for the footprint in the solver
+    footprint_mm: float      # the cartridge's footprint diameter
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
     q: np.ndarray | None = None
 
@@ -170,11 +172,19 @@ class DoseField:
         return q
 
 
+def fine_cartridge(pen: PenSpec) -> PenSpec | None:
+    """The pen with its fine touch-up cartridge fitted (None if the protocol has none)."""
+    if pen.fine_needles < 1:
+        return None
+    return dataclasses.replace(pen, needles=pen.fine_needles, footprint_diameter_mm=pen.fine_footprint_diameter_mm)
+
+
 def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen_zones: set,
-               aim_scale: dict | None = None) -> DoseField:
-    """The pen's dose problem over a zone map (stamps allowed only in ``pen_zones``)."""
+               aim_scale: dict | None = None, pen: PenSpec | None = None) -> DoseField:
+    """The pen's dose problem over a zone map (stamps allowed only in ``pen_zones``), for the
+    protocol's cartridge or the one given as ``pen``."""
     face = zones.face
-    pen = protocol.pen
+    pen = protocol.pen if pen is None else pen
     names = zones.names
     h, w = grid.shape
     label = grid.label
@@ -216,7 +226,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         hits = simulate.stamp(face, centres, stamp_angles(len(centres)), depth[allowed], layout, pen.gap_tolerance)
         fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
         allowed &= fired >= 0.25 * n
-    return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, distances)
+    return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances)
 
 
 def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray, radius_mm: float) -> np.ndarray:
@@ -270,7 +280,8 @@ class PenPath:
     uv: np.ndarray                # (n, 2) chart samples (glides included)
     stamp_uv: np.ndarray          # (m, 2) chart stamp centres, in firing order
     stamp_s: np.ndarray           # (m,) chart arc length of each stamp along uv
-    keep: np.ndarray | None = None  # (m,) bool, stamps that survive the safety checks
+    needles: int = 12             # the cartridge that stamps it
+    footprint_mm: float = 7.0
 
     @property
     def chart_length(self) -> float:
@@ -385,7 +396,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         if pattern == "contour":
             depth = problem.depth_mm[grid.label == k]
             dist = problem.skin_distance[float(depth[np.isfinite(depth)][0])]
-            radius = 0.5 * zones.protocol.pen.footprint_diameter_mm + EDGE_SLACK_MM
+            radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
             top = float(dist[active].max())
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
                           * settings.spacing_mm)
@@ -426,7 +437,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             share = np.concatenate([[0.0], seg]) / 2 + np.concatenate([seg, [0.0]]) / 2
             stamps, at = placer.place(uv, m / np.maximum(share, 1e-9))
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, settings.depth_mm, settings.speed_mm_s,
-                                 uv, stamps, at))
+                                 uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
 
 
@@ -450,7 +461,7 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     out = [paths[0]]
     for p in paths[1:]:
         prev = out[-1]
-        if prev.zone == p.zone and prev.pass_index == p.pass_index and prev.depth_mm == p.depth_mm:
+        if (prev.zone, prev.pass_index, prev.depth_mm, prev.needles) == (p.zone, p.pass_index, p.depth_mm, p.needles):
             k = zones.names.index(p.zone)
             gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
             if gap <= MAX_GLIDE_MM:
@@ -490,13 +501,15 @@ class Stamps:
         return self.hits.fired & np.repeat(self.keep, self.needles)
 
 
-def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0) -> tuple[Stamps, int]:
-    """Simulate every stamp of ``paths`` and drop each stamp one of whose punctures would land
-    off treatable skin (a keep-out, unobserved skin, off the face) or in a zone shallower
-    than its effective depth. Returns the stamps and how many were dropped."""
+def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0,
+                   pen: PenSpec | None = None) -> tuple[Stamps, int]:
+    """Simulate every stamp of ``paths`` (one cartridge: the protocol's, or ``pen``) and drop
+    each stamp one of whose punctures would land off treatable skin (a keep-out, unobserved
+    skin, off the face) or in a zone shallower than its effective depth. Returns the stamps
+    and how many were dropped."""
     from . import simulate
 
-    pen = protocol.pen
+    pen = protocol.pen if pen is None else pen
     layout = simulate.needle_layout(pen.needles, pen.footprint_diameter_mm, pen.needle_diameter_mm)
     counts = [len(p.stamp_uv) for p in paths]
     path = np.repeat(np.arange(len(paths)), counts)

@@ -67,6 +67,7 @@ class Stroke:
     stamp_uv: np.ndarray | None = None          # pen: (m, 2) chart stamp centres, in firing order
     stamp_points: np.ndarray | None = None      # pen: (m, 3) mm
     stamp_times_s: np.ndarray | None = None     # pen: (m,) when each stamp fires
+    cartridge: dict | None = None               # pen: {"needles", "footprint_diameter_mm"}
 
     @property
     def length_mm(self) -> float:
@@ -206,6 +207,8 @@ def _stroke_json(s: Stroke) -> dict:
     out["puncture_rate_hz"] = None if s.puncture_rate_hz is None else _r(s.puncture_rate_hz, 3)
     if s.swath_mm is not None:
         out["path"]["swath_mm"] = _round(s.swath_mm, 3)
+    if s.cartridge is not None:
+        out["cartridge"] = s.cartridge
     if s.stamp_uv is not None:
         out["stamps"] = {"chart_uv": _round(s.stamp_uv), "positions": _round(s.stamp_points),
                          "times_s": _round(s.stamp_times_s, 5)}
@@ -499,31 +502,41 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     main, unsafe = _pen.simulate_paths(face, zones, protocol, paths)
     sets = [main]
     # touch-ups: wherever the skin is still under 0.9 x target, solve again over what is
-    # there and add strokes near it (one pass, the zone's next direction); then the cap
-    # guard thins any stamps that pushed a window over its cap; a few rounds
+    # there and add strokes near it (one pass, the zone's next direction), first with the
+    # main cartridge, then with the fine one where the main footprint cannot reach (between
+    # nostrils and lip, around the alae); the cap guard thins any stamp that pushed a window
+    # over its cap after each round
     lab = np.maximum(grid.label, 0)
     targets = np.array([zones.dose(n).target_per_cm2 for n in zones.names])
     pen_zone = np.isin(grid.label, [zones.names.index(n) for n in pen_zones])
     capped = _pen.cap_guard(problem, fixed, sets)
     first_stamp = len(main.uv)
-    for round_ in range(TOUCH_UP_ROUNDS):
+    cartridges = [(pen, problem)] * TOUCH_UP_ROUNDS
+    fine = _pen.fine_cartridge(pen)
+    if fine is not None:
+        cartridges.append((fine, None))
+    for round_, (cartridge, touch_problem) in enumerate(cartridges):
         counts = fixed + sum(_pen.texel_counts(grid, st.hits.uv[st.fired()]) for st in sets)
         under = grid.treatable & pen_zone & (problem.windowed(counts) < IN_BAND_LOW * targets[lab])
         if not under.any():
             break
-        reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + problem.foot_texels
+        if touch_problem is None:
+            touch_problem = _pen.dose_field(zones, grid, protocol, counts, set(pen_zones), pen=cartridge)
+        reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + touch_problem.foot_texels
         near = ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
-        problem.base = counts
-        q_touch = problem.solve() * near
+        touch_problem.base = counts
+        q_touch = touch_problem.solve() * near
         touch_paths = []
         for n in pen_zones:
             mine = np.where(grid.label == zones.names.index(n), q_touch, 0.0)
+            zone_settings = _pen.pen_settings(cartridge, zones.dose(n))
             touch_paths += _pen.join_paths(
-                _pen.zone_paths(problem, zones, n, settings[n], mine, pattern="touch-up", passes=1,
-                                first_pass=settings[n].passes + round_), problem, zones)
+                _pen.zone_paths(touch_problem, zones, n, zone_settings, mine, pattern="touch-up", passes=1,
+                                first_pass=settings[n].passes + round_), touch_problem, zones)
         if not touch_paths:
-            break
-        touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp)
+            continue
+        touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp,
+                                                  pen=cartridge)
         first_stamp += len(touch.uv)
         unsafe += unsafe_touch
         sets.append(touch)
@@ -597,8 +610,9 @@ def pen_strokes(face, protocol: Protocol, sets: list, first_id: int, t0: float, 
                             float(depth.max()), path.depth_mm, float(speed), uv, lifted.tri, lifted.bary,
                             lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
                             punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
-                            puncture_rate_hz=float(rate * pen.needles), stamp_uv=st.uv[rows],
-                            stamp_points=stamp_points, stamp_times_s=stamp_times)
+                            puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
+                            stamp_points=stamp_points, stamp_times_s=stamp_times,
+                            cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
             strokes.append(stroke)
             out["uv"].append(st.hits.uv[hit_rows])
             out["points"].append(st.hits.points[hit_rows])
@@ -696,7 +710,8 @@ def read_plan_json(path) -> dict:
 
 
 def report_text(doc: dict) -> str:
-    """The per-zone table of a plan (from its JSON document), for a terminal."""
+    """The per-zone table of a plan (from its JSON document), for a terminal: then where the
+    roller was refused or limited, and the pen's settings in each zone it treats."""
     summary = doc["summary"]
 
     def num(x, fmt):
@@ -705,7 +720,7 @@ def report_text(doc: dict) -> str:
     head = (f"{'zone':<18}{'area':>7}{'target':>8}{'mean':>8}{'p5':>8}{'p95':>8}{'max':>8}"
             f"{'in band':>9}{'over cap':>9}{'passes':>8}{'time s':>8}")
     rows = [head, "-" * len(head)]
-    notes = []
+    notes, pen_notes = [], []
     for name, z in summary["zones"].items():
         rows.append(f"{name:<18}{num(z['area_cm2'], '7.1f')}{num(z['target_per_cm2'], '8.0f')}{num(z['mean'], '8.1f')}"
                     f"{num(z['p5'], '8.1f')}{num(z['p95'], '8.1f')}{num(z['max'], '8.1f')}"
@@ -720,14 +735,34 @@ def report_text(doc: dict) -> str:
             if weak:
                 notes.append(f"  {name}: the drum conforms on " + ", ".join(
                     f"{100 * f:.0f}% at {d} deg" for d, f in weak.items()) + " (the rest is refused)")
+        pen = z.get("pen")
+        if pen and pen.get("status") == "planned":
+            pattern = pen.get("pattern", "?")
+            pen_notes.append(
+                f"  {name}: {pattern}, depth {num(pen.get('depth_mm'), 'g')} mm, {pen.get('passes', 0)} passes, "
+                f"{'loops' if pattern == 'contour' else 'lines'} {num(pen.get('spacing_mm'), '.2f')} mm apart, "
+                f"{num(pen.get('speed_mm_s'), 'g')} mm/s, {num(pen.get('stamp_hz'), '.1f')} stamps/s "
+                f"(one every {num(pen.get('stamp_spacing_mm'), '.2f')} mm); {pen.get('stamps', 0)} stamps"
+                f" + {pen.get('touch_up_stamps', 0)} touch-up")
+        elif pen and "status" in pen:
+            pen_notes.append(f"  {name}: pen {pen['status']}: {pen.get('reason', '')}".rstrip(": "))
     rows.append("-" * len(head))
     rows.append("area cm2; densities in punctures/cm2 over 1 cm2 windows; in band = [0.9 x target, cap]")
+    devices = ", ".join(summary.get("devices") or []) or "none"
     rows.append(f"punctures {summary['punctures']} ({summary['distinct_channels']} distinct channels); "
                 f"time {summary['time_s']:.0f} s ({summary['stroke_time_s']:.0f} s in contact, "
-                f"{summary['transition_time_s']:.0f} s moving); strokes {len(doc['strokes'])}")
+                f"{summary['transition_time_s']:.0f} s moving); strokes {len(doc['strokes'])}; devices {devices}")
     if notes:
         rows.append("where the roller was refused or limited:")
         rows.extend(notes)
+    if pen_notes:
+        rows.append("pen settings per zone:")
+        rows.extend(pen_notes)
+    totals = summary.get("pen")
+    if totals:
+        rows.append(f"pen stamps dropped: {totals.get('stamps_dropped_unsafe', 0)} as unsafe (needles too near an "
+                    f"exclusion or off the skin), {totals.get('stamps_dropped_for_cap', 0)} to keep every window "
+                    "under its cap")
     return "\n".join(rows)
 
 

@@ -107,6 +107,8 @@ class PenSpec:
     passes_min: int              # crossed passes per area
     passes_max: int
     gap_tolerance: float         # a needle whose gap to the skin exceeds this fraction of the depth misses
+    fine_needles: int            # fine touch-up cartridge where the main footprint cannot reach (0: none)
+    fine_footprint_diameter_mm: float
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,8 @@ _PEN = {
     "passes_min": _num(1, 16, integer=True),
     "passes_max": _num(1, 16, integer=True),
     "gap_tolerance": _num(0, 1, lo_open=True),
+    "fine_needles": _num(0, 64, integer=True),
+    "fine_footprint_diameter_mm": _num(1, 20, "mm"),
 }
 _MARGINS = {**{key: _num(0, 30, "mm") for key in ("eye_mm", "upper_eyelid_mm", "lips_mm",
                                                     "nostril_mm", "eyebrow_mm", "lesion_mm")},

@@ -154,6 +154,7 @@ class _Stroke:
     depth_mm: float
     needle_length_mm: float
     points: np.ndarray       # (n, 3) mm
+    footprint_mm: float = math.nan  # pen: its cartridge's footprint diameter (NaN: the protocol's)
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +172,8 @@ class _Subject:
 def _from_plan(plan: Plan, face) -> _Subject:
     strokes = [_Stroke(int(s.id), str(s.device), str(s.zone), tuple(s.zones or ()), str(s.pattern),
                        _float(s.direction_deg), float(s.depth_mm), float(s.needle_length_mm),
-                       np.asarray(s.points, dtype=np.float64).reshape(-1, 3)) for s in plan.strokes]
+                       np.asarray(s.points, dtype=np.float64).reshape(-1, 3),
+                       _float((s.cartridge or {}).get("footprint_diameter_mm"))) for s in plan.strokes]
     transitions = [(int(t.from_stroke), int(t.to_stroke), np.asarray(t.points, dtype=np.float64).reshape(-1, 3))
                    for t in plan.transitions]
     return _Subject(plan.face if face is None else face, plan.protocol, strokes, transitions,
@@ -247,7 +249,8 @@ def _from_file(path, face) -> _Subject:
 def _stroke_from_json(s: dict) -> _Stroke:
     return _Stroke(int(s["id"]), str(s["device"]), str(s["zone"]), tuple(s.get("zones") or ()),
                    str(s.get("pattern", "lines")), _float(s.get("direction_deg")), float(s["depth_mm"]),
-                   float(s["needle_length_mm"]), np.asarray(s["path"]["positions"], dtype=np.float64).reshape(-1, 3))
+                   float(s["needle_length_mm"]), np.asarray(s["path"]["positions"], dtype=np.float64).reshape(-1, 3),
+                   _float((s.get("cartridge") or {}).get("footprint_diameter_mm")))
 
 
 # --- shared measurements -----------------------------------------------------------------
@@ -670,12 +673,20 @@ def _check_surface(ctx: _Context):
             "limit_mm": ON_SKIN_MM, "max_distance_mm": _num(top)}, violations
 
 
+def _footprint_radius(protocol: Protocol, stroke: _Stroke) -> float:
+    """How far a stroke's contact reaches beyond its path: a pen's footprint radius."""
+    if stroke.device != "pen":
+        return 0.0
+    diameter = stroke.footprint_mm if math.isfinite(stroke.footprint_mm) else protocol.pen.footprint_diameter_mm
+    return diameter / 2.0
+
+
 def _check_contact(ctx: _Context):
     """Every stroke's contact on the skin, in the face, clear of every exclusion's margin."""
     subject, flat, violations = ctx.subject, ctx.path_flat, []
     n = len(ctx.path_points)
-    footprint = np.array([ctx.protocol.pen.footprint_diameter_mm / 2.0 if s.device == "pen" else 0.0
-                          for s in subject.strokes] + [0.0])[ctx.path_stroke] if n else np.empty(0)
+    footprint = np.array([_footprint_radius(ctx.protocol, s) for s in subject.strokes] + [0.0])[ctx.path_stroke] \
+        if n else np.empty(0)
     dist = np.where(flat.tri >= 0, flat.distance, np.inf)
     off = ~(dist <= ON_SKIN_MM)
     cells = ctx.zones.outlines.values()
