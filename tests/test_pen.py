@@ -142,14 +142,18 @@ def test_auto_plan_uses_both_devices_and_never_exceeds_a_cap(auto_plan, default_
     for s in pen:
         assert s.needle_length_mm in (0.25, 0.5, 0.75, 1.0)
         assert 0 < s.depth_mm <= s.needle_length_mm
-        assert s.puncture_rate_hz == pytest.approx(PROTOCOL.pen.needles * s.stamp_hz)
+        assert s.cartridge["needles"] in (PROTOCOL.pen.needles, PROTOCOL.pen.fine_needles)
+        assert s.puncture_rate_hz == pytest.approx(s.cartridge["needles"] * s.stamp_hz)
         assert s.stamp_hz <= PROTOCOL.pen.stamp_hz_max + 1e-9
         assert PROTOCOL.pen.speed_mm_s_min <= s.speed_mm_s <= PROTOCOL.pen.speed_mm_s_max
         assert len(s.stamp_uv) == len(s.stamp_times_s) and np.all(np.diff(s.stamp_times_s) > 0)
         # stamp points lie on the path's stroke (within a sample step of the chart path)
         gaps = np.linalg.norm(s.stamp_uv[:, None] - s.uv[None], axis=2).min(axis=1)
         assert gaps.max() < 0.5
-    assert {s.pattern for s in pen} >= {"raster", "contour"}
+    assert {s.pattern for s in pen} >= {"raster", "contour", "touch-up"}
+    # the fine cartridge reaches where the main footprint cannot, only in touch-ups
+    fine = [s for s in pen if s.cartridge["needles"] == PROTOCOL.pen.fine_needles]
+    assert fine and {s.pattern for s in fine} == {"touch-up"}
     # pen depth never deeper than the zone's maximum; strokes stay in their zone
     for s in pen:
         assert s.depth_mm <= default_zones.dose(s.zone).max_depth_mm
