@@ -364,6 +364,8 @@ def test_report_prints_the_zone_table(planned, capsys):
     for name in ("cheek_left", "nose", "perioral", "in band", "over cap", "passes"):
         assert name in text
     assert "nose: roller not allowed" in text
+    assert re.search(r"; devices roller$", text, re.MULTILINE), text
+    assert "pen settings per zone" not in text and "pen stamps dropped" not in text
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -371,6 +373,10 @@ def test_report_prints_the_zone_table(planned, capsys):
     (["plan", "--device", "brush", "--out", "x.json"], "invalid choice"),
     (["report", "{tmp}/missing.json"], "plan file not found"),
     (["report", "{tmp}/not_a_plan.json"], "not a coverage plan"),
+    (["verify", "{tmp}/missing.json"], "plan file not found"),
+    (["verify", "{tmp}/not_a_plan.json"], "not a coverage plan"),
+    (["verify", "{tmp}/missing.json", "--json", "{tmp}/plan.txt"], "unsupported output type"),
+    (["verify", "{tmp}/missing.json", "--landmarks", "{tmp}/lm.npy"], "--mesh"),
     (["plan", "--out", "{tmp}/plan.txt"], "unsupported output type"),
 ])
 def test_plan_and_report_errors_are_one_line(argv, fragment, tmp_path, capsys):
@@ -383,3 +389,143 @@ def test_plan_and_report_errors_are_one_line(argv, fragment, tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and fragment in err
     assert not (tmp_path / "plan.txt").exists() and not (tmp_path / "plan.npz").exists()
+
+
+# --- auto plans: report and verify --------------------------------------------------------------
+
+VIOLATION = "coverage-planner: violation: "
+LEFT_EYE_LID, RIGHT_EYE_LID = 386, 159     # MediaPipe landmarks on the upper lids (the subject's left, right)
+
+
+def _main_captured(argv):
+    """``main(argv)`` with its output captured, for module fixtures: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def auto_planned(tmp_path_factory):
+    """``plan --device auto --edge-mm 2``, run once (~15 s): (exit code, PLAN.json)."""
+    out = tmp_path_factory.mktemp("auto") / "AUTO.json"
+    code, _, err = _main_captured(["plan", "--device", "auto", "--edge-mm", "2", "--out", out])
+    assert code == 0, err
+    return code, out
+
+
+@pytest.fixture(scope="module")
+def auto_verified(auto_planned, tmp_path_factory):
+    """``verify PLAN.json --json OUT`` on the auto plan, run once: (exit code, stdout, stderr, OUT)."""
+    _, plan_json = auto_planned
+    verdict = tmp_path_factory.mktemp("verdict") / "verdict.json"
+    return (*_main_captured(["verify", plan_json, "--json", verdict]), verdict)
+
+
+def test_verify_auto_plan_passes(auto_verified):
+    code, out, err, _ = auto_verified
+    assert code == 0, err
+    assert VIOLATION not in err and "Traceback" not in err
+    assert re.search(r"^all \d+ checks passed$", out, re.MULTILINE), out
+    assert not re.search(r"^FAIL ", out, re.MULTILINE), out
+    for rule in ("exclusion", "cap", "depth", "device", "contact", "transit"):
+        assert re.search(rf"^ok\s+{rule}\s", out, re.MULTILINE), rule
+
+
+def test_verify_json_is_the_verdict(auto_verified):
+    code, out, _, verdict = auto_verified
+    assert code == 0
+    doc = json.loads(verdict.read_text(encoding="utf-8"))
+    assert doc["ok"] is True and doc["failed"] == [] and doc["violations"] == []
+    assert set(doc["checks"]) >= {"exclusion", "cap", "depth", "device", "transit"}
+    assert all(check["passed"] for check in doc["checks"].values())
+    assert f"wrote {verdict}" in out
+    assert leftovers(verdict.parent) == []
+
+
+def test_verify_tampered_plan_exits_3(auto_planned, tmp_path, capsys):
+    """One puncture moved onto each eye's upper lid: the exclusion rule fails, exit status 3."""
+    _, plan_json = auto_planned
+    copy = tmp_path / plan_json.name      # the JSON names its NPZ by file name: keep the pair's names
+    copy.write_bytes(plan_json.read_bytes())
+    with np.load(plan_json.with_suffix(".npz")) as npz:
+        arrays = {key: npz[key].copy() for key in npz.files}
+    landmarks = coverage.Face.default(edge_mm=2).landmarks
+    arrays["punctures"][0] = landmarks[LEFT_EYE_LID]
+    arrays["punctures"][1] = landmarks[RIGHT_EYE_LID]
+    np.savez(copy.with_suffix(".npz"), **arrays)
+    verdict = tmp_path / "verdict.json"
+    code, out, err = run(["verify", copy, "--json", verdict], capsys)
+    assert code == 3, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert lines and all(line.startswith(VIOLATION) for line in lines), err
+    exclusion = [line for line in lines if line.startswith(f"{VIOLATION}exclusion: ")]
+    assert any("eye_left" in line for line in exclusion), err
+    assert any("eye_right" in line for line in exclusion), err
+    assert not any(line.startswith(f"{VIOLATION}exclusion: exclusion:") for line in lines)   # no doubled rule
+    assert re.search(r"^FAIL exclusion\s", out, re.MULTILINE), out
+    assert re.search(r"^\d+ of \d+ checks failed:$", out, re.MULTILINE), out
+    # the verdict is written even when the plan fails
+    doc = json.loads(verdict.read_text(encoding="utf-8"))
+    assert doc["ok"] is False and "exclusion" in doc["failed"]
+    assert leftovers(tmp_path) == []
+
+
+def test_verify_plan_without_its_npz_is_a_user_error(auto_planned, tmp_path, capsys):
+    _, plan_json = auto_planned
+    copy = tmp_path / plan_json.name
+    copy.write_bytes(plan_json.read_bytes())
+    verdict = tmp_path / "verdict.json"
+    code, out, err = run(["verify", copy, "--json", verdict], capsys)
+    assert_one_line_error(code, err, plan_json.with_suffix(".npz").name, "missing")
+    assert not verdict.exists() and leftovers(tmp_path) == []
+    assert out == ""
+
+
+def test_verify_json_onto_the_plan_is_refused(auto_planned, capsys):
+    _, plan_json = auto_planned
+    before = plan_json.stat().st_mtime_ns
+    code, _, err = run(["verify", plan_json, "--json", plan_json], capsys)
+    assert_one_line_error(code, err, "overwrite the plan")
+    assert plan_json.stat().st_mtime_ns == before
+
+
+def test_report_auto_plan_prints_pen_settings(auto_planned, capsys):
+    _, plan_json = auto_planned
+    code, out, err = run(["report", plan_json], capsys)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert "pen settings per zone:" in lines
+    pen = lines[lines.index("pen settings per zone:") + 1:]
+    periorbital = [line for line in pen if line.startswith("  periorbital_left: ")]
+    assert len(periorbital) == 1, out
+    assert "depth 0.25 mm" in periorbital[0] and "passes" in periorbital[0] and "stamps/s" in periorbital[0]
+    assert "mm/s" in periorbital[0] and "apart" in periorbital[0]
+    assert re.search(r"^pen stamps dropped: \d+ as unsafe .*, \d+ to keep every window under its cap$", out,
+                     re.MULTILINE), out
+    assert re.search(r"; devices pen, roller$", out, re.MULTILINE), out
+    assert "where the roller was refused or limited:" in lines      # the roller notes stay
+
+
+def test_report_text_pen_lines_by_hand():
+    """A hand-made summary: one planned pen zone, one where the pen is not allowed, no pen totals."""
+    from coverage.plan import report_text
+
+    zone = {"area_cm2": 10.0, "target_per_cm2": 150.0, "mean": 150.0, "p5": 140.0, "p95": 160.0, "max": 170.0,
+            "in_band_fraction": 1.0, "over_cap_fraction": 0.0, "passes": 2, "time_s": 12.0}
+    pen = {"status": "planned", "pattern": "contour", "depth_mm": 0.25, "passes": 2, "spacing_mm": 4.961,
+           "speed_mm_s": 150.0, "stamp_hz": 50.0, "stamp_spacing_mm": 3.0, "stamps": 85, "touch_up_stamps": 19}
+    doc = {"strokes": [{}] * 3,
+           "summary": {"zones": {"periorbital_left": {**zone, "pen": pen},
+                                 "cheek_left": {**zone, "pen": {"status": "not allowed",
+                                                                "reason": "the protocol does not allow the pen here"}}},
+                       "punctures": 1000, "distinct_channels": 900, "time_s": 60.0, "stroke_time_s": 40.0,
+                       "transition_time_s": 20.0, "devices": ["pen"]}}
+    lines = report_text(doc).splitlines()
+    assert lines[lines.index("pen settings per zone:") + 1:] == [
+        "  periorbital_left: contour, depth 0.25 mm, 2 passes, loops 4.96 mm apart, 150 mm/s, 50.0 stamps/s "
+        "(one every 3.00 mm); 85 stamps + 19 touch-up",
+        "  cheek_left: pen not allowed: the protocol does not allow the pen here"]
+    assert lines[lines.index("pen settings per zone:") - 1].endswith("; strokes 3; devices pen")
+    assert "where the roller was refused or limited:" not in lines

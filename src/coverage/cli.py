@@ -1,8 +1,9 @@
 """The ``coverage-planner`` command line (also ``python -m coverage``).
 
 Every user error exits with status 2 and one line on stderr naming the file or field, the
-value and the fix; ``--debug`` shows the traceback instead. Outputs are written atomically,
-so a refused command leaves no file behind.
+value and the fix; ``--debug`` shows the traceback instead. ``verify`` exits with status 3
+when the plan breaks a rule. Outputs are written atomically, so a refused command leaves no
+file behind.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from . import __version__
 from .errors import CoverageError
 
 PROG = "coverage-planner"
+EXIT_VIOLATION = 3      # verify: the plan breaks a rule
+EXIT_CODES = ("exit status: 0 done; 1 internal error (a bug); 2 user error (bad input or option, one line on "
+              f"stderr); {EXIT_VIOLATION} verify: the plan breaks a rule")
 
 
-def _face_args(parser: argparse.ArgumentParser) -> None:
+def _face_args(parser: argparse.ArgumentParser, protocol: bool = True, edge_help: str | None = None) -> None:
     group = parser.add_argument_group("face (default: the bundled canonical face)")
     group.add_argument("--mesh", metavar="PATH", help="scan mesh (OBJ, PLY, STL, GLB, OFF)")
     group.add_argument("--landmarks", metavar="PATH",
@@ -24,8 +28,9 @@ def _face_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--units", default="auto", choices=["auto", "mm", "cm", "m", "in"],
                        help="units of the mesh and landmarks (default: detected from the face width)")
     group.add_argument("--edge-mm", type=float, default=1.0, metavar="MM",
-                       help="working resolution: refined edge length (default 1.0 mm)")
-    parser.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
+                       help=edge_help or "working resolution: refined edge length (default 1.0 mm)")
+    if protocol:
+        parser.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
 
 
 def _load_face(args):
@@ -101,6 +106,42 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from pathlib import Path
+
+    from .fileio import atomic_path, check_output
+    from .verify import verify
+
+    if args.json:
+        check_output(args.json, (".json",))
+        plan_path = Path(args.plan)
+        if Path(args.json).resolve() in (plan_path.resolve(), plan_path.with_suffix(".npz").resolve()):
+            raise CoverageError(f"{args.json}: --json would overwrite the plan being verified; give another file name")
+    face = None
+    if args.mesh is not None:
+        face = _load_face(args)
+        for note in face.notes:
+            print(f"note: {note}", file=sys.stderr)
+    elif args.landmarks is not None:
+        _load_face(args)   # refuses --landmarks without --mesh
+    result = verify(args.plan, face=face)
+    if args.json:
+        import json
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(result.as_dict(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    print(result.text())
+    if args.json:
+        print(f"wrote {args.json}")
+    if result.ok:
+        return 0
+    for v in result.violations:
+        message = one_line(v.message)
+        message = message[len(v.rule) + 2:] if message.startswith(f"{v.rule}: ") else message
+        print(f"{PROG}: violation: {v.rule}: {message}", file=sys.stderr)
+    return EXIT_VIOLATION
+
+
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
@@ -132,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Roller pass patterns and pen stroke paths over a 3D face: target puncture "
-                    "density everywhere, never over a cap, clear of eyes, lips and nostrils.")
+                    "density everywhere, never over a cap, clear of eyes, lips and nostrils.",
+        epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
@@ -159,9 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     planner.set_defaults(func=cmd_plan)
 
     report = sub.add_parser("report", help="print a plan's per-zone table",
-                            description="Print the per-zone dose table of a saved plan and where the roller was refused.")
+                            description="Print the per-zone dose table of a saved plan, where the roller was "
+                                        "refused, and the pen's settings in each zone it treats.")
     report.add_argument("plan", metavar="PLAN.json")
     report.set_defaults(func=cmd_report)
+
+    check = sub.add_parser("verify", help="check a saved plan against every safety and dose rule",
+                           description="Check a saved plan (PLAN.json, PLAN.npz beside it) against every rule, "
+                                       "measuring again from its strokes and punctures: exclusion margins, caps, "
+                                       "depths, devices, unobserved skin, contact and transit. Prints the "
+                                       "recomputed per-zone dose and one line per rule; each broken rule is also "
+                                       "one line on stderr.",
+                           epilog=f"exit status: 0 every rule holds; {EXIT_VIOLATION} the plan breaks a rule; "
+                                  "2 user error (missing or unreadable plan, bad option); 1 internal error")
+    check.add_argument("plan", metavar="PLAN.json")
+    _face_args(check, protocol=False,
+               edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm); without --mesh "
+                         "the bundled face is rebuilt at the plan's own resolution")
+    check.add_argument("--json", metavar="OUT", help="also write the verdict as JSON (written after the checks ran)")
+    check.set_defaults(func=cmd_verify)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")
