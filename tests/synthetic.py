@@ -102,3 +102,24 @@ def make_scan(face, *, units: str = "m", rotation_deg=(12.0, -20.0, 6.0), transl
 
     landmarks = face.landmarks + rng.normal(scale=landmark_noise_mm, size=face.landmarks.shape)
     return SyntheticScan(place(vertices), faces, place(landmarks), pose, scale, hole_list)
+
+
+def deformed_face(face, *, scale=(1.04, 0.97, 1.03), bumps=((205, 2.0, 18.0), (425, 2.0, 18.0), (151, -1.5, 25.0),
+                                                             (175, 1.5, 12.0))):
+    """Another person: ``face`` (canonical frame, mm) with a smooth change of shape.
+
+    The face is scaled per axis about its landmarks' centroid by ``scale``, then each of
+    ``bumps`` (landmark, height mm, radius mm) pushes the skin along its normals by a
+    Gaussian of that height and radius (3D distance) around the landmark: fuller cheeks,
+    a flatter forehead, a fuller chin by default. Same topology, so the result is a
+    :class:`coverage.Face` that ``make_scan`` can scan.
+    """
+    from coverage import Face
+
+    centre = face.landmarks.mean(axis=0)
+    vertices = centre + (face.vertices - centre) * np.asarray(scale, dtype=float)
+    normals = face.normals
+    for landmark, height, radius in bumps:
+        d2 = ((face.vertices - face.vertices[landmark]) ** 2).sum(axis=1)
+        vertices = vertices + (height * np.exp(-0.5 * d2 / radius ** 2))[:, None] * normals
+    return Face(vertices, face.subdivisions, source="deformed canonical face")

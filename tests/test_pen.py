@@ -168,3 +168,14 @@ def test_auto_plan_passes_the_verifier(auto_plan):
 
     result = verify(auto_plan)
     assert result.ok, result.text()
+
+
+def test_a_move_across_an_exclusion_lifts_to_the_full_clearance(default_face, default_zones):
+    from coverage.plan import transit_clearance
+
+    uv = default_face.uv
+    # from the left cheek across the left eye to the forehead: full clearance
+    cheek, brow = uv[425], uv[299]
+    assert transit_clearance(default_zones, cheek, brow) == PROTOCOL.session.clearance_mm
+    # a short move within the cheek: a hop
+    assert transit_clearance(default_zones, cheek, cheek + [3.0, 0.0]) == PROTOCOL.session.hop_clearance_mm

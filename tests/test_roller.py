@@ -307,14 +307,18 @@ def test_passes_snake_and_transitions_lift_clear_of_the_skin(roller_plan, defaul
             total += 1
             reversed_pairs += float(np.dot(a.tangents.mean(0), b.tangents.mean(0))) < 0
     assert total > 20 and reversed_pairs / total > 0.9
-    clearance = PROTOCOL.session.clearance_mm
-    from coverage.plan import signed_clearance
+    from coverage.plan import signed_clearance, transit_clearance
+    hops = 0
     for t in roller_plan.transitions:
-        # every point of the travel keeps the clearance from all of the face (not just the
-        # skin below it: across a fold the skin opposite is nearer)
+        # every point of the travel keeps its clearance from all of the face (not just the
+        # skin below it: across a fold the skin opposite is nearer): the full clearance when
+        # the move's chart line crosses a keep-out, else the lower hop clearance
+        clearance = transit_clearance(roller_plan.zones, strokes[t.from_stroke].uv[-1], strokes[t.to_stroke].uv[0])
+        hops += clearance < PROTOCOL.session.clearance_mm
         assert signed_clearance(default_face, t.points[1:-1]).min() >= clearance - 2e-3
         assert np.linalg.norm(t.points[0] - strokes[t.from_stroke].points[-1]) < 1e-9
         assert np.linalg.norm(t.points[-1] - strokes[t.to_stroke].points[0]) < 1e-9
+    assert 0 < hops < len(roller_plan.transitions)
     # times run on: every stroke starts when the move before it ends
     for t in roller_plan.transitions:
         assert strokes[t.to_stroke].times_s[0] == pytest.approx(t.times_s[-1])

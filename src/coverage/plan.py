@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import shapely
 from scipy import ndimage
 
 from . import __version__
@@ -251,6 +252,18 @@ def signed_clearance(face, points: np.ndarray, reach: float = np.inf) -> np.ndar
     return np.where(far & (signed > 0), np.inf, signed)
 
 
+def transit_clearance(zones: ZoneMap, uv_from, uv_to) -> float:
+    """The lift a move between two contacts needs (mm): the protocol's hop clearance when the
+    straight chart line between them crosses no keep-out, else its full clearance (a move
+    that would cross an exclusion lifts to the clearance first)."""
+    session = zones.protocol.session
+    a, b = np.asarray(uv_from, dtype=np.float64), np.asarray(uv_to, dtype=np.float64)
+    line = shapely.LineString([a, b]) if np.linalg.norm(b - a) > 1e-9 else shapely.Point(a)
+    if zones.keepout.intersects(line):
+        return session.clearance_mm
+    return min(session.hop_clearance_mm, session.clearance_mm)
+
+
 def transit(face, start_point, start_normal, end_point, end_normal,
             clearance_mm: float, speed_mm_s: float, t0: float) -> tuple[np.ndarray, np.ndarray]:
     """A safe move between two contacts: lift along the normal to the clearance, travel with
@@ -469,7 +482,8 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         for name, state in pen_status.items():
             status.setdefault(name, {}).update(state)
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
-        more, moves, hits = pen_strokes(face, protocol, sets, len(strokes), t0, strokes[-1] if strokes else None)
+        more, moves, hits = pen_strokes(face, zones, protocol, sets, len(strokes), t0,
+                                        strokes[-1] if strokes else None)
         strokes += more
         transitions += moves
         uv = np.concatenate([uv, hits[0]])
@@ -561,7 +575,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     return sets, status
 
 
-def pen_strokes(face, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
+def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
     """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
     pen = protocol.pen
@@ -593,7 +607,7 @@ def pen_strokes(face, protocol: Protocol, sets: list, first_id: int, t0: float, 
             speed = max(speed, pen.speed_mm_s_min)
             if previous is not None:
                 pts, times = transit(face, previous.points[-1], previous.normals[-1], lifted.points[0],
-                                     lifted.normals[0], protocol.session.clearance_mm,
+                                     lifted.normals[0], transit_clearance(zones, previous.uv[-1], uv[0]),
                                      protocol.session.transit_speed_mm_s, t)
                 transitions.append(Transition(previous.id, sid, pts, times))
                 t = float(times[-1])
@@ -632,7 +646,6 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
     drums = []
     t = 0.0
-    clearance = protocol.session.clearance_mm
     for i, run in enumerate(runs):
         lifted, tangent, s, across = chart_path_frames(face, run.uv)
         dose = protocol.zone(run.zone.split("+")[0])
@@ -640,7 +653,8 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
         if strokes:
             prev = strokes[-1]
             pts, times = transit(face, prev.points[-1], prev.normals[-1], lifted.points[0], lifted.normals[0],
-                                 clearance, protocol.session.transit_speed_mm_s, t)
+                                 transit_clearance(zones, prev.uv[-1], run.uv[0]),
+                                 protocol.session.transit_speed_mm_s, t)
             transitions.append(Transition(prev.id, i, pts, times))
             t = float(times[-1])
         times = t + s / drum.speed_mm_s

@@ -56,6 +56,8 @@ class SessionSpec:
     cap_ratio: float             # a zone's cap = cap_ratio × its target, unless the zone sets one
     positioning_error_mm: float  # applicator registration error, mm; widens every margin
     clearance_mm: float          # lift along the surface normal between strokes, mm
+    hop_clearance_mm: float      # lift for a move that crosses no keep-out (its chart line stays clear), mm;
+                                 # never more than clearance_mm (the smaller of the two is used)
     transit_speed_mm_s: float    # tool speed when lifted between strokes, mm/s
     start_corner: str            # where each zone's sweeps start: auto or a face-frame corner
 
@@ -266,6 +268,7 @@ _SESSION = {
     "cap_ratio": _num(1, 3),
     "positioning_error_mm": _num(0, 5, "mm"),
     "clearance_mm": _num(1, 100, "mm"),
+    "hop_clearance_mm": _num(0.5, 100, "mm"),
     "transit_speed_mm_s": _num(0, 500, "mm/s", lo_open=True),
     "start_corner": _Field("choice", choices=START_CORNERS),
 }

@@ -732,19 +732,34 @@ def _check_contact(ctx: _Context):
 def _check_transit(ctx: _Context):
     """Transitions keep the clearance from the whole face, between their approach and retract legs."""
     subject, face, violations = ctx.subject, ctx.face, []
-    clearance = ctx.protocol.session.clearance_mm
-    need = clearance - TRANSIT_SLACK_MM
+    session = ctx.protocol.session
+    clearance = session.clearance_mm
+    hop = min(session.hop_clearance_mm, clearance)
     strokes = subject.strokes
-    parts, owners, legs = [], [], []
+    parts, owners, legs, needs = [], [], [], []
     worst_join, join_bad = 0.0, []
+    hops = 0
+    # a move whose straight chart line between its ends crosses a keep-out must lift to the
+    # full clearance; any other move may hop at the hop clearance
+    ends = [(pts[0], pts[-1]) for _, _, pts in subject.transitions if len(pts)]
+    end_uv = face.flatten(np.array(ends).reshape(-1, 3)).uv.reshape(-1, 2, 2) if ends else np.empty((0, 2, 2))
+    keepout = ctx.zones.keepout
+    e = 0
     for k, (a, b, pts) in enumerate(subject.transitions):
         if len(pts) == 0:
             join_bad.append((math.inf, k))
             continue
+        ua, ub = end_uv[e]
+        e += 1
+        line = shapely.LineString([ua, ub]) if np.linalg.norm(ub - ua) > 1e-9 else shapely.Point(ua)
+        crosses = not np.isfinite(end_uv[e - 1]).all() or keepout.intersects(line)
+        lift = clearance if crosses else hop
+        hops += not crosses
         s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
         parts.append(pts)
         owners.append(np.full(len(pts), k))
-        legs.append((s < clearance) | (s > s[-1] - clearance))
+        needs.append(np.full(len(pts), lift - TRANSIT_SLACK_MM))
+        legs.append((s < lift) | (s > s[-1] - lift))
         ia, ib = ctx.stroke_index.get(a), ctx.stroke_index.get(b)
         gap = max(np.linalg.norm(pts[0] - strokes[ia].points[-1]) if ia is not None else math.inf,
                   np.linalg.norm(pts[-1] - strokes[ib].points[0]) if ib is not None else math.inf)
@@ -759,12 +774,15 @@ def _check_transit(ctx: _Context):
     pts = np.concatenate(parts) if parts else np.empty((0, 3))
     owner = np.concatenate(owners) if owners else np.empty(0, np.int64)
     leg = np.concatenate(legs) if legs else np.empty(0, bool)
+    need = np.concatenate(needs) if needs else np.empty(0)
     signed = signed_clearance(face, pts, reach=clearance + 1.0) if len(pts) else np.empty(0)
     travel = ~leg
     low = travel & ~(signed >= need)
+    margin_min = float((signed - need)[travel].min()) if travel.any() else math.inf
     inside = ~(signed >= -TRANSIT_SLACK_MM)     # no part of a move, legs included, goes through the skin
     low_min = float(signed[travel].min()) if travel.any() else math.inf
-    for bad, what in ((low, f"nearer the face than the clearance {clearance:g} mm less {TRANSIT_SLACK_MM:g} mm"),
+    for bad, what in ((low, f"nearer the face than their clearance ({clearance:g} mm, or {hop:g} mm for a hop "
+                            f"crossing no keep-out) less {TRANSIT_SLACK_MM:g} mm"),
                       (inside & ~low, "inside the face")):
         if bad.any():
             j = int(np.argmin(np.where(bad, signed, np.inf)))
@@ -786,10 +804,12 @@ def _check_transit(ctx: _Context):
             "transit", len(missing), float(len(missing)),
             f"transit: {_n(len(missing), 'pair')} of consecutive strokes with no transition between them (first: "
             f"{a} to {b}): the tool would drag across the skin", None, None, int(b)))
-    summary = (f"{len(subject.transitions)} transitions; lowest travel point {low_min:.2f} mm from the face "
-               f"(need {need:g})" if np.isfinite(low_min) else f"{len(subject.transitions)} transitions")
+    summary = (f"{len(subject.transitions)} transitions ({hops} hops at {hop:g} mm); lowest travel point "
+               f"{margin_min:.2f} mm above its required clearance" if np.isfinite(low_min)
+               else f"{len(subject.transitions)} transitions")
     return {"summary": summary, "transitions": len(subject.transitions), "points": len(pts),
-            "travel_points": int(travel.sum()), "clearance_mm": clearance, "required_mm": need,
+            "travel_points": int(travel.sum()), "clearance_mm": clearance, "hop_clearance_mm": hop, "hops": hops,
+            "required_mm": clearance - TRANSIT_SLACK_MM, "lowest_margin_mm": _num(margin_min),
             "lowest_travel_mm": _num(low_min), "lowest_leg_mm": _num(signed[leg].min()) if leg.any() else None,
             "max_join_gap_mm": worst_join, "missing": len(missing)}, violations
 
