@@ -45,6 +45,9 @@ class Flattened:
     distance: np.ndarray  # (k,) float, mm from the point to the surface (-1 if not found)
 
 
+LINEAR_SCALE_FLOOR = 0.05   # skin mm per chart mm below which a triangle counts as collapsed
+
+
 @functools.lru_cache(maxsize=4)
 def _chart_grid(subdivisions: int) -> lifting.TriangleGrid:
     tpl = _template.template(subdivisions)
@@ -213,6 +216,13 @@ class Face:
     def area_scale(self) -> np.ndarray:
         """Skin mm^2 per chart mm^2 in each triangle ``(m,) float``."""
         return _frozen(_chart.area_scale(self.jacobian))
+
+    @functools.cached_property
+    def linear_scale(self) -> np.ndarray:
+        """Skin mm per chart mm in each triangle ``(m,) float`` (the chart is conformal to
+        ~2 %), floored at ``LINEAR_SCALE_FLOOR``: a scan can collapse a triangle (several
+        template points on one scan point), and path construction divides by this."""
+        return _frozen(np.sqrt(np.maximum(self.area_scale, LINEAR_SCALE_FLOOR ** 2)))
 
     @functools.cached_property
     def treatable_triangles(self) -> np.ndarray:

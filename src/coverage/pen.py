@@ -130,6 +130,8 @@ class DoseField:
     foot_texels: int         # side of the box that stands for the footprint in the solver
     footprint_mm: float      # the cartridge's footprint diameter
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
+    clearance: object = None            # FootprintClearance of the cartridge
+    near_exclusion: np.ndarray | None = None  # (h, w) texels where path samples are checked exactly
     q: np.ndarray | None = None
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
@@ -197,21 +199,23 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     aim = np.where(treat, targets[lab] * AIM_RATIO * scale[lab], 0.0)
     cap = np.where(treat, caps[lab], np.inf)
     # skin length of one chart mm at each texel (the chart is conformal to within ~2 %)
-    linear = np.sqrt(np.where(grid.tri >= 0, face.area_scale[np.maximum(grid.tri, 0)], 0.0))
+    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
     depth = np.full((h, w), np.nan)
     allowed = np.zeros((h, w), dtype=bool)
     radius = 0.5 * pen.footprint_diameter_mm + EDGE_SLACK_MM
     distances = {}
+    zone_depth = np.full((h, w), np.nan)
     for name in pen_zones:
-        k = names.index(name)
-        d = pen_depth_mm(pen, zones.dose(name))
-        depth[label == k] = d
-    for d in sorted({float(x) for x in np.unique(depth[np.isfinite(depth)])}):
+        zone_depth[label == names.index(name)] = pen_depth_mm(pen, zones.dose(name))
+    for d in sorted({round(float(x), 9) for x in np.unique(zone_depth[np.isfinite(zone_depth)])}):
         forbidden = ~treat | (max_depth[lab] < d - 1e-9)
         dist = ndimage.distance_transform_edt(~forbidden, sampling=grid.cell_mm) * linear
         distances[d] = dist
-        allowed |= (depth == d) & (dist >= radius)
-    allowed &= _footprint_clear(zones, grid, allowed, linear, radius - EDGE_SLACK_MM)
+        allowed |= (np.abs(zone_depth - d) < 1e-9) & (dist >= radius)
+        depth[allowed & np.isnan(depth)] = d
+    clearance = FootprintClearance(zones, 0.5 * pen.footprint_diameter_mm)
+    clear, near_exclusion = _footprint_clear(zones, grid, allowed, linear, clearance)
+    allowed &= clear
     n = pen.needles
     median_linear = float(np.median(linear[treat])) if treat.any() else 1.0
     foot = max(1, int(round(pen.footprint_diameter_mm * math.sqrt(math.pi) / 2 / median_linear / grid.cell_mm)))
@@ -226,42 +230,64 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         hits = simulate.stamp(face, centres, stamp_angles(len(centres)), depth[allowed], layout, pen.gap_tolerance)
         fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
         allowed &= fired >= 0.25 * n
-    return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances)
+    return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
+                     clearance=clearance, near_exclusion=near_exclusion)
 
 
-def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray, radius_mm: float) -> np.ndarray:
-    """Texels where the whole footprint disc clears every exclusion by its margin, measured
-    in 3D to the excluded skin itself (the chart distance is only a guide near the
-    nostrils, where the chart stretches most)."""
-    from . import proximity, regions
-    from .zones import canonical_exclusion_regions
+class FootprintClearance:
+    """Whether a cartridge's whole footprint, centred at chart points, clears every exclusion
+    by its margin: the 3D distance to the excluded skin itself (the chart is only a guide
+    near the nostrils, where it stretches most) against margin + footprint radius."""
 
-    face = zones.face
+    def __init__(self, zones, radius_mm: float):
+        from . import proximity, regions
+        from .zones import canonical_exclusion_regions
+
+        self.face = zones.face
+        self.radius_mm = radius_mm
+        standard = canonical_exclusion_regions(self.face.subdivisions)
+        self.parts = []
+        for name, exc in zones.exclusions.items():
+            regions_by_part = dict(standard.get(name, ()))
+            for part, margin in exc.margins_mm:
+                tris = regions.region_triangles_3d(self.face, regions_by_part.get(part, exc.region))
+                if len(tris):
+                    vertices = np.ascontiguousarray(tris.reshape(-1, 3))
+                    mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
+                    self.parts.append((mesh, float(margin)))
+        self.widest_mm = max((m for _, m in self.parts), default=0.0)
+
+    def clear(self, uv: np.ndarray, slack_mm: float = 0.05) -> np.ndarray:
+        """``(k,) bool``: the footprint centred at each chart point keeps every margin + slack."""
+        from . import proximity
+
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        ok = np.ones(len(uv), dtype=bool)
+        if not len(uv) or not self.parts:
+            return ok
+        lifted = self.face.lift(uv)
+        ok &= lifted.inside
+        points = np.where(lifted.inside[:, None], lifted.points, 0.0)
+        for mesh, margin in self.parts:
+            need = margin + self.radius_mm + slack_mm
+            tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
+            ok &= ~((tri >= 0) & (dist < need))
+        return ok
+
+
+def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
+                     clearance: FootprintClearance) -> tuple[np.ndarray, np.ndarray]:
+    """Texels whose centre keeps the whole footprint clear of every exclusion margin, and the
+    texels near enough to an exclusion that path samples in them are checked one by one."""
     ok = np.ones(grid.shape, dtype=bool)
     on_chart_not_treatable = (grid.tri >= 0) & (grid.label < 0)
     if not on_chart_not_treatable.any():
-        return ok
+        return ok, np.zeros(grid.shape, dtype=bool)
     near = ndimage.distance_transform_edt(~on_chart_not_treatable, sampling=grid.cell_mm) * linear
-    widest = max((m for exc in zones.exclusions.values() for _, m in exc.margins_mm), default=0.0)
-    candidates = allowed & (near < radius_mm + widest + 2.0)
-    if not candidates.any():
-        return ok
-    points = face.lift(grid.centres()[candidates.ravel()]).points
-    standard = canonical_exclusion_regions(face.subdivisions)
-    clear = np.ones(len(points), dtype=bool)
-    for name, exc in zones.exclusions.items():
-        parts = dict(standard.get(name, ()))
-        for part, margin in exc.margins_mm:
-            tris = regions.region_triangles_3d(face, parts.get(part, exc.region))
-            if not len(tris):
-                continue
-            vertices = np.ascontiguousarray(tris.reshape(-1, 3))
-            mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
-            need = margin + radius_mm + 0.4   # + half a texel diagonal: samples lie anywhere in a texel
-            tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
-            clear &= ~((tri >= 0) & (dist < need))
-    ok[candidates] = clear
-    return ok
+    candidates = allowed & (near < clearance.radius_mm + clearance.widest_mm + 2.0)
+    if candidates.any():
+        ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()])
+    return ok, candidates
 
 
 # --- stroke paths ------------------------------------------------------------------------
@@ -289,7 +315,8 @@ class PenPath:
 
 
 def _texel_index(grid: TexelGrid, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    f = (uv - grid.origin) / grid.cell_mm
+    f = np.nan_to_num((np.asarray(uv, dtype=np.float64) - grid.origin) / grid.cell_mm, nan=-1.0,
+                      posinf=-1.0, neginf=-1.0)
     h, w = grid.shape
     ix = np.floor(f[:, 0]).astype(np.int64)
     iy = np.floor(f[:, 1]).astype(np.int64)
@@ -381,7 +408,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     passes = passes or settings.passes
     cell = grid.cell_mm
     face = zones.face
-    linear = np.sqrt(np.where(grid.tri >= 0, face.area_scale[np.maximum(grid.tri, 0)], 0.0))
+    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
     zone_linear = float(np.median(linear[zone_mask]))
     # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
     # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
@@ -394,8 +421,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     for p in range(passes):
         placer = StampPlacer()
         if pattern == "contour":
-            depth = problem.depth_mm[grid.label == k]
-            dist = problem.skin_distance[float(depth[np.isfinite(depth)][0])]
+            dist = problem.skin_distance[round(float(settings.depth_mm), 9)]
             radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
             top = float(dist[active].max())
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
@@ -415,28 +441,38 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             inside = _lookup(grid, active, samples, False).astype(bool)
             # texel labels go by texel centre: the zone's own polygon has the last word
             inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
+            if problem.clearance is not None and problem.near_exclusion is not None:
+                # near an exclusion a sample off its texel centre is checked in 3D itself
+                check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
+                if check.any():
+                    inside[check] = problem.clearance.clear(samples[check])
+            # a run holds one depth setting: it splits where the stamps step down beside a
+            # shallower zone
+            depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
+            cut = np.nonzero(np.diff(depth_at) != 0)[0] + 1
             for a, b in _runs(inside):
-                if b - a < 2:
-                    continue
-                runs.append((j, samples[a:b]))
+                bounds = [a, *[c for c in cut if a < c < b], b]
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    if hi - lo >= 2 and np.isfinite(depth_at[lo]):
+                        runs.append((j, samples[lo:hi], float(depth_at[lo])))
         # boustrophedon: every other line (or loop) runs backwards
-        runs = [(j, r if j % 2 == 0 else r[::-1]) for j, r in runs]
+        runs = [(j, r if j % 2 == 0 else r[::-1], d) for j, r, d in runs]
         if pattern != "contour":
             # keep line order; within a reversed line, its runs go in reverse too
             runs = _snake(runs)
         if not runs:
             continue
-        samples = np.concatenate([uv for _, uv in runs])
-        owner = np.repeat(np.arange(len(runs)), [len(uv) for _, uv in runs])
+        samples = np.concatenate([uv for _, uv, _ in runs])
+        owner = np.repeat(np.arange(len(runs)), [len(uv) for _, uv, _ in runs])
         dist, nearest = cKDTree(samples).query(mass_uv)
         reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
         carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
-        for i, (j, uv) in enumerate(runs):
+        for i, (j, uv, run_depth) in enumerate(runs):
             m = carried[owner == i] / passes
             seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
             share = np.concatenate([[0.0], seg]) / 2 + np.concatenate([seg, [0.0]]) / 2
             stamps, at = placer.place(uv, m / np.maximum(share, 1e-9))
-            paths.append(PenPath(name, first_pass + p, j, theta, pattern, settings.depth_mm, settings.speed_mm_s,
+            paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
 
@@ -444,11 +480,10 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
 def _snake(runs: list) -> list:
     """Runs in line order; the runs of a backwards line in backwards order."""
     out, by_line = [], {}
-    for j, r in runs:
-        by_line.setdefault(j, []).append(r)
+    for run in runs:
+        by_line.setdefault(run[0], []).append(run)
     for j in sorted(by_line):
-        seq = by_line[j] if j % 2 == 0 else by_line[j][::-1]
-        out.extend((j, r) for r in seq)
+        out.extend(by_line[j] if j % 2 == 0 else by_line[j][::-1])
     return out
 
 
@@ -467,6 +502,9 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             if gap <= MAX_GLIDE_MM:
                 move = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
                 ok = _lookup(grid, problem.allowed & (grid.label == k), move, False).astype(bool)
+                if ok.all() and problem.clearance is not None and problem.near_exclusion is not None:
+                    check = _lookup(grid, problem.near_exclusion, move, False).astype(bool)
+                    ok[check] = problem.clearance.clear(move[check])
                 if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
                     offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
                     prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv])
@@ -502,10 +540,11 @@ class Stamps:
 
 
 def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0,
-                   pen: PenSpec | None = None) -> tuple[Stamps, int]:
+                   pen: PenSpec | None = None, grid: TexelGrid | None = None) -> tuple[Stamps, int]:
     """Simulate every stamp of ``paths`` (one cartridge: the protocol's, or ``pen``) and drop
     each stamp one of whose punctures would land off treatable skin (a keep-out, unobserved
-    skin, off the face) or in a zone shallower than its effective depth. Returns the stamps
+    skin, off the face, or a texel of ``grid`` outside every zone) or in a zone shallower
+    than its effective depth. Returns the stamps
     and how many were dropped."""
     from . import simulate
 
@@ -523,6 +562,10 @@ def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: in
     label = np.full(len(fired), -1, dtype=np.int64)
     label[fired] = zones.label_at(hits.uv[fired])
     bad = fired & ((label < 0) | (hits.depth_mm > max_depth[np.maximum(label, 0)] + 1e-9))
+    if grid is not None:
+        # the density map counts a puncture by its texel's zone (the zone under the texel's
+        # centre): a needle in a rim texel outside every zone would count as off the skin
+        bad |= fired & (_lookup(grid, grid.label, hits.uv, -1) < 0)
     per_stamp_bad = bad.reshape(-1, n).any(axis=1) if len(uv) else np.zeros(0, bool)
     per_stamp_fired = fired.reshape(-1, n).any(axis=1) if len(uv) else np.zeros(0, bool)
     keep = per_stamp_fired & ~per_stamp_bad

@@ -513,7 +513,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     for n in pen_zones:
         mine = np.where(grid.label == zones.names.index(n), q, 0.0)
         paths += _pen.join_paths(_pen.zone_paths(problem, zones, n, settings[n], mine), problem, zones)
-    main, unsafe = _pen.simulate_paths(face, zones, protocol, paths)
+    main, unsafe = _pen.simulate_paths(face, zones, protocol, paths, grid=grid)
     sets = [main]
     # touch-ups: wherever the skin is still under 0.9 x target, solve again over what is
     # there and add strokes near it (one pass, the zone's next direction), first with the
@@ -550,7 +550,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
         if not touch_paths:
             continue
         touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp,
-                                                  pen=cartridge)
+                                                  pen=cartridge, grid=grid)
         first_stamp += len(touch.uv)
         unsafe += unsafe_touch
         sets.append(touch)

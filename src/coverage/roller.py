@@ -350,7 +350,7 @@ class ZoneSweeps:
         chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ self.to_chart.T
         tri, _ = self.face.locate(chart)
         scale = np.ones(len(chart))
-        scale[tri >= 0] = np.sqrt(self.face.area_scale[tri[tri >= 0]])
+        scale[tri >= 0] = self.face.linear_scale[tri[tri >= 0]]
         in_region = self.inside.at(chart, outside=-1.0) >= 0
         corners = self.face.faces[np.maximum(tri, 0)]
         band = self.conform.swath_mm[corners].min(axis=1)
@@ -448,7 +448,7 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     """
     n = len(uv)
     tri, _ = face.locate(uv)
-    scale = np.where(tri >= 0, np.sqrt(face.area_scale[np.maximum(tri, 0)]), 1.0)
+    scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
     travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
     travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
     across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
@@ -516,7 +516,7 @@ class Occupancy:
         travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
         across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
         tri, _ = face.locate(uv)
-        scale = np.where(tri >= 0, np.sqrt(face.area_scale[np.maximum(tri, 0)]), 1.0)
+        scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
         half = np.maximum(run.swath_mm / 2.0 - inset_mm, 0.0)
         m = int(math.ceil(float(half.max(initial=0.0)) * 2 / step_mm)) + 1
         f = np.linspace(-1.0, 1.0, max(m, 2))
@@ -663,7 +663,7 @@ def border_distance(face, region: Region) -> ChartRaster:
     jj, ii = np.meshgrid(np.arange(w), np.arange(h))
     centres = r.origin + (np.stack([jj, ii], -1).reshape(-1, 2) + 0.5) * r.cell
     tri, _ = face.locate(centres)
-    scale = np.where(tri >= 0, np.sqrt(face.area_scale[np.maximum(tri, 0)]), 1.0).reshape(h, w)
+    scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0).reshape(h, w)
     return ChartRaster(r.origin, r.cell, np.where(r.values >= 0, r.values * scale, -1.0))
 
 
