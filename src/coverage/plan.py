@@ -129,6 +129,7 @@ class Plan:
             entry = {key: _finite(getattr(s, key)) for key in (
                 "area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p50", "p95", "max",
                 "in_band_fraction", "over_cap_fraction", "distinct_mean")}
+            entry["unobserved_cm2"] = self._unobserved_cm2(name)
             entry["strokes"] = len(strokes)
             entry["time_s"] = float(sum(k.duration_s for k in strokes))
             entry.update(self.zone_status.get(name, {}))
@@ -141,6 +142,16 @@ class Plan:
                 "punctures_off_treatable_skin": int(self.density.punctures_outside_treatable),
                 "devices": sorted({k.device for k in self.strokes}),
                 **({"pen": self.zone_status["_pen"]} if "_pen" in self.zone_status else {})}
+
+    def _unobserved_cm2(self, name: str) -> float:
+        """Skin of the zone's cell the scan did not see (left untreated), cm^2."""
+        unseen = self.zones.exclusions.get("unobserved")
+        if unseen is None:
+            return 0.0
+        from . import regions
+
+        part = shapely.intersection(self.zones.outlines[name], unseen.region)
+        return 0.0 if part.is_empty else round(regions.skin_area_mm2(self.face, part) / 100.0, 3)
 
     # --- files -------------------------------------------------------------------------
 
@@ -766,6 +777,9 @@ def report_text(doc: dict) -> str:
     rows.append(f"punctures {summary['punctures']} ({summary['distinct_channels']} distinct channels); "
                 f"time {summary['time_s']:.0f} s ({summary['stroke_time_s']:.0f} s in contact, "
                 f"{summary['transition_time_s']:.0f} s moving); strokes {len(doc['strokes'])}; devices {devices}")
+    unseen = {n: z.get("unobserved_cm2", 0.0) for n, z in summary["zones"].items() if z.get("unobserved_cm2")}
+    if unseen:
+        rows.append("unobserved skin, left untreated: " + ", ".join(f"{n} {a:.1f} cm2" for n, a in unseen.items()))
     if notes:
         rows.append("where the roller was refused or limited:")
         rows.extend(notes)
