@@ -149,3 +149,38 @@ def test_face_curvature_signs_where_anatomy_says(default_face):
     assert c.k2[4] > 0
     assert c.k1[151] > 0 and abs(c.k1[151]) < 0.05
     assert np.median(c.k2[default_face.faces[:, 0]]) < 0.01
+
+
+def test_collapsed_triangles_keep_unit_normals_and_a_floored_scale(default_face):
+    """A scan can pull a vertex's whole fan onto one point: its normal comes from its
+    neighbours, and the chart scale used for paths never reaches zero."""
+    vertices = default_face.vertices.copy()
+    centre = 425
+    fan = np.unique(default_face.faces[(default_face.faces == centre).any(axis=1)])
+    vertices[fan] = vertices[centre]
+    face = Face(vertices, default_face.subdivisions)
+    lengths = np.linalg.norm(face.normals, axis=1)
+    np.testing.assert_allclose(lengths, 1.0, atol=1e-9)
+    # the collapsed vertex's normal is its neighbours': close to the original one
+    assert float(face.normals[centre] @ default_face.normals[centre]) > 0.95
+    collapsed = (face.faces == centre).any(axis=1)
+    assert (face.area_scale[collapsed] < 1e-12).all()
+    assert (face.linear_scale[collapsed] > 0).all() and np.isfinite(face.linear_scale).all()
+
+
+def test_skin_frame_follows_an_anisotropic_chart(default_face):
+    """On a face stretched along x (a chart no longer conformal), the drum's across vector is
+    one skin millimetre perpendicular to the travel, as the needle simulation maps it."""
+    from coverage.roller import skin_frame
+
+    stretched = Face(default_face.vertices * [2.0, 1.0, 1.0], default_face.subdivisions)
+    uv = stretched.uv[[425, 205, 151]]
+    tri, _ = stretched.locate(uv)
+    travel = np.array([[0.0, 1.0], [np.sqrt(0.5), np.sqrt(0.5)], [1.0, 0.0]])
+    along, across = skin_frame(stretched, tri, travel, stretched.linear_scale[tri])
+    jac = stretched.jacobian[tri]
+    skin_along = np.einsum("kij,kj->ki", jac, along)
+    skin_across = np.einsum("kij,kj->ki", jac, across)
+    np.testing.assert_allclose(np.linalg.norm(skin_along, axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(skin_across, axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.einsum("ki,ki->k", skin_along, skin_across), 0.0, atol=1e-9)

@@ -225,3 +225,15 @@ def test_cli_plans_a_scan_file(metre_scan, tmp_path, capsys):
     np.testing.assert_allclose(punctures, same.puncture_points, rtol=0, atol=1e-6)
     check = verify(out, face=face)
     assert check.ok, check.text()
+
+
+def test_a_100k_vertex_scan_plans_and_verifies(subject):
+    """At 0.477 mm pitch (100k scan vertices) the fit collapses some template fans onto one
+    scan point: the plan must still run (no NaN normals) and pass every rule."""
+    scan = make_scan(subject, units="m", pitch_mm=0.477, seed=0)
+    assert len(scan.vertices) > 95_000
+    face = Face.load((scan.vertices, scan.faces), scan.landmarks, units="m")
+    assert np.isfinite(face.normals).all()
+    result = _timed("plan 100k scan", lambda: plan(face))
+    verdict = verify(result)
+    assert verdict.ok, verdict.text()

@@ -168,8 +168,29 @@ class Face:
 
     @functools.cached_property
     def normals(self) -> np.ndarray:
-        """Unit vertex normals ``(v, 3) float`` pointing out of the face."""
-        return _frozen(np.asarray(self.mesh.vertex_normals, dtype=np.float64))
+        """Unit vertex normals ``(v, 3) float`` pointing out of the face.
+
+        A vertex all of whose triangles collapsed (a scan can pull several template points
+        onto one scan point) has no normal of its own: it takes the mean of its neighbours'.
+        """
+        normals = np.array(self.mesh.vertex_normals, dtype=np.float64)
+        bad = ~(np.linalg.norm(normals, axis=1) > 0.5)
+        if bad.any():
+            from scipy import sparse
+
+            f = self.faces
+            rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+            cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+            adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(normals),) * 2)
+            for _ in range(50):
+                summed = adjacency @ np.where(bad[:, None], 0.0, normals)
+                length = np.linalg.norm(summed, axis=1)
+                fixed = bad & (length > 1e-9)
+                normals[fixed] = summed[fixed] / length[fixed, None]
+                bad &= ~fixed
+                if not bad.any():
+                    break
+        return _frozen(normals)
 
     @functools.cached_property
     def _frames(self) -> np.ndarray:

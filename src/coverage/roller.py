@@ -42,6 +42,7 @@ COLUMN_STEP_MM = 1.0       # line samples along the passes (chart)
 ROW_STEP_MM = 0.25         # field rows across the passes (chart)
 CLEARANCE_CELL_MM = 0.25   # keep-out distance raster (chart)
 BODY_STEP_MM = 2.0         # drum outline samples (skin)
+BAND_EDGE_SLACK = 0.04      # share of the half band kept inside the region beyond the band's edge
 LINE_SMOOTH_MM = 5.0       # smoothing of each pass line along its length
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -435,6 +436,31 @@ class ZoneSweeps:
         return ok, width, np.nan_to_num(kc)
 
 
+def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chart vectors of one skin millimetre along the travel and across it, per sample.
+
+    From each triangle's own Jacobian (a scan's chart need not be conformal: across can be
+    twice along), as the needle simulation maps the drum; the isotropic ``1 / scale`` off
+    the chart.
+    """
+    along = travel / scale[:, None]
+    across = np.stack([-travel[:, 1], travel[:, 0]], axis=1) / scale[:, None]
+    on = tri >= 0
+    if on.any():
+        jac = face.jacobian[tri[on]]                                  # (k, 3, 2)
+        skin_t = np.einsum("kij,kj->ki", jac, travel[on])
+        length = np.maximum(np.linalg.norm(skin_t, axis=1), 1e-9)
+        normal = np.cross(jac[:, :, 0], jac[:, :, 1])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        left = np.cross(normal, skin_t / length[:, None])
+        per_mm = np.einsum("kij,kj->ki", np.linalg.pinv(jac), left)
+        ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < 1.0 / 0.05)
+        idx = np.nonzero(on)[0][ok]
+        along[idx] = travel[on][ok] / length[ok, None]
+        across[idx] = per_mm[ok]
+    return along, across
+
+
 def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: ChartRaster,
               clearance: ChartRaster, straight: bool = True) -> np.ndarray:
     """Where the drum may stand along a path ``(n, 2)``: its needle band (``width`` mm across)
@@ -451,12 +477,13 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
     travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
     travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
-    across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
-    per_mm_t = travel / scale[:, None]
-    per_mm_a = across / scale[:, None]
+    per_mm_t, per_mm_a = skin_frame(face, tri, travel, scale)
     band = np.linspace(-0.5, 0.5, 9)
     pts = (uv[:, None, :] + (band[None, :, None] * width[:, None, None]) * per_mm_a[:, None, :]).reshape(-1, 2)
-    ok = (tri >= 0) & (inside.at(pts, outside=-1.0) >= 0).reshape(n, -1).all(axis=1)
+    # the needles land where the drum's chart frame puts them, a first-order map from the
+    # path sample: keep the band's edge BAND_EDGE_SLACK of its half width inside the region
+    slack = np.repeat(BAND_EDGE_SLACK * 0.5 * width / scale, len(band))
+    ok = (tri >= 0) & (inside.at(pts, outside=-1.0) >= slack).reshape(n, -1).all(axis=1)
     across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
     if not straight:
         along_steps = np.linspace(-drum.diameter_mm / 2, drum.diameter_mm / 2,
