@@ -145,6 +145,8 @@ def test_auto_plan_uses_both_devices_and_never_exceeds_a_cap(auto_plan, default_
         assert s.cartridge["needles"] in (PROTOCOL.pen.needles, PROTOCOL.pen.fine_needles)
         assert s.puncture_rate_hz == pytest.approx(s.cartridge["needles"] * s.stamp_hz)
         assert s.stamp_hz <= PROTOCOL.pen.stamp_hz_max + 1e-9
+        if len(s.stamp_times_s) > 1:      # no two stamps closer in time than the top rate allows
+            assert np.diff(s.stamp_times_s).min() >= 1 / PROTOCOL.pen.stamp_hz_max - 1e-9
         assert PROTOCOL.pen.speed_mm_s_min <= s.speed_mm_s <= PROTOCOL.pen.speed_mm_s_max
         assert len(s.stamp_uv) == len(s.stamp_times_s) and np.all(np.diff(s.stamp_times_s) > 0)
         # stamp points lie on the path's stroke (within a sample step of the chart path)
@@ -179,3 +181,20 @@ def test_a_move_across_an_exclusion_lifts_to_the_full_clearance(default_face, de
     assert transit_clearance(default_zones, cheek, brow) == PROTOCOL.session.clearance_mm
     # a short move within the cheek: a hop
     assert transit_clearance(default_zones, cheek, cheek + [3.0, 0.0]) == PROTOCOL.session.hop_clearance_mm
+
+
+def test_pen_speed_drops_only_between_stamps_too_close_for_the_top_rate():
+    from coverage.plan import pen_speed_profile
+
+    pen = PROTOCOL.pen                            # top rate 150 Hz, speeds 5 to 150 mm/s
+    skin_s = np.linspace(0.0, 10.0, 41)           # 0.25 mm samples
+    stamps = np.array([1.0, 3.0, 3.5, 3.6, 8.0])  # gaps 2.0, 0.5, 0.1, 4.4 mm
+    speed = pen_speed_profile(skin_s, stamps, 150.0, pen)
+    elapsed = np.concatenate([[0.0], np.cumsum(np.diff(skin_s) / speed)])
+    t = np.interp(stamps, skin_s, elapsed)
+    # no two stamps closer in time than 1 / 150 s; the 0.1 mm gap is crossed at 15 mm/s
+    assert np.diff(t).min() >= 1 / pen.stamp_hz_max - 1e-12
+    assert speed.min() == pytest.approx(150 * 0.1)
+    # full speed before the first stamp, after the last, and across the 2.0 and 4.4 mm gaps
+    assert speed[0] == 150.0 and speed[-1] == 150.0
+    assert speed[(skin_s[1:] > 4.0) & (skin_s[:-1] < 7.5)].min() == 150.0

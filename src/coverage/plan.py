@@ -586,6 +586,26 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     return sets, status
 
 
+def pen_speed_profile(skin_s: np.ndarray, stamp_skin: np.ndarray, speed_mm_s: float, pen) -> np.ndarray:
+    """Glide speed ``(n - 1,)`` over each segment of a pen path: the planned speed, lowered
+    only across stamp intervals too short for the top stamp rate at it (so no two stamps
+    come closer in time than ``1 / pen.stamp_hz_max``), never under ``pen.speed_mm_s_min``."""
+    limit = np.full(len(skin_s) - 1, float(speed_mm_s))
+    if len(stamp_skin) > 1:
+        gaps = pen.stamp_hz_max * np.diff(stamp_skin)          # fastest speed per stamp interval
+        last = len(gaps) - 1
+        lo = np.searchsorted(stamp_skin, skin_s[:-1], side="right") - 1
+        hi = np.searchsorted(stamp_skin, skin_s[1:], side="left") - 1
+        touched = (hi >= 0) & (lo <= last) & (hi >= lo)
+        lo, hi = np.clip(lo, 0, last), np.clip(hi, 0, last)
+        fastest = gaps[lo]
+        for step in range(1, int((hi - lo).max(initial=0)) + 1):   # segments spanning several intervals
+            more = hi - lo >= step
+            fastest[more] = np.minimum(fastest[more], gaps[np.minimum(lo[more] + step, last)])
+        limit[touched] = np.minimum(limit[touched], fastest[touched])
+    return np.maximum(limit, pen.speed_mm_s_min)
+
+
 def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
     """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
@@ -612,18 +632,17 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             uv = path.uv[a:b]
             lifted, tangent, skin_s, _ = chart_path_frames(face, uv)
             stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
-            speed = path.speed_mm_s
-            if len(rows) > 1:
-                speed = min(speed, pen.stamp_hz_max * float(np.diff(stamp_skin).min()))
-            speed = max(speed, pen.speed_mm_s_min)
+            speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
             if previous is not None:
                 pts, times = transit(face, previous.points[-1], previous.normals[-1], lifted.points[0],
                                      lifted.normals[0], transit_clearance(zones, previous.uv[-1], uv[0]),
                                      protocol.session.transit_speed_mm_s, t)
                 transitions.append(Transition(previous.id, sid, pts, times))
                 t = float(times[-1])
-            times = t + skin_s / speed
-            stamp_times = t + stamp_skin / speed
+            # glide at the zone's speed, slower only between stamps too close for the top rate
+            elapsed = np.concatenate([[0.0], np.cumsum(np.diff(skin_s) / speed)])
+            times = t + elapsed
+            stamp_times = t + np.interp(stamp_skin, skin_s, elapsed)
             span = float(stamp_times[-1] - stamp_times[0])
             # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
             rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
@@ -632,7 +651,7 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             depth = st.hits.depth_mm[hit_rows]
             stamp_points = face.lift(st.uv[rows]).points
             stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
-                            float(depth.max()), path.depth_mm, float(speed), uv, lifted.tri, lifted.bary,
+                            float(depth.max()), path.depth_mm, float(speed.max()), uv, lifted.tri, lifted.bary,
                             lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
                             punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
                             puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
