@@ -195,7 +195,9 @@ class ChartRaster:
     values: np.ndarray  # (h, w)
 
     def at(self, uv: np.ndarray, outside: float) -> np.ndarray:
-        ij = np.floor((np.asarray(uv) - self.origin) / self.cell).astype(np.int64)
+        """Values at chart points ``(k, 2)`` (float); ``outside`` off the grid or at NaN."""
+        f = np.floor((np.asarray(uv, dtype=np.float64).reshape(-1, 2) - self.origin) / self.cell)
+        ij = np.nan_to_num(f, nan=-1.0, posinf=-1.0, neginf=-1.0).astype(np.int64)
         h, w = self.values.shape
         ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h)
         out = np.full(len(ij), outside, dtype=np.float64)
