@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
+from .roller import ChartRaster
 
 AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
 CAP_SAFETY = 0.92        # the dose field keeps every window this far under its cap
@@ -130,7 +131,7 @@ class DoseField:
     foot_texels: int         # side of the box that stands for the footprint in the solver
     footprint_mm: float      # the cartridge's footprint diameter
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
-    clearance: object = None            # FootprintClearance of the cartridge
+    clearance: object = None            # FootprintClearance of the zone map (any cartridge)
     near_exclusion: np.ndarray | None = None  # (h, w) texels where path samples are checked exactly
     q: np.ndarray | None = None
 
@@ -182,9 +183,11 @@ def fine_cartridge(pen: PenSpec) -> PenSpec | None:
 
 
 def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen_zones: set,
-               aim_scale: dict | None = None, pen: PenSpec | None = None) -> DoseField:
+               aim_scale: dict | None = None, pen: PenSpec | None = None,
+               exclusions: "FootprintClearance | None" = None) -> DoseField:
     """The pen's dose problem over a zone map (stamps allowed only in ``pen_zones``), for the
-    protocol's cartridge or the one given as ``pen``."""
+    protocol's cartridge or the one given as ``pen``; ``exclusions`` reuses another dose
+    field's :class:`FootprintClearance` of the same zone map."""
     face = zones.face
     pen = protocol.pen if pen is None else pen
     names = zones.names
@@ -213,8 +216,8 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         distances[d] = dist
         allowed |= (np.abs(zone_depth - d) < 1e-9) & (dist >= radius)
         depth[allowed & np.isnan(depth)] = d
-    clearance = FootprintClearance(zones, 0.5 * pen.footprint_diameter_mm)
-    clear, near_exclusion = _footprint_clear(zones, grid, allowed, linear, clearance)
+    clearance = FootprintClearance(zones) if exclusions is None else exclusions
+    clear, near_exclusion = _footprint_clear(grid, allowed, linear, clearance, 0.5 * pen.footprint_diameter_mm)
     allowed &= clear
     n = pen.needles
     median_linear = float(np.median(linear[treat])) if treat.any() else 1.0
@@ -239,12 +242,11 @@ class FootprintClearance:
     by its margin: the 3D distance to the excluded skin itself (the chart is only a guide
     near the nostrils, where it stretches most) against margin + footprint radius."""
 
-    def __init__(self, zones, radius_mm: float):
+    def __init__(self, zones):
         from . import proximity, regions
         from .zones import canonical_exclusion_regions
 
         self.face = zones.face
-        self.radius_mm = radius_mm
         standard = canonical_exclusion_regions(self.face.subdivisions)
         self.parts = []
         for name, exc in zones.exclusions.items():
@@ -257,8 +259,9 @@ class FootprintClearance:
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
 
-    def clear(self, uv: np.ndarray, slack_mm: float = 0.05) -> np.ndarray:
-        """``(k,) bool``: the footprint centred at each chart point keeps every margin + slack."""
+    def clear(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
+        """``(k,) bool``: a footprint of ``radius_mm`` centred at each chart point keeps every
+        margin + slack."""
         from . import proximity
 
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
@@ -269,14 +272,14 @@ class FootprintClearance:
         ok &= lifted.inside
         points = np.where(lifted.inside[:, None], lifted.points, 0.0)
         for mesh, margin in self.parts:
-            need = margin + self.radius_mm + slack_mm
+            need = margin + radius_mm + slack_mm
             tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
             ok &= ~((tri >= 0) & (dist < need))
         return ok
 
 
-def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
-                     clearance: FootprintClearance) -> tuple[np.ndarray, np.ndarray]:
+def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
+                     clearance: FootprintClearance, radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Texels whose centre keeps the whole footprint clear of every exclusion margin, and the
     texels near enough to an exclusion that path samples in them are checked one by one."""
     ok = np.ones(grid.shape, dtype=bool)
@@ -284,9 +287,9 @@ def _footprint_clear(zones, grid: TexelGrid, allowed: np.ndarray, linear: np.nda
     if not on_chart_not_treatable.any():
         return ok, np.zeros(grid.shape, dtype=bool)
     near = ndimage.distance_transform_edt(~on_chart_not_treatable, sampling=grid.cell_mm) * linear
-    candidates = allowed & (near < clearance.radius_mm + clearance.widest_mm + 2.0)
+    candidates = allowed & (near < radius_mm + clearance.widest_mm + 2.0)
     if candidates.any():
-        ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()])
+        ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()], radius_mm)
     return ok, candidates
 
 
@@ -314,19 +317,9 @@ class PenPath:
         return float(np.linalg.norm(np.diff(self.uv, axis=0), axis=1).sum())
 
 
-def _texel_index(grid: TexelGrid, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    f = np.nan_to_num((np.asarray(uv, dtype=np.float64) - grid.origin) / grid.cell_mm, nan=-1.0,
-                      posinf=-1.0, neginf=-1.0)
-    h, w = grid.shape
-    ix = np.floor(f[:, 0]).astype(np.int64)
-    iy = np.floor(f[:, 1]).astype(np.int64)
-    ok = (ix >= 0) & (iy >= 0) & (ix < w) & (iy < h)
-    return np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1), ok
-
-
-def _lookup(grid: TexelGrid, values: np.ndarray, uv: np.ndarray, fill=0):
-    iy, ix, ok = _texel_index(grid, uv)
-    return np.where(ok, values[iy, ix], fill)
+def _lookup(grid: TexelGrid, values: np.ndarray, uv: np.ndarray, fill=0) -> np.ndarray:
+    """A texel field at chart points (float; ``fill`` off the grid or at NaN)."""
+    return ChartRaster(grid.origin, grid.cell_mm, values).at(uv, fill)
 
 
 def _runs(mask: np.ndarray) -> list:
@@ -445,7 +438,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
                 # near an exclusion a sample off its texel centre is checked in 3D itself
                 check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
                 if check.any():
-                    inside[check] = problem.clearance.clear(samples[check])
+                    inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
             # a run holds one depth setting: it splits where the stamps step down beside a
             # shallower zone
             depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
@@ -477,6 +470,18 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     return [p for p in paths if len(p.stamp_uv)]
 
 
+def field_paths(problem: DoseField, zones, names: list, q: np.ndarray, settings: dict, *,
+                pattern: str | None = None, passes: int | None = None, first_pass: dict | None = None) -> list:
+    """The joined pen paths of several zones realising the stamp field ``q``, zone by zone
+    (``settings`` and ``first_pass`` per zone name)."""
+    paths = []
+    for name in names:
+        mine = np.where(problem.grid.label == zones.names.index(name), q, 0.0)
+        paths += join_paths(zone_paths(problem, zones, name, settings[name], mine, pattern=pattern, passes=passes,
+                                       first_pass=(first_pass or {}).get(name, 0)), problem, zones)
+    return paths
+
+
 def _snake(runs: list) -> list:
     """Runs in line order; the runs of a backwards line in backwards order."""
     out, by_line = [], {}
@@ -504,7 +509,7 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
                 ok = _lookup(grid, problem.allowed & (grid.label == k), move, False).astype(bool)
                 if ok.all() and problem.clearance is not None and problem.near_exclusion is not None:
                     check = _lookup(grid, problem.near_exclusion, move, False).astype(bool)
-                    ok[check] = problem.clearance.clear(move[check])
+                    ok[check] = problem.clearance.clear(move[check], 0.5 * problem.footprint_mm)
                 if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
                     offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
                     prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv])

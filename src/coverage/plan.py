@@ -520,10 +520,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
     q = problem.solve()
     settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
-    paths = []
-    for n in pen_zones:
-        mine = np.where(grid.label == zones.names.index(n), q, 0.0)
-        paths += _pen.join_paths(_pen.zone_paths(problem, zones, n, settings[n], mine), problem, zones)
+    paths = _pen.field_paths(problem, zones, pen_zones, q, settings)
     main, unsafe = _pen.simulate_paths(face, zones, protocol, paths, grid=grid)
     sets = [main]
     # touch-ups: wherever the skin is still under 0.9 x target, solve again over what is
@@ -546,18 +543,15 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
         if not under.any():
             break
         if touch_problem is None:
-            touch_problem = _pen.dose_field(zones, grid, protocol, counts, set(pen_zones), pen=cartridge)
+            touch_problem = _pen.dose_field(zones, grid, protocol, counts, set(pen_zones), pen=cartridge,
+                                            exclusions=problem.clearance)
         reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + touch_problem.foot_texels
         near = ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
         touch_problem.base = counts
         q_touch = touch_problem.solve() * near
-        touch_paths = []
-        for n in pen_zones:
-            mine = np.where(grid.label == zones.names.index(n), q_touch, 0.0)
-            zone_settings = _pen.pen_settings(cartridge, zones.dose(n))
-            touch_paths += _pen.join_paths(
-                _pen.zone_paths(touch_problem, zones, n, zone_settings, mine, pattern="touch-up", passes=1,
-                                first_pass=settings[n].passes + round_), touch_problem, zones)
+        touch_settings = {n: _pen.pen_settings(cartridge, zones.dose(n)) for n in pen_zones}
+        touch_paths = _pen.field_paths(touch_problem, zones, pen_zones, q_touch, touch_settings, pattern="touch-up",
+                                       passes=1, first_pass={n: settings[n].passes + round_ for n in pen_zones})
         if not touch_paths:
             continue
         touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp,
