@@ -14,6 +14,16 @@ cdef inline void _corner_sum(const double[:, ::1] frames, const int64_t[:, ::1] 
         out[j] = b[0] * frames[a0, col + j] + b[1] * frames[a1, col + j] + b[2] * frames[a2, col + j]
 
 
+cdef inline void _no_contact(double[:, ::1] out_points, double[::1] out_depth, double[::1] out_gap,
+                             Py_ssize_t r, double nan) noexcept nogil:
+    """Row r has no skin under it: NaN point, depth and gap (its uv is set by the caller)."""
+    out_points[r, 0] = nan
+    out_points[r, 1] = nan
+    out_points[r, 2] = nan
+    out_depth[r] = nan
+    out_gap[r] = nan
+
+
 cdef inline bint _tangent_frame(const double[:, ::1] jacobian, int64_t t, const double* n,
                                 double* e1, double* e2, double* m) noexcept nogil:
     """Skin axes e1, e2 at a stamp and m = pinv(J_t) [e1 e2] (row-major 2x2).
@@ -109,11 +119,7 @@ def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double
                 if not ok:
                     out_uv[r, 0] = nan
                     out_uv[r, 1] = nan
-                    out_points[r, 0] = nan
-                    out_points[r, 1] = nan
-                    out_points[r, 2] = nan
-                    out_depth[r] = nan
-                    out_gap[r] = nan
+                    _no_contact(out_points, out_depth, out_gap, r, nan)
                     continue
                 o1 = ca * layout[j, 0] - sa * layout[j, 1]
                 o2 = sa * layout[j, 0] + ca * layout[j, 1]
@@ -123,11 +129,7 @@ def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double
                 out_uv[r, 1] = v
                 t = _locate_one(affine, u, v, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
                 if t < 0:
-                    out_points[r, 0] = nan
-                    out_points[r, 1] = nan
-                    out_points[r, 2] = nan
-                    out_depth[r] = nan
-                    out_gap[r] = nan
+                    _no_contact(out_points, out_depth, out_gap, r, nan)
                     continue
                 _corner_sum(frames, faces, t, b, 0, p)
                 out_points[r, 0] = p[0]
