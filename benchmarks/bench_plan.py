@@ -340,6 +340,20 @@ def synthetic_scan(target: int, pitch_mm: float | None = None):
 
 # --- main --------------------------------------------------------------------------------
 
+
+def report_face(result: dict, title) -> dict:
+    """Print one face's stage table, plan facts and time ratios; return its JSON entry.
+    ``title(facts)`` names the stage table."""
+    rows = stage_rows(result["per_run"])
+    tt = treatment_time(result["plan"])
+    facts = plan_facts(result)
+    print()
+    print(stage_table(title(facts), rows))
+    print(f"plan: {facts['strokes']} strokes, {facts['punctures']} punctures, {facts['time_s']:.0f} s; "
+          f"verify ok: {facts['verify_ok']} {facts['verify_failed'] or ''}\n")
+    print(time_table(tt), "\n", flush=True)
+    return {**facts, "stages": stage_json(rows), "treatment_time": tt}
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 run after the first instead of 3")
@@ -370,15 +384,8 @@ def main(argv=None) -> None:
     try:
         print("bundled face: coverage.plan(Face.default()), device auto", flush=True)
         result = plan_runs(Face.default, "Face.default() (cached after the first call)", clock, runs)
-        rows = stage_rows(result["per_run"])
-        tt = treatment_time(result["plan"])
-        facts = plan_facts(result)
-        print()
-        print(stage_table(f"default face ({facts['face']['vertices']} vertices), stage", rows))
-        print(f"plan: {facts['strokes']} strokes, {facts['punctures']} punctures, {facts['time_s']:.0f} s; "
-              f"verify ok: {facts['verify_ok']} {facts['verify_failed'] or ''}\n")
-        print(time_table(tt), "\n", flush=True)
-        doc["faces"]["default"] = {**facts, "stages": stage_json(rows), "treatment_time": tt}
+        doc["faces"]["default"] = report_face(result, lambda facts: f"default face ({facts['face']['vertices']} "
+                                                                     "vertices), stage")
 
         print("synthetic scan: tests/synthetic.py make_scan, Face.load, coverage.plan, device auto", flush=True)
         entry = {}
@@ -393,15 +400,8 @@ def main(argv=None) -> None:
                   f"(pitch {pitch:.3f} mm, metres)", flush=True)
             result = plan_runs(lambda: Face.load((scan.vertices, scan.faces), scan.landmarks),
                                f"Face.load ({len(scan.vertices) // 1000}k-vertex scan, metres)", clock, runs)
-            rows = stage_rows(result["per_run"])
-            tt = treatment_time(result["plan"])
-            facts = plan_facts(result)
-            print()
-            print(stage_table(f"scan ({len(scan.vertices)} scan vertices -> {facts['face']['vertices']}), stage", rows))
-            print(f"plan: {facts['strokes']} strokes, {facts['punctures']} punctures, {facts['time_s']:.0f} s; "
-                  f"verify ok: {facts['verify_ok']} {facts['verify_failed'] or ''}\n")
-            print(time_table(tt), "\n", flush=True)
-            entry.update({**facts, "stages": stage_json(rows), "treatment_time": tt})
+            entry.update(report_face(result, lambda facts: f"scan ({len(scan.vertices)} scan vertices -> "
+                                                            f"{facts['face']['vertices']}), stage"))
         except Exception:
             entry["error"] = traceback.format_exc()
             entry["seconds_before_the_error"] = getattr(sys.exc_info()[1], "bench_seconds", {})
