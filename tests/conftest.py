@@ -20,3 +20,19 @@ def default_zones(default_face):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def auto_plan(default_face, default_zones):
+    """The default face's automatic plan (roller, then pen and touch-ups), made once."""
+    from coverage import plan
+
+    return plan(default_face, zones=default_zones)
+
+
+@pytest.fixture(scope="session")
+def roller_plan(default_face, default_zones):
+    """The default face's roller-only plan, made once."""
+    from coverage import plan
+
+    return plan(default_face, zones=default_zones, device="roller")

@@ -8,6 +8,7 @@ runs that get as far as building zones use ``--edge-mm 3`` (about 0.1 s).
 import contextlib
 import importlib.metadata
 import importlib.resources
+import hashlib
 import io
 import json
 import re
@@ -454,6 +455,10 @@ def test_verify_tampered_plan_exits_3(auto_planned, tmp_path, capsys):
     arrays["punctures"][0] = landmarks[LEFT_EYE_LID]
     arrays["punctures"][1] = landmarks[RIGHT_EYE_LID]
     np.savez(copy.with_suffix(".npz"), **arrays)
+    # as a planner with this bug would write it: the JSON names the NPZ it was written with
+    doc = json.loads(copy.read_text(encoding="utf-8"))
+    doc["arrays"]["sha256"] = hashlib.sha256(copy.with_suffix(".npz").read_bytes()).hexdigest()
+    copy.write_text(json.dumps(doc), encoding="utf-8")
     verdict = tmp_path / "verdict.json"
     code, out, err = run(["verify", copy, "--json", verdict], capsys)
     assert code == 3, err

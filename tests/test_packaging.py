@@ -29,10 +29,10 @@ MESH_FILES = ("canonical_face_model.obj", "landmarks.json", "NOTICE", "LICENSE-m
 SDIST_REQUIRED = (
     *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd",
     *(f"meshes/{name}" for name in MESH_FILES),
-    "src/coverage/data/default_protocol.toml", "setup.py", "pyproject.toml", "README.md",
+    "src/coverage/data/default_protocol.toml", "src/coverage/data/plan.schema.json", "setup.py", "pyproject.toml", "README.md",
 )
 WHEEL_REQUIRED = (
-    *(f"coverage/meshes/{name}" for name in MESH_FILES), "coverage/data/default_protocol.toml",
+    *(f"coverage/meshes/{name}" for name in MESH_FILES), "coverage/data/default_protocol.toml", "coverage/data/plan.schema.json",
     "coverage/__init__.py", "coverage/cli.py",
 )
 BUILD_ARTEFACTS = (".c", ".so", ".pyd", ".o", ".pyc")

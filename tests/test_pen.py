@@ -8,7 +8,6 @@ from coverage import pen as P
 from coverage import simulate
 from coverage.density import density, texel_grid
 from coverage.errors import CoverageError
-from coverage.plan import plan
 from coverage.protocol import Protocol
 
 PROTOCOL = Protocol.default()
@@ -124,11 +123,6 @@ def test_dose_field_solves_the_pen_only_face(default_face, default_zones):
     for depth, dist in problem.skin_distance.items():
         mine = problem.allowed & (problem.depth_mm == depth)
         assert mine.any() and dist[mine].min() >= radius - 1e-9
-
-
-@pytest.fixture(scope="module")
-def auto_plan(default_face, default_zones):
-    return plan(default_face, zones=default_zones)
 
 
 def test_auto_plan_uses_both_devices_and_never_exceeds_a_cap(auto_plan, default_zones):

@@ -10,7 +10,8 @@ from scipy.spatial import cKDTree
 from coverage import Protocol, ZoneMap, simulate
 from coverage import roller as R
 from coverage.curvature import principal_curvatures
-from coverage.plan import plan, read_plan_json, report_text
+from coverage.plan import plan, report_text
+from coverage.planio import read_plan_json
 from coverage.zones import canonical_exclusion_regions
 from geometry_checks import exact_distance_to_region
 
@@ -196,11 +197,6 @@ def test_concave_cylinder_across_is_refused():
 
 # --- the default face ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def roller_plan(default_face, default_zones):
-    return plan(default_face, zones=default_zones, device="roller")
-
-
 def test_strokes_and_punctures_stay_in_roller_zones(roller_plan, default_zones):
     allowed = {n for n in default_zones.names if "roller" in PROTOCOL.zone(n).devices}
     assert roller_plan.strokes
@@ -328,13 +324,12 @@ def test_passes_snake_and_transitions_lift_clear_of_the_skin(roller_plan, defaul
 def test_plan_files(roller_plan, tmp_path):
     json_path, npz_path = roller_plan.save(tmp_path / "PLAN.json")
     doc = json.loads(json_path.read_text())
-    assert doc["format"] == "coverage-plan" and doc["version"] == 1 and doc["units"]["length"] == "mm"
+    assert doc["format"] == "coverage-plan" and doc["version"] == 2 and doc["units"]["length"] == "mm"
     assert doc["protocol"]["name"] == "default" and len(doc["strokes"]) == len(roller_plan.strokes)
     first = doc["strokes"][0]
     for key in ("device", "zone", "pass_index", "direction_deg", "depth_mm", "needle_length_mm", "speed_mm_s"):
         assert key in first
-    for key in ("positions", "normals", "tangents", "times_s", "chart_uv", "triangle", "barycentric"):
-        assert len(first["path"][key]) == len(roller_plan.strokes[0].points)
+    assert first["path"] == {"first": 0, "samples": len(roller_plan.strokes[0].points)}
     zone = doc["summary"]["zones"]["cheek_left"]
     for key in ("area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p50", "p95", "max",
                 "in_band_fraction", "over_cap_fraction"):
@@ -345,6 +340,8 @@ def test_plan_files(roller_plan, tmp_path):
     assert arrays["punctures"].shape == (len(roller_plan.puncture_points), 3)
     np.testing.assert_array_equal(arrays["puncture_stroke"], roller_plan.puncture_stroke)
     np.testing.assert_array_equal(arrays["puncture_depth_mm"], roller_plan.puncture_depth_mm)
+    np.testing.assert_array_equal(arrays["path_positions"][:len(roller_plan.strokes[0].points)],
+                                  roller_plan.strokes[0].points)
     assert read_plan_json(json_path)["device"] == "roller"
 
 

@@ -88,8 +88,8 @@ def scan_check(scan_plan):
 
 
 @pytest.fixture(scope="module")
-def default_plan(default_face):
-    return _timed("plan default face", lambda: plan(default_face))
+def default_plan(auto_plan):
+    return auto_plan
 
 
 @pytest.fixture(scope="module")

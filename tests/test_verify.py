@@ -10,16 +10,10 @@ from geometry_checks import exact_distance_to_region
 from scipy.spatial import cKDTree
 
 from coverage import CoverageError, Face, Protocol
-from coverage.plan import plan
 from coverage.verify import RULES, verify
 from coverage.zones import canonical_exclusion_regions
 
 PROTOCOL = Protocol.default()
-
-
-@pytest.fixture(scope="module")
-def roller_plan(default_face, default_zones):
-    return plan(default_face, zones=default_zones, device="roller")
 
 
 @pytest.fixture(scope="module")

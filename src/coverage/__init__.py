@@ -12,11 +12,12 @@ from .protocol import Lesion, Protocol
 from .zones import Exclusion, ZoneMap
 # the functions take the names of their modules: coverage.plan(...) and coverage.verify(...)
 from .plan import Plan, plan  # noqa: E402
+from .planio import load_plan, plan_schema  # noqa: E402
 from .verify import Verification, Violation, verify  # noqa: E402
 
 
 __all__ = [
     "CoverageError", "DensityMap", "Exclusion", "Face", "LandmarkError", "Lesion", "MeshError",
-    "Plan", "Protocol", "ProtocolError", "Verification", "Violation", "ZoneMap", "ZoneStats", "density", "plan",
-    "verify", "__version__",
+    "Plan", "Protocol", "ProtocolError", "Verification", "Violation", "ZoneMap", "ZoneStats", "density", "load_plan", "plan",
+    "plan_schema", "verify", "__version__",
 ]

@@ -100,7 +100,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .plan import read_plan_json, report_text
+    from .plan import report_text
+    from .planio import read_plan_json
 
     print(report_text(read_plan_json(args.plan)))
     return 0

@@ -8,7 +8,6 @@ in the input mesh's frame, in millimetres; times in seconds from the session's s
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,19 +16,15 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
-from . import __version__
 from . import proximity
 from . import pen as _pen
 from . import roller as _roller
 from . import simulate
 from .density import IN_BAND_LOW, DensityMap, density, texel_grid
 from .errors import CoverageError
-from .fileio import atomic_path, check_output
 from .protocol import Protocol
 from .zones import ZoneMap
 
-FORMAT = "coverage-plan"
-VERSION = 1
 DEVICES = ("auto", "roller", "pen")
 TOUCH_UP_ROUNDS = 1            # pen touch-up rounds (each followed by the cap guard)
 TRANSIT_STEP_MM = 1.0          # transit path samples
@@ -108,6 +103,8 @@ class Plan:
     puncture_stroke: np.ndarray   # (k,) int
     puncture_depth_mm: np.ndarray  # (k,)
     zone_status: dict = field(default_factory=dict)
+    puncture_tri: np.ndarray | None = None    # (k,) int triangle of each puncture (face-relative, for re-lifting)
+    puncture_bary: np.ndarray | None = None   # (k, 3) barycentrics in it
 
     @property
     def time_s(self) -> float:
@@ -156,75 +153,32 @@ class Plan:
     # --- files -------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        """The JSON document of the plan (paths included; puncture arrays go to the NPZ)."""
-        face = self.face
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "generator": f"coverage {__version__}",
-            "units": {"length": "mm", "time": "s", "density": "punctures/cm2", "angle": "deg"},
-            "frame": "the input mesh's frame, in millimetres",
-            "device": self.device,
-            "face": {"source": face.source, "subdivisions": face.subdivisions,
-                     "vertices": int(len(face.vertices)), "unobserved_fraction": float(face.unobserved.mean()),
-                     "pose": _round(face.pose, 9)},
-            "protocol": self.protocol.to_dict(),
-            "strokes": [_stroke_json(s) for s in self.strokes],
-            "transitions": [{"from": t.from_stroke, "to": t.to_stroke, "start_s": _r(t.times_s[0]),
-                             "duration_s": _r(t.duration_s), "positions": _round(t.points),
-                             "times_s": _round(t.times_s)} for t in self.transitions],
-            "summary": self.summary(),
-            "arrays": {"file": None, "punctures": "(K, 3) mm", "puncture_stroke": "(K,) stroke id",
-                       "puncture_depth_mm": "(K,) effective depth", "puncture_uv": "(K, 2) chart mm"},
-        }
+        """The JSON document of the plan (format ``coverage-plan`` 2; arrays go to the NPZ)."""
+        from .planio import plan_document
+
+        return plan_document(self)
 
     def save(self, path) -> tuple[Path, Path]:
-        """Write ``PLAN.json`` and ``PLAN.npz`` beside it, each atomically. Returns both paths."""
-        json_path = Path(path)
-        check_output(json_path, (".json",))
-        npz_path = json_path.with_suffix(".npz")
-        doc = self.to_json()
-        doc["arrays"]["file"] = npz_path.name
-        with atomic_path(npz_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, punctures=self.puncture_points, puncture_stroke=self.puncture_stroke,
-                                    puncture_depth_mm=self.puncture_depth_mm, puncture_uv=self.puncture_uv)
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(doc, separators=(",", ":"), allow_nan=False), encoding="utf-8")
-        return json_path, npz_path
+        """Write ``PLAN.json`` and ``PLAN.npz`` beside it, atomically and together. Returns both paths."""
+        from .planio import save_plan
+
+        return save_plan(self, path)
+
+    @classmethod
+    def load(cls, path, face=None, zones=None) -> Plan:
+        """Read a saved plan back (arrays exactly as saved). ``face``: the face it was planned
+        on (default: the bundled face at the plan's resolution)."""
+        from .planio import load_plan
+
+        return load_plan(path, face, zones)
 
 
 def _r(x: float, digits: int = 6) -> float:
     return round(float(x), digits)
 
 
-def _round(a: np.ndarray, digits: int = 4) -> list:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
-
-
 def _finite(x: float):
     return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _stroke_json(s: Stroke) -> dict:
-    out = {"id": s.id, "device": s.device, "zone": s.zone, "zones": s.zones, "pass_index": s.pass_index,
-           "family": s.family, "pattern": s.pattern, "line": s.line,
-           "direction_deg": s.direction_deg, "depth_mm": _r(s.depth_mm, 4),
-           "needle_length_mm": s.needle_length_mm, "speed_mm_s": s.speed_mm_s, "stamp_hz": s.stamp_hz,
-           "punctures": s.punctures, "start_s": _r(s.times_s[0]), "duration_s": _r(s.duration_s),
-           "length_mm": _r(s.length_mm, 3),
-           "path": {"positions": _round(s.points), "normals": _round(s.normals, 6),
-                    "tangents": _round(s.tangents, 6), "times_s": _round(s.times_s, 5),
-                    "chart_uv": _round(s.uv), "triangle": s.tri.tolist(), "barycentric": _round(s.bary, 6)}}
-    out["puncture_rate_hz"] = None if s.puncture_rate_hz is None else _r(s.puncture_rate_hz, 3)
-    if s.swath_mm is not None:
-        out["path"]["swath_mm"] = _round(s.swath_mm, 3)
-    if s.cartridge is not None:
-        out["cartridge"] = s.cartridge
-    if s.stamp_uv is not None:
-        out["stamps"] = {"chart_uv": _round(s.stamp_uv), "positions": _round(s.stamp_points),
-                         "times_s": _round(s.stamp_times_s, 5)}
-    return out
 
 
 # --- building strokes and transitions ----------------------------------------------------
@@ -486,7 +440,6 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
     if device in ("roller", "auto"):
         strokes, transitions, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner)
-    points = face.lift(uv).points if len(uv) else np.empty((0, 3))
     if device in ("pen", "auto"):
         grid = texel_grid(zones)
         sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv))
@@ -498,15 +451,18 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         strokes += more
         transitions += moves
         uv = np.concatenate([uv, hits[0]])
-        points = np.concatenate([points, hits[1]])
         depth = np.concatenate([depth, hits[2]])
         stroke_of = np.concatenate([stroke_of, hits[3]])
+    # every puncture as the same gather the strokes use: its triangle and barycentrics on the
+    # face (so a plan re-lifts onto a moved face), and its point from them
+    lifted = face.lift(uv.reshape(-1, 2))
     for name in zones.names:
         entry = status.setdefault(name, {})
         pen_state = entry.get("pen", {})
         entry["passes"] = int(entry.get("passes", 0)) + int(pen_state.get("passes", 0) if pen_state.get(
             "status") == "planned" else 0)
-    return Plan(face, zones, protocol, device, strokes, transitions, points, uv, stroke_of, depth, status)
+    return Plan(face, zones, protocol, device, strokes, transitions, lifted.points.reshape(-1, 3), uv, stroke_of,
+                depth, status, lifted.tri.astype(np.int64), lifted.bary.reshape(-1, 3))
 
 
 def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray):
@@ -725,26 +681,6 @@ def _simulate_runs(packed: dict, drums: list):
     uv, depth, stroke, s = (np.concatenate(p) for p in zip(*parts))
     order = np.lexsort((s, stroke))   # strokes are fired in id order, each along its path
     return uv[order], depth[order], stroke[order]
-
-
-# --- reading plans back -------------------------------------------------------------------
-
-def read_plan_json(path) -> dict:
-    """The JSON document of a saved plan, checked for its format and version."""
-    path = Path(path)
-    if not path.is_file():
-        raise CoverageError(f"{path}: plan file not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CoverageError(f"{path}: not a readable plan ({exc}); write it again with coverage-planner plan") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CoverageError(f"{path}: not a coverage plan (format is {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                            f"expected {FORMAT!r})")
-    if doc.get("version") != VERSION:
-        raise CoverageError(f"{path}: plan version {doc.get('version')!r} is not supported; this planner reads "
-                            f"version {VERSION}: plan again with this version")
-    return doc
 
 
 def report_text(doc: dict) -> str:

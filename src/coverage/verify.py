@@ -47,7 +47,8 @@ from . import proximity, regions
 from . import roller as _roller
 from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
-from .plan import Plan, read_plan_json, signed_clearance
+from .plan import Plan, signed_clearance
+from .planio import read_plan_files
 from .protocol import DEVICES, Protocol
 from .zones import ZoneMap, canonical_exclusion_regions
 
@@ -198,58 +199,31 @@ def _puncture_arrays(points, stroke, depth, where: str):
     return points.reshape(-1, 3), stroke.astype(np.int64), depth
 
 
-def _default_face(subdivisions):
-    from . import face as _face
-    from .template import subdivisions_for_edge
-
-    finest = subdivisions_for_edge(0.05)
-    if not isinstance(subdivisions, int) or isinstance(subdivisions, bool) or not 1 <= subdivisions <= finest:
-        raise CoverageError(f"the plan's face.subdivisions = {subdivisions!r} is not a face resolution; "
-                            "write the plan again with coverage-planner plan")
-    return _face._default_face(subdivisions)
-
-
 def _from_file(path, face) -> _Subject:
     path = Path(path)
-    doc = read_plan_json(path)
-    arrays = doc.get("arrays") or {}
-    npz_path = path.parent / (arrays.get("file") or path.with_suffix(".npz").name)
-    if not npz_path.is_file():
-        raise CoverageError(f"{npz_path}: the plan's puncture arrays are missing; keep the .npz that was "
-                            f"written beside {path.name}")
-    try:
-        with np.load(npz_path) as npz:
-            points, stroke, depth = (npz[key] for key in ("punctures", "puncture_stroke", "puncture_depth_mm"))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CoverageError(f"{npz_path}: not readable puncture arrays ({exc}); write the plan again") from exc
+    doc, arrays, face = read_plan_files(path, face)
     try:
         protocol = Protocol.from_dict(doc["protocol"], source=f"{path}: protocol")
-        meta = doc["face"]
-        strokes = [_stroke_from_json(s) for s in doc["strokes"]]
-        transitions = [(int(t["from"]), int(t["to"]), np.asarray(t["positions"], dtype=np.float64).reshape(-1, 3))
-                       for t in doc["transitions"]]
+        positions = arrays["path_positions"]
+        strokes = [_stroke_from_json(s, positions) for s in doc["strokes"]]
+        moves = arrays["transition_positions"]
+        transitions = [(int(t["from"]), int(t["to"]), _rows(moves, t["path"])) for t in doc["transitions"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise CoverageError(f"{path}: the plan lacks or mangles a field ({exc!r}); write it again with "
                             "coverage-planner plan") from exc
-    vertices = meta.get("vertices")
-    if face is None:
-        face = _default_face(meta.get("subdivisions"))
-        if meta.get("source") != face.source or vertices != len(face.vertices):
-            raise CoverageError(f"{path}: the plan was made on {meta.get('source')!r} ({vertices} vertices), not "
-                                "the bundled canonical face; give the face it was planned on (--mesh and "
-                                "--landmarks)")
-    elif vertices != len(face.vertices):
-        raise CoverageError(f"{path}: the plan was made on a face of {vertices} vertices (subdivisions "
-                            f"{meta.get('subdivisions')}), the given face has {len(face.vertices)}; load the face "
-                            "at the resolution the plan was made with (--edge-mm)")
-    return _Subject(face, protocol, strokes, transitions, *_puncture_arrays(points, stroke, depth, str(npz_path)),
-                    source=str(path))
+    return _Subject(face, protocol, strokes, transitions,
+                    *_puncture_arrays(arrays["punctures"], arrays["puncture_stroke"], arrays["puncture_depth_mm"],
+                                      doc["arrays"]["file"]), source=str(path))
 
 
-def _stroke_from_json(s: dict) -> _Stroke:
+def _rows(array: np.ndarray, rows: dict) -> np.ndarray:
+    return np.asarray(array[rows["first"]:rows["first"] + rows["samples"]], dtype=np.float64).reshape(-1, 3)
+
+
+def _stroke_from_json(s: dict, positions: np.ndarray) -> _Stroke:
     return _Stroke(int(s["id"]), str(s["device"]), str(s["zone"]), tuple(s.get("zones") or ()),
                    str(s.get("pattern", "lines")), _float(s.get("direction_deg")), float(s["depth_mm"]),
-                   float(s["needle_length_mm"]), np.asarray(s["path"]["positions"], dtype=np.float64).reshape(-1, 3),
+                   float(s["needle_length_mm"]), _rows(positions, s["path"]),
                    _float((s.get("cartridge") or {}).get("footprint_diameter_mm")))
 
 
