@@ -118,14 +118,7 @@ def cmd_verify(args) -> int:
         plan_path = Path(args.plan)
         if Path(args.json).resolve() in (plan_path.resolve(), plan_path.with_suffix(".npz").resolve()):
             raise CoverageError(f"{args.json}: --json would overwrite the plan being verified; give another file name")
-    face = None
-    if args.mesh is not None:
-        face = _load_face(args)
-        for note in face.notes:
-            print(f"note: {note}", file=sys.stderr)
-    elif args.landmarks is not None:
-        _load_face(args)   # refuses --landmarks without --mesh
-    result = verify(args.plan, face=face)
+    result = verify(args.plan, face=_plan_face(args))
     if args.json:
         import json
 
@@ -141,6 +134,36 @@ def cmd_verify(args) -> int:
         message = message[len(v.rule) + 2:] if message.startswith(f"{v.rule}: ") else message
         print(f"{PROG}: violation: {v.rule}: {message}", file=sys.stderr)
     return EXIT_VIOLATION
+
+
+def _plan_face(args):
+    """The face a command on a saved plan needs: the scan given with --mesh, else None (the
+    bundled face, rebuilt at the plan's resolution)."""
+    if args.mesh is None:
+        if args.landmarks is not None:
+            _load_face(args)   # refuses --landmarks without --mesh
+        return None
+    face = _load_face(args)
+    for note in face.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return face
+
+
+def cmd_export(args) -> int:
+    from . import export
+    from .planio import load_plan
+
+    fmt = export.check_trajectory_output(args.out, args.format)
+    rate = export.check_rate(args.rate)
+    plan = load_plan(args.plan, face=_plan_face(args))
+    start = time.perf_counter()
+    traj = export.trajectory(plan, rate, source=str(args.plan))
+    export.write_trajectory(traj, args.out, fmt)
+    print(f"trajectory: {len(traj)} samples at {rate:g} Hz; session {traj.duration_s:.1f} s (plan {plan.time_s:.1f} s, "
+          f"+{traj.duration_s - plan.time_s:.1f} s to keep speeds, accelerations and turn rates within the limits); "
+          f"{int(traj.stamps.sum())} pen stamps")
+    print(f"exported in {time.perf_counter() - start:.1f} s; wrote {args.out} ({fmt})")
+    return 0
 
 
 def cmd_protocol(args) -> int:
@@ -221,6 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "the bundled face is rebuilt at the plan's own resolution")
     check.add_argument("--json", metavar="OUT", help="also write the verdict as JSON (written after the checks ran)")
     check.set_defaults(func=cmd_verify)
+
+    exporter = sub.add_parser(
+        "export", help="write a plan's session as timed robot tool poses (CSV, NPZ or JSON)",
+        description="Sample the whole session at a fixed rate as tool poses: time, position (mm), orientation "
+                    "quaternion (qw, qx, qy, qz; tool z into the skin, x along travel), speed, acceleration, state "
+                    "(0 transit, 1 approach, 2 contact, 3 firing, 4 retract), device, stroke, depth, needle length and "
+                    "stamp rate. The timing is planned again so speeds, accelerations and turn rates stay within the "
+                    "protocol's limits.")
+    exporter.add_argument("plan", metavar="PLAN.json")
+    exporter.add_argument("--out", required=True, metavar="OUT", help="the trajectory file (.csv, .npz or .json)")
+    exporter.add_argument("--format", choices=["csv", "npz", "json"], help="default: from the suffix of --out")
+    exporter.add_argument("--rate", type=float, default=250.0, metavar="HZ",
+                          help="samples per second (default 250; 50 to 10000)")
+    _face_args(exporter, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
+    exporter.set_defaults(func=cmd_export)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")

@@ -59,6 +59,9 @@ class SessionSpec:
     hop_clearance_mm: float      # lift for a move that crosses no keep-out (its chart line stays clear), mm;
                                  # never more than clearance_mm (the smaller of the two is used)
     transit_speed_mm_s: float    # tool speed when lifted between strokes, mm/s
+    transit_accel_mm_s2: float   # tool acceleration in the air (lift, travel, lower), mm/s²
+    angular_speed_deg_s: float   # how fast the tool may turn, deg/s
+    angular_accel_deg_s2: float  # its angular acceleration while turning in the air, deg/s²
     start_corner: str            # where each zone's sweeps start: auto or a face-frame corner
 
 
@@ -75,6 +78,7 @@ class RollerSpec:
     needle_length_mm_max: float
     gap_tolerance: float         # a needle whose gap exceeds this fraction of its length misses
     speed_mm_s: float            # rolling speed along a pass, mm/s
+    accel_mm_s2_max: float       # rolling acceleration along a pass, mm/s²
     stagger: bool                # alternate rings offset by half a needle pitch
     min_swath_fraction: float    # the drum conforms where at least this share of its rings reach
 
@@ -270,6 +274,9 @@ _SESSION = {
     "clearance_mm": _num(1, 100, "mm"),
     "hop_clearance_mm": _num(0.5, 100, "mm"),
     "transit_speed_mm_s": _num(0, 500, "mm/s", lo_open=True),
+    "transit_accel_mm_s2": _num(0, 20000, "mm/s2", lo_open=True),
+    "angular_speed_deg_s": _num(0, 3600, "deg/s", lo_open=True),
+    "angular_accel_deg_s2": _num(0, 100000, "deg/s2", lo_open=True),
     "start_corner": _Field("choice", choices=START_CORNERS),
 }
 _ROLLER = {
@@ -282,6 +289,7 @@ _ROLLER = {
     "needle_length_mm_max": _num(0.1, 3.0, "mm"),
     "gap_tolerance": _num(0, 1, lo_open=True),
     "speed_mm_s": _num(0, 200, "mm/s", lo_open=True),
+    "accel_mm_s2_max": _num(0, 20000, "mm/s2", lo_open=True),
     "stagger": _BOOL,
     "min_swath_fraction": _num(0, 1, lo_open=True),
 }
