@@ -230,7 +230,8 @@ def test_a_path_sample_in_a_keepout(roller_plan, default_face):
     points[j] = target
     result = verify(with_stroke(roller_plan, i, points=points))
     assert "contact" in failed(result)
-    assert failed(result) <= {"contact", "device"}    # the drum's model is read at the moved sample too
+    # the drum's model is read at the moved sample too, and the jump to it is too fast
+    assert failed(result) <= {"contact", "device", "motion"}
     v = next(v for v in result.violations if v.rule == "contact")
     assert v.count == 1 and "eyebrow_left" in v.message
 
@@ -245,7 +246,7 @@ def test_a_transition_lowered_to_the_skin(roller_plan, default_face):
     transitions = list(roller_plan.transitions)
     transitions[k] = dataclasses.replace(t, points=points)
     result = verify(dataclasses.replace(roller_plan, transitions=transitions))
-    assert failed(result) == {"transit"}
+    assert failed(result) - {"motion"} == {"transit"}     # (the detour, at the same times, is also too fast)
     v = result.violations[0]
     assert v.count == 1 and abs(v.worst) < 0.01 and f"strokes {t.from_stroke} and {t.to_stroke}" in v.message
 
@@ -264,5 +265,33 @@ def test_a_pen_contact_keeps_its_footprint_clear(roller_plan, default_face, defa
     as_roller = verify(with_stroke(roller_plan, i, points=points))
     assert "contact" not in failed(as_roller)
     as_pen = verify(with_stroke(roller_plan, i, points=points, device="pen"))
-    assert failed(as_pen) == {"contact"}
+    assert failed(as_pen) - {"motion"} == {"contact"}     # (the moved sample is also reached too fast)
     assert "footprint" in as_pen.violations[0].message and "eyebrow_left" in as_pen.violations[0].message
+
+
+def test_motion_within_the_device_limits(roller_plan, auto_plan):
+    """A roller stroke timed twice as fast, a pen stroke's stamps packed closer in time and a
+    move hurried: each is a motion violation naming its limit; the plans as made pass."""
+    assert verify(auto_plan).checks["motion"]["passed"]
+    k = next(i for i, s in enumerate(roller_plan.strokes) if len(s.points) > 5)
+    s = roller_plan.strokes[k]
+    hurried = with_stroke(roller_plan, k, times_s=s.times_s[0] + 0.5 * (s.times_s - s.times_s[0]))
+    result = verify(hurried)
+    assert failed(result) == {"motion"}
+    v = result.violations[0]
+    speed = roller_plan.protocol.roller.speed_mm_s
+    assert v.count == 1 and v.worst == pytest.approx(2 * speed, rel=1e-3)
+    assert f"roller stroke {s.id} rolls at" in v.message and f"limit {speed:g} mm/s" in v.message
+
+    pen = next(i for i, s in enumerate(auto_plan.strokes) if s.device == "pen" and len(s.stamp_times_s) > 3)
+    s = auto_plan.strokes[pen]
+    packed = s.stamp_times_s.copy()
+    packed[1] = packed[0] + 0.5 / auto_plan.protocol.pen.stamp_hz_max      # two stamps 1/300 s apart
+    t = auto_plan.transitions[3]
+    rushed = list(auto_plan.transitions)
+    rushed[3] = dataclasses.replace(t, times_s=t.times_s[0] + 0.25 * (t.times_s - t.times_s[0]))
+    result = verify(dataclasses.replace(with_stroke(auto_plan, pen, stamp_times_s=packed), transitions=rushed))
+    assert failed(result) == {"motion"}
+    messages = " | ".join(v.message for v in result.violations)
+    assert f"pen stroke {s.id} stamps at 300 Hz (limit 150 Hz)" in messages
+    assert "move" in messages and "travels at 200 mm/s (limit 50 mm/s)" in messages

@@ -53,7 +53,8 @@ from .protocol import DEVICES, Protocol
 from .zones import ZoneMap, canonical_exclusion_regions
 
 RULES = ("exclusion", "cap", "depth", "device", "unobserved", "surface", "contact", "transit",
-         "punctures_off_treatable")
+         "punctures_off_treatable", "motion")
+SPEED_TOLERANCE = 1e-6        # relative, on speeds and stamp intervals (times are stored as float64)
 MARGIN_TOLERANCE_MM = 0.05     # surface interpolation between mesh vertices
 CAP_TOLERANCE = 1e-9           # relative
 DEPTH_TOLERANCE_MM = 1e-9
@@ -71,7 +72,7 @@ class Violation:
 
     rule: str              # one of RULES
     count: int             # punctures, texels, samples or strokes that break it
-    worst: float           # the worst measured value (its unit is in the message)
+    worst: float | None    # the worst measured value (its unit is in the message)
     message: str           # one line: what, how much, the zone and where
     zone: str | None = None
     point_mm: tuple | None = None   # (3,) the worst case, mm in the face's frame
@@ -156,6 +157,8 @@ class _Stroke:
     needle_length_mm: float
     points: np.ndarray       # (n, 3) mm
     footprint_mm: float = math.nan  # pen: its cartridge's footprint diameter (NaN: the protocol's)
+    times_s: np.ndarray | None = None        # (n,) s
+    stamp_times_s: np.ndarray | None = None  # pen: (m,) s
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,18 +171,23 @@ class _Subject:
     puncture_stroke: np.ndarray
     puncture_depth_mm: np.ndarray
     source: str
+    transition_times: list = None  # [(k,) s], aligned with transitions
 
 
 def _from_plan(plan: Plan, face) -> _Subject:
     strokes = [_Stroke(int(s.id), str(s.device), str(s.zone), tuple(s.zones or ()), str(s.pattern),
                        _float(s.direction_deg), float(s.depth_mm), float(s.needle_length_mm),
                        np.asarray(s.points, dtype=np.float64).reshape(-1, 3),
-                       _float((s.cartridge or {}).get("footprint_diameter_mm"))) for s in plan.strokes]
+                       _float((s.cartridge or {}).get("footprint_diameter_mm")),
+                       np.asarray(s.times_s, dtype=np.float64),
+                       None if s.stamp_times_s is None else np.asarray(s.stamp_times_s, dtype=np.float64))
+               for s in plan.strokes]
     transitions = [(int(t.from_stroke), int(t.to_stroke), np.asarray(t.points, dtype=np.float64).reshape(-1, 3))
                    for t in plan.transitions]
     return _Subject(plan.face if face is None else face, plan.protocol, strokes, transitions,
                     *_puncture_arrays(plan.puncture_points, plan.puncture_stroke, plan.puncture_depth_mm, "the plan"),
-                    source=f"a {plan.device} plan")
+                    source=f"a {plan.device} plan",
+                    transition_times=[np.asarray(t.times_s, dtype=np.float64) for t in plan.transitions])
 
 
 def _float(x) -> float:
@@ -204,27 +212,30 @@ def _from_file(path, face) -> _Subject:
     doc, arrays, face = read_plan_files(path, face)
     try:
         protocol = Protocol.from_dict(doc["protocol"], source=f"{path}: protocol")
-        positions = arrays["path_positions"]
-        strokes = [_stroke_from_json(s, positions) for s in doc["strokes"]]
+        strokes = [_stroke_from_json(s, arrays) for s in doc["strokes"]]
         moves = arrays["transition_positions"]
         transitions = [(int(t["from"]), int(t["to"]), _rows(moves, t["path"])) for t in doc["transitions"]]
+        move_times = [_rows(arrays["transition_times_s"], t["path"], 1) for t in doc["transitions"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise CoverageError(f"{path}: the plan lacks or mangles a field ({exc!r}); write it again with "
                             "coverage-planner plan") from exc
     return _Subject(face, protocol, strokes, transitions,
                     *_puncture_arrays(arrays["punctures"], arrays["puncture_stroke"], arrays["puncture_depth_mm"],
-                                      doc["arrays"]["file"]), source=str(path))
+                                      doc["arrays"]["file"]), source=str(path), transition_times=move_times)
 
 
-def _rows(array: np.ndarray, rows: dict) -> np.ndarray:
-    return np.asarray(array[rows["first"]:rows["first"] + rows["samples"]], dtype=np.float64).reshape(-1, 3)
+def _rows(array: np.ndarray, rows: dict, width: int = 3) -> np.ndarray:
+    part = np.asarray(array[rows["first"]:rows["first"] + rows["samples"]], dtype=np.float64)
+    return part.reshape(-1, 3) if width == 3 else part.reshape(-1)
 
 
-def _stroke_from_json(s: dict, positions: np.ndarray) -> _Stroke:
+def _stroke_from_json(s: dict, arrays: dict) -> _Stroke:
     return _Stroke(int(s["id"]), str(s["device"]), str(s["zone"]), tuple(s.get("zones") or ()),
                    str(s.get("pattern", "lines")), _float(s.get("direction_deg")), float(s["depth_mm"]),
-                   float(s["needle_length_mm"]), _rows(positions, s["path"]),
-                   _float((s.get("cartridge") or {}).get("footprint_diameter_mm")))
+                   float(s["needle_length_mm"]), _rows(arrays["path_positions"], s["path"]),
+                   _float((s.get("cartridge") or {}).get("footprint_diameter_mm")),
+                   _rows(arrays["path_times_s"], s["path"], 1),
+                   None if s.get("stamps") is None else _rows(arrays["stamp_times_s"], s["stamps"], 1))
 
 
 # --- shared measurements -----------------------------------------------------------------
@@ -814,6 +825,77 @@ def _check_off_treatable(ctx: _Context, dm: DensityMap):
 
 # --- entry point -------------------------------------------------------------------------------
 
+def _check_motion(ctx: _Context):
+    """The plan's timing within the devices' limits: time never runs back; a pen glides within
+    its speed range and never stamps faster than its top rate; a roller rolls no faster than
+    its speed; the tool in the air no faster than the transit speed."""
+    subject, protocol = ctx.subject, ctx.subject.protocol
+    pen, roller, session = protocol.pen, protocol.roller, protocol.session
+    worst = {"pen_mm_s": 0.0, "roller_mm_s": 0.0, "transit_mm_s": 0.0, "pen_stamp_hz": 0.0}
+    bad = {"backwards": [], "pen_mm_s": [], "roller_mm_s": [], "transit_mm_s": [], "pen_stamp_hz": []}
+    limits = {"pen_mm_s": pen.speed_mm_s_max, "roller_mm_s": roller.speed_mm_s,
+              "transit_mm_s": session.transit_speed_mm_s, "pen_stamp_hz": pen.stamp_hz_max}
+
+    def speeds(points, times):
+        dt = np.diff(times)
+        step = np.linalg.norm(np.diff(points, axis=0), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(dt > 0, step / dt, np.where(step > 1e-9, np.inf, 0.0))
+        return dt, v
+
+    for s in subject.strokes:
+        if s.times_s is None or len(s.times_s) != len(s.points):
+            continue
+        dt, v = speeds(s.points, s.times_s)
+        if (dt < 0).any():
+            bad["backwards"].append(s.id)
+        key = "pen_mm_s" if s.device == "pen" else "roller_mm_s"
+        top = float(v.max(initial=0.0))
+        worst[key] = max(worst[key], top)
+        if top > limits[key] * (1 + SPEED_TOLERANCE):
+            bad[key].append((s.id, top))
+        if s.stamp_times_s is not None and len(s.stamp_times_s) > 1:
+            gaps = np.diff(s.stamp_times_s)
+            if (gaps < 0).any():
+                bad["backwards"].append(s.id)
+            rate = float(1.0 / max(gaps.min(), 1e-12))
+            worst["pen_stamp_hz"] = max(worst["pen_stamp_hz"], rate)
+            if rate > pen.stamp_hz_max * (1 + SPEED_TOLERANCE):
+                bad["pen_stamp_hz"].append((s.id, rate))
+    for (a, b, pts), times in zip(subject.transitions, subject.transition_times or ()):
+        if len(times) != len(pts):
+            continue
+        dt, v = speeds(pts, times)
+        if (dt < 0).any():
+            bad["backwards"].append(("move", a, b))
+        top = float(v.max(initial=0.0))
+        worst["transit_mm_s"] = max(worst["transit_mm_s"], top)
+        if top > limits["transit_mm_s"] * (1 + SPEED_TOLERANCE):
+            bad["transit_mm_s"].append(((a, b), top))
+    violations = []
+    if bad["backwards"]:
+        violations.append(Violation("motion", len(bad["backwards"]), None,
+                                    f"motion: time runs backwards in {_n(len(bad['backwards']), 'stroke or move')} "
+                                    f"(first: {bad['backwards'][0]})", None, None))
+    what = {"pen_mm_s": ("pen stroke", "glides at", "mm/s"), "roller_mm_s": ("roller stroke", "rolls at", "mm/s"),
+            "transit_mm_s": ("move", "travels at", "mm/s"), "pen_stamp_hz": ("pen stroke", "stamps at", "Hz")}
+    for key, items in bad.items():
+        if key == "backwards" or not items:
+            continue
+        noun, verb, unit = what[key]
+        first, value = max(items, key=lambda item: item[1])
+        violations.append(Violation(
+            "motion", len(items), float(value),
+            f"motion: {_n(len(items), noun)} over the limit; worst {noun} {first} {verb} {value:.4g} {unit} "
+            f"(limit {limits[key]:g} {unit})", None, None))
+    summary = (f"fastest pen glide {worst['pen_mm_s']:.4g} mm/s (limit {limits['pen_mm_s']:g}), roller "
+               f"{worst['roller_mm_s']:.4g} mm/s (limit {limits['roller_mm_s']:g}), move {worst['transit_mm_s']:.4g} "
+               f"mm/s (limit {limits['transit_mm_s']:g}), pen stamp rate {worst['pen_stamp_hz']:.4g} Hz (limit "
+               f"{limits['pen_stamp_hz']:g})")
+    return {"summary": summary, **{f"max_{k}": _num(v) for k, v in worst.items()},
+            **{f"limit_{k}": _num(v) for k, v in limits.items()}}, violations
+
+
 def verify(plan, face=None) -> Verification:
     """Check a plan against every rule, measuring everything again.
 
@@ -839,7 +921,8 @@ def verify(plan, face=None) -> Verification:
     for rule, run in (("exclusion", _check_exclusion), ("cap", lambda c: _check_cap(c, dm)),
                       ("depth", _check_depth), ("device", _check_device), ("unobserved", _check_unobserved),
                       ("surface", _check_surface), ("contact", _check_contact), ("transit", _check_transit),
-                      ("punctures_off_treatable", lambda c: _check_off_treatable(c, dm))):
+                      ("punctures_off_treatable", lambda c: _check_off_treatable(c, dm)),
+                      ("motion", _check_motion)):
         measured, found = run(ctx)
         measured["passed"] = not found
         checks[rule] = measured
