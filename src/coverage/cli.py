@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .errors import CoverageError
 
 PROG = "coverage-planner"
-EXIT_VIOLATION = 3      # verify: the plan breaks a rule
+EXIT_VIOLATION = 3      # verify: the plan breaks a rule (batch: a plan breaks a rule)
+EXIT_SCAN_FAILED = 4    # batch: some scans could not be planned (the others were)
 EXIT_CODES = ("exit status: 0 done; 1 internal error (a bug); 2 user error (bad input or option, one line on "
-              f"stderr); {EXIT_VIOLATION} verify: the plan breaks a rule")
+              f"stderr); {EXIT_VIOLATION} verify: the plan breaks a rule; {EXIT_SCAN_FAILED} batch: some scans failed")
 
 
 def _face_args(parser: argparse.ArgumentParser, protocol: bool = True, edge_help: str | None = None) -> None:
@@ -166,6 +168,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import SUMMARY_NAME, run_batch, summary_table
+
+    rows = run_batch(args.scans_dir, args.out, workers=args.workers, scheduler=args.scheduler,
+                     progress=not args.no_progress and sys.stderr.isatty(), protocol_path=args.protocol,
+                     device=args.device, units=args.units, edge_mm=args.edge_mm,
+                     log=lambda line: print(f"{PROG}: {line}", file=sys.stderr))
+    print(summary_table(rows))
+    print(f"wrote {sum(r['plan'] is not None for r in rows)} plans and {Path(args.out) / SUMMARY_NAME}")
+    if any(r["status"] == "violation" for r in rows):
+        return EXIT_VIOLATION
+    return EXIT_SCAN_FAILED if any(r["status"] == "failed" for r in rows) else 0
+
+
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
@@ -259,6 +275,32 @@ def build_parser() -> argparse.ArgumentParser:
                           help="samples per second (default 250; 50 to 10000)")
     _face_args(exporter, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
     exporter.set_defaults(func=cmd_export)
+
+    batch = sub.add_parser("batch", help="plan every scan of a folder (local workers or a Dask cluster)",
+                           description="Plan every scan of SCANS_DIR: each mesh NAME.ply (or .obj, .stl, .glb, "
+                                       ".gltf, .off) with its 468 landmarks beside it as NAME.landmarks.npy or "
+                                       "NAME.landmarks.json. Each plan goes to DIR/NAME.json + DIR/NAME.npz and is "
+                                       "verified; DIR/batch_summary.json holds one row per scan. A scan that fails "
+                                       "is reported (one line on stderr) and the batch goes on.",
+                           epilog=f"exit status: 0 every scan planned and verified; {EXIT_SCAN_FAILED} some scans "
+                                  f"failed (the others were planned); {EXIT_VIOLATION} a plan breaks a rule; "
+                                  "2 user error (no scans, bad option or protocol: nothing planned); 1 internal error")
+    batch.add_argument("scans_dir", metavar="SCANS_DIR", help="folder of scans (NAME.ply + NAME.landmarks.npy)")
+    batch.add_argument("--out", required=True, metavar="DIR", help="folder for the plans (created if missing)")
+    batch.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="scans planned at once on this machine, one process each (default 1)")
+    batch.add_argument("--scheduler", metavar="ADDRESS",
+                       help='plan on a Dask cluster instead (tcp://HOST:8786; pip install ".[distributed]"); its '
+                            "workers must see SCANS_DIR and DIR at the same paths")
+    batch.add_argument("--device", default="auto", choices=["auto", "roller", "pen"],
+                       help="auto (default): roller, then pen and touch-ups; or one device only")
+    batch.add_argument("--units", default="auto", choices=["auto", "mm", "cm", "m", "in"],
+                       help="units of every scan (default: detected from each face's width)")
+    batch.add_argument("--edge-mm", type=float, default=1.0, metavar="MM",
+                       help="working resolution: refined edge length (default 1.0 mm)")
+    batch.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    batch.set_defaults(func=cmd_batch)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")

@@ -7,6 +7,7 @@ units become millimetres. ``face.pose`` maps the canonical frame into the face's
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,27 +107,22 @@ class Face:
         landmark_smoothing : float
             How strongly per-landmark detector noise is smoothed (0 keeps them as given).
 
-        Coordinates stay in the scan's frame, converted to millimetres.
+        Coordinates stay in the scan's frame, converted to millimetres. A scan is repaired
+        first (:func:`scan.repair_mesh`: NaN/Inf, degenerate and duplicate triangles,
+        inconsistent winding; :func:`scan.keep_face`: pieces no landmark lies on), and each
+        repair is a line of ``face.notes``; a scan wound inside out is read reversed, also noted.
         """
         vertices, faces, what = scan.read_mesh(mesh_or_path)
-        notes = []
-        finite = np.isfinite(vertices).all(axis=1)
         if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
             raise MeshError(f"{what}: a face refers to vertex {int(faces.max())} but the mesh has "
                             f"{len(vertices)} vertices; the file is corrupt")
-        canonical = landmarks is None and scan.is_canonical_topology(vertices, faces)
-        good = finite[faces].all(axis=1)
-        if not good.all():
-            notes.append(f"dropped {int((~good).sum())} triangles with non-finite vertices")
-            faces = faces[good]
-        if len(faces) == 0:
-            raise MeshError(f"{what}: no triangle has finite coordinates")
         subdivisions = _template.subdivisions_for_edge(float(edge_mm))
         if landmarks is None:
-            if not canonical:
+            if not scan.is_canonical_topology(vertices, faces):
                 raise LandmarkError(f"{what}: landmarks are needed: the mesh has {len(vertices)} vertices, "
                                     "not the canonical 468-vertex topology; pass the 468 MediaPipe "
                                     "landmarks (--landmarks FILE.npy)")
+            finite = np.isfinite(vertices).all(axis=1)
             if not finite.all():
                 raise MeshError(f"{what}: vertex {int(np.argmin(finite))} is not finite; "
                                 "a canonical-topology mesh needs all 468 vertices")
@@ -134,11 +130,18 @@ class Face:
             base = vertices * factor
             pose = scan.similarity_fit(_template.canonical()[0], base)
             refined = _template.template(subdivisions).place(base)
-            return cls(refined, subdivisions, pose=pose, source=what, notes=notes)
+            return cls(refined, subdivisions, pose=pose, source=what)
         lm = scan.read_landmarks(landmarks)
-        factor = scan.detect_units(lm, units, "landmarks")
-        fit = scan.fit_template(vertices * factor, faces, lm * factor, _template.template(subdivisions),
+        lm_what = str(landmarks) if isinstance(landmarks, (str, os.PathLike)) else "landmarks"
+        factor = scan.detect_units(lm, units, lm_what)
+        vertices, faces, notes = scan.repair_mesh(vertices * factor, faces, what)
+        vertices, faces, kept = scan.keep_face(vertices, faces, lm * factor, what, lm_what)
+        notes += kept
+        fit = scan.fit_template(vertices, faces, lm * factor, _template.template(subdivisions),
                                 tolerance_mm=float(tolerance_mm), smoothing=float(landmark_smoothing))
+        if fit.inside_out:
+            notes.append(f"{what}: the scan is wound inside out (its normals point into the head); "
+                         "read with its normals reversed")
         share = float(fit.unobserved.mean())
         if share > 0:
             notes.append(f"{100 * share:.1f}% of the template is unobserved on the scan")

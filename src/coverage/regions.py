@@ -149,7 +149,16 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
     pieces = pieces[shapely.area(pieces) > 0]
     if len(pieces) == 0:
         return empty()
-    return shapely.make_valid(shapely.coverage_union_all(pieces))
+    return _union_of_pieces(pieces)
+
+
+def _union_of_pieces(pieces) -> BaseGeometry:
+    """Union of polygons that tile without overlap: the fast coverage union, or, where the
+    pieces overlap after all (coarse meshes fold slightly in the chart), the general one."""
+    try:
+        return shapely.make_valid(shapely.coverage_union_all(pieces))
+    except shapely.errors.GEOSException:
+        return shapely.make_valid(shapely.union_all(pieces))
 
 
 def triangles_region(face, mask: np.ndarray) -> BaseGeometry:
@@ -158,7 +167,7 @@ def triangles_region(face, mask: np.ndarray) -> BaseGeometry:
     chosen = polys[np.asarray(mask, dtype=bool)]
     if len(chosen) == 0:
         return empty()
-    return shapely.make_valid(shapely.coverage_union_all(chosen))
+    return _union_of_pieces(chosen)
 
 
 def interpolation_slack_mm(longest_edge_mm: float, margin_mm: float) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 import trimesh
 
@@ -54,25 +55,44 @@ def read_mesh(mesh) -> tuple[np.ndarray, np.ndarray, str]:
         raise MeshError(f"mesh: expected a file path, a trimesh.Trimesh or (vertices, faces), "
                         f"got {type(mesh).__name__}")
     path = Path(mesh)
+    if path.is_dir():
+        raise MeshError(f"{path}: is a directory, not a mesh file; give the scan's mesh file")
     if not path.is_file():
         raise MeshError(f"{path}: mesh file not found")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise MeshError(f"{path}: unsupported mesh format {path.suffix or '(none)'!r}; "
                         f"use one of {', '.join(MESH_SUFFIXES)}")
+    kind = path.suffix.lower().lstrip(".").upper()
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        raise MeshError(f"{path}: cannot open the mesh file ({exc.strerror}); check its permissions") from exc
+    if empty:
+        raise MeshError(f"{path}: the mesh file is empty (0 bytes); export the scan again")
     try:
         loaded = trimesh.load(str(path), process=False, maintain_order=True, force="mesh")
     except Exception as exc:  # trimesh raises many types for corrupt files
-        raise MeshError(f"{path}: cannot read mesh ({type(exc).__name__}: {exc})") from exc
+        # trimesh looks for an optional text-encoding detector when a file is not decodable
+        # text: the missing module is not the user's problem, the file is
+        detail = (f"not decodable as {kind}" if isinstance(exc, ImportError)
+                  else f"{type(exc).__name__}: {_one_line(exc)}")
+        raise MeshError(f"{path}: cannot read mesh ({detail}); the file is damaged or not in {kind} format: "
+                        "export the scan again") from exc
     vertices = np.asarray(getattr(loaded, "vertices", np.empty((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(loaded, "faces", np.empty((0, 3))), dtype=np.int64)
     if len(vertices) == 0 or len(faces) == 0:
-        raise MeshError(f"{path}: mesh has no triangles; export the scan as a triangle mesh")
+        raise MeshError(f"{path}: mesh has no triangles; export the scan as a triangle mesh, not a point cloud")
     if len(vertices) == 3 * len(faces) and len(faces) > 1:
         # a triangle soup (STL stores each triangle's corners separately): join equal
         # corners so neighbouring triangles share edges and the scan's rim is its real rim
         vertices, inverse = np.unique(vertices, axis=0, return_inverse=True)
         faces = inverse.reshape(-1, 3)
     return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), str(path)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def read_landmarks(landmarks) -> np.ndarray:
@@ -115,13 +135,20 @@ def read_landmarks(landmarks) -> np.ndarray:
 
 
 def detect_units(points: np.ndarray, units: str, what: str) -> float:
-    """Factor from input units to mm, from ``units`` or (``"auto"``) the face width."""
+    """Factor from input units to mm, from ``units`` or (``"auto"``) the face width.
+
+    Given units are checked too: a face that is not 90-260 mm wide in them is refused.
+    """
+    width = float(np.linalg.norm(points[WIDTH_LANDMARKS[0]] - points[WIDTH_LANDMARKS[1]]))
+    lo, hi = FACE_WIDTH_RANGE_MM
     if units != "auto":
         if units not in UNITS_TO_MM:
             raise MeshError(f"units = {units!r} is not known; use auto, {', '.join(UNITS_TO_MM)}")
+        if not lo <= width * UNITS_TO_MM[units] <= hi:
+            raise MeshError(f"{what}: with units = {units} the face is {width * UNITS_TO_MM[units]:.4g} mm wide "
+                            f"(landmarks 234-454), and a face is {lo:.0f}-{hi:.0f} mm wide; give the scan's real "
+                            "units, or units = auto to detect them")
         return UNITS_TO_MM[units]
-    width = float(np.linalg.norm(points[WIDTH_LANDMARKS[0]] - points[WIDTH_LANDMARKS[1]]))
-    lo, hi = FACE_WIDTH_RANGE_MM
     for name in AUTO_UNITS:
         if lo <= width * UNITS_TO_MM[name] <= hi:
             return UNITS_TO_MM[name]
@@ -184,6 +211,171 @@ def is_canonical_topology(vertices: np.ndarray, faces: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+# a triangle with less area than this fraction of the median triangle is collapsed: its
+# corners coincide or are collinear, so it has no normal and no interior
+DEGENERATE_AREA_FRACTION = 1e-9
+# landmarks must lie on the scan: more than half within this distance of its surface (mm)
+LANDMARK_SURFACE_MM = 10.0
+
+
+def repair_mesh(vertices: np.ndarray, faces: np.ndarray, what: str = "mesh"):
+    """A scan made usable as one surface, and a note for each repair made.
+
+    vertices : (n, 3) float, faces : (m, 3) int (indices checked by the caller)
+
+    Drops triangles with a non-finite (NaN, Inf) corner; joins coincident vertices (a
+    triangle soup, texture seams); drops degenerate triangles (repeated or collinear
+    corners) and duplicates (the same corners in any order); turns the triangles wound
+    against their neighbours, so each connected piece keeps the winding of most of its area
+    (which way the whole scan faces is decided later, by :func:`fit_template`); drops
+    unused vertices. Edges shared by more than two triangles (non-manifold: fins, flaps,
+    sheets glued along an edge) are kept and counted in a note: the template only takes
+    the scan surface closest to each of its points, and where that surface does not face
+    the way the skin does, the point is unobserved.
+
+    Returns ``(vertices (n', 3) float, faces (m', 3) int, notes list[str])``; raises
+    :class:`MeshError` when no triangle is left.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        raise MeshError(f"{what}: mesh has no triangles; export the scan as a triangle mesh, not a point cloud")
+    notes = []
+    finite = np.isfinite(vertices).all(axis=1)
+    good = finite[faces].all(axis=1)
+    if not good.all():
+        notes.append(f"{what}: dropped {_count(~good)} triangles with non-finite (NaN or Inf) coordinates")
+        faces = faces[good]
+    if len(faces) == 0:
+        raise MeshError(f"{what}: no triangle has finite coordinates (every one has a NaN or Inf corner); "
+                        "export the scan again")
+    used = np.flatnonzero(np.bincount(faces.ravel(), minlength=len(vertices)))
+    merged, inverse = np.unique(vertices[used], axis=0, return_inverse=True)
+    remap = np.empty(len(vertices), dtype=np.int64)
+    remap[used] = inverse.ravel()
+    vertices, faces = merged, remap[faces]
+
+    p = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
+    reference = float(np.median(area[~repeated])) if (~repeated).any() else 0.0
+    degenerate = repeated | (area <= DEGENERATE_AREA_FRACTION * reference)
+    corners = np.sort(faces, axis=1)
+    n = len(vertices)
+    if n < 2 ** 20:   # one int64 key per triangle sorts much faster than rows
+        _, first = np.unique((corners[:, 0] * n + corners[:, 1]) * n + corners[:, 2], return_index=True)
+    else:
+        _, first = np.unique(corners, axis=0, return_index=True)
+    duplicate = np.ones(len(faces), dtype=bool)
+    duplicate[first] = False
+    duplicate &= ~degenerate
+    if degenerate.any() or duplicate.any():
+        parts = [f"{_count(degenerate)} degenerate (repeated or collinear corners)" if degenerate.any() else "",
+                 f"{_count(duplicate)} duplicate" if duplicate.any() else ""]
+        notes.append(f"{what}: dropped {' and '.join(part for part in parts if part)} triangles")
+        keep = ~(degenerate | duplicate)
+        faces, area = faces[keep], area[keep]
+    if len(faces) == 0:
+        raise MeshError(f"{what}: every triangle is degenerate (no area); export the scan again")
+
+    faces, turned, nonmanifold = _consistent_winding(faces, area)
+    if turned:
+        notes.append(f"{what}: turned {_count(turned)} triangles wound against their neighbours to match them")
+    if nonmanifold:
+        notes.append(f"{what}: {_count(nonmanifold)} edge{'s are' if nonmanifold > 1 else ' is'} shared by more "
+                     "than two triangles (non-manifold); "
+                     "kept as they are: each template point takes only the scan surface closest to it")
+    return (*_compact(vertices, faces), notes)
+
+
+def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices some face uses, and the faces renumbered onto them (order kept)."""
+    used = np.bincount(faces.ravel(), minlength=len(vertices)) > 0
+    renumber = np.cumsum(used) - 1
+    return np.ascontiguousarray(vertices[used]), np.ascontiguousarray(renumber[faces], dtype=np.int64)
+
+
+def _count(n) -> str:
+    """A count for a note, with thousands separators (``n``: an int or a bool mask)."""
+    return f"{int(np.sum(n)):,}"
+
+
+def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Faces with each piece's winding made consistent across its manifold edges.
+
+    Two triangles sharing an edge agree when they run along it in opposite directions. On
+    the double cover of the triangle graph (node ``f``: triangle f as it is, ``f + m``:
+    turned) an edge joins the pairs of states that agree, so one connected component of the
+    cover holds one consistent winding of a whole piece. Each piece keeps the winding of
+    most of its area. Returns ``(faces, triangles turned, non-manifold edges)``.
+    """
+    m = len(faces)
+    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    owner = np.tile(np.arange(m), 3)
+    forward = half[:, 0] < half[:, 1]
+    key = half.min(axis=1) * (int(faces.max()) + 1) + half.max(axis=1)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    counts = np.diff(np.r_[starts, len(key)])
+    pair = starts[counts == 2]
+    a, b = order[pair], order[pair + 1]
+    fa, fb = owner[a], owner[b]
+    disagree = (forward[a] == forward[b]).astype(np.int64)   # same direction: one must turn
+    rows = np.concatenate([fa, fa + m])
+    cols = np.concatenate([fb + disagree * m, fb + (1 - disagree) * m])
+    cover = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(2 * m, 2 * m))
+    _, state = csgraph.connected_components(cover, directed=False)
+    plain = sp.coo_matrix((np.ones(len(fa)), (fa, fb)), shape=(m, m))
+    _, piece = csgraph.connected_components(plain, directed=False)
+    _, first = np.unique(piece, return_index=True)     # each piece's lowest triangle
+    reference = state[first[piece]]                    # its winding, as it is
+    turn = (state[m:] == reference) & (state[:m] != reference)   # a non-orientable piece is left alone
+    turned_area = np.bincount(piece, weights=np.where(turn, area, 0.0))
+    piece_area = np.bincount(piece, weights=area)
+    orientable = np.bincount(piece, weights=(state[:m] != state[m:]).astype(float)) == np.bincount(piece)
+    majority = (turned_area > 0.5 * piece_area) & orientable
+    turn = np.where(majority[piece], ~turn, turn)
+    faces = faces.copy()
+    faces[turn] = faces[turn][:, ::-1]
+    return faces, int(turn.sum()), int((counts > 2).sum())
+
+
+def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray, what: str = "mesh",
+              landmarks_what: str = "landmarks"):
+    """The pieces of a scan (mm) the face's landmarks lie on, and a note if others were dropped.
+
+    A scan may hold more than the face: hair, shoulders, a background, specks. A connected
+    piece is kept if it is the closest scan surface to at least one landmark within
+    ``LANDMARK_SURFACE_MM``; the others cannot be the face and are dropped. Landmarks must
+    lie on the scan: if fewer than half are within ``LANDMARK_SURFACE_MM`` of its surface
+    they are in another frame or unit than the mesh, or belong to another capture, and a
+    :class:`LandmarkError` says so.
+
+    Returns ``(vertices (n', 3) float, faces (m', 3) int, notes list[str])``.
+    """
+    grid = proximity.build_grid(vertices, faces)
+    tri, _, _ = proximity.closest_points(grid, landmarks_mm, max_dist=LANDMARK_SURFACE_MM)
+    near = tri >= 0
+    if near.mean() < 0.5:
+        _, _, dist = proximity.closest_points(grid, landmarks_mm)
+        raise LandmarkError(f"{landmarks_what}: the landmarks lie {float(np.median(dist)):.4g} mm (median) from the "
+                            f"surface of {what}, more than {LANDMARK_SURFACE_MM:g} mm; give landmarks of this scan, "
+                            "in the mesh's frame and units")
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    _, label = csgraph.connected_components(graph, directed=False)
+    piece = label[faces[:, 0]]
+    kept = np.isin(piece, piece[tri[near]])
+    notes = []
+    if not kept.all():
+        dropped = len(np.unique(piece[~kept]))
+        notes.append(f"{what}: kept the face; dropped {dropped} piece{'s' if dropped > 1 else ''} of the scan that "
+                     f"no landmark lies on ({_count(~kept)} triangles: hair, shoulders, background or specks)")
+        vertices, faces = _compact(vertices, faces[kept])
+    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), notes
+
+
 @dataclass(frozen=True)
 class Fit:
     """The template fitted to a scan: refined vertices (mm) and what was observed."""
@@ -192,6 +384,7 @@ class Fit:
     unobserved: np.ndarray  # (v,) bool
     distance: np.ndarray    # (v,) float, template point to scan surface (mm), -1 if none
     pose: np.ndarray        # (4, 4) similarity, canonical frame -> scan frame (mm)
+    inside_out: bool = False  # the scan's triangles are wound with their normals into the head
 
 
 def boundary_edges(faces: np.ndarray) -> np.ndarray:
@@ -247,7 +440,8 @@ def fit_template(scan_vertices: np.ndarray, scan_faces: np.ndarray, landmarks_mm
     # a scan may be wound either way: its orientation is what most matches say. Then a
     # template point must meet skin facing its own way: one that reached across to the
     # other side of a fold (a nostril's underside onto the lip) has the normal reversed
-    if found.any() and np.sum(cosine[found]) < 0:
+    inside_out = bool(found.any() and np.sum(cosine[found]) < 0)
+    if inside_out:
         normal = -normal
         cosine = -cosine
     agree = cosine >= np.cos(np.radians(max_normal_angle_deg))
@@ -257,4 +451,4 @@ def fit_template(scan_vertices: np.ndarray, scan_faces: np.ndarray, landmarks_mm
     rim = on_boundary(scan_faces, tri, bary) & (np.linalg.norm(tangential, axis=1) > rim_offset_mm)
     observed = found & agree & ~rim
     vertices = np.where(observed[:, None], closest, placed)
-    return Fit(np.ascontiguousarray(vertices), ~observed, np.where(found, dist, -1.0), pose)
+    return Fit(np.ascontiguousarray(vertices), ~observed, np.where(found, dist, -1.0), pose, inside_out)
