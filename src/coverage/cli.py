@@ -182,6 +182,39 @@ def cmd_batch(args) -> int:
     return EXIT_SCAN_FAILED if any(r["status"] == "failed" for r in rows) else 0
 
 
+def cmd_show(args) -> int:
+    from pathlib import Path
+
+    from .fileio import check_output
+    from .page import PAGE_SUFFIXES, write_page
+    from .planio import load_plan
+    from .viz import (ANIMATION_SUFFIXES, FIGURE_SUFFIXES, HANDOUT_SUFFIXES, handout_pdf, plan_figure, save_figure,
+                      session_animation)
+
+    outputs = [(args.png, FIGURE_SUFFIXES, lambda p, o: save_figure(plan_figure(p), o)),
+               (args.html, PAGE_SUFFIXES, write_page),
+               (args.gif, ANIMATION_SUFFIXES, lambda p, o: session_animation(p, o, frames=args.frames, fps=args.fps)),
+               (args.pdf, HANDOUT_SUFFIXES, handout_pdf)]
+    if not any(out for out, _, _ in outputs):
+        raise CoverageError("show: say what to draw: --png OUT.png, --html OUT.html, --gif OUT.gif and/or --pdf OUT.pdf")
+    if args.frames < 2 or not args.fps > 0:
+        raise CoverageError(f"show: --frames {args.frames} and --fps {args.fps:g}: use at least 2 frames and a "
+                            "positive rate")
+    plan_files = {Path(args.plan).resolve(), Path(args.plan).with_suffix(".npz").resolve()}
+    for out, suffixes, _ in outputs:
+        if out:
+            check_output(out, suffixes)
+            if Path(out).resolve() in plan_files:
+                raise CoverageError(f"{out}: would overwrite the plan being drawn; give another file name")
+    plan = load_plan(args.plan, face=_plan_face(args))
+    for out, _, make in outputs:
+        if out:
+            start = time.perf_counter()
+            make(plan, out)
+            print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
@@ -301,6 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     batch.set_defaults(func=cmd_batch)
+
+    show = sub.add_parser(
+        "show", help="draw a plan for trainers: picture, offline 3D page, animation, printable handout",
+        description="Draw a saved plan: a PNG (front view with the passes in order and the density heat map with "
+                    "the per-zone table), a self-contained offline HTML page (3D face coloured by density, strokes, "
+                    "toggles per device, zone and direction), a GIF of the session pass by pass, and a PDF handout "
+                    "(one page per zone: pattern, order, depth, passes, dose).")
+    show.add_argument("plan", metavar="PLAN.json")
+    show.add_argument("--png", metavar="OUT", help="the overview picture (PNG, SVG or PDF by suffix)")
+    show.add_argument("--html", metavar="OUT.html", help="the offline 3D page")
+    show.add_argument("--gif", metavar="OUT.gif", help="the session animation")
+    show.add_argument("--pdf", metavar="OUT.pdf", help="the printable handout, one page per zone")
+    show.add_argument("--frames", type=int, default=48, help="animation frames (default 48)")
+    show.add_argument("--fps", type=float, default=6.0, help="animation frames per second (default 6)")
+    _face_args(show, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
+    show.set_defaults(func=cmd_show)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")
