@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd)
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/coverage-planner zones --png $(OUT)/zones.png
+	$(BIN)/coverage-planner plan --out $(OUT)/PLAN.json
+	$(BIN)/coverage-planner report $(OUT)/PLAN.json > $(OUT)/report.txt
+	$(BIN)/coverage-planner verify $(OUT)/PLAN.json
+	$(BIN)/coverage-planner show $(OUT)/PLAN.json --png $(OUT)/plan.png --html $(OUT)/plan.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,82 @@
+"""The commands that read a saved plan: export (robot trajectories) and show (pictures)."""
+import numpy as np
+import pytest
+
+from coverage.cli import main
+from coverage.export import read_trajectory
+
+PREFIX = "coverage-planner: error: "
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(code, err, *fragments):
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX) and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def saved(auto_plan, tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "PLAN.json"
+    auto_plan.save(path)
+    return path
+
+
+def test_export_writes_the_session_at_its_rate(saved, auto_plan, tmp_path, capsys):
+    out = tmp_path / "session.npz"
+    code, stdout, err = run(["export", saved, "--out", out, "--rate", "50"], capsys)
+    assert code == 0, err
+    traj = read_trajectory(out)
+    assert np.allclose(traj.time_s, np.arange(len(traj)) / 50.0)
+    assert traj.duration_s >= auto_plan.time_s
+    assert set(np.unique(traj.stroke_id[traj.stroke_id >= 0])) == {s.id for s in auto_plan.strokes}
+    assert f"{len(traj)} samples at 50 Hz" in stdout and f"wrote {out}" in stdout
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--rate", "0"], ["rate"]),
+    (["--format", "csv"], ["csv"]),                # the suffix says npz
+])
+def test_export_refuses_bad_options_before_any_work(saved, tmp_path, capsys, argv, fragments):
+    out = tmp_path / "session.npz"
+    code, _, err = run(["export", saved, "--out", out, *argv], capsys)
+    assert_refused(code, err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_draws_what_is_asked(saved, tmp_path, capsys):
+    png, html, gif = tmp_path / "plan.png", tmp_path / "plan.html", tmp_path / "plan.gif"
+    code, stdout, err = run(["show", saved, "--png", png, "--html", html, "--gif", gif, "--frames", "3"], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 100_000
+    page = html.read_text(encoding="utf-8")
+    assert "plotly" in page and 'src="http' not in page
+    assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    assert stdout.count("wrote ") == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.gif", "plan.html", "plan.png"]
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    ([], ["say what to draw"]),
+    (["--html", "page.txt"], ["page.txt", ".html"]),
+    (["--gif", "anim.gif", "--frames", "1"], ["--frames 1"]),
+])
+def test_show_refuses_bad_requests_and_writes_nothing(saved, tmp_path, capsys, monkeypatch, argv, fragments):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["show", saved, *argv], capsys)
+    assert_refused(code, err, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_never_overwrites_the_plan(saved, capsys):
+    before = saved.with_suffix(".npz").read_bytes()
+    code, _, err = run(["show", saved, "--pdf", saved.with_suffix(".pdf"), "--png", saved.with_suffix(".npz")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert saved.with_suffix(".npz").read_bytes() == before and not saved.with_suffix(".pdf").exists()
