@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_foundation.py --json benchmarks/results/foundation.json
+	mkdir -p benchmarks/results
+	$(BIN)/coverage-planner bench --json benchmarks/results/bench.json
 
 clean:
 	rm -rf build dist src/*.egg-info $(OUT) ext/*.c src/coverage/_ext/*.so

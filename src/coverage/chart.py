@@ -17,6 +17,7 @@ import functools
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+import threadpoolctl
 
 from . import template as _template
 
@@ -56,7 +57,10 @@ def lscm(vertices: np.ndarray, faces: np.ndarray, pins, pin_uv: np.ndarray) -> n
     m_free = m[:, free].tocsc()
     rhs = -(m[:, pins] @ z_pins)
     normal_matrix = (m_free.conj().T @ m_free).tocsc()
-    solution = spla.splu(normal_matrix).solve(m_free.conj().T @ rhs)
+    # one BLAS thread: SuperLU's dense kernels gain nothing from more on a system this size,
+    # and threaded OpenBLAS stalls for seconds when the cores are busy (measured: 0.7 s -> 13-28 s)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        solution = spla.splu(normal_matrix).solve(m_free.conj().T @ rhs)
     z = np.empty(nv, dtype=np.complex128)
     z[free] = solution
     z[pins] = z_pins
