@@ -1,7 +1,10 @@
 """The commands that read a saved plan: export (robot trajectories) and show (pictures)."""
+import json
+
 import numpy as np
 import pytest
 
+from coverage import load_plan
 from coverage.cli import main
 from coverage.export import read_trajectory
 
@@ -80,3 +83,26 @@ def test_show_never_overwrites_the_plan(saved, capsys):
     code, _, err = run(["show", saved, "--pdf", saved.with_suffix(".pdf"), "--png", saved.with_suffix(".npz")], capsys)
     assert code == 2 and "Traceback" not in err
     assert saved.with_suffix(".npz").read_bytes() == before and not saved.with_suffix(".pdf").exists()
+
+
+def test_resume_completes_an_interrupted_session(saved, auto_plan, tmp_path, capsys):
+    """Stopped 37 % along a roller stroke: the remaining plan starts exactly there, and what was
+    delivered plus the remaining plan passes every rule (exit 0)."""
+    k = next(s.id for s in auto_plan.strokes if s.device == "roller" and s.punctures > 50)
+    log = tmp_path / "delivered.json"
+    log.write_text(json.dumps({"strokes": {str(i): 1.0 for i in range(k)} | {str(k): 0.37}}), encoding="utf-8")
+    out = tmp_path / "REST.json"
+    code, stdout, err = run(["resume", saved, "--delivered", log, "--out", out], capsys)
+    assert code == 0, err
+    assert "every rule holds" in stdout and f"wrote {out}" in stdout
+    rest = load_plan(out)
+    assert [s.id for s in rest.strokes] == [s.id for s in auto_plan.strokes[k:]]
+    assert len(rest.puncture_points) < len(auto_plan.puncture_points) - sum(s.punctures for s in auto_plan.strokes[:k])
+
+
+def test_resume_refuses_a_bad_log(saved, tmp_path, capsys):
+    log = tmp_path / "delivered.json"
+    log.write_text('{"strokes": {"3": 1.7}}', encoding="utf-8")
+    code, _, err = run(["resume", saved, "--delivered", log, "--out", tmp_path / "REST.json"], capsys)
+    assert_refused(code, err, "1.7")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["delivered.json"]

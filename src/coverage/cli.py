@@ -215,6 +215,23 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    from .resume import resume_files
+    from .verify import verify
+
+    result, paths = resume_files(args.plan, args.delivered, args.out, face=_plan_face(args))
+    print(result.report.text())
+    print(f"wrote {paths[0]} and {paths[1]}")
+    check = verify(result.report.union)
+    print(f"delivered + remaining: {'every rule holds' if check.ok else 'breaks a rule'} "
+          f"({len(check.checks) - len(check.violations)} of {len(check.checks)} checks passed)")
+    if check.ok:
+        return 0
+    for v in check.violations:
+        print(f"{PROG}: violation: {one_line(v.message)}", file=sys.stderr)
+    return EXIT_VIOLATION
+
+
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
@@ -366,6 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--fps", type=float, default=6.0, help="animation frames per second (default 6)")
     _face_args(show, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
     show.set_defaults(func=cmd_show)
+
+    resume = sub.add_parser(
+        "resume", help="plan what completes a session after an interruption",
+        description="Given what was delivered before an interruption (a log of stroke ids with the fraction done, "
+                    "or of the punctures delivered), write the plan that completes the session: the rest of the "
+                    "strokes, or pen strokes for the skin still under its band; nothing at dose is treated again and "
+                    "no window goes over its cap. What was delivered plus the remaining plan is verified.",
+        epilog=f"exit status: 0 done; {EXIT_VIOLATION} delivered + remaining breaks a rule; 2 user error; "
+               "1 internal error. Logs: JSON {\"strokes\": {\"12\": 1.0, \"13\": 0.4}} or "
+               "{\"punctures\": [[x, y, z], ...]}, CSV stroke_id,fraction or x,y,z, or .npy (k, 3) mm")
+    resume.add_argument("plan", metavar="PLAN.json")
+    resume.add_argument("--delivered", required=True, metavar="LOG", help="what was delivered (.json, .csv or .npy)")
+    resume.add_argument("--out", required=True, metavar="OUT.json", help="the remaining plan (OUT.npz goes beside it)")
+    _face_args(resume, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
+    resume.set_defaults(func=cmd_resume)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",
                            description="Print the bundled default protocol (TOML), or validate a protocol file.")

@@ -261,7 +261,8 @@ class Face:
         """Principal curvatures and directions per vertex, fitted over ``radius_mm``."""
         key = float(radius_mm)
         if key not in self._curvature:
-            self._curvature[key] = principal_curvatures(self.vertices, self.normals, key)
+            self._curvature[key] = principal_curvatures(self.vertices, self.normals, key,
+                                                        frame_points=self.to_canonical_frame(self.vertices))
         return self._curvature[key]
 
     # --- chart <-> surface ----------------------------------------------------------------

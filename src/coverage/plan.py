@@ -164,6 +164,21 @@ class Plan:
 
         return save_plan(self, path)
 
+    def retarget(self, face, transitions: str = "auto"):
+        """The same plan on the same person's face after it moved or deformed, without
+        replanning: ``(plan, report)``; strokes that would now cross a keep-out or unobserved
+        skin are cut and reported (:func:`coverage.relift.retarget`)."""
+        from .relift import retarget
+
+        return retarget(self, face, transitions)
+
+    def remaining(self, delivered):
+        """What completes the session after an interruption: ``(plan, report)``; ``delivered``
+        is stroke id -> fraction done, or the delivered punctures (:func:`coverage.resume.remaining`)."""
+        from .resume import remaining
+
+        return remaining(self, delivered)
+
     @classmethod
     def load(cls, path, face=None, zones=None) -> Plan:
         """Read a saved plan back (arrays exactly as saved). ``face``: the face it was planned
