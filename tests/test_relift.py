@@ -227,3 +227,20 @@ def test_other_resolution_and_bad_arguments_are_refused(auto_plan, retargeter):
     with pytest.raises(CoverageError, match="transitions"):
         retargeter.retarget(auto_plan.face, transitions="never")
     assert relift.retargeter(auto_plan) is retargeter
+
+
+def test_a_compressed_face_reports_the_windows_it_pushes_over_cap(auto_plan, retargeter):
+    """Shrunk 3 % about its centre, the face keeps its punctures on 5.9 % less skin: windows
+    the plan filled to their cap rise ~6 % over it. The report says so (and is not ok), as
+    the independent verifier does; a rigid move changes no window."""
+    v = auto_plan.face.vertices
+    centre = v.mean(axis=0)
+    _, rigid = retargeter.retarget(moved(auto_plan.face)[0])
+    assert rigid.over_cap == {}
+    new, report = retargeter.retarget(Face(centre + 0.97 * (v - centre), auto_plan.face.subdivisions,
+                                           source="shrunk"))
+    over = report.over_cap
+    assert over and 1.03 < over["worst_ratio"] < 1.07 and over["texels"] > 100
+    assert not report.ok and "over cap on the new skin" in report.text()
+    result = verify(new)
+    assert "cap" in result.failed()

@@ -114,7 +114,7 @@ class RetargetReport:
 
     def _read(self) -> tuple:
         if self._details is None:
-            self._details = self.details() if self.details is not None else ({}, [])
+            self._details = self.details() if self.details is not None else ({}, [], {})
         return self._details
 
     @property
@@ -123,14 +123,23 @@ class RetargetReport:
         return self._read()[0]
 
     @property
+    def over_cap(self) -> dict:
+        """Windows the new skin areas push over their cap: ``{"texels", "area_cm2",
+        "worst_ratio", "zone"}`` (empty where none is): a compressed face concentrates
+        the same punctures on less skin. Measured on the plan's texel grid with each
+        texel's skin area scaled by its triangle's area change (the windows' definition
+        of :func:`coverage.density`)."""
+        return self._read()[2]
+
+    @property
     def notes(self) -> list:
         """What changed that the retargeter does not check (the pose, skin areas)."""
         return self._read()[1]
 
     @property
     def ok(self) -> bool:
-        """Nothing cut and every transition cleared."""
-        return not self.cuts and not self.transitions_unverified
+        """Nothing cut, every transition cleared, and no window over its cap."""
+        return not self.cuts and not self.transitions_unverified and not self.over_cap
 
     def text(self) -> str:
         rows = [(f"retargeted: largest move {self.max_displacement_mm:.2f} mm, non-rigid change "
@@ -141,6 +150,10 @@ class RetargetReport:
                         f"and {c.stamps_dropped} stamps dropped; left: {list(c.pieces) or 'nothing'}")
         if self.transitions_unverified:
             rows.append(f"  {len(self.transitions_unverified)} transitions not verified (transitions='bound')")
+        if self.over_cap:
+            o = self.over_cap
+            rows.append(f"  over cap on the new skin: {o['texels']} texels ({o['area_cm2']:.2f} cm2), worst "
+                        f"{o['worst_ratio']:.3f} x its cap in {o['zone']}: the face is compressed there; plan again")
         rows.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(rows)
 
@@ -828,8 +841,10 @@ class Retargeter:
         # a sample moves no farther than the farthest corner of its triangle
         moved = float(np.sqrt(np.max(np.sum((vertices - self.face0.vertices) ** 2, axis=1))))
         def details():
-            area = self._zone_area_change(vertices) if delta > RIGID_MM else dict.fromkeys(self.zone_area0, 1.0)
-            return area, self._notes(face, pose, area)
+            if delta <= RIGID_MM:   # areas, and so every window's density, are unchanged
+                return dict.fromkeys(self.zone_area0, 1.0), self._notes(face, pose, {}), {}
+            area = self._zone_area_change(vertices)
+            return area, self._notes(face, pose, area), self._over_cap(vertices, new_plan)
 
         report = RetargetReport(build.cuts, build.punctures_dropped, float(moved), pose, delta, check.measured,
                                 build.measured, build.replanned, build.unverified, clock.laps, details)
@@ -850,9 +865,34 @@ class Retargeter:
                          "again: run coverage.verify on the new plan")
         return notes
 
+    def _over_cap(self, vertices: np.ndarray, new_plan: Plan) -> dict:
+        """The windows over their cap once each texel's skin area follows its triangle's
+        area change (see :attr:`RetargetReport.over_cap`)."""
+        from .density import splat, window_sums
+
+        grid = self.plan.density.grid
+        ratio = _triangle_areas(vertices, self.faces) / np.maximum(self.face0.triangle_area_mm2, 1e-12)
+        texel_ratio = np.where(grid.tri >= 0, ratio[np.maximum(grid.tri, 0)], 1.0)
+        treat = grid.treatable
+        old_area = np.where(treat, grid.area_mm2, 0.0)
+        old = window_sums(old_area, grid.half_u, grid.half_v, treat)
+        new = window_sums(old_area * texel_ratio, grid.half_u, grid.half_v, treat)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            window_area = grid.window_area_mm2 * np.where(old > 0, new / old, 1.0)
+            counts, _ = splat(np.ascontiguousarray(new_plan.puncture_uv), grid.origin, grid.cell_mm, grid.shape)
+            dens = 100.0 * window_sums(counts, grid.half_u, grid.half_v, treat) / window_area
+        names = self.plan.zones.names
+        caps = np.array([self.plan.zones.dose(n).cap_per_cm2 for n in names])
+        cap = np.where(treat, caps[np.maximum(grid.label, 0)], np.inf)
+        over = treat & (dens > cap * (1 + 1e-9))
+        if not over.any():
+            return {}
+        worst = np.unravel_index(np.argmax(np.where(over, dens / cap, 0.0)), over.shape)
+        return {"texels": int(over.sum()), "area_cm2": float(grid.area_mm2[over].sum() / 100.0),
+                "worst_ratio": float(dens[worst] / cap[worst]), "zone": names[int(grid.label[worst])]}
+
     def _zone_area_change(self, vertices: np.ndarray) -> dict:
-        p = vertices[self.faces]
-        area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+        area = _triangle_areas(vertices, self.faces)
         ok = self.tri_zone >= 0
         new = np.bincount(self.tri_zone[ok], weights=area[ok], minlength=len(self.zone_area0))
         return {n: float(new[i] / a) if a > 0 else 1.0 for i, (n, a) in enumerate(self.zone_area0.items())}
@@ -870,6 +910,11 @@ class Retargeter:
             lesions.append(lesion)
         return dataclasses.replace(protocol, lesions=tuple(lesions))
 
+
+
+def _triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    p = vertices[faces]
+    return 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
