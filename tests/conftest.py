@@ -36,3 +36,33 @@ def roller_plan(default_face, default_zones):
     from coverage import plan
 
     return plan(default_face, zones=default_zones, device="roller")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_plan_matches_the_schema():
+    """Every plan the suite makes (planned, re-lifted, resumed) is checked against the
+    published JSON Schema as it is made."""
+    import sys
+
+    from coverage.planio import plan_document, schema_errors
+
+    def checked(make, plan_of):
+        def wrapper(*args, **kwargs):
+            result = make(*args, **kwargs)
+            doc = plan_document(plan_of(result))
+            doc["arrays"].update(file="PLAN.npz", sha256="0" * 64)
+            errors = schema_errors(doc)
+            assert not errors, errors[:3]
+            return result
+        return wrapper
+
+    plan_mod, relift, resume = (sys.modules["coverage.plan"], pytest.importorskip("coverage.relift"),
+                                pytest.importorskip("coverage.resume"))
+    patched = [(plan_mod, "build_plan", lambda p: p), (relift.Retargeter, "retarget", lambda r: r.plan),
+               (resume, "remaining", lambda r: r.plan)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+    for owner, name, plan_of in patched:
+        setattr(owner, name, checked(getattr(owner, name), plan_of))
+    yield
+    for owner, name, original in saved:
+        setattr(owner, name, original)
