@@ -42,6 +42,8 @@ def roller_plan(default_face, default_zones):
 def every_plan_matches_the_schema():
     """Every plan the suite makes (planned, re-lifted, resumed) is checked against the
     published JSON Schema as it is made."""
+    import copy
+    import dataclasses
     import sys
 
     from coverage.planio import plan_document, schema_errors
@@ -49,7 +51,10 @@ def every_plan_matches_the_schema():
     def checked(make, plan_of):
         def wrapper(*args, **kwargs):
             result = make(*args, **kwargs)
-            doc = plan_document(plan_of(result))
+            plan = plan_of(result)
+            # on a copy whose zone map is its own: a re-lifted plan builds its zones only when
+            # they are read (tested), and describing it reads them
+            doc = plan_document(dataclasses.replace(plan, zones=copy.copy(plan.zones)))
             doc["arrays"].update(file="PLAN.npz", sha256="0" * 64)
             errors = schema_errors(doc)
             assert not errors, errors[:3]

@@ -58,14 +58,14 @@ def voxel_subsample(points: np.ndarray, spacing: float) -> np.ndarray:
 
 
 def principal_curvatures(vertices: np.ndarray, normals: np.ndarray, radius_mm: float = 5.0,
-                         min_neighbours: int = 8, frame_points: np.ndarray | None = None) -> Curvature:
+                         min_neighbours: int = 8, support: np.ndarray | None = None) -> Curvature:
     """Fit principal curvatures at every vertex from neighbours within ``radius_mm``.
 
     vertices : (n, 3) float, mm
     normals : (n, 3) float, unit outward normals
-    frame_points : (n, 3) float, the vertices in a frame fixed to the face (default: as
-        given); the support voxels are laid in it, so the fit does not change when the
-        face turns
+    support : (k,) int, the vertices the fits use (default: one per voxel of side
+        ``radius_mm / 3``, :func:`voxel_subsample`); faces of one topology pass the same
+        indices, so the fit does not change when a face turns or changes units
     A vertex with fewer than ``min_neighbours`` neighbours gets zero curvature.
     """
     vertices = np.asarray(vertices, dtype=np.float64)
@@ -73,7 +73,8 @@ def principal_curvatures(vertices: np.ndarray, normals: np.ndarray, radius_mm: f
     n = len(vertices)
     # fit against an evenly spaced support set (one vertex per voxel of radius/3): refined
     # vertices crowd around the eyes and lips, which would otherwise dominate the fits
-    support = voxel_subsample(vertices if frame_points is None else frame_points, radius_mm / 3.0)
+    if support is None:
+        support = voxel_subsample(vertices, radius_mm / 3.0)
     near = cKDTree(vertices).sparse_distance_matrix(cKDTree(vertices[support]), radius_mm,
                                                     output_type="coo_matrix")
     i = near.row.astype(np.int64)

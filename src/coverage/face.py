@@ -262,7 +262,7 @@ class Face:
         key = float(radius_mm)
         if key not in self._curvature:
             self._curvature[key] = principal_curvatures(self.vertices, self.normals, key,
-                                                        frame_points=self.to_canonical_frame(self.vertices))
+                                                        support=_curvature_support(self.subdivisions, key))
         return self._curvature[key]
 
     # --- chart <-> surface ----------------------------------------------------------------
@@ -301,6 +301,16 @@ class Face:
 
 
 @functools.lru_cache(maxsize=4)
+@functools.cache
+def _curvature_support(subdivisions: int, radius_mm: float) -> np.ndarray:
+    """The vertices curvature fits use on every face of a resolution: evenly spaced on the
+    canonical face (one per voxel of side radius / 3), chosen by index so the fit does not
+    depend on a face's pose or units."""
+    from .curvature import voxel_subsample
+
+    return _frozen(voxel_subsample(_default_face(subdivisions).vertices, radius_mm / 3.0))
+
+
 def _default_face(subdivisions: int) -> Face:
     base, _, _ = _template.canonical()
     vertices = _template.template(subdivisions).place(base)

@@ -551,6 +551,19 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
     return sets, status
 
 
+def _too_close(stamp_skin: np.ndarray, min_gap_mm: float) -> np.ndarray:
+    """Stamps ``(m,) bool`` to drop so every kept stamp lies at least ``min_gap_mm`` along
+    the path beyond the kept one before it (the first always stays)."""
+    drop = np.zeros(len(stamp_skin), dtype=bool)
+    last = -np.inf
+    for i, s in enumerate(stamp_skin):
+        if s - last < min_gap_mm * (1.0 + 1e-9):
+            drop[i] = True
+        else:
+            last = s
+    return drop
+
+
 def pen_speed_profile(skin_s: np.ndarray, stamp_skin: np.ndarray, speed_mm_s: float, pen) -> np.ndarray:
     """Glide speed ``(n - 1,)`` over each segment of a pen path: the planned speed, lowered
     only across stamp intervals too short for the top stamp rate at it (so no two stamps
@@ -597,6 +610,13 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             uv = path.uv[a:b]
             lifted, tangent, skin_s, _ = chart_path_frames(face, uv)
             stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
+            # two stamps closer on the skin than the slowest glide covers between two firings
+            # at the top rate cannot both fire (a collapsed scan triangle can bring them
+            # together): the later one is dropped
+            close = _too_close(stamp_skin, pen.speed_mm_s_min / pen.stamp_hz_max)
+            if close.any():
+                st.keep[rows[close]] = False
+                rows, stamp_skin = rows[~close], stamp_skin[~close]
             speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
             if previous is not None:
                 pts, times = transit(face, previous.points[-1], previous.normals[-1], lifted.points[0],
