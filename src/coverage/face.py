@@ -300,7 +300,6 @@ class Face:
                 f"{self.area_mm2 / 100:.1f} cm2, {100 * self.unobserved.mean():.1f}% unobserved)")
 
 
-@functools.lru_cache(maxsize=4)
 @functools.cache
 def _curvature_support(subdivisions: int, radius_mm: float) -> np.ndarray:
     """The vertices curvature fits use on every face of a resolution: evenly spaced on the
@@ -311,6 +310,7 @@ def _curvature_support(subdivisions: int, radius_mm: float) -> np.ndarray:
     return _frozen(voxel_subsample(_default_face(subdivisions).vertices, radius_mm / 3.0))
 
 
+@functools.lru_cache(maxsize=4)
 def _default_face(subdivisions: int) -> Face:
     base, _, _ = _template.canonical()
     vertices = _template.template(subdivisions).place(base)
