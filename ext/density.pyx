@@ -6,14 +6,16 @@ from libc.stdlib cimport malloc, free
 
 
 cdef void _splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v0,
-                 double inv_cell, double[:, ::1] grid, int64_t* dropped) noexcept nogil:
+                 double cell, double[:, ::1] grid, int64_t* dropped) noexcept nogil:
     cdef Py_ssize_t i, h = grid.shape[0], w = grid.shape[1]
     cdef double fx, fy
     cdef int64_t ix, iy
     dropped[0] = 0
     for i in range(uv.shape[0]):
-        fx = (uv[i, 0] - u0) * inv_cell
-        fy = (uv[i, 1] - v0) * inv_cell
+        # divided, not multiplied by 1 / cell: a point on a texel line goes where the
+        # correctly rounded quotient (and the NumPy reference) puts it
+        fx = (uv[i, 0] - u0) / cell
+        fy = (uv[i, 1] - v0) / cell
         if not (fx >= 0.0 and fy >= 0.0 and fx < w and fy < h):
             dropped[0] += 1
             continue
@@ -27,7 +29,7 @@ def splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v
     """Add weight[i] to the texel holding uv[i]; returns how many points fell outside."""
     cdef int64_t dropped = 0
     with nogil:
-        _splat(uv, weight, u0, v0, 1.0 / cell, grid, &dropped)
+        _splat(uv, weight, u0, v0, cell, grid, &dropped)
     return dropped
 
 

@@ -25,9 +25,10 @@ def roll(const double[::1] s, const double[:, ::1] uv, const double[:, ::1] acro
     |k| (half_width^2 - x^2) / 2) and it punctures if the gap is at most max_gap.
     ``ring_order`` lists the rings by ring_phase, so events come out in firing order.
     """
-    cdef Py_ssize_t m, j, i, count = 0, n_rings = ring_x.shape[0]
+    cdef Py_ssize_t m, j, i, count = 0, n_rings = ring_x.shape[0], capacity = out_depth.shape[0]
     cdef int64_t a, b, r, k
     cdef double se, s_end, x, kap, gap, f
+    cdef bint full = False
     with nogil:
         for m in range(start.shape[0] - 1):
             a = start[m]
@@ -53,6 +54,9 @@ def roll(const double[::1] s, const double[:, ::1] uv, const double[:, ::1] acro
                         gap = -kap * (half_width * half_width - x * x) / 2.0
                     if gap > max_gap:
                         continue
+                    if count >= capacity:   # never write past the outputs (the caller sized them)
+                        full = True
+                        break
                     out_uv[count, 0] = _lerp(s[i], s[i + 1], uv[i, 0], uv[i + 1, 0], se) \
                         + x * _lerp(s[i], s[i + 1], across[i, 0], across[i + 1, 0], se)
                     out_uv[count, 1] = _lerp(s[i], s[i + 1], uv[i, 1], uv[i + 1, 1], se) \
@@ -62,5 +66,11 @@ def roll(const double[::1] s, const double[:, ::1] uv, const double[:, ::1] acro
                     out_ring[count] = r
                     out_s[count] = se
                     count += 1
+                if full:
+                    break
                 k += 1
+            if full:
+                break
+    if full:
+        raise RuntimeError("roll: more punctures than the outputs hold; size them with simulate._event_count")
     return count

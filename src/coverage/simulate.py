@@ -48,9 +48,13 @@ def _ring_order(ring_phase: np.ndarray) -> np.ndarray:
 
 
 def _event_count(runs: RunArrays, pitch: float, ring_phase: np.ndarray) -> int:
+    """An upper bound of the touchdowns of every ring along the runs: the quotient is rounded,
+    so a touchdown exactly at a run's end may count one more than floor(...) + 1 says."""
+    if len(runs.s) == 0:
+        return 0
     s_end = runs.s[np.maximum(runs.start[1:] - 1, 0)]
     long_enough = (runs.start[1:] - runs.start[:-1]) >= 2
-    per_ring = np.floor((s_end[:, None] - runs.phase[:, None] - pitch * ring_phase[None, :]) / pitch) + 1
+    per_ring = np.floor((s_end[:, None] - runs.phase[:, None] - pitch * ring_phase[None, :]) / pitch) + 2
     return int(np.maximum(per_ring, 0)[long_enough].sum())
 
 
@@ -87,7 +91,7 @@ def roll_reference(runs: RunArrays, drum) -> Punctures:
         if b - a < 2:
             continue
         s = runs.s[a:b]
-        n_k = int(np.floor((s[-1] - runs.phase[m]) / pitch)) + 1
+        n_k = int(np.floor((s[-1] - runs.phase[m]) / pitch)) + 2   # one more than floor says: see _event_count
         k = np.repeat(np.arange(max(n_k, 0)), len(order))
         ring = np.tile(order, max(n_k, 0))
         se = runs.phase[m] + pitch * (k + ring_phase[ring])
