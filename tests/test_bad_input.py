@@ -7,8 +7,6 @@ was repaired, and its zones are those of the clean scan. The scans are synthetic
 depth-camera scans of the default face (``tests/synthetic.py``); zone maps are built at
 ``--edge-mm 3`` (under a second each), and only one case makes a whole plan.
 """
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -18,31 +16,17 @@ import pytest
 import trimesh
 
 from coverage import scan
-from coverage.cli import main
 from synthetic import make_scan
+from test_cli import _main_captured, assert_one_line_error, run
 
-PREFIX = "coverage-planner: error: "
 COARSE = ["--edge-mm", "3"]
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def run(argv, capsys):
-    """``main(argv)`` in-process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_refused(code, out, err, outputs, *fragments):
     """Exit 2, one error line holding every fragment, no traceback, no output file left."""
-    assert code == 2, f"exit code {code}, stderr: {err!r}"
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"stderr is not one line: {err!r}"
-    assert lines[0].startswith(PREFIX), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert_one_line_error(code, err, *fragments)
     assert "wrote" not in out
     for path in outputs:
         assert not Path(path).exists(), f"{path} was left behind"
@@ -91,12 +75,10 @@ def clean(synthetic, tmp_path_factory):
 def clean_table(clean):
     """The clean scan's zone table (captured by hand: capsys is per test)."""
     mesh, landmarks = clean
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in ["zones", "--mesh", mesh, "--landmarks", landmarks, *COARSE]])
-    assert code == 0, err.getvalue()
-    assert notes(err.getvalue()) == ["note: 10.6% of the template is unobserved on the scan"]
-    return zone_rows(out.getvalue())
+    code, out, err = _main_captured(["zones", "--mesh", mesh, "--landmarks", landmarks, *COARSE])
+    assert code == 0, err
+    assert notes(err) == ["note: 10.6% of the template is unobserved on the scan"]
+    return zone_rows(out)
 
 
 def in_scan_frame(synthetic, points_mm):

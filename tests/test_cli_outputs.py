@@ -5,24 +5,9 @@ import numpy as np
 import pytest
 
 from coverage import load_plan
-from coverage.cli import main
 from coverage.export import read_trajectory
-
-PREFIX = "coverage-planner: error: "
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_refused(code, err, *fragments):
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX) and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+from test_cli import assert_one_line_error as assert_refused
+from test_cli import run
 
 
 @pytest.fixture(scope="module")

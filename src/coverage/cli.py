@@ -35,6 +35,14 @@ def _face_args(parser: argparse.ArgumentParser, protocol: bool = True, edge_help
         parser.add_argument("--protocol", metavar="TOML", help="protocol file (default: the bundled protocol)")
 
 
+def _saved_plan_args(parser: argparse.ArgumentParser) -> None:
+    """The saved plan a command reads, and the face it was planned on (a scan's)."""
+    parser.add_argument("plan", metavar="PLAN.json")
+    _face_args(parser, protocol=False,
+               edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm); without --mesh "
+                         "the bundled face is rebuilt at the plan's own resolution")
+
+
 def _load_face(args):
     from .face import Face
 
@@ -110,16 +118,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from pathlib import Path
-
     from .fileio import atomic_path, check_output
+    from .planio import check_not_the_plan
     from .verify import verify
 
     if args.json:
         check_output(args.json, (".json",))
-        plan_path = Path(args.plan)
-        if Path(args.json).resolve() in (plan_path.resolve(), plan_path.with_suffix(".npz").resolve()):
-            raise CoverageError(f"{args.json}: --json would overwrite the plan being verified; give another file name")
+        check_not_the_plan(args.json, args.plan, "--json", "verified")
     result = verify(args.plan, face=_plan_face(args))
     if args.json:
         import json
@@ -187,7 +192,7 @@ def cmd_show(args) -> int:
 
     from .fileio import check_output
     from .page import PAGE_SUFFIXES, write_page
-    from .planio import load_plan
+    from .planio import check_not_the_plan, load_plan
     from .viz import (ANIMATION_SUFFIXES, FIGURE_SUFFIXES, HANDOUT_SUFFIXES, handout_pdf, plan_figure, save_figure,
                       session_animation)
 
@@ -200,12 +205,10 @@ def cmd_show(args) -> int:
     if args.frames < 2 or not args.fps > 0:
         raise CoverageError(f"show: --frames {args.frames} and --fps {args.fps:g}: use at least 2 frames and a "
                             "positive rate")
-    plan_files = {Path(args.plan).resolve(), Path(args.plan).with_suffix(".npz").resolve()}
-    for out, suffixes, _ in outputs:
+    for (out, suffixes, _), option in zip(outputs, ("--png", "--html", "--gif", "--pdf")):
         if out:
             check_output(out, suffixes)
-            if Path(out).resolve() in plan_files:
-                raise CoverageError(f"{out}: would overwrite the plan being drawn; give another file name")
+            check_not_the_plan(out, args.plan, option, "drawn")
     plan = load_plan(args.plan, face=_plan_face(args))
     for out, _, make in outputs:
         if out:
@@ -320,10 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "one line on stderr.",
                            epilog=f"exit status: 0 every rule holds; {EXIT_VIOLATION} the plan breaks a rule; "
                                   "2 user error (missing or unreadable plan, bad option); 1 internal error")
-    check.add_argument("plan", metavar="PLAN.json")
-    _face_args(check, protocol=False,
-               edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm); without --mesh "
-                         "the bundled face is rebuilt at the plan's own resolution")
+    _saved_plan_args(check)
     check.add_argument("--json", metavar="OUT", help="also write the verdict as JSON (written after the checks ran)")
     check.set_defaults(func=cmd_verify)
 
@@ -334,12 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(0 transit, 1 approach, 2 contact, 3 firing, 4 retract), device, stroke, depth, needle length and "
                     "stamp rate. The timing is planned again so speeds, accelerations and turn rates stay within the "
                     "protocol's limits.")
-    exporter.add_argument("plan", metavar="PLAN.json")
+    _saved_plan_args(exporter)
     exporter.add_argument("--out", required=True, metavar="OUT", help="the trajectory file (.csv, .npz or .json)")
     exporter.add_argument("--format", choices=["csv", "npz", "json"], help="default: from the suffix of --out")
     exporter.add_argument("--rate", type=float, default=250.0, metavar="HZ",
                           help="samples per second (default 250; 50 to 10000)")
-    _face_args(exporter, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
     exporter.set_defaults(func=cmd_export)
 
     batch = sub.add_parser("batch", help="plan every scan of a folder (local workers or a Dask cluster)",
@@ -374,14 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "the per-zone table), a self-contained offline HTML page (3D face coloured by density, strokes, "
                     "toggles per device, zone and direction), a GIF of the session pass by pass, and a PDF handout "
                     "(one page per zone: pattern, order, depth, passes, dose).")
-    show.add_argument("plan", metavar="PLAN.json")
+    _saved_plan_args(show)
     show.add_argument("--png", metavar="OUT", help="the overview picture (PNG, SVG or PDF by suffix)")
     show.add_argument("--html", metavar="OUT.html", help="the offline 3D page")
     show.add_argument("--gif", metavar="OUT.gif", help="the session animation")
     show.add_argument("--pdf", metavar="OUT.pdf", help="the printable handout, one page per zone")
     show.add_argument("--frames", type=int, default=48, help="animation frames (default 48)")
     show.add_argument("--fps", type=float, default=6.0, help="animation frames per second (default 6)")
-    _face_args(show, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
     show.set_defaults(func=cmd_show)
 
     resume = sub.add_parser(
@@ -393,10 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"exit status: 0 done; {EXIT_VIOLATION} delivered + remaining breaks a rule; 2 user error; "
                "1 internal error. Logs: JSON {\"strokes\": {\"12\": 1.0, \"13\": 0.4}} or "
                "{\"punctures\": [[x, y, z], ...]}, CSV stroke_id,fraction or x,y,z, or .npy (k, 3) mm")
-    resume.add_argument("plan", metavar="PLAN.json")
+    _saved_plan_args(resume)
     resume.add_argument("--delivered", required=True, metavar="LOG", help="what was delivered (.json, .csv or .npy)")
     resume.add_argument("--out", required=True, metavar="OUT.json", help="the remaining plan (OUT.npz goes beside it)")
-    _face_args(resume, protocol=False, edge_help="with --mesh: the resolution the plan was made with (default 1.0 mm)")
     resume.set_defaults(func=cmd_resume)
 
     proto = sub.add_parser("protocol", help="print or check a protocol",

@@ -189,6 +189,14 @@ def plan_document(plan) -> dict:
     }
 
 
+def check_not_the_plan(out, plan_path, option: str, doing: str) -> None:
+    """Refuse an output (given with ``option``) that is the saved plan being read: its JSON
+    or the NPZ beside it."""
+    plan_path = Path(plan_path)
+    if Path(out).resolve() in (plan_path.resolve(), plan_path.with_suffix(".npz").resolve()):
+        raise CoverageError(f"{out}: {option} would overwrite the plan being {doing}; give another file name")
+
+
 def save_plan(plan, path) -> tuple[Path, Path]:
     """Write ``PLAN.json`` and ``PLAN.npz`` beside it. Both are written to temporary files
     first and moved into place only when both are complete. Returns both paths."""
@@ -315,15 +323,15 @@ def load_plan(path, face=None, zones=None):
     face : the face it was planned on (a scan: load it with the same ``edge_mm``); default:
         the bundled face at the plan's resolution.
     zones : its zone map, if already built; default: rebuilt from the face and the plan's
-        protocol.
+        protocol when first read.
     """
     from .plan import Plan, Stroke, Transition
     from .protocol import Protocol
-    from .zones import ZoneMap
+    from .zones import LazyZoneMap
 
     doc, a, face = read_plan_files(path, face)
     protocol = Protocol.from_dict(doc["protocol"], source=f"{path}: protocol")
-    zones = ZoneMap.default(face, protocol) if zones is None else zones
+    zones = LazyZoneMap(face, protocol) if zones is None else zones
     strokes = []
     for s in doc["strokes"]:
         rows = slice(s["path"]["first"], s["path"]["first"] + s["path"]["samples"])

@@ -65,7 +65,7 @@ from scipy.spatial import cKDTree
 from . import lifting, proximity, regions
 from .errors import CoverageError
 from .plan import Plan, Stroke, Transition, signed_clearance, transit, transit_clearance
-from .zones import ZoneMap, canonical_exclusion_regions
+from .zones import LazyZoneMap, canonical_exclusion_regions
 
 MARGIN_TOLERANCE_MM = 0.05   # the verifier's: a contact or puncture may come this much inside its margin
 TRANSIT_SLACK_MM = 0.5       # the verifier's: a transition point may come this much inside its clearance
@@ -1505,25 +1505,6 @@ class _Builder:
                 fields["punctures"] = int(mine.sum())
         new.__dict__ = fields
         return new
-
-
-class LazyZoneMap(ZoneMap):
-    """The standard zone map of a face (:meth:`ZoneMap.default`), built on first use: a
-    retargeted plan carries one, and nothing in the hot path reads it."""
-
-    def __init__(self, face, protocol):
-        self.face = face
-        self.protocol = protocol
-
-    def __getattr__(self, name):
-        if name.startswith("__") or "outlines" in self.__dict__:
-            raise AttributeError(name)
-        built = ZoneMap.default(self.__dict__["face"], self.__dict__["protocol"])
-        self.__dict__.update(built.__dict__)
-        return getattr(self, name)
-
-    def __repr__(self) -> str:
-        return "ZoneMap(not built yet)" if "outlines" not in self.__dict__ else super().__repr__()
 
 
 def retargeter(plan: Plan) -> Retargeter:

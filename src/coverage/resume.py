@@ -593,10 +593,10 @@ def resume_files(plan_path, delivered_path, out_path, face=None) -> tuple[Resume
     """``coverage-planner resume``: read a saved plan and a delivery log, write the remaining
     plan (``OUT.json`` + ``OUT.npz``). Returns the result and the paths written."""
     from .fileio import check_output
+    from .planio import check_not_the_plan
 
     check_output(out_path, (".json",))
-    if Path(out_path).resolve() in (Path(plan_path).resolve(), Path(plan_path).with_suffix(".npz").resolve()):
-        raise CoverageError(f"{out_path}: --out would overwrite the plan being resumed; give another file name")
+    check_not_the_plan(out_path, plan_path, "--out", "resumed")
     log = read_delivered(delivered_path)
     plan = Plan.load(plan_path, face)
     result = remaining(plan, log)

@@ -283,3 +283,23 @@ class ZoneMap:
 def chart_domain(subdivisions: int) -> BaseGeometry:
     """The whole chart (the face oval) as one polygon."""
     return shapely.union_all(list(canonical_outlines(subdivisions).values()))
+
+
+class LazyZoneMap(ZoneMap):
+    """The standard zone map of a face (:meth:`ZoneMap.default`), built on first use: a
+    re-lifted or loaded plan carries one, and what does not read it (re-lifting's hot path,
+    exporting a trajectory) does not pay for it."""
+
+    def __init__(self, face, protocol):
+        self.face = face
+        self.protocol = protocol
+
+    def __getattr__(self, name):
+        if name.startswith("__") or "outlines" in self.__dict__:
+            raise AttributeError(name)
+        built = ZoneMap.default(self.__dict__["face"], self.__dict__["protocol"])
+        self.__dict__.update(built.__dict__)
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return "ZoneMap(not built yet)" if "outlines" not in self.__dict__ else super().__repr__()
