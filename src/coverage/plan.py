@@ -214,16 +214,27 @@ def chart_path_frames(face, uv: np.ndarray):
     return lifted, tangent, s, across
 
 
-def signed_clearance(face, points: np.ndarray, reach: float = np.inf) -> np.ndarray:
+def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
     """Signed distance (mm) of points from the face: positive on the skin's outer side.
 
     Points in front of the face farther than ``reach`` read ``inf``: the search stops at
     ``reach`` and only the points it did not settle are searched in full, to tell a point
-    far in front from one deep behind the skin.
+    far in front from one deep behind the skin. ``reach`` is one float, or ``(k,) float``
+    (each point its own: one search per distinct value, so each point reads as it would alone).
     """
-    tri, bary, dist = proximity.closest_points(face.surface_grid, points, max_dist=reach)
+    if np.ndim(reach) == 0:
+        tri, bary, dist = proximity.closest_points(face.surface_grid, points, max_dist=reach)
+    else:
+        reach = np.asarray(reach, dtype=np.float64)
+        tri, bary, dist = np.empty(len(points), np.int64), np.empty((len(points), 3)), np.empty(len(points))
+        for r in np.unique(reach):
+            mine = reach == r
+            tri[mine], bary[mine], dist[mine] = proximity.closest_points(face.surface_grid, points[mine],
+                                                                         max_dist=float(r))
     far = tri < 0
     if far.any():
+        # the full search bounds itself by the farthest query, so its bound depends on the
+        # batch; any such bound lies well beyond a point near the face and finds the same
         tri[far], bary[far], dist[far] = proximity.closest_points(face.surface_grid, points[far])
     closest = np.einsum("kj,kjd->kd", bary, face.vertices[face.faces[np.maximum(tri, 0)]])
     normal = np.einsum("kj,kjd->kd", bary, face.normals[face.faces[np.maximum(tri, 0)]])
@@ -244,6 +255,11 @@ def transit_clearance(zones: ZoneMap, uv_from, uv_to) -> float:
     return min(session.hop_clearance_mm, session.clearance_mm)
 
 
+TRANSIT_RAISE_STEPS = 20       # most steps up the normal to reach the clearance at a move's end
+TRANSIT_PUSH_STEPS = 40        # most pushes of a move's travel out along the face's forward axis
+TRANSIT_SMOOTH = 7             # samples over which a push is spread (largest lift nearby)
+
+
 def transit(face, start_point, start_normal, end_point, end_normal,
             clearance_mm: float, speed_mm_s: float, t0: float) -> tuple[np.ndarray, np.ndarray]:
     """A safe move between two contacts: lift along the normal to the clearance, travel with
@@ -252,42 +268,116 @@ def transit(face, start_point, start_normal, end_point, end_normal,
     The travel starts as the straight segment between the raised ends; wherever it comes
     closer to the face than the clearance (across a fold, over the nose) it is pushed out
     along the face frame's forward axis until it clears, and the push is smoothed so the
-    path rises and falls gently. Returns (points (k, 3), times (k,)).
+    path rises and falls gently. Returns (points (k, 3), times (k,)). One move of
+    :func:`transit_paths` (which builds many at once, each exactly as alone).
     """
-    reach = clearance_mm + 1.0  # only whether the clearance holds matters: search no farther
+    points = transit_paths(face, np.asarray(start_point, dtype=np.float64)[None],
+                           np.asarray(start_normal, dtype=np.float64)[None],
+                           np.asarray(end_point, dtype=np.float64)[None],
+                           np.asarray(end_normal, dtype=np.float64)[None], [clearance_mm])[0]
+    return points, transit_times(points, speed_mm_s, t0)
 
-    def raised(point, normal):
-        # up along the normal until the clearance holds from all the face (a concave
-        # neighbourhood comes nearer than the skin straight below)
-        height = clearance_mm
-        for _ in range(20):
-            deficit = clearance_mm - float(signed_clearance(face, (point + height * normal)[None], reach)[0])
-            if deficit <= 0:
-                break
-            height += deficit + 1e-3
-        return point + height * normal
 
-    a, b = raised(start_point, start_normal), raised(end_point, end_normal)
-    n = max(2, int(math.ceil(np.linalg.norm(b - a) / TRANSIT_STEP_MM)) + 1)
-    f = np.linspace(0.0, 1.0, n)[:, None]
-    base = (1 - f) * a + f * b
+def transits(face, starts, start_normals, ends, end_normals, clearances, speed_mm_s: float, t0s) -> list:
+    """:func:`transit` of many moves: ``[(points (k_i, 3), times (k_i,))]``, move i from
+    ``starts[i]`` (with ``start_normals[i]``) to ``ends[i]`` at the lift ``clearances[i]``
+    (mm), leaving at ``t0s[i]``; every move exactly as :func:`transit` builds it alone."""
+    paths = transit_paths(face, starts, start_normals, ends, end_normals, clearances)
+    return [(p, transit_times(p, speed_mm_s, t0)) for p, t0 in zip(paths, t0s)]
+
+
+def transit_times(points: np.ndarray, speed_mm_s: float, t0: float) -> np.ndarray:
+    """Times ``(k,)`` along a move's points ``(k, 3)`` at a steady speed, leaving at ``t0``."""
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    return t0 + np.concatenate([[0.0], np.cumsum(seg)]) / speed_mm_s
+
+
+def transit_paths(face, starts, start_normals, ends, end_normals, clearances) -> list:
+    """The paths (no times: they do not depend on when a move leaves) of :func:`transit`'s
+    moves ``[(k_i, 3)]``, all built together.
+
+    starts, ends : (m, 3) float, the contacts (mm); start_normals, end_normals : (m, 3) float
+        unit normals there; clearances : (m,) float, each move's lift (mm)
+
+    Each step of the search (raising the ends, pushing the travel out) runs the moves still
+    short of their clearance in one proximity search; every point reads as it would alone
+    and each move follows its own steps, so a move is the same whatever it is built with.
+    """
+    starts = np.asarray(starts, dtype=np.float64).reshape(-1, 3)
+    m = len(starts)
+    if not m:
+        return []
+    start_normals = np.asarray(start_normals, dtype=np.float64).reshape(-1, 3)
+    ends = np.asarray(ends, dtype=np.float64).reshape(-1, 3)
+    end_normals = np.asarray(end_normals, dtype=np.float64).reshape(-1, 3)
+    clearance = np.asarray(clearances, dtype=np.float64).reshape(m)
+    reach = clearance + 1.0  # only whether the clearance holds matters: search no farther
+
+    # both ends of every move up along the normal until the clearance holds from all the
+    # face (a concave neighbourhood comes nearer than the skin straight below)
+    contact = np.concatenate([starts, ends])
+    normal = np.concatenate([start_normals, end_normals])
+    need, search = np.concatenate([clearance, clearance]), np.concatenate([reach, reach])
+    height = need.copy()
+    todo = np.arange(2 * m)
+    for _ in range(TRANSIT_RAISE_STEPS):
+        deficit = need[todo] - signed_clearance(face, contact[todo] + height[todo, None] * normal[todo],
+                                                search[todo])
+        up = ~(deficit <= 0)
+        todo, deficit = todo[up], deficit[up]
+        if not len(todo):
+            break
+        height[todo] += deficit + 1e-3
+    raised = contact + height[:, None] * normal
+
+    # the travel: straight between the raised ends, sampled every TRANSIT_STEP_MM; all the
+    # moves' samples end to end, move i's from first[i] to first[i] + count[i]
+    bases = []
+    for a, b in zip(raised[:m], raised[m:]):
+        n = max(2, int(math.ceil(np.linalg.norm(b - a) / TRANSIT_STEP_MM)) + 1)
+        f = np.linspace(0.0, 1.0, n)[:, None]
+        bases.append((1 - f) * a + f * b)
+    count = np.array([len(b) for b in bases])
+    first = np.concatenate([[0], np.cumsum(count)[:-1]])
+    base = np.concatenate(bases)
+    owner = np.repeat(np.arange(m), count)
+    at = np.arange(len(base)) - first[owner]                  # index within its move
+    inner = (at > 0) & (at < count[owner] - 1)                # the raised ends stay put
     forward = face.pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
     forward /= np.linalg.norm(forward)
-    lift = np.zeros(n)
-    for _ in range(40):
-        gap = clearance_mm - signed_clearance(face, base + lift[:, None] * forward, reach)
-        gap[[0, -1]] = 0.0
-        if gap.max() <= 1e-3:
+    lift = np.zeros(len(base))
+    moving = np.arange(m)
+    for _ in range(TRANSIT_PUSH_STEPS):
+        rows = np.flatnonzero(np.repeat(np.isin(np.arange(m), moving), count))
+        gap = clearance[owner[rows]] - signed_clearance(face, base[rows] + lift[rows, None] * forward,
+                                                        reach[owner[rows]])
+        gap[~inner[rows]] = 0.0
+        head = np.concatenate([[0], np.cumsum(count[moving])[:-1]])
+        short = ~(np.maximum.reduceat(gap, head) <= 1e-3)
+        if not short.any():
             break
-        lift += np.maximum(gap, 0.0) + 0.05
+        keep = np.repeat(short, count[moving])
+        rows, gap, moving = rows[keep], gap[keep], moving[short]
+        lift[rows] += np.maximum(gap, 0.0) + 0.05
         # a smooth, never lower, profile: the largest lift nearby, then a short ramp
-        lift = np.maximum(lift, ndimage.maximum_filter1d(lift, size=7, mode="nearest"))
-        lift[[0, -1]] = 0.0
+        lift[rows] = np.maximum(lift[rows], _moving_max(lift, rows, first[owner[rows]], count[owner[rows]]))
+        lift[rows[~inner[rows]]] = 0.0
     high = base + lift[:, None] * forward
-    points = np.concatenate([start_point[None], high, end_point[None]])
-    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    times = t0 + np.concatenate([[0.0], np.cumsum(seg)]) / speed_mm_s
-    return points, times
+    return [np.concatenate([starts[i, None], high[first[i]:first[i] + count[i]], ends[i, None]]) for i in range(m)]
+
+
+def _moving_max(values: np.ndarray, rows: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The largest of ``values`` within TRANSIT_SMOOTH samples centred on each of ``rows``
+    ``(r,) int``, never past its own move (``first``, ``count`` ``(r,) int``: where its move's
+    samples start, and how many): per move, ``ndimage.maximum_filter1d(size=TRANSIT_SMOOTH,
+    mode="nearest")``, exactly (a largest value is a comparison, not a sum)."""
+    at = rows - first
+    out = values[rows]
+    half = TRANSIT_SMOOTH // 2
+    for d in range(-half, half + 1):
+        if d:
+            out = np.maximum(out, values[first + np.clip(at + d, 0, count - 1)])
+    return out
 
 
 # --- the roller planner ------------------------------------------------------------------
@@ -590,8 +680,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     pen = protocol.pen
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
-    t = t0
-    sid = first_id
+    # first where every stroke runs and where the tool moves between them (none of it
+    # depends on time, and the moves are built all at once), then the clock, stroke by stroke
+    items, froms = [], []
+    tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
     for st in sets:
         if not len(st.path):
             continue
@@ -618,38 +710,48 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
                 st.keep[rows[close]] = False
                 rows, stamp_skin = rows[~close], stamp_skin[~close]
             speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
-            if previous is not None:
-                pts, times = transit(face, previous.points[-1], previous.normals[-1], lifted.points[0],
-                                     lifted.normals[0], transit_clearance(zones, previous.uv[-1], uv[0]),
-                                     protocol.session.transit_speed_mm_s, t)
-                transitions.append(Transition(previous.id, sid, pts, times))
-                t = float(times[-1])
-            # glide at the zone's speed, slower only between stamps too close for the top rate
-            elapsed = np.concatenate([[0.0], np.cumsum(np.diff(skin_s) / speed)])
-            times = t + elapsed
-            stamp_times = t + np.interp(stamp_skin, skin_s, elapsed)
-            span = float(stamp_times[-1] - stamp_times[0])
-            # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
-            rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
             hit_rows = (rows[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
             hit_rows = hit_rows[fired[rows].ravel()]
-            depth = st.hits.depth_mm[hit_rows]
-            stamp_points = face.lift(st.uv[rows]).points
-            stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
-                            float(depth.max()), path.depth_mm, float(speed.max()), uv, lifted.tri, lifted.bary,
-                            lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
-                            punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
-                            puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
-                            stamp_points=stamp_points, stamp_times_s=stamp_times,
-                            cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
-            strokes.append(stroke)
-            out["uv"].append(st.hits.uv[hit_rows])
-            out["points"].append(st.hits.points[hit_rows])
-            out["depth"].append(depth)
-            out["stroke"].append(np.full(len(hit_rows), sid, dtype=np.int64))
-            previous = stroke
+            items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
+            froms.append(tail)    # the tool's last contact (point, normal, chart point), if any
+            tail = (lifted.points[-1], lifted.normals[-1], uv[-1])
+    pairs = [(f, it[4], it[3]) for f, it in zip(froms, items) if f is not None]
+    moves = iter(transit_paths(face, [f[0] for f, _, _ in pairs], [f[1] for f, _, _ in pairs],
+                               [lifted.points[0] for _, lifted, _ in pairs],
+                               [lifted.normals[0] for _, lifted, _ in pairs],
+                               [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs]))
+    t = t0
+    sid = first_id
+    for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
+        if froms[k] is not None:
+            pts = next(moves)
+            times = transit_times(pts, protocol.session.transit_speed_mm_s, t)
+            transitions.append(Transition(previous.id, sid, pts, times))
             t = float(times[-1])
-            sid += 1
+        # glide at the zone's speed, slower only between stamps too close for the top rate
+        elapsed = np.concatenate([[0.0], np.cumsum(np.diff(skin_s) / speed)])
+        times = t + elapsed
+        stamp_times = t + np.interp(stamp_skin, skin_s, elapsed)
+        span = float(stamp_times[-1] - stamp_times[0])
+        # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
+        rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
+        depth = st.hits.depth_mm[hit_rows]
+        stamp_points = face.lift(st.uv[rows]).points
+        stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
+                        float(depth.max()), path.depth_mm, float(speed.max()), uv, lifted.tri, lifted.bary,
+                        lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
+                        punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
+                        puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
+                        stamp_points=stamp_points, stamp_times_s=stamp_times,
+                        cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
+        strokes.append(stroke)
+        out["uv"].append(st.hits.uv[hit_rows])
+        out["points"].append(st.hits.points[hit_rows])
+        out["depth"].append(depth)
+        out["stroke"].append(np.full(len(hit_rows), sid, dtype=np.int64))
+        previous = stroke
+        t = float(times[-1])
+        sid += 1
     if not strokes:
         return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64))
     return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke"))
@@ -659,18 +761,26 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     """Timed strokes and transitions of roller runs, and the runs packed for the simulation."""
     strokes, transitions = [], []
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
-    drums = []
-    t = 0.0
-    for i, run in enumerate(runs):
+    drums, frames = [], []
+    for run in runs:
         lifted, tangent, s, across = chart_path_frames(face, run.uv)
         dose = protocol.zone(run.zone.split("+")[0])
-        drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+        drums.append(_roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm))
+        frames.append((lifted, tangent, s))
+        for key, value in (("s", s), ("uv", run.uv), ("across", across), ("kappa", run.kappa_cross)):
+            packed[key].append(value)
+        packed["phase"].append(run.phase_mm)
+        packed["lengths"].append(len(s))
+    # the move into each run after the first: where it goes does not depend on when, so all
+    # are built at once, then timed in order
+    moves = transit_paths(face, [f[0].points[-1] for f in frames[:-1]], [f[0].normals[-1] for f in frames[:-1]],
+                          [f[0].points[0] for f in frames[1:]], [f[0].normals[0] for f in frames[1:]],
+                          [transit_clearance(zones, a.uv[-1], b.uv[0]) for a, b in zip(runs[:-1], runs[1:])])
+    t = 0.0
+    for i, (run, (lifted, tangent, s), drum) in enumerate(zip(runs, frames, drums)):
         if strokes:
-            prev = strokes[-1]
-            pts, times = transit(face, prev.points[-1], prev.normals[-1], lifted.points[0], lifted.normals[0],
-                                 transit_clearance(zones, prev.uv[-1], run.uv[0]),
-                                 protocol.session.transit_speed_mm_s, t)
-            transitions.append(Transition(prev.id, i, pts, times))
+            times = transit_times(moves[i - 1], protocol.session.transit_speed_mm_s, t)
+            transitions.append(Transition(strokes[-1].id, i, moves[i - 1], times))
             t = float(times[-1])
         times = t + s / drum.speed_mm_s
         labels = zones.label_at(run.uv)
@@ -684,11 +794,6 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
                               puncture_rate_hz=drum.rings * drum.needles_per_ring * drum.speed_mm_s
                               / (math.pi * drum.diameter_mm)))
         t = float(times[-1])
-        for key, value in (("s", s), ("uv", run.uv), ("across", across), ("kappa", run.kappa_cross)):
-            packed[key].append(value)
-        packed["phase"].append(run.phase_mm)
-        packed["lengths"].append(len(s))
-        drums.append(drum)
     return strokes, transitions, packed, drums
 
 
