@@ -244,3 +244,37 @@ def test_a_compressed_face_reports_the_windows_it_pushes_over_cap(auto_plan, ret
     assert not report.ok and "over cap on the new skin" in report.text()
     result = verify(new)
     assert "cap" in result.failed()
+
+
+def test_the_prepared_fit_is_rigid_fit(auto_plan, retargeter, rng):
+    """The retargeter fits with the original face's side prepared once: the same pose, the
+    same gap from it, bit for bit."""
+    face0 = auto_plan.face
+    for vertices in (moved(face0)[0].vertices, face0.vertices + rng.normal(scale=0.3, size=face0.vertices.shape)):
+        pose = relift.rigid_fit(face0.vertices[::relift.FIT_STRIDE], vertices[::relift.FIT_STRIDE])
+        np.testing.assert_array_equal(retargeter._fit(vertices), pose)
+        np.testing.assert_array_equal(retargeter._gap(pose, vertices), vertices - relift.apply(pose, face0.vertices))
+
+
+def test_each_retarget_returns_its_own_plan(auto_plan, retargeter):
+    """Retargeting twice gives equal plans that share no stroke, move or path (a caller may
+    edit one), and the largest move is the largest vertex displacement."""
+    face, _ = moved(auto_plan.face)
+    (a, ra), (b, rb) = retargeter.retarget(face), retargeter.retarget(face)
+    assert ra.max_displacement_mm == rb.max_displacement_mm == \
+        float(np.sqrt(np.max(np.sum((face.vertices - auto_plan.face.vertices) ** 2, axis=1))))
+    assert a.strokes is not b.strokes and a.transitions is not b.transitions
+    for s, t in zip(a.strokes, b.strokes):
+        assert s is not t and s.__dict__ is not t.__dict__ and s.points is not t.points
+        assert list(s.__dict__) == list(t.__dict__)
+        for key in ("points", "normals", "tangents", "stamp_points"):
+            np.testing.assert_array_equal(getattr(s, key), getattr(t, key))
+    for s, t in zip(a.transitions, b.transitions):
+        assert s is not t and s.points is not t.points
+        np.testing.assert_array_equal(s.points, t.points)
+    a.strokes[0].points[0] += 1.0
+    a.transitions[0].points[1] += 1.0
+    assert not np.array_equal(a.strokes[0].points, b.strokes[0].points)
+    assert not np.array_equal(a.transitions[0].points, b.transitions[0].points)
+    # with the original's fields, in its order
+    assert [list(s.__dict__) for s in a.strokes[:5]] == [list(s.__dict__) for s in auto_plan.strokes[:5]]

@@ -295,3 +295,85 @@ def test_motion_within_the_device_limits(roller_plan, auto_plan):
     messages = " | ".join(v.message for v in result.violations)
     assert f"pen stroke {s.id} stamps at 300 Hz (limit 150 Hz)" in messages
     assert "move" in messages and "travels at 200 mm/s (limit 50 mm/s)" in messages
+
+
+# --- the verifier's own fast paths against their plain definitions -------------------------
+
+def test_signed_clearance_is_the_plain_two_stage_search(default_face):
+    """The verifier's signed clearance (one search on its coarser grid) equals, bit for bit,
+    the plain definition: a search on the face's own grid bounded by the reach, then an
+    unbounded one for what it did not find, the side from the closest point's normal."""
+    from coverage import proximity
+    from coverage.verify import _signed_clearance
+
+    def plain(face, points, reach):
+        tri, bary, dist = proximity.closest_points(face.surface_grid, points, max_dist=reach)
+        far = tri < 0
+        tri[far], bary[far], dist[far] = proximity.closest_points(face.surface_grid, points[far])
+        corners = face.faces[np.maximum(tri, 0)]
+        closest = np.einsum("kj,kjd->kd", bary, face.vertices[corners])
+        normal = np.einsum("kj,kjd->kd", bary, face.normals[corners])
+        signed = np.where(np.sign(np.einsum("ij,ij->i", points - closest, normal)) < 0, -dist, dist)
+        return np.where(far & (signed > 0), np.inf, signed)
+
+    rng = np.random.default_rng(7)
+    v = default_face.vertices
+    pick = rng.integers(0, len(v), 6000)
+    points = np.concatenate([
+        v[pick] + default_face.normals[pick] * rng.uniform(-15.0, 25.0, (6000, 1)),   # in front, behind
+        rng.uniform(v.min(axis=0) - 20.0, v.max(axis=0) + 20.0, (3000, 3)),            # all around
+        v[pick[:500]] + default_face.normals[pick[:500]] * 11.0,                      # at the reach
+        [[np.nan, 0.0, 0.0]]])
+    for reach in (11.0, 4.0):
+        np.testing.assert_array_equal(_signed_clearance(default_face, points, reach),
+                                      plain(default_face, points, reach))
+
+
+def test_skin_distances_are_exact_where_they_matter(default_face):
+    """Exclusion distances: exact (the closest-point kernel on the part's own skin) wherever
+    they are within reach of the margin, and for the closest point of all; inf only beyond."""
+    from coverage import proximity, regions
+    from coverage.verify import REPORT_REACH_MM, _SkinDistance
+
+    region = dict(canonical_exclusion_regions(default_face.subdivisions)["eye_left"])["upper_eyelid"]
+    skin = _SkinDistance(default_face, region)
+    tris = regions.region_triangles_3d(default_face, region)
+    grid = proximity.build_grid(tris.reshape(-1, 3), np.arange(3 * len(tris)).reshape(-1, 3))
+    rng = np.random.default_rng(3)
+    centre = tris.reshape(-1, 3).mean(axis=0)
+    for spread, near in ((3.0, 2.0), (20.0, 2.0), (60.0, 1.0), (20.0, 45.0)):
+        query = centre + rng.normal(scale=spread, size=(4000, 3))
+        got = skin.to(query, near)
+        _, _, exact = proximity.closest_points(grid, query)
+        inside = exact < near
+        np.testing.assert_array_equal(got[inside], exact[inside])
+        assert got.min() == exact.min() or exact.min() > near + REPORT_REACH_MM
+        assert (np.isinf(got) | (got == exact)).all() and (np.isfinite(got) | (exact >= near)).all()
+    # far from everything: nothing within reach, nothing reported
+    assert np.isinf(skin.to(centre + [0.0, 0.0, 500.0] + rng.normal(size=(10, 3)), 1.0)).all()
+
+
+def test_part_speeds_and_gaps_are_each_parts_own():
+    """Speeds and stamp gaps of parts packed end to end: each part's own, as a loop over
+    the parts computes them (empty and one-sample parts, time running back, a jump in no time)."""
+    from coverage.verify import _part_gaps, _part_speeds
+
+    rng = np.random.default_rng(11)
+    lengths = [5, 0, 1, 2, 7, 1, 3, 1]
+    points = [rng.normal(size=(n, 3)) for n in lengths]
+    times = [np.cumsum(rng.uniform(0.0, 1.0, n)) for n in lengths]
+    times[4][3] = times[4][2]                     # no time for a step: inf
+    times[6][2] = times[6][0] - 1.0               # time runs back
+    back, top = _part_speeds(points, times)
+    gap_back, least = _part_gaps([t for t in times if len(t) > 1])
+    multi = [k for k, t in enumerate(times) if len(t) > 1]
+    for k, (p, t) in enumerate(zip(points, times)):
+        dt = np.diff(t)
+        step = np.linalg.norm(np.diff(p, axis=0), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(dt > 0, step / dt, np.where(step > 1e-9, np.inf, 0.0))
+        assert top[k] == v.max(initial=0.0) and back[k] == (dt < 0).any()
+        if k in multi:
+            j = multi.index(k)
+            assert least[j] == dt.min() and gap_back[j] == (dt < 0).any()
+    assert np.isinf(top[4]) and back[6] and not back[:6].any()

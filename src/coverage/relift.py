@@ -216,8 +216,15 @@ class VertexNormals:
 def rigid_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The rotation and translation ``(4, 4)`` that best carry ``source (n, 3)`` onto
     ``target (n, 3)`` in the least-squares sense (Kabsch, no reflection)."""
-    cs, ct = source.mean(axis=0), target.mean(axis=0)
-    h = (source - cs).T @ (target - ct)
+    cs = source.mean(axis=0)
+    return _fit_centred(source - cs, cs, target)
+
+
+def _fit_centred(source_centred: np.ndarray, cs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`rigid_fit` given the source's mean ``cs`` and the source less it (a retargeter
+    keeps both: its source, the original face, never changes)."""
+    ct = target.mean(axis=0)
+    h = source_centred.T @ (target - ct)
     u, _, vt = np.linalg.svd(h)
     d = np.sign(np.linalg.det(vt.T @ u.T)) or 1.0
     rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
@@ -528,6 +535,9 @@ class Retargeter:
         self.faces = np.ascontiguousarray(face.faces, dtype=np.int64)
         self.n_vertices = len(face.vertices)
         self.normals_of = VertexNormals(self.faces, self.n_vertices)
+        fit_source = face.vertices[::FIT_STRIDE]
+        self.fit_mean = fit_source.mean(axis=0)
+        self.fit_centred = fit_source - self.fit_mean
         strokes = plan.strokes
         self.index = {s.id: i for i, s in enumerate(strokes)}
         if len(self.index) != len(strokes):
@@ -540,7 +550,11 @@ class Retargeter:
         self.s_bounds = self.s_start.tolist()
         self.s_normals0 = _cat([s.normals for s in strokes], (0, 3))
         self.s_tangents0 = _cat([s.tangents for s in strokes], (0, 3))
-        self.templates = [dict(s.__dict__) for s in strokes]
+        # each stroke's fields, its path's left empty (every retarget sets them): copying a
+        # template then touches no array of the original path
+        self.templates = [dict(s.__dict__, points=None, normals=None, tangents=None,
+                               **({"stamp_points": None} if s.stamp_uv is not None else {})) for s in strokes]
+        self.s_slices = [slice(a, b) for a, b in zip(self.s_bounds[:-1], self.s_bounds[1:])]
         self.n_samples = len(self.s_tri)
         stamps = [s.stamp_uv if s.stamp_uv is not None else np.empty((0, 2)) for s in strokes]
         self.t_start = np.concatenate([[0], np.cumsum([len(u) for u in stamps])]).astype(np.int64)
@@ -551,6 +565,9 @@ class Retargeter:
             self.t_tri, self.t_bary = np.empty(0, np.int64), np.empty((0, 3))
         self.t_segment = _cat([stamp_segments(s) for s in strokes], (0,), np.int64)
         self.t_bounds = self.t_start.tolist()
+        # a pen stroke's stamps; None for a stroke without (the template says: stamp_uv None)
+        self.t_slices = [slice(a, b) if s.stamp_uv is not None else None
+                         for s, a, b in zip(strokes, self.t_bounds[:-1], self.t_bounds[1:])]
         if plan.puncture_tri is not None and plan.puncture_bary is not None:
             self.p_tri = np.asarray(plan.puncture_tri, dtype=np.int64)
             self.p_bary = np.asarray(plan.puncture_bary, dtype=np.float64)
@@ -576,6 +593,8 @@ class Retargeter:
         self.x_key = {(t.from_stroke, t.to_stroke): k for k, t in enumerate(plan.transitions)}
         self.x_owner = np.repeat(np.arange(len(plan.transitions)), np.diff(self.x_start))
         self.x_bounds = self.x_start.tolist()
+        self.x_slices = [slice(a, b) for a, b in zip(self.x_bounds[:-1], self.x_bounds[1:])]
+        self.x_static = [(t.from_stroke, t.to_stroke, t.times_s) for t in plan.transitions]
         # a plan as planned: one transition between each two consecutive strokes, in order
         self.x_consecutive = len(plan.transitions) == max(len(strokes) - 1, 0) and all(
             (t.from_stroke, t.to_stroke) == (strokes[k].id, strokes[k + 1].id) for k, t in enumerate(plan.transitions))
@@ -779,6 +798,16 @@ class Retargeter:
         normals = self.normals_of(np.ascontiguousarray(face.vertices))
         return face.normals if normals is None else normals
 
+    def _fit(self, vertices: np.ndarray) -> np.ndarray:
+        """:func:`rigid_fit` of the original face's every 7th vertex onto the new face's."""
+        return _fit_centred(self.fit_centred, self.fit_mean, vertices[::FIT_STRIDE])
+
+    def _gap(self, pose: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+        """``vertices - apply(pose, original vertices)`` ``(n, 3)``, in one buffer."""
+        gap = turn(self.face0.vertices, pose[:3, :3])
+        gap += pose[:3, 3]
+        return np.subtract(vertices, gap, out=gap)
+
     def poses(self, face) -> dict:
         """The stroke paths and stamps on ``face``, packed, with no checks and no cuts:
         ``points``, ``normals``, ``tangents`` ``(n, 3)`` (stroke i: ``start[i]:start[i + 1]``)
@@ -787,8 +816,8 @@ class Retargeter:
         self._check_face(face)
         vertices = np.ascontiguousarray(face.vertices)
         points = _gather(vertices, self.faces, self.s_tri, self.s_bary)
-        pose = rigid_fit(self.face0.vertices[::FIT_STRIDE], vertices[::FIT_STRIDE])
-        gap = vertices - apply(pose, self.face0.vertices)
+        pose = self._fit(vertices)
+        gap = self._gap(pose, vertices)
         if float(np.einsum("ij,ij->i", gap, gap).max()) <= RIGID_MM ** 2:
             nrm, tangents = turn(self.s_normals0, pose[:3, :3]), turn(self.s_tangents0, pose[:3, :3])
         else:
@@ -811,8 +840,8 @@ class Retargeter:
         clock = _Clock()
         vertices = np.ascontiguousarray(face.vertices)
         # any rigid pose keeps the bounds sound; one fitted to every 7th vertex is as good
-        pose = rigid_fit(self.face0.vertices[::FIT_STRIDE], vertices[::FIT_STRIDE])
-        gap = vertices - apply(pose, self.face0.vertices)
+        pose = self._fit(vertices)
+        gap = self._gap(pose, vertices)
         deviation = np.sqrt(np.einsum("ij,ij->i", gap, gap))
         delta = float(deviation.max())
         clock.lap("rigid fit")
@@ -838,8 +867,11 @@ class Retargeter:
         clock.lap("transitions")
         new_plan = build.plan(self._protocol(vertices))
         clock.lap("plan")
-        # a sample moves no farther than the farthest corner of its triangle
-        moved = float(np.sqrt(np.max(np.sum((vertices - self.face0.vertices) ** 2, axis=1))))
+        # a sample moves no farther than the farthest corner of its triangle (the squares
+        # summed column by column: the order of np.sum(axis=1) over three, a pass per column)
+        step = vertices - self.face0.vertices
+        np.multiply(step, step, out=step)
+        moved = float(np.sqrt(np.max(step[:, 0] + step[:, 1] + step[:, 2])))
         def details():
             if delta <= RIGID_MM:   # areas, and so every window's density, are unchanged
                 return dict.fromkeys(self.zone_area0, 1.0), self._notes(face, pose, {}), {}
@@ -1164,7 +1196,8 @@ class _Builder:
         self.x_points = None        # every transition point carried, when all were at once
         self.keep_p = None          # (K,) bool where punctures were dropped
         self.p_id = None            # (K,) new stroke id where pieces renumbered them
-        self.moves = None           # [(points, times, from id, to id)] between consecutive pieces
+        self.moves = None           # [(points, times, from id, to id, original points)] between consecutive
+                                    # pieces; stays None when all were carried at once (x_points)
         self.retime = False
 
     @property
@@ -1262,7 +1295,8 @@ class _Builder:
         (``bound``)."""
         rt = self.rt
         strokes = rt.plan.strokes
-        carried = apply(self.pose, rt.x_points)
+        carried = turn(rt.x_points, self.pose[:3, :3])
+        carried += self.pose[:3, 3]      # apply(pose, x_points), in one buffer
         if not self.retime and rt.x_consecutive and self._link_fast(carried, hops_crossing):
             return
         pairs = list(zip(self.pieces[:-1], self.pieces[1:]))
@@ -1345,10 +1379,10 @@ class _Builder:
             pts = carried + (1.0 - w) * d_from[rt.x_owner] + w * d_to[rt.x_owner]
         pts[rt.x_start[:-1]] = self.s_points[ends - 1]
         pts[rt.x_start[1:] - 1] = self.s_points[ends]
-        bounds = rt.x_bounds
-        self.moves = [(pts[bounds[j]:bounds[j + 1]], t.times_s, t.from_stroke, t.to_stroke, t.points)
-                      for j, t in enumerate(rt.plan.transitions)]
+        # every move is the original's, carried: :meth:`plan` makes the transitions straight
+        # from these points (no list of moves in between)
         self.x_points = pts
+        self.moves = None
         return True
 
     def local_deviation(self) -> np.ndarray:
@@ -1381,24 +1415,55 @@ class _Builder:
 
     def _fast_strokes(self, s_times: np.ndarray | None, t_times: np.ndarray | None) -> list:
         """Every stroke re-lifted, nothing cut: the original's fields with new paths (and new
-        times, if given)."""
+        times, if given). A thousand strokes: the loop is kept to a dict copy, the slices and
+        the object (no dataclass __init__)."""
         rt = self.rt
-        s, t = rt.s_bounds, rt.t_bounds
         points, normals, tangents, stamps = self.s_points, self.s_normals, self.s_tangents, self.t_points
+        new = object.__new__
         out = []
-        for i, template in enumerate(rt.templates):
-            a, b = s[i], s[i + 1]
+        append = out.append
+        for template, rows, marks in zip(rt.templates, rt.s_slices, rt.t_slices):
             fields = template.copy()
-            fields["points"], fields["normals"], fields["tangents"] = points[a:b], normals[a:b], tangents[a:b]
+            fields["points"] = points[rows]
+            fields["normals"] = normals[rows]
+            fields["tangents"] = tangents[rows]
             if s_times is not None:
-                fields["times_s"] = s_times[a:b]
-            if template["stamp_uv"] is not None:
-                fields["stamp_points"] = stamps[t[i]:t[i + 1]]
+                fields["times_s"] = s_times[rows]
+            if marks is not None:
+                fields["stamp_points"] = stamps[marks]
                 if t_times is not None:
-                    fields["stamp_times_s"] = t_times[t[i]:t[i + 1]]
-            stroke = object.__new__(Stroke)
+                    fields["stamp_times_s"] = t_times[marks]
+            stroke = new(Stroke)
             stroke.__dict__ = fields
-            out.append(stroke)
+            append(stroke)
+        return out
+
+    def _fast_transitions(self, x_times: np.ndarray | None) -> list:
+        """The transitions between the strokes of :meth:`_fast_strokes` (and their new times,
+        if given): the moves linked, or, all carried at once, the original's on ``x_points``."""
+        if self.moves is not None:
+            bounds = self.rt.x_bounds
+            transitions = []
+            for j, (pts, times, a, b, _) in enumerate(self.moves):
+                move = object.__new__(Transition)
+                move.__dict__ = {"from_stroke": a, "to_stroke": b, "points": pts,
+                                 "times_s": times if x_times is None else x_times[bounds[j]:bounds[j + 1]]}
+                transitions.append(move)
+            return transitions
+        points = self.x_points
+        new = object.__new__
+        out = []
+        append = out.append
+        if x_times is None:
+            for (a, b, times), rows in zip(self.rt.x_static, self.rt.x_slices):
+                move = new(Transition)
+                move.__dict__ = {"from_stroke": a, "to_stroke": b, "points": points[rows], "times_s": times}
+                append(move)
+        else:
+            for (a, b, _), rows in zip(self.rt.x_static, self.rt.x_slices):
+                move = new(Transition)
+                move.__dict__ = {"from_stroke": a, "to_stroke": b, "points": points[rows], "times_s": x_times[rows]}
+                append(move)
         return out
 
     def plan(self, protocol) -> Plan:
@@ -1408,16 +1473,10 @@ class _Builder:
             s_times = x_times = t_times = None
             if self.delta > RIGID_MM:
                 s_times, x_times, t_times = self._timeline()
-            transitions = []
-            bounds = rt.x_bounds
-            for j, (pts, times, a, b, _) in enumerate(self.moves):
-                move = object.__new__(Transition)
-                move.__dict__ = {"from_stroke": a, "to_stroke": b, "points": pts,
-                                 "times_s": times if x_times is None else x_times[bounds[j]:bounds[j + 1]]}
-                transitions.append(move)
             return Plan(self.face, LazyZoneMap(self.face, protocol), protocol, old.device,
-                        self._fast_strokes(s_times, t_times), transitions, self.p_points, old.puncture_uv,
-                        old.puncture_stroke, old.puncture_depth_mm, dict(old.zone_status), rt.p_tri, rt.p_bary)
+                        self._fast_strokes(s_times, t_times), self._fast_transitions(x_times), self.p_points,
+                        old.puncture_uv, old.puncture_stroke, old.puncture_depth_mm, dict(old.zone_status),
+                        rt.p_tri, rt.p_bary)
         strokes, transitions = [], []
         t = None
         for n, piece in enumerate(self.pieces):
