@@ -2,7 +2,7 @@
 # Inputs are C-contiguous and already validated by coverage.density.
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, free, realloc
 
 
 cdef void _splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v0,
@@ -75,6 +75,189 @@ def window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
     with nogil:
         _window_sums(values, half_u, half_v, mask, sat, out)
 
+
+
+cdef void _window_spread(const double[:, ::1] values, const int64_t[:, ::1] half_u,
+                         const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
+                         double[:, ::1] corners, double[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t h = values.shape[0], w = values.shape[1], i, j
+    cdef int64_t i0, i1, j0, j1
+    cdef double v, row
+    for i in range(h + 1):
+        for j in range(w + 1):
+            corners[i, j] = 0.0
+    # each masked value adds itself over its window: +v at the window's first corner,
+    # -v past its right and lower edges, +v past both (a 2D difference array) ...
+    for i in range(h):
+        for j in range(w):
+            v = values[i, j]
+            if not mask[i, j] or v == 0.0:
+                continue
+            i0 = i - half_v[i, j]
+            i1 = i + half_v[i, j] + 1
+            j0 = j - half_u[i, j]
+            j1 = j + half_u[i, j] + 1
+            if i0 < 0:
+                i0 = 0
+            if j0 < 0:
+                j0 = 0
+            if i1 > h:
+                i1 = h
+            if j1 > w:
+                j1 = w
+            corners[i0, j0] += v
+            corners[i0, j1] -= v
+            corners[i1, j0] -= v
+            corners[i1, j1] += v
+    # ... and the running sums over rows and columns fill the windows in
+    for i in range(h):
+        row = 0.0
+        for j in range(w):
+            row += corners[i, j]
+            out[i, j] = row + (out[i - 1, j] if i > 0 else 0.0)
+
+
+def window_spread(const double[:, ::1] values, const int64_t[:, ::1] half_u,
+                  const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
+                  double[:, ::1] corners, double[:, ::1] out):
+    """The adjoint of window_sums: out[t] = sum of values[p] over masked p whose window holds t."""
+    with nogil:
+        _window_spread(values, half_u, half_v, mask, corners, out)
+
+
+cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts, Py_ssize_t k0, Py_ssize_t k1,
+                             Py_ssize_t h, Py_ssize_t w, int64_t reach, Py_ssize_t* box,
+                             double** table, Py_ssize_t* size) noexcept nogil:
+    # The stamp's punctures (texels/counts[k0:k1]) as a summed-area table over the box of
+    # texels whose windows can hold one of them: box = [i0, i1, j0, j1], the table
+    # (i1 - i0 + 1) x (j1 - j0 + 1) with a zero first row and column. Returns the table's
+    # row length (0: no punctures, or no memory).
+    cdef Py_ssize_t k, i0 = h, i1 = -1, j0 = w, j1 = -1, bw, bh, r, c, need
+    cdef int64_t ti, tj
+    cdef double* t
+    for k in range(k0, k1):
+        ti = texels[k] // w
+        tj = texels[k] - ti * w
+        if ti < i0:
+            i0 = ti
+        if ti > i1:
+            i1 = ti
+        if tj < j0:
+            j0 = tj
+        if tj > j1:
+            j1 = tj
+    if i1 < 0:
+        return 0
+    i0 = i0 - reach if i0 - reach > 0 else 0
+    j0 = j0 - reach if j0 - reach > 0 else 0
+    i1 = i1 + reach + 1 if i1 + reach + 1 < h else h
+    j1 = j1 + reach + 1 if j1 + reach + 1 < w else w
+    box[0] = i0
+    box[1] = i1
+    box[2] = j0
+    box[3] = j1
+    bh = i1 - i0
+    bw = j1 - j0
+    need = (bh + 1) * (bw + 1)
+    if need > size[0]:
+        t = <double*>realloc(table[0], need * sizeof(double))
+        if t == NULL:
+            return 0
+        table[0] = t
+        size[0] = need
+    t = table[0]
+    for k in range(need):
+        t[k] = 0.0
+    for k in range(k0, k1):
+        ti = texels[k] // w
+        tj = texels[k] - ti * w
+        t[(ti - i0 + 1) * (bw + 1) + (tj - j0 + 1)] += counts[k]
+    for r in range(1, bh + 1):
+        for c in range(1, bw + 1):
+            t[r * (bw + 1) + c] += t[(r - 1) * (bw + 1) + c] + t[r * (bw + 1) + c - 1] - t[(r - 1) * (bw + 1) + c - 1]
+    return bw + 1
+
+
+cdef inline double _in_window(const double* t, Py_ssize_t stride, const Py_ssize_t* box, Py_ssize_t pi,
+                              Py_ssize_t pj, int64_t hu, int64_t hv) noexcept nogil:
+    # the stamp's punctures inside texel (pi, pj)'s window, from the table (clipped to the box)
+    cdef Py_ssize_t r0 = pi - hv - box[0], r1 = pi + hv + 1 - box[0]
+    cdef Py_ssize_t c0 = pj - hu - box[2], c1 = pj + hu + 1 - box[2]
+    cdef Py_ssize_t bh = box[1] - box[0], bw = box[3] - box[2]
+    if r0 < 0:
+        r0 = 0
+    if c0 < 0:
+        c0 = 0
+    if r1 > bh:
+        r1 = bh
+    if c1 > bw:
+        c1 = bw
+    if r1 <= r0 or c1 <= c0:
+        return 0.0
+    return t[r1 * stride + c1] - t[r0 * stride + c1] - t[r1 * stride + c0] + t[r0 * stride + c0]
+
+
+def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                  const int64_t[::1] columns, double sign, const double[::1] density, const double[::1] low,
+                  const double[::1] high, const double[::1] area, const double[::1] per_count,
+                  const int64_t[::1] half_u, const int64_t[::1] half_v, Py_ssize_t h, Py_ssize_t w,
+                  int64_t reach, double[:, ::1] out):
+    """What adding (sign +1) or removing (-1) each stamp columns[c] (its punctures per texel:
+    texels/counts[indptr[s]:indptr[s + 1]]) alone does to the windowed density:
+    out[c] = [area that enters the band minus area that leaves it, area newly over its cap
+    minus area no longer over it, shortfall filled (area x fraction of the band floor)]."""
+    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0
+    cdef Py_ssize_t box[4]
+    cdef double before, after, delta, gained, over, filled, a, b
+    cdef double* table = NULL
+    with nogil:
+        for c in range(columns.shape[0]):
+            s = columns[c]
+            gained = 0.0
+            over = 0.0
+            filled = 0.0
+            stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
+            if stride:
+                for pi in range(box[0], box[1]):
+                    for pj in range(box[2], box[3]):
+                        p = pi * w + pj
+                        if per_count[p] == 0.0:
+                            continue
+                        delta = _in_window(table, stride, box, pi, pj, half_u[p], half_v[p])
+                        if delta == 0.0:
+                            continue
+                        before = density[p]
+                        after = before + sign * per_count[p] * delta
+                        gained = gained + area[p] * ((after >= low[p] and after <= high[p])
+                                                     - (before >= low[p] and before <= high[p]))
+                        over = over + area[p] * ((after > high[p]) - (before > high[p]))
+                        a = low[p] - before if low[p] > before else 0.0
+                        b = low[p] - after if low[p] > after else 0.0
+                        if low[p] > 0.0:
+                            filled = filled + area[p] * (a - b) / low[p]
+            out[c, 0] = gained
+            out[c, 1] = over
+            out[c, 2] = filled
+        free(table)
+
+
+def stamp_apply(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts, Py_ssize_t s,
+                double sign, double[::1] density, const double[::1] per_count, const int64_t[::1] half_u,
+                const int64_t[::1] half_v, Py_ssize_t h, Py_ssize_t w, int64_t reach):
+    """Add (sign +1) or remove (-1) stamp s's punctures to the windowed density in place."""
+    cdef Py_ssize_t pi, pj, p, stride, size = 0
+    cdef Py_ssize_t box[4]
+    cdef double* table = NULL
+    with nogil:
+        stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
+        if stride:
+            for pi in range(box[0], box[1]):
+                for pj in range(box[2], box[3]):
+                    p = pi * w + pj
+                    if per_count[p] != 0.0:
+                        density[p] = density[p] + sign * per_count[p] * _in_window(table, stride, box, pi, pj,
+                                                                                    half_u[p], half_v[p])
+        free(table)
 
 # --- distinct channels -------------------------------------------------------------------
 # Greedy, in firing order: a puncture within `radius` of an earlier channel's first

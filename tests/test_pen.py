@@ -159,6 +159,14 @@ def test_auto_plan_uses_both_devices_and_never_exceeds_a_cap(auto_plan, default_
     assert all(b[0] >= a[1] - 1e-9 for a, b in zip(times, times[1:]))
 
 
+def test_auto_plan_brings_every_zone_into_its_band(auto_plan):
+    # the DESIGN bar: at least 95 % of every zone's treatable skin within [0.9 x target, cap]
+    # and none over its cap, on the default face with the default protocol
+    for name, z in auto_plan.summary()["zones"].items():
+        assert z["in_band_fraction"] >= 0.95, (name, z["in_band_fraction"])
+        assert z["over_cap_fraction"] == 0.0, name
+
+
 def test_auto_plan_passes_the_verifier(auto_plan):
     from coverage.verify import verify
 

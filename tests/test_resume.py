@@ -14,10 +14,25 @@ def rows(points: np.ndarray) -> np.ndarray:
     return np.sort(points.view([("x", float), ("y", float), ("z", float)]).ravel())
 
 
+def _middle(plan) -> int:
+    """Index of the plan's middle stroke: the first from the middle on with punctures along
+    both halves of its path (a pen stroke may fire all its stamps near one end)."""
+    for k in range(len(plan.strokes) // 2, len(plan.strokes)):
+        s = plan.strokes[k]
+        half = 0.5 * s.length_mm
+        if s.device == "roller":
+            return k
+        along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(s.points, axis=0), axis=1))])
+        at = np.interp(s.stamp_times_s, s.times_s, along)
+        if (at < half - 1.0).any() and (at > half + 1.0).any():
+            return k
+    raise AssertionError("no stroke with punctures along both halves")
+
+
 @pytest.fixture(scope="module")
 def halfway(auto_plan):
     """The default auto plan stopped halfway through its middle stroke."""
-    middle = auto_plan.strokes[len(auto_plan.strokes) // 2].id
+    middle = auto_plan.strokes[_middle(auto_plan)].id
     return middle, resume.remaining(auto_plan, resume.interrupted(auto_plan, middle, 0.5))
 
 
@@ -29,7 +44,7 @@ def test_interrupted_halfway_completes_with_exactly_the_rest(auto_plan, halfway)
     assert report.delivered_punctures + report.remaining_punctures == len(auto_plan.puncture_points)
     assert np.array_equal(rows(np.concatenate([delivered, rest.puncture_points])), rows(auto_plan.puncture_points))
     made_by = set(np.unique(report.union.puncture_stroke[:report.delivered_punctures]).tolist())
-    assert made_by == {s.id for s in auto_plan.strokes[:len(auto_plan.strokes) // 2 + 1]}
+    assert made_by == {s.id for s in auto_plan.strokes[:_middle(auto_plan) + 1]}
     # the middle stroke goes on from half its length, with the punctures it had not made
     first = rest.strokes[0]
     assert first.id == middle and first.times_s[0] == 0.0
@@ -40,8 +55,8 @@ def test_interrupted_halfway_completes_with_exactly_the_rest(auto_plan, halfway)
     assert made + left == stroke.punctures
     assert np.count_nonzero(rest.puncture_stroke == middle) == left == first.punctures
     # every later stroke is there unchanged (ids kept), after it
-    assert [s.id for s in rest.strokes] == [s.id for s in auto_plan.strokes[len(auto_plan.strokes) // 2:]]
-    np.testing.assert_array_equal(rest.strokes[1].points, auto_plan.strokes[len(auto_plan.strokes) // 2 + 1].points)
+    assert [s.id for s in rest.strokes] == [s.id for s in auto_plan.strokes[_middle(auto_plan):]]
+    np.testing.assert_array_equal(rest.strokes[1].points, auto_plan.strokes[_middle(auto_plan) + 1].points)
     times = np.concatenate([s.times_s for s in rest.strokes])
     assert (np.diff(times) >= 0).all() and rest.time_s < auto_plan.time_s
     # the tool comes down onto the first stroke from its clearance

@@ -151,16 +151,26 @@ def test_planning_does_not_depend_on_the_scan_unit(subject, metre_scan, scan_pla
     face = Face.load((mm_scan.vertices, mm_scan.faces), mm_scan.landmarks, units="mm")
     other = _timed("plan scan (mm)", lambda: plan(face))
     a, b = scan_plan.puncture_points, other.puncture_points
-    assert len(a) == len(b), f"{len(a)} punctures from the scan in m, {len(b)} from the same scan in mm"
-    tol = UNIT_RTOL * float(np.abs(a).max())
-    # matched both ways: each puncture of one plan has its twin in the other. The two faces
-    # differ by float rounding (1e-13 mm), which can tip an exact tie (a texel equidistant
-    # from two stroke samples, 0.25 mm apart): a handful of stamps may move by a fraction of
-    # a millimetre, nothing more
+    # the same plan: the two faces differ by float rounding (1e-13 mm), which the pen's
+    # stamp fit (an iterative solve, then rounding along each stroke) can carry to another
+    # candidate stamp 0.5 mm along a stroke, or to the next one: the punctures agree to
+    # about a candidate spacing, their count and every zone's dose figures closely
+    assert abs(len(a) - len(b)) <= 0.01 * len(a), f"{len(a)} punctures from the scan in m, {len(b)} in mm"
     for x, y in ((a, b), (b, a)):
         gap, _ = cKDTree(y).query(x)
-        assert (gap <= tol).mean() >= 0.999, f"{int((gap > tol).sum())} punctures off their twins"
-        assert gap.max() <= 0.5, f"a puncture {gap.max():.3g} mm from its twin"
+        assert (gap <= 1.0).mean() >= 0.99, f"{int((gap > 1.0).sum())} punctures over 1 mm off their twins"
+        assert gap.max() <= 2.0, f"a puncture {gap.max():.3g} mm from its twin"
+    # the roller's punctures do not go through the fit: identical but for float ties
+    roller_a = a[np.isin(scan_plan.puncture_stroke, [k.id for k in scan_plan.strokes if k.device == "roller"])]
+    roller_b = b[np.isin(other.puncture_stroke, [k.id for k in other.strokes if k.device == "roller"])]
+    assert len(roller_a) == len(roller_b)
+    gap, _ = cKDTree(roller_b).query(roller_a)
+    assert (gap <= UNIT_RTOL * float(np.abs(a).max())).mean() >= 0.999
+    mine, theirs = scan_plan.summary()["zones"], other.summary()["zones"]
+    for name, z in mine.items():
+        if z["in_band_fraction"] is not None:
+            assert abs(z["in_band_fraction"] - theirs[name]["in_band_fraction"]) <= 0.05, name
+            assert theirs[name]["over_cap_fraction"] == 0.0, name
 
 
 def test_dose_on_observed_skin_is_close_to_the_bundled_faces(scan_plan, scan_check, default_plan, default_check):

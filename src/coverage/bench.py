@@ -1,7 +1,7 @@
 """The benchmark suite: ``coverage-planner bench [--quick] [--json OUT] [--repeats N]``
 (also ``python -m coverage.bench``). Measurements, not tests: nothing here asserts a speed.
 
-**End to end** (``stages``): the automatic plan (roller, then pen and touch-ups) of the
+**End to end** (``stages``): the automatic plan (roller, then the pen fitted over it) of the
 bundled face and of a synthetic depth-camera scan of about 100k vertices (the deformed
 bundled face in metres, posed, noisy, with a hole: :mod:`coverage.synthetic`), each run
 from a cold start: every ``functools`` cache of the package is emptied first, so each run
@@ -14,11 +14,11 @@ canonical zone cells are built again). Stages, each charged only its own time:
 - ``zones``: ``ZoneMap.default`` (keep-outs with exact 3D distances);
 - ``roller``: ``plan._roller_part``: pass lines and headlands, strokes, safe moves, drum
   simulation;
-- ``pen``: texel grid, dose field, solve, stroke paths, stamp simulation, the first cap
-  guard, and ``plan.pen_strokes`` (frames, stamps and safe moves of every pen stroke, the
-  touch-ups' included);
-- ``touch-ups``: the rest of ``plan._pen_part`` (under-dose rounds with the main and the
-  fine cartridge, each with its cap guard);
+- ``pen``: texel grid, dose field, stroke paths of both cartridges, candidate stamps and
+  their simulation, the cap guard, and ``plan.pen_strokes`` (frames, stamps and safe moves
+  of every pen stroke);
+- ``fit``: ``pen_fit.fit`` and ``pen_fit.repair`` (the stamps fitted to every window's band,
+  needle by needle, and the windows rounding left outside it mended);
 - ``other``: ``coverage.plan``'s own glue (lifting the punctures, status);
 - ``density``: ``Plan.density``; ``verify``: ``coverage.verify(plan)``.
 
@@ -100,12 +100,13 @@ from .zones import ZoneMap
 dens = sys.modules["coverage.density"]
 plan_mod = sys.modules["coverage.plan"]
 pen_mod = sys.modules["coverage.pen"]
+pen_fit_mod = sys.modules["coverage.pen_fit"]
 verify_mod = sys.modules["coverage.verify"]
 
-PLAN_STAGES = ("zones", "roller", "pen", "touch-ups", "other")
+PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
-KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "merge_channels", "roll",
-           "stamp")
+KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
+           "stamp_effect", "merge_channels", "roll", "stamp")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
@@ -360,15 +361,17 @@ def _patches():
         (plan_mod, "roller_runs", "roller_runs (pass lines, headlands)", None, None, None),
         (plan_mod, "roller_strokes", "roller_strokes (own: frames, timing)", None, None, None),
         (plan_mod, "_simulate_runs", "_simulate_runs (drum simulation)", None, None, "roll"),
-        (plan_mod, "transit", "transit (safe moves)", None, None, None),
+        (plan_mod, "transit_paths", "transit_paths (safe moves)", None, None, None),
         (plan_mod, "texel_grid", "texel_grid", "pen", None, None),
-        (plan_mod, "_pen_part", "_pen_part (own: under-dose, counts)", "pen", None, None),
+        (plan_mod, "_pen_part", "_pen_part (own: status)", "pen", None, None),
+        (pen_fit_mod, "fitted_pen", "pen_fit.fitted_pen (own: regions, rounding)", None, None, None),
         (pen_mod, "dose_field", "pen.dose_field", None, None, None),
-        (pen_mod.DoseField, "solve", "DoseField.solve", None, None, None),
         (pen_mod, "zone_paths", "pen.zone_paths", None, None, None),
         (pen_mod, "join_paths", "pen.join_paths", None, None, None),
-        (pen_mod, "simulate_paths", "pen.simulate_paths", None, None, None),
-        (pen_mod, "cap_guard", "pen.cap_guard", None, ("pen", "touch-ups"), None),
+        (pen_fit_mod, "candidate_stamps", "pen_fit.candidate_stamps (simulation)", None, None, None),
+        (pen_fit_mod, "fit", "pen_fit.fit", "fit", None, None),
+        (pen_fit_mod, "repair", "pen_fit.repair", "fit", None, None),
+        (pen_mod, "cap_guard", "pen.cap_guard", None, None, None),
         (plan_mod, "pen_strokes", "pen_strokes (own: frames, stamps)", "pen", None, None),
     ]
 
@@ -728,6 +731,48 @@ def window_sums_case(grid, crop: int | None) -> Case:
                 lambda k, r: bool(np.allclose(k, r)))
 
 
+def window_spread_case(grid, crop: int | None) -> Case:
+    """The adjoint of the window sums (the pen fit's gradient) over the same texels as :func:`window_sums_case`."""
+    args = _window_args(grid, crop)
+    size = f"{args[3].shape[0]}x{args[3].shape[1]} texels" + (", central crop" if crop else "")
+    return Case("window_spread", size, lambda: dens.window_spread(*args),
+                lambda: dens.window_spread_reference(*args), lambda k, r: bool(np.allclose(k, r)))
+
+
+def _window_args(grid, crop: int | None) -> tuple:
+    h, w = grid.shape
+    rows, cols = slice(None), slice(None)
+    if crop is not None and crop < min(h, w):
+        r0, c0 = (h - crop) // 2, (w - crop) // 2
+        rows, cols = slice(r0, r0 + crop), slice(c0, c0 + crop)
+    half_u, half_v, mask = grid.half_u[rows, cols], grid.half_v[rows, cols], grid.treatable[rows, cols]
+    values = np.random.default_rng(0).poisson(2.0, mask.shape).astype(np.float64)
+    return values, half_u, half_v, mask
+
+
+def stamp_effect_case(grid, n: int) -> Case:
+    """What single stamps do to the windowed density (the pen fit's repair weighs them so):
+    ``n`` stamps of 12 punctures scattered over the treatable texels, against a random density."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    treat = grid.treatable.ravel()
+    h, w = grid.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_count = np.where(treat, 100.0 / grid.window_area_mm2.ravel(), 0.0)
+    ci, cj = np.divmod(rng.choice(np.nonzero(treat)[0], n), w)
+    rows = (np.clip(ci[:, None] + rng.integers(-7, 8, (n, 12)), 0, h - 1) * w
+            + np.clip(cj[:, None] + rng.integers(-7, 8, (n, 12)), 0, w - 1)).ravel()
+    stamps = sparse.csc_array((np.ones(12 * n), (rows, np.repeat(np.arange(n), 12))), shape=(h * w, n))
+    effects = dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
+                                np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+    density = rng.uniform(100.0, 300.0, h * w)
+    columns = np.arange(n)
+    return Case("stamp_effect", f"{n} stamps x 12 punctures, {h}x{w} texels",
+                lambda: effects.effects(columns, 1.0, density), lambda: effects.effects_reference(columns, 1.0, density),
+                lambda k, r: bool(np.allclose(k, r)))
+
+
 def merge_case(face: Face, n: int, radius_mm: float) -> Case:
     """Channel merging of clustered punctures: surface centres, each puncture N(0, 0.2 mm) about one."""
     rng = np.random.default_rng(0)
@@ -788,7 +833,8 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
     grid = dens.texel_grid(zones)
     cases = [locate_case(face, cfg.points), lift_case(face, cfg.points), interpolate_case(face, cfg.points),
              closest_case(face, cfg.closest), splat_case(face, grid, cfg.splat),
-             window_sums_case(grid, cfg.window_crop),
+             window_sums_case(grid, cfg.window_crop), window_spread_case(grid, cfg.window_crop),
+             stamp_effect_case(grid, 2_000),
              merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm)]
     missing = []
     if "roll" in captured and captured["roll"][1]:
@@ -958,7 +1004,7 @@ def targets(doc: dict) -> dict:
              f" [this run: the {conf['plan_device']} plan of {', '.join(conf.get('plan_zones') or ['every zone'])}]")
     default = faces.get("default", {}).get("stages", {})
     if "plan" in default:
-        out["default_plan_s"] = _target("coverage.plan(Face.default()) wall clock (zones to touch-ups; face and "
+        out["default_plan_s"] = _target("coverage.plan(Face.default()) wall clock (zones to the pen fit; face and "
                                         "chart built), median" + scope, 1.0, default["plan"]["median_s"], "s")
     scan = faces.get("scan", {})
     if "plan" in scan.get("stages", {}):

@@ -88,6 +88,121 @@ def window_sums_reference(values, half_u, half_v, mask):
     return np.where(mask.astype(bool), out, 0.0)
 
 
+
+def window_spread(values: np.ndarray, half_u: np.ndarray, half_v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The adjoint of :func:`window_sums`: each masked texel's value added over its window,
+    ``out[t] = sum of values[p] over masked p whose window holds t``.
+
+    values, half_u, half_v, mask : (h, w); the gradient of any function of window sums
+    with respect to the texel values is the spread of its gradient with respect to the sums.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    h, w = values.shape
+    out = np.empty((h, w), dtype=np.float64)
+    corners = np.empty((h + 1, w + 1), dtype=np.float64)
+    _kernel.window_spread(values, np.ascontiguousarray(half_u, dtype=np.int64),
+                          np.ascontiguousarray(half_v, dtype=np.int64),
+                          np.ascontiguousarray(mask, dtype=np.uint8), corners, out)
+    return out
+
+
+def window_spread_reference(values, half_u, half_v, mask):
+    """NumPy twin of :func:`window_spread`, straight from the definition: every masked
+    texel adds its value to each texel of its window."""
+    values = np.asarray(values, dtype=np.float64)
+    h, w = values.shape
+    out = np.zeros((h, w))
+    for i, j in zip(*np.nonzero(np.asarray(mask, dtype=bool))):
+        hv, hu = half_v[i, j], half_u[i, j]
+        out[max(i - hv, 0):i + hv + 1, max(j - hu, 0):j + hu + 1] += values[i, j]
+    return out
+
+
+class StampEffects:
+    """What single stamps do to a windowed density map, each weighed over the texels whose
+    windows its punctures fall in (the pen fit's repair: :mod:`coverage.pen_fit`).
+
+    stamps : ``(h * w, m)`` scipy sparse -- column s holds stamp s's punctures per texel
+    per_count : (h * w,) float -- density (per cm^2) one puncture adds to a texel's window
+        (0 where a texel's window does not count)
+    half_u, half_v : (h * w,) int -- window half-sizes; low, high : (h * w,) float -- each
+    texel's band; area : (h * w,) float -- its skin area
+    """
+
+    def __init__(self, stamps, shape: tuple, per_count, half_u, half_v, low, high, area):
+        csc = stamps.tocsc()
+        self.indptr = np.ascontiguousarray(csc.indptr, dtype=np.int64)
+        self.texels = np.ascontiguousarray(csc.indices, dtype=np.int64)
+        self.counts = np.ascontiguousarray(csc.data, dtype=np.float64)
+        self.shape = tuple(int(x) for x in shape)
+        self.per_count = np.ascontiguousarray(per_count, dtype=np.float64)
+        self.half_u = np.ascontiguousarray(half_u, dtype=np.int64)
+        self.half_v = np.ascontiguousarray(half_v, dtype=np.int64)
+        self.low = np.ascontiguousarray(low, dtype=np.float64)
+        self.high = np.ascontiguousarray(high, dtype=np.float64)
+        self.area = np.ascontiguousarray(area, dtype=np.float64)
+        counted = self.per_count != 0
+        self.reach = int(max(self.half_u[counted].max(initial=0), self.half_v[counted].max(initial=0)))
+
+    def effects(self, columns, sign: float, density: np.ndarray) -> np.ndarray:
+        """``(k, 3)`` for adding (``sign`` +1) or removing (-1) each stamp of ``columns`` alone to
+        ``density (h * w,)``: area entering the band minus area leaving it, area newly over
+        ``high`` minus area no longer over it, shortfall filled (area x the fraction of
+        ``low`` made up)."""
+        columns = np.ascontiguousarray(columns, dtype=np.int64)
+        out = np.empty((len(columns), 3))
+        h, w = self.shape
+        _kernel.stamp_effects(self.indptr, self.texels, self.counts, columns, float(sign), density, self.low,
+                              self.high, self.area, self.per_count, self.half_u, self.half_v, h, w, self.reach, out)
+        return out
+
+    def apply(self, column: int, sign: float, density: np.ndarray) -> None:
+        """Add (``sign`` +1) or remove (-1) stamp ``column``'s punctures to ``density`` in place."""
+        h, w = self.shape
+        _kernel.stamp_apply(self.indptr, self.texels, self.counts, int(column), float(sign), density,
+                            self.per_count, self.half_u, self.half_v, h, w, self.reach)
+
+    # --- NumPy twins ----------------------------------------------------------------------
+
+    def _change_reference(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(texels, density change)`` of one stamp over the box its windows can reach."""
+        h, w = self.shape
+        lo, hi = self.indptr[column], self.indptr[column + 1]
+        if hi == lo:
+            return np.empty(0, np.int64), np.empty(0)
+        ti, tj = np.divmod(self.texels[lo:hi], w)
+        r = self.reach
+        i0, i1 = max(ti.min() - r, 0), min(ti.max() + r + 1, h)
+        j0, j1 = max(tj.min() - r, 0), min(tj.max() + r + 1, w)
+        pi, pj = (a.ravel() for a in np.meshgrid(np.arange(i0, i1), np.arange(j0, j1), indexing="ij"))
+        p = pi * w + pj
+        inside = ((np.abs(pi[:, None] - ti[None]) <= self.half_v[p][:, None])
+                  & (np.abs(pj[:, None] - tj[None]) <= self.half_u[p][:, None]))
+        return p, self.per_count[p] * (inside @ self.counts[lo:hi])
+
+    def effects_reference(self, columns, sign: float, density: np.ndarray) -> np.ndarray:
+        """NumPy twin of :meth:`effects`."""
+        out = np.zeros((len(columns), 3))
+        for k, c in enumerate(columns):
+            p, change = self._change_reference(int(c))
+            before = density[p]
+            after = before + sign * change
+            lo, hi, area = self.low[p], self.high[p], self.area[p]
+            in_before, in_after = (before >= lo) & (before <= hi), (after >= lo) & (after <= hi)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                filled = np.where(lo > 0, (np.clip(lo - before, 0, None) - np.clip(lo - after, 0, None)) / lo, 0.0)
+            out[k] = (area @ (in_after.astype(float) - in_before), area @ ((after > hi).astype(float) - (before > hi)),
+                      area @ filled)
+        return out
+
+    def apply_reference(self, column: int, sign: float, density: np.ndarray) -> np.ndarray:
+        """NumPy twin of :meth:`apply` (returns the new density)."""
+        p, change = self._change_reference(int(column))
+        out = np.array(density, dtype=np.float64)
+        out[p] += sign * change
+        return out
+
+
 def merge_channels(points: np.ndarray, radius_mm: float) -> np.ndarray:
     """Channel of each puncture ``(k,) int``: the index of the earlier puncture it merged into.
 

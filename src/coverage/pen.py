@@ -389,7 +389,8 @@ class StampPlacer:
 
 
 def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
-               pattern: str | None = None, passes: int | None = None, first_pass: int = 0) -> list:
+               pattern: str | None = None, passes: int | None = None, first_pass: int = 0,
+               loops: bool | None = None) -> list:
     """The pen paths of one zone realising the stamp field ``q`` there (zero elsewhere)."""
     grid = problem.grid
     k = zones.names.index(name)
@@ -398,6 +399,9 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     if not active.any():
         return []
     pattern = pattern or settings.pattern
+    # contour loops (at constant skin distances from the forbidden skin) or raster lines;
+    # the paths are labelled ``pattern`` either way
+    loops = (pattern == "contour") if loops is None else loops
     passes = passes or settings.passes
     cell = grid.cell_mm
     face = zones.face
@@ -413,7 +417,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     paths = []
     for p in range(passes):
         placer = StampPlacer()
-        if pattern == "contour":
+        if loops:
             dist = problem.skin_distance[round(float(settings.depth_mm), 9)]
             radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
             top = float(dist[active].max())
@@ -450,7 +454,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
                         runs.append((j, samples[lo:hi], float(depth_at[lo])))
         # boustrophedon: every other line (or loop) runs backwards
         runs = [(j, r if j % 2 == 0 else r[::-1], d) for j, r, d in runs]
-        if pattern != "contour":
+        if not loops:
             # keep line order; within a reversed line, its runs go in reverse too
             runs = _snake(runs)
         if not runs:
@@ -471,14 +475,15 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
 
 
 def field_paths(problem: DoseField, zones, names: list, q: np.ndarray, settings: dict, *,
-                pattern: str | None = None, passes: int | None = None, first_pass: dict | None = None) -> list:
+                pattern: str | None = None, passes: int | None = None, first_pass: dict | None = None,
+                loops: bool | None = None) -> list:
     """The joined pen paths of several zones realising the stamp field ``q``, zone by zone
     (``settings`` and ``first_pass`` per zone name)."""
     paths = []
     for name in names:
         mine = np.where(problem.grid.label == zones.names.index(name), q, 0.0)
         paths += join_paths(zone_paths(problem, zones, name, settings[name], mine, pattern=pattern, passes=passes,
-                                       first_pass=(first_pass or {}).get(name, 0)), problem, zones)
+                                       first_pass=(first_pass or {}).get(name, 0), loops=loops), problem, zones)
     return paths
 
 
@@ -506,13 +511,19 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
             if gap <= MAX_GLIDE_MM:
                 move = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
-                ok = _lookup(grid, problem.allowed & (grid.label == k), move, False).astype(bool)
+                # a glide fires nothing: its centre stays on the zone's skin and its footprint
+                # clears every exclusion margin (checked in 3D wherever a stamp could not be
+                # centred, or next to an exclusion)
+                ok = _lookup(grid, grid.label == k, move, False).astype(bool)
                 if ok.all() and problem.clearance is not None and problem.near_exclusion is not None:
-                    check = _lookup(grid, problem.near_exclusion, move, False).astype(bool)
+                    check = (_lookup(grid, problem.near_exclusion | ~problem.allowed, move, True).astype(bool))
                     ok[check] = problem.clearance.clear(move[check], 0.5 * problem.footprint_mm)
                 if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
                     offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
-                    prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv])
+                    # a run that starts where the last one ended (a loop split at its seam)
+                    # joins without repeating that point
+                    start = 1 if np.linalg.norm(p.uv[0] - prev.uv[-1]) <= 1e-12 else 0
+                    prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv[start:]])
                     prev.stamp_uv = np.concatenate([prev.stamp_uv, p.stamp_uv])
                     prev.stamp_s = np.concatenate([prev.stamp_s, p.stamp_s + offset])
                     continue

@@ -14,19 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from scipy import ndimage
 
 from . import proximity
 from . import pen as _pen
+from . import pen_fit
 from . import roller as _roller
 from . import simulate
-from .density import IN_BAND_LOW, DensityMap, density, texel_grid
+from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
 from .protocol import Protocol
 from .zones import ZoneMap
 
 DEVICES = ("auto", "roller", "pen")
-TOUCH_UP_ROUNDS = 1            # pen touch-up rounds (each followed by the cap guard)
 TRANSIT_STEP_MM = 1.0          # transit path samples
 CORNERS = {"bottom_left": (1, -1), "bottom_right": (-1, -1), "top_left": (1, 1), "top_right": (-1, 1)}
 
@@ -571,70 +570,30 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
 
 
 def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray):
-    """The pen's stamps (main passes and touch-ups) and each zone's pen status.
-
-    ``fixed`` holds the punctures per texel already planned (the roller's).
-    """
-    pen = protocol.pen
-    pen_zones = [n for n in zones.names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
+    """The pen's stamps and each zone's pen status: main passes (crossed raster lines or
+    contour loops) and fine-cartridge touch-up lines where the main footprint cannot reach,
+    their stamps fitted needle by needle to every window's band over the punctures
+    ``fixed`` (per texel) already planned, the roller's (:func:`coverage.pen_fit.fitted_pen`)."""
+    names = zones.names
+    pen_zones = [n for n in names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
+    sets, settings, _, unsafe, capped = pen_fit.fitted_pen(face, zones, protocol, grid, fixed, pen_zones)
     status = {}
-    problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
-    q = problem.solve()
-    settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
-    paths = _pen.field_paths(problem, zones, pen_zones, q, settings)
-    main, unsafe = _pen.simulate_paths(face, zones, protocol, paths, grid=grid)
-    sets = [main]
-    # touch-ups: wherever the skin is still under 0.9 x target, solve again over what is
-    # there and add strokes near it (one pass, the zone's next direction), first with the
-    # main cartridge, then with the fine one where the main footprint cannot reach (between
-    # nostrils and lip, around the alae); the cap guard thins any stamp that pushed a window
-    # over its cap after each round
-    lab = np.maximum(grid.label, 0)
-    targets = np.array([zones.dose(n).target_per_cm2 for n in zones.names])
-    pen_zone = np.isin(grid.label, [zones.names.index(n) for n in pen_zones])
-    capped = _pen.cap_guard(problem, fixed, sets)
-    first_stamp = len(main.uv)
-    cartridges = [(pen, problem)] * TOUCH_UP_ROUNDS
-    fine = _pen.fine_cartridge(pen)
-    if fine is not None:
-        cartridges.append((fine, None))
-    for round_, (cartridge, touch_problem) in enumerate(cartridges):
-        counts = fixed + sum(_pen.texel_counts(grid, st.hits.uv[st.fired()]) for st in sets)
-        under = grid.treatable & pen_zone & (problem.windowed(counts) < IN_BAND_LOW * targets[lab])
-        if not under.any():
-            break
-        if touch_problem is None:
-            touch_problem = _pen.dose_field(zones, grid, protocol, counts, set(pen_zones), pen=cartridge,
-                                            exclusions=problem.clearance)
-        reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + touch_problem.foot_texels
-        near = ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
-        touch_problem.base = counts
-        q_touch = touch_problem.solve() * near
-        touch_settings = {n: _pen.pen_settings(cartridge, zones.dose(n)) for n in pen_zones}
-        touch_paths = _pen.field_paths(touch_problem, zones, pen_zones, q_touch, touch_settings, pattern="touch-up",
-                                       passes=1, first_pass={n: settings[n].passes + round_ for n in pen_zones})
-        if not touch_paths:
-            continue
-        touch, unsafe_touch = _pen.simulate_paths(face, zones, protocol, touch_paths, first_stamp=first_stamp,
-                                                  pen=cartridge, grid=grid)
-        first_stamp += len(touch.uv)
-        unsafe += unsafe_touch
-        sets.append(touch)
-        capped += _pen.cap_guard(problem, fixed, sets)
     for n in pen_zones:
         st = settings[n]
-        stamps = {}
-        for i, stamp_set in enumerate(sets):
-            kind = "main" if i == 0 else "touch-up"
-            mine = np.array([p.zone == n for p in stamp_set.paths], dtype=bool)
-            kept = int((stamp_set.keep & mine[stamp_set.path]).sum()) if len(stamp_set.path) else 0
-            stamps[kind] = stamps.get(kind, 0) + kept
+        stamps = {"main": 0, "touch-up": 0}
+        for stamp_set in sets:
+            if not len(stamp_set.path):
+                continue
+            for kind in stamps:
+                mine = np.array([p.zone == n and (p.pattern == "touch-up") == (kind == "touch-up")
+                                 for p in stamp_set.paths], dtype=bool)
+                stamps[kind] += int((stamp_set.keep & mine[stamp_set.path]).sum())
         status[n] = {"pen": {"status": "planned" if sum(stamps.values()) else "no stamps needed",
                              "pattern": st.pattern, "depth_mm": st.depth_mm, "passes": st.passes,
                              "spacing_mm": _r(st.spacing_mm, 3), "speed_mm_s": _r(st.speed_mm_s, 3),
                              "stamp_hz": _r(st.stamp_hz, 3), "stamp_spacing_mm": _r(st.stamp_spacing_mm, 3),
-                             "stamps": stamps.get("main", 0), "touch_up_stamps": stamps.get("touch-up", 0)}}
-    for n in zones.names:
+                             "stamps": stamps["main"], "touch_up_stamps": stamps["touch-up"]}}
+    for n in names:
         if n not in settings:
             status[n] = {"pen": {"status": "not allowed", "reason": "the protocol does not allow the pen here"}}
     status["_pen"] = {"stamps_dropped_unsafe": unsafe, "stamps_dropped_for_cap": capped}

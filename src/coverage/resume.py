@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from . import pen as _pen
-from .density import IN_BAND_LOW, ON_SURFACE_MM, density, texel_grid
+from . import pen_fit
+from .density import ON_SURFACE_MM, density, texel_grid
 from .errors import CoverageError
 from .plan import Plan, Stroke, Transition, pen_strokes, transit, transit_clearance
 from .relift import puncture_stamps, roller_projection
@@ -442,96 +442,24 @@ def _from_punctures(plan: Plan, log: Delivered) -> Resumed:
 
 def completion_stamps(face, zones, protocol, grid, fixed: np.ndarray):
     """Pen stamps that bring the skin under 0.9 x target up to its band over the punctures
-    ``fixed`` (per texel) already made, as :func:`coverage.plan._pen_part` plans the pen
-    over the roller's, with two differences: stamps are solved for only where their
-    footprint reaches a window still under 0.9 x target (skin at dose is left alone), and a
-    window the delivered punctures already put over its cap gets nothing more.
+    ``fixed`` (per texel) already made, fitted as :func:`coverage.plan._pen_part` fits the
+    pen over the roller's (:func:`coverage.pen_fit.fitted_pen`), with two differences: only
+    stamps with a needle in a window still under 0.9 x target may fire (skin at dose is left
+    alone), and a window the delivered punctures already put over its cap gets nothing more.
 
     Returns ``(stamp sets, zone status, skin already over its cap in mm^2)``.
     """
-    pen = protocol.pen
     names = zones.names
     pen_zones = [n for n in names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
     status = {n: {} for n in names}
     if not pen_zones:
         return [], status, 0.0
-    problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
-    delivered = problem.windowed(fixed)
-    # the cap guard must not blame the pen for windows the delivery already overdosed: their
-    # cap is what they hold, so any stamp adding to them is dropped
-    already = grid.treatable & (delivered > problem.cap)
+    caps = np.array([zones.dose(n).cap_per_cm2 for n in names])
+    delivered = pen_fit.WindowedDose(grid).density(fixed)
+    already = grid.treatable & (delivered > caps[np.maximum(grid.label, 0)])
     over_mm2 = float(grid.area_mm2[already].sum())
-    problem.cap = np.where(already, delivered * (1.0 + 1e-6), problem.cap)
-    lab = np.maximum(grid.label, 0)
-    targets = np.array([zones.dose(n).target_per_cm2 for n in names])
-    pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
-    settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
-    sets = []
-    counts = fixed
-    # (cartridge, dose field, settings, passes, pattern): the main passes, then one touch-up
-    # round with the main cartridge and one with the fine cartridge, as the planner does
-    rounds = [(pen, problem, settings, None, None), (pen, problem, None, 1, "touch-up")]
-    fine = _pen.fine_cartridge(pen)
-    if fine is not None:
-        rounds.append((fine, None, None, 1, "touch-up"))
-    for round_, (cartridge, field_, these, passes, pattern) in enumerate(rounds):
-        under = grid.treatable & pen_zone & (problem.windowed(counts) < IN_BAND_LOW * targets[lab])
-        if not under.any():
-            break
-        if field_ is None:
-            field_ = _pen.dose_field(zones, grid, protocol, counts, set(pen_zones), pen=cartridge,
-                                     exclusions=problem.clearance)
-            field_.cap = problem.cap
-        # a stamp helps only a window its footprint reaches: the window's half-size plus the
-        # footprint (the solver's box for it), around every window still under
-        reach = int(max(grid.half_u[under].max(), grid.half_v[under].max())) + field_.foot_texels
-        near = ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
-        helps = window_reach(grid, under)
-        field_.base = counts
-        q = field_.solve() * near
-        these = these or {n: _pen.pen_settings(cartridge, zones.dose(n)) for n in pen_zones}
-        first = {n: settings[n].passes + round_ - 1 for n in pen_zones} if pattern else None
-        paths = _pen.field_paths(field_, zones, pen_zones, q, these, pattern=pattern, passes=passes, first_pass=first)
-        if not paths:
-            continue
-        stamps, _ = _pen.simulate_paths(face, zones, protocol, paths, first_stamp=sum(len(s.uv) for s in sets),
-                                        pen=cartridge, grid=grid)
-        # a stamp none of whose needles counts in a window still under its band would only
-        # add to skin at dose: it is not fired
-        useful = _lookup(grid, helps, stamps.hits.uv) & stamps.hits.fired
-        stamps.keep &= useful.reshape(-1, stamps.needles).any(axis=1)
-        sets.append(stamps)
-        _pen.cap_guard(problem, fixed, sets)
-        counts = fixed + sum(_pen.texel_counts(grid, st.hits.uv[st.fired()]) for st in sets)
+    sets, *_ = pen_fit.fitted_pen(face, zones, protocol, grid, fixed, pen_zones, completion=True)
     return sets, status, over_mm2
-
-
-def window_reach(grid, under: np.ndarray) -> np.ndarray:
-    """Texels ``(h, w) bool`` that lie in the 1 cm^2 window of some texel of ``under``: a
-    puncture there counts toward an under-dosed window (the adjoint of
-    :func:`coverage.density.window_sums`, by a summed-area table of the windows' corners)."""
-    h, w = grid.shape
-    rows, cols = np.nonzero(under)
-    hu, hv = grid.half_u[rows, cols], grid.half_v[rows, cols]
-    r0, r1 = np.clip(rows - hv, 0, h), np.clip(rows + hv + 1, 0, h)
-    c0, c1 = np.clip(cols - hu, 0, w), np.clip(cols + hu + 1, 0, w)
-    corners = np.zeros((h + 1, w + 1))
-    np.add.at(corners, (r0, c0), 1.0)
-    np.add.at(corners, (r0, c1), -1.0)
-    np.add.at(corners, (r1, c0), -1.0)
-    np.add.at(corners, (r1, c1), 1.0)
-    return np.cumsum(np.cumsum(corners, axis=0), axis=1)[:h, :w] > 0.5
-
-
-def _lookup(grid, values: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Texel values at chart points (False off the grid or at NaN)."""
-    f = np.floor((np.asarray(uv, dtype=np.float64).reshape(-1, 2) - grid.origin) / grid.cell_mm)
-    ij = np.nan_to_num(f, nan=-1.0, posinf=-1.0, neginf=-1.0).astype(np.int64)
-    h, w = grid.shape
-    ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h)
-    out = np.zeros(len(ij), dtype=bool)
-    out[ok] = values[ij[ok, 1], ij[ok, 0]]
-    return out
 
 
 # --- the whole session ----------------------------------------------------------------------

@@ -1,0 +1,464 @@
+"""Fitting the pen's stamps to the dose exactly, needle by needle.
+
+The dose field of :mod:`coverage.pen` models where the cartridge stamps: each stamp's
+needles spread evenly over a box the size of its footprint. The real needles land where
+the cartridge puts them on the curved skin (some miss), stamps sit on strokes a few
+millimetres apart, and the density is counted in 1 cm^2 windows: near zone borders,
+exclusions and on the nose a plan made from the model misses the band. Here the stamps
+are fitted with the real needles instead:
+
+1. **Candidates.** Along every pen stroke (main passes; fine-cartridge loops along the
+   keep-outs) a candidate stamp every :data:`CANDIDATE_MM` of chart travel, simulated with
+   the cartridge kernel; a candidate any of whose needles would land on skin it may not
+   touch is dropped (the rule every stamp of a plan obeys).
+2. **Fit.** The punctures per texel are ``base + A x``: ``A`` holds each candidate's fired
+   needles per texel, ``x`` in [0, 1] how much of a stamp fires there. The windowed
+   density ``D = c W(base + A x)`` (``W`` the 1 cm^2 window sums, ``c`` 100 / treatable
+   window area) is pushed into ``[low, high]`` per texel, inside each zone's band with a
+   margin for rounding: squared shortfalls, a window over ``high`` weighing
+   :data:`OVER_WEIGHT` times more, minimised by a spectral projected gradient whose
+   gradient pulls the window sums back with their adjoint (:func:`density.window_spread`).
+3. **Rounding.** Along each stroke the running sum of ``x`` fires a stamp each time it
+   crosses ``k + 1/2`` (error diffusion): every stamp sits on a simulated candidate, its
+   needles and all, and each stretch of a stroke keeps its fitted dose to half a stamp.
+4. **Repair.** Windows that rounding left outside their band are mended stamp by stamp,
+   each change weighed exactly (:class:`density.StampEffects`).
+
+The plan's cap guard runs on the result as on any stamps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, sparse
+
+from .density import IN_BAND_LOW, StampEffects, TexelGrid, window_spread, window_sums
+
+CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
+LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
+HIGH_RATIO = 1.15         # and down to this x target ...
+CAP_RATIO = 0.93          # ... or this x cap, whichever is lower
+OVER_WEIGHT = 5.0         # a window over its high mark weighs this much more than a shortfall
+FIT_ITERATIONS = 150
+FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm)
+
+
+# --- targets and the window operator ----------------------------------------------------
+
+@dataclass
+class DoseTargets:
+    """Per texel: where the fit pushes the density (per cm^2) and how much each texel counts."""
+
+    low: np.ndarray      # (h, w) push up to this
+    high: np.ndarray     # (h, w) push down to this
+    scale: np.ndarray    # (h, w) 1 / target^2 x skin area: the weight of a texel's squared miss
+    treat: np.ndarray    # (h, w) bool
+
+
+def dose_targets(zones, grid: TexelGrid) -> DoseTargets:
+    """The fit's targets on every treatable texel: ``[LOW_RATIO, min(HIGH_RATIO x target,
+    CAP_RATIO x cap)]`` of its zone, inside the band ``[0.9 x target, cap]``."""
+    names = zones.names
+    target = np.array([zones.dose(n).target_per_cm2 for n in names], dtype=np.float64)
+    cap = np.array([zones.dose(n).cap_per_cm2 for n in names], dtype=np.float64)
+    treat = grid.label >= 0
+    lab = np.maximum(grid.label, 0)
+    t, c = target[lab], cap[lab]
+    low = np.where(treat, np.maximum(LOW_RATIO * t, IN_BAND_LOW * t), 0.0)
+    high = np.where(treat, np.maximum(np.minimum(HIGH_RATIO * t, CAP_RATIO * c), low), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(treat, grid.area_mm2 / np.maximum(t, 1e-9) ** 2, 0.0)
+    return DoseTargets(low, high, scale, treat)
+
+
+class WindowedDose:
+    """Punctures per texel -> windowed density (per cm^2) on a texel grid, and back."""
+
+    def __init__(self, grid: TexelGrid):
+        self.grid = grid
+        self.treat = grid.label >= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.per_count = np.where(self.treat & (grid.window_area_mm2 > 0), 100.0 / grid.window_area_mm2, 0.0)
+
+    def density(self, counts: np.ndarray) -> np.ndarray:
+        g = self.grid
+        return self.per_count * window_sums(counts, g.half_u, g.half_v, self.treat)
+
+    def pull_back(self, residual: np.ndarray) -> np.ndarray:
+        """The adjoint of :meth:`density`: d(sum residual * density) / d counts."""
+        g = self.grid
+        return window_spread(residual * self.per_count, g.half_u, g.half_v, self.treat)
+
+
+def shortfall(d: np.ndarray, targets: DoseTargets) -> tuple[float, np.ndarray]:
+    """The fit's objective at densities ``d`` and its gradient with respect to ``d``."""
+    under = np.maximum(targets.low - d, 0.0)
+    over = np.maximum(d - targets.high, 0.0)    # high is inf off the treatable skin
+    miss = OVER_WEIGHT * over - under
+    value = float(np.einsum("ij,ij,ij->", targets.scale, under, under)
+                  + OVER_WEIGHT * np.einsum("ij,ij,ij->", targets.scale, over, over))
+    return value, 2.0 * targets.scale * miss
+
+
+# --- candidates ----------------------------------------------------------------------------
+
+def candidate_arcs(uv: np.ndarray, step: float = CANDIDATE_MM) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate stamp centres ``(m, 2)`` every ``step`` of chart travel along a path
+    ``(n, 2)``, half a step in from its start, and their chart arc lengths ``(m,)``."""
+    seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if len(uv) < 2 or s[-1] <= 0:
+        return np.empty((0, 2)), np.empty(0)
+    at = np.arange(0.5 * step, s[-1], step)
+    if not len(at):
+        at = np.array([0.5 * s[-1]])
+    return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
+
+
+def needle_matrix(grid: TexelGrid, hits_uv: np.ndarray, fired: np.ndarray, needles: int,
+                  columns: np.ndarray, n_columns: int) -> sparse.csr_array:
+    """``(texels, n_columns)``: the fired needles of stamp ``i`` (rows ``i * needles ...``
+    of ``hits_uv``) counted in their texels, in column ``columns[i]``."""
+    h, w = grid.shape
+    f = np.floor((hits_uv - grid.origin) / grid.cell_mm)
+    ok = fired & np.isfinite(f).all(axis=1)
+    ij = np.where(ok[:, None], f, -1).astype(np.int64)
+    ok &= (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h)
+    rows = ij[ok, 1] * w + ij[ok, 0]
+    cols = np.repeat(columns, needles)[ok]
+    return sparse.csr_array((np.ones(len(rows)), (rows, cols)), shape=(h * w, n_columns))
+
+
+# --- the fit -------------------------------------------------------------------------------
+
+def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.csr_array,
+        x0: np.ndarray | None = None, upper: np.ndarray | None = None,
+        iterations: int = FIT_ITERATIONS) -> np.ndarray:
+    """Stamp weights ``x (m,)`` in ``[0, upper]`` (default 1) whose punctures
+    ``base + spread @ x`` bring the windowed density into ``targets``.
+
+    A spectral projected gradient (Birgin, Martinez and Raydan 2000): projected steps of
+    Barzilai-Borwein length with a non-monotone backtracking check, one objective
+    evaluation per step almost always. (SciPy's L-BFGS-B spends ~50 ms a step of its own
+    bookkeeping on the ~10^5 variables here, ten times the objective.)
+    """
+    op = WindowedDose(grid)
+    shape = grid.shape
+    m = spread.shape[1]
+    spread_t = spread.T.tocsr()
+    base_flat = np.asarray(base, dtype=np.float64).ravel()
+    hi = np.ones(m) if upper is None else np.asarray(upper, dtype=np.float64)
+
+    def objective(x):
+        counts = (base_flat + spread @ x).reshape(shape)
+        value, grad_d = shortfall(op.density(counts), targets)
+        return value, spread_t @ op.pull_back(grad_d).ravel()
+
+    x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
+    f, g = objective(x)
+    recent = [f]
+    step = 1.0 / max(float(np.abs(np.clip(x - g, 0.0, hi) - x).max()), 1e-12)
+    for _ in range(iterations):
+        d = np.clip(x - step * g, 0.0, hi) - x
+        slope = _dot(g, d)
+        if slope >= -1e-12 * max(abs(f), 1.0):
+            break
+        ceiling, lam = max(recent[-10:]), 1.0
+        while True:
+            x_new = x + lam * d
+            f_new, g_new = objective(x_new)
+            if f_new <= ceiling + 1e-4 * lam * slope or lam < 1e-6:
+                break
+            lam *= 0.5
+        s, y = x_new - x, g_new - g
+        sy = _dot(s, y)
+        step = _dot(s, s) / sy if sy > 0 else 1e3 * step
+        step = min(max(step, 1e-10), 1e10)
+        x, f, g = x_new, f_new, g_new
+        recent.append(f)
+    return x
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # not BLAS: a multi-threaded BLAS on busy cores takes ~10 ms for what this does in 0.05
+    return float(np.einsum("i,i->", a, b))
+
+
+def round_along(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Which candidates fire ``(m,) bool``: along each group (a path, candidates in travel
+    order, groups contiguous), the running sum of ``x`` fires one each time it crosses
+    ``k + 1/2``."""
+    fire = np.zeros(len(x), dtype=bool)
+    if not len(x):
+        return fire
+    starts = np.nonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))[0]
+    ends = np.concatenate([starts[1:], [len(x)]])
+    for a, b in zip(starts, ends):
+        running = np.floor(np.cumsum(x[a:b]) + 0.5)
+        fire[a:b] = np.diff(np.concatenate([[0.0], running])) > 0
+    return fire
+
+
+def in_band(zones, grid: TexelGrid, d: np.ndarray) -> dict:
+    """Share of each zone's skin (texel areas) within ``[0.9 x target, cap]`` at densities ``d``."""
+    out = {}
+    for k, name in enumerate(zones.names):
+        sel = grid.label == k
+        area = grid.area_mm2[sel]
+        if area.sum() <= 0:
+            continue
+        dose = zones.dose(name)
+        ok = (d[sel] >= IN_BAND_LOW * dose.target_per_cm2) & (d[sel] <= dose.cap_per_cm2)
+        out[name] = float(area[ok].sum() / area.sum())
+    return out
+
+
+# --- the pen's part of a plan --------------------------------------------------------------
+
+def _needs_pen(zones, grid: TexelGrid, problem, fixed: np.ndarray, pen_zone: np.ndarray,
+               targets: DoseTargets) -> np.ndarray:
+    """Texels ``(h, w) bool`` where the pen's paths go: within a window and a footprint of
+    pen-zone skin that the fixed punctures leave under its fit target."""
+    under = pen_zone & (WindowedDose(grid).density(fixed) < targets.low)
+    if not under.any():
+        return under
+    reach = int(grid.half_u[under].max()) + problem.foot_texels
+    return ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
+
+
+def candidate_stamps(face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int):
+    """Candidate stamps every :data:`CANDIDATE_MM` along ``paths`` (one cartridge), simulated
+    and checked needle by needle: ``(paths with their candidates as stamps, Stamps, kept
+    candidate rows)``."""
+    from . import pen as _pen
+
+    with_candidates = []
+    for p in paths:
+        uv, s = candidate_arcs(p.uv)
+        with_candidates.append(dataclasses.replace(p, stamp_uv=uv, stamp_s=s))
+    stamps, _ = _pen.simulate_paths(face, zones, protocol, with_candidates, first_stamp=first_stamp, pen=pen,
+                                    grid=grid)
+    return with_candidates, stamps, np.nonzero(stamps.keep)[0]
+
+
+def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zones: list,
+               completion: bool = False):
+    """The pen's stamps over the punctures ``fixed`` (per texel) already planned: main passes
+    (crossed raster lines or contour loops per zone) and fine-cartridge touch-up loops along
+    the keep-outs and wherever the main footprint cannot reach, their stamps fitted to the
+    dose needle by needle.
+
+    ``completion``: finish a session over punctures already delivered (:mod:`coverage.resume`):
+    only windows under 0.9 x target are worked on and only stamps with a needle in one of
+    them may fire (skin at dose is left alone), and a window the delivery already put over
+    its cap gets nothing more (its cap is what it holds).
+
+    Returns ``(stamp sets [main cartridge, fine cartridge], settings per zone, the main
+    dose field, stamps dropped as unsafe, stamps dropped for the cap)``.
+    """
+    from . import pen as _pen
+
+    pen = protocol.pen
+    names = zones.names
+    pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
+    problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
+    settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
+    targets = dose_targets(zones, grid)
+    helps = None
+    if completion:
+        delivered = WindowedDose(grid).density(fixed)
+        already = grid.label >= 0
+        already &= delivered > problem.cap
+        problem.cap = np.where(already, delivered * (1.0 + 1e-6), problem.cap)
+        targets.high = np.where(already, 0.0, targets.high)
+        target = np.array([zones.dose(n).target_per_cm2 for n in names])[np.maximum(grid.label, 0)]
+        under = pen_zone & (delivered < IN_BAND_LOW * target)
+        targets.low = np.where(under, targets.low, np.minimum(targets.low, delivered))
+        helps = window_spread(under.astype(np.float64), grid.half_u, grid.half_v, grid.label >= 0) > 0
+    need = _needs_pen(zones, grid, problem, fixed, pen_zone, targets)
+    cartridges = [(pen, problem, settings, _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings))]
+    fine = _pen.fine_cartridge(pen)
+    if fine is not None:
+        fine_problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones), pen=fine,
+                                       exclusions=problem.clearance)
+        # the fine cartridge goes where no needle of the main one can land, and along every
+        # keep-out (exclusions, margins, unobserved skin) where the main footprint's needles
+        # thin out: within FINE_NEAR_KEEPOUT_MM of it; the fit decides what it stamps there
+        r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
+        main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
+        keepout = (grid.tri >= 0) & (grid.label < 0)
+        near_keepout = ndimage.distance_transform_edt(~keepout, sampling=grid.cell_mm) <= FINE_NEAR_KEEPOUT_MM
+        unreached = need & pen_zone & (~main_reach | near_keepout)
+        if unreached.any():
+            half = int(grid.half_u[unreached].max())
+            region = (ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * half + 1) > 0) & fine_problem.allowed
+            fine_settings = {n: _pen.pen_settings(fine, zones.dose(n)) for n in pen_zones}
+            first = {n: settings[n].passes for n in pen_zones}
+            # loops at constant distances from the forbidden skin: a few long strokes around
+            # each keep-out rather than a raster's many short runs across a thin band
+            paths = _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings, pattern="touch-up",
+                                     passes=1, first_pass=first, loops=True)
+            cartridges.append((fine, fine_problem, fine_settings, paths))
+    # every candidate of every cartridge in one fit
+    found, blocks, first_stamp = [], [], 0
+    for cartridge, _, _, paths in cartridges:
+        with_candidates, stamps, kept = candidate_stamps(face, zones, protocol, grid, paths, cartridge, first_stamp)
+        first_stamp += len(stamps.uv)
+        if helps is not None and len(kept):
+            # a completion fires no stamp whose needles all count only in windows at dose
+            f = np.floor((stamps.hits.uv - grid.origin) / grid.cell_mm)
+            ij = np.where(np.isfinite(f), f, -1).astype(np.int64)
+            h, w = grid.shape
+            on = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h) & stamps.hits.fired
+            useful = np.zeros(len(on), dtype=bool)
+            useful[on] = helps[ij[on, 1], ij[on, 0]]
+            kept = kept[useful.reshape(-1, stamps.needles)[kept].any(axis=1)]
+        rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
+        blocks.append(needle_matrix(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles,
+                                    np.arange(len(kept)), len(kept)))
+        found.append((cartridge, with_candidates, stamps, kept))
+    spread = sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
+    x = fit(grid, targets, fixed, spread)
+    # round along each path, then mend the windows rounding left outside their band; the
+    # stamps that fire are the candidates themselves (as simulated, needles and all)
+    groups, paths_before = [], 0
+    for _, with_candidates, stamps, kept in found:
+        groups.append(stamps.path[kept] + paths_before)
+        paths_before += len(with_candidates)
+    fire = round_along(x, np.concatenate(groups) if groups else np.empty(0, np.int64))
+    fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap)
+    sets, offset = [], 0
+    for cartridge, with_candidates, stamps, kept in found:
+        chosen = np.zeros(len(stamps.uv), dtype=bool)
+        chosen[kept[fire[offset:offset + len(kept)]]] = True
+        offset += len(kept)
+        sets.append(select(stamps, chosen))
+    unsafe = 0   # only safe candidates are fitted
+    capped = _pen.cap_guard(problem, fixed, sets)
+    return sets, settings, problem, unsafe, capped
+
+
+def select(stamps, chosen: np.ndarray):
+    """The stamps ``chosen (S,) bool`` of a :class:`coverage.pen.Stamps`, as their own set:
+    their paths (those with a chosen stamp, each keeping only those), needles and all."""
+    from . import pen as _pen
+    from .simulate import StampHits
+
+    starts = np.searchsorted(stamps.path, np.arange(len(stamps.paths) + 1))
+    paths, index = [], -np.ones(len(stamps.paths), dtype=np.int64)
+    for i, p in enumerate(stamps.paths):
+        mine = chosen[starts[i]:starts[i + 1]]
+        if mine.any():
+            index[i] = len(paths)
+            paths.append(dataclasses.replace(p, stamp_uv=p.stamp_uv[mine], stamp_s=p.stamp_s[mine]))
+    rows = np.repeat(chosen, stamps.needles)
+    h = stamps.hits
+    hits = StampHits(h.uv[rows], h.points[rows], h.depth_mm[rows], np.repeat(np.arange(int(chosen.sum())),
+                     stamps.needles), h.needle[rows], h.fired[rows], h.gap_mm[rows])
+    return _pen.Stamps(paths, index[stamps.path[chosen]], stamps.uv[chosen], stamps.depth_mm[chosen], hits,
+                       np.ones(int(chosen.sum()), dtype=bool), stamps.needles)
+
+
+REPAIR_ROUNDS = 40
+REPAIR_CAP_RATIO = 0.98   # the repair keeps every window this far under its cap: room for a re-lifted
+                          # plan on a slightly compressed face, and for float noise
+REPAIR_TRIES = 12     # candidate stamps weighed exactly per patch and round
+
+
+def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, fire: np.ndarray,
+           rounds: int = REPAIR_ROUNDS, cap: np.ndarray | None = None) -> np.ndarray:
+    """Mend, stamp by stamp and exactly, the windows that rounding left outside their band.
+
+    Each round takes the worst window of every separate patch of skin over
+    ``REPAIR_CAP_RATIO x`` its cap and
+    drops the fired stamp with needles in it whose loss keeps the most skin in band and
+    takes the most off the cap (weighing the stamps the band penalty's gradient ranks
+    first, each exactly); then the worst window of every patch under 0.9 x target gets the
+    unfired stamp that brings the most skin into band (or fills the most shortfall) without
+    lifting any window over its cap. ``cap``: per texel (h, w), instead of each zone's.
+    Returns the new ``fire (m,) bool``.
+    """
+    fire = fire.copy()
+    if not len(fire):
+        return fire
+    op = WindowedDose(grid)
+    shape = grid.shape
+    h, w = shape
+    names = zones.names
+    target = np.array([zones.dose(n).target_per_cm2 for n in names], dtype=np.float64)
+    treat = grid.label >= 0
+    lab = np.maximum(grid.label, 0)
+    if cap is None:
+        cap = np.array([zones.dose(n).cap_per_cm2 for n in names], dtype=np.float64)[lab]
+    low = np.where(treat, IN_BAND_LOW * target[lab], 0.0).ravel()
+    high = np.where(treat, cap * REPAIR_CAP_RATIO, np.inf).ravel()
+    area = np.where(treat, grid.area_mm2, 0.0).ravel()
+    band = DoseTargets(low.reshape(shape) * 1.005, np.where(treat, cap * 0.995, np.inf),
+                       np.where(treat, grid.area_mm2 / target[lab] ** 2, 0.0), treat)
+    by_texel = spread.tocsr()
+    spread_t = spread.T.tocsr()
+    effects = StampEffects(spread, shape, op.per_count.ravel(), grid.half_u.ravel(), grid.half_v.ravel(), low, high,
+                           area)
+    blocked = np.zeros(len(fire), dtype=bool)
+    base = np.asarray(fixed, dtype=np.float64).ravel()
+
+    def window_columns(k):
+        # the stamps with a puncture in texel k's window: each window row is a contiguous
+        # run of texels, so a contiguous slice of the texel -> stamp table
+        i, j = divmod(int(k), w)
+        hv, hu = grid.half_v[i, j], grid.half_u[i, j]
+        j0, j1 = max(j - hu, 0), min(j + hu + 1, w)
+        starts = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j0]
+        ends = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j1]
+        return np.unique(np.concatenate([by_texel.indices[a:b] for a, b in zip(starts, ends)]))
+
+    def worst_per_patch(mask, badness):
+        patches, n = ndimage.label(mask.reshape(shape), structure=np.ones((3, 3), bool))
+        if not n:
+            return []
+        flat = patches.ravel()
+        order = np.lexsort((-badness, flat))
+        return list(order[np.searchsorted(flat[order], np.arange(1, n + 1))])
+
+    d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
+    for _ in range(rounds):
+        over, under = d > high, treat.ravel() & (d < low)
+        if not over.any() and not under.any():
+            break
+        _, grad_d = shortfall(d.reshape(shape), band)
+        grad = spread_t @ op.pull_back(grad_d).ravel()
+        moves = 0
+        for k in worst_per_patch(over, d - high):
+            cols = window_columns(k)
+            cols = cols[fire[cols]]
+            if not len(cols):
+                continue
+            tries = cols[np.argsort(-grad[cols])][:REPAIR_TRIES]
+            gained, more_over, _ = effects.effects(tries, -1.0, d).T
+            best = int(np.lexsort((-gained, more_over))[0])      # least over, then most in band
+            if more_over[best] < 0:
+                fire[tries[best]] = False
+                effects.apply(tries[best], -1.0, d)
+                moves += 1
+        for k in worst_per_patch(under & ~over, low - d):
+            cols = window_columns(k)
+            cols = cols[~fire[cols] & ~blocked[cols]]
+            if not len(cols):
+                continue
+            tries = cols[np.argsort(grad[cols])][:REPAIR_TRIES]
+            gained, more_over, filled = effects.effects(tries, 1.0, d).T
+            blocked[tries[more_over > 0]] = True
+            ok = (more_over <= 0) & (gained >= 0) & ((gained > 0) | (filled > 0))
+            order = np.lexsort((-filled, -gained))         # most in band, then most shortfall filled
+            order = order[ok[order]]
+            if len(order):
+                best = int(order[0])
+                fire[tries[best]] = True
+                effects.apply(tries[best], 1.0, d)
+                moves += 1
+        if not moves:
+            break
+    return fire

@@ -1,0 +1,188 @@
+"""The pen's stamps fitted to the dose needle by needle (coverage.pen_fit) and its kernels."""
+import importlib
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from coverage import pen_fit
+from coverage.density import IN_BAND_LOW, TexelGrid
+
+density_mod = importlib.import_module("coverage.density")
+
+
+def _random_windows(rng, h, w, most=4):
+    half_u = rng.integers(0, most, (h, w))
+    half_v = rng.integers(0, most, (h, w))
+    mask = rng.random((h, w)) > 0.25
+    return half_u, half_v, mask
+
+
+# --- kernels against their references -------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1), (6, 9), (31, 17)])
+def test_window_spread_equals_its_reference_and_is_the_adjoint(rng, shape):
+    h, w = shape
+    for _ in range(5):
+        half_u, half_v, mask = _random_windows(rng, h, w)
+        values = rng.normal(size=(h, w))
+        out = density_mod.window_spread(values, half_u, half_v, mask)
+        np.testing.assert_allclose(out, density_mod.window_spread_reference(values, half_u, half_v, mask),
+                                   atol=1e-12)
+        # <W x, y> = <x, W^T y>: the gradient the fit pulls back is the true one
+        x = rng.normal(size=(h, w))
+        lhs = (density_mod.window_sums(x, half_u, half_v, mask) * values).sum()
+        assert lhs == pytest.approx((x * out).sum(), rel=1e-12, abs=1e-12)
+
+
+def test_window_spread_by_hand():
+    # a 1 x 5 strip, windows of one texel either side; texel 2 spreads over 1..3, texel 4
+    # (its window clipped at the edge) over 3..4; texel 0 is masked out
+    values = np.array([[5.0, 0.0, 1.0, 0.0, 10.0]])
+    half_u = np.ones((1, 5), dtype=np.int64)
+    half_v = np.zeros((1, 5), dtype=np.int64)
+    mask = np.array([[False, True, True, True, True]])
+    np.testing.assert_array_equal(density_mod.window_spread(values, half_u, half_v, mask),
+                                  [[0.0, 1.0, 1.0, 11.0, 10.0]])
+
+
+def _random_effects(rng, h, w, m):
+    half_u = rng.integers(0, 4, h * w)
+    half_v = rng.integers(0, 4, h * w)
+    per_count = np.where(rng.random(h * w) > 0.2, rng.random(h * w), 0.0)
+    low = rng.random(h * w) + 0.5
+    high = low + rng.random(h * w) * 2
+    stamps = sparse.random(h * w, m, density=6.0 / (h * w), random_state=rng, data_rvs=lambda k: rng.integers(1, 3, k))
+    return density_mod.StampEffects(stamps, (h, w), per_count, half_u, half_v, low, high, rng.random(h * w))
+
+
+def test_stamp_effects_and_apply_equal_their_references(rng):
+    h, w, m = 19, 27, 60
+    for _ in range(10):
+        effects = _random_effects(rng, h, w, m)
+        d = rng.random(h * w) * 3
+        columns = rng.permutation(m)[:25]
+        for sign in (1.0, -1.0):
+            np.testing.assert_allclose(effects.effects(columns, sign, d), effects.effects_reference(columns, sign, d),
+                                       atol=1e-9)
+            for c in columns[:5]:
+                after = d.copy()
+                effects.apply(c, sign, after)
+                np.testing.assert_allclose(after, effects.apply_reference(c, sign, d), atol=1e-12)
+
+
+def test_stamp_effect_by_hand():
+    # stamp 0: 2 punctures on texel 0 of a 1 x 3 strip; stamp 1: none. Windows of one texel
+    # either side, 10 per cm^2 per puncture; band [15, 30] everywhere, areas 1, 2, 4
+    stamps = sparse.csc_array(np.array([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    effects = density_mod.StampEffects(stamps, (1, 3), np.full(3, 10.0), np.ones(3, dtype=np.int64),
+                                       np.zeros(3, dtype=np.int64), np.full(3, 15.0), np.full(3, 30.0),
+                                       np.array([1.0, 2.0, 4.0]))
+    d = np.array([10.0, 25.0, 20.0])
+    # it reaches the windows of texels 0 and 1: texel 0 rises 10 -> 30 (into the band: +1),
+    # texel 1 25 -> 45 (over: leaves the band, -2, and 2 more over)
+    (gained, over, filled), (g2, o2, f2) = effects.effects([0, 1], 1.0, d)
+    assert (gained, over) == (1.0 - 2.0, 2.0)
+    assert filled == pytest.approx(1.0 * (15.0 - 10.0) / 15.0)
+    assert (g2, o2, f2) == (0.0, 0.0, 0.0)
+    effects.apply(0, -1.0, d)
+    np.testing.assert_allclose(d, [-10.0, 5.0, 20.0])
+
+
+# --- the pieces of the fit -------------------------------------------------------------------
+
+def test_candidates_every_half_millimetre_along_a_path():
+    uv, s = pen_fit.candidate_arcs(np.array([[0.0, 0.0], [10.0, 0.0]]))
+    np.testing.assert_allclose(s, 0.25 + 0.5 * np.arange(20))
+    np.testing.assert_allclose(uv[:, 0], s)
+    np.testing.assert_allclose(uv[:, 1], 0.0)
+    uv, s = pen_fit.candidate_arcs(np.array([[1.0, 1.0], [1.0, 1.2]]))     # shorter than a step: its middle
+    np.testing.assert_allclose(uv, [[1.0, 1.1]])
+
+
+def test_rounding_fires_where_the_running_sum_crosses_a_half():
+    x = np.array([0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1])
+    # group 0: 0.3 0.6 0.9 1.2 -> one stamp, where 0.6 crosses 0.5; group 1 starts afresh:
+    # 0.6 1.2 1.8 -> crosses 0.5 and 1.5
+    np.testing.assert_array_equal(pen_fit.round_along(x, groups), [0, 1, 0, 0, 1, 0, 1])
+    # each group fires its sum to within half a stamp
+    rng = np.random.default_rng(5)
+    x = rng.random(400) * 0.4
+    groups = np.repeat(np.arange(8), 50)
+    fire = pen_fit.round_along(x, groups)
+    for g in range(8):
+        assert abs(fire[groups == g].sum() - x[groups == g].sum()) <= 0.5 + 1e-12
+
+
+def _strip_grid(n=40, cell=1.0, half=2, zone_of=None):
+    """A 1-texel-high strip of ``n`` texels, each 1 mm^2, windows of ``half`` texels either side."""
+    label = np.zeros((1, n), dtype=np.int64) if zone_of is None else np.asarray(zone_of)[None]
+    half_u = np.full((1, n), half, dtype=np.int64)
+    half_v = np.zeros((1, n), dtype=np.int64)
+    area = np.ones((1, n))
+    window_area = density_mod.window_sums(area, half_u, half_v, label >= 0)
+    return TexelGrid(np.zeros(2), cell, np.zeros((1, n), dtype=np.int64), area, label, half_u, half_v, window_area)
+
+
+class _Zones:
+    """The little a zone map must answer for the fit: names and each zone's dose."""
+
+    def __init__(self, doses):
+        self.names = list(doses)
+        self._doses = doses
+
+    def dose(self, name):
+        target, cap = self._doses[name]
+        return type("Dose", (), {"target_per_cm2": target, "cap_per_cm2": cap})
+
+
+def test_fit_brings_a_strip_into_its_band():
+    # 40 texels of 1 mm^2, windows of 5 mm^2: one puncture in a window is 20 per cm^2;
+    # candidates put 1 puncture on each texel; target 250, cap 312.5: about 2.5 a texel
+    grid = _strip_grid()
+    zones = _Zones({"strip": (250.0, 312.5)})
+    targets = pen_fit.dose_targets(zones, grid)
+    n = grid.shape[1]
+    spread = sparse.csc_array(sparse.identity(n, format="csc") * 1.0)
+    x = pen_fit.fit(grid, targets, np.zeros((1, n)), spread, upper=np.full(n, 100.0), iterations=300)
+    d = pen_fit.WindowedDose(grid).density((spread @ x).reshape(1, n))
+    assert (d >= 0.99 * targets.low).all() and (d <= targets.high * 1.01).all()
+    assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
+
+
+def test_fit_stays_off_what_the_base_already_gives():
+    # the left half already holds 300 per cm^2 (in band): the fit adds nothing there
+    grid = _strip_grid()
+    zones = _Zones({"strip": (250.0, 312.5)})
+    n = grid.shape[1]
+    base = np.zeros((1, n))
+    base[0, :20] = 3.0
+    spread = sparse.csc_array(sparse.identity(n, format="csc") * 1.0)
+    x = pen_fit.fit(grid, pen_fit.dose_targets(zones, grid), base, spread, upper=np.full(n, 100.0), iterations=300)
+    assert x[:15].max() < 1e-6
+    d = pen_fit.WindowedDose(grid).density(base + (spread @ x).reshape(1, n))
+    assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
+
+
+def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
+    # 1 puncture per candidate, windows of 5 texels; target 100, cap 125 (1 puncture = 20
+    # per cm^2): 5 fired candidates in a window give exactly 100
+    grid = _strip_grid(n=30)
+    zones = _Zones({"strip": (100.0, 125.0)})
+    n = 30
+    spread = sparse.csc_array(sparse.identity(n, format="csc") * 1.0)
+    # two stamps per texel would be 200: candidate k and k + 30 both sit on texel k
+    spread = sparse.hstack([spread, spread], format="csc")
+    fire = np.zeros(2 * n, dtype=bool)
+    fire[:n] = True             # 100 everywhere but at the strip's clipped ends (windows count treatable area)
+    fire[n + 10:n + 14] = True  # around texel 12: 4 more -> up to 180, over the cap
+    fire[3] = False
+    fire[20] = fire[21] = False  # around texel 20: 60 to 80, under 0.9 x target
+    op = pen_fit.WindowedDose(grid)
+    before = op.density((spread @ fire.astype(float)).reshape(1, n))
+    assert (before > 125).any() and (before < 90).any()
+    mended = pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire)
+    after = op.density((spread @ mended.astype(float)).reshape(1, n))
+    assert (after <= 125.0).all()
+    assert (after >= IN_BAND_LOW * 100.0).all()
