@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("lift", "proximity", "density", "drum", "pen")
+KERNELS = ("lift", "proximity", "density", "drum", "pen", "raster", "paths")
 MESH_FILES = ("canonical_face_model.obj", "landmarks.json", "NOTICE", "LICENSE-mediapipe.txt")
 SDIST_REQUIRED = (
     *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd",
@@ -131,7 +131,7 @@ CHECK_INSTALLED = textwrap.dedent("""
     import coverage
     assert under(coverage.__file__), coverage.__file__
     kernels = {}
-    for name in ("lift", "proximity", "density", "drum", "pen"):
+    for name in ("lift", "proximity", "density", "drum", "pen", "raster", "paths"):
         module = importlib.import_module(f"coverage._ext.{name}")
         assert under(module.__file__), module.__file__
         kernels[name] = module.__file__

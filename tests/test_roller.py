@@ -415,3 +415,264 @@ def test_headland_runs_along_the_border_and_only_on_free_skin(roller_plan, defau
         radius = R.turn_radius_mm(default_zones.face, s.uv)
         assert np.median(radius) >= R.HEADLAND_MIN_TURN_RADIUS_MM
         assert s.family == -1 and (s.swath_mm <= 20.0 + 1e-9).all()
+
+
+# --- the fast paths equal the plain ones ----------------------------------------------------
+# Pass construction works on many paths at once and skips checks a sample has already failed;
+# each result must be what the one-path-at-a-time construction gives, bit for bit.
+
+def _full_central_rings(d, kappa):
+    """The ring count from every ring's gap (Drum.reaching), as first written."""
+    reach = d.reaching(kappa)
+    half = d.rings // 2
+    outward = np.cumprod(reach[..., d.rings - half:], axis=-1).sum(axis=-1)
+    if d.rings % 2 == 0:
+        return 2 * outward
+    return np.where(reach[..., half], 2 * outward + 1, 0)
+
+
+def test_central_rings_equal_the_count_over_every_ring(rng):
+    kappa = np.concatenate([rng.normal(scale=0.05, size=20000), rng.normal(scale=1e-3, size=20000),
+                            [0.0, -0.0, np.nan, np.inf, -np.inf, 1 / 15, -1 / 200]])
+    for rings in (1, 2, 3, 7, 8, 13):
+        for width in (10.0, 20.0, 31.0):
+            d = R.Drum(20.0, width, rings, 24, 1.0, 0.5, True, 0.5, 10.0)
+            with np.errstate(invalid="ignore"):
+                np.testing.assert_array_equal(d.central_rings(kappa), _full_central_rings(d, kappa))
+                np.testing.assert_array_equal(d.central_rings(kappa[:6].reshape(2, 3)),
+                                              _full_central_rings(d, kappa[:6].reshape(2, 3)))
+
+
+def test_skin_frame_caches_equal_each_triangle_alone(default_face, rng):
+    from coverage import Face
+
+    stretched = Face(default_face.vertices * [2.0, 1.0, 1.0], default_face.subdivisions)
+    for face in (default_face, stretched):
+        for size in (1, 2, 5, 333):
+            t = rng.integers(0, len(face.faces), size)
+            jac = face.jacobian[t]
+            np.testing.assert_array_equal(face.jacobian_pinv[t], np.linalg.pinv(jac))
+            normal = np.cross(jac[:, :, 0], jac[:, :, 1])
+            normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+            np.testing.assert_array_equal(face.jacobian_normal[t], normal)
+
+
+def test_path_gradient_and_runs_per_path(rng):
+    sizes = rng.integers(1, 40, 50)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    uv = rng.normal(size=(starts[-1], 2))
+    mask = rng.random(starts[-1]) < 0.6
+    got = R.path_gradient(uv, starts)
+    segment, first, stop = R.runs_in(mask, starts)
+    expect = []
+    for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+        ref = np.gradient(uv[a:b], axis=0) if b - a > 1 else np.zeros((1, 2))
+        np.testing.assert_array_equal(got[a:b], ref)
+        expect += [(i, a + s0, a + s1) for s0, s1 in R.runs_of(mask[a:b])]
+    assert list(zip(segment.tolist(), first.tolist(), stop.tolist())) == expect
+
+
+@pytest.fixture(scope="module")
+def cheek_sweeps(default_face, default_zones):
+    regions = R.roller_regions(default_zones, PROTOCOL)
+    region = next(r for r in regions if "cheek_left" in r.zones)
+    dose = PROTOCOL.zone(region.zones[0])
+    d = R.Drum.from_protocol(PROTOCOL, dose.roller_needle_length_mm)
+    clearance = R.keepout_clearance(default_zones)
+    conform = R.conformity(default_face, d, 45.0)
+    main = R.ZoneSweeps(default_zones, region, d, 45.0, conform, clearance)
+    widths = R.band_widths(default_face, default_zones, region, conform)
+    other = R.ZoneSweeps(default_zones, region, d, 45.0, conform, clearance, widths[-1])
+    return main, other, clearance
+
+
+def _stretches(sweeps, offset):
+    """Each line's stretches on the chart, resampled one by one: ``[(line, design, uv)]``."""
+    face = sweeps.face
+    out = []
+    for k, raw, design in sweeps.lines(offset):
+        on_chart = np.isfinite(raw).all(axis=1)
+        on_chart[on_chart] = face.locate(raw[on_chart])[0] >= 0
+        for a, b in R.runs_of(on_chart):
+            if b - a >= 2:
+                out.append((k, design, R.resample_on_skin(face, raw[a:b], R.PATH_STEP_MM)))
+    return out
+
+
+def _validity_one_by_one(sweeps, uv, design):
+    """ZoneSweeps.sample_validity of one stretch, every check on every sample."""
+    face, d = sweeps.face, sweeps.drum
+    lifted = face.lift(uv)
+    corners = face.faces[np.maximum(lifted.tri, 0)]
+    along = np.einsum("kj,kj->k", lifted.bary, sweeps.conform.kappa_along[corners])
+    kc, width = sweeps._band_rings(uv)
+    ok = lifted.inside & d.conforms(np.nan_to_num(kc), along) & np.isclose(width, design)
+    ok &= R.drum_fits(face, d, uv, width, sweeps.inside, sweeps.clearance)
+    return ok, width, np.nan_to_num(kc)
+
+
+def _drum_fits_everywhere(face, d, uv, width, inside, clearance, straight=True):
+    """drum_fits as first written: one path, every check on every sample, with pinv."""
+    n = len(uv)
+    tri, _ = face.locate(uv)
+    scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
+    travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
+    travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
+    per_mm_t = travel / scale[:, None]
+    per_mm_a = np.stack([-travel[:, 1], travel[:, 0]], axis=1) / scale[:, None]
+    on = tri >= 0
+    jac = face.jacobian[tri[on]]
+    skin_t = np.einsum("kij,kj->ki", jac, travel[on])
+    length = np.maximum(np.linalg.norm(skin_t, axis=1), 1e-9)
+    normal = np.cross(jac[:, :, 0], jac[:, :, 1])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    per_mm = np.einsum("kij,kj->ki", np.linalg.pinv(jac), np.cross(normal, skin_t / length[:, None]))
+    good = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < 1.0 / 0.05)
+    idx = np.nonzero(on)[0][good]
+    per_mm_t[idx] = travel[on][good] / length[good, None]
+    per_mm_a[idx] = per_mm[good]
+    band = np.linspace(-0.5, 0.5, 9)
+    pts = (uv[:, None, :] + (band[None, :, None] * width[:, None, None]) * per_mm_a[:, None, :]).reshape(-1, 2)
+    slack = np.repeat(R.BAND_EDGE_SLACK * 0.5 * width / scale, len(band))
+    ok = (tri >= 0) & (inside.at(pts, outside=-1.0) >= slack).reshape(n, -1).all(axis=1)
+    across = np.linspace(-d.width_mm / 2, d.width_mm / 2, int(math.ceil(d.width_mm / R.BODY_STEP_MM)) + 1)
+    if not straight:
+        along = np.linspace(-d.diameter_mm / 2, d.diameter_mm / 2, int(math.ceil(d.diameter_mm / R.BODY_STEP_MM)) + 1)
+        ga, gb = np.meshgrid(along, across)
+        body = (uv[:, None, :] + ga.ravel()[None, :, None] * per_mm_t[:, None, :]
+                + gb.ravel()[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
+        need = 0.5 * math.hypot(R.BODY_STEP_MM, R.BODY_STEP_MM) / scale
+        return ok & (clearance.at(body, outside=np.inf).reshape(n, -1).min(axis=1) >= need)
+    span = (uv[:, None, :] + across[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
+    clear = clearance.at(span, outside=np.inf).reshape(n, -1).min(axis=1)
+    reach = int(math.ceil(d.diameter_mm / 2 / R.PATH_STEP_MM))
+    from scipy import ndimage
+    clear = ndimage.minimum_filter1d(clear, size=2 * reach + 1, mode="nearest")
+    need = 0.5 * math.hypot(R.BODY_STEP_MM, R.PATH_STEP_MM) / scale
+    ok &= clear >= need
+    for end, sign in ((0, -1.0), (n - 1, 1.0)):
+        ahead = np.linspace(0.0, d.diameter_mm / 2, reach + 1)[1:]
+        tip = uv[end] + sign * ahead[:, None] * per_mm_t[end]
+        edge = (tip[:, None, :] + across[None, :, None] * per_mm_a[end]).reshape(-1, 2)
+        if (clearance.at(edge, outside=np.inf) < need[end]).any():
+            ok[max(0, end - reach):end + reach + 1] = False
+    return ok
+
+
+def test_drum_fits_on_many_paths_and_only_where_asked(cheek_sweeps, rng):
+    sweeps, _, clearance = cheek_sweeps
+    face = sweeps.face
+    stretches = [uv for _, _, uv in _stretches(sweeps, 0.25)]
+    uv = np.concatenate(stretches)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in stretches])])
+    width = np.full(len(uv), 20.0)
+    single = np.concatenate([R.drum_fits(face, sweeps.drum, p, width[:len(p)], sweeps.inside, clearance)
+                             for p in stretches])
+    assert single.any() and not single.all()
+    everywhere = np.concatenate([_drum_fits_everywhere(face, sweeps.drum, p, width[:len(p)], sweeps.inside,
+                                                       clearance) for p in stretches])
+    np.testing.assert_array_equal(single, everywhere)
+    for straight in (True, False):
+        np.testing.assert_array_equal(
+            R.drum_fits(face, sweeps.drum, stretches[3], width[:len(stretches[3])], sweeps.inside, clearance,
+                        straight=straight),
+            _drum_fits_everywhere(face, sweeps.drum, stretches[3], width[:len(stretches[3])], sweeps.inside,
+                                  clearance, straight=straight))
+    np.testing.assert_array_equal(R.drum_fits(face, sweeps.drum, uv, width, sweeps.inside, clearance,
+                                              starts=starts), single)
+    where = rng.random(len(uv)) < 0.5
+    np.testing.assert_array_equal(R.drum_fits(face, sweeps.drum, uv, width, sweeps.inside, clearance,
+                                              starts=starts, where=where), single & where)
+
+
+def test_sample_validity_on_many_passes(cheek_sweeps):
+    sweeps = cheek_sweeps[0]
+    stretches = _stretches(sweeps, 0.0)
+    uv = np.concatenate([p for _, _, p in stretches])
+    starts = np.concatenate([[0], np.cumsum([len(p) for _, _, p in stretches])])
+    design = np.repeat([d for _, d, _ in stretches], np.diff(starts))
+    single = [_validity_one_by_one(sweeps, p, d) for _, d, p in stretches]
+    ok, w, kc = sweeps.sample_validity(uv, design, starts)
+    for got, expect in zip((ok, w, kc), zip(*single)):
+        np.testing.assert_array_equal(got, np.concatenate(expect))
+    assert ok.any() and not ok.all()
+    # only where valid: the same validity, the same widths and curvatures there
+    ok2, w2, kc2 = sweeps.sample_validity(uv, design, starts, valid_only=True)
+    np.testing.assert_array_equal(ok2, ok)
+    np.testing.assert_array_equal(w2[ok], w[ok])
+    np.testing.assert_array_equal(kc2[ok], kc[ok])
+
+
+def test_line_runs_equal_the_stretch_by_stretch_construction(cheek_sweeps):
+    for sweeps in cheek_sweeps[:2]:
+        for offset in (0.0, 0.5):
+            expect = []
+            for k, design, uv in _stretches(sweeps, offset):
+                ok, w, kc = _validity_one_by_one(sweeps, uv, design)
+                for s0, s1 in R.runs_of(ok):
+                    if (s1 - s0 - 1) * R.PATH_STEP_MM >= R.MIN_STROKE_MM:
+                        expect.append((k, uv[s0:s1], w[s0:s1], kc[s0:s1]))
+            got = [r for runs in R.line_runs(sweeps, offset, 3) for r in runs]
+            assert len(got) == len(expect) > 0
+            for r, (k, uv, w, kc) in zip(got, expect):
+                assert (r.line, r.sweep, r.zone, r.theta_deg) == (k, 3, sweeps.name, 45.0)
+                np.testing.assert_array_equal(r.uv, uv)
+                np.testing.assert_array_equal(r.swath_mm, w)
+                np.testing.assert_array_equal(r.kappa_cross, kc)
+
+
+def test_best_offset_hands_its_trials_to_the_sweeps(cheek_sweeps):
+    sweeps = cheek_sweeps[0]
+    best = R.best_offset(sweeps)
+    assert set(sweeps.kept_trials) == {0.0, 0.25, 0.5, 0.75}
+    for j, n in ((0, 1), (1, 4)):
+        kept = R.sweep_runs(sweeps, j, n, best)
+        assert best + j / n not in sweeps.kept_trials            # handed out once
+        fresh = R.sweep_runs(sweeps, j, n, best)                 # built again
+        assert [[(r.sweep, r.line, r.phase_mm, r.meta) for r in runs] for runs in kept] == \
+               [[(r.sweep, r.line, r.phase_mm, r.meta) for r in runs] for runs in fresh]
+        for a, b in zip([r for runs in kept for r in runs], [r for runs in fresh for r in runs]):
+            np.testing.assert_array_equal(a.uv, b.uv)
+
+
+def test_headland_runs_equal_the_loop_by_loop_construction(default_face, default_zones):
+    region = R.roller_regions(default_zones, PROTOCOL)[0]
+    d = R.Drum.from_protocol(PROTOCOL, PROTOCOL.zone(region.zones[0]).roller_needle_length_mm)
+    headland = R.Headland(default_zones, region, d, R.keepout_clearance(default_zones))
+    widths = []
+    for uv in headland._loops(d.width_mm / 2):
+        width, works, _ = headland._widths(uv)
+        widths.append(width[works])
+        np.testing.assert_array_equal(R.turn_radius_mm(default_face, uv),
+                                      R.turn_radius_mm(default_face, uv, starts=[0, len(uv)]))
+    values, counts = np.unique(np.concatenate(widths), return_counts=True)
+    assert headland.design == float(values[np.argmax(counts)]) > 0
+    for j in (0, 2):
+        level = headland.design / 2 + R.HEADLAND_INSET_MM + d.ring_pitch_mm * j / 4
+        expect = []
+        for k, uv in enumerate(headland._loops(level)):
+            width, works, cross = headland._widths(uv)
+            ok = works & (width <= headland.design + 1e-9)
+            ok &= R.turn_radius_mm(default_face, uv) >= R.HEADLAND_MIN_TURN_RADIUS_MM
+            ok &= R.drum_fits(default_face, d, uv, width, region.inside, headland.clearance, straight=False)
+            expect += [(k, uv[a:b], width[a:b], cross[a:b]) for a, b in R.runs_of(ok)
+                       if (b - a - 1) * R.PATH_STEP_MM >= R.MIN_STROKE_MM]
+        got = [r for runs in headland.runs(j, 4) for r in runs]
+        assert len(got) == len(expect) > 0
+        for r, (k, uv, w, cross) in zip(got, expect):
+            assert r.line == k
+            np.testing.assert_array_equal(r.uv, uv)
+            np.testing.assert_array_equal(r.swath_mm, w)
+            np.testing.assert_array_equal(r.kappa_cross, cross)
+
+
+def test_cached_gaussian_weights_are_the_filters_own(rng):
+    from scipy import ndimage
+
+    for sigma in (R.LINE_SMOOTH_MM / R.COLUMN_STEP_MM, 2.5, 0.7):
+        weights = R.gaussian_weights(sigma)
+        for n in (1, 3, 50, 333):
+            x = rng.normal(size=(2, n))
+            for mode in ("nearest", "wrap", "reflect"):
+                np.testing.assert_array_equal(ndimage.correlate1d(x, weights, axis=-1, mode=mode),
+                                              ndimage.gaussian_filter1d(x, sigma, axis=-1, mode=mode))

@@ -232,6 +232,35 @@ class Face:
         return _frozen(_chart.jacobians(self.vertices, self.faces, self.uv))
 
     @functools.cached_property
+    def jacobian_pinv(self) -> np.ndarray:
+        """Per-triangle pseudo-inverse ``(m, 2, 3)`` of :attr:`jacobian`: the chart vector of a
+        surface vector in the triangle's plane (NaN for a triangle with a non-finite Jacobian).
+
+        Computed once for all triangles: each matrix's pseudo-inverse does not depend on the
+        others, so a gather of it equals ``np.linalg.pinv(jacobian[t])`` bit for bit.
+        """
+        jac = self.jacobian
+        finite = np.isfinite(jac).all(axis=(1, 2))
+        if finite.all():
+            return _frozen(np.linalg.pinv(jac))
+        out = np.full((len(jac), 2, 3), np.nan)
+        out[finite] = np.linalg.pinv(jac[finite])
+        return _frozen(out)
+
+    @functools.cached_property
+    def jacobian_normal(self) -> np.ndarray:
+        """Per-triangle unit normal ``(m, 3)`` of the chart -> surface map: the cross product
+        of the :attr:`jacobian`'s columns, normalised (zero for a collapsed triangle).
+
+        Row by row the same arithmetic as on a gathered subset, so a gather of it equals the
+        normal computed from ``jacobian[t]`` bit for bit.
+        """
+        jac = self.jacobian
+        normal = np.cross(jac[:, :, 0], jac[:, :, 1])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        return _frozen(normal)
+
+    @functools.cached_property
     def metric(self) -> np.ndarray:
         """Per-triangle first fundamental form ``(m, 2, 2)``: skin length = sqrt(d.G.d)."""
         return _frozen(_chart.metric(self.jacobian))

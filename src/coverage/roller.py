@@ -31,13 +31,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+import threadpoolctl
 from scipy import ndimage
 
+from . import paths as _paths
+from . import raster
 from .curvature import Curvature
 from .protocol import Protocol
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
 PATH_STEP_MM = 0.5         # path samples along a pass, on the skin
+# the fewest samples of a run that is kept: (samples - 1) * PATH_STEP_MM >= MIN_STROKE_MM
+MIN_RUN_SAMPLES = next(m for m in range(1, 1_000_000) if not (m - 1) * PATH_STEP_MM < MIN_STROKE_MM)
 COLUMN_STEP_MM = 1.0       # line samples along the passes (chart)
 ROW_STEP_MM = 0.25         # field rows across the passes (chart)
 CLEARANCE_CELL_MM = 0.25   # keep-out distance raster (chart)
@@ -112,25 +117,35 @@ class Drum:
         The gap is even in x, so the band is symmetric: count the reaching rings from the
         middle outwards on one side and mirror (an odd drum adds its middle ring once).
         """
-        reach = self.reaching(kappa_cross)
+        # only the middle ring and the outward half are read: their gaps alone, as gaps_mm
+        # computes them (x2 and half2 the same numbers, the same expression per element)
         half = self.rings // 2
-        outward = np.cumprod(reach[..., self.rings - half:], axis=-1).sum(axis=-1)
+        first = self.rings - half if self.rings % 2 == 0 else half
+        k = np.asarray(kappa_cross, dtype=np.float64)[..., None]
+        x2 = self.ring_x_mm[first:] ** 2
+        half2 = (self.width_mm / 2.0) ** 2
+        gaps = np.where(k >= 0, k * x2 / 2.0, -k * (half2 - x2) / 2.0)
+        reach = gaps <= self.gap_tolerance * self.needle_length_mm
+        outward = np.cumprod(reach[..., reach.shape[-1] - half:], axis=-1).sum(axis=-1)
         if self.rings % 2 == 0:
             return 2 * outward
-        return np.where(reach[..., half], 2 * outward + 1, 0)
+        return np.where(reach[..., 0], 2 * outward + 1, 0)
 
     def swath_mm(self, kappa_cross) -> np.ndarray:
         """Effective swath width ``(k,)``: the central reaching band (mm)."""
         return self.central_rings(kappa_cross) * self.ring_pitch_mm
 
-    def conforms(self, kappa_cross, kappa_along) -> np.ndarray:
+    def conforms(self, kappa_cross, kappa_along, central: np.ndarray | None = None) -> np.ndarray:
         """Where the drum can work ``(k,) bool``.
 
         Along travel, a concave radius below D/2 cannot be followed; across, a contiguous
         central band of at least ``min_swath_fraction`` of the rings must reach.
+        ``central``: ``central_rings(kappa_cross)`` if already known.
         """
         along_ok = np.asarray(kappa_along) >= -2.0 / self.diameter_mm
-        enough = self.central_rings(kappa_cross) >= math.ceil(self.min_swath_fraction * self.rings - 1e-9)
+        if central is None:
+            central = self.central_rings(kappa_cross)
+        enough = central >= math.ceil(self.min_swath_fraction * self.rings - 1e-9)
         return along_ok & enough
 
 
@@ -181,7 +196,8 @@ class Conformity:
 def conformity(face, drum: Drum, theta_deg: float) -> Conformity:
     """The drum's conformity map for one direction: swath and whether it can work, per vertex."""
     along, cross = vertex_curvatures(face, theta_deg, drum)
-    return Conformity(theta_deg, along, cross, drum.swath_mm(cross), drum.conforms(cross, along))
+    central = drum.central_rings(cross)
+    return Conformity(theta_deg, along, cross, central * drum.ring_pitch_mm, drum.conforms(cross, along, central))
 
 
 # --- chart fields --------------------------------------------------------------------------
@@ -196,13 +212,23 @@ class ChartRaster:
 
     def at(self, uv: np.ndarray, outside: float) -> np.ndarray:
         """Values at chart points ``(k, 2)`` (float); ``outside`` off the grid or at NaN."""
-        f = np.floor((np.asarray(uv, dtype=np.float64).reshape(-1, 2) - self.origin) / self.cell)
-        ij = np.nan_to_num(f, nan=-1.0, posinf=-1.0, neginf=-1.0).astype(np.int64)
-        h, w = self.values.shape
-        ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h)
-        out = np.full(len(ij), outside, dtype=np.float64)
-        out[ok] = self.values[ij[ok, 1], ij[ok, 0]]
-        return out
+        return raster.lookup(self.values, self.origin, self.cell, uv, outside)
+
+    def min_at(self, uv: np.ndarray, group: int, outside: float) -> np.ndarray:
+        """Least value over each ``group`` consecutive chart points of ``uv (n * group, 2)``:
+        ``at(uv, outside).reshape(n, group).min(axis=1)`` without the intermediate array."""
+        return raster.lookup_min(self.values, self.origin, self.cell, uv, group, outside)
+
+    def min_along(self, uv: np.ndarray, direction: np.ndarray, offsets: np.ndarray, scale=None,
+                  outside: float = np.inf) -> np.ndarray:
+        """Least value ``(n,)`` over the points ``uv[i] + (offsets[j] * scale[i]) * direction[i]``
+        of each chart point (``uv[i] + offsets[j] * direction[i]`` without ``scale``)."""
+        return raster.offset_min(self.values, self.origin, self.cell, uv, direction, offsets, scale, outside)
+
+    def min_over(self, uv: np.ndarray, dir_a: np.ndarray, dir_b: np.ndarray, off_a: np.ndarray,
+                 off_b: np.ndarray, outside: float = np.inf) -> np.ndarray:
+        """Least value ``(n,)`` over the points ``(uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]``."""
+        return raster.rect_min(self.values, self.origin, self.cell, uv, dir_a, dir_b, off_a, off_b, outside)
 
 
 def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of: bool = True) -> ChartRaster:
@@ -246,6 +272,12 @@ class Region:
         """Chart distance (a lower bound) from any point to the region's outside (-1 outside)."""
         minx, miny, maxx, maxy = self.polygon.bounds
         return distance_raster(self.polygon, (minx - 1, miny - 1, maxx + 1, maxy + 1), outside_of=False)
+
+    @functools.cached_property
+    def sweep_frames(self) -> dict:
+        """The :class:`SweepFrame` of each direction built so far (``theta_deg`` -> frame),
+        shared by the direction's line families."""
+        return {}
 
 
 def roller_regions(zones, protocol: Protocol) -> list[Region]:
@@ -312,6 +344,67 @@ def chart_angle(face, theta_deg: float, uv_samples: np.ndarray) -> float:
     return float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()))
 
 
+@dataclass(frozen=True, eq=False)
+class SweepFrame:
+    """The turned frame of one region and direction, and its swath and chart scale fields.
+
+    In the frame (u', v') the passes run along +u'; the fields are sampled on its grid, one
+    column per ``COLUMN_STEP_MM`` along the passes and one row per ``ROW_STEP_MM`` across.
+    They depend on the region, the direction and the drum's conformity only, so every line
+    family of a direction shares one.
+    """
+
+    face: object
+    conform: Conformity
+    angle: float              # chart angle (rad) of the passes
+    to_frame: np.ndarray      # (2, 2) chart -> (u', v')
+    to_chart: np.ndarray      # (2, 2) (u', v') -> chart
+    u_cols: np.ndarray        # (cols,) u' of the grid columns
+    v_rows: np.ndarray        # (rows,) v' of the grid rows
+    works_swath: np.ndarray   # (rows, cols) band where the drum works (NaN elsewhere), mm
+    scale: np.ndarray         # (rows, cols) skin mm per chart mm (1 off the chart)
+    v_mid: float              # v' of the region's centroid
+    swath_levels: np.ndarray  # (m,) the distinct bands of works_swath, ascending, mm
+    swath_code: np.ndarray    # (rows, cols) int: works_swath as an index into swath_levels (-1: NaN)
+
+    @classmethod
+    def build(cls, face, region: Region, theta_deg: float, conform: Conformity) -> "SweepFrame":
+        polygon = region.polygon
+        shapely.prepare(polygon)
+        minx, miny, maxx, maxy = polygon.bounds
+        probe = _grid_in(polygon, max(2.0, min(maxx - minx, maxy - miny) / 12.0))
+        angle = chart_angle(face, theta_deg, probe)
+        to_frame = _rotation(-angle)      # chart -> (u', v')
+        to_chart = _rotation(angle)
+        local = shapely.get_coordinates(polygon) @ to_frame.T
+        lo, hi = local.min(axis=0) - 1.0, local.max(axis=0) + 1.0
+        u_cols = np.arange(lo[0], hi[0] + COLUMN_STEP_MM, COLUMN_STEP_MM)
+        v_rows = np.arange(lo[1], hi[1] + ROW_STEP_MM, ROW_STEP_MM)
+        uu, vv = np.meshgrid(u_cols, v_rows)               # (rows, cols)
+        # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
+        # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
+        tri, _ = face.locate(chart)
+        on = tri >= 0
+        scale = np.ones(len(chart))
+        scale[on] = face.linear_scale[tri[on]]
+        in_region = region.inside.at(chart, outside=-1.0) >= 0
+        # the band where the drum works: on the chart, in the region, every corner conforming
+        cand = np.nonzero(on & in_region)[0]
+        corners = face.faces[tri[cand]]
+        band = conform.swath_mm[corners].min(axis=1)
+        works = conform.conforms[corners].all(axis=1) & (band > 0)
+        levels, code = np.unique(band[works], return_inverse=True)
+        works_swath = np.full(len(chart), np.nan)
+        works_swath[cand[works]] = band[works]
+        swath_code = np.full(len(chart), -1, dtype=np.int64)
+        swath_code[cand[works]] = code.reshape(-1)
+        centre = np.asarray(polygon.centroid.coords[0]) @ to_frame.T
+        return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, works_swath.reshape(uu.shape),
+                   scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
+
+
 class ZoneSweeps:
     """The roller's pass lines in one region for one direction.
 
@@ -330,68 +423,40 @@ class ZoneSweeps:
         self.name = region.name
         self.conform, self.clearance = conform, clearance
         self.forced_design = design_mm  # every line has this design (a second family), or None
+        self.kept_trials = {}           # offset -> lines (as sweep 0) best_offset already built
         self.family = 0 if design_mm is None else int(round(design_mm * 10))  # a label for the strokes
         face = zones.face
         self.face = face
         self.polygon = region.polygon
-        shapely.prepare(self.polygon)
-        minx, miny, maxx, maxy = self.polygon.bounds
         self.inside = region.inside
-        probe = _grid_in(self.polygon, max(2.0, min(maxx - minx, maxy - miny) / 12.0))
-        self.angle = chart_angle(face, theta_deg, probe)
-        self.to_frame = _rotation(-self.angle)      # chart -> (u', v')
-        self.to_chart = _rotation(self.angle)
-        self._build_fields()
-
-    def _build_fields(self) -> None:
-        """Swath and chart scale on a grid of the turned frame over the region."""
-        local = shapely.get_coordinates(self.polygon) @ self.to_frame.T
-        lo, hi = local.min(axis=0) - 1.0, local.max(axis=0) + 1.0
-        self.u_cols = np.arange(lo[0], hi[0] + COLUMN_STEP_MM, COLUMN_STEP_MM)
-        self.v_rows = np.arange(lo[1], hi[1] + ROW_STEP_MM, ROW_STEP_MM)
-        uu, vv = np.meshgrid(self.u_cols, self.v_rows)               # (rows, cols)
-        chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ self.to_chart.T
-        tri, _ = self.face.locate(chart)
-        scale = np.ones(len(chart))
-        scale[tri >= 0] = self.face.linear_scale[tri[tri >= 0]]
-        in_region = self.inside.at(chart, outside=-1.0) >= 0
-        corners = self.face.faces[np.maximum(tri, 0)]
-        band = self.conform.swath_mm[corners].min(axis=1)
-        works = (tri >= 0) & in_region & self.conform.conforms[corners].all(axis=1) & (band > 0)
-        self.works_swath = np.where(works, band, np.nan).reshape(uu.shape)
-        self.scale = scale.reshape(uu.shape)
-        centre = np.asarray(self.polygon.centroid.coords[0]) @ self.to_frame.T
-        self.v_mid = float(centre[1])
-
-    def _at(self, field: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """A grid field read at height v (one per column; NaN outside the grid)."""
-        row = np.round((v - self.v_rows[0]) / ROW_STEP_MM)
-        ok = np.isfinite(row) & (row >= 0) & (row < len(self.v_rows))
-        out = np.full(len(v), np.nan)
-        cols = np.nonzero(ok)[0]
-        out[cols] = field[row[cols].astype(np.int64), cols]
-        return out
+        frame = region.sweep_frames.get(theta_deg)
+        if frame is None or frame.face is not face or frame.conform is not conform:
+            frame = region.sweep_frames[theta_deg] = SweepFrame.build(face, region, theta_deg, conform)
+        self.angle = frame.angle
+        self.to_frame, self.to_chart = frame.to_frame, frame.to_chart
+        self.u_cols, self.v_rows = frame.u_cols, frame.v_rows
+        self.works_swath, self.scale, self.v_mid = frame.works_swath, frame.scale, frame.v_mid
+        self.swath_levels, self.swath_code = frame.swath_levels, frame.swath_code
 
     def _design(self, v: np.ndarray) -> float:
         """A line's design swath: the band the drum shows over most of it where it works."""
         if self.forced_design is not None:
             return self.forced_design
-        band = self._at(self.works_swath, v)
-        band = band[np.isfinite(band) & (band > 0)]
-        if len(band) == 0:
+        # the most frequent band of works_swath read at v (the smallest on a tie)
+        mode = raster.column_mode(self.swath_code, v, self.v_rows[0], ROW_STEP_MM, len(self.swath_levels))
+        if mode < 0:
             return self.drum.width_mm
-        values, counts = np.unique(band, return_counts=True)
-        return float(values[np.argmax(counts)])
+        return float(self.swath_levels[mode])
 
     def _step(self, v: np.ndarray, w0: float, sign: float) -> tuple[np.ndarray, float]:
         """The next line beyond ``v`` and its design: (w0 + w1) / 2 apart on the skin."""
         w1 = w0
         for _ in range(3):  # the next design depends on where the next line lands
-            lam = self._at(self.scale, v)
-            nxt = v + sign * ((w0 + w1) / 2.0) / lam
-            nxt_lam = self._at(self.scale, nxt)
-            nxt = v + sign * ((w0 + w1) / 2.0) / np.where(np.isfinite(nxt_lam), (lam + nxt_lam) / 2.0, lam)
-            w1 = self._design(nxt)
+            # v + c / lam, lam the chart scale averaged over both lines
+            nxt = raster.column_step(self.scale, v, self.v_rows[0], ROW_STEP_MM, sign * ((w0 + w1) / 2.0))
+            w1, was = self._design(nxt), w1
+            if w1 == was:   # settled: another round would place the same line again
+                break
         return _smooth_nan(nxt, LINE_SMOOTH_MM / COLUMN_STEP_MM), w1
 
     def lines(self, offset: float) -> list[tuple[int, np.ndarray, float]]:
@@ -418,24 +483,58 @@ class ZoneSweeps:
         found.sort(key=lambda item: item[0])
         return [(k, np.stack([self.u_cols, v], axis=1) @ self.to_chart.T, w) for k, v, w in found]
 
-    def _band_rings(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cross curvature and central band width (mm) at chart points; NaN / 0 off the chart."""
-        tri, bary = self.face.locate(uv)
+    def _band_rings(self, uv: np.ndarray, located=None) -> tuple[np.ndarray, np.ndarray]:
+        """Cross curvature and central band width (mm) at chart points; NaN / 0 off the chart.
+
+        ``located``: their ``(tri, bary)`` if already known (``face.locate(uv)``).
+        """
+        kc, width, _ = self._band_rings_central(uv, located)
+        return kc, width
+
+    def _band_rings_central(self, uv: np.ndarray, located=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_band_rings` and the central ring count ``(n,) int`` behind each width."""
+        tri, bary = self.face.locate(uv) if located is None else located
         corners = self.face.faces[np.maximum(tri, 0)]
         kc = np.einsum("kj,kj->k", bary, self.conform.kappa_cross[corners])
-        width = self.drum.swath_mm(kc)
-        return np.where(tri >= 0, kc, np.nan), np.where(tri >= 0, width, 0.0)
+        central = self.drum.central_rings(kc)
+        width = central * self.drum.ring_pitch_mm    # Drum.swath_mm
+        return np.where(tri >= 0, kc, np.nan), np.where(tri >= 0, width, 0.0), central
 
-    def sample_validity(self, uv: np.ndarray, design_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Validity, band width and cross curvature at chart points ``(n, 2)`` along a pass."""
+    def sample_validity(self, uv: np.ndarray, design_mm, starts: np.ndarray | None = None,
+                        valid_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validity, band width and cross curvature at chart points ``(n, 2)`` along a pass.
+
+        Several passes at once: ``starts (p + 1,) int`` puts pass i at rows
+        ``starts[i]:starts[i + 1]`` and ``design_mm`` is then one float or ``(n,) float``
+        (each sample its pass's design); each pass reads as it would alone.
+        ``valid_only``: band width and curvature are only needed where the sample is valid;
+        they read 0 where the sample's own point lies outside the region (never valid).
+        """
         face = self.face
-        lifted = face.lift(uv)
-        corners = face.faces[np.maximum(lifted.tri, 0)]
-        along = np.einsum("kj,kj->k", lifted.bary, self.conform.kappa_along[corners])
-        kc, width = self._band_rings(uv)
-        ok = lifted.inside & self.drum.conforms(np.nan_to_num(kc), along) & np.isclose(width, design_mm)
-        ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance)
-        return ok, width, np.nan_to_num(kc)
+        tri_all, bary_all = face.locate(uv)
+        n = len(uv)
+        if valid_only:
+            # the sample's own point is the middle of its needle band, which must lie inside
+            at = np.nonzero((tri_all >= 0) & (self.inside.at(uv, outside=-1.0) >= 0))[0]
+        else:
+            at = np.arange(n)
+        tri, bary = tri_all[at], bary_all[at]
+        corners = face.faces[np.maximum(tri, 0)]
+        along = np.einsum("kj,kj->k", bary, self.conform.kappa_along[corners])
+        kc_at, width_at, central = self._band_rings_central(uv[at], (tri, bary))
+        kc0_at = np.nan_to_num(kc_at)
+        # the rings counted for the width are the ones conforms would count on the chart
+        # (off it the sample is out anyway), unless a curvature there is not finite
+        if not np.isfinite(kc_at[tri >= 0]).all():
+            central = None
+        design_at = design_mm[at] if np.ndim(design_mm) else design_mm
+        ok = np.zeros(n, dtype=bool)
+        ok[at] = (tri >= 0) & self.drum.conforms(kc0_at, along, central) & np.isclose(width_at, design_at)
+        width, kc0 = np.zeros(n), np.zeros(n)
+        width[at], kc0[at] = width_at, kc0_at
+        ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance, tri=tri_all, starts=starts,
+                        where=ok)
+        return ok, width, kc0
 
 
 def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -448,23 +547,29 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
     along = travel / scale[:, None]
     across = np.stack([-travel[:, 1], travel[:, 0]], axis=1) / scale[:, None]
     on = tri >= 0
-    if on.any():
-        jac = face.jacobian[tri[on]]                                  # (k, 3, 2)
-        skin_t = np.einsum("kij,kj->ki", jac, travel[on])
+    every = bool(on.all())   # the usual case: no gathers, and a select instead of a scatter
+    if every or on.any():
+        tri_on, travel_on = (tri, travel) if every else (tri[on], travel[on])
+        jac = face.jacobian[tri_on]                                   # (k, 3, 2)
+        skin_t = np.einsum("kij,kj->ki", jac, travel_on)
         length = np.maximum(np.linalg.norm(skin_t, axis=1), 1e-9)
-        normal = np.cross(jac[:, :, 0], jac[:, :, 1])
-        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        normal = face.jacobian_normal[tri_on]       # unit jac[:, :, 0] x jac[:, :, 1]
         left = np.cross(normal, skin_t / length[:, None])
-        per_mm = np.einsum("kij,kj->ki", np.linalg.pinv(jac), left)
+        per_mm = np.einsum("kij,kj->ki", face.jacobian_pinv[tri_on], left)   # pinv(jac) @ left
         ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < 1.0 / 0.05)
-        idx = np.nonzero(on)[0][ok]
-        along[idx] = travel[on][ok] / length[ok, None]
-        across[idx] = per_mm[ok]
+        if every:
+            along = np.where(ok[:, None], travel / length[:, None], along)
+            across = np.where(ok[:, None], per_mm, across)
+        else:
+            idx = np.nonzero(on)[0][ok]
+            along[idx] = travel_on[ok] / length[ok, None]
+            across[idx] = per_mm[ok]
     return along, across
 
 
 def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: ChartRaster,
-              clearance: ChartRaster, straight: bool = True) -> np.ndarray:
+              clearance: ChartRaster, straight: bool = True, tri: np.ndarray | None = None,
+              starts: np.ndarray | None = None, where: np.ndarray | None = None) -> np.ndarray:
     """Where the drum may stand along a path ``(n, 2)``: its needle band (``width`` mm across)
     inside the region and no part of it over a keep-out.
 
@@ -472,42 +577,117 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     by the nearest keep-out across its width at each sample, then over the samples within
     D/2 before and after it (and D/2 beyond the path's ends); on a curved one (``straight``
     false: the rigid drum runs on along its tangent while the path turns away) by sampling
-    each sample's own rectangle. Sample spacing is covered by ``need``.
+    each sample's own rectangle. Sample spacing is covered by ``need``. ``tri``: the
+    samples' triangles if already known (``face.locate(uv)[0]``).
+
+    Several paths at once: ``starts (p + 1,) int`` puts path i at rows
+    ``starts[i]:starts[i + 1]``; each reads exactly as it would alone (every step is per
+    sample except the travel direction, the filter along the path and its ends, which
+    stop at the paths' ends).
+
+    ``where (n,) bool``: judge only these samples (the others read False), for a caller
+    that ands the result with a test they already fail. Each check then runs only where it
+    can still decide something, and every sample judged reads as it would with no ``where``.
     """
     n = len(uv)
-    tri, _ = face.locate(uv)
+    starts = np.array([0, n], dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+    if tri is None:
+        tri, _ = face.locate(uv)
     scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
-    travel = np.gradient(uv, axis=0) if n > 1 else np.zeros_like(uv)
+    travel = path_gradient(uv, starts)
     travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
-    per_mm_t, per_mm_a = skin_frame(face, tri, travel, scale)
+    # the drum's chart frame, per sample, built only where a check reads it
+    per_mm_t, per_mm_a = np.zeros((n, 2)), np.zeros((n, 2))
+    framed = np.zeros(n, dtype=bool)
+
+    def frame(mask):
+        todo = np.nonzero(mask & ~framed)[0]
+        if len(todo):
+            per_mm_t[todo], per_mm_a[todo] = skin_frame(face, tri[todo], travel[todo], scale[todo])
+            framed[todo] = True
+
+    ok = tri >= 0 if where is None else (tri >= 0) & where
     band = np.linspace(-0.5, 0.5, 9)
-    pts = (uv[:, None, :] + (band[None, :, None] * width[:, None, None]) * per_mm_a[:, None, :]).reshape(-1, 2)
     # the needles land where the drum's chart frame puts them, a first-order map from the
-    # path sample: keep the band's edge BAND_EDGE_SLACK of its half width inside the region
-    slack = np.repeat(BAND_EDGE_SLACK * 0.5 * width / scale, len(band))
-    ok = (tri >= 0) & (inside.at(pts, outside=-1.0) >= slack).reshape(n, -1).all(axis=1)
+    # path sample (uv + band * width * across): keep the band's edge BAND_EDGE_SLACK of its
+    # half width inside the region: every band point that far in, so the least of them.
+    # The middle one (band 0.0) is the sample itself: where it is not that far in, neither
+    # is the band, and that needs no frame
+    slack = BAND_EDGE_SLACK * 0.5 * width / scale
+    at = np.nonzero(ok)[0]
+    ok[at] = inside.at(uv[at], outside=-1.0) >= slack[at]
+    frame(ok)
+    at = np.nonzero(ok)[0]
+    ok[at] = inside.min_along(uv[at], per_mm_a[at], band, width[at], outside=-1.0) >= slack[at]
     across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
     if not straight:
         along_steps = np.linspace(-drum.diameter_mm / 2, drum.diameter_mm / 2,
                                   int(math.ceil(drum.diameter_mm / BODY_STEP_MM)) + 1)
         ga, gb = np.meshgrid(along_steps, across_steps)
-        body = (uv[:, None, :] + ga.ravel()[None, :, None] * per_mm_t[:, None, :]
-                + gb.ravel()[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
+        # the body: uv + ga * along + gb * across over the D x W outline
         need = 0.5 * math.hypot(BODY_STEP_MM, BODY_STEP_MM) / scale
-        return ok & (clearance.at(body, outside=np.inf).reshape(n, -1).min(axis=1) >= need)
-    span = (uv[:, None, :] + across_steps[None, :, None] * per_mm_a[:, None, :]).reshape(-1, 2)
-    clear = clearance.at(span, outside=np.inf).reshape(n, -1).min(axis=1)
+        at = np.nonzero(ok)[0]
+        ok[at] = clearance.min_over(uv[at], per_mm_t[at], per_mm_a[at], ga.ravel(), gb.ravel(),
+                                    outside=np.inf) >= need[at]
+        return ok
     reach = int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
-    clear = ndimage.minimum_filter1d(clear, size=2 * reach + 1, mode="nearest")
+    first, stop = starts[:-1], starts[1:]
+    # the nearest keep-out across the drum's width (uv + across_steps * across), then the
+    # least of it over the samples within D/2 (clipped to the path, as mode "nearest" pads):
+    # read only within D/2 of a sample still standing, so every window it sees is read
+    path = np.repeat(np.arange(len(first)), stop - first)
+    index = np.arange(n)
+    lo = np.maximum(index - reach, first[path])
+    hi = np.minimum(index + reach, stop[path] - 1)
+    standing = np.concatenate([[0], np.cumsum(ok)])
+    near = (standing[hi + 1] - standing[lo]) > 0
+    live = (standing[stop] - standing[first]) > 0     # the paths with a sample standing
+    # D/2 beyond each path's ends (first ends, then last ends), all in one lookup; only the
+    # paths with a sample left can lose one. Their frames are built with the others'
+    keep = (stop > first) & live
+    ends = np.concatenate([first[keep], stop[keep] - 1])
+    at_end = np.zeros(n, dtype=bool)
+    at_end[ends] = True
+    frame(near | at_end)
+    clear = np.full(n, np.inf)
+    at = np.nonzero(near)[0]
+    clear[at] = clearance.min_along(uv[at], per_mm_a[at], across_steps, outside=np.inf)
     need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
+    for a, b in zip(first[live].tolist(), stop[live].tolist()):
+        clear[a:b] = ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest")
     ok &= clear >= need
-    for end, sign in ((0, -1.0), (n - 1, 1.0)):
-        ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
-        tip = uv[end] + sign * ahead[:, None] * per_mm_t[end]
-        edge = (tip[:, None, :] + across_steps[None, :, None] * per_mm_a[end]).reshape(-1, 2)
-        if (clearance.at(edge, outside=np.inf) < need[end]).any():
-            ok[max(0, end - reach):end + reach + 1] = False
+    if len(ends) == 0:
+        return ok
+    first, stop = first[keep], stop[keep]
+    sign = np.concatenate([np.full(len(first), -1.0), np.full(len(first), 1.0)])
+    ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
+    tip = uv[ends][:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * per_mm_t[ends][:, None, :]
+    edge = tip[:, :, None, :] + across_steps[None, None, :, None] * per_mm_a[ends][:, None, None, :]
+    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(ends), -1)
+    blocked = (beyond < need[ends][:, None]).any(axis=1)
+    for j in np.nonzero(blocked)[0].tolist():
+        i = j % len(first)
+        a, b = int(first[i]), int(stop[i])
+        if j < len(first):
+            ok[a:min(a + reach + 1, b)] = False
+        else:
+            ok[max(a, b - 1 - reach):b] = False
     return ok
+
+
+def path_gradient(uv: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``np.gradient(uv[a:b], axis=0)`` of each path ``a, b = starts[i], starts[i + 1]``, side
+    by side ``(n, d)`` (zeros for a one-sample path), with numpy's own arithmetic."""
+    g = np.zeros_like(uv, dtype=np.float64)
+    if len(uv) > 2:
+        g[1:-1] = (uv[2:] - uv[:-2]) / 2.0
+    first, stop = starts[:-1], starts[1:]
+    one = first[stop - first == 1]
+    first, stop = first[stop - first >= 2], stop[stop - first >= 2]
+    g[first] = uv[first + 1] - uv[first]     # numpy divides these by a unit spacing: exact
+    g[stop - 1] = uv[stop - 1] - uv[stop - 2]
+    g[one] = 0.0
+    return g
 
 
 def band_widths(face, zones, region: Region, conform: Conformity, min_share: float = 0.05) -> list[float]:
@@ -533,32 +713,48 @@ class Occupancy:
         w, h = (int(x) for x in np.ceil((np.asarray(bounds[2:]) + 25.0 - self.origin) / cell) + 1)
         self.taken = np.zeros((h, w), dtype=bool)
 
-    def _cells(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ij = np.floor((pts - self.origin) / self.cell).astype(np.int64)
-        h, w = self.taken.shape
-        return np.clip(ij[..., 1], 0, h - 1), np.clip(ij[..., 0], 0, w - 1)
+    @staticmethod
+    def frame(face, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chart unit vectors across the travel ``(n, 2)`` and chart scale ``(n,)`` along a path."""
+        return Occupancy.frames(face, [uv])[0]
 
-    def band_points(self, face, run: Run, inset_mm: float, step_mm: float) -> np.ndarray:
-        """Chart points ``(n, m, 2)`` across each sample's band, ``inset_mm`` in from its edges."""
-        uv = run.uv
-        travel = np.gradient(uv, axis=0)
+    @staticmethod
+    def frames(face, paths: list) -> list:
+        """:meth:`frame` of each path (``(n_i, 2)``, two samples or more), computed at once."""
+        if not paths:
+            return []
+        uv = np.concatenate(paths)
+        starts = np.concatenate([[0], np.cumsum([len(p) for p in paths])]).astype(np.int64)
+        travel = path_gradient(uv, starts)       # np.gradient of each path
         travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
         across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
         tri, _ = face.locate(uv)
         scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
+        return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+
+    def _band(self, face, run: Run, inset_mm: float, step_mm: float, frame=None) -> tuple:
+        """``(uv, across, half, scale, f)``: the band of sample i is
+        ``uv[i] + ((f[j] * half[i]) / scale[i]) * across[i]`` over j."""
+        across, scale = self.frame(face, run.uv) if frame is None else frame
         half = np.maximum(run.swath_mm / 2.0 - inset_mm, 0.0)
         m = int(math.ceil(float(half.max(initial=0.0)) * 2 / step_mm)) + 1
         f = np.linspace(-1.0, 1.0, max(m, 2))
+        return run.uv, across, half, scale, f
+
+    def band_points(self, face, run: Run, inset_mm: float, step_mm: float) -> np.ndarray:
+        """Chart points ``(n, m, 2)`` across each sample's band, ``inset_mm`` in from its edges."""
+        uv, across, half, scale, f = self._band(face, run, inset_mm, step_mm)
         return uv[:, None, :] + (f[None, :, None] * half[:, None, None] / scale[:, None, None]) * across[:, None, :]
 
-    def free(self, face, run: Run) -> np.ndarray:
-        """Samples ``(n,) bool`` whose band (inset by half a ring) touches no taken skin."""
-        rows, cols = self._cells(self.band_points(face, run, run_ring_inset(run), self.cell))
-        return ~self.taken[rows, cols].any(axis=1)
+    def free(self, face, run: Run, frame=None) -> np.ndarray:
+        """Samples ``(n,) bool`` whose band (inset by half a ring) touches no taken skin
+        (``frame``: :meth:`frame` of the run's path, if already known)."""
+        band = self._band(face, run, run_ring_inset(run), self.cell, frame)
+        return ~raster.band_taken(self.taken, self.origin, self.cell, *band)
 
-    def take(self, face, run: Run) -> None:
-        rows, cols = self._cells(self.band_points(face, run, 0.0, self.cell / 2))
-        self.taken[rows.ravel(), cols.ravel()] = True
+    def take(self, face, run: Run, frame=None) -> None:
+        band = self._band(face, run, 0.0, self.cell / 2, frame)
+        raster.band_take(self.taken, self.origin, self.cell, *band)
 
 
 def run_ring_inset(run: Run) -> float:
@@ -566,13 +762,27 @@ def run_ring_inset(run: Run) -> float:
     return run.meta.get("ring_pitch_mm", 2.5) / 2.0
 
 
+@functools.lru_cache(maxsize=16)
+def gaussian_weights(sigma: float) -> np.ndarray:
+    """The weights ``ndimage.gaussian_filter1d(x, sigma)`` correlates ``x`` with, read off its
+    response to a unit impulse (each output there is one weight times one): correlating
+    with them is that filter without building its kernel on every call."""
+    radius = int(4.0 * float(sigma) + 0.5)      # the filter's default truncate of 4 sigma
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    weights = ndimage.gaussian_filter1d(impulse, sigma, mode="constant")[::-1].copy()
+    weights.setflags(write=False)
+    return weights
+
+
 def _smooth_nan(values: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing of a 1D series that ignores (and keeps) its NaN gaps."""
     ok = np.isfinite(values)
     if sigma <= 0 or not ok.any():
         return values
-    weight = ndimage.gaussian_filter1d(ok.astype(float), sigma, mode="nearest")
-    total = ndimage.gaussian_filter1d(np.where(ok, values, 0.0), sigma, mode="nearest")
+    # both series in one call: the filter runs along each row alone
+    weight, total = ndimage.correlate1d(np.stack([ok.astype(float), np.where(ok, values, 0.0)]),
+                                        gaussian_weights(sigma), axis=-1, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         out = total / weight
     return np.where(ok, out, np.nan)
@@ -586,16 +796,33 @@ def _grid_in(polygon, step: float) -> np.ndarray:
     return pts[inside] if inside.any() else np.asarray([polygon.representative_point().coords[0]])
 
 
-def resample_on_skin(face, uv: np.ndarray, step_mm: float) -> np.ndarray:
-    """Resample a chart polyline so consecutive points are ~``step_mm`` apart on the skin."""
+def resample_on_skin(face, uv: np.ndarray, step_mm: float, points: np.ndarray | None = None) -> np.ndarray:
+    """Resample a chart polyline so consecutive points are ~``step_mm`` apart on the skin
+    (``points``: its lift ``face.lift(uv).points``, if already known)."""
     if len(uv) < 2:
         return uv
-    pts = face.lift(uv).points
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
-    n = max(2, int(math.ceil(s[-1] / step_mm)) + 1)
-    target = np.linspace(0.0, s[-1], n)
-    return np.stack([np.interp(target, s, uv[:, 0]), np.interp(target, s, uv[:, 1])], axis=1)
+    pts = face.lift(uv).points if points is None else points
+    return _paths.resample(uv, pts, [0, len(uv)], step_mm)[0]
+
+
+def runs_in(mask: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The True stretches of a mask within each of its segments (segment i: rows
+    ``starts[i]:starts[i + 1]``), in order: ``(segment, start, stop)`` ``(k,) int`` each,
+    start and stop (half-open) counted in the whole mask; :func:`runs_of` of each segment."""
+    m = np.asarray(mask, dtype=bool)
+    starts = np.asarray(starts, dtype=np.int64)
+    n = len(m)
+    head = np.zeros(n, dtype=bool)      # a segment's first row has no predecessor in it
+    head[starts[:-1][starts[:-1] < n]] = True
+    tail = np.zeros(n, dtype=bool)      # nor its last row a successor
+    tail[starts[1:][starts[1:] > 0] - 1] = True
+    before = np.zeros(n, dtype=bool)
+    before[1:] = m[:-1]
+    after = np.zeros(n, dtype=bool)
+    after[:-1] = m[1:]
+    rise = np.flatnonzero(m & ~(before & ~head))
+    fall = np.flatnonzero(m & ~(after & ~tail)) + 1
+    return np.searchsorted(starts, rise, side="right") - 1, rise, fall
 
 
 def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -609,25 +836,57 @@ OFFSET_TRIALS = 4  # phases of the line family tried across one swath
 
 def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[Run]]:
     """The runs of every line of the family at ``offset`` (a fraction of a swath), per line in order."""
+    kept = sweeps.kept_trials.pop(offset, None)
+    if kept is not None:   # best_offset built this family already (as sweep 0): hand it out once
+        if sweep_index == 0:
+            return kept
+        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta))
+                 for r in runs] for runs in kept]
     face = sweeps.face
-    lines = []
-    for k, raw, design in sweeps.lines(offset):
-        on_chart = np.isfinite(raw).all(axis=1)
-        on_chart[on_chart] = face.locate(raw[on_chart])[0] >= 0
-        runs = []
-        for a, b in runs_of(on_chart):
-            if b - a < 2:
-                continue
-            uv = resample_on_skin(face, raw[a:b], PATH_STEP_MM)
-            ok, w, kc = sweeps.sample_validity(uv, design)
-            for s0, s1 in runs_of(ok):
-                if (s1 - s0 - 1) * PATH_STEP_MM < MIN_STROKE_MM:
-                    continue
-                runs.append(Run(sweeps.name, sweeps.theta_deg, sweep_index, k, uv[s0:s1], w[s0:s1], kc[s0:s1],
-                                meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family}))
-        if runs:
-            lines.append(runs)
-    return lines
+    found = sweeps.lines(offset)
+    if not found:
+        return []
+    # every line's stretches on the chart, then all of them resampled and checked at once
+    # (each step per point or per stretch, so each stretch reads as it would alone)
+    raw = np.concatenate([r for _, r, _ in found])
+    line_starts = np.concatenate([[0], np.cumsum([len(r) for _, r, _ in found])]).astype(np.int64)
+    on_chart = np.isfinite(raw).all(axis=1)
+    finite = np.nonzero(on_chart)[0]
+    lifted = face.lift(raw[finite])            # locates as face.locate does, and lifts
+    on_chart[finite] = lifted.inside
+    points = np.empty((len(raw), 3))
+    points[finite] = lifted.points
+    line, first, stop = runs_in(on_chart, line_starts)
+    long_enough = stop - first >= 2
+    line, first, stop = line[long_enough], first[long_enough], stop[long_enough]
+    if len(line) == 0:
+        return []
+    edges = np.zeros(len(raw) + 1, dtype=np.int64)
+    edges[first] += 1
+    edges[stop] -= 1
+    rows = np.flatnonzero(np.cumsum(edges[:-1]) > 0)    # the stretches' rows, in order
+    uv, starts = _paths.resample(raw[rows], points[rows], np.concatenate([[0], np.cumsum(stop - first)]),
+                                 PATH_STEP_MM)
+    # a stretch too short for one run yields none: leave it out
+    sizes = np.diff(starts)
+    if (sizes < MIN_RUN_SAMPLES).any():
+        keep = sizes >= MIN_RUN_SAMPLES
+        uv = uv[np.repeat(keep, sizes)]
+        line, sizes = line[keep], sizes[keep]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if len(line) == 0:
+            return []
+    design = np.repeat(np.array([found[i][2] for i in line.tolist()], dtype=np.float64), sizes)
+    ok, w, kc = sweeps.sample_validity(uv, design, starts, valid_only=True)
+    per_line = [[] for _ in found]
+    path, first, stop = runs_in(ok, starts)
+    for j, a, b in zip(path.tolist(), first.tolist(), stop.tolist()):
+        if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
+            continue
+        i = int(line[j])
+        per_line[i].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, found[i][0], uv[a:b], w[a:b], kc[a:b],
+                               meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family}))
+    return [runs for runs in per_line if runs]
 
 
 def best_offset(sweeps: ZoneSweeps) -> float:
@@ -636,10 +895,12 @@ def best_offset(sweeps: ZoneSweeps) -> float:
     Lines placed from the zone's lowest edge can leave the last line's needle band just
     outside the zone; trying a few phases across one swath recovers that line.
     """
-    def rolled(offset):
-        return sum(len(r.uv) for runs in line_runs(sweeps, offset, 0) for r in runs)
     trials = np.arange(OFFSET_TRIALS) / OFFSET_TRIALS
-    scores = [rolled(o) for o in trials]
+    found = [line_runs(sweeps, float(o), 0) for o in trials]
+    scores = [sum(len(r.uv) for runs in lines for r in runs) for lines in found]
+    # the sweeps whose phase is a trial's (sweep 0 always, others when j / n falls on one)
+    # roll exactly its lines: keep them for their line_runs
+    sweeps.kept_trials.update(zip(trials.tolist(), found))
     return float(trials[int(np.argmax(scores))])
 
 
@@ -662,16 +923,19 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
 def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
     """Keep the stretches of each run whose band is still free in this sweep, and take them."""
     out = []
+    frames = iter(occupancy.frames(face, [r.uv for runs in lines for r in runs]))
     for runs in lines:
         kept = []
         for r in runs:
-            free = occupancy.free(face, r)
+            frame = next(frames)
+            free = occupancy.free(face, r, frame)
             for a, b in runs_of(free):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
                 part = Run(r.zone, r.theta_deg, r.sweep, r.line, r.uv[a:b], r.swath_mm[a:b], r.kappa_cross[a:b],
                            r.phase_mm, dict(r.meta))
-                occupancy.take(face, part)
+                # the whole run: the same path, the same frame
+                occupancy.take(face, part, frame if (a, b) == (0, len(free)) else None)
                 kept.append(part)
         if kept:
             out.append(kept)
@@ -689,17 +953,26 @@ def border_distance(face, region: Region) -> ChartRaster:
     """Skin distance (mm, approximate) from each cell inside a region to the region's border."""
     r = region.inside
     h, w = r.values.shape
-    jj, ii = np.meshgrid(np.arange(w), np.arange(h))
-    centres = r.origin + (np.stack([jj, ii], -1).reshape(-1, 2) + 0.5) * r.cell
+    # only the cells inside are scaled (the others read -1): locate their centres alone
+    ii, jj = np.nonzero(r.values >= 0)
+    centres = r.origin + (np.stack([jj, ii], -1) + 0.5) * r.cell
     tri, _ = face.locate(centres)
-    scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0).reshape(h, w)
-    return ChartRaster(r.origin, r.cell, np.where(r.values >= 0, r.values * scale, -1.0))
+    scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
+    values = np.full((h, w), -1.0)
+    values[ii, jj] = r.values[ii, jj] * scale
+    return ChartRaster(r.origin, r.cell, values)
 
 
-def path_curvatures(face, curvature: Curvature, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normal curvature along and across a chart path's own travel direction, and its lift."""
-    lifted = face.lift(uv)
-    tangent = np.gradient(lifted.points, axis=0)
+def path_curvatures(face, curvature: Curvature, uv: np.ndarray, lifted=None,
+                    starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normal curvature along and across a chart path's own travel direction, and its lift
+    (``lifted``: ``face.lift(uv)``, if already known). Several paths at once: ``starts
+    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone)."""
+    lifted = face.lift(uv) if lifted is None else lifted
+    if starts is None:
+        tangent = np.gradient(lifted.points, axis=0)
+    else:
+        tangent = path_gradient(lifted.points, np.asarray(starts, dtype=np.int64))
     tangent -= np.einsum("ij,ij->i", tangent, lifted.normals)[:, None] * lifted.normals
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     across = np.cross(lifted.normals, tangent)
@@ -709,13 +982,17 @@ def path_curvatures(face, curvature: Curvature, uv: np.ndarray) -> tuple[np.ndar
     return along, cross, lifted.inside
 
 
-def turn_radius_mm(face, uv: np.ndarray) -> np.ndarray:
+def turn_radius_mm(face, uv: np.ndarray, lifted=None, starts: np.ndarray | None = None) -> np.ndarray:
     """The path's turning radius within the skin at each sample (inf where it runs straight).
 
     Geodesic, not 3D, curvature: the turn of the travel direction in the tangent plane,
     which is what steering a rigid drum costs (following the skin's own bulge is free).
+    ``lifted``: ``face.lift(uv)``, if already known. Several paths at once: ``starts
+    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone).
     """
-    lifted = face.lift(uv)
+    lifted = face.lift(uv) if lifted is None else lifted
+    if starts is not None:
+        return _turn_radius_paths(lifted, np.asarray(starts, dtype=np.int64))
     pts, normal = lifted.points, lifted.normals
     seg = np.diff(pts, axis=0)
     length = np.linalg.norm(seg, axis=1)
@@ -728,6 +1005,32 @@ def turn_radius_mm(face, uv: np.ndarray) -> np.ndarray:
     bend[1:-1] = turn / np.maximum((length[:-1] + length[1:]) / 2, 1e-12)
     # averaged over a few samples, so one kinked sample does not decide; the largest nearby
     bend = ndimage.maximum_filter1d(ndimage.uniform_filter1d(bend, 5, mode="nearest"), 3, mode="nearest")
+    with np.errstate(divide="ignore"):
+        return np.where(bend > 1e-12, 1.0 / bend, np.inf)
+
+
+def _turn_radius_paths(lifted, starts: np.ndarray) -> np.ndarray:
+    """:func:`turn_radius_mm` of paths side by side: the same per-sample arithmetic, each
+    path's ends and filters kept within it."""
+    pts, normal = lifted.points, lifted.normals
+    n = len(pts)
+    bend = np.zeros(n)
+    if n > 2:
+        seg = np.diff(pts, axis=0)
+        length = np.linalg.norm(seg, axis=1)
+        n_mid = normal[1:-1]
+        a, b = seg[:-1], seg[1:]
+        a = a - np.einsum("ij,ij->i", a, n_mid)[:, None] * n_mid
+        b = b - np.einsum("ij,ij->i", b, n_mid)[:, None] * n_mid
+        turn = np.abs(np.arctan2(np.einsum("ij,ij->i", np.cross(a, b), n_mid), np.einsum("ij,ij->i", a, b)))
+        bend[1:-1] = turn / np.maximum((length[:-1] + length[1:]) / 2, 1e-12)
+    first, stop = starts[:-1], starts[1:]
+    nonempty = stop > first
+    bend[first[nonempty]] = 0.0       # a path's ends have no turn of their own
+    bend[stop[nonempty] - 1] = 0.0
+    for i, j in zip(first[nonempty].tolist(), stop[nonempty].tolist()):
+        bend[i:j] = ndimage.maximum_filter1d(ndimage.uniform_filter1d(bend[i:j], 5, mode="nearest"), 3,
+                                             mode="nearest")
     with np.errstate(divide="ignore"):
         return np.where(bend > 1e-12, 1.0 / bend, np.inf)
 
@@ -750,19 +1053,38 @@ class Headland:
         self.border = border_distance(zones.face, region)
         self.design = self._design()
 
-    def _loops(self, level_mm: float) -> list[np.ndarray]:
+    @functools.cached_property
+    def _contours(self):
+        """The contour generator of the border distance (built once: each sweep asks one level)."""
         import contourpy
 
         r = self.border
         h, w = r.values.shape
         x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
         y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
-        loops = []
-        for line in contourpy.contour_generator(x, y, r.values, line_type="Separate").lines(level_mm):
+        return contourpy.contour_generator(x, y, r.values, line_type="Separate")
+
+    def _loops(self, level_mm: float, min_samples: int = 0) -> list:
+        """The border paths at ``level_mm`` (chart ``(n, 2)``), in contour order; a path of
+        fewer than ``min_samples`` samples is None (in its place, so the paths keep their
+        numbers)."""
+        lines = []
+        for line in self._contours.lines(level_mm):
             keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
-            if keep.sum() < 3:
+            if keep.sum() >= 3:
+                lines.append((line, line[keep]))
+        if not lines:
+            return []
+        # all resampled at once (each as alone)
+        chart = np.concatenate([kept for _, kept in lines])
+        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in lines])]).astype(np.int64)
+        resampled, out_starts = _paths.resample(chart, self.face.lift(chart).points, starts, PATH_STEP_MM)
+        loops = []
+        for (line, _), a, b in zip(lines, out_starts[:-1].tolist(), out_starts[1:].tolist()):
+            uv = resampled[a:b]
+            if len(uv) < min_samples:
+                loops.append(None)
                 continue
-            uv = resample_on_skin(self.face, line[keep], PATH_STEP_MM)
             # the contour follows raster cells: smooth it along its length (a closed loop wraps)
             closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
             uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
@@ -770,18 +1092,22 @@ class Headland:
             loops.append(uv)
         return loops
 
-    def _widths(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        along, cross, on_chart = path_curvatures(self.face, self.curvature, uv)
-        width = self.drum.swath_mm(cross)
-        return width, self.drum.conforms(cross, along) & on_chart & (width > 0), cross
+    def _widths(self, uv: np.ndarray, lifted=None, starts=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        along, cross, on_chart = path_curvatures(self.face, self.curvature, uv, lifted, starts)
+        central = self.drum.central_rings(cross)
+        width = central * self.drum.ring_pitch_mm    # Drum.swath_mm
+        return width, self.drum.conforms(cross, along, central) & on_chart & (width > 0), cross
 
     def _design(self) -> float:
         """The band the drum shows most along a border path one drum half-width inside."""
-        widths = []
-        for uv in self._loops(self.drum.width_mm / 2):
-            width, works, _ = self._widths(uv)
-            widths.append(width[works])
-        widths = np.concatenate(widths) if widths else np.empty(0)
+        loops = self._loops(self.drum.width_mm / 2)
+        if not loops:
+            return 0.0
+        # every path's widths at once (each as alone): the mode does not care about order
+        uv = np.concatenate(loops)
+        starts = np.concatenate([[0], np.cumsum([len(x) for x in loops])]).astype(np.int64)
+        width, works, _ = self._widths(uv, self.face.lift(uv), starts)
+        widths = width[works]
         if len(widths) == 0:
             return 0.0
         values, counts = np.unique(widths, return_counts=True)
@@ -794,19 +1120,29 @@ class Headland:
             return []
         level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
         out = []
-        for k, uv in enumerate(self._loops(level)):
-            width, works, cross = self._widths(uv)
-            # a band narrower than the design leaves a thin gap at the border (never a
-            # crossing): still rolled; a wider one would cross it
-            ok = works & (width <= self.design + 1e-9)
-            ok &= turn_radius_mm(self.face, uv) >= HEADLAND_MIN_TURN_RADIUS_MM
-            ok &= drum_fits(self.face, self.drum, uv, width, self.region.inside, self.clearance, straight=False)
+        # a path too short for one run yields none (a scan's border has hundreds of such
+        # crumbs): skip its checks; the others are checked side by side, each as alone
+        paths = [(k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
+        if not paths:
+            return []
+        uv_all = np.concatenate([uv for _, uv in paths])
+        starts = np.concatenate([[0], np.cumsum([len(uv) for _, uv in paths])]).astype(np.int64)
+        lifted = self.face.lift(uv_all)
+        width, works, cross = self._widths(uv_all, lifted, starts)
+        # a band narrower than the design leaves a thin gap at the border (never a
+        # crossing): still rolled; a wider one would cross it
+        ok = works & (width <= self.design + 1e-9)
+        ok &= turn_radius_mm(self.face, uv_all, lifted, starts) >= HEADLAND_MIN_TURN_RADIUS_MM
+        ok &= drum_fits(self.face, self.drum, uv_all, width, self.region.inside, self.clearance, straight=False,
+                        tri=lifted.tri, starts=starts, where=ok)
+        for (k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
             runs = []
-            for a, b in runs_of(ok):
+            w_k, cross_k = width[a0:b0], cross[a0:b0]
+            for a, b in runs_of(ok[a0:b0]):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
                 runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
-                                width[a:b], cross[a:b],
+                                w_k[a:b], cross_k[a:b],
                                 meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"}))
             if runs:
                 out.append(runs)

@@ -1,0 +1,226 @@
+# distutils: extra_compile_args = -ffp-contract=off
+# Chart raster reads: the value of a regular grid's cell under each chart point.
+# Inputs are C-contiguous and already validated by coverage.raster.
+# The points are built here with NumPy's arithmetic, one rounding per operation in the
+# order the reference writes it: no fused multiply-add (-ffp-contract=off above).
+from libc.math cimport rint
+from libc.stdint cimport int64_t
+
+
+cdef inline int64_t _cell(double u, double v, double u0, double v0, double cell,
+                          Py_ssize_t w, Py_ssize_t h) noexcept nogil:
+    """Flat index row * w + col of the cell holding (u, v), or -1 off the grid or at NaN.
+
+    The same arithmetic as the NumPy reference, floor((p - origin) / cell) with a true
+    division, without calling floor: for x >= 0, floor(x) >= 0 always and floor(x) < w
+    exactly when x < w, and the cast truncates to floor. Compared as doubles before the
+    cast: NaN fails every comparison and a huge value (or an infinity) does not fit an int64.
+    """
+    cdef double fu = (u - u0) / cell, fv = (v - v0) / cell
+    if not (fu >= 0.0 and fv >= 0.0 and fu < <double>w and fv < <double>h):
+        return -1
+    return <int64_t>fv * w + <int64_t>fu
+
+
+cdef inline double _least(double m, double x, Py_ssize_t j) noexcept nogil:
+    # numpy.min: the first value, then any smaller one; a NaN wins and stays
+    if j == 0 or x < m or x != x:
+        return x
+    return m
+
+
+def nearest(const double[:, ::1] values, const double[:, ::1] uv, double u0, double v0, double cell,
+            double outside, double[::1] out):
+    """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid."""
+    cdef Py_ssize_t i, h = values.shape[0], w = values.shape[1]
+    cdef int64_t c
+    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            c = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
+            out[i] = outside if c < 0 else flat[c]
+
+
+def cells(const double[:, ::1] uv, double u0, double v0, double cell, int64_t w, int64_t h,
+          int64_t[::1] out):
+    """out[i] = flat index row * w + col of the cell under uv[i], -1 off the grid."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(uv.shape[0]):
+            out[i] = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
+
+
+def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t group,
+                double u0, double v0, double cell, double outside, double[::1] out):
+    """out[g] = min over uv[g * group:(g + 1) * group] of ``nearest`` (a NaN value wins,
+    as numpy.min lets it)."""
+    cdef Py_ssize_t g, j, h = values.shape[0], w = values.shape[1]
+    cdef int64_t c
+    cdef double x, m
+    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for g in range(out.shape[0]):
+            m = 0.0
+            for j in range(group):
+                c = _cell(uv[g * group + j, 0], uv[g * group + j, 1], u0, v0, cell, w, h)
+                x = outside if c < 0 else flat[c]
+                m = _least(m, x, j)
+                if m != m:
+                    break
+            out[g] = m
+
+
+def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] direction,
+               const double[::1] scale, bint scaled, const double[::1] offsets,
+               double u0, double v0, double cell, double outside, double[::1] out):
+    """out[i] = min over j of the raster at uv[i] + (offsets[j] * scale[i]) * direction[i]
+    (``scaled`` false: uv[i] + offsets[j] * direction[i])."""
+    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = offsets.shape[0]
+    cdef int64_t c
+    cdef double f, x, least
+    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            least = 0.0
+            for j in range(m):
+                f = offsets[j] * scale[i] if scaled else offsets[j]
+                c = _cell(uv[i, 0] + f * direction[i, 0], uv[i, 1] + f * direction[i, 1], u0, v0, cell, w, h)
+                x = outside if c < 0 else flat[c]
+                least = _least(least, x, j)
+                if least != least:
+                    break
+            out[i] = least
+
+
+def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] dir_a,
+             const double[:, ::1] dir_b, const double[::1] off_a, const double[::1] off_b,
+             double u0, double v0, double cell, double outside, double[::1] out):
+    """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]."""
+    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = off_a.shape[0]
+    cdef int64_t c
+    cdef double pu, pv, x, least
+    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            least = 0.0
+            for j in range(m):
+                pu = (uv[i, 0] + off_a[j] * dir_a[i, 0]) + off_b[j] * dir_b[i, 0]
+                pv = (uv[i, 1] + off_a[j] * dir_a[i, 1]) + off_b[j] * dir_b[i, 1]
+                c = _cell(pu, pv, u0, v0, cell, w, h)
+                x = outside if c < 0 else flat[c]
+                least = _least(least, x, j)
+                if least != least:
+                    break
+            out[i] = least
+
+
+cdef inline double _column_read(const double[:, ::1] field, double x, Py_ssize_t k, double v0, double step,
+                                double nan) noexcept nogil:
+    # field[rint((x - v0) / step), k]: the nearest row, halves to even as numpy.round; NaN off
+    # the rows or at NaN (which fails both comparisons)
+    cdef double r = rint((x - v0) / step)
+    if r >= 0.0 and r < <double>field.shape[0]:
+        return field[<Py_ssize_t>r, k]
+    return nan
+
+
+def column_values(const double[:, ::1] field, const double[::1] v, double v0, double step, double[::1] out):
+    """out[k] = field[rint((v[k] - v0) / step), k]: column k read at height v[k], NaN off the
+    rows or at NaN."""
+    cdef Py_ssize_t k
+    cdef double nan = float("nan")
+    with nogil:
+        for k in range(v.shape[0]):
+            out[k] = _column_read(field, v[k], k, v0, step, nan)
+
+
+cdef inline Py_ssize_t _clipped(double x, Py_ssize_t n) noexcept nogil:
+    """numpy's clip(floor(x).astype(int64), 0, n - 1).
+
+    NaN and values at or beyond 2**63 cast to the int64 minimum (as numpy does on x86-64),
+    which clips to 0; a negative x floors below 0 and clips to 0 too.
+    """
+    if x != x or x >= 9223372036854775808.0 or x < 0.0:
+        return 0
+    if x >= <double>n:
+        return n - 1
+    return <Py_ssize_t>x
+
+
+cdef inline Py_ssize_t _band_cell(const double[:, ::1] uv, const double[:, ::1] across, const double[::1] half,
+                                  const double[::1] scale, double f, Py_ssize_t i, double u0, double v0,
+                                  double cell, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    # uv + ((f * half) / scale) * across, then its clipped cell (flat)
+    cdef double t = (f * half[i]) / scale[i]
+    cdef double pu = uv[i, 0] + t * across[i, 0], pv = uv[i, 1] + t * across[i, 1]
+    return _clipped((pv - v0) / cell, h) * w + _clipped((pu - u0) / cell, w)
+
+
+def band_taken(const unsigned char[:, ::1] taken, const double[:, ::1] uv, const double[:, ::1] across,
+               const double[::1] half, const double[::1] scale, const double[::1] f,
+               double u0, double v0, double cell, unsigned char[::1] out):
+    """out[i] = 1 if any cell under uv[i] + ((f[j] * half[i]) / scale[i]) * across[i] is taken
+    (points off the grid clipped onto its border)."""
+    cdef Py_ssize_t i, j, h = taken.shape[0], w = taken.shape[1]
+    cdef const unsigned char* flat = &taken[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            out[i] = 0
+            for j in range(f.shape[0]):
+                if flat[_band_cell(uv, across, half, scale, f[j], i, u0, v0, cell, h, w)]:
+                    out[i] = 1
+                    break
+
+
+def band_take(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double[:, ::1] across,
+              const double[::1] half, const double[::1] scale, const double[::1] f,
+              double u0, double v0, double cell):
+    """Mark taken every cell under uv[i] + ((f[j] * half[i]) / scale[i]) * across[i]."""
+    cdef Py_ssize_t i, j, h = taken.shape[0], w = taken.shape[1]
+    cdef unsigned char* flat = &taken[0, 0] if h > 0 and w > 0 else NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            for j in range(f.shape[0]):
+                flat[_band_cell(uv, across, half, scale, f[j], i, u0, v0, cell, h, w)] = 1
+
+
+def column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
+                int64_t[::1] counts):
+    """The most frequent code >= 0 among codes[rint((v[k] - v0) / step), k] over the columns
+    k (rows off the grid or at NaN and negative codes skipped), the smallest on a tie; -1 if
+    none. ``counts`` (one per code) is scratch."""
+    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
+    cdef double r
+    cdef int64_t c
+    with nogil:
+        for k in range(levels):
+            counts[k] = 0
+        for k in range(v.shape[0]):
+            r = rint((v[k] - v0) / step)
+            if r >= 0.0 and r < <double>rows:
+                c = codes[<Py_ssize_t>r, k]
+                if c >= 0:
+                    counts[c] += 1
+        for k in range(levels):
+            if counts[k] > 0 and (best < 0 or counts[k] > counts[best]):
+                best = k
+    return best
+
+
+def column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
+                double[::1] out):
+    """out[k] = v[k] + c / lam_k, lam_k the mean of the field ``scale`` read (as column_values
+    reads) at v[k] and at v[k] + c / scale(v[k]) (the first alone where the second is not
+    finite): one line of constant skin distance c beyond another."""
+    cdef Py_ssize_t k
+    cdef double lam, nxt, lam_next
+    cdef double nan = float("nan")
+    with nogil:
+        for k in range(v.shape[0]):
+            lam = _column_read(scale, v[k], k, v0, step, nan)
+            nxt = v[k] + c / lam
+            lam_next = _column_read(scale, nxt, k, v0, step, nan)
+            if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
+                out[k] = v[k] + c / ((lam + lam_next) / 2.0)
+            else:
+                out[k] = v[k] + c / lam

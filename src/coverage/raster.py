@@ -1,0 +1,308 @@
+"""Chart raster reads: the value of a regular chart grid's cell under chart points.
+
+A raster ``values (h, w)`` with lower-left corner ``origin (2,)`` and square cells of side
+``cell`` (chart mm) holds at chart point p the value of cell ``floor((p - origin) / cell)``
+(column from u, row from v); points off the grid, or NaN, read ``outside``. On top of the
+plain read (:func:`lookup`):
+
+* the least value over points set off from each point (:func:`lookup_min`,
+  :func:`offset_min`, :func:`rect_min`): a drum's needle band or outline against a
+  clearance raster, without building the points;
+* reads of a grid once per column at given heights (:func:`column_values`,
+  :func:`column_step`, :func:`column_mode`): the roller's line placement in a turned frame;
+* a boolean occupancy raster under bands of points (:func:`band_taken`, :func:`band_take`),
+  with off-grid points clipped onto its border.
+
+The roller asks these tens of thousands of times per plan with a few hundred points each,
+so the per-call cost matters as much as the per-point one. The compiled kernels
+(``coverage._ext.raster``) build every point with NumPy's arithmetic in the reference's
+order and equal the NumPy references below bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._ext import raster as _kernel
+
+
+def _points(uv) -> np.ndarray:
+    return np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+
+
+def lookup(values: np.ndarray, origin, cell: float, uv, outside: float) -> np.ndarray:
+    """Raster values ``(k,) float`` at chart points ``uv (k, 2)``; ``outside`` off the grid or at NaN.
+
+    values : (h, w) array of any real or bool dtype (read as float64)
+    """
+    uv = _points(uv)
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"a raster is (h, w); got values of shape {values.shape}")
+    u0, v0, cell = float(origin[0]), float(origin[1]), float(cell)
+    out = np.empty(len(uv), dtype=np.float64)
+    if values.dtype == np.float64 and values.flags.c_contiguous:
+        _kernel.nearest(values, uv, u0, v0, cell, float(outside), out)
+        return out
+    # other dtypes: find the cells, then gather (no float64 copy of a large raster per call)
+    h, w = values.shape
+    flat = np.empty(len(uv), dtype=np.int64)
+    _kernel.cells(uv, u0, v0, cell, w, h, flat)
+    out.fill(outside)
+    ok = flat >= 0
+    out[ok] = values.reshape(-1)[flat[ok]]
+    return out
+
+
+def lookup_min(values: np.ndarray, origin, cell: float, uv, group: int, outside: float) -> np.ndarray:
+    """Least raster value ``(n,) float`` over each run of ``group`` consecutive chart points
+    ``uv (n * group, 2)`` (NaN if any is NaN), reading ``outside`` off the grid.
+
+    Equal to ``lookup(...).reshape(n, group).min(axis=1)`` without the intermediate array.
+    """
+    uv = _points(uv)
+    group = int(group)
+    if group < 1 or len(uv) % group:
+        raise ValueError(f"group = {group}: it must be positive and divide the {len(uv)} points")
+    out = np.empty(len(uv) // group, dtype=np.float64)
+    _kernel.nearest_min(_raster(values), uv, group, float(origin[0]), float(origin[1]), float(cell), float(outside),
+                        out)
+    return out
+
+
+def _raster(values) -> np.ndarray:
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"a raster is (h, w); got values of shape {values.shape}")
+    return values
+
+
+def _vectors(x, n: int, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.shape != (n, 2):
+        raise ValueError(f"{name} has shape {x.shape}; one chart vector per point, ({n}, 2), is needed")
+    return x
+
+
+def _offsets(x, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty: at least one offset is needed")
+    return x
+
+
+def offset_min(values: np.ndarray, origin, cell: float, uv, direction, offsets, scale=None,
+               outside: float = np.inf) -> np.ndarray:
+    """Least raster value ``(n,) float`` over points set off from each chart point along its
+    own direction: ``uv[i] + (offsets[j] * scale[i]) * direction[i]`` for every j (without
+    ``scale``: ``uv[i] + offsets[j] * direction[i]``); NaN if any value read is NaN.
+
+    uv, direction : (n, 2) float (chart)
+    offsets : (m,) float, m >= 1
+    scale : (n,) float, optional
+    """
+    uv = _points(uv)
+    n = len(uv)
+    direction = _vectors(direction, n, "direction")
+    offsets = _offsets(offsets, "offsets")
+    scaled = scale is not None
+    scale = np.ascontiguousarray(scale if scaled else (), dtype=np.float64).reshape(-1)
+    if scaled and len(scale) != n:
+        raise ValueError(f"scale has {len(scale)} values; one per point ({n}) is needed")
+    out = np.empty(n, dtype=np.float64)
+    _kernel.offset_min(_raster(values), uv, direction, scale, scaled, offsets,
+                       float(origin[0]), float(origin[1]), float(cell), float(outside), out)
+    return out
+
+
+def rect_min(values: np.ndarray, origin, cell: float, uv, dir_a, dir_b, off_a, off_b,
+             outside: float = np.inf) -> np.ndarray:
+    """Least raster value ``(n,) float`` over a grid of points around each chart point:
+    ``(uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]`` for every j; NaN if any is NaN.
+
+    uv, dir_a, dir_b : (n, 2) float (chart)
+    off_a, off_b : (m,) float, m >= 1
+    """
+    uv = _points(uv)
+    n = len(uv)
+    off_a, off_b = _offsets(off_a, "off_a"), _offsets(off_b, "off_b")
+    if len(off_a) != len(off_b):
+        raise ValueError(f"off_a has {len(off_a)} values and off_b {len(off_b)}; they pair up")
+    out = np.empty(n, dtype=np.float64)
+    _kernel.rect_min(_raster(values), uv, _vectors(dir_a, n, "dir_a"), _vectors(dir_b, n, "dir_b"), off_a, off_b,
+                     float(origin[0]), float(origin[1]), float(cell), float(outside), out)
+    return out
+
+
+def column_values(field: np.ndarray, v, v0: float, step: float) -> np.ndarray:
+    """A field ``(rows, cols)`` on rows ``v0 + r * step`` read once per column at heights
+    ``v (cols,)``: the nearest row (``numpy.round``), NaN off the rows or at NaN."""
+    field = _raster(field)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if len(v) != field.shape[1]:
+        raise ValueError(f"v has {len(v)} values; one per column ({field.shape[1]}) is needed")
+    out = np.empty(len(v), dtype=np.float64)
+    _kernel.column_values(field, v, float(v0), float(step), out)
+    return out
+
+
+def _band_args(taken, uv, across, half, scale, f) -> tuple:
+    if taken.dtype != np.bool_ or taken.ndim != 2 or not taken.flags.c_contiguous:
+        raise ValueError(f"taken must be a C-contiguous (h, w) bool raster; got {taken.dtype} {taken.shape}")
+    if taken.size == 0:
+        raise ValueError("taken is empty: an occupancy raster needs at least one cell")
+    uv = _points(uv)
+    n = len(uv)
+    half = np.ascontiguousarray(half, dtype=np.float64).reshape(-1)
+    scale = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
+    if len(half) != n or len(scale) != n:
+        raise ValueError(f"half ({len(half)}) and scale ({len(scale)}) need one value per point ({n})")
+    return uv, _vectors(across, n, "across"), half, scale, _offsets(f, "f")
+
+
+def band_taken(taken: np.ndarray, origin, cell: float, uv, across, half, scale, f) -> np.ndarray:
+    """Whether any cell under each point's band is set ``(n,) bool``.
+
+    The band of point i: ``uv[i] + ((f[j] * half[i]) / scale[i]) * across[i]`` for every j;
+    its cells ``floor((p - origin) / cell)`` clipped onto the raster (so a point off the
+    grid reads its nearest border cell).
+
+    taken : (h, w) bool, C-contiguous
+    uv, across : (n, 2) float (chart)
+    half, scale : (n,) float
+    f : (m,) float, m >= 1
+    """
+    uv, across, half, scale, f = _band_args(taken, uv, across, half, scale, f)
+    out = np.empty(len(uv), dtype=np.bool_)
+    _kernel.band_taken(taken.view(np.uint8), uv, across, half, scale, f, float(origin[0]), float(origin[1]),
+                       float(cell), out.view(np.uint8))
+    return out
+
+
+def band_take(taken: np.ndarray, origin, cell: float, uv, across, half, scale, f) -> None:
+    """Set every cell under the points' bands (see :func:`band_taken`) in ``taken``, in place."""
+    uv, across, half, scale, f = _band_args(taken, uv, across, half, scale, f)
+    _kernel.band_take(taken.view(np.uint8), uv, across, half, scale, f, float(origin[0]), float(origin[1]),
+                      float(cell))
+
+
+def column_step(scale: np.ndarray, v, v0: float, step: float, c: float) -> np.ndarray:
+    """The line ``(cols,)`` a chart distance ``c / lam`` beyond heights ``v (cols,)`` on a
+    field ``scale (rows, cols)`` (read as :func:`column_values` reads), per column:
+    ``lam`` is the scale at v averaged with the scale where ``v + c / scale(v)`` lands (the
+    scale at v alone where that read is not finite). NaN where the scale at v is NaN."""
+    scale = _raster(scale)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if len(v) != scale.shape[1]:
+        raise ValueError(f"v has {len(v)} values; one per column ({scale.shape[1]}) is needed")
+    out = np.empty(len(v), dtype=np.float64)
+    _kernel.column_step(scale, v, float(v0), float(step), float(c), out)
+    return out
+
+
+def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> int:
+    """The most frequent code of a field ``codes (rows, cols) int`` (each in ``[0, levels)``,
+    or negative for none) read once per column at heights ``v (cols,)`` as
+    :func:`column_values` reads; the smallest code on a tie, -1 if no column reads one."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    if codes.ndim != 2:
+        raise ValueError(f"codes is a (rows, cols) field; got shape {codes.shape}")
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if len(v) != codes.shape[1]:
+        raise ValueError(f"v has {len(v)} values; one per column ({codes.shape[1]}) is needed")
+    if codes.size and codes.max() >= levels:
+        raise ValueError(f"codes run up to {int(codes.max())}; levels = {levels} must exceed them")
+    return int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
+
+
+# --- NumPy references (tests compare the kernels with these) -------------------------------
+
+def lookup_reference(values: np.ndarray, origin, cell: float, uv, outside: float) -> np.ndarray:
+    """NumPy twin of :func:`lookup`."""
+    f = np.floor((np.asarray(uv, dtype=np.float64).reshape(-1, 2) - np.asarray(origin, dtype=np.float64)) / cell)
+    ij = np.nan_to_num(f, nan=-1.0, posinf=-1.0, neginf=-1.0).astype(np.int64)
+    h, w = values.shape
+    ok = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h)
+    out = np.full(len(ij), outside, dtype=np.float64)
+    out[ok] = values[ij[ok, 1], ij[ok, 0]]
+    return out
+
+
+def lookup_min_reference(values: np.ndarray, origin, cell: float, uv, group: int, outside: float) -> np.ndarray:
+    """NumPy twin of :func:`lookup_min`."""
+    return lookup_reference(values, origin, cell, uv, outside).reshape(-1, group).min(axis=1)
+
+
+def offset_min_reference(values: np.ndarray, origin, cell: float, uv, direction, offsets, scale=None,
+                         outside: float = np.inf) -> np.ndarray:
+    """NumPy twin of :func:`offset_min`."""
+    uv, direction = np.asarray(uv, dtype=np.float64), np.asarray(direction, dtype=np.float64)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if scale is None:
+        pts = uv[:, None, :] + offsets[None, :, None] * direction[:, None, :]
+    else:
+        pts = uv[:, None, :] + (offsets[None, :, None] * np.asarray(scale, dtype=np.float64)[:, None, None]) \
+            * direction[:, None, :]
+    return lookup_min_reference(values, origin, cell, pts.reshape(-1, 2), len(offsets), outside)
+
+
+def rect_min_reference(values: np.ndarray, origin, cell: float, uv, dir_a, dir_b, off_a, off_b,
+                       outside: float = np.inf) -> np.ndarray:
+    """NumPy twin of :func:`rect_min`."""
+    uv = np.asarray(uv, dtype=np.float64)
+    off_a, off_b = np.asarray(off_a, dtype=np.float64), np.asarray(off_b, dtype=np.float64)
+    pts = (uv[:, None, :] + off_a[None, :, None] * np.asarray(dir_a, dtype=np.float64)[:, None, :]
+           + off_b[None, :, None] * np.asarray(dir_b, dtype=np.float64)[:, None, :])
+    return lookup_min_reference(values, origin, cell, pts.reshape(-1, 2), len(off_a), outside)
+
+
+def column_values_reference(field: np.ndarray, v, v0: float, step: float) -> np.ndarray:
+    """NumPy twin of :func:`column_values`."""
+    row = np.round((np.asarray(v, dtype=np.float64) - v0) / step)
+    ok = np.isfinite(row) & (row >= 0) & (row < field.shape[0])
+    out = np.full(len(row), np.nan)
+    cols = np.nonzero(ok)[0]
+    out[cols] = field[row[cols].astype(np.int64), cols]
+    return out
+
+
+def _band_cells_reference(shape, origin, cell: float, uv, across, half, scale, f) -> tuple:
+    uv, across = np.asarray(uv, dtype=np.float64), np.asarray(across, dtype=np.float64)
+    half, scale, f = (np.asarray(x, dtype=np.float64) for x in (half, scale, f))
+    pts = uv[:, None, :] + (f[None, :, None] * half[:, None, None] / scale[:, None, None]) * across[:, None, :]
+    with np.errstate(invalid="ignore"):
+        ij = np.floor((pts - np.asarray(origin, dtype=np.float64)) / cell).astype(np.int64)
+    h, w = shape
+    return np.clip(ij[..., 1], 0, h - 1), np.clip(ij[..., 0], 0, w - 1)
+
+
+def band_taken_reference(taken: np.ndarray, origin, cell: float, uv, across, half, scale, f) -> np.ndarray:
+    """NumPy twin of :func:`band_taken`."""
+    rows, cols = _band_cells_reference(taken.shape, origin, cell, uv, across, half, scale, f)
+    return taken[rows, cols].any(axis=1)
+
+
+def band_take_reference(taken: np.ndarray, origin, cell: float, uv, across, half, scale, f) -> None:
+    """NumPy twin of :func:`band_take`."""
+    rows, cols = _band_cells_reference(taken.shape, origin, cell, uv, across, half, scale, f)
+    taken[rows.ravel(), cols.ravel()] = True
+
+
+def column_mode_reference(codes: np.ndarray, v, v0: float, step: float, levels: int) -> int:
+    """NumPy twin of :func:`column_mode`."""
+    row = np.round((np.asarray(v, dtype=np.float64) - v0) / step)
+    ok = np.isfinite(row) & (row >= 0) & (row < codes.shape[0])
+    cols = np.nonzero(ok)[0]
+    read = codes[row[cols].astype(np.int64), cols]
+    read = read[read >= 0]
+    if len(read) == 0:
+        return -1
+    return int(np.argmax(np.bincount(read, minlength=levels)))
+
+
+def column_step_reference(scale: np.ndarray, v, v0: float, step: float, c: float) -> np.ndarray:
+    """NumPy twin of :func:`column_step`."""
+    v = np.asarray(v, dtype=np.float64)
+    lam = column_values_reference(scale, v, v0, step)
+    nxt = v + c / lam
+    lam_next = column_values_reference(scale, nxt, v0, step)
+    return v + c / np.where(np.isfinite(lam_next), (lam + lam_next) / 2.0, lam)
