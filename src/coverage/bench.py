@@ -89,7 +89,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, lifting, proximity, simulate, synthetic
+from . import __version__, lifting, paths, proximity, raster, simulate, synthetic
 from .errors import CoverageError
 from .face import Face
 from .fileio import atomic_path, check_output
@@ -106,7 +106,7 @@ verify_mod = sys.modules["coverage.verify"]
 PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
-           "stamp_effect", "merge_channels", "roll", "stamp")
+           "stamp_effect", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
@@ -773,6 +773,47 @@ def stamp_effect_case(grid, n: int) -> Case:
                 lambda k, r: bool(np.allclose(k, r)))
 
 
+def raster_cases(grid, n: int) -> list:
+    """The roller's raster kernels on the texel grid's skin areas: a point lookup of ``n``
+    chart points, and the least value over a drum-sized grid of 11 x 6 points around each of
+    ``n // 10`` points (the drum's outline check)."""
+    rng = np.random.default_rng(0)
+    values = np.ascontiguousarray(grid.area_mm2)
+    h, w = values.shape
+    lo = grid.origin
+    uv = lo + rng.uniform(0, 1, (n, 2)) * np.array([w, h]) * grid.cell_mm
+    args = (values, lo, grid.cell_mm, uv, -1.0)
+    lookup = Case("raster_lookup", f"{_k(n)} chart points, {h}x{w} texels",
+                  lambda: raster.lookup(*args), lambda: raster.lookup_reference(*args),
+                  lambda k, r: bool(np.array_equal(k, r)))
+    m = n // 10
+    angle = rng.uniform(0, 2 * np.pi, m)
+    dir_a = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    dir_b = np.stack([-dir_a[:, 1], dir_a[:, 0]], axis=1)
+    ga, gb = np.meshgrid(np.linspace(-10, 10, 11), np.linspace(-10, 10, 6))
+    rect = (values, lo, grid.cell_mm, uv[:m], dir_a, dir_b, ga.ravel(), gb.ravel())
+    rect_min = Case("rect_min", f"{_k(m)} points x 66 offsets", lambda: raster.rect_min(*rect),
+                    lambda: raster.rect_min_reference(*rect), lambda k, r: bool(np.array_equal(k, r)))
+    return [lookup, rect_min]
+
+
+def resample_case(face: Face, n_paths: int) -> Case:
+    """Skin-length resampling of ``n_paths`` random chart polylines of 40 points (0.5 mm steps)."""
+    rng = np.random.default_rng(0)
+    uv = chart_points(face, n_paths, rng)[:, None, :] + np.cumsum(rng.normal(0, 1.0, (n_paths, 40, 2)), axis=1)
+    uv = uv.reshape(-1, 2)
+    lifted = face.lift(uv)
+    points = np.where(lifted.inside[:, None], lifted.points, 0.0)
+    starts = np.arange(n_paths + 1) * 40
+
+    def reference():
+        pieces = [paths.resample_reference(uv[a:b], points[a:b], 0.5) for a, b in zip(starts[:-1], starts[1:])]
+        return np.concatenate(pieces)
+
+    return Case("resample", f"{n_paths} paths x 40 points, 0.5 mm", lambda: paths.resample(uv, points, starts, 0.5)[0],
+                reference, lambda k, r: bool(np.array_equal(k, r)))
+
+
 def merge_case(face: Face, n: int, radius_mm: float) -> Case:
     """Channel merging of clustered punctures: surface centres, each puncture N(0, 0.2 mm) about one."""
     rng = np.random.default_rng(0)
@@ -834,7 +875,7 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
     cases = [locate_case(face, cfg.points), lift_case(face, cfg.points), interpolate_case(face, cfg.points),
              closest_case(face, cfg.closest), splat_case(face, grid, cfg.splat),
              window_sums_case(grid, cfg.window_crop), window_spread_case(grid, cfg.window_crop),
-             stamp_effect_case(grid, 2_000),
+             stamp_effect_case(grid, 2_000), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
              merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm)]
     missing = []
     if "roll" in captured and captured["roll"][1]:
