@@ -4,6 +4,7 @@ import pytest
 import shapely
 
 from coverage import Face, Lesion, Protocol, ZoneMap, regions
+from coverage import zones as zones_module
 from coverage.protocol import STANDARD_ZONES
 from coverage.zones import EXCLUSION_NAMES, canonical_exclusion_regions, chart_domain
 from geometry_checks import exact_distance_to_region, keepout_edge_points
@@ -139,3 +140,94 @@ def test_coarse_faces_build_their_zones(default_zones, edge_mm):
     coarse = ZoneMap.default(Face.default(edge_mm=edge_mm))
     for name in default_zones.names:
         assert 0.5 * default_zones.area_cm2(name) < coarse.area_cm2(name) < 1.03 * default_zones.area_cm2(name), name
+
+
+def reference_label_at(polygons, uv):
+    """The general path of :meth:`ZoneMap.label_at`: each polygon in order asks every point
+    not yet labelled."""
+    out = np.full(len(uv), -1, dtype=np.int64)
+    for index, poly in enumerate(polygons):
+        todo = out < 0
+        hit = shapely.contains_xy(poly, uv[todo, 0], uv[todo, 1])
+        out[np.nonzero(todo)[0][hit]] = index
+    return out
+
+
+def hard_points(polygons, cells, rng):
+    """Points where a fast path could go wrong: on polygon vertices and edges, on cell edges
+    and corners, just beside them, outside every polygon, and not finite."""
+    coords = shapely.get_coordinates(shapely.boundary(list(p for p in polygons if not p.is_empty)))
+    mid = 0.5 * (coords[:-1] + coords[1:])
+    u, v = cells.u, cells.v
+    grid = np.stack(np.meshgrid(u[::3], v[::3]), -1).reshape(-1, 2)
+    on_edges = np.stack([u[rng.integers(len(u), size=3000)], rng.uniform(v[0], v[-1], 3000)], 1)
+    lo, hi = np.array([u[0], v[0]]), np.array([u[-1], v[-1]])
+    scattered = rng.uniform(lo - 5, hi + 5, size=(20000, 2))
+    tiny = np.nextafter(coords, coords + 1.0)
+    special = np.array([[np.nan, 0.0], [0.0, np.nan], [np.inf, 0.0], [-np.inf, -np.inf], [u[0], v[0]], [u[-1], v[-1]]])
+    return np.concatenate([coords, mid, grid, on_edges, scattered, tiny, special])
+
+
+def test_label_at_equals_the_general_path(default_face, default_zones, rng):
+    polygons = list(default_zones.polygons.values())
+    cells = zones_module.label_cells(tuple(polygons))
+    assert (cells.state >= 0).mean() > 0.5   # most cells answer for their points
+    points = np.concatenate([hard_points(polygons, cells, rng), default_face.uv,
+                             default_face.uv[default_face.faces].mean(axis=1)])
+    np.testing.assert_array_equal(default_zones.label_at(points), reference_label_at(polygons, points))
+    np.testing.assert_array_equal(default_zones.triangle_labels,
+                                  reference_label_at(polygons, default_face.uv[default_face.faces].mean(axis=1)))
+    assert default_zones.label_at(np.empty((0, 2))).shape == (0,)
+
+
+@pytest.mark.parametrize("cell_mm", [0.3, 2.0, 7.0])
+def test_label_cells_keep_the_first_polygon_rule(rng, cell_mm):
+    """Overlapping polygons (the first holding a point wins), holes, several parts, an
+    empty polygon, a polygon with a dangling line: the cells answer as the general path."""
+    disc = shapely.Point(0, 0).buffer(10)
+    polygons = (
+        shapely.Polygon(),
+        disc.difference(shapely.Point(0, 0).buffer(4)),                       # a ring
+        shapely.box(-3, -3, 3, 3),                                            # in the hole
+        shapely.box(5, -20, 30, 20),                                          # overlaps the ring
+        shapely.union(shapely.Point(40, 0).buffer(3), shapely.Point(50, 0).buffer(3)),
+        shapely.GeometryCollection([shapely.box(-30, -30, -20, -20), shapely.LineString([(-20, -25), (-10, -25)])]),
+    )
+    cells = zones_module.LabelCells(polygons, cell_mm)
+    points = hard_points(polygons, cells, rng)
+    out, rest = cells.lookup(points)
+    got = zones_module._label_by_polygon(polygons, points, out, rest)
+    np.testing.assert_array_equal(got, reference_label_at(polygons, points))
+    none = zones_module.LabelCells((shapely.Polygon(),), cell_mm)
+    out, rest = none.lookup(points)
+    assert (out == -1).all() and len(rest) == 0
+
+
+def test_label_cells_are_shared_by_equal_zone_maps(default_face):
+    # two maps built one after the other (the shared cells are a small LRU: a map built long
+    # before, many zone maps ago, may have been evicted)
+    first, again = ZoneMap.default(default_face), ZoneMap.default(default_face)
+    first.label_at(default_face.uv[:10])
+    again.label_at(default_face.uv[:10])
+    assert again.__dict__["_label_cells"][1] is first.__dict__["_label_cells"][1]
+
+
+def test_a_rebuilt_zone_map_is_identical(default_face, default_zones):
+    """What the verifier and re-lifting rebuild (from the caches) is what was built."""
+    again = ZoneMap.default(default_face)
+    assert again is not default_zones
+    for name in default_zones.names:
+        assert shapely.to_wkb(again.polygons[name]) == shapely.to_wkb(default_zones.polygons[name])
+        assert again.area_cm2(name) == default_zones.area_cm2(name)
+    assert shapely.to_wkb(again.keepout) == shapely.to_wkb(default_zones.keepout)
+    np.testing.assert_array_equal(again.triangle_labels, default_zones.triangle_labels)
+
+
+def test_label_cells_of_a_huge_polygon_stay_small(rng):
+    polygons = (shapely.box(-1e6, -1e6, 1e6, 1e6).difference(shapely.Point(0, 0).buffer(10)),)
+    cells = zones_module.LabelCells(polygons, 0.5)
+    assert cells.state.size <= (zones_module.MAX_LABEL_CELLS + 2) ** 2
+    points = np.concatenate([rng.uniform(-2e6, 2e6, size=(5000, 2)), rng.uniform(-20, 20, size=(5000, 2))])
+    out, rest = cells.lookup(points)
+    np.testing.assert_array_equal(zones_module._label_by_polygon(polygons, points, out, rest),
+                                  reference_label_at(polygons, points))

@@ -11,10 +11,20 @@ Regions are shapely geometries in chart coordinates (mm). Three operations matte
   the mesh triangle by triangle, then the closest-point kernel), so the keep-out holds on
   the skin: a straight-line distance never exceeds the distance along the skin, and across
   a fold it keeps a little more skin out than strictly needed, never less.
+
+Results are kept where they are pure and asked for again (the planner, the verifier's own
+zone map and re-lifting widen the same exclusion parts and measure the same zones): the
+cut of a region out of the chart triangles, and its triangulation, per resolution (every
+face of a resolution shares its chart), keyed by the region's WKB; keep-outs per face
+(faces are read-only), keyed by the region's WKB and the margin. A key is the region's
+exact coordinates, never an object that could change.
 """
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
+from collections import OrderedDict
 
 import numpy as np
 import shapely
@@ -24,44 +34,194 @@ from . import proximity
 from . import template as _template
 from .chart import canonical_chart, signed_chart_areas
 
+# Cuts and unions of triangles kept per resolution, keep-outs per face (least recently used
+# dropped first): a plan reads ~30 regions (exclusion parts, zones, keep-outs), and the
+# verifier and re-lifting cut the same ones again.
+CUTS_PER_RESOLUTION = 128
+UNIONS_PER_RESOLUTION = 16
+KEEPOUTS_PER_FACE = 64
+
+
+class Memo:
+    """A small thread-safe least-recently-used map. Values are computed outside the lock: two
+    threads may both compute a missing value (the same value: only pure results are kept)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+def _frozen(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+def region_key(region: BaseGeometry) -> bytes:
+    """A cache key that is the region itself: equal WKB, equal coordinates and structure."""
+    return shapely.to_wkb(region, hex=False, output_dimension=3, byte_order=1, include_srid=True)
+
+
+class _Cut:
+    """A chart region cut out of the chart triangles of one resolution (face-independent:
+    every face of a resolution shares its chart)."""
+
+    def __init__(self, inside: np.ndarray, partial: np.ndarray, pieces: np.ndarray, piece_area: np.ndarray):
+        self.inside, self.partial, self.pieces, self.piece_area = _frozen(inside, partial, pieces, piece_area)
+        self._triangulated = None
+        self._skin_pieces = None
+
+    def triangulated(self, uv: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The boundary pieces triangulated (constrained Delaunay in the chart): each
+        triangle's parent mesh triangle ``(k,) int`` and the barycentrics of its corners in
+        that parent ``(k, 3, 3) float``; ``uv``, ``faces``: the resolution's chart."""
+        if self._triangulated is None:
+            polys, source = _polygon_parts(self.pieces)
+            tris, piece = _polygon_parts(shapely.constrained_delaunay_triangles(polys))
+            if len(tris) == 0:
+                parent, bary = np.empty(0, np.int64), np.empty((0, 3, 3))
+            else:
+                coords = shapely.get_coordinates(shapely.get_exterior_ring(tris)).reshape(len(tris), 4, 2)[:, :3]
+                parent = self.partial[source[piece]]
+                corners_uv = uv[faces[parent]]            # (k, 3, 2)
+                edges = np.stack([corners_uv[:, 1] - corners_uv[:, 0], corners_uv[:, 2] - corners_uv[:, 0]], axis=2)
+                local = np.einsum("kij,kpj->kpi", np.linalg.inv(edges), coords - corners_uv[:, None, 0])
+                bary = np.concatenate([1.0 - local.sum(axis=2, keepdims=True), local], axis=2)
+            self._triangulated = _frozen(parent, bary)
+        return self._triangulated
+
+    def skin_pieces(self, uv: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole triangles (identity barycentrics) then the triangulated pieces: ``parent
+        (k,) int`` and ``bary (k, 3, 3) float``, as :func:`skin_pieces`."""
+        if self._skin_pieces is None:
+            parent, bary = self.triangulated(uv, faces)
+            whole = np.broadcast_to(np.eye(3), (len(self.inside), 3, 3))
+            if len(parent) == 0:
+                out = self.inside.astype(np.int64), np.array(whole)
+            else:
+                out = np.concatenate([self.inside, parent]).astype(np.int64), np.concatenate([whole, bary])
+            self._skin_pieces = _frozen(*out)
+        return self._skin_pieces
+
+
+class _Resolution:
+    """The chart triangles of one resolution as shapely polygons, their STRtree and chart
+    areas, and the cuts of regions already made on it."""
+
+    def __init__(self, subdivisions: int):
+        self.uv = canonical_chart(subdivisions)
+        self.faces = _template.template(subdivisions).faces
+        self.polys = shapely.polygons(self.uv[self.faces])
+        self.tree = shapely.STRtree(self.polys)
+        self.area = np.abs(signed_chart_areas(self.uv, self.faces))
+        # slivers (none on the bundled chart): a triangle of (almost) no area may not be
+        # "within" what holds it, so these always take the general predicates
+        self.thin = self.area <= 1e-9 * float(np.median(self.area))
+        self.cuts = Memo(CUTS_PER_RESOLUTION)
+        self.unions = Memo(UNIONS_PER_RESOLUTION)
+
 
 @functools.lru_cache(maxsize=4)
+def _resolution(subdivisions: int) -> _Resolution:
+    return _Resolution(subdivisions)
+
+
 def _chart_triangles(subdivisions: int):
     """Chart triangles as shapely polygons, their STRtree and chart areas (per resolution)."""
-    uv = canonical_chart(subdivisions)
-    faces = _template.template(subdivisions).faces
-    polys = shapely.polygons(uv[faces])
-    return polys, shapely.STRtree(polys), np.abs(signed_chart_areas(uv, faces))
+    res = _resolution(subdivisions)
+    return res.polys, res.tree, res.area
 
 
 def empty() -> BaseGeometry:
     return shapely.Polygon()
 
 
+_NO_CUT = _Cut(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, object), np.empty(0))
+
+
+def _cut(subdivisions: int, region: BaseGeometry) -> _Cut:
+    """The region's cut of the chart triangles (kept per resolution and region)."""
+    if region.is_empty:
+        return _NO_CUT
+    res = _resolution(subdivisions)
+    return res.cuts.get(region_key(region), lambda: _make_cut(res, region))
+
+
+def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
+    """Cut a region: the triangles within it, and the others' pieces of positive area."""
+    shapely.prepare(region)
+    intersecting, within = _classify(res, region)
+    inside = intersecting[within]
+    partial = intersecting[~within]
+    pieces = shapely.intersection(res.polys[partial], region)
+    area = shapely.area(pieces)
+    keep = area > 0
+    return _Cut(inside, partial[keep], pieces[keep], area[keep])
+
+
+def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The chart triangles that intersect a (prepared) region, in the order of
+    ``tree.query(region, predicate="intersects")``, and whether each lies within it.
+
+    The general path asks both predicates of every triangle near the region. For a
+    polygonal region most triangles need neither: a triangle that meets no segment or
+    vertex of the region's boundary (each tested exactly against the few triangles in its
+    own bounding box) lies wholly in the region's interior or wholly outside it (a
+    triangle is connected), and one corner tells which (``contains_xy``). The triangles on
+    the boundary, and any sliver of a chart triangle, are asked the general predicates.
+    """
+    if shapely.get_type_id(region) not in (3, 6):
+        candidates = res.tree.query(region, predicate="intersects")
+        return candidates, shapely.within(res.polys[candidates], region)
+    candidates = res.tree.query(region)          # bounding boxes meet; the tree's order
+    coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
+    edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
+    segments = shapely.linestrings(np.stack([coords[:-1][edge], coords[1:][edge]], axis=1))
+    general = res.thin.copy()
+    general[res.tree.query(segments, predicate="intersects")[1]] = True
+    general[res.tree.query(shapely.points(coords), predicate="intersects")[1]] = True
+    ask = general[candidates]
+    free = candidates[~ask]
+    corner = res.uv[res.faces[free, 0]]
+    meets = np.empty(len(candidates), dtype=bool)
+    within = np.empty(len(candidates), dtype=bool)
+    within[~ask] = meets[~ask] = shapely.contains_xy(region, corner[:, 0], corner[:, 1])
+    near = res.polys[candidates[ask]]
+    meets[ask] = shapely.intersects(region, near)
+    within[ask] = shapely.within(near, region)
+    return candidates[meets], within[meets]
+
+
 def _split_triangles(face, region: BaseGeometry):
     """Triangles inside the region, and the chart pieces of those on its boundary.
 
-    Returns ``(inside (k,) int, partial (j,) int, pieces (j,) geometries)``.
+    Returns ``(inside (k,) int, partial (j,) int, pieces (j,) geometries)``, read-only
+    (shared by every face of the resolution).
     """
-    polys, tree, _ = _chart_triangles(face.subdivisions)
-    if region.is_empty:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, object)
-    shapely.prepare(region)
-    candidates = tree.query(region, predicate="intersects")
-    within = shapely.within(polys[candidates], region)
-    inside = candidates[within]
-    partial = candidates[~within]
-    pieces = shapely.intersection(polys[partial], region)
-    keep = shapely.area(pieces) > 0
-    return inside, partial[keep], pieces[keep]
+    cut = _cut(face.subdivisions, region)
+    return cut.inside, cut.partial, cut.pieces
 
 
 def skin_area_mm2(face, region: BaseGeometry) -> float:
     """Skin area (mm^2) of a chart region on this face."""
-    inside, partial, pieces = _split_triangles(face, region)
-    _, _, chart_area = _chart_triangles(face.subdivisions)
+    cut = _cut(face.subdivisions, region)
+    chart_area = _resolution(face.subdivisions).area
     scale = face.area_scale
-    return float((chart_area[inside] * scale[inside]).sum() + (shapely.area(pieces) * scale[partial]).sum())
+    inside, partial = cut.inside, cut.partial
+    return float((chart_area[inside] * scale[inside]).sum() + (cut.piece_area * scale[partial]).sum())
 
 
 def _polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,28 +231,31 @@ def _polygon_parts(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return parts[keep], index[keep]
 
 
+def skin_pieces(face, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The region's own surface as face-relative triangles, the same on every face of the
+    resolution: ``parent (k,) int`` and the barycentrics ``(k, 3, 3) float`` of each
+    triangle's corners in its parent (whole mesh triangles first, identity barycentrics,
+    then the boundary pieces). Read-only arrays, kept per resolution and region."""
+    if region.is_empty:
+        return np.empty(0, np.int64), np.empty((0, 3, 3))
+    return _cut(face.subdivisions, region).skin_pieces(face.uv, face.faces)
+
+
 def region_triangles_3d(face, region: BaseGeometry) -> np.ndarray:
     """The region's own surface as 3D triangles ``(k, 3, 3) float`` (mm).
 
     Whole mesh triangles inside the region, plus the boundary triangles' pieces
     (constrained Delaunay in the chart) mapped to 3D by their triangle's affine map.
+    The cut and its triangulation depend on the chart only, so they are kept per
+    resolution and region; only the last step, to this face's 3D, is done per call.
     """
-    inside, partial, pieces = _split_triangles(face, region)
-    whole = face.vertices[face.faces[inside]]
-    polys, source = _polygon_parts(pieces)
-    tris, piece = _polygon_parts(shapely.constrained_delaunay_triangles(polys))
-    if len(tris) == 0:
+    cut = _cut(face.subdivisions, region)
+    whole = face.vertices[face.faces[cut.inside]]
+    parent, bary = cut.triangulated(face.uv, face.faces)
+    if len(parent) == 0:
         return whole
-    coords = shapely.get_coordinates(shapely.get_exterior_ring(tris)).reshape(len(tris), 4, 2)[:, :3]
-    parent = partial[source[piece]]
-    corners_uv = face.uv[face.faces[parent]]            # (k, 3, 2)
     corners_3d = face.vertices[face.faces[parent]]      # (k, 3, 3)
-    # barycentrics of each piece corner in its parent triangle, then the same weights in 3D
-    edges = np.stack([corners_uv[:, 1] - corners_uv[:, 0], corners_uv[:, 2] - corners_uv[:, 0]], axis=2)
-    local = np.einsum("kij,kpj->kpi", np.linalg.inv(edges), coords - corners_uv[:, None, 0])
-    bary = np.concatenate([1.0 - local.sum(axis=2, keepdims=True), local], axis=2)
-    cut = np.einsum("kpj,kjd->kpd", bary, corners_3d)
-    return np.concatenate([whole, cut])
+    return np.concatenate([whole, np.einsum("kpj,kjd->kpd", bary, corners_3d)])
 
 
 def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.ndarray:
@@ -122,7 +285,7 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
     uv = face.uv
     below = field[faces] < level
     count = below.sum(axis=1)
-    polys = [shapely.polygons(uv[faces[count == 3]])]
+    polys = [_resolution(face.subdivisions).polys[count == 3]]   # whole triangles: the chart's own
 
     def crossing(a, b):
         lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -162,12 +325,14 @@ def _union_of_pieces(pieces) -> BaseGeometry:
 
 
 def triangles_region(face, mask: np.ndarray) -> BaseGeometry:
-    """Union of the chart triangles selected by ``mask (m,) bool``."""
-    polys, _, _ = _chart_triangles(face.subdivisions)
-    chosen = polys[np.asarray(mask, dtype=bool)]
-    if len(chosen) == 0:
+    """Union of the chart triangles selected by ``mask (m,) bool`` (kept per resolution and
+    mask: a scan's unobserved skin is merged again by the verifier and re-lifting)."""
+    res = _resolution(face.subdivisions)
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
         return empty()
-    return _union_of_pieces(chosen)
+    key = (mask.shape, np.packbits(mask).tobytes())
+    return res.unions.get(key, lambda: _union_of_pieces(res.polys[mask]))
 
 
 def interpolation_slack_mm(longest_edge_mm: float, margin_mm: float) -> float:
@@ -181,12 +346,41 @@ def interpolation_slack_mm(longest_edge_mm: float, margin_mm: float) -> float:
     return h * h / (8.0 * max(margin_mm, h)) + 0.01
 
 
+_KEEPOUTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_KEEPOUTS_LOCK = threading.Lock()
+
+
+def _keepouts_of(face) -> Memo | None:
+    """The keep-outs already made on this face (kept as long as the face lives, as its own
+    cached properties are); None for a face that cannot carry them."""
+    with _KEEPOUTS_LOCK:
+        try:
+            memo = _KEEPOUTS.get(face)
+            if memo is None:
+                memo = _KEEPOUTS[face] = Memo(KEEPOUTS_PER_FACE)
+        except TypeError:   # not hashable or not weakly referenceable
+            return None
+    return memo
+
+
 def keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
-    """The region plus every point of the face within ``margin_mm`` of it (3D distance)."""
+    """The region plus every point of the face within ``margin_mm`` of it (3D distance).
+
+    A pure function of the face (read-only), the region and the margin, so each result is
+    kept with the face, keyed by the region's WKB and the margin: the planner, the
+    verifier's own zone map and re-lifting all widen the same exclusion parts.
+    """
     if region.is_empty:
         return empty()
     if margin_mm <= 0:
         return region
+    memo = _keepouts_of(face)
+    if memo is None:
+        return _keepout(face, region, margin_mm)
+    return memo.get((region_key(region), float(margin_mm)), lambda: _keepout(face, region, margin_mm))
+
+
+def _keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
     reach = margin_mm + interpolation_slack_mm(face.longest_edge_mm, margin_mm) + 1.0
     dist = distance_to_region(face, region, max_dist_mm=reach)
     # the slack needs the longest edge where the contour can run, not the face's longest

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
+from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
 from . import regions
@@ -50,6 +51,8 @@ SEEDS = {
 UPPER_LID_RIGHT = (33, 246, 161, 160, 159, 158, 157, 173, 133, 243, 189, 221, 55, 65, 52, 53, 46, 113, 130)
 EXCLUSION_NAMES = ("eye_left", "eye_right", "lips", "nostril_left", "nostril_right",
                    "eyebrow_left", "eyebrow_right")
+LABEL_CELL_MM = 0.5   # side of the chart cells that answer most zone look-ups at once
+MAX_LABEL_CELLS = 2048
 
 
 def _mirror(ids) -> tuple:
@@ -259,6 +262,12 @@ class ZoneMap:
 
         points : (k, 2) chart points (mm), or (k, 3) points on the face (mm, the face's
             frame; a point more than 0.5 mm off the surface is in no zone).
+
+        A point's zone is the first (in :attr:`names` order) whose interior holds it
+        (``shapely.contains_xy``). Most points are answered by the chart cell they lie in
+        (:class:`LabelCells`), the rest polygon by polygon, each polygon asked only about the
+        points inside its bounding box: the same answer, without asking every polygon about
+        every point.
         """
         points = np.asarray(points, dtype=np.float64)
         if points.ndim == 2 and points.shape[1] == 3:
@@ -266,17 +275,157 @@ class ZoneMap:
             uv = np.where((flat.tri >= 0)[:, None], flat.uv, np.nan)
         else:
             uv = points.reshape(-1, 2)
-        out = np.full(len(uv), -1, dtype=np.int64)
-        for index, poly in enumerate(self.polygons.values()):
-            todo = out < 0
-            if not todo.any():
-                break
-            hit = shapely.contains_xy(poly, uv[todo, 0], uv[todo, 1])
-            out[np.nonzero(todo)[0][hit]] = index
-        return out
+        polygons = tuple(self.polygons.values())
+        made = self.__dict__.get("_label_cells")   # (the polygons it was made for, the cells)
+        if made is None or len(made[0]) != len(polygons) or any(a is not b for a, b in zip(made[0], polygons)):
+            made = self.__dict__["_label_cells"] = (polygons, label_cells(polygons))
+        out, rest = made[1].lookup(uv)
+        return _label_by_polygon(polygons, uv, out, rest)
 
     def __repr__(self) -> str:
         return f"ZoneMap({len(self.polygons)} zones, {len(self.exclusions)} exclusions)"
+
+
+def _label_by_polygon(polygons, uv: np.ndarray, out: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Fill ``out`` at the indices ``rest`` with the first polygon whose interior holds the
+    point (-1 if none): each polygon in turn, asked only about the points still unlabelled
+    inside its bounding box (a point outside it is not in its interior)."""
+    todo = np.asarray(rest, dtype=np.int64)
+    for index, poly in enumerate(polygons):
+        if not len(todo):
+            break
+        if poly.is_empty:
+            continue
+        x0, y0, x1, y1 = poly.bounds
+        u, v = uv[todo, 0], uv[todo, 1]
+        near = (u >= x0) & (u <= x1) & (v >= y0) & (v <= y1)
+        ask = todo[near]
+        if not len(ask):
+            continue
+        hit = shapely.contains_xy(poly, uv[ask, 0], uv[ask, 1])
+        out[ask[hit]] = index
+        todo = np.concatenate([todo[~near], ask[~hit]])
+    return out
+
+
+class LabelCells:
+    """Square chart cells (side ``cell_mm``) over zone polygons, each marked with what every
+    point of the closed cell gets from the first-polygon-holding-it rule, where that is
+    the same for all its points:
+
+    * a cell that no polygon's boundary (nor any line or point of a polygon's geometry)
+      can touch lies wholly inside or wholly outside each polygon, and so does each
+      edge-connected set of such cells: it is marked with the zone of one of its cells'
+      centres (``-1``: none);
+    * ``-2``: a boundary may touch it: its points are asked one by one.
+
+    A cell counts as touched when it meets the bounding box of a boundary segment, tested
+    with exact comparisons against the cells' exact double edges, and the centre's zone
+    comes from ``shapely.contains_xy`` itself, so a point inside a marked cell (also tested
+    exactly) gets the answer ``contains_xy`` would give it.
+    """
+
+    def __init__(self, polygons: tuple, cell_mm: float):
+        self.cell_mm = float(cell_mm)
+        live = [p for p in polygons if not p.is_empty]
+        if not live:
+            self.u = self.v = None
+            return
+        lo = shapely.bounds(live)
+        x0, y0, x1, y1 = lo[:, 0].min(), lo[:, 1].min(), lo[:, 2].max(), lo[:, 3].max()
+        # at most MAX_LABEL_CELLS a side, whatever the polygons' extent
+        self.cell_mm = max(self.cell_mm, max(x1 - x0, y1 - y0) / MAX_LABEL_CELLS)
+        self.u = _cell_edges(x0, x1, self.cell_mm)
+        self.v = _cell_edges(y0, y1, self.cell_mm)
+        nu, nv = len(self.u) - 1, len(self.v) - 1
+        touched = np.zeros((nv, nu), dtype=bool)
+        a, b = _segments(live)
+        _mark_boxes(touched, self.u, self.v, np.minimum(a, b), np.maximum(a, b))
+        # untouched cells sharing an edge form a connected set that meets no linework
+        # either, so one centre answers for each such component
+        component, n = ndimage.label(~touched)
+        first = np.unique(component.ravel(), return_index=True)[1][1:]   # a cell of each, skipping 0
+        iv, iu = np.divmod(first, nu)
+        centres = np.stack([0.5 * (self.u[iu] + self.u[iu + 1]), 0.5 * (self.v[iv] + self.v[iv + 1])], axis=1)
+        marks = _label_by_polygon(polygons, centres, np.full(n, -1, dtype=np.int64), np.arange(n))
+        self.state = np.concatenate([[-2], marks]).astype(np.int32)[component]
+
+    def lookup(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels ``(k,) int`` of the points a cell answers (-1 elsewhere too) and the indices
+        ``(j,) int`` of the points left to ask polygon by polygon."""
+        out = np.full(len(uv), -1, dtype=np.int64)
+        if self.u is None:   # no polygon holds anything
+            return out, np.empty(0, dtype=np.int64)
+        u, v = uv[:, 0], uv[:, 1]
+        iu, iv = _cell_index(self.u, u), _cell_index(self.v, v)
+        # outside the grid (which covers every polygon's bounds) a point is in no zone;
+        # a point that is not finite, or that rounding put in the wrong cell, is asked
+        outside = (u < self.u[0]) | (u > self.u[-1]) | (v < self.v[0]) | (v > self.v[-1])
+        inside = ((self.u[iu] <= u) & (u <= self.u[iu + 1]) & (self.v[iv] <= v) & (v <= self.v[iv + 1]))
+        mark = np.where(inside, self.state[iv, iu], -2)
+        known = outside | (mark != -2)
+        out[known & ~outside] = mark[known & ~outside]
+        return out, np.nonzero(~known)[0]
+
+
+_LABEL_CELLS = regions.Memo(8)
+
+
+def label_cells(polygons: tuple, cell_mm: float = LABEL_CELL_MM) -> LabelCells:
+    """The :class:`LabelCells` of zone polygons, kept by the polygons' WKB: the verifier's
+    own zone map and a re-lifted plan's have the same polygons as the planner's."""
+    key = (tuple(regions.region_key(p) for p in polygons), float(cell_mm))
+    return _LABEL_CELLS.get(key, lambda: LabelCells(polygons, cell_mm))
+
+
+def _segments(geoms) -> tuple[np.ndarray, np.ndarray]:
+    """Every segment of the geometries' linework (polygon rings, lines; a point is a segment
+    of length 0): start and end points ``(s, 2) float``, twice."""
+    parts = np.asarray(geoms, dtype=object)
+    while True:   # down to single polygons, lines and points
+        multi = np.isin(shapely.get_type_id(parts), (4, 5, 6, 7))
+        if not multi.any():
+            break
+        parts = np.concatenate([parts[~multi], shapely.get_parts(parts[multi])])
+    polygon = shapely.get_type_id(parts) == 3
+    lines = np.concatenate([shapely.get_rings(parts[polygon]), parts[~polygon]])
+    coords, index = shapely.get_coordinates(lines, return_index=True)
+    same = index[1:] == index[:-1]
+    return np.concatenate([coords[:-1][same], coords]), np.concatenate([coords[1:][same], coords])
+
+
+def _mark_boxes(touched: np.ndarray, u: np.ndarray, v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Set ``touched`` on every cell (edges ``u``, ``v``) that meets a box ``[lo, hi]``
+    (``(s, 2) float`` each): cell i meets [a, b] along an axis iff u[i] <= b and u[i+1] >= a."""
+    i0 = np.searchsorted(u[1:], lo[:, 0], side="left")
+    i1 = np.searchsorted(u[:-1], hi[:, 0], side="right") - 1
+    j0 = np.searchsorted(v[1:], lo[:, 1], side="left")
+    j1 = np.searchsorted(v[:-1], hi[:, 1], side="right") - 1
+    ok = (i0 <= i1) & (j0 <= j1)
+    i0, i1, j0, j1 = i0[ok], i1[ok], j0[ok], j1[ok]
+    ni, nj = i1 - i0 + 1, j1 - j0 + 1
+    count = ni * nj
+    box = np.repeat(np.arange(len(count)), count)
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    dj, di = np.divmod(k, ni[box])
+    touched[j0[box] + dj, i0[box] + di] = True
+
+
+def _cell_edges(lo: float, hi: float, cell_mm: float) -> np.ndarray:
+    """Cell edges ``(n + 1,) float`` from ``lo`` in steps of ``cell_mm``, the last one >= ``hi``."""
+    n = max(int(np.ceil((hi - lo) / cell_mm)), 1)
+    edges = lo + cell_mm * np.arange(n + 1, dtype=np.float64)
+    while edges[-1] < hi:
+        edges = np.append(edges, lo + cell_mm * len(edges))
+    return edges
+
+
+def _cell_index(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The cell ``(k,) int`` whose edges should bracket each coordinate (clipped to the grid;
+    the caller checks the bracket exactly)."""
+    with np.errstate(invalid="ignore"):
+        index = np.floor((x - edges[0]) / (edges[1] - edges[0]))
+    return np.clip(np.nan_to_num(index, nan=0.0), 0, len(edges) - 2).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4)
