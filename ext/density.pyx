@@ -6,30 +6,55 @@ from libc.stdlib cimport malloc, free, realloc
 
 
 cdef void _splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v0,
-                 double cell, double[:, ::1] grid, int64_t* dropped) noexcept nogil:
-    cdef Py_ssize_t i, h = grid.shape[0], w = grid.shape[1]
-    cdef double fx, fy
-    cdef int64_t ix, iy
-    dropped[0] = 0
-    for i in range(uv.shape[0]):
-        # divided, not multiplied by 1 / cell: a point on a texel line goes where the
-        # correctly rounded quotient (and the NumPy reference) puts it
-        fx = (uv[i, 0] - u0) / cell
-        fy = (uv[i, 1] - v0) / cell
-        if not (fx >= 0.0 and fy >= 0.0 and fx < w and fy < h):
-            dropped[0] += 1
-            continue
-        ix = <int64_t>fx
-        iy = <int64_t>fy
-        grid[iy, ix] += weight[i]
+                 double cell, double inv_cell, double[:, ::1] grid, int64_t* dropped) noexcept nogil:
+    cdef Py_ssize_t i0, j, m, n = uv.shape[0], h = grid.shape[0], w = grid.shape[1]
+    cdef double fx, fy, fw = <double>w, fh = <double>h
+    cdef int64_t texel[256]
+    cdef int64_t kept = 0
+    dropped[0] = n
+    if n == 0 or h == 0 or w == 0:
+        return
+    cdef const double* p = &uv[0, 0]
+    cdef const double* wt = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef double* g = &grid[0, 0]
+    for i0 in range(0, n, 256):
+        m = n - i0 if n - i0 < 256 else 256
+        # 1. the texel of each point of a block (-1 off the grid). Divided by cell, or
+        # multiplied by inv_cell only where that is exact (cell a power of two): a point
+        # on a texel line goes where the correctly rounded quotient (and the NumPy
+        # reference) puts it
+        if inv_cell > 0.0:
+            for j in range(m):
+                fx = (p[2 * (i0 + j)] - u0) * inv_cell
+                fy = (p[2 * (i0 + j) + 1] - v0) * inv_cell
+                texel[j] = <int64_t>fy * w + <int64_t>fx if fx >= 0.0 and fy >= 0.0 and fx < fw and fy < fh else -1
+        else:
+            for j in range(m):
+                fx = (p[2 * (i0 + j)] - u0) / cell
+                fy = (p[2 * (i0 + j) + 1] - v0) / cell
+                texel[j] = <int64_t>fy * w + <int64_t>fx if fx >= 0.0 and fy >= 0.0 and fx < fw and fy < fh else -1
+        # 2. the sums, in input order (the reference's order of additions): a tight loop of
+        # independent read-modify-writes whose cache misses overlap
+        if wt == NULL:
+            for j in range(m):
+                if texel[j] >= 0:
+                    g[texel[j]] += 1.0
+                    kept += 1
+        else:
+            for j in range(m):
+                if texel[j] >= 0:
+                    g[texel[j]] += wt[i0 + j]
+                    kept += 1
+    dropped[0] = n - kept
 
 
 def splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v0, double cell,
-          double[:, ::1] grid):
-    """Add weight[i] to the texel holding uv[i]; returns how many points fell outside."""
+          double inv_cell, double[:, ::1] grid):
+    """Add weight[i] (1 if weight is empty) to the texel holding uv[i]; returns how many points
+    fell outside. inv_cell is 1 / cell where multiplying by it equals dividing by cell, else 0."""
     cdef int64_t dropped = 0
     with nogil:
-        _splat(uv, weight, u0, v0, cell, grid, &dropped)
+        _splat(uv, weight, u0, v0, cell, inv_cell, grid, &dropped)
     return dropped
 
 

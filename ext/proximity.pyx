@@ -1,6 +1,6 @@
 # Closest point on a triangle mesh (3D), accelerated by a uniform grid of triangle boxes.
 # Inputs are C-contiguous and already validated by coverage.proximity.
-from libc.math cimport floor, sqrt
+from libc.math cimport fabs, floor, sqrt
 from libc.stdint cimport int64_t
 from _geom cimport closest_on_triangle
 
@@ -13,40 +13,134 @@ cdef inline int64_t _clamp(int64_t x, int64_t lo, int64_t hi) noexcept nogil:
     return x
 
 
-cdef inline double _box_d2(const double* p, double lx, double ly, double lz,
-                          double hx, double hy, double hz) noexcept nogil:
-    """Squared distance from p to the box [l, h]."""
+cdef inline int64_t _cell_of(double x, double origin, double cell, int64_t n) noexcept nogil:
+    """Index of the grid slab holding coordinate x, clamped to [0, n - 1] (NaN-free x)."""
+    cdef double q = floor((x - origin) / cell)
+    if q < 0.0:
+        return 0
+    if q > <double>(n - 1):
+        return n - 1
+    return <int64_t>q
+
+
+cdef inline double _gap(double below, double above) noexcept nogil:
+    """Distance to an interval from (lo - x, x - hi): at most one is positive.
+
+    Branch-free (max, then e + |e| = 2 max(e, 0) exactly): which side of a box a query lies
+    on is a coin toss for the branch predictor, and these tests are most of the search.
+    """
+    cdef double e = below if below > above else above
+    return (e + fabs(e)) * 0.5
+
+
+cdef inline double _box_d2(const double* p, const double* lo, const double* hi) noexcept nogil:
+    """Squared distance from p to the box [lo, hi]."""
     cdef double d = 0.0, e
-    e = lx - p[0] if p[0] < lx else (p[0] - hx if p[0] > hx else 0.0)
-    d += e * e
-    e = ly - p[1] if p[1] < ly else (p[1] - hy if p[1] > hy else 0.0)
-    d += e * e
-    e = lz - p[2] if p[2] < lz else (p[2] - hz if p[2] > hz else 0.0)
-    d += e * e
+    cdef int j
+    for j in range(3):
+        e = _gap(lo[j] - p[j], p[j] - hi[j])
+        d += e * e
     return d
 
 
-cdef void _closest(const double[:, ::1] corners,
-                   const double[:, ::1] tri_lo, const double[:, ::1] tri_hi,
-                   const double[:, ::1] query,
+cdef enum:
+    TESTED = 32  # exact tests remembered per query (see Best.tested)
+
+
+cdef struct Best:
+    int64_t tri
+    double d2
+    double bary[3]
+    # triangles already tested exactly for this query: a triangle is binned into every
+    # cell its box overlaps, and half of the exact tests would repeat one otherwise
+    int64_t tested[TESTED]
+    int ntested
+
+
+cdef inline bint _tested(Best* best, int64_t t) noexcept nogil:
+    """Whether t was tested already; records it if not (when the list is full, it stops
+    recording: a repeated test costs time, not correctness)."""
+    cdef int j
+    for j in range(best.ntested):
+        if best.tested[j] == t:
+            return True
+    if best.ntested < TESTED:
+        best.tested[best.ntested] = t
+        best.ntested += 1
+    return False
+
+
+cdef inline void _scan_cell(const double* p, int64_t c, const int64_t[::1] cell_start,
+                            const int64_t[::1] cell_items, const double[:, ::1] triangles,
+                            double cell, const double* origin,
+                            int64_t x, int64_t y, int64_t z, Best* best) noexcept nogil:
+    """Offer every triangle of cell (x, y, z) (flat id c) that could beat the best so far."""
+    cdef Py_ssize_t k, k0, k1 = cell_start[c + 1]
+    cdef int64_t t
+    cdef double d2
+    cdef double bary[3]
+    cdef double lo[3]
+    cdef double hi[3]
+    cdef const double* abc
+    cdef const double* rec
+    # most cells near a face are empty: skip them before anything else; a cell (or a
+    # triangle) whose box is farther than the best so far cannot hold a nearer point;
+    # equal distances still count for ties
+    k0 = cell_start[c]
+    if k0 == k1:
+        return
+    lo[0] = origin[0] + x * cell
+    lo[1] = origin[1] + y * cell
+    lo[2] = origin[2] + z * cell
+    hi[0] = origin[0] + (x + 1) * cell
+    hi[1] = origin[1] + (y + 1) * cell
+    hi[2] = origin[2] + (z + 1) * cell
+    if _box_d2(p, lo, hi) > best.d2:
+        return
+    for k in range(k0, k1):
+        t = cell_items[k]
+        rec = &triangles[t, 0]
+        if _box_d2(p, rec, rec + 3) > best.d2:
+            continue
+        if _tested(best, t):
+            continue
+        abc = rec + 6
+        d2 = closest_on_triangle(p, abc, abc + 3, abc + 6, bary)
+        if d2 < best.d2 or (d2 == best.d2 and best.tri >= 0 and t < best.tri):
+            best.d2 = d2
+            best.tri = t
+            best.bary[0] = bary[0]
+            best.bary[1] = bary[1]
+            best.bary[2] = bary[2]
+
+
+cdef void _closest(const double[:, ::1] triangles,
+                   const double[:, ::1] query, const int64_t[::1] order,
                    const int64_t[::1] cell_start, const int64_t[::1] cell_items,
-                   const double[::1] origin, double cell, const int64_t[::1] dims,
+                   const double[::1] origin_, double cell, const int64_t[::1] dims,
                    double max_dist,
                    int64_t[::1] out_tri, double[:, ::1] out_bary, double[::1] out_dist) noexcept nogil:
-    cdef Py_ssize_t i, k
-    cdef int64_t t, r, rmax, cx, cy, cz, x, y, z, c, best
+    cdef Py_ssize_t i, ii
+    cdef bint ordered = order.shape[0] == query.shape[0]
+    cdef int64_t r, rmax, cx, cy, cz, x, y, z
     cdef int64_t x0, x1, y0, y1, z0, z1, nx = dims[0], ny = dims[1], nz = dims[2]
-    cdef double p[3]
-    cdef double bary[3]
-    cdef double bb[3]
+    cdef int64_t lo[3]
+    cdef int64_t hi[3]
     cdef int64_t home[3]
-    cdef double d2, best_d2, q, wall, lim2 = max_dist * max_dist
+    cdef double p[3]
+    cdef double origin[3]
+    cdef double q, wall, reach, lim2 = max_dist * max_dist
+    cdef Best best
     cdef int j
+    for j in range(3):
+        origin[j] = origin_[j]
     # a search radius of rmax cells covers max_dist; beyond it nothing can qualify
     rmax = <int64_t>(max_dist / cell) + 2
     if rmax > nx + ny + nz:
         rmax = nx + ny + nz
-    for i in range(query.shape[0]):
+    for ii in range(query.shape[0]):
+        # queries in the given order (neighbours one after another reuse the cache)
+        i = order[ii] if ordered else ii
         out_tri[i] = -1
         out_bary[i, 0] = 0.0
         out_bary[i, 1] = 0.0
@@ -66,19 +160,17 @@ cdef void _closest(const double[:, ::1] corners,
                 q += wall * wall
         if q >= lim2:
             continue
-        # the cell of p's projection onto the grid box: every point of a cell at Chebyshev
-        # distance > r from it is farther than r * cell from p (projection onto a convex box)
-        q = floor((p[0] - origin[0]) / cell)
-        cx = _clamp(<int64_t>q if q > -1e18 and q < 1e18 else 0, 0, nx - 1)
-        q = floor((p[1] - origin[1]) / cell)
-        cy = _clamp(<int64_t>q if q > -1e18 and q < 1e18 else 0, 0, ny - 1)
-        q = floor((p[2] - origin[2]) / cell)
-        cz = _clamp(<int64_t>q if q > -1e18 and q < 1e18 else 0, 0, nz - 1)
-        home[0] = cx
-        home[1] = cy
-        home[2] = cz
-        best = -1
-        best_d2 = lim2
+        # 1. shells of cells around the cell of p's projection onto the grid box, until one
+        # holds a candidate: every point of a cell at Chebyshev distance > r from it is
+        # farther than r * cell from p (projection onto a convex box)
+        for j in range(3):
+            home[j] = _cell_of(p[j], origin[j], cell, dims[j])
+        cx = home[0]
+        cy = home[1]
+        cz = home[2]
+        best.tri = -1
+        best.ntested = 0
+        best.d2 = lim2
         r = 0
         while r <= rmax:
             x0 = cx - r; x1 = cx + r
@@ -92,31 +184,13 @@ cdef void _closest(const double[:, ::1] corners,
                         if r > 0 and z != z0 and z != z1 and y != y0 and y != y1 and x != x0 and x != x1:
                             x = x1
                             continue
-                        c = (z * ny + y) * nx + x
-                        # most cells near a face are empty: skip them before anything else;
-                        # a cell (or a triangle) whose box is farther than the best so far
-                        # cannot hold a nearer point; equal distances still count for ties
-                        if cell_start[c] == cell_start[c + 1] or _box_d2(p, origin[0] + x * cell, origin[1] + y * cell, origin[2] + z * cell,
-                                   origin[0] + (x + 1) * cell, origin[1] + (y + 1) * cell,
-                                   origin[2] + (z + 1) * cell) > best_d2:
-                            x += 1
-                            continue
-                        for k in range(cell_start[c], cell_start[c + 1]):
-                            t = cell_items[k]
-                            if _box_d2(p, tri_lo[t, 0], tri_lo[t, 1], tri_lo[t, 2],
-                                       tri_hi[t, 0], tri_hi[t, 1], tri_hi[t, 2]) > best_d2:
-                                continue
-                            # corners packed per triangle (corners[t] = a, b, c) for locality
-                            d2 = closest_on_triangle(p, &corners[t, 0], &corners[t, 3], &corners[t, 6], bary)
-                            if d2 < best_d2 or (d2 == best_d2 and best >= 0 and t < best):
-                                best_d2 = d2
-                                best = t
-                                bb[0] = bary[0]
-                                bb[1] = bary[1]
-                                bb[2] = bary[2]
+                        _scan_cell(p, (z * ny + y) * nx + x, cell_start, cell_items, triangles,
+                                   cell, origin, x, y, z, &best)
                         x += 1
+            if best.tri >= 0:
+                break
             # everything unsearched lies beyond the walls of the searched box (walls on the
-            # grid's edge have nothing beyond them); stop once the best is nearer than all
+            # grid's edge have nothing beyond them): stop when they are all beyond max_dist
             wall = 1e300
             for j in range(3):
                 if home[j] - r > 0:
@@ -127,25 +201,39 @@ cdef void _closest(const double[:, ::1] corners,
                     q = origin[j] + (home[j] + r + 1) * cell - p[j]
                     if q < wall:
                         wall = q
-            # best_d2 starts at max_dist^2, so this also ends a search that found nothing
-            if wall >= 1e300 or (wall >= 0.0 and best_d2 <= wall * wall):
+            if wall >= 1e300 or (wall >= 0.0 and lim2 <= wall * wall):
                 break
             r += 1
-        if best >= 0:
-            out_tri[i] = best
-            out_bary[i, 0] = bb[0]
-            out_bary[i, 1] = bb[1]
-            out_bary[i, 2] = bb[2]
-            out_dist[i] = sqrt(best_d2)
+        if best.tri < 0:
+            continue
+        # 2. a nearer (or equally near) point lies in the ball of radius sqrt(best.d2) about p:
+        # search the unsearched cells its box overlaps (widened against round-off); the
+        # cell test in _scan_cell prunes the ball's corners and tightens as the best improves
+        reach = sqrt(best.d2)
+        reach += 1e-9 * (reach + cell)
+        for j in range(3):
+            lo[j] = _cell_of(p[j] - reach, origin[j], cell, dims[j])
+            hi[j] = _cell_of(p[j] + reach, origin[j], cell, dims[j])
+        for z in range(lo[2], hi[2] + 1):
+            for y in range(lo[1], hi[1] + 1):
+                for x in range(lo[0], hi[0] + 1):
+                    if cx - r <= x <= cx + r and cy - r <= y <= cy + r and cz - r <= z <= cz + r:
+                        continue
+                    _scan_cell(p, (z * ny + y) * nx + x, cell_start, cell_items, triangles,
+                               cell, origin, x, y, z, &best)
+        out_tri[i] = best.tri
+        out_bary[i, 0] = best.bary[0]
+        out_bary[i, 1] = best.bary[1]
+        out_bary[i, 2] = best.bary[2]
+        out_dist[i] = sqrt(best.d2)
 
 
-def closest_points(const double[:, ::1] corners,
-                   const double[:, ::1] tri_lo, const double[:, ::1] tri_hi,
-                   const double[:, ::1] query,
+def closest_points(const double[:, ::1] triangles,
+                   const double[:, ::1] query, const int64_t[::1] order,
                    const int64_t[::1] cell_start, const int64_t[::1] cell_items,
                    const double[::1] origin, double cell, const int64_t[::1] dims,
                    double max_dist,
                    int64_t[::1] out_tri, double[:, ::1] out_bary, double[::1] out_dist):
     with nogil:
-        _closest(corners, tri_lo, tri_hi, query, cell_start, cell_items, origin, cell, dims, max_dist,
+        _closest(triangles, query, order, cell_start, cell_items, origin, cell, dims, max_dist,
                  out_tri, out_bary, out_dist)

@@ -29,6 +29,31 @@ def test_splat_matches_reference(seed):
     assert dropped == dropped_ref > 10
 
 
+@pytest.mark.parametrize("cell", [0.5, 0.25, 2.0, 0.3, 0.7])
+def test_splat_on_texel_lines_matches_reference_exactly(cell):
+    """Power-of-two cells multiply by 1 / cell (the same number as dividing), others divide:
+    points on texel lines land where the reference puts them, over several blocks of points."""
+    rng = np.random.default_rng(int(cell * 10))
+    origin = np.array([-3.7, 12.1])
+    shape = (23, 31)
+    lines = origin + cell * rng.integers(-1, 33, (700, 2)).astype(float)
+    inside = origin + rng.uniform(-1, 33, (300, 2)) * cell
+    uv = np.concatenate([lines, inside, [[np.nan, 0.0], [np.inf, 1.0]]])
+    for weight in (None, rng.uniform(0, 2, len(uv))):
+        got, dropped = dens.splat(uv, origin, cell, shape, weight=weight)
+        ref, dropped_ref = dens.splat_reference(uv, origin, cell, shape, weight=weight)
+        np.testing.assert_array_equal(got, ref)
+        assert dropped == dropped_ref > 2
+
+
+def test_splat_default_weight_is_one_per_point():
+    uv = np.random.default_rng(3).uniform(0, 10, (1000, 2))
+    ones, dropped = dens.splat(uv, np.zeros(2), 0.5, (20, 20), weight=np.ones(len(uv)))
+    np.testing.assert_array_equal(dens.splat(uv, np.zeros(2), 0.5, (20, 20))[0], ones)
+    with pytest.raises(ValueError, match="weight has 3 values for 1000 points"):
+        dens.splat(uv, np.zeros(2), 0.5, (20, 20), weight=np.ones(3))
+
+
 def test_window_sums_by_hand():
     values = np.ones((4, 5))
     half = np.ones((4, 5), dtype=np.int64)

@@ -70,6 +70,55 @@ def test_interpolate_matches_reference(seed):
         assert (out[tri < 0] == 0).all()
 
 
+def _spelled_out_interpolation(values, faces, tri, bary, normalize):
+    """The kernel's arithmetic in NumPy, term for term: b0 a + b1 b + b2 c, then times
+    1 / sqrt(x^2 + y^2 + z^2) where that sum is positive; rows with tri < 0 are 0."""
+    corners = values[faces[np.maximum(tri, 0)]]
+    out = bary[:, 0:1] * corners[:, 0] + bary[:, 1:2] * corners[:, 1] + bary[:, 2:3] * corners[:, 2]
+    if normalize:
+        s = out[:, 0] * out[:, 0] + out[:, 1] * out[:, 1] + out[:, 2] * out[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(s > 0, 1.0 / np.sqrt(s), 1.0)
+        out = out * scale[:, None]
+    out[tri < 0] = 0.0
+    return out
+
+
+# sizes around the kernel's prefetch distances and its normalisation lag (32 points)
+@pytest.mark.parametrize("n", [0, 1, 8, 31, 32, 33, 64, 65, 2000])
+def test_interpolate_three_columns_is_exact(n):
+    """The 3-column kernel (positions, normals) gives the same bits as its arithmetic spelled out."""
+    rng = np.random.default_rng(n)
+    values = rng.normal(size=(60, 3)) * rng.choice([1e-3, 1.0, 1e3], size=(60, 1))
+    values[:5] = 0.0                      # zero-length normals stay zero
+    values[5] = np.nan
+    faces = rng.integers(0, len(values), (90, 3))
+    tri = rng.integers(-1, len(faces), n)
+    bary = rng.dirichlet([1, 1, 1], n)
+    for normalize in (False, True):
+        out = lifting.interpolate(values, faces, tri, bary, normalize)
+        np.testing.assert_array_equal(out, _spelled_out_interpolation(values, faces, tri, bary, normalize))
+
+
+def test_interpolate_without_triangles_gives_zeros():
+    out = lifting.interpolate(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), np.full(50, -1),
+                              np.zeros((50, 3)), normalize=True)
+    assert out.shape == (50, 3) and (out == 0).all()
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_interpolate_other_widths_match_reference(width):
+    rng = np.random.default_rng(width)
+    values = rng.normal(size=(50, width))
+    faces = rng.integers(0, len(values), (70, 3))
+    tri = rng.integers(-1, len(faces), 500)
+    bary = rng.dirichlet([1, 1, 1], 500)
+    for normalize in (False, True):
+        out = lifting.interpolate(values, faces, tri, bary, normalize)
+        np.testing.assert_allclose(out, lifting.interpolate_reference(values, faces, tri, bary, normalize),
+                                   atol=1e-12)
+
+
 def test_grid_cell_size_does_not_change_answers():
     rng = np.random.default_rng(5)
     uv, faces = _random_triangulation(rng, 300)

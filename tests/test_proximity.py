@@ -84,3 +84,34 @@ def test_query_far_outside_the_grid():
     tri, bary, dist = proximity.closest_points(grid, np.array([[1000.0, 0.0, 0.0], [0.0, 0.0, -500.0]]))
     assert tri.tolist() == [0, 0]
     np.testing.assert_allclose(dist, [999.0, 500.0])
+
+
+def test_search_order_does_not_change_answers():
+    """Large batches are searched in grid order, small ones as given: the answers are the same bits."""
+    rng, vertices, faces = _noisy_sphere(5)
+    query = np.concatenate([rng.normal(size=(3000, 3)) * 30.0,
+                            vertices[rng.integers(0, len(vertices), 500)],            # exact ties
+                            [[np.nan, 0.0, 0.0], [np.inf, 1.0, 2.0], [1e6, 0.0, 0.0]]])
+    assert len(query) >= proximity._SORT_MIN > 100
+    grid = proximity.build_grid(vertices, faces)
+    assert len(proximity.search_order(grid, query)) == len(query)
+    assert len(proximity.search_order(grid, query[:100])) == 0
+    # finite limits: the default one depends on the batch, and chunks must search alike
+    for max_dist in (1e4, 3.0):
+        whole = proximity.closest_points(grid, query, max_dist)
+        parts = [proximity.closest_points(grid, query[i:i + 100], max_dist) for i in range(0, len(query), 100)]
+        for got, expect in zip(whole, (np.concatenate(p) for p in zip(*parts))):
+            np.testing.assert_array_equal(got, expect)
+        shuffle = rng.permutation(len(query))
+        for got, expect in zip(proximity.closest_points(grid, query[shuffle], max_dist), whole):
+            np.testing.assert_array_equal(got, expect[shuffle])
+
+
+def test_grid_keeps_each_triangle_as_one_record():
+    _, vertices, faces = _noisy_sphere(6)
+    grid = proximity.build_grid(vertices, faces)
+    corners = vertices[faces]
+    np.testing.assert_array_equal(grid.corners, corners.reshape(-1, 9))
+    np.testing.assert_array_equal(grid.lo, corners.min(axis=1))
+    np.testing.assert_array_equal(grid.hi, corners.max(axis=1))
+    assert grid.triangles.flags.c_contiguous and grid.triangles.shape == (len(faces), 15)

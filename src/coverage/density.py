@@ -35,9 +35,17 @@ def splat(uv: np.ndarray, origin: np.ndarray, cell: float, shape: tuple,
           weight: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Sum ``weight`` (default 1) of chart points ``(k, 2)`` into texels; returns (grid, dropped)."""
     uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
-    weight = np.ones(len(uv)) if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    if weight is None:
+        weight = np.empty(0)  # the kernel adds 1 per point
+    else:
+        weight = np.ascontiguousarray(weight, dtype=np.float64).reshape(-1)
+        if len(weight) != len(uv):
+            raise ValueError(f"weight has {len(weight)} values for {len(uv)} points; give one per point")
     grid = np.zeros(shape, dtype=np.float64)
-    dropped = _kernel.splat(uv, weight, float(origin[0]), float(origin[1]), float(cell), grid)
+    cell = float(cell)
+    # x * (1 / cell) == x / cell for every x exactly when cell is a power of two (0.5 mm texels)
+    inv_cell = 1.0 / cell if cell > 0 and math.frexp(cell)[0] == 0.5 and math.isfinite(1.0 / cell) else 0.0
+    dropped = _kernel.splat(uv, weight, float(origin[0]), float(origin[1]), cell, inv_cell, grid)
     return grid, int(dropped)
 
 

@@ -1,11 +1,13 @@
 """Closest points on a triangle mesh (3D): projecting scans, flattening punctures.
 
 The compiled kernel (``coverage._ext.proximity``) bins triangle boxes into a uniform 3D
-grid and searches shells of cells outwards from the query until nothing unsearched can be
-nearer. The NumPy reference gets its candidates from a KD-tree of triangle centroids
-instead, so the two share no search code. Both return, for each query, the triangle with
-the smallest distance below ``max_dist`` (ties: the lowest triangle index), the closest
-point's barycentrics and the distance; ``-1`` / ``-1.0`` when nothing is that close.
+grid and searches shells of cells outwards from the query until one holds a candidate,
+then the cells of the ball that candidate's distance bounds; big batches are searched in
+grid order (:func:`search_order`), so that neighbouring queries share the cache. The NumPy
+reference gets its candidates from a KD-tree of triangle centroids instead, so the two
+share no search code. Both return, for each query, the triangle with the smallest distance
+below ``max_dist`` (ties: the lowest triangle index), the closest point's barycentrics and
+the distance; ``-1`` / ``-1.0`` when nothing is that close.
 """
 from __future__ import annotations
 
@@ -20,22 +22,37 @@ from .lifting import bin_boxes
 # the grid never holds more than this many cells per triangle (bounds memory on scans
 # with large empty boxes: shoulders, background)
 _MAX_CELLS_PER_TRIANGLE = 4
+# queries searched in grid order from this many on (see search_order)
+_SORT_MIN = 512
 
 
 @dataclass(frozen=True, eq=False)
 class MeshGrid:
     """A triangle mesh and the uniform grid of its triangle boxes."""
 
-    vertices: np.ndarray  # (n, 3) float
-    faces: np.ndarray     # (m, 3) int
-    corners: np.ndarray   # (m, 9) float, each triangle's corners a, b, c packed
-    lo: np.ndarray        # (m, 3) float, triangle boxes
-    hi: np.ndarray        # (m, 3) float
-    origin: np.ndarray    # (3,) float
+    vertices: np.ndarray   # (n, 3) float
+    faces: np.ndarray      # (m, 3) int
+    triangles: np.ndarray  # (m, 15) float, per triangle its box (lo, hi) then corners a, b, c
+    origin: np.ndarray     # (3,) float
     cell: float
-    dims: np.ndarray      # (3,) int
-    start: np.ndarray     # (cells + 1,) int
-    items: np.ndarray     # (k,) int
+    dims: np.ndarray       # (3,) int
+    start: np.ndarray      # (cells + 1,) int
+    items: np.ndarray      # (k,) int
+
+    @property
+    def corners(self) -> np.ndarray:
+        """``(m, 9) float``: each triangle's corners a, b, c packed."""
+        return self.triangles[:, 6:]
+
+    @property
+    def lo(self) -> np.ndarray:
+        """``(m, 3) float``: lower corners of the triangle boxes."""
+        return self.triangles[:, :3]
+
+    @property
+    def hi(self) -> np.ndarray:
+        """``(m, 3) float``: upper corners of the triangle boxes."""
+        return self.triangles[:, 3:6]
 
 
 def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> MeshGrid:
@@ -53,8 +70,9 @@ def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = Non
     cell = max(float(cell), floor_cell, 1e-6)
     dims = np.floor(extent / cell).astype(np.int64) + 1
     start, items = bin_boxes(lo, hi, origin, cell, tuple(int(d) for d in dims))
-    return MeshGrid(vertices, faces, np.ascontiguousarray(corners.reshape(-1, 9)), np.ascontiguousarray(lo),
-                    np.ascontiguousarray(hi), origin, cell, dims, start, items)
+    # what the search reads of a triangle (its box, then its corners) in one 120-byte record
+    triangles = np.concatenate([lo, hi, corners.reshape(-1, 9)], axis=1)
+    return MeshGrid(vertices, faces, triangles, origin, cell, dims, start, items)
 
 
 def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
@@ -71,11 +89,24 @@ def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
     if not np.isfinite(max_dist):
         max_dist = float(np.linalg.norm(grid.dims * grid.cell)) * 4.0 + float(
             np.abs(query[np.isfinite(query).all(axis=1)]).max(initial=0.0)) * 4.0 + 1.0
-    _kernel.closest_points(grid.corners, grid.lo, grid.hi, query, grid.start, grid.items,
+    _kernel.closest_points(grid.triangles, query, search_order(grid, query), grid.start, grid.items,
                            np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
                            np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
                            tri, bary, dist)
     return tri, bary, dist
+
+
+def search_order(grid: MeshGrid, query: np.ndarray) -> np.ndarray:
+    """The order ``(k,) int`` in which the kernel searches ``query``: by grid cell, so that
+    queries searched one after another share cells and the cache; empty (the given order)
+    below :data:`_SORT_MIN` queries, where sorting costs more than it saves. Any order gives
+    the same answers."""
+    if len(query) < _SORT_MIN:
+        return np.empty(0, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        cell = np.floor((query - grid.origin) / grid.cell)
+    cell = np.clip(np.nan_to_num(cell), 0, grid.dims - 1).astype(np.int64)
+    return np.argsort((cell[:, 2] * grid.dims[1] + cell[:, 1]) * grid.dims[0] + cell[:, 0])
 
 
 # --- NumPy reference ---------------------------------------------------------------------
