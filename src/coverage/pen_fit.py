@@ -331,35 +331,50 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     fire = round_along(x, np.concatenate(groups) if groups else np.empty(0, np.int64))
     fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap)
     sets, offset = [], 0
-    for cartridge, with_candidates, stamps, kept in found:
+    for (cartridge, with_candidates, stamps, kept), (_, field_, _, _) in zip(found, cartridges):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
         chosen[kept[fire[offset:offset + len(kept)]]] = True
         offset += len(kept)
-        sets.append(select(stamps, chosen))
+        sets.append(select(stamps, chosen, field_, zones))
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
 
 
-def select(stamps, chosen: np.ndarray):
-    """The stamps ``chosen (S,) bool`` of a :class:`coverage.pen.Stamps`, as their own set:
-    their paths (those with a chosen stamp, each keeping only those), needles and all."""
+def select(stamps, chosen: np.ndarray, problem=None, zones=None):
+    """The stamps ``chosen (S,) bool`` of a :class:`coverage.pen.Stamps`, as their own set,
+    needles and all: their paths (those with a chosen stamp, each keeping only those,
+    trimmed to its first and last), and, given the cartridge's dose field ``problem`` and
+    the ``zones``, consecutive paths joined by glides in contact where
+    :func:`coverage.pen.join_paths` allows (paths the fit left without a stamp no longer
+    stand between them)."""
     from . import pen as _pen
     from .simulate import StampHits
 
     starts = np.searchsorted(stamps.path, np.arange(len(stamps.paths) + 1))
-    paths, index = [], -np.ones(len(stamps.paths), dtype=np.int64)
+    paths = []
     for i, p in enumerate(stamps.paths):
         mine = chosen[starts[i]:starts[i + 1]]
         if mine.any():
-            index[i] = len(paths)
-            paths.append(dataclasses.replace(p, stamp_uv=p.stamp_uv[mine], stamp_s=p.stamp_s[mine]))
+            paths.append(_trimmed(p, p.stamp_uv[mine], p.stamp_s[mine]))
+    if problem is not None and zones is not None:
+        paths = _pen.join_paths(paths, problem, zones)
+    index = np.repeat(np.arange(len(paths)), [len(p.stamp_uv) for p in paths])
     rows = np.repeat(chosen, stamps.needles)
     h = stamps.hits
     hits = StampHits(h.uv[rows], h.points[rows], h.depth_mm[rows], np.repeat(np.arange(int(chosen.sum())),
                      stamps.needles), h.needle[rows], h.fired[rows], h.gap_mm[rows])
-    return _pen.Stamps(paths, index[stamps.path[chosen]], stamps.uv[chosen], stamps.depth_mm[chosen], hits,
+    return _pen.Stamps(paths, index, stamps.uv[chosen], stamps.depth_mm[chosen], hits,
                        np.ones(int(chosen.sum()), dtype=bool), stamps.needles)
+
+
+def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray):
+    """``path`` carrying only the given stamps, cut to the samples around its first and last."""
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path.uv, axis=0), axis=1))])
+    a = max(0, int(np.searchsorted(s, stamp_s[0], side="right")) - 1)
+    b = min(len(s), int(np.searchsorted(s, stamp_s[-1], side="left")) + 1)
+    b = max(b, min(a + 2, len(s)))
+    return dataclasses.replace(path, uv=path.uv[a:b], stamp_uv=stamp_uv, stamp_s=stamp_s - s[a])
 
 
 REPAIR_ROUNDS = 40
@@ -419,9 +434,10 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         patches, n = ndimage.label(mask.reshape(shape), structure=np.ones((3, 3), bool))
         if not n:
             return []
-        flat = patches.ravel()
-        order = np.lexsort((-badness, flat))
-        return list(order[np.searchsorted(flat[order], np.arange(1, n + 1))])
+        idx = np.flatnonzero(patches)
+        patch = patches.ravel()[idx]
+        order = np.lexsort((-badness[idx], patch))
+        return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
     for _ in range(rounds):
