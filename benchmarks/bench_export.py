@@ -25,11 +25,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 import coverage
-from coverage import export
+from coverage import bench, export
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-from bench_foundation import machine_info, write_json  # (the shared helpers)
+machine_info, write_json = bench.machine_info, bench.write_json   # the suite's shared helpers
 
 DEFAULT_JSON = ROOT / "results" / "export.json"
 RATES_HZ = (125.0, 250.0, 500.0, 1000.0)

@@ -58,6 +58,15 @@ def splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v
     return dropped
 
 
+cdef inline void _window(Py_ssize_t i, Py_ssize_t j, int64_t hu, int64_t hv, Py_ssize_t h, Py_ssize_t w,
+                         int64_t* i0, int64_t* i1, int64_t* j0, int64_t* j1) noexcept nogil:
+    # texel (i, j)'s window, rows [i0, i1) and columns [j0, j1), clipped to the grid
+    i0[0] = i - hv if i - hv > 0 else 0
+    i1[0] = i + hv + 1 if i + hv + 1 < h else h
+    j0[0] = j - hu if j - hu > 0 else 0
+    j1[0] = j + hu + 1 if j + hu + 1 < w else w
+
+
 cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
                        const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
                        double[:, ::1] sat, double[:, ::1] out) noexcept nogil:
@@ -78,18 +87,7 @@ cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u
             if not mask[i, j]:
                 out[i, j] = 0.0
                 continue
-            i0 = i - half_v[i, j]
-            i1 = i + half_v[i, j] + 1
-            j0 = j - half_u[i, j]
-            j1 = j + half_u[i, j] + 1
-            if i0 < 0:
-                i0 = 0
-            if j0 < 0:
-                j0 = 0
-            if i1 > h:
-                i1 = h
-            if j1 > w:
-                j1 = w
+            _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
             out[i, j] = sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0]
 
 
@@ -118,18 +116,7 @@ cdef void _window_spread(const double[:, ::1] values, const int64_t[:, ::1] half
             v = values[i, j]
             if not mask[i, j] or v == 0.0:
                 continue
-            i0 = i - half_v[i, j]
-            i1 = i + half_v[i, j] + 1
-            j0 = j - half_u[i, j]
-            j1 = j + half_u[i, j] + 1
-            if i0 < 0:
-                i0 = 0
-            if j0 < 0:
-                j0 = 0
-            if i1 > h:
-                i1 = h
-            if j1 > w:
-                j1 = w
+            _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
             corners[i0, j0] += v
             corners[i0, j1] -= v
             corners[i1, j0] -= v

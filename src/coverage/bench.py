@@ -718,28 +718,21 @@ def splat_case(face: Face, grid, n: int) -> Case:
 
 def window_sums_case(grid, crop: int | None) -> Case:
     """Window sums of a Poisson count grid over the texel grid's windows (a central crop if given)."""
-    h, w = grid.shape
-    rows, cols = slice(None), slice(None)
-    if crop is not None and crop < min(h, w):
-        r0, c0 = (h - crop) // 2, (w - crop) // 2
-        rows, cols = slice(r0, r0 + crop), slice(c0, c0 + crop)
-    half_u, half_v, mask = grid.half_u[rows, cols], grid.half_v[rows, cols], grid.treatable[rows, cols]
-    values = np.random.default_rng(0).poisson(2.0, mask.shape).astype(np.float64)
-    args = (values, half_u, half_v, mask)
-    return Case("window_sums", f"{mask.shape[0]}x{mask.shape[1]} texels" + (", central crop" if crop else ""),
-                lambda: dens.window_sums(*args), lambda: dens.window_sums_reference(*args),
+    args, size = _window_args(grid, crop)
+    return Case("window_sums", size, lambda: dens.window_sums(*args), lambda: dens.window_sums_reference(*args),
                 lambda k, r: bool(np.allclose(k, r)))
 
 
 def window_spread_case(grid, crop: int | None) -> Case:
     """The adjoint of the window sums (the pen fit's gradient) over the same texels as :func:`window_sums_case`."""
-    args = _window_args(grid, crop)
-    size = f"{args[3].shape[0]}x{args[3].shape[1]} texels" + (", central crop" if crop else "")
+    args, size = _window_args(grid, crop)
     return Case("window_spread", size, lambda: dens.window_spread(*args),
                 lambda: dens.window_spread_reference(*args), lambda k, r: bool(np.allclose(k, r)))
 
 
 def _window_args(grid, crop: int | None) -> tuple:
+    """``((values, half_u, half_v, mask), size label)``: a Poisson count grid over the texel
+    grid's windows, or over a central crop of ``crop`` texels a side."""
     h, w = grid.shape
     rows, cols = slice(None), slice(None)
     if crop is not None and crop < min(h, w):
@@ -747,7 +740,7 @@ def _window_args(grid, crop: int | None) -> tuple:
         rows, cols = slice(r0, r0 + crop), slice(c0, c0 + crop)
     half_u, half_v, mask = grid.half_u[rows, cols], grid.half_v[rows, cols], grid.treatable[rows, cols]
     values = np.random.default_rng(0).poisson(2.0, mask.shape).astype(np.float64)
-    return values, half_u, half_v, mask
+    return (values, half_u, half_v, mask), f"{mask.shape[0]}x{mask.shape[1]} texels" + (", central crop" if crop else "")
 
 
 def stamp_effect_case(grid, n: int) -> Case:

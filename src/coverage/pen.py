@@ -559,9 +559,8 @@ def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: in
                    pen: PenSpec | None = None, grid: TexelGrid | None = None) -> tuple[Stamps, int]:
     """Simulate every stamp of ``paths`` (one cartridge: the protocol's, or ``pen``) and drop
     each stamp one of whose punctures would land off treatable skin (a keep-out, unobserved
-    skin, off the face, or a texel of ``grid`` outside every zone) or in a zone shallower
-    than its effective depth. Returns the stamps
-    and how many were dropped."""
+    skin, off the face, or a texel of ``grid`` outside every zone) or in a zone whose maximum
+    depth is shallower than the stamp's setting. Returns the stamps and how many were dropped."""
     from . import simulate
 
     pen = protocol.pen if pen is None else pen
@@ -577,7 +576,10 @@ def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: in
     fired = hits.fired
     label = np.full(len(fired), -1, dtype=np.int64)
     label[fired] = zones.label_at(hits.uv[fired])
-    bad = fired & ((label < 0) | (hits.depth_mm > max_depth[np.maximum(label, 0)] + 1e-9))
+    # a stamp is set to its depth: no needle of it may land in a zone whose maximum is
+    # shallower than that setting (whatever the needle's own gap takes off), as the verifier
+    # holds every stroke's depth setting against each zone its punctures land in
+    bad = fired & ((label < 0) | (np.repeat(depth, n) > max_depth[np.maximum(label, 0)] + 1e-9))
     if grid is not None:
         # the density map counts a puncture by its texel's zone (the zone under the texel's
         # centre): a needle in a rim texel outside every zone would count as off the skin
