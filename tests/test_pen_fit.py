@@ -151,6 +151,15 @@ def test_fit_brings_a_strip_into_its_band():
     assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
 
 
+def test_fit_and_repair_with_no_candidates():
+    grid = _strip_grid(n=10)
+    zones = _Zones({"strip": (100.0, 125.0)})
+    empty = sparse.csc_array((10, 0))
+    assert pen_fit.fit(grid, pen_fit.dose_targets(zones, grid), np.zeros((1, 10)), empty).shape == (0,)
+    assert pen_fit.repair(grid, zones, np.zeros((1, 10)), empty, np.zeros(0, dtype=bool)).shape == (0,)
+    assert not pen_fit.round_along(np.zeros(0), np.zeros(0, dtype=np.int64)).any()
+
+
 def test_fit_stays_off_what_the_base_already_gives():
     # the left half already holds 300 per cm^2 (in band): the fit adds nothing there
     grid = _strip_grid()

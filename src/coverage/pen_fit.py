@@ -148,6 +148,8 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     op = WindowedDose(grid)
     shape = grid.shape
     m = spread.shape[1]
+    if not m:
+        return np.zeros(0)
     spread_t = spread.T.tocsr()
     base_flat = np.asarray(base, dtype=np.float64).ravel()
     hi = np.ones(m) if upper is None else np.asarray(upper, dtype=np.float64)
