@@ -111,7 +111,9 @@ def test_samples_at_the_stated_rate(traj):
 
 def test_session_longer_than_the_plan_by_the_accelerations(traj, auto_plan):
     # every stroke now starts and ends at rest and corners are slowed: longer, not absurdly so
-    assert auto_plan.time_s < traj.duration_s < 2.0 * auto_plan.time_s
+    # (the plan's own clock takes speed changes as instant; the pen's turns, slowed to the
+    # tool's 360 deg/s, are most of the difference)
+    assert auto_plan.time_s < traj.duration_s < 2.5 * auto_plan.time_s
     assert traj.meta["source"]["plan_time_s"] == pytest.approx(auto_plan.time_s)
 
 

@@ -55,6 +55,9 @@ RATE_HZ_MIN = 50.0         # coarser samples cut corners: a robot joining them b
 RATE_HZ_MAX = 10000.0
 
 TRANSIT, APPROACH, CONTACT, FIRING, RETRACT = 0, 1, 2, 3, 4
+CONTACT_TURN_SHARE = 0.97   # of the angular speed limit planned for turns in contact (see _pieces)
+CORNER_SHARE = 0.97         # of the acceleration limit a corner is planned for at constant speed (the
+                            # speed profile may still be changing there; see _turn_speed)
 STATES = ("transit", "approach", "contact", "firing", "retract")
 DEVICE_CODES = {"roller": 1, "pen": 2}
 
@@ -247,7 +250,10 @@ def _pieces(plan, limits: Limits) -> list:
     turned = 2.0 * np.arccos(np.clip(np.abs(np.einsum("ij,ij->i", quats[:-1], quats[1:])), 0.0, 1.0))
     seg = np.linalg.norm(np.diff(np.concatenate([np.asarray(s.points, dtype=np.float64) for s in strokes]),
                                  axis=0), axis=1)
-    turn_cap = np.split(np.concatenate([limits.angular_speed_rad_s * seg / np.maximum(turned, 1e-12), [np.inf]]),
+    # (a share of it: in contact the slerp is tilted onto the interpolated normal, which
+    # turns the tool a little more within a segment than the slerp alone)
+    turn_cap = np.split(np.concatenate([CONTACT_TURN_SHARE * limits.angular_speed_rad_s * seg
+                                        / np.maximum(turned, 1e-12), [np.inf]]),
                         np.cumsum(lengths)[:-1])
     pieces = []
 
@@ -406,8 +412,8 @@ def _turn_speed(path: _Path, vcap: np.ndarray, dt: float) -> np.ndarray:
     out = vcap.copy()
     if not len(todo):
         return out
-    limit = path.limit[todo]
-    tangential = PATH_SHARE * limit
+    limit = CORNER_SHARE * path.limit[todo]
+    tangential = PATH_SHARE * path.limit[todo]
     s0, ua, ub = path.s[todo], before[todo], after[todo]
 
     def worst(v):
@@ -486,16 +492,32 @@ def trajectory(plan, rate_hz: float = DEFAULT_RATE_HZ, *, source: str | None = N
     ds = np.diff(path.s)[idx]
     frac = np.where(ds > 0, along / np.where(ds > 0, ds, 1.0), 0.0)
     position = path.points[idx] + frac[:, None] * (path.points[idx + 1] - path.points[idx])
-    quat = _slerp(path.quats[idx], path.rotvec[idx], frac)
-    wxyz = np.roll(quat, 1, axis=1)
-    flips = np.concatenate([[False], np.einsum("ij,ij->i", wxyz[1:], wxyz[:-1]) < 0])
-    wxyz[np.cumsum(flips) % 2 == 1] *= -1.0
-
     # per-sample piece (a joint segment belongs to the piece before it)
     seg_piece = np.maximum.accumulate(np.where(path.piece >= 0, path.piece, 0))
     pidx = seg_piece[idx]
     states = np.array([p.state for p in pieces], dtype=np.int8)
     state = states[pidx]
+
+    quat = _slerp(path.quats[idx], path.rotvec[idx], frac)
+    # in contact the slerp's z is tilted onto the interpolated normal between two path
+    # samples (across a sharp turn of the path a slerp alone would lean off it); the tilt is
+    # the least rotation that does it, so the turn about z stays the slerp's
+    touching = np.flatnonzero(state == CONTACT)
+    if len(touching):
+        z0 = Rotation.from_quat(path.quats[idx[touching]]).as_matrix()[:, :, 2]
+        z1 = Rotation.from_quat(path.quats[idx[touching] + 1]).as_matrix()[:, :, 2]
+        w = frac[touching][:, None]
+        want = (1 - w) * z0 + w * z1
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        slerped = Rotation.from_quat(quat[touching])
+        have = slerped.as_matrix()[:, :, 2]
+        axis = np.cross(have, want)
+        angle = np.arctan2(np.linalg.norm(axis, axis=1), np.einsum("ij,ij->i", have, want))
+        axis /= np.maximum(np.linalg.norm(axis, axis=1, keepdims=True), 1e-300)
+        quat[touching] = (Rotation.from_rotvec(axis * angle[:, None]) * slerped).as_quat()
+    wxyz = np.roll(quat, 1, axis=1)
+    flips = np.concatenate([[False], np.einsum("ij,ij->i", wxyz[1:], wxyz[:-1]) < 0])
+    wxyz[np.cumsum(flips) % 2 == 1] *= -1.0
     codes = np.array([DEVICE_CODES[p.stroke.device] for p in pieces], dtype=np.int8)
     piece_stroke = np.array([p.stroke.id for p in pieces], dtype=np.int32)
     in_contact = state == CONTACT

@@ -22,6 +22,7 @@ from . import roller as _roller
 from . import simulate
 from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
+from .face import Lifted
 from .protocol import Protocol
 from .zones import ZoneMap
 
@@ -381,42 +382,79 @@ def _moving_max(values: np.ndarray, rows: np.ndarray, first: np.ndarray, count: 
 
 # --- the roller planner ------------------------------------------------------------------
 
-def _order_sweep(lines: list, position_uv, corner: str, bounds) -> list:
-    """Snake one sweep's lines (boustrophedon) from the chosen corner; returns its runs in order.
+def _sweep_cells(lines: list) -> list:
+    """Split one sweep's lines into boustrophedon cells: runs on consecutive lines chained
+    while each meets exactly one run of the line before (their spans along the lines
+    overlap) and that run meets only it, so a cell holds one run per line and snakes
+    without leaving its stretch of skin (a U-shaped region's two arms become two cells).
+    Returns cells, each a list of its runs in line order."""
+    direction = None
+    for line_runs in lines:
+        for r in line_runs:
+            d = r.uv[-1] - r.uv[0]
+            if np.linalg.norm(d) > 1e-9:
+                direction = d / np.linalg.norm(d)
+                break
+        if direction is not None:
+            break
+    if direction is None:
+        direction = np.array([1.0, 0.0])
+    cells, open_cells = [], []          # open: (cell, span of its last run) from the line before
+    for line_runs in lines:
+        spans = [(float(np.min(r.uv @ direction)), float(np.max(r.uv @ direction))) for r in line_runs]
+        meets = [[k for k, (_, (lo, hi)) in enumerate(open_cells) if lo <= b and a <= hi] for a, b in spans]
+        met_by = [[i for i, m in enumerate(meets) if k in m] for k in range(len(open_cells))]
+        now = []
+        for i, r in enumerate(line_runs):
+            if len(meets[i]) == 1 and len(met_by[meets[i][0]]) == 1:
+                cell = open_cells[meets[i][0]][0]
+            else:
+                cell = []
+                cells.append(cell)
+            cell.append(r)
+            now.append((cell, spans[i]))
+        open_cells = now
+    return cells
 
-    ``lines`` holds each line's runs (in line order and along each line). Of the four ways
-    in (first or last line, from either end), ``corner`` picks the one nearest that corner
-    of the zone, ``auto`` the one nearest the tool's position.
+
+def _order_cells(cells: list, position_uv, corner: str, bounds) -> list:
+    """Runs of one sweep in treatment order, snaked (boustrophedon) cell by cell.
+
+    ``cells`` are lists of runs, one per line in line order (:func:`_sweep_cells`; a lone
+    run, such as a stretch of headland, is a cell of one line). Each cell is snaked on its
+    own, so the tool never crosses the face from one arm of a region to the other between
+    two lines. The first cell and its way in (first or last line, from either end) are the
+    ones nearest ``corner`` of the region (``auto``: nearest the tool's position); each
+    next cell is the one whose way in is nearest where the last one ended.
     """
-    if not lines:
+    if not cells:
         return []
-    options = []
-    for reverse_lines in (False, True):
-        ordered = lines[::-1] if reverse_lines else lines
-        for flip_first in (False, True):
-            runs = []
-            for j, line_runs in enumerate(ordered):
-                forward = (j % 2 == 0) != flip_first
-                seq = line_runs if forward else line_runs[::-1]
-                for r in seq:
-                    runs.append((r, forward))
-            options.append(runs)
     if corner == "auto":
         target = np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
     else:
         su, sv = CORNERS[corner]
         target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
-
-    def first_point(runs):
-        r, forward = runs[0]
-        return r.uv[0] if forward else r.uv[-1]
-
-    best = min(options, key=lambda runs: float(np.linalg.norm(first_point(runs) - target)))
     out = []
-    for r, forward in best:
-        if not forward:
-            r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
-        out.append(r)
+    todo = list(range(len(cells)))
+    while todo:
+        best = None
+        for c in todo:
+            cell = cells[c]
+            for reverse_lines in (False, True):
+                for flip_first in (False, True):
+                    first = cell[-1] if reverse_lines else cell[0]
+                    entry = first.uv[-1] if flip_first else first.uv[0]
+                    gap = float(np.linalg.norm(entry - target))
+                    if best is None or gap < best[0]:
+                        best = (gap, c, reverse_lines, flip_first)
+        _, c, reverse_lines, flip_first = best
+        todo.remove(c)
+        ordered = cells[c][::-1] if reverse_lines else cells[c]
+        for j, r in enumerate(ordered):
+            if (j % 2 == 0) == flip_first:      # this line runs backwards
+                r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+            out.append(r)
+        target = out[-1].uv[-1]
     return out
 
 
@@ -480,23 +518,20 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
             count = 0
             for j in range(n_sweeps):
                 occupancy = _roller.Occupancy(region.polygon.bounds)
-                rolled = False
+                cells = []
                 for family, offset in zip(families, offsets):
                     lines = _roller.claim(face, _roller.sweep_runs(family, j, n_sweeps, offset), occupancy)
-                    ordered = _order_sweep(lines, position, corner, region.polygon.bounds)
-                    if ordered:
-                        position = ordered[-1].uv[-1]
-                        rolled = True
-                    region_runs.extend(ordered)
+                    cells += _sweep_cells(lines)
                 # then the border: the headland rolls only where the lines left the skin free
                 border = _roller.claim(face, headland.runs(done_sweeps, total_sweeps), occupancy)
                 done_sweeps += 1
-                ordered = _order_free([r for runs in border for r in runs], position)
+                cells += [[r] for runs in border for r in runs]
+                # the sweep's skin is claimed; it is rolled cell by cell, nearest first
+                ordered = _order_cells(cells, position, corner, region.polygon.bounds)
                 if ordered:
                     position = ordered[-1].uv[-1]
-                    rolled = True
                 region_runs.extend(ordered)
-                count += rolled
+                count += bool(ordered)
             planned[f"{theta:g}"] = count
         for n in region.zones:
             state = {"status": "planned" if region_runs else "drum does not fit",
@@ -633,6 +668,59 @@ def pen_speed_profile(skin_s: np.ndarray, stamp_skin: np.ndarray, speed_mm_s: fl
     return np.maximum(limit, pen.speed_mm_s_min)
 
 
+def _reverse_pen_item(item, pen):
+    """A pen path run the other way: the same samples and stamps in reverse order (a stamp's
+    needles and depth do not depend on the direction of travel)."""
+    st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows = item
+    back = Lifted(lifted.points[::-1].copy(), lifted.normals[::-1].copy(), lifted.tri[::-1].copy(),
+                  lifted.bary[::-1].copy())
+    skin_r = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back.points, axis=0), axis=1))])
+    stamp_r = np.clip(skin_r[-1] - stamp_skin[::-1], 0.0, skin_r[-1])
+    rows_r = rows[::-1].copy()
+    fired = st.fired().reshape(-1, st.needles)
+    hits_r = (rows_r[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
+    hits_r = hits_r[fired[rows_r].ravel()]
+    return (st, path, rows_r, uv[::-1].copy(), back, -tangent[::-1], skin_r, stamp_r,
+            pen_speed_profile(skin_r, stamp_r, path.speed_mm_s, pen), hits_r)
+
+
+def _order_pen_items(items: list, position, pen) -> list:
+    """Pen paths in treatment order: cartridge by cartridge (the order of the stamp sets),
+    zone by zone, and within a zone nearest first, each run from whichever end is nearer the
+    tool (greedy nearest neighbour on the skin); the next zone is the one with the nearest
+    path end. Order and direction change only when and where stamps fire, never which."""
+    out = []
+    k = 0
+    while k < len(items):
+        st = items[k][0]
+        group = []
+        while k < len(items) and items[k][0] is st:
+            group.append(items[k])
+            k += 1
+        ends = np.array([[it[4].points[0], it[4].points[-1]] for it in group])   # (m, 2, 3)
+        todo = np.ones(len(group), dtype=bool)
+        zone = None
+        while todo.any():
+            pool = todo.copy()
+            if zone is not None:
+                same = todo & np.array([it[1].zone == zone for it in group])
+                if same.any():
+                    pool = same
+            if position is None:
+                i, flip = int(np.flatnonzero(pool)[0]), False
+            else:
+                gap = np.linalg.norm(ends - np.asarray(position)[None, None], axis=2)
+                gap[~pool] = np.inf
+                i, end = np.unravel_index(int(np.argmin(gap)), gap.shape)
+                i, flip = int(i), bool(end == 1)
+            todo[i] = False
+            item = _reverse_pen_item(group[i], pen) if flip else group[i]
+            out.append(item)
+            zone = item[1].zone
+            position = item[4].points[-1]
+    return out
+
+
 def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
     """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
@@ -641,8 +729,7 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
     # first where every stroke runs and where the tool moves between them (none of it
     # depends on time, and the moves are built all at once), then the clock, stroke by stroke
-    items, froms = [], []
-    tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
+    items = []
     for st in sets:
         if not len(st.path):
             continue
@@ -672,8 +759,12 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             hit_rows = (rows[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
             hit_rows = hit_rows[fired[rows].ravel()]
             items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
-            froms.append(tail)    # the tool's last contact (point, normal, chart point), if any
-            tail = (lifted.points[-1], lifted.normals[-1], uv[-1])
+    items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
+    froms = []
+    tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
+    for it in items:
+        froms.append(tail)    # the tool's last contact (point, normal, chart point), if any
+        tail = (it[4].points[-1], it[4].normals[-1], it[3][-1])
     pairs = [(f, it[4], it[3]) for f, it in zip(froms, items) if f is not None]
     moves = iter(transit_paths(face, [f[0] for f, _, _ in pairs], [f[1] for f, _, _ in pairs],
                                [lifted.points[0] for _, lifted, _ in pairs],

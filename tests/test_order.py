@@ -1,0 +1,154 @@
+"""Treatment order: roller sweeps snaked cell by cell, pen paths nearest first.
+
+Order changes only when and where the tool treats, never what it treats: the dose tests
+of test_roller.py and test_pen.py hold for the ordered plans, and every plan here passes
+the verifier.
+"""
+import numpy as np
+import pytest
+
+from coverage import verify
+from coverage.plan import _order_cells, _order_pen_items, _reverse_pen_item, _sweep_cells
+from coverage.roller import Run
+
+
+def _run(line, u0, u1, v):
+    uv = np.stack([np.linspace(u0, u1, 5), np.full(5, float(v))], axis=1)
+    return Run("z", 0.0, 0, line, uv, np.arange(5.0), np.zeros(5))
+
+
+def _u_lines():
+    """A U lying on its back, lines along u one mm apart: lines 0 and 1 cross the base
+    (u 0..10), lines 2 to 4 cross both arms (u 0..3 and 7..10)."""
+    return [[_run(0, 0, 10, 0)], [_run(1, 0, 10, 1)],
+            [_run(2, 0, 3, 2), _run(2, 7, 10, 2)],
+            [_run(3, 0, 3, 3), _run(3, 7, 10, 3)],
+            [_run(4, 0, 3, 4), _run(4, 7, 10, 4)]]
+
+
+def test_sweep_cells_split_a_u_into_its_base_and_two_arms():
+    lines = _u_lines()
+    cells = _sweep_cells(lines)
+    # by hand: line 2's two runs both meet line 1's run, so the base closes and each arm opens
+    assert [[(r.line, r.uv[0, 0]) for r in c] for c in cells] == [
+        [(0, 0.0), (1, 0.0)], [(2, 0.0), (3, 0.0), (4, 0.0)], [(2, 7.0), (3, 7.0), (4, 7.0)]]
+
+
+def test_sweep_cells_keep_one_run_per_line_and_close_at_a_gap():
+    lines = [[_run(0, 0, 4, 0)], [_run(1, 2, 6, 1)], [], [_run(3, 0, 4, 3)], [_run(4, 5, 9, 4)]]
+    cells = _sweep_cells(lines)
+    # lines 0-1 overlap (2..4); line 2 is empty, so line 3 starts anew; line 4 does not overlap line 3
+    assert [[r.line for r in c] for c in cells] == [[0, 1], [3], [4]]
+
+
+def test_order_cells_snakes_each_cell_and_crosses_between_arms_once():
+    cells = _sweep_cells(_u_lines())
+    ordered = _order_cells(cells, np.array([0.0, 0.0]), "auto", (0, 0, 10, 4))
+    # by hand, from (0, 0): the base (line 0 forward, line 1 back), the left arm from
+    # (0, 2) up, then the right arm entered at its nearest end, (7, 4), down
+    got = [(r.line, float(r.uv[0, 0]), float(r.uv[-1, 0])) for r in ordered]
+    assert got == [(0, 0.0, 10.0), (1, 10.0, 0.0), (2, 0.0, 3.0), (3, 3.0, 0.0), (4, 0.0, 3.0),
+                   (4, 7.0, 10.0), (3, 10.0, 7.0), (2, 7.0, 10.0)]
+    # a flipped run keeps its samples' swaths with them
+    assert ordered[1].swath_mm.tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
+    jumps = [np.linalg.norm(b.uv[0] - a.uv[-1]) for a, b in zip(ordered, ordered[1:])]
+    assert sum(j > 2.0 for j in jumps) == 1 and max(jumps) == pytest.approx(4.0)
+
+
+def test_order_cells_from_a_named_corner():
+    cells = _sweep_cells(_u_lines())
+    # the subject's top right is the chart's top left (u grows towards the subject's left)
+    ordered = _order_cells(cells, None, "top_right", (0, 0, 10, 4))
+    assert (ordered[0].line, float(ordered[0].uv[0, 0])) == (4, 0.0)
+
+
+def _midline_crossings(plan, face):
+    """Per roller sweep (zone region, direction, sweep number): moves between its strokes
+    that cross the face's midline."""
+    strokes = {s.id: s for s in plan.strokes}
+    crossings = {}
+    for t in plan.transitions:
+        a, b = strokes[t.from_stroke], strokes[t.to_stroke]
+        if a.device != "roller" or b.device != "roller" or a.family < 0 or b.family < 0:
+            continue
+        key = (a.needle_length_mm, a.direction_deg, a.pass_index)
+        if key != (b.needle_length_mm, b.direction_deg, b.pass_index):
+            continue
+        x = face.to_canonical_frame(np.array([a.points[-1], b.points[0]]))[:, 0]
+        crossings[key] = crossings.get(key, 0) + int(x[0] * x[1] < 0 and abs(x[0] - x[1]) > 40.0)
+    return crossings
+
+
+def test_roller_sweeps_cross_the_face_rarely(auto_plan, default_face):
+    crossings = _midline_crossings(auto_plan, default_face)
+    assert len(crossings) >= 20
+    # the two U-shaped regions: a sweep of lines that meet both arms crosses between them
+    # once per line family (main band, other bands), never once per line
+    assert max(crossings.values()) <= 3, crossings
+    assert sum(crossings.values()) <= 2 * len(crossings)
+
+
+def test_pen_paths_run_zone_by_zone_nearest_first(auto_plan):
+    pen = [s for s in auto_plan.strokes if s.device == "pen"]
+    assert len(pen) > 50
+    blocks = [(s.cartridge["needles"], s.zone) for s in pen]
+    runs = [b for i, b in enumerate(blocks) if i == 0 or blocks[i - 1] != b]
+    assert len(runs) == len(set(runs)), "a zone's pen strokes of one cartridge are not contiguous"
+    # greedy nearest neighbour within each block: each next stroke starts at the nearest end
+    # of any stroke still to come in its block
+    for k in range(1, len(pen)):
+        if blocks[k] != blocks[k - 1]:
+            continue
+        here = pen[k - 1].points[-1]
+        later = [s for s, b in zip(pen[k:], blocks[k:]) if b == blocks[k]]
+        nearest = min(min(np.linalg.norm(s.points[0] - here), np.linalg.norm(s.points[-1] - here)) for s in later)
+        assert np.linalg.norm(pen[k].points[0] - here) <= nearest + 1e-9
+
+
+def test_pen_stamps_fire_in_order_along_each_stroke(auto_plan):
+    hz_max = auto_plan.protocol.pen.stamp_hz_max
+    for s in auto_plan.strokes:
+        if s.device != "pen" or len(s.stamp_times_s) < 2:
+            continue
+        assert np.all(np.diff(s.stamp_times_s) >= 1.0 / hz_max - 1e-9)
+        # each stamp fires where the tool is at its time: on the stroke's path
+        at = np.stack([np.interp(s.stamp_times_s, s.times_s, s.points[:, k]) for k in range(3)], axis=1)
+        assert np.linalg.norm(at - s.stamp_points, axis=1).max() < 0.05
+
+
+def test_reversing_a_pen_path_twice_gives_it_back(default_face):
+    from coverage import ZoneMap
+    from coverage.plan import chart_path_frames, pen_speed_profile
+
+    class Set:          # the parts of a fitted stamp set a pen path item reads
+        needles = 3
+
+        def fired(self):
+            return np.array([True, False, True] * 4)
+
+    zones = ZoneMap.default(default_face)
+    pen = zones.protocol.pen
+    centre = np.asarray(zones.polygons["forehead"].representative_point().coords[0])
+    uv = centre + np.stack([np.linspace(-5, 5, 21), np.zeros(21)], axis=1)
+    lifted, tangent, skin_s, _ = chart_path_frames(default_face, uv)
+    stamp_skin = np.array([1.0, 3.0, 7.0, 8.5])
+    path = type("Path", (), {"speed_mm_s": 120.0, "zone": "forehead"})()
+    rows = np.array([0, 1, 2, 3])
+    item = (Set(), path, rows, uv, lifted, tangent, skin_s, stamp_skin,
+            pen_speed_profile(skin_s, stamp_skin, 120.0, pen), np.array([0, 2, 3, 5, 6, 8, 9, 11]))
+    back = _reverse_pen_item(item, pen)
+    assert back[2].tolist() == [3, 2, 1, 0]
+    assert back[9].tolist() == [9, 11, 6, 8, 3, 5, 0, 2]       # each stamp's fired needles, stamps reversed
+    np.testing.assert_array_equal(back[4].points, lifted.points[::-1])
+    np.testing.assert_allclose(back[7], skin_s[-1] - stamp_skin[::-1], atol=1e-12)
+    again = _reverse_pen_item(back, pen)
+    for a, b in zip(item[2:], again[2:]):
+        if hasattr(a, "points"):
+            np.testing.assert_array_equal(a.points, b.points)
+            np.testing.assert_array_equal(a.tri, b.tri)
+        else:
+            np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_an_ordered_plan_still_verifies(auto_plan, default_face):
+    assert verify(auto_plan, default_face).ok
