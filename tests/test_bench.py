@@ -220,6 +220,10 @@ def test_tiny_run_document(tiny_doc):
     assert doc["scaling"]["density"]["n"] == [125.0, 250.0, 500.0]
     tt = doc["treatment_time"]["default"]
     assert tt["total"]["punctures"] == doc["stages"]["default"]["plan"]["punctures"]
+    # run by a tool within its limits the session is longer than the plan's own clock
+    ex = tt["executed"]
+    assert ex["session_s"] > tt["total"]["planned_s"] and ex["ratio"] > tt["total"]["ratio"]
+    assert ex["air_s"] + ex["roller_contact_s"] + ex["pen_contact_s"] == pytest.approx(ex["session_s"], abs=0.01)
     assert set(doc["targets"]) >= {"default_plan_s", "scan_plan_s", "kernels_speedup", "lift_chart_points_ms"}
     for t in doc["targets"].values():
         assert set(t) >= {"what", "limit", "measured", "unit", "met"}

@@ -151,18 +151,20 @@ def test_tool_z_antiparallel_to_the_interpolated_normal_in_contact(traj, auto_pl
     assert worst < 1.0 * DEG
 
 
-def test_x_axis_normal_to_z_and_along_travel(traj, auto_plan):
+def test_x_axis_normal_to_z_along_the_roller_travel_and_the_face_up_for_the_pen(traj, auto_plan):
     x, y, z = axes(traj)
     assert np.abs(np.einsum("ij,ij->i", x, z)).max() < 1e-9
     assert np.allclose(np.cross(z, x), y, atol=1e-9)
-    # x is the plan's travel tangent, interpolated along the segment, projected normal to z
-    # (where the tangents at the segment's ends agree within 30°: at a sharp corner the tool
-    # turns from one to the other as it passes)
+    # roller: x is the plan's travel tangent, interpolated along the segment, projected normal
+    # to z (where the tangents at the segment's ends agree within 30°: at a sharp corner the
+    # tool turns from one to the other as it passes)
     worst = 0.0
     sid = traj.stroke_id
     for k in np.unique(sid[sid >= 0]):
-        rows = np.flatnonzero(sid == k)
         s = auto_plan.strokes[k]
+        if s.device != "roller":
+            continue
+        rows = np.flatnonzero(sid == k)
         a, f, _ = locate(s, traj.position_mm[rows])
         smooth = np.einsum("ij,ij->i", s.tangents[a], s.tangents[a + 1]) > math.cos(30 * DEG)
         t = interpolated(s.tangents, a, f)[smooth]
@@ -180,7 +182,18 @@ def test_x_axis_normal_to_z_and_along_travel(traj, auto_plan):
     angle = np.arccos(np.clip(np.einsum("ij,ij->i", x[inner], v / np.linalg.norm(v, axis=1, keepdims=True)), -1, 1))
     roller = traj.device[inner] == export.DEVICE_CODES["roller"]
     assert np.percentile(angle[roller], 99) < 2.0 * DEG                 # straight passes
-    assert np.median(angle[~roller]) < 1.0 * DEG                      # pen paths bend sharply in places
+    # pen: x is the face's up (canonical +y) projected normal to z, whichever way it travels
+    # (its left-right axis where up runs within 18 deg of the normal)
+    pose = auto_plan.face.pose[:3, :3]
+    up, side = pose @ [0.0, 1.0, 0.0], pose @ [1.0, 0.0, 0.0]
+    pen = np.flatnonzero((sid >= 0) & (traj.device == export.DEVICE_CODES["pen"]))
+    zz = z[pen]
+    ref = np.where((np.abs(zz @ up) > math.cos(18 * DEG))[:, None], side[None], up[None])
+    ref -= np.einsum("ij,ij->i", ref, zz)[:, None] * zz
+    cos = np.einsum("ij,ij->i", x[pen], ref / np.linalg.norm(ref, axis=1, keepdims=True))
+    assert np.percentile(cos, 1) > math.cos(1.0 * DEG)
+    # so a pen glide turns the tool about z no more than the skin's normal turns
+    assert np.abs(angle[~roller]).max() > 90 * DEG                     # it does travel sideways and back
 
 
 def test_speeds_within_limits(traj, auto_plan):
@@ -418,9 +431,9 @@ def test_csv_header(tmp_path, one_roller):
     lines = path.read_text().splitlines()
     head = [line for line in lines if line.startswith("# ")]
     text = "\n".join(head)
-    assert head[0] == f"# format: coverage-trajectory version 1 ({t.meta['generator']})"
+    assert head[0] == f"# format: coverage-trajectory version 2 ({t.meta['generator']})"
     for needle in ("source plan: PLAN.json", "rate_hz: 250 (time_s = k / rate_hz)", "frame: positions in the plan's",
-                   "z into the skin", "x along travel", "quaternion: scalar first (qw, qx, qy, qz)",
+                   "z into the skin", "x along travel (roller)", "quaternion: scalar first (qw, qx, qy, qz)",
                    "state codes: 0 transit, 1 approach, 2 contact, 3 firing, 4 retract",
                    "device codes: 1 roller, 2 pen", "units: time s, positions mm", "transit_accel_mm_s2 1000"):
         assert needle in text, needle

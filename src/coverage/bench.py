@@ -43,7 +43,9 @@ the whole face's zone map is built, the roller being the planner's costliest sta
 the JSON and the table.
 
 **Treatment time** (``treatment_time``): the plan's time against the physical minimum, per
-device and overall (:data:`TIME_DEFINITION`).
+device and overall (:data:`TIME_DEFINITION`); ``executed``: the session as the exported
+trajectory runs it within the tool's speed, acceleration and turn-rate limits, against the
+same minimum.
 
 **Targets** (``targets``): each speed target of the issue with its measured value and
 whether it is met: the default plan under 1 s, a plan from the 100k scan (load + chart +
@@ -478,6 +480,25 @@ def treatment_time(plan) -> dict:
     return {"pen_stamp_hz_max": pen_hz_max, "transit_speed_mm_s": transit_speed, "devices": rows, "total": total}
 
 
+def executed_time(plan, min_s: float) -> dict:
+    """The session as a tool within the protocol's limits runs it (:func:`coverage.export.trajectory`
+    at its default rate: every stroke starts and ends at rest, corners and turns slowed),
+    per state, against the same physical minimum ``min_s`` as the plan's own time."""
+    from . import export
+
+    traj = export.trajectory(plan)
+    dt = 1.0 / traj.rate_hz
+    touching = np.isin(traj.state, (export.CONTACT, export.FIRING))
+    out = {"what": "coverage.export.trajectory(plan) at its default rate (limits of speed, acceleration "
+                   "and turn rate applied); ratio = its duration / the same minimum",
+           "rate_hz": traj.rate_hz, "session_s": traj.duration_s,
+           "air_s": float((~touching).sum() * dt)}
+    for name, code in export.DEVICE_CODES.items():
+        out[f"{name}_contact_s"] = float((touching & (traj.device == code)).sum() * dt)
+    out["ratio"] = _ratio(traj.duration_s, min_s)
+    return out
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 @dataclass
@@ -584,6 +605,8 @@ def run_face(case: FaceCase, cfg: Config, clock: StageClock, progress, plan_it: 
     if plan is not None:
         entry["plan"] = _plan_facts(plan, verdict)
         entry["treatment_time"] = treatment_time(plan)
+        if plan.strokes:
+            entry["treatment_time"]["executed"] = executed_time(plan, entry["treatment_time"]["total"]["min_s"])
         entry["_plan"] = plan
     return entry
 
@@ -1288,6 +1311,11 @@ def time_table(tt: dict) -> str:
                     f"{_num(r['ratio'], '.2f', 8)}{_num(r['contact_ratio'], '.2f', 11)}"
                     f"{_num(r['moves_ratio'], '.2f', 9)}")
     rows.append(f"idle (planned time outside strokes and moves): {round(tt['total']['idle_s'], 1) + 0.0:.1f} s")
+    ex = tt.get("executed")
+    if ex:
+        rows.append(f"executed within the tool's limits (export): {ex['session_s']:.1f} s, "
+                    f"{_num(ex['ratio'], '.2f', 0)}x the minimum (air {ex['air_s']:.1f} s, roller contact "
+                    f"{ex['roller_contact_s']:.1f} s, pen contact {ex['pen_contact_s']:.1f} s)")
     return "\n".join(rows)
 
 

@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = sub.add_parser(
         "export", help="write a plan's session as timed robot tool poses (CSV, NPZ or JSON)",
         description="Sample the whole session at a fixed rate as tool poses: time, position (mm), orientation "
-                    "quaternion (qw, qx, qy, qz; tool z into the skin, x along travel), speed, acceleration, state "
+                    "quaternion (qw, qx, qy, qz; tool z into the skin, x along the roller's travel or the face's up for "
+                    "the pen), speed, acceleration, state "
                     "(0 transit, 1 approach, 2 contact, 3 firing, 4 retract), device, stroke, depth, needle length and "
                     "stamp rate. The timing is planned again so speeds, accelerations and turn rates stay within the "
                     "protocol's limits.")

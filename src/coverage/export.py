@@ -11,10 +11,14 @@ Conventions (also written into every file's header):
 - Frame: the plan's (the input mesh's) frame, millimetres; time in seconds from the start
   of the exported session (the tool at rest above the first stroke's first point), which is
   not the plan's time origin (the plan starts at the first touch-down).
-- Tool frame: z points into the skin (minus the outward surface normal) in contact, x along
-  travel (the travel direction projected on the plane normal to z), y = z × x. Approach and
-  retract keep the orientation of the contact they lead to or come from; in the air the
-  orientation turns from one to the other by spherical interpolation along the travel.
+- Tool frame: z points into the skin (minus the outward surface normal) in contact; y = z × x.
+  Roller: x along travel (the travel direction projected on the plane normal to z), so the
+  drum's axis is y. Pen: the cartridge is round and does not turn with its path, so x is the
+  face's up direction (the canonical frame's +y; its left-right axis where up runs along the
+  normal) projected on the plane normal to z: a pen turning at the end of a raster line does
+  not spin the tool. Approach and retract keep the orientation of the contact they lead to
+  or come from; in the air the orientation turns from one to the other by spherical
+  interpolation along the travel.
 - Quaternions are scalar first ``(w, x, y, z)``, unit length, and rotate tool-frame vectors
   into the plan frame; the sign is kept continuous along the session (q and -q are the same
   rotation).
@@ -48,7 +52,7 @@ from .errors import CoverageError
 from .fileio import atomic_path, check_output
 
 FORMAT = "coverage-trajectory"
-VERSION = 1
+VERSION = 2                # 2: the pen keeps the face-up heading instead of turning with travel
 FORMATS = ("csv", "npz", "json")
 DEFAULT_RATE_HZ = 250.0
 RATE_HZ_MIN = 50.0         # coarser samples cut corners: a robot joining them by straight lines leaves the path
@@ -84,7 +88,8 @@ _DTYPES = {"state": np.int8, "device": np.int8, "stroke_id": np.int32, "stamps":
 
 FRAME_TEXT = ("positions in the plan's (input mesh's) frame, mm; time in s from the start of the exported session "
               "(tool at rest above the first stroke); tool frame: z into the skin (minus the outward surface "
-              "normal) in contact, x along travel projected normal to z, y = z cross x; approach and retract keep "
+              "normal) in contact, x along travel (roller) or the face's up direction (pen: canonical +y, its left-right "
+              "axis where up runs along the normal) projected normal to z, y = z cross x; approach and retract keep "
               "the orientation of their contact, the air turns between them by slerp along the travel")
 QUATERNION_TEXT = ("scalar first (qw, qx, qy, qz), unit, rotates tool-frame vectors into the plan frame "
                    "(its matrix columns are the tool x, y, z axes); sign continuous along the session")
@@ -216,6 +221,27 @@ def _frames(normals: np.ndarray, tangents: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(np.stack([x, y, z], axis=2)).as_quat()
 
 
+def _headings(plan, normals: np.ndarray) -> np.ndarray:
+    """The direction each stroke sample's tool x axis leans to ``(k, 3)`` (projected normal
+    to z by :func:`_frames`): the roller's travel; for the pen, the face's up direction (the
+    canonical +y in the plan's frame), or its left-right axis where up runs within ~18 deg of
+    the normal (under the chin)."""
+    pose = np.asarray(plan.face.pose, dtype=np.float64)[:3, :3]
+    up, side = pose @ np.array([0.0, 1.0, 0.0]), pose @ np.array([1.0, 0.0, 0.0])
+    up, side = up / np.linalg.norm(up), side / np.linalg.norm(side)
+    out, at = [], 0
+    for s in plan.strokes:
+        k = len(s.points)
+        if s.device == "pen":
+            n = normals[at:at + k] / np.linalg.norm(normals[at:at + k], axis=1, keepdims=True)
+            steep = np.abs(n @ up) > math.cos(math.radians(18.0))
+            out.append(np.where(steep[:, None], side[None], up[None]))
+        else:
+            out.append(np.asarray(s.tangents, dtype=np.float64))
+        at += k
+    return np.concatenate(out)
+
+
 def _stroke_speed_caps(stroke, limits: Limits) -> np.ndarray:
     """Speed cap per segment of a stroke, mm/s: its planned speed there, never over the device's."""
     seg = np.linalg.norm(np.diff(stroke.points, axis=0), axis=1)
@@ -242,8 +268,8 @@ def _pieces(plan, limits: Limits) -> list:
     clearance = float(plan.protocol.session.clearance_mm)
     air = limits.transit_accel_mm_s2
     lengths = [len(s.points) for s in strokes]
-    quats = _frames(np.concatenate([np.asarray(s.normals, dtype=np.float64) for s in strokes]),
-                    np.concatenate([np.asarray(s.tangents, dtype=np.float64) for s in strokes]))
+    normals = np.concatenate([np.asarray(s.normals, dtype=np.float64) for s in strokes])
+    quats = _frames(normals, _headings(plan, normals))
     frames = np.split(quats, np.cumsum(lengths)[:-1])
     # the frame turns along a stroke (travel bends, the surface curves): cap the speed so it
     # turns no faster than the angular speed limit
