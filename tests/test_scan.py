@@ -186,3 +186,28 @@ def test_bad_meshes(tmp_path):
         Face.load(points)
     with pytest.raises(LandmarkError, match="landmarks are needed"):
         Face.load(trimesh.creation.icosphere())
+
+
+def test_unique_rows_equals_numpys_row_unique(rng):
+    from coverage.scan import unique_rows
+
+    values = np.round(rng.normal(size=(5000, 3)), 1)          # many repeated rows, signs mixed
+    values[::7] = values[3]
+    rows, inverse = unique_rows(values)
+    want_rows, want_inverse = np.unique(values, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(inverse, want_inverse.ravel())
+    np.testing.assert_array_equal(rows[inverse], values)
+    empty_rows, empty_inverse = unique_rows(np.empty((0, 3)))
+    assert empty_rows.shape == (0, 3) and empty_inverse.shape == (0,)
+
+
+def test_boundary_edges_by_hand_and_against_row_unique(rng):
+    from coverage.scan import boundary_edges
+
+    # two triangles sharing the edge 1-2: the four outer edges are the rim, in order
+    np.testing.assert_array_equal(boundary_edges(np.array([[0, 1, 2], [2, 1, 3]])), [[0, 1], [0, 2], [1, 3], [2, 3]])
+    faces = rng.integers(0, 300, size=(2000, 3))
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    np.testing.assert_array_equal(boundary_edges(faces), unique[counts == 1])

@@ -86,7 +86,7 @@ def read_mesh(mesh) -> tuple[np.ndarray, np.ndarray, str]:
     if len(vertices) == 3 * len(faces) and len(faces) > 1:
         # a triangle soup (STL stores each triangle's corners separately): join equal
         # corners so neighbouring triangles share edges and the scan's rim is its real rim
-        vertices, inverse = np.unique(vertices, axis=0, return_inverse=True)
+        vertices, inverse = unique_rows(vertices)
         faces = inverse.reshape(-1, 3)
     return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), str(path)
 
@@ -250,7 +250,7 @@ def repair_mesh(vertices: np.ndarray, faces: np.ndarray, what: str = "mesh"):
         raise MeshError(f"{what}: no triangle has finite coordinates (every one has a NaN or Inf corner); "
                         "export the scan again")
     used = np.flatnonzero(np.bincount(faces.ravel(), minlength=len(vertices)))
-    merged, inverse = np.unique(vertices[used], axis=0, return_inverse=True)
+    merged, inverse = unique_rows(vertices[used])
     remap = np.empty(len(vertices), dtype=np.int64)
     remap[used] = inverse.ravel()
     vertices, faces = merged, remap[faces]
@@ -388,10 +388,35 @@ class Fit:
 
 
 def boundary_edges(faces: np.ndarray) -> np.ndarray:
-    """Edges ``(k, 2) int`` used by exactly one triangle (sorted vertex pairs)."""
+    """Edges ``(k, 2) int`` used by exactly one triangle (sorted vertex pairs, in order)."""
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts == 1]
+    if len(edges) == 0:
+        return np.empty((0, 2), dtype=edges.dtype)
+    n = int(edges.max()) + 1
+    if n >= 2 ** 31:
+        unique, counts = np.unique(edges, axis=0, return_counts=True)
+        return unique[counts == 1]
+    # one int64 key per edge sorts several times faster than rows, in the same order
+    key, counts = np.unique(edges[:, 0] * n + edges[:, 1], return_counts=True)
+    key = key[counts == 1]
+    return np.stack([key // n, key % n], axis=1).astype(edges.dtype, copy=False)
+
+
+def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, axis=0, return_inverse=True)`` for finite float rows ``(k, d)``:
+    the same rows in the same (lexicographic) order and the same inverse, by one lexsort
+    (several times faster than NumPy's row unique, which sorts a structured view)."""
+    values = np.asarray(values)
+    if len(values) == 0:
+        return values[:0].copy(), np.empty(0, dtype=np.int64)
+    order = np.lexsort(values.T[::-1])
+    ordered = values[order]
+    new = np.empty(len(values), dtype=bool)
+    new[0] = True
+    new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    inverse = np.empty(len(values), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], inverse
 
 
 def on_boundary(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, tol: float = 1e-9) -> np.ndarray:
