@@ -7,6 +7,7 @@ in the input mesh's frame, in millimetres; times in seconds from the session's s
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -477,6 +478,38 @@ def _order_free(runs: list, position_uv) -> list:
     return out
 
 
+def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
+    """The runs of ``lines`` (per line, in order) cut to where the rigid drum, standing on
+    each sample along the run's own travel, has its whole D x W outline clear of every
+    keep-out (:func:`coverage.roller.drum_fits`, ``straight=False``). A line's runs are
+    checked along the line they were cut from, whose ends and bends are not theirs: a
+    run cut short by another band's claim, or bending with the chart, may point its drum
+    past the end of the clear skin. Stretches shorter than a stroke are dropped."""
+    runs = [r for line_runs in lines for r in line_runs]
+    if not runs:
+        return lines
+    starts = np.concatenate([[0], np.cumsum([len(r.uv) for r in runs])])
+    ok = _roller.drum_fits(face, drum, np.concatenate([r.uv for r in runs]),
+                           np.concatenate([r.swath_mm for r in runs]), region.inside, clearance,
+                           straight=False, starts=starts)
+    out, k = [], 0
+    for line_runs in lines:
+        kept = []
+        for r in line_runs:
+            mine = ok[starts[k]:starts[k + 1]]
+            k += 1
+            if mine.all():
+                kept.append(r)
+                continue
+            for a, b in _roller.runs_of(mine):
+                if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
+                    kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
+                                                    kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta)))
+        if kept:
+            out.append(kept)
+    return out
+
+
 def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
     """Every roller run of the plan in treatment order, and each zone's roller status."""
     corner = start_corner or protocol.session.start_corner
@@ -521,11 +554,11 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
                 cells = []
                 for family, offset in zip(families, offsets):
                     lines = _roller.claim(face, _roller.sweep_runs(family, j, n_sweeps, offset), occupancy)
-                    cells += _sweep_cells(lines)
+                    cells += _sweep_cells(_rigid_drum_runs(face, drum, region, clearance, lines))
                 # then the border: the headland rolls only where the lines left the skin free
                 border = _roller.claim(face, headland.runs(done_sweeps, total_sweeps), occupancy)
                 done_sweeps += 1
-                cells += [[r] for runs in border for r in runs]
+                cells += [[r] for runs in _rigid_drum_runs(face, drum, region, clearance, border) for r in runs]
                 # the sweep's skin is claimed; it is rolled cell by cell, nearest first
                 ordered = _order_cells(cells, position, corner, region.polygon.bounds)
                 if ordered:
