@@ -199,9 +199,10 @@ def _finite(x: float):
 
 # --- building strokes and transitions ----------------------------------------------------
 
-def chart_path_frames(face, uv: np.ndarray):
+def chart_path_frames(face, uv: np.ndarray, across: bool = True):
     """Lift a chart path: points, normals, unit tangents, skin arc length, and the chart
-    vector of one skin millimetre to the left of travel at each sample."""
+    vector of one skin millimetre to the left of travel at each sample (None unless
+    ``across``)."""
     lifted = face.lift(uv)
     if not lifted.inside.all():
         raise ValueError("a stroke path leaves the chart")
@@ -210,9 +211,10 @@ def chart_path_frames(face, uv: np.ndarray):
     tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    if not across:
+        return lifted, tangent, s, None
     left = np.cross(nrm, tangent)
-    across = np.einsum("kij,kj->ki", np.linalg.pinv(face.jacobian[lifted.tri]), left)
-    return lifted, tangent, s, across
+    return lifted, tangent, s, np.einsum("kij,kj->ki", np.linalg.pinv(face.jacobian[lifted.tri]), left)
 
 
 def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
@@ -779,7 +781,7 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
             b = max(b, a + 2)
             uv = path.uv[a:b]
-            lifted, tangent, skin_s, _ = chart_path_frames(face, uv)
+            lifted, tangent, skin_s, _ = chart_path_frames(face, uv, across=False)
             stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
             # two stamps closer on the skin than the slowest glide covers between two firings
             # at the top rate cannot both fire (a collapsed scan triangle can bring them
