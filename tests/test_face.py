@@ -1,4 +1,6 @@
 """The default face: frame, landmarks, refinement, chart distortion, curvature."""
+import math
+
 import numpy as np
 import pytest
 import trimesh
@@ -140,6 +142,44 @@ def test_curvature_of_a_cylinder_and_euler_formula():
     np.testing.assert_allclose(c.normal_curvature(ids, around), 1 / radius, rtol=0.02)
     np.testing.assert_allclose(c.normal_curvature(ids, along), 0.0, atol=2e-3)
     np.testing.assert_allclose(c.normal_curvature(ids, around + along), 0.5 / radius, rtol=0.03)
+
+
+def test_quadric_normal_equations_by_hand():
+    from coverage._ext.curvature import quadric_normal_equations
+
+    # vertex 0 at the origin, frame = the axes; neighbour 1 at (1, 2, 3), neighbour 2 at (0, 0, 0)
+    vertices = np.array([[0.0, 0, 0], [1.0, 2, 3], [0.0, 0, 0]])
+    normals = np.tile([0.0, 0, 1], (3, 1))
+    e1, e2 = np.tile([1.0, 0, 0], (3, 1)), np.tile([0.0, 1, 0], (3, 1))
+    a, rhs, count = quadric_normal_equations(vertices, normals, e1, e2, np.array([0, 0]), np.array([1, 2]), 1.0, 3)
+    w = math.exp(-(1 + 4) / 2.0)                   # x = 1, y = 2, z = 3, sigma = 1
+    phi = np.array([1.0, 2.0, 4.0, 1.0, 2.0])      # x^2, xy, y^2, x, y; the second pair's phi is 0
+    np.testing.assert_allclose(a[0], w * np.outer(phi, phi), rtol=1e-15)
+    np.testing.assert_allclose(rhs[0], w * 3.0 * phi, rtol=1e-15)
+    assert count.tolist() == [2, 0, 0] and not a[1:].any() and not rhs[1:].any()
+    with pytest.raises(ValueError, match="outside the mesh"):
+        quadric_normal_equations(vertices, normals, e1, e2, np.array([0]), np.array([3]), 1.0, 3)
+
+
+def test_quadric_normal_equations_equal_the_reference(default_face, rng):
+    from coverage import curvature
+    from coverage._ext.curvature import quadric_normal_equations
+
+    # random points and frames, random pairs, in random order
+    vertices, normals = rng.normal(size=(500, 3)) * 5.0, rng.normal(size=(500, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    e1, e2 = curvature.tangent_frames(normals)
+    i, j = rng.integers(0, 500, 20_000), rng.integers(0, 500, 20_000)
+    cases = [(vertices, normals, e1, e2, i, j, 2.0, 500)]
+    # and the bundled face's own neighbour pairs
+    v, n = default_face.vertices, default_face.normals
+    i, j = curvature.neighbour_pairs(v, curvature.voxel_subsample(v, 5.0 / 3.0), 5.0)
+    cases.append((v, n, *curvature.tangent_frames(n), i, j, 2.5, len(v)))
+    for args in cases:
+        got, want = quadric_normal_equations(*args), curvature.quadric_normal_equations_reference(*args)
+        np.testing.assert_array_equal(got[2], want[2])
+        for g, r in zip(got[:2], want[:2]):
+            np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
 
 
 def test_face_curvature_signs_where_anatomy_says(default_face):

@@ -108,7 +108,8 @@ verify_mod = sys.modules["coverage.verify"]
 PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
-           "stamp_effect", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp")
+           "stamp_effect", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp",
+           "curvature_fit")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
@@ -841,6 +842,23 @@ def merge_case(face: Face, n: int, radius_mm: float) -> Case:
                 lambda k, r: bool(np.array_equal(k, r)))
 
 
+def curvature_case(face: Face) -> Case:
+    """The quadric fits' normal equations over the face's own neighbour pairs (5 mm radius)."""
+    from . import curvature
+
+    v, n = face.vertices, face.normals
+    i, j = curvature.neighbour_pairs(v, curvature.voxel_subsample(v, 5.0 / 3.0), 5.0)
+    args = (v, n, *curvature.tangent_frames(n), i, j, 2.5, len(v))
+
+    def agree(k, r):
+        return bool(np.array_equal(k[2], r[2]) and all(np.allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+                                                       for a, b in zip(k[:2], r[:2])))
+
+    return Case("curvature_fit", f"{_k(len(i))} neighbour pairs of {_k(len(v))} vertices",
+                lambda: curvature._kernel.quadric_normal_equations(*args),
+                lambda: curvature.quadric_normal_equations_reference(*args), agree)
+
+
 def roll_case(packed: dict, drums: list) -> Case:
     """The drum kernel on a plan's own runs (the drum with the most run samples)."""
     drum, _, runs = max(plan_mod.drum_groups(packed, drums), key=lambda g: len(g[2].s))
@@ -899,6 +917,7 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
     else:
         missing.append("roll: no roller plan ran (its runs are the input)")
     cases.append(stamp_case(face, on_chart_points(face, cfg.stamps, np.random.default_rng(0)), "random order"))
+    cases.append(curvature_case(face))
     return cases, missing
 
 

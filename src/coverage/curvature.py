@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ._ext import curvature as _kernel
+
 
 @dataclass(frozen=True, eq=False)
 class Curvature:
@@ -57,6 +59,36 @@ def voxel_subsample(points: np.ndarray, spacing: float) -> np.ndarray:
     return np.sort(first)
 
 
+def neighbour_pairs(vertices: np.ndarray, support: np.ndarray, radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)`` int64: each vertex ``i`` with each support vertex ``j`` within ``radius_mm``
+    (itself left out), in the order of SciPy's sparse distance matrix."""
+    near = cKDTree(vertices).sparse_distance_matrix(cKDTree(vertices[support]), radius_mm, output_type="coo_matrix")
+    i = near.row.astype(np.int64)
+    j = np.asarray(support, dtype=np.int64)[near.col]
+    keep = i != j
+    return i[keep], j[keep]
+
+
+def quadric_normal_equations_reference(vertices: np.ndarray, normals: np.ndarray, e1: np.ndarray, e2: np.ndarray,
+                                       i: np.ndarray, j: np.ndarray, sigma: float, n: int):
+    """NumPy reference of ``coverage._ext.curvature.quadric_normal_equations``: ``(a (n, 5, 5),
+    rhs (n, 5), count (n,))``, the pairs' offsets in each vertex's frame, their Gaussian
+    weights and the weighted sums accumulated with bincount (one entry at a time)."""
+    d = vertices[j] - vertices[i]
+    x = np.einsum("ij,ij->i", d, e1[i])
+    y = np.einsum("ij,ij->i", d, e2[i])
+    z = np.einsum("ij,ij->i", d, normals[i])
+    w = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    phi = np.stack([x * x, x * y, y * y, x, y], axis=1)
+    a = np.zeros((n, 5, 5))
+    rhs = np.zeros((n, 5))
+    for r in range(5):
+        rhs[:, r] = np.bincount(i, weights=w * phi[:, r] * z, minlength=n)
+        for c in range(r, 5):
+            a[:, r, c] = a[:, c, r] = np.bincount(i, weights=w * phi[:, r] * phi[:, c], minlength=n)
+    return a, rhs, np.bincount(i, minlength=n).astype(np.int64)
+
+
 def principal_curvatures(vertices: np.ndarray, normals: np.ndarray, radius_mm: float = 5.0,
                          min_neighbours: int = 8, support: np.ndarray | None = None) -> Curvature:
     """Fit principal curvatures at every vertex from neighbours within ``radius_mm``.
@@ -75,28 +107,12 @@ def principal_curvatures(vertices: np.ndarray, normals: np.ndarray, radius_mm: f
     # vertices crowd around the eyes and lips, which would otherwise dominate the fits
     if support is None:
         support = voxel_subsample(vertices, radius_mm / 3.0)
-    near = cKDTree(vertices).sparse_distance_matrix(cKDTree(vertices[support]), radius_mm,
-                                                    output_type="coo_matrix")
-    i = near.row.astype(np.int64)
-    j = support[near.col]
-    keep = i != j
-    i, j = i[keep], j[keep]
+    i, j = neighbour_pairs(vertices, support, radius_mm)
     e1, e2 = tangent_frames(normals)
-    d = vertices[j] - vertices[i]
-    x = np.einsum("ij,ij->i", d, e1[i])
-    y = np.einsum("ij,ij->i", d, e2[i])
-    z = np.einsum("ij,ij->i", d, normals[i])
-    sigma = radius_mm / 2.0
-    w = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
-    phi = np.stack([x * x, x * y, y * y, x, y], axis=1)
-    # weighted normal equations per vertex, accumulated with bincount (one entry at a time)
-    a = np.zeros((n, 5, 5))
-    rhs = np.zeros((n, 5))
-    for r in range(5):
-        rhs[:, r] = np.bincount(i, weights=w * phi[:, r] * z, minlength=n)
-        for c in range(r, 5):
-            a[:, r, c] = a[:, c, r] = np.bincount(i, weights=w * phi[:, r] * phi[:, c], minlength=n)
-    count = np.bincount(i, minlength=n)
+    # each vertex's weighted normal equations, one pass over its pairs (the kernel; the
+    # NumPy reference is quadric_normal_equations_reference)
+    a, rhs, count = _kernel.quadric_normal_equations(vertices, normals, e1, e2, np.ascontiguousarray(i),
+                                                     np.ascontiguousarray(j), radius_mm / 2.0, n)
     ok = count >= min_neighbours
     # a tiny ridge keeps sparse neighbourhoods solvable without biasing well-posed ones
     scale = np.maximum(np.trace(a, axis1=1, axis2=2), 1e-12)
