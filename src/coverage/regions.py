@@ -266,10 +266,17 @@ def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.nda
         return out
     vertices = tris.reshape(-1, 3)
     faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
+    # only vertices within max_dist of the region's box can be within max_dist of it
+    query = np.arange(len(face.vertices))
+    if np.isfinite(max_dist_mm):
+        lo, hi = vertices.min(axis=0) - max_dist_mm, vertices.max(axis=0) + max_dist_mm
+        query = np.flatnonzero(((face.vertices >= lo) & (face.vertices <= hi)).all(axis=1))
+    if len(query) == 0:
+        return out
     grid = proximity.build_grid(vertices, faces)
-    tri, _, dist = proximity.closest_points(grid, face.vertices, max_dist=max_dist_mm)
+    tri, _, dist = proximity.closest_points(grid, face.vertices[query], max_dist=max_dist_mm)
     found = tri >= 0
-    out[found] = dist[found]
+    out[query[found]] = dist[found]
     return out
 
 
