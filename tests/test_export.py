@@ -155,10 +155,12 @@ def test_x_axis_normal_to_z_along_the_roller_travel_and_the_face_up_for_the_pen(
     x, y, z = axes(traj)
     assert np.abs(np.einsum("ij,ij->i", x, z)).max() < 1e-9
     assert np.allclose(np.cross(z, x), y, atol=1e-9)
-    # roller: x is the plan's travel tangent, interpolated along the segment, projected normal
-    # to z (where the tangents at the segment's ends agree within 30°: at a sharp corner the
-    # tool turns from one to the other as it passes)
+    # roller: x is the plan's travel tangent (or its opposite: the drum rolls either way),
+    # interpolated along the segment, projected normal to z (where the tangents at the
+    # segment's ends agree within 30°: at a sharp corner the tool turns from one to the other
+    # as it passes); it keeps the side the previous pass ended on
     worst = 0.0
+    last = None
     sid = traj.stroke_id
     for k in np.unique(sid[sid >= 0]):
         s = auto_plan.strokes[k]
@@ -170,9 +172,12 @@ def test_x_axis_normal_to_z_along_the_roller_travel_and_the_face_up_for_the_pen(
         t = interpolated(s.tangents, a, f)[smooth]
         zz = z[rows][smooth]
         t -= np.einsum("ij,ij->i", t, zz)[:, None] * zz
-        cos = np.einsum("ij,ij->i", x[rows][smooth], t / np.linalg.norm(t, axis=1, keepdims=True))
+        cos = np.abs(np.einsum("ij,ij->i", x[rows][smooth], t / np.linalg.norm(t, axis=1, keepdims=True)))
         if len(cos):
             worst = max(worst, float(np.arccos(np.clip(cos.min(), -1, 1))))
+        if last is not None:
+            assert np.dot(x[rows[0]], last) > 0, k
+        last = x[rows[-1]]
     assert worst < 2.0 * DEG, worst / DEG
     # and along the motion itself: the central difference of the positions, normal to z
     inner = np.flatnonzero((sid[1:-1] >= 0) & (sid[:-2] == sid[1:-1]) & (sid[2:] == sid[1:-1])
@@ -181,7 +186,8 @@ def test_x_axis_normal_to_z_along_the_roller_travel_and_the_face_up_for_the_pen(
     v -= np.einsum("ij,ij->i", v, z[inner])[:, None] * z[inner]
     angle = np.arccos(np.clip(np.einsum("ij,ij->i", x[inner], v / np.linalg.norm(v, axis=1, keepdims=True)), -1, 1))
     roller = traj.device[inner] == export.DEVICE_CODES["roller"]
-    assert np.percentile(angle[roller], 99) < 2.0 * DEG                 # straight passes
+    assert np.percentile(np.minimum(angle, np.pi - angle)[roller], 99) < 2.0 * DEG   # straight passes, either way
+    assert (angle[roller] > 90 * DEG).any() and (angle[roller] < 90 * DEG).any()
     # pen: x is the face's up (canonical +y) projected normal to z, whichever way it travels
     # (its left-right axis where up runs within 18 deg of the normal)
     pose = auto_plan.face.pose[:3, :3]
@@ -338,25 +344,42 @@ def test_one_straight_roller_stroke_by_hand(one_roller):
     assert t.needle_length_mm[t.stroke_id == 0].tolist() == [0.5] * int((t.stroke_id == 0).sum())
 
 
-def test_reversal_turns_in_the_air_within_the_angular_limits(default_face, default_zones):
-    # two passes 10 mm apart, the second back the other way: the tool turns 180° about its z
-    # axis during the 10 mm travel. Turning in proportion to the travel, the angular limits
-    # (360°/s, 3600°/s²) cap the travel at 10 x 360/180 = 20 mm/s and 200 mm/s²:
-    # 10/20 + 20/200 = 0.6 s; lift and lower 3 mm at up to 50 mm/s and 1000 mm/s²:
-    # 3/50 + 50/1000 = 0.11 s each.
+def test_a_roller_reversal_does_not_spin_the_tool(default_face, default_zones):
+    # two passes 10 mm apart, the second back the other way: the drum rolls either way, so x
+    # keeps its side and the tool does not turn in the air. The 10 mm travel at 50 mm/s and
+    # the path's share of 1000 mm/s² along it (PATH_SHARE, 800 mm/s²): 0.0625 s and 1.5625 mm
+    # up to speed, the same down, 6.875 mm cruising: 0.2625 s; lift and lower 3 mm (straight
+    # legs, all of the limit): 3/50 + 50/1000 = 0.11 s each
     a = line_stroke(0, "roller", (0.0, 0.0, Z0), (1, 0, 0), 20.0, 20.0, 0.0)
     b = line_stroke(1, "roller", (20.0, 10.0, Z0), (-1, 0, 0), 20.0, 20.0, 1.3)
     t = trajectory(hand_plan(default_face, default_zones, [a, b]), RATE)
     lift = 3.0 / 50.0 + 50.0 / 1000.0
-    expected = 0.25 + 1.05 + lift + 0.6 + lift + 1.05 + 0.25
-    assert t.duration_s == pytest.approx(expected, abs=1e-9)
+    assert export.PATH_SHARE == 0.8
+    assert t.duration_s == pytest.approx(0.25 + 1.05 + lift + 0.2625 + lift + 1.05 + 0.25, abs=1e-9)
+    x, _, z = axes(t)
+    assert np.allclose(x, [1, 0, 0], atol=1e-12) and np.allclose(z, [0, 0, -1], atol=1e-12)
+    # the second pass rolls against x
+    second = t.stroke_id == 1
+    assert np.all(np.diff(t.position_mm[second, 0]) <= 1e-12) and t.speed_mm_s[second].max() == pytest.approx(20.0)
+
+
+def test_turns_in_the_air_within_the_angular_limits(default_face, default_zones):
+    # the second pass at right angles: the tool turns 90° about its z axis during the 10 mm
+    # travel. Turning in proportion to the travel, the angular limits (360°/s, 3600°/s²) cap
+    # the travel at 10 x 360/90 = 40 mm/s and 10 x 3600/90 = 400 mm/s²: 0.1 s and 2 mm up
+    # to speed, the same down, 6 mm cruising (0.15 s): 0.35 s; lift and lower 0.11 s each
+    a = line_stroke(0, "roller", (0.0, 0.0, Z0), (1, 0, 0), 20.0, 20.0, 0.0)
+    b = line_stroke(1, "roller", (20.0, 10.0, Z0), (0, 1, 0), 20.0, 20.0, 1.3)
+    t = trajectory(hand_plan(default_face, default_zones, [a, b]), RATE)
+    lift = 3.0 / 50.0 + 50.0 / 1000.0
+    assert t.duration_s == pytest.approx(0.25 + 1.05 + lift + 0.35 + lift + 1.05 + 0.25, abs=1e-9)
     travel = t.state == TRANSIT
-    assert t.speed_mm_s[travel].max() == pytest.approx(20.0)
-    assert np.abs(t.acceleration_mm_s2[travel]).max() == pytest.approx(200.0)
+    assert t.speed_mm_s[travel].max() == pytest.approx(40.0)
+    assert np.abs(t.acceleration_mm_s2[travel]).max() == pytest.approx(400.0)
     x, _, z = axes(t)
     assert np.allclose(z[travel], [0, 0, -1], atol=1e-12)                # turning about the tool axis only
     first, last = np.flatnonzero(travel)[[0, -1]]
-    assert x[first - 1] @ [1, 0, 0] > 0.999 and x[last + 1] @ [-1, 0, 0] > 0.999
+    assert x[first - 1] @ [1, 0, 0] > 0.999 and x[last + 1] @ [0, 1, 0] > 0.999
     rate = (rotation(t)[:-1].inv() * rotation(t)[1:]).magnitude() / DT
     assert rate.max() == pytest.approx(2 * math.pi, rel=1e-6)
 
@@ -433,7 +456,7 @@ def test_csv_header(tmp_path, one_roller):
     text = "\n".join(head)
     assert head[0] == f"# format: coverage-trajectory version 2 ({t.meta['generator']})"
     for needle in ("source plan: PLAN.json", "rate_hz: 250 (time_s = k / rate_hz)", "frame: positions in the plan's",
-                   "z into the skin", "x along travel (roller)", "quaternion: scalar first (qw, qx, qy, qz)",
+                   "z into the skin", "x along travel (roller;", "quaternion: scalar first (qw, qx, qy, qz)",
                    "state codes: 0 transit, 1 approach, 2 contact, 3 firing, 4 retract",
                    "device codes: 1 roller, 2 pen", "units: time s, positions mm", "transit_accel_mm_s2 1000"):
         assert needle in text, needle

@@ -12,8 +12,9 @@ Conventions (also written into every file's header):
   of the exported session (the tool at rest above the first stroke's first point), which is
   not the plan's time origin (the plan starts at the first touch-down).
 - Tool frame: z points into the skin (minus the outward surface normal) in contact; y = z × x.
-  Roller: x along travel (the travel direction projected on the plane normal to z), so the
-  drum's axis is y. Pen: the cartridge is round and does not turn with its path, so x is the
+  Roller: x along the pass (the travel direction projected on the plane normal to z, or
+  against it: the drum rolls either way, so x keeps the side the previous pass ended on and
+  the tool does not spin between the lines of a sweep), so the drum's axis is y. Pen: the cartridge is round and does not turn with its path, so x is the
   face's up direction (the canonical frame's +y; its left-right axis where up runs along the
   normal) projected on the plane normal to z: a pen turning at the end of a raster line does
   not spin the tool. Approach and retract keep the orientation of the contact they lead to
@@ -52,7 +53,7 @@ from .errors import CoverageError
 from .fileio import atomic_path, check_output
 
 FORMAT = "coverage-trajectory"
-VERSION = 2                # 2: the pen keeps the face-up heading instead of turning with travel
+VERSION = 2                # 2: the pen keeps the face-up heading, the roller its side of the pass line
 FORMATS = ("csv", "npz", "json")
 DEFAULT_RATE_HZ = 250.0
 RATE_HZ_MIN = 50.0         # coarser samples cut corners: a robot joining them by straight lines leaves the path
@@ -88,7 +89,8 @@ _DTYPES = {"state": np.int8, "device": np.int8, "stroke_id": np.int32, "stamps":
 
 FRAME_TEXT = ("positions in the plan's (input mesh's) frame, mm; time in s from the start of the exported session "
               "(tool at rest above the first stroke); tool frame: z into the skin (minus the outward surface "
-              "normal) in contact, x along travel (roller) or the face's up direction (pen: canonical +y, its left-right "
+              "normal) in contact, x along travel (roller; or against it, keeping the previous pass's side) or the face's "
+              "up direction (pen: canonical +y, its left-right "
               "axis where up runs along the normal) projected normal to z, y = z cross x; approach and retract keep "
               "the orientation of their contact, the air turns between them by slerp along the travel")
 QUATERNION_TEXT = ("scalar first (qw, qx, qy, qz), unit, rotates tool-frame vectors into the plan frame "
@@ -229,7 +231,7 @@ def _headings(plan, normals: np.ndarray) -> np.ndarray:
     pose = np.asarray(plan.face.pose, dtype=np.float64)[:3, :3]
     up, side = pose @ np.array([0.0, 1.0, 0.0]), pose @ np.array([1.0, 0.0, 0.0])
     up, side = up / np.linalg.norm(up), side / np.linalg.norm(side)
-    out, at = [], 0
+    out, at, last = [], 0, None
     for s in plan.strokes:
         k = len(s.points)
         if s.device == "pen":
@@ -237,7 +239,12 @@ def _headings(plan, normals: np.ndarray) -> np.ndarray:
             steep = np.abs(n @ up) > math.cos(math.radians(18.0))
             out.append(np.where(steep[:, None], side[None], up[None]))
         else:
-            out.append(np.asarray(s.tangents, dtype=np.float64))
+            tangents = np.asarray(s.tangents, dtype=np.float64)
+            # the drum rolls either way: x keeps the side the last pass ended on
+            if last is not None and float(np.dot(tangents[0], last)) < 0:
+                tangents = -tangents
+            out.append(tangents)
+            last = tangents[-1]
         at += k
     return np.concatenate(out)
 
