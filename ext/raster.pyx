@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.raster.
 # The points are built here with NumPy's arithmetic, one rounding per operation in the
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport rint
+from libc.math cimport rint, NAN
 from libc.stdint cimport int64_t
 
 
@@ -184,27 +184,49 @@ def band_take(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double
                 flat[_band_cell(uv, across, half, scale, f[j], i, u0, v0, cell, h, w)] = 1
 
 
+cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
+                             int64_t[::1] counts) noexcept nogil:
+    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
+    cdef double r
+    cdef int64_t c
+    for k in range(levels):
+        counts[k] = 0
+    for k in range(v.shape[0]):
+        r = rint((v[k] - v0) / step)
+        if r >= 0.0 and r < <double>rows:
+            c = codes[<Py_ssize_t>r, k]
+            if c >= 0:
+                counts[c] += 1
+    for k in range(levels):
+        if counts[k] > 0 and (best < 0 or counts[k] > counts[best]):
+            best = k
+    return best
+
+
 def column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
                 int64_t[::1] counts):
     """The most frequent code >= 0 among codes[rint((v[k] - v0) / step), k] over the columns
     k (rows off the grid or at NaN and negative codes skipped), the smallest on a tie; -1 if
     none. ``counts`` (one per code) is scratch."""
-    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
-    cdef double r
-    cdef int64_t c
+    cdef Py_ssize_t best
     with nogil:
-        for k in range(levels):
-            counts[k] = 0
-        for k in range(v.shape[0]):
-            r = rint((v[k] - v0) / step)
-            if r >= 0.0 and r < <double>rows:
-                c = codes[<Py_ssize_t>r, k]
-                if c >= 0:
-                    counts[c] += 1
-        for k in range(levels):
-            if counts[k] > 0 and (best < 0 or counts[k] > counts[best]):
-                best = k
+        best = _column_mode(codes, v, v0, step, counts)
     return best
+
+
+cdef void _column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
+                       double[::1] out) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double lam, nxt, lam_next
+    cdef double nan = NAN
+    for k in range(v.shape[0]):
+        lam = _column_read(scale, v[k], k, v0, step, nan)
+        nxt = v[k] + c / lam
+        lam_next = _column_read(scale, nxt, k, v0, step, nan)
+        if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
+            out[k] = v[k] + c / ((lam + lam_next) / 2.0)
+        else:
+            out[k] = v[k] + c / lam
 
 
 def column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
@@ -212,15 +234,71 @@ def column_step(const double[:, ::1] scale, const double[::1] v, double v0, doub
     """out[k] = v[k] + c / lam_k, lam_k the mean of the field ``scale`` read (as column_values
     reads) at v[k] and at v[k] + c / scale(v[k]) (the first alone where the second is not
     finite): one line of constant skin distance c beyond another."""
-    cdef Py_ssize_t k
-    cdef double lam, nxt, lam_next
-    cdef double nan = float("nan")
     with nogil:
-        for k in range(v.shape[0]):
-            lam = _column_read(scale, v[k], k, v0, step, nan)
-            nxt = v[k] + c / lam
-            lam_next = _column_read(scale, nxt, k, v0, step, nan)
-            if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
-                out[k] = v[k] + c / ((lam + lam_next) / 2.0)
+        _column_step(scale, v, v0, step, c, out)
+
+
+cdef inline Py_ssize_t _nearest_index(Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    if i < 0:
+        return 0
+    if i >= n:
+        return n - 1
+    return i
+
+
+def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
+              const double[::1] v, double v0, double step, double sign, double w0, bint forced,
+              double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
+              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out):
+    """One step of the roller's line placement; returns the next line's design w1 and writes
+    the next line, smoothed, to ``out``.
+
+    Up to three rounds: nxt = column_step(scale, v, v0, step, sign * ((w0 + w1) / 2)) and w1
+    the design there (``forced_mm`` if ``forced``, else levels[column_mode(codes, nxt)],
+    ``fallback_mm`` where no code is read), until w1 settles. Then the Gaussian smoothing of
+    nxt that ignores (and keeps) its NaN: correlations (scipy.ndimage.correlate1d, mode
+    nearest, its symmetric path with the arithmetic in its order) of the finite mask and of
+    the finite values with ``weights`` (odd, symmetric), divided; NaN where nxt is not
+    finite, nxt itself if nothing is finite. ``counts`` (one per level), ``nxt``, ``ok`` and
+    ``val`` (one per column) are scratch.
+    """
+    cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
+    cdef Py_ssize_t mode
+    cdef double w1 = w0, was, acc_w, acc_t, x
+    cdef bint any_finite = False
+    cdef double nan = NAN
+    with nogil:
+        for it in range(3):
+            _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt)
+            was = w1
+            if forced:
+                w1 = forced_mm
             else:
-                out[k] = v[k] + c / lam
+                mode = _column_mode(codes, nxt, v0, step, counts)
+                w1 = fallback_mm if mode < 0 else levels[mode]
+            if w1 == was:
+                break
+        for k in range(n):
+            x = nxt[k]
+            if x - x == 0.0:
+                ok[k] = 1.0
+                val[k] = x
+                any_finite = True
+            else:
+                ok[k] = 0.0
+                val[k] = 0.0
+        if not any_finite:
+            for k in range(n):
+                out[k] = nxt[k]
+        else:
+            for k in range(n):
+                if ok[k] == 0.0:
+                    out[k] = nan
+                    continue
+                acc_w = ok[k] * weights[r]
+                acc_t = val[k] * weights[r]
+                for jj in range(-r, 0):
+                    acc_w += (ok[_nearest_index(k + jj, n)] + ok[_nearest_index(k - jj, n)]) * weights[r + jj]
+                    acc_t += (val[_nearest_index(k + jj, n)] + val[_nearest_index(k - jj, n)]) * weights[r + jj]
+                out[k] = acc_t / acc_w
+    return w1

@@ -182,3 +182,57 @@ def test_resample_by_hand_and_edge_cases():
         paths.resample(uv, np.array([[0.0, 0, 0], [np.nan, 0, 0]]), [0, 2], 0.5)
     with pytest.raises(ValueError, match="starts"):
         paths.resample(uv, points, [0, 3], 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_line_step_matches_reference(seed):
+    from coverage.roller import gaussian_weights
+
+    rng = np.random.default_rng(seed)
+    rows, cols = 160, 70
+    v0, step = -11.3, 0.25
+    for trial in range(30):
+        scale = rng.uniform(0.6, 1.6, size=(rows, cols))
+        scale[rng.random(scale.shape) < 0.03] = np.nan
+        levels = np.sort(rng.choice(np.arange(4.0, 10.5, 0.625), size=int(rng.integers(0, 5)), replace=False))
+        codes = rng.integers(-1, max(len(levels), 1), size=(rows, cols)) if len(levels) else np.full((rows, cols), -1)
+        # codes in bands, so the design settles after one, two or three rounds
+        codes = np.repeat(codes[::8], 8, axis=0)[:rows]
+        v = rng.uniform(v0 - 3, v0 + rows * step + 3, cols)
+        v[rng.random(cols) < 0.1] = np.nan
+        if trial % 10 == 9:
+            v[:] = np.nan                            # nothing finite: the line as it is
+        sign = float(rng.choice([-1.0, 1.0]))
+        w0 = float(rng.choice(levels)) if len(levels) and trial % 3 else float(rng.uniform(3, 11))
+        forced = float(rng.uniform(3, 11)) if trial % 4 == 3 else None
+        weights = gaussian_weights(float(rng.choice([5.0, 2.0, 0.8])))
+        with np.errstate(invalid="ignore"):
+            ref, w_ref = raster.line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
+            out, w = raster.line_step(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
+        assert _same(out, ref) and w == w_ref
+    # weights off scipy's symmetric path go to the reference
+    weights = np.array([0.1, 0.3, 0.5, 0.2, 0.1])
+    v = rng.uniform(v0, v0 + rows * step, cols)
+    with np.errstate(invalid="ignore"):
+        ref, w_ref = raster.line_step_reference(scale, codes, levels, v, v0, step, 1.0, 5.0, None, 9.5, weights)
+        out, w = raster.line_step(scale, codes, levels, v, v0, step, 1.0, 5.0, None, 9.5, weights)
+    assert _same(out, ref) and w == w_ref
+
+
+def test_line_step_smooths_as_the_roller_did():
+    """The kernel's smoothing is roller._smooth_nan (the roller's own before the kernel)."""
+    from coverage import roller
+
+    rng = np.random.default_rng(7)
+    v = rng.uniform(-5, 5, 90)
+    v[rng.random(90) < 0.2] = np.nan
+    sigma = roller.LINE_SMOOTH_MM / roller.COLUMN_STEP_MM
+    # a forced zero design on a unit scale: one round, a zero step, the line lands on v
+    # itself where its row is on the field (NaN elsewhere), then is smoothed
+    rows = np.round(v + 0.125)
+    with np.errstate(invalid="ignore"):
+        on = np.isfinite(v) & (rows >= 0) & (rows < 4)
+        out, w = raster.line_step(np.ones((4, 90)), np.full((4, 90), -1), [], v, -0.125, 1.0, 1.0, 0.0, 0.0, 7.0,
+                                  roller.gaussian_weights(sigma))
+    assert on.sum() > 10 and w == 0.0
+    assert _same(out, roller._smooth_nan(np.where(on, v, np.nan), sigma))

@@ -214,6 +214,51 @@ def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> in
     return int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
 
 
+def _symmetric(weights: np.ndarray) -> bool:
+    """Whether scipy.ndimage.correlate1d takes its symmetric path for these weights: an odd
+    count, each pair around the middle within DBL_EPSILON of each other."""
+    r = len(weights) // 2
+    return len(weights) % 2 == 1 and bool((np.abs(weights[r + 1:] - weights[:r][::-1]) <= _EPS).all())
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
+              forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
+    """One step of the roller's line placement across the columns of a turned grid:
+    ``(next line (cols,), its design w1)``.
+
+    Up to three rounds, until w1 settles: the next line
+    ``nxt = column_step(scale, v, v0, step, sign * ((w0 + w1) / 2))`` (w1 starts at w0) and
+    its design ``w1``: ``forced_mm`` if given, else ``levels[column_mode(codes, nxt, ...)]``
+    (``fallback_mm`` if no column reads a code). Then nxt smoothed by ``weights`` (odd,
+    ``scipy.ndimage.correlate1d`` weights, mode ``nearest``) ignoring and keeping its NaN:
+    the correlation of its finite values over that of its finite mask, NaN where it is not
+    finite (nxt as it is if nothing is). See :func:`line_step_reference`.
+
+    scale : (rows, cols) float; codes : (rows, cols) int, each < len(levels); levels : (m,) float
+    v : (cols,) float
+    """
+    scale = _raster(scale)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
+    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    cols = len(v)
+    if scale.shape[1] != cols or codes.shape != scale.shape:
+        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
+    if len(weights) < 1 or not _symmetric(weights):
+        return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
+    out = np.empty(cols)
+    scratch = np.empty((3, cols))
+    w1 = _kernel.line_step(scale, codes, levels, v, float(v0), float(step), float(sign), float(w0),
+                           forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
+                           float(fallback_mm), weights, np.empty(len(levels), dtype=np.int64),
+                           scratch[0], scratch[1], scratch[2], out)
+    return out, float(w1)
+
+
 # --- NumPy references (tests compare the kernels with these) -------------------------------
 
 def lookup_reference(values: np.ndarray, origin, cell: float, uv, outside: float) -> np.ndarray:
@@ -306,3 +351,32 @@ def column_step_reference(scale: np.ndarray, v, v0: float, step: float, c: float
     nxt = v + c / lam
     lam_next = column_values_reference(scale, nxt, v0, step)
     return v + c / np.where(np.isfinite(lam_next), (lam + lam_next) / 2.0, lam)
+
+
+def line_step_reference(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float,
+                        w0: float, forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
+    """NumPy twin of :func:`line_step`."""
+    from scipy import ndimage
+
+    levels = np.asarray(levels, dtype=np.float64)
+
+    def design(x):
+        if forced_mm is not None:
+            return forced_mm
+        mode = column_mode_reference(codes, x, v0, step, len(levels))
+        return fallback_mm if mode < 0 else float(levels[mode])
+
+    w1 = w0
+    for _ in range(3):
+        nxt = column_step_reference(scale, v, v0, step, sign * ((w0 + w1) / 2.0))
+        w1, was = design(nxt), w1
+        if w1 == was:
+            break
+    ok = np.isfinite(nxt)
+    if not ok.any():
+        return nxt, w1
+    weight, total = ndimage.correlate1d(np.stack([ok.astype(float), np.where(ok, nxt, 0.0)]),
+                                        np.asarray(weights, dtype=np.float64), axis=-1, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = total / weight
+    return np.where(ok, out, np.nan), w1

@@ -450,14 +450,13 @@ class ZoneSweeps:
 
     def _step(self, v: np.ndarray, w0: float, sign: float) -> tuple[np.ndarray, float]:
         """The next line beyond ``v`` and its design: (w0 + w1) / 2 apart on the skin."""
-        w1 = w0
-        for _ in range(3):  # the next design depends on where the next line lands
-            # v + c / lam, lam the chart scale averaged over both lines
-            nxt = raster.column_step(self.scale, v, self.v_rows[0], ROW_STEP_MM, sign * ((w0 + w1) / 2.0))
-            w1, was = self._design(nxt), w1
-            if w1 == was:   # settled: another round would place the same line again
-                break
-        return _smooth_nan(nxt, LINE_SMOOTH_MM / COLUMN_STEP_MM), w1
+        # up to three rounds (the next design depends on where the next line lands, settled
+        # when another round would place the same line again) of v + c / lam, lam the chart
+        # scale averaged over both lines, then _smooth_nan of the line: all in one kernel
+        # call, exactly as the rounds of raster.column_step, _design and _smooth_nan
+        return raster.line_step(self.scale, self.swath_code, self.swath_levels, v, self.v_rows[0], ROW_STEP_MM,
+                                sign, w0, self.forced_design, self.drum.width_mm,
+                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM))
 
     def lines(self, offset: float) -> list[tuple[int, np.ndarray, float]]:
         """``[(k, chart points (n, 2), design swath mm)]`` of every line, in order.
