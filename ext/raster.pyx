@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.raster.
 # The points are built here with NumPy's arithmetic, one rounding per operation in the
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport rint, NAN
+from libc.math cimport rint, sqrt, NAN
 from libc.stdint cimport int64_t
 
 
@@ -302,3 +302,68 @@ def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
                     acc_t += (val[_nearest_index(k + jj, n)] + val[_nearest_index(k - jj, n)]) * weights[r + jj]
                 out[k] = acc_t / acc_w
     return w1
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    # floor(a / b) for b > 0
+    cdef int64_t q = a // b
+    if (a % b != 0) and (a < 0):
+        q -= 1
+    return q
+
+
+def clearance(const unsigned char[:, ::1] away, double cell, double slack, double[:, ::1] out,
+              int64_t[:, ::1] g, int64_t[::1] s, int64_t[::1] t):
+    """out[y, x] = sqrt(d2) * cell - slack where away[y, x], d2 the exact squared distance (in
+    cells) to the nearest cell not away; -1.0 elsewhere. Meijster's two passes in integer
+    arithmetic (exact); the grid must hold at least one cell not away. ``g`` (h, w), ``s``
+    and ``t`` (w,) are scratch."""
+    cdef Py_ssize_t h = away.shape[0], w = away.shape[1], x, y, q, u
+    cdef int64_t inf = h + w, sep, d2, gi, gu
+    with nogil:
+        # columns: distance to the nearest cell not away above or below (inf if none)
+        # (row by row, each column on its own)
+        for x in range(w):
+            g[0, x] = inf if away[0, x] else 0
+        for y in range(1, h):
+            for x in range(w):
+                if away[y, x]:
+                    g[y, x] = g[y - 1, x] + 1 if g[y - 1, x] < inf else inf
+                else:
+                    g[y, x] = 0
+        for y in range(h - 2, -1, -1):
+            for x in range(w):
+                if g[y + 1, x] < g[y, x]:
+                    g[y, x] = g[y + 1, x] + 1
+        # rows: the lower envelope of the parabolas (x - i)^2 + g(i)^2
+        for y in range(h):
+            q = 0
+            s[0] = 0
+            t[0] = 0
+            for u in range(1, w):
+                gu = g[y, u]
+                while q >= 0:
+                    gi = g[y, s[q]]
+                    if (t[q] - s[q]) * (t[q] - s[q]) + gi * gi > (t[q] - u) * (t[q] - u) + gu * gu:
+                        q -= 1
+                    else:
+                        break
+                if q < 0:
+                    q = 0
+                    s[0] = u
+                else:
+                    gi = g[y, s[q]]
+                    sep = 1 + _floor_div(u * u - s[q] * s[q] + gu * gu - gi * gi, 2 * (u - s[q]))
+                    if sep < w:
+                        q += 1
+                        s[q] = u
+                        t[q] = sep
+            for u in range(w - 1, -1, -1):
+                if away[y, u]:
+                    gi = g[y, s[q]]
+                    d2 = (u - s[q]) * (u - s[q]) + gi * gi
+                    out[y, u] = sqrt(<double>d2) * cell - slack
+                else:
+                    out[y, u] = -1.0
+                if u == t[q]:
+                    q -= 1

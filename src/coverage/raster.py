@@ -20,6 +20,8 @@ order and equal the NumPy references below bit for bit.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._ext import raster as _kernel
@@ -259,6 +261,27 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     return out, float(w1)
 
 
+def clearance(away: np.ndarray, cell: float) -> np.ndarray:
+    """Distance (chart mm, a lower bound) from each cell of a grid ``away (h, w) bool`` to the
+    nearest cell not away, less one cell diagonal; -1 at the cells not away.
+
+    The exact Euclidean distance transform in cells (as ``scipy.ndimage.distance_transform_edt``
+    gives it: the square root of a whole number), times ``cell``, less ``cell * sqrt(2)``.
+    A grid with no cell that is not away is left to that reference.
+    """
+    away = np.ascontiguousarray(away, dtype=np.bool_)
+    if away.ndim != 2:
+        raise ValueError(f"away is an (h, w) grid; got shape {away.shape}")
+    cell = float(cell)
+    h, w = away.shape
+    if away.size == 0 or away.all():
+        return clearance_reference(away, cell)
+    out = np.empty((h, w))
+    _kernel.clearance(away.view(np.uint8), cell, cell * math.sqrt(2.0), out, np.empty((h, w), dtype=np.int64),
+                      np.empty(w, dtype=np.int64), np.empty(w, dtype=np.int64))
+    return out
+
+
 # --- NumPy references (tests compare the kernels with these) -------------------------------
 
 def lookup_reference(values: np.ndarray, origin, cell: float, uv, outside: float) -> np.ndarray:
@@ -380,3 +403,11 @@ def line_step_reference(scale: np.ndarray, codes: np.ndarray, levels, v, v0: flo
     with np.errstate(invalid="ignore", divide="ignore"):
         out = total / weight
     return np.where(ok, out, np.nan), w1
+
+
+def clearance_reference(away: np.ndarray, cell: float) -> np.ndarray:
+    """NumPy (SciPy) twin of :func:`clearance`."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(away) * cell - cell * math.sqrt(2.0)
+    return np.where(away, dist, -1.0)

@@ -239,11 +239,54 @@ def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of:
     """
     lo, hi = np.asarray(bounds[:2], dtype=float), np.asarray(bounds[2:], dtype=float)
     w, h = (int(x) for x in np.ceil((hi - lo) / cell) + 1)
-    uu, vv = np.meshgrid(lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
-    inside = shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    inside = contains_grid(region, lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
     away = ~inside if outside_of else inside
-    dist = ndimage.distance_transform_edt(away) * cell - cell * math.sqrt(2.0)
-    return ChartRaster(lo, cell, np.where(away, dist, -1.0))
+    # ndimage.distance_transform_edt(away) * cell - cell * sqrt(2) where away, else -1
+    return ChartRaster(lo, cell, raster.clearance(away, cell))
+
+
+GRID_BLOCK = 16   # grid points per side of the blocks contains_grid decides at once
+
+
+def contains_grid(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical,
+    asking shapely about few points: the grid in blocks of ``GRID_BLOCK`` x ``GRID_BLOCK``
+    points; a block whose closed bounding box meets no boundary segment's bounding box lies
+    in one piece of the plane off the boundary, so all its points answer as its first one
+    does; the points of the other blocks are each asked."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    w, h = len(x), len(y)
+    b = GRID_BLOCK
+    if w * h <= 4 * b * b or not (np.isfinite(x).all() and np.isfinite(y).all()
+                                  and (np.diff(x) > 0).all() and (np.diff(y) > 0).all()):
+        uu, vv = np.meshgrid(x, y)
+        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    j0, i0 = np.arange(0, w, b), np.arange(0, h, b)
+    j1, i1 = np.minimum(j0 + b, w) - 1, np.minimum(i0 + b, h) - 1
+    # the blocks any boundary segment's bounding box reaches (consecutive vertices of all
+    # the rings, and the joins between rings too: a block too many is only asked in full)
+    c = shapely.get_coordinates(region)
+    if len(c) == 0 or not np.isfinite(c).all():
+        uu, vv = np.meshgrid(x, y)
+        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    a, z = (c[:-1], c[1:]) if len(c) > 1 else (c, c)
+    lo, hi = np.minimum(a, z), np.maximum(a, z)
+    ja, jb = np.searchsorted(x[j1], lo[:, 0], "left"), np.searchsorted(x[j0], hi[:, 0], "right") - 1
+    ia, ib = np.searchsorted(y[i1], lo[:, 1], "left"), np.searchsorted(y[i0], hi[:, 1], "right") - 1
+    on = (ja <= jb) & (ia <= ib)
+    ja, jb, ia, ib = ja[on], jb[on], ia[on], ib[on]
+    marks = np.zeros((len(i0) + 1, len(j0) + 1), dtype=np.int64)
+    np.add.at(marks, (ia, ja), 1)
+    np.add.at(marks, (ia, jb + 1), -1)
+    np.add.at(marks, (ib + 1, ja), -1)
+    np.add.at(marks, (ib + 1, jb + 1), 1)
+    # a block one point wide or tall is asked in full as well
+    mixed = (marks.cumsum(axis=0).cumsum(axis=1)[:-1, :-1] > 0) | (j1 == j0)[None, :] | (i1 == i0)[:, None]
+    first = shapely.contains_xy(region, *np.broadcast_arrays(x[j0][None, :], y[i0][:, None]))
+    out = np.repeat(np.repeat(first, b, axis=0), b, axis=1)[:h, :w]
+    ii, jj = np.nonzero(np.repeat(np.repeat(mixed, b, axis=0), b, axis=1)[:h, :w])
+    out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+    return out
 
 
 def keepout_clearance(zones, cell: float = CLEARANCE_CELL_MM) -> ChartRaster:
