@@ -367,3 +367,67 @@ def clearance(const unsigned char[:, ::1] away, double cell, double slack, doubl
                     out[y, u] = -1.0
                 if u == t[q]:
                     q -= 1
+
+
+def skin_frame(const double[:, :, ::1] jac, const double[:, ::1] normal, const double[:, :, ::1] pinv,
+               const int64_t[::1] tri, const double[:, ::1] travel, const double[::1] scale, double limit,
+               double[:, ::1] along, double[:, ::1] across):
+    """Chart vectors of one skin millimetre along a chart travel direction and across it, per
+    sample, from its triangle's Jacobian ``jac (m, 3, 2)``, unit normal ``(m, 3)`` and
+    pseudo-inverse ``pinv (m, 2, 3)`` (coverage.roller.skin_frame_reference, with NumPy's
+    arithmetic in its order: einsum sums from zero (three terms as (t0 + t2) + t1), norm =
+    sqrt((s0 + s1) + s2), cross
+    a1 b2 - a2 b1); ``travel / scale`` and its left turn ``/ scale`` off the chart
+    (tri < 0) or where the frame is not finite or not below ``limit`` per mm."""
+    cdef Py_ssize_t k, t, i
+    cdef double t0, t1, sc, s0, s1, s2, nrm, length, l0, l1, l2, u0, u1, u2, p0, p1, q
+    with nogil:
+        for k in range(tri.shape[0]):
+            t0 = travel[k, 0]
+            t1 = travel[k, 1]
+            sc = scale[k]
+            along[k, 0] = t0 / sc
+            along[k, 1] = t1 / sc
+            across[k, 0] = -t1 / sc
+            across[k, 1] = t0 / sc
+            t = tri[k]
+            if t < 0:
+                continue
+            # skin_t = jac @ travel
+            s0 = 0.0
+            s0 += jac[t, 0, 0] * t0
+            s0 += jac[t, 0, 1] * t1
+            s1 = 0.0
+            s1 += jac[t, 1, 0] * t0
+            s1 += jac[t, 1, 1] * t1
+            s2 = 0.0
+            s2 += jac[t, 2, 0] * t0
+            s2 += jac[t, 2, 1] * t1
+            nrm = sqrt((s0 * s0 + s1 * s1) + s2 * s2)
+            if nrm != nrm or nrm >= 1e-9:
+                length = nrm
+            else:
+                length = 1e-9
+            u0 = s0 / length
+            u1 = s1 / length
+            u2 = s2 / length
+            # left = normal x unit skin_t
+            l0 = normal[t, 1] * u2 - normal[t, 2] * u1
+            l1 = normal[t, 2] * u0 - normal[t, 0] * u2
+            l2 = normal[t, 0] * u1 - normal[t, 1] * u0
+            # einsum's three-term sum pairs the first and last terms, then adds the middle one
+            p0 = 0.0
+            p0 += pinv[t, 0, 0] * l0 + pinv[t, 0, 2] * l2
+            p0 += pinv[t, 0, 1] * l1
+            p1 = 0.0
+            p1 += pinv[t, 1, 0] * l0 + pinv[t, 1, 2] * l2
+            p1 += pinv[t, 1, 1] * l1
+            if not (p0 - p0 == 0.0 and p1 - p1 == 0.0):
+                continue
+            q = sqrt(p0 * p0 + p1 * p1)
+            if not (q < limit):
+                continue
+            along[k, 0] = t0 / length
+            along[k, 1] = t1 / length
+            across[k, 0] = p0
+            across[k, 1] = p1

@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from . import paths as _paths
 from . import raster
+from ._ext import raster as _raster_kernel
 from .curvature import Curvature
 from .protocol import Protocol
 
@@ -579,13 +580,35 @@ class ZoneSweeps:
         return ok, width, kc0
 
 
+SKIN_FRAME_LIMIT = 1.0 / 0.05   # chart mm per skin mm beyond which a triangle's frame is not trusted
+
+
 def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Chart vectors of one skin millimetre along the travel and across it, per sample.
 
     From each triangle's own Jacobian (a scan's chart need not be conformal: across can be
     twice along), as the needle simulation maps the drum; the isotropic ``1 / scale`` off
-    the chart.
+    the chart. The compiled kernel (``coverage._ext.raster.skin_frame``), per sample with
+    NumPy's arithmetic: equal to :func:`skin_frame_reference` bit for bit.
     """
+    tri = np.ascontiguousarray(tri, dtype=np.int64).reshape(-1)
+    n = len(tri)
+    travel = np.ascontiguousarray(travel, dtype=np.float64).reshape(n, 2)
+    scale = np.ascontiguousarray(scale, dtype=np.float64).reshape(n)
+    along, across = np.empty((n, 2)), np.empty((n, 2))
+    if n and (tri >= len(face.faces)).any():
+        raise ValueError(f"triangle {int(tri.max())} of a face of {len(face.faces)}")
+    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(face.jacobian_pinv), tri, travel,
+                              scale, SKIN_FRAME_LIMIT, along, across)
+    return along, across
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def skin_frame_reference(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`skin_frame`."""
     along = travel / scale[:, None]
     across = np.stack([-travel[:, 1], travel[:, 0]], axis=1) / scale[:, None]
     on = tri >= 0
@@ -598,7 +621,7 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
         normal = face.jacobian_normal[tri_on]       # unit jac[:, :, 0] x jac[:, :, 1]
         left = np.cross(normal, skin_t / length[:, None])
         per_mm = np.einsum("kij,kj->ki", face.jacobian_pinv[tri_on], left)   # pinv(jac) @ left
-        ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < 1.0 / 0.05)
+        ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < SKIN_FRAME_LIMIT)
         if every:
             along = np.where(ok[:, None], travel / length[:, None], along)
             across = np.where(ok[:, None], per_mm, across)
