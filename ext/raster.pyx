@@ -431,3 +431,39 @@ def skin_frame(const double[:, :, ::1] jac, const double[:, ::1] normal, const d
             along[k, 1] = t1 / length
             across[k, 0] = p0
             across[k, 1] = p1
+
+
+def symmetric(const double[::1] weights):
+    """Whether scipy.ndimage.correlate1d takes its symmetric path for these weights: an odd
+    count, each pair around the middle within DBL_EPSILON of each other."""
+    cdef Py_ssize_t n = weights.shape[0], r = n // 2, i
+    cdef double d
+    if n % 2 == 0:
+        return False
+    for i in range(1, r + 1):
+        d = weights[r + i] - weights[r - i]
+        if not (d <= 2.220446049250313e-16 and -d <= 2.220446049250313e-16):
+            return False
+    return True
+
+
+def window_min(const double[::1] x, const int64_t[::1] first, const int64_t[::1] stop, Py_ssize_t reach,
+               double[::1] out):
+    """out[i] = min of x over rows max(a, i - reach) .. min(b - 1, i + reach) of the path a:b
+    holding row i (first[p]:stop[p] per path; rows in no path are left as they are):
+    scipy.ndimage.minimum_filter1d(x[a:b], 2 * reach + 1, mode="nearest") of each path, for
+    values without NaN."""
+    cdef Py_ssize_t p, i, j, a, b, lo, hi
+    cdef double m
+    with nogil:
+        for p in range(first.shape[0]):
+            a = first[p]
+            b = stop[p]
+            for i in range(a, b):
+                lo = i - reach if i - reach > a else a
+                hi = i + reach if i + reach < b - 1 else b - 1
+                m = x[lo]
+                for j in range(lo + 1, hi + 1):
+                    if x[j] < m:
+                        m = x[j]
+                out[i] = m

@@ -236,3 +236,25 @@ def test_line_step_smooths_as_the_roller_did():
                                   roller.gaussian_weights(sigma))
     assert on.sum() > 10 and w == 0.0
     assert _same(out, roller._smooth_nan(np.where(on, v, np.nan), sigma))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_min_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    for trial in range(30):
+        sizes = rng.integers(0, 120, int(rng.integers(1, 12)))
+        n = int(sizes.sum())
+        values = rng.normal(size=n)
+        values[rng.random(n) < 0.3] = np.inf
+        values[rng.random(n) < 0.1] = np.round(values[rng.random(n) < 0.1][:1].sum())  # ties
+        if trial % 5 == 4 and n:
+            values[rng.integers(0, n)] = np.nan if trial % 10 == 4 else -0.0   # left to the reference
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        live = rng.random(len(sizes)) < 0.8
+        first, stop = starts[:-1][live], starts[1:][live]
+        reach = int(rng.integers(0, 30))
+        out = raster.window_min(values, first, stop, reach)
+        assert _same(out, raster.window_min_reference(values, first, stop, reach))
+        assert np.array_equal(np.signbit(out), np.signbit(raster.window_min_reference(values, first, stop, reach)))
+    with pytest.raises(ValueError, match="within"):
+        raster.window_min(np.zeros(3), [0], [4], 1)

@@ -216,15 +216,6 @@ def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> in
     return int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
 
 
-def _symmetric(weights: np.ndarray) -> bool:
-    """Whether scipy.ndimage.correlate1d takes its symmetric path for these weights: an odd
-    count, each pair around the middle within DBL_EPSILON of each other."""
-    r = len(weights) // 2
-    return len(weights) % 2 == 1 and bool((np.abs(weights[r + 1:] - weights[:r][::-1]) <= _EPS).all())
-
-
-_EPS = float(np.finfo(np.float64).eps)
-
 
 def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
               forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
@@ -250,7 +241,8 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     cols = len(v)
     if scale.shape[1] != cols or codes.shape != scale.shape:
         raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
-    if len(weights) < 1 or not _symmetric(weights):
+    # scipy's symmetric path (an odd count, pairs within DBL_EPSILON); any other: the reference
+    if not _kernel.symmetric(weights):
         return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
     out = np.empty(cols)
     scratch = np.empty((3, cols))
@@ -281,6 +273,26 @@ def clearance(away: np.ndarray, cell: float) -> np.ndarray:
                       np.empty(w, dtype=np.int64), np.empty(w, dtype=np.int64))
     return out
 
+
+def window_min(values, first, stop, reach: int) -> np.ndarray:
+    """``scipy.ndimage.minimum_filter1d(values[a:b], 2 * reach + 1, mode="nearest")`` of each
+    path ``a, b = first[i], stop[i]`` (disjoint), side by side ``(n,)``: the least value
+    within ``reach`` rows of each row, the window clipped to its path; rows in no path keep
+    their value. See :func:`window_min_reference` (which answers where a value is NaN or -0)."""
+    values = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    first = np.ascontiguousarray(first, dtype=np.int64).reshape(-1)
+    stop = np.ascontiguousarray(stop, dtype=np.int64).reshape(-1)
+    n = len(values)
+    if len(first) != len(stop) or (first < 0).any() or (stop > n).any() or (stop < first).any():
+        raise ValueError(f"paths first:stop must lie within the {n} values")
+    reach = int(reach)
+    if reach < 0:
+        raise ValueError(f"reach = {reach}: a window reaches zero rows or more")
+    if np.isnan(values).any() or (np.signbit(values) & (values == 0)).any():
+        return window_min_reference(values, first, stop, reach)
+    out = values.copy()
+    _kernel.window_min(values, first, stop, reach, out)
+    return out
 
 # --- NumPy references (tests compare the kernels with these) -------------------------------
 
@@ -411,3 +423,14 @@ def clearance_reference(away: np.ndarray, cell: float) -> np.ndarray:
 
     dist = ndimage.distance_transform_edt(away) * cell - cell * math.sqrt(2.0)
     return np.where(away, dist, -1.0)
+
+
+def window_min_reference(values, first, stop, reach: int) -> np.ndarray:
+    """NumPy (SciPy) twin of :func:`window_min`."""
+    from scipy import ndimage
+
+    out = np.array(values, dtype=np.float64)
+    for a, b in zip(np.asarray(first).tolist(), np.asarray(stop).tolist()):
+        if b > a:
+            out[a:b] = ndimage.minimum_filter1d(out[a:b], size=2 * int(reach) + 1, mode="nearest")
+    return out

@@ -718,8 +718,8 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     at = np.nonzero(near)[0]
     clear[at] = clearance.min_along(uv[at], per_mm_a[at], across_steps, outside=np.inf)
     need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
-    for a, b in zip(first[live].tolist(), stop[live].tolist()):
-        clear[a:b] = ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest")
+    # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
+    clear = raster.window_min(clear, first[live], stop[live], reach)
     ok &= clear >= need
     if len(ends) == 0:
         return ok
