@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -598,9 +599,35 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
     along, across = np.empty((n, 2)), np.empty((n, 2))
     if n and (tri >= len(face.faces)).any():
         raise ValueError(f"triangle {int(tri.max())} of a face of {len(face.faces)}")
-    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(face.jacobian_pinv), tri, travel,
-                              scale, SKIN_FRAME_LIMIT, along, across)
+    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(jacobian_pinv(face, tri)), tri,
+                              travel, scale, SKIN_FRAME_LIMIT, along, across)
     return along, across
+
+
+_PINV = weakref.WeakKeyDictionary()   # face -> (pseudo-inverses (m, 2, 3), which are computed (m,) bool)
+
+
+def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
+    """``face.jacobian_pinv`` ``(m, 2, 3)`` good at least at the triangles ``tri`` (the others
+    may still be NaN): the whole of it once the face has it, else its rows computed as
+    asked (the roller reaches a third of the face's triangles). Each matrix's pseudo-inverse
+    does not depend on the others, so the rows are the face's own bit for bit."""
+    if "jacobian_pinv" in vars(face):
+        return face.jacobian_pinv
+    entry = _PINV.get(face)
+    if entry is None:
+        m = len(face.faces)
+        entry = _PINV[face] = (np.full((m, 2, 3), np.nan), np.zeros(m, dtype=bool))
+    pinv, known = entry
+    need = np.unique(tri[tri >= 0])
+    need = need[~known[need]]
+    if len(need):
+        jac = face.jacobian[need]
+        finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
+        if finite.any():
+            pinv[need[finite]] = np.linalg.pinv(jac[finite])
+        known[need] = True
+    return pinv
 
 
 def _c(a: np.ndarray) -> np.ndarray:
