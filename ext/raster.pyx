@@ -3,20 +3,43 @@
 # Inputs are C-contiguous and already validated by coverage.raster.
 # The points are built here with NumPy's arithmetic, one rounding per operation in the
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport rint, sqrt, NAN
+from libc.math cimport rint, sqrt, frexp, NAN
 from libc.stdint cimport int64_t
 
 
-cdef inline int64_t _cell(double u, double v, double u0, double v0, double cell,
+cdef inline double _inverse(double cell) noexcept nogil:
+    """1 / cell where dividing by cell is multiplying by it exactly (cell a power of two whose
+    inverse is a normal double: x / cell and x * (1 / cell) are then the same real number,
+    rounded once), else 0 (divide)."""
+    cdef int e
+    cdef double inv
+    if not (cell > 0.0 and cell < 1e300 and cell > 1e-300):
+        return 0.0
+    if frexp(cell, &e) != 0.5:
+        return 0.0
+    inv = 1.0 / cell
+    if inv * cell != 1.0 or not (inv < 1e300 and inv > 1e-300):
+        return 0.0
+    return inv
+
+
+cdef inline int64_t _cell(double u, double v, double u0, double v0, double cell, double inv,
                           Py_ssize_t w, Py_ssize_t h) noexcept nogil:
     """Flat index row * w + col of the cell holding (u, v), or -1 off the grid or at NaN.
 
     The same arithmetic as the NumPy reference, floor((p - origin) / cell) with a true
-    division, without calling floor: for x >= 0, floor(x) >= 0 always and floor(x) < w
-    exactly when x < w, and the cast truncates to floor. Compared as doubles before the
-    cast: NaN fails every comparison and a huge value (or an infinity) does not fit an int64.
+    division (a multiplication by ``inv`` where that is the same: see _inverse), without
+    calling floor: for x >= 0, floor(x) >= 0 always and floor(x) < w exactly when x < w, and
+    the cast truncates to floor. Compared as doubles before the cast: NaN fails every
+    comparison and a huge value (or an infinity) does not fit an int64.
     """
-    cdef double fu = (u - u0) / cell, fv = (v - v0) / cell
+    cdef double fu, fv
+    if inv != 0.0:
+        fu = (u - u0) * inv
+        fv = (v - v0) * inv
+    else:
+        fu = (u - u0) / cell
+        fv = (v - v0) / cell
     if not (fu >= 0.0 and fv >= 0.0 and fu < <double>w and fv < <double>h):
         return -1
     return <int64_t>fv * w + <int64_t>fu
@@ -35,9 +58,10 @@ def nearest(const double[:, ::1] values, const double[:, ::1] uv, double u0, dou
     cdef Py_ssize_t i, h = values.shape[0], w = values.shape[1]
     cdef int64_t c
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
     with nogil:
         for i in range(uv.shape[0]):
-            c = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
+            c = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, inv, w, h)
             out[i] = outside if c < 0 else flat[c]
 
 
@@ -45,9 +69,10 @@ def cells(const double[:, ::1] uv, double u0, double v0, double cell, int64_t w,
           int64_t[::1] out):
     """out[i] = flat index row * w + col of the cell under uv[i], -1 off the grid."""
     cdef Py_ssize_t i
+    cdef double inv = _inverse(cell)
     with nogil:
         for i in range(uv.shape[0]):
-            out[i] = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
+            out[i] = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, inv, w, h)
 
 
 def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t group,
@@ -58,11 +83,12 @@ def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t
     cdef int64_t c
     cdef double x, m
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
     with nogil:
         for g in range(out.shape[0]):
             m = 0.0
             for j in range(group):
-                c = _cell(uv[g * group + j, 0], uv[g * group + j, 1], u0, v0, cell, w, h)
+                c = _cell(uv[g * group + j, 0], uv[g * group + j, 1], u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 m = _least(m, x, j)
                 if m != m:
@@ -79,12 +105,13 @@ def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const doubl
     cdef int64_t c
     cdef double f, x, least
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
     with nogil:
         for i in range(uv.shape[0]):
             least = 0.0
             for j in range(m):
                 f = offsets[j] * scale[i] if scaled else offsets[j]
-                c = _cell(uv[i, 0] + f * direction[i, 0], uv[i, 1] + f * direction[i, 1], u0, v0, cell, w, h)
+                c = _cell(uv[i, 0] + f * direction[i, 0], uv[i, 1] + f * direction[i, 1], u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 least = _least(least, x, j)
                 if least != least:
@@ -98,15 +125,22 @@ def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[
     """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]."""
     cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = off_a.shape[0]
     cdef int64_t c
-    cdef double pu, pv, x, least
+    cdef double pu, pv, x, least, u, v, au, av, bu, bv
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
     with nogil:
         for i in range(uv.shape[0]):
             least = 0.0
+            u = uv[i, 0]
+            v = uv[i, 1]
+            au = dir_a[i, 0]
+            av = dir_a[i, 1]
+            bu = dir_b[i, 0]
+            bv = dir_b[i, 1]
             for j in range(m):
-                pu = (uv[i, 0] + off_a[j] * dir_a[i, 0]) + off_b[j] * dir_b[i, 0]
-                pv = (uv[i, 1] + off_a[j] * dir_a[i, 1]) + off_b[j] * dir_b[i, 1]
-                c = _cell(pu, pv, u0, v0, cell, w, h)
+                pu = (u + off_a[j] * au) + off_b[j] * bu
+                pv = (v + off_a[j] * av) + off_b[j] * bv
+                c = _cell(pu, pv, u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 least = _least(least, x, j)
                 if least != least:

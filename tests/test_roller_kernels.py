@@ -258,3 +258,35 @@ def test_window_min_matches_reference(seed):
         assert np.array_equal(np.signbit(out), np.signbit(raster.window_min_reference(values, first, stop, reach)))
     with pytest.raises(ValueError, match="within"):
         raster.window_min(np.zeros(3), [0], [4], 1)
+
+
+@pytest.mark.parametrize("cell", [0.25, 1.0, 4.0, 2.0 ** -30, 0.3, 0.7, 1e-310, 3.0])
+def test_reads_match_reference_for_any_cell(cell):
+    """Power-of-two cells are read by multiplying with their inverse (the same number as the
+    division), others by dividing: both equal the references, on points at cell edges."""
+    rng = np.random.default_rng(int(cell * 1000) % 97)
+    values = _raster(rng)
+    h, w = values.shape
+    n = 700
+    uv = np.asarray(ORIGIN) + rng.uniform(-0.2, 1.2, (n, 2)) * np.array([w, h]) * cell
+    uv[::5] = np.asarray(ORIGIN) + np.round((uv[::5] - np.asarray(ORIGIN)) / cell) * cell     # on edges
+    uv[1::37] = np.nan
+    direction = rng.normal(size=(n, 2)) * cell
+    dir_b = rng.normal(size=(n, 2)) * cell
+    offsets = np.linspace(-6.0, 6.0, 11)
+    scale = rng.uniform(0.5, 3.0, n)
+    ga, gb = np.meshgrid(np.linspace(-10, 10, 5), np.linspace(-4, 4, 3))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for outside in (-1.0, np.inf):
+            assert _same(raster.lookup(values, ORIGIN, cell, uv, outside),
+                         raster.lookup_reference(values, ORIGIN, cell, uv, outside))
+        assert _same(raster.lookup(values > 0, ORIGIN, cell, uv, 0), raster.lookup_reference(values > 0, ORIGIN, cell,
+                                                                                              uv, 0))
+        assert _same(raster.lookup_min(values, ORIGIN, cell, np.repeat(uv, 3, axis=0), 3, np.inf),
+                     raster.lookup_min_reference(values, ORIGIN, cell, np.repeat(uv, 3, axis=0), 3, np.inf))
+        for s in (None, scale):
+            assert _same(raster.offset_min(values, ORIGIN, cell, uv, direction, offsets, s, -1.0),
+                         raster.offset_min_reference(values, ORIGIN, cell, uv, direction, offsets, s, -1.0))
+        assert _same(raster.rect_min(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(), np.inf),
+                     raster.rect_min_reference(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(),
+                                               np.inf))
