@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.raster.
 # The points are built here with NumPy's arithmetic, one rounding per operation in the
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport rint, sqrt, frexp, NAN
+from libc.math cimport rint, sqrt, frexp, ceil, NAN
 from libc.stdint cimport int64_t
 
 
@@ -501,3 +501,116 @@ def window_min(const double[::1] x, const int64_t[::1] first, const int64_t[::1]
                     if x[j] < m:
                         m = x[j]
                 out[i] = m
+
+
+cdef inline Py_ssize_t _linspace(double[::1] f, double hm, double step) noexcept nogil:
+    # numpy.linspace(-1.0, 1.0, max(ceil((hm * 2) / step) + 1, 2)) into f; returns its count
+    cdef Py_ssize_t m = <Py_ssize_t>ceil((hm * 2.0) / step) + 1, j
+    cdef double d
+    if m < 2:
+        m = 2
+    d = 2.0 / <double>(m - 1)
+    for j in range(m - 1):
+        f[j] = <double>j * d + -1.0
+    f[m - 1] = 1.0
+    return m
+
+
+cdef inline Py_ssize_t _band_at(double u, double v, double au, double av, double half, double scale, double f,
+                                double u0, double v0, double cell, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    # the clipped cell (flat) of uv + ((f * half) / scale) * across, as _band_cell
+    cdef double t = (f * half) / scale
+    cdef double pu = u + t * au, pv = v + t * av
+    return _clipped((pv - v0) / cell, h) * w + _clipped((pu - u0) / cell, w)
+
+
+cdef inline double _half(double swath, double inset) noexcept nogil:
+    # numpy.maximum(swath / 2.0 - inset, 0.0)
+    cdef double x = swath / 2.0 - inset
+    if x >= 0.0 or x != x:
+        return x
+    return 0.0
+
+
+def claim_bands(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double[:, ::1] across,
+                const double[::1] scale, const double[::1] swath, const int64_t[::1] starts,
+                const double[::1] inset, double u0, double v0, double cell, double path_step,
+                double min_stroke, double[::1] f, unsigned char[::1] free, int64_t[::1] out_run,
+                int64_t[::1] out_a, int64_t[::1] out_b):
+    """Runs claimed in order against an occupancy raster (coverage.roller.claim_reference).
+
+    Run r is rows starts[r]:starts[r + 1] (chart points ``uv``, its frame ``across`` and
+    ``scale``, its band ``swath``). Its samples are free where no cell under their band, inset
+    by ``inset[r]`` (linspace(-1, 1, ...) across it at ``cell`` steps), is taken; each free
+    stretch at least ``min_stroke`` long (``path_step`` between samples) is kept and its full
+    band (at ``cell / 2`` steps) taken, with the stretch's own frame at its ends (one-sided
+    differences, as a path of its own). Returns the count of kept stretches
+    (out_run, out_a, out_b: the run and its rows a:b, counted within the run). ``f`` (enough
+    for the widest band) and ``free`` (one per row) are scratch.
+    """
+    cdef Py_ssize_t r, i, i2, j, s, e, a, b, m, count = 0, h = taken.shape[0], w = taken.shape[1]
+    cdef double hm, x, t0, t1, nrm, au, av
+    cdef unsigned char* flat = &taken[0, 0]
+    with nogil:
+        for r in range(starts.shape[0] - 1):
+            s = starts[r]
+            e = starts[r + 1]
+            if e <= s:
+                continue
+            hm = 0.0
+            for i in range(s, e):
+                x = _half(swath[i], inset[r])
+                if x > hm or x != x:
+                    hm = x
+            m = _linspace(f, hm, cell)
+            for i in range(s, e):
+                free[i] = 1
+                x = _half(swath[i], inset[r])
+                for j in range(m):
+                    if flat[_band_at(uv[i, 0], uv[i, 1], across[i, 0], across[i, 1], x, scale[i], f[j],
+                                     u0, v0, cell, h, w)]:
+                        free[i] = 0
+                        break
+            i = s
+            while i < e:
+                if not free[i]:
+                    i += 1
+                    continue
+                a = i
+                while i < e and free[i]:
+                    i += 1
+                b = i
+                if <double>(b - a - 1) * path_step < min_stroke:
+                    continue
+                out_run[count] = r
+                out_a[count] = a - s
+                out_b[count] = b - s
+                count += 1
+                hm = 0.0
+                for j in range(a, b):
+                    x = _half(swath[j], 0.0)
+                    if x > hm or x != x:
+                        hm = x
+                m = _linspace(f, hm, cell / 2.0)
+                for j in range(a, b):
+                    au = across[j, 0]
+                    av = across[j, 1]
+                    if (j == a and a > s) or (j == b - 1 and b < e):
+                        # the stretch's own end: a one-sided difference, as a path of its own
+                        if j == a:
+                            t0 = uv[a + 1, 0] - uv[a, 0]
+                            t1 = uv[a + 1, 1] - uv[a, 1]
+                        else:
+                            t0 = uv[b - 1, 0] - uv[b - 2, 0]
+                            t1 = uv[b - 1, 1] - uv[b - 2, 1]
+                        nrm = sqrt(t0 * t0 + t1 * t1)
+                        if not (nrm >= 1e-12 or nrm != nrm):
+                            nrm = 1e-12
+                        t0 = t0 / nrm
+                        t1 = t1 / nrm
+                        au = -t1
+                        av = t0
+                    x = _half(swath[j], 0.0)
+                    for i2 in range(m):
+                        flat[_band_at(uv[j, 0], uv[j, 1], au, av, x, scale[j], f[i2], u0, v0, cell, h, w)] = 1
+    return count

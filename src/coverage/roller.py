@@ -817,12 +817,18 @@ class Occupancy:
             return []
         uv = np.concatenate(paths)
         starts = np.concatenate([[0], np.cumsum([len(p) for p in paths])]).astype(np.int64)
+        across, scale = Occupancy.frames_joined(face, uv, starts)
+        return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+
+    @staticmethod
+    def frames_joined(face, uv: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`frames` of paths side by side (path i: rows ``starts[i]:starts[i + 1]``), joined."""
         travel = path_gradient(uv, starts)       # np.gradient of each path
         travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
         across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
         tri, _ = face.locate(uv)
         scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
-        return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+        return across, scale
 
     def _band(self, face, run: Run, inset_mm: float, step_mm: float, frame=None) -> tuple:
         """``(uv, across, half, scale, f)``: the band of sample i is
@@ -1013,7 +1019,49 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
 
 
 def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
-    """Keep the stretches of each run whose band is still free in this sweep, and take them."""
+    """Keep the stretches of each run whose band is still free in this sweep, and take them.
+
+    All runs in one kernel call (``coverage._ext.raster.claim_bands``), in order, as
+    :func:`claim_reference` claims them one by one (which answers where a value is not finite).
+    """
+    runs = [r for rr in lines for r in rr]
+    if not runs:
+        return []
+    uv = np.ascontiguousarray(np.concatenate([r.uv for r in runs]), dtype=np.float64)
+    sizes = np.array([len(r.uv) for r in runs], dtype=np.int64)
+    swath = np.ascontiguousarray(np.concatenate([r.swath_mm for r in runs]), dtype=np.float64)
+    if (sizes < 2).any() or len(swath) != len(uv) or not (np.isfinite(uv).all() and np.isfinite(swath).all()):
+        return claim_reference(face, lines, occupancy)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    across, scale = Occupancy.frames_joined(face, uv, starts)
+    if not (np.isfinite(across).all() and np.isfinite(scale).all()):
+        return claim_reference(face, lines, occupancy)
+    inset = np.array([run_ring_inset(r) for r in runs], dtype=np.float64)
+    # room for the widest band's points (linspace counts of the free and the taken bands)
+    widest = float(np.abs(swath).max(initial=0.0)) / 2.0 + float(np.abs(inset).max(initial=0.0)) + 1.0
+    f = np.empty(int(math.ceil(widest * 2 / (occupancy.cell / 2))) + 3)
+    n = len(uv)
+    part_run, part_a, part_b = (np.empty(n, dtype=np.int64) for _ in range(3))
+    count = _raster_kernel.claim_bands(occupancy.taken.view(np.uint8), uv, across, scale, swath, starts, inset,
+                                       float(occupancy.origin[0]), float(occupancy.origin[1]),
+                                       float(occupancy.cell), PATH_STEP_MM, MIN_STROKE_MM, f,
+                                       np.empty(n, dtype=np.uint8), part_run, part_a, part_b)
+    kept = [[] for _ in runs]
+    for k, a, b in zip(part_run[:count].tolist(), part_a[:count].tolist(), part_b[:count].tolist()):
+        r = runs[k]
+        kept[k].append(Run(r.zone, r.theta_deg, r.sweep, r.line, r.uv[a:b], r.swath_mm[a:b], r.kappa_cross[a:b],
+                           r.phase_mm, dict(r.meta)))
+    out, k = [], 0
+    for rr in lines:
+        line_kept = [part for parts in kept[k:k + len(rr)] for part in parts]
+        k += len(rr)
+        if line_kept:
+            out.append(line_kept)
+    return out
+
+
+def claim_reference(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
+    """NumPy twin of :func:`claim`: each run's free stretches found and taken one by one."""
     out = []
     frames = iter(occupancy.frames(face, [r.uv for runs in lines for r in runs]))
     for runs in lines:
