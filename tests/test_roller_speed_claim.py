@@ -85,3 +85,22 @@ def test_claim_with_a_non_finite_run_is_the_reference(default_face):
         except ValueError:       # the reference refuses a NaN band (math.ceil of NaN): so does claim
             with pytest.raises(ValueError):
                 roller.claim(default_face, lines, roller.Occupancy(bounds))
+
+
+def test_runs_carry_their_located_triangles(default_face, default_zones):
+    """The triangles a run carries (so claims need not locate again) are face.locate's."""
+    protocol = Protocol.default()
+    clearance = roller.keepout_clearance(default_zones)
+    region = roller.roller_regions(default_zones, protocol)[0]
+    dose = protocol.zone(region.zones[0])
+    drum = roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+    theta = dose.directions_deg[-1]
+    sweeps = roller.ZoneSweeps(default_zones, region, drum, theta, roller.conformity(default_face, drum, theta),
+                               clearance)
+    occupancy = roller.Occupancy(region.polygon.bounds)
+    lines = roller.claim(default_face, roller.sweep_runs(sweeps, 1, 3, 0.0), occupancy)
+    border = roller.claim(default_face, roller.Headland(default_zones, region, drum, clearance).runs(1, 3), occupancy)
+    runs = [r for rr in lines + border for r in rr]
+    assert len(runs) > 10
+    for r in runs:
+        assert r.tri is not None and np.array_equal(r.tri, default_face.locate(r.uv)[0])

@@ -369,6 +369,9 @@ class Run:
     kappa_cross: np.ndarray     # (n,)
     phase_mm: float = 0.0       # arc length to the first needle of ring 0
     meta: dict = field(default_factory=dict)
+    # the chart triangle of each sample (face.locate(uv)[0]) where the roller located it
+    # already, so a claim need not locate it again; None: not known
+    tri: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _rotation(angle_rad: float) -> np.ndarray:
@@ -545,7 +548,7 @@ class ZoneSweeps:
         return np.where(tri >= 0, kc, np.nan), np.where(tri >= 0, width, 0.0), central
 
     def sample_validity(self, uv: np.ndarray, design_mm, starts: np.ndarray | None = None,
-                        valid_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        valid_only: bool = False, located: bool = False) -> tuple:
         """Validity, band width and cross curvature at chart points ``(n, 2)`` along a pass.
 
         Several passes at once: ``starts (p + 1,) int`` puts pass i at rows
@@ -553,6 +556,7 @@ class ZoneSweeps:
         (each sample its pass's design); each pass reads as it would alone.
         ``valid_only``: band width and curvature are only needed where the sample is valid;
         they read 0 where the sample's own point lies outside the region (never valid).
+        ``located``: also return each point's triangle (``face.locate(uv)[0]``), fourth.
         """
         face = self.face
         tri_all, bary_all = face.locate(uv)
@@ -578,6 +582,8 @@ class ZoneSweeps:
         width[at], kc0[at] = width_at, kc0_at
         ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance, tri=tri_all, starts=starts,
                         where=ok)
+        if located:     # and each sample's triangle (face.locate(uv)[0])
+            return ok, width, kc0, tri_all
         return ok, width, kc0
 
 
@@ -821,12 +827,14 @@ class Occupancy:
         return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
 
     @staticmethod
-    def frames_joined(face, uv: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`frames` of paths side by side (path i: rows ``starts[i]:starts[i + 1]``), joined."""
+    def frames_joined(face, uv: np.ndarray, starts: np.ndarray, tri=None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`frames` of paths side by side (path i: rows ``starts[i]:starts[i + 1]``), joined
+        (``tri``: ``face.locate(uv)[0]`` if already known)."""
         travel = path_gradient(uv, starts)       # np.gradient of each path
         travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
         across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
-        tri, _ = face.locate(uv)
+        if tri is None:
+            tri, _ = face.locate(uv)
         scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
         return across, scale
 
@@ -938,7 +946,8 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
     if kept is not None:   # best_offset built this family already (as sweep 0): hand it out once
         if sweep_index == 0:
             return kept
-        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta))
+        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta),
+                     tri=r.tri)
                  for r in runs] for runs in kept]
     face = sweeps.face
     found = sweeps.lines(offset)
@@ -975,7 +984,7 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
         if len(line) == 0:
             return []
     design = np.repeat(np.array([found[i][2] for i in line.tolist()], dtype=np.float64), sizes)
-    ok, w, kc = sweeps.sample_validity(uv, design, starts, valid_only=True)
+    ok, w, kc, tri = sweeps.sample_validity(uv, design, starts, valid_only=True, located=True)
     per_line = [[] for _ in found]
     path, first, stop = runs_in(ok, starts)
     for j, a, b in zip(path.tolist(), first.tolist(), stop.tolist()):
@@ -983,7 +992,8 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
             continue
         i = int(line[j])
         per_line[i].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, found[i][0], uv[a:b], w[a:b], kc[a:b],
-                               meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family}))
+                               meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family},
+                               tri=tri[a:b]))
     return [runs for runs in per_line if runs]
 
 
@@ -1033,7 +1043,10 @@ def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]
     if (sizes < 2).any() or len(swath) != len(uv) or not (np.isfinite(uv).all() and np.isfinite(swath).all()):
         return claim_reference(face, lines, occupancy)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    across, scale = Occupancy.frames_joined(face, uv, starts)
+    tri = None
+    if all(r.tri is not None and len(r.tri) == len(r.uv) for r in runs):
+        tri = np.concatenate([r.tri for r in runs])       # located already: face.locate(uv)[0]
+    across, scale = Occupancy.frames_joined(face, uv, starts, tri)
     if not (np.isfinite(across).all() and np.isfinite(scale).all()):
         return claim_reference(face, lines, occupancy)
     inset = np.array([run_ring_inset(r) for r in runs], dtype=np.float64)
@@ -1050,7 +1063,7 @@ def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]
     for k, a, b in zip(part_run[:count].tolist(), part_a[:count].tolist(), part_b[:count].tolist()):
         r = runs[k]
         kept[k].append(Run(r.zone, r.theta_deg, r.sweep, r.line, r.uv[a:b], r.swath_mm[a:b], r.kappa_cross[a:b],
-                           r.phase_mm, dict(r.meta)))
+                           r.phase_mm, dict(r.meta), tri=None if r.tri is None else r.tri[a:b]))
     out, k = [], 0
     for rr in lines:
         line_kept = [part for parts in kept[k:k + len(rr)] for part in parts]
@@ -1277,13 +1290,14 @@ class Headland:
                         tri=lifted.tri, starts=starts, where=ok)
         for (k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
             runs = []
-            w_k, cross_k = width[a0:b0], cross[a0:b0]
+            w_k, cross_k, tri_k = width[a0:b0], cross[a0:b0], lifted.tri[a0:b0]
             for a, b in runs_of(ok[a0:b0]):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
                 runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
                                 w_k[a:b], cross_k[a:b],
-                                meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"}))
+                                meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"},
+                                tri=tri_k[a:b]))
             if runs:
                 out.append(runs)
         for j, runs in enumerate(out):
