@@ -182,6 +182,22 @@ def test_resample_by_hand_and_edge_cases():
         paths.resample(uv, np.array([[0.0, 0, 0], [np.nan, 0, 0]]), [0, 2], 0.5)
     with pytest.raises(ValueError, match="starts"):
         paths.resample(uv, points, [0, 3], 0.5)
+    # an infinite chart point, or a lift whose steps overflow: each path by the reference
+    rng = np.random.default_rng(11)
+    uv, points, starts = _paths(rng, 4)
+    u = uv.copy()
+    u[starts[1] + 1, 0] = np.inf
+    with np.errstate(invalid="ignore"):
+        out, out_starts = paths.resample(u, points, starts, 0.5)
+        for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+            assert _same(out[out_starts[i]:out_starts[i + 1]], paths.resample_reference(u[a:b], points[a:b], 0.5))
+    p = points.copy()
+    p[starts[2]:starts[3]] *= 1e300
+    with np.errstate(invalid="ignore", over="ignore"):
+        with pytest.raises(OverflowError):       # an infinite arc length, as the reference finds it
+            paths.resample_reference(uv[starts[2]:starts[3]], p[starts[2]:starts[3]], 0.5)
+        with pytest.raises(OverflowError):
+            paths.resample(uv, p, starts, 0.5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
