@@ -54,15 +54,41 @@ cdef inline double _least(double m, double x, Py_ssize_t j) noexcept nogil:
 
 def nearest(const double[:, ::1] values, const double[:, ::1] uv, double u0, double v0, double cell,
             double outside, double[::1] out):
-    """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid."""
-    cdef Py_ssize_t i, h = values.shape[0], w = values.shape[1]
-    cdef int64_t c
+    """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid.
+
+    In blocks: the cells of a block's points first (branch-free: a point off the grid reads
+    cell 0 and is then given ``outside``), then their values."""
+    cdef Py_ssize_t i, k, b, nb, n = uv.shape[0], h = values.shape[0], w = values.shape[1]
+    cdef double fu, fv
+    cdef bint on
+    cdef int64_t idx[256]
+    cdef unsigned char keep[256]
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef const double* pts = &uv[0, 0] if n > 0 else NULL
     cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    if flat == NULL:
+        for i in range(n):
+            out[i] = outside
+        return
     with nogil:
-        for i in range(uv.shape[0]):
-            c = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, inv, w, h)
-            out[i] = outside if c < 0 else flat[c]
+        for b in range(0, n, 256):
+            nb = n - b if n - b < 256 else 256
+            for k in range(nb):
+                if inv != 0.0:
+                    fu = (pts[2 * (b + k)] - u0) * inv
+                    fv = (pts[2 * (b + k) + 1] - v0) * inv
+                else:
+                    fu = (pts[2 * (b + k)] - u0) / cell
+                    fv = (pts[2 * (b + k) + 1] - v0) / cell
+                on = fu >= 0.0 and fv >= 0.0 and fu < fw and fv < fh
+                keep[k] = on
+                if not on:
+                    fu = 0.0
+                    fv = 0.0
+                idx[k] = <int64_t>fv * w + <int64_t>fu
+            for k in range(nb):
+                out[b + k] = flat[idx[k]] if keep[k] else outside
 
 
 def cells(const double[:, ::1] uv, double u0, double v0, double cell, int64_t w, int64_t h,
@@ -119,15 +145,40 @@ def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const doubl
             out[i] = least
 
 
+cdef inline int64_t _cell_or_zero(double u, double v, double u0, double v0, double cell, double inv,
+                                  double fw, double fh, Py_ssize_t w, unsigned char* on) noexcept nogil:
+    """_cell without a branch on the result: the cell, or 0 with on[0] = 0 off the grid or at NaN."""
+    cdef double fu, fv
+    cdef bint ok
+    if inv != 0.0:
+        fu = (u - u0) * inv
+        fv = (v - v0) * inv
+    else:
+        fu = (u - u0) / cell
+        fv = (v - v0) / cell
+    ok = fu >= 0.0 and fv >= 0.0 and fu < fw and fv < fh
+    on[0] = ok
+    if not ok:
+        fu = 0.0
+        fv = 0.0
+    return <int64_t>fv * w + <int64_t>fu
+
+
 def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] dir_a,
              const double[:, ::1] dir_b, const double[::1] off_a, const double[::1] off_b,
              double u0, double v0, double cell, double outside, double[::1] out):
-    """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]."""
+    """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i].
+
+    Each point's cells first (up to 512 offsets: branch-free), then their values."""
     cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = off_a.shape[0]
     cdef int64_t c
     cdef double pu, pv, x, least, u, v, au, av, bu, bv
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
     cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    cdef int64_t idx[512]
+    cdef unsigned char keep[512]
+    cdef bint blocked = m <= 512 and flat != NULL
     with nogil:
         for i in range(uv.shape[0]):
             least = 0.0
@@ -137,6 +188,18 @@ def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[
             av = dir_a[i, 1]
             bu = dir_b[i, 0]
             bv = dir_b[i, 1]
+            if blocked:
+                for j in range(m):
+                    pu = (u + off_a[j] * au) + off_b[j] * bu
+                    pv = (v + off_a[j] * av) + off_b[j] * bv
+                    idx[j] = _cell_or_zero(pu, pv, u0, v0, cell, inv, fw, fh, w, &keep[j])
+                for j in range(m):
+                    x = flat[idx[j]] if keep[j] else outside
+                    least = _least(least, x, j)
+                    if least != least:
+                        break
+                out[i] = least
+                continue
             for j in range(m):
                 pu = (u + off_a[j] * au) + off_b[j] * bu
                 pv = (v + off_a[j] * av) + off_b[j] * bv

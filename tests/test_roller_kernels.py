@@ -306,3 +306,21 @@ def test_reads_match_reference_for_any_cell(cell):
         assert _same(raster.rect_min(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(), np.inf),
                      raster.rect_min_reference(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(),
                                                np.inf))
+
+
+def test_reads_with_many_offsets_and_empty_rasters():
+    """rect_min beyond its blocked path (more than 512 offsets), and reads of an empty raster."""
+    rng = np.random.default_rng(21)
+    values = _raster(rng)
+    n = 300
+    uv = _points(rng, n)
+    dir_a, dir_b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    ga, gb = np.meshgrid(np.linspace(-10, 10, 30), np.linspace(-4, 4, 20))     # 600 offsets
+    with np.errstate(invalid="ignore"):
+        assert _same(raster.rect_min(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0),
+                     raster.rect_min_reference(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0))
+        for empty in (np.zeros((0, 5)), np.zeros((4, 0))):
+            assert _same(raster.lookup(empty, ORIGIN, CELL, uv, -2.0),
+                         raster.lookup_reference(empty, ORIGIN, CELL, uv, -2.0))
+            assert _same(raster.rect_min(empty, ORIGIN, CELL, uv, dir_a, dir_b, [0.0, 1.0], [1.0, 0.0], 3.0),
+                         raster.rect_min_reference(empty, ORIGIN, CELL, uv, dir_a, dir_b, [0.0, 1.0], [1.0, 0.0], 3.0))
