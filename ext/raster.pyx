@@ -122,29 +122,6 @@ def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t
             out[g] = m
 
 
-def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] direction,
-               const double[::1] scale, bint scaled, const double[::1] offsets,
-               double u0, double v0, double cell, double outside, double[::1] out):
-    """out[i] = min over j of the raster at uv[i] + (offsets[j] * scale[i]) * direction[i]
-    (``scaled`` false: uv[i] + offsets[j] * direction[i])."""
-    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = offsets.shape[0]
-    cdef int64_t c
-    cdef double f, x, least
-    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
-    cdef double inv = _inverse(cell)
-    with nogil:
-        for i in range(uv.shape[0]):
-            least = 0.0
-            for j in range(m):
-                f = offsets[j] * scale[i] if scaled else offsets[j]
-                c = _cell(uv[i, 0] + f * direction[i, 0], uv[i, 1] + f * direction[i, 1], u0, v0, cell, inv, w, h)
-                x = outside if c < 0 else flat[c]
-                least = _least(least, x, j)
-                if least != least:
-                    break
-            out[i] = least
-
-
 cdef inline int64_t _cell_or_zero(double u, double v, double u0, double v0, double cell, double inv,
                                   double fw, double fh, Py_ssize_t w, unsigned char* on) noexcept nogil:
     """_cell without a branch on the result: the cell, or 0 with on[0] = 0 off the grid or at NaN."""
@@ -162,6 +139,51 @@ cdef inline int64_t _cell_or_zero(double u, double v, double u0, double v0, doub
         fu = 0.0
         fv = 0.0
     return <int64_t>fv * w + <int64_t>fu
+
+
+def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] direction,
+               const double[::1] scale, bint scaled, const double[::1] offsets,
+               double u0, double v0, double cell, double outside, double[::1] out):
+    """out[i] = min over j of the raster at uv[i] + (offsets[j] * scale[i]) * direction[i]
+    (``scaled`` false: uv[i] + offsets[j] * direction[i]).
+
+    Each point's cells first (up to 512 offsets: branch-free), then their values."""
+    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = offsets.shape[0]
+    cdef int64_t c
+    cdef double f, x, least, u, v, du, dv, sc
+    cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    cdef int64_t idx[512]
+    cdef unsigned char keep[512]
+    cdef bint blocked = m <= 512 and flat != NULL
+    with nogil:
+        for i in range(uv.shape[0]):
+            least = 0.0
+            u = uv[i, 0]
+            v = uv[i, 1]
+            du = direction[i, 0]
+            dv = direction[i, 1]
+            sc = scale[i] if scaled else 1.0
+            if blocked:
+                for j in range(m):
+                    f = offsets[j] * sc if scaled else offsets[j]
+                    idx[j] = _cell_or_zero(u + f * du, v + f * dv, u0, v0, cell, inv, fw, fh, w, &keep[j])
+                for j in range(m):
+                    x = flat[idx[j]] if keep[j] else outside
+                    least = _least(least, x, j)
+                    if least != least:
+                        break
+                out[i] = least
+                continue
+            for j in range(m):
+                f = offsets[j] * sc if scaled else offsets[j]
+                c = _cell(u + f * du, v + f * dv, u0, v0, cell, inv, w, h)
+                x = outside if c < 0 else flat[c]
+                least = _least(least, x, j)
+                if least != least:
+                    break
+            out[i] = least
 
 
 def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] dir_a,

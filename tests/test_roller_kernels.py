@@ -319,7 +319,13 @@ def test_reads_with_many_offsets_and_empty_rasters():
     with np.errstate(invalid="ignore"):
         assert _same(raster.rect_min(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0),
                      raster.rect_min_reference(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0))
+        offsets = np.linspace(-8.0, 8.0, 530)
+        for sc in (None, rng.uniform(0.5, 2.0, n)):
+            assert _same(raster.offset_min(values, ORIGIN, CELL, uv, dir_a, offsets, sc, -1.0),
+                         raster.offset_min_reference(values, ORIGIN, CELL, uv, dir_a, offsets, sc, -1.0))
         for empty in (np.zeros((0, 5)), np.zeros((4, 0))):
+            assert _same(raster.offset_min(empty, ORIGIN, CELL, uv, dir_a, [0.0, 1.0], None, 3.0),
+                         raster.offset_min_reference(empty, ORIGIN, CELL, uv, dir_a, [0.0, 1.0], None, 3.0))
             assert _same(raster.lookup(empty, ORIGIN, CELL, uv, -2.0),
                          raster.lookup_reference(empty, ORIGIN, CELL, uv, -2.0))
             assert _same(raster.rect_min(empty, ORIGIN, CELL, uv, dir_a, dir_b, [0.0, 1.0], [1.0, 0.0], 3.0),
