@@ -11,7 +11,9 @@ plain read (:func:`lookup`):
 * reads of a grid once per column at given heights (:func:`column_values`,
   :func:`column_step`, :func:`column_mode`): the roller's line placement in a turned frame;
 * a boolean occupancy raster under bands of points (:func:`band_taken`, :func:`band_take`),
-  with off-grid points clipped onto its border.
+  with off-grid points clipped onto its border;
+* the roller's line placement step (:func:`line_step`), the distance of grid cells to a
+  region (:func:`clearance`) and the least value in a window along paths (:func:`window_min`).
 
 The roller asks these tens of thousands of times per plan with a few hundred points each,
 so the per-call cost matters as much as the per-point one. The compiled kernels
