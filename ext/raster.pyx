@@ -314,6 +314,8 @@ cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, d
         r = rint((v[k] - v0) / step)
         if r >= 0.0 and r < <double>rows:
             c = codes[<Py_ssize_t>r, k]
+            if c >= levels:
+                return -2       # a code beyond the levels: the caller refuses it
             if c >= 0:
                 counts[c] += 1
     for k in range(levels):
@@ -368,7 +370,7 @@ cdef inline Py_ssize_t _nearest_index(Py_ssize_t i, Py_ssize_t n) noexcept nogil
 def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
               const double[::1] v, double v0, double step, double sign, double w0, bint forced,
               double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
-              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out):
+              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out, int64_t[::1] status):
     """One step of the roller's line placement; returns the next line's design w1 and writes
     the next line, smoothed, to ``out``.
 
@@ -379,7 +381,8 @@ def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
     nearest, its symmetric path with the arithmetic in its order) of the finite mask and of
     the finite values with ``weights`` (odd, symmetric), divided; NaN where nxt is not
     finite, nxt itself if nothing is finite. ``counts`` (one per level), ``nxt``, ``ok`` and
-    ``val`` (one per column) are scratch.
+    ``val`` (one per column) are scratch; status[0] is set to 1 (and nothing else is
+    meaningful) if a code read is not below the number of levels.
     """
     cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
     cdef Py_ssize_t mode
@@ -394,6 +397,9 @@ def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
                 w1 = forced_mm
             else:
                 mode = _column_mode(codes, nxt, v0, step, counts)
+                if mode == -2:
+                    status[0] = 1
+                    break
                 w1 = fallback_mm if mode < 0 else levels[mode]
             if w1 == was:
                 break

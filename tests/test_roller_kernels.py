@@ -226,6 +226,10 @@ def test_line_step_matches_reference(seed):
             ref, w_ref = raster.line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
             out, w = raster.line_step(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
         assert _same(out, ref) and w == w_ref
+    # a code beyond the levels is refused (the reference fails on it too)
+    with pytest.raises(ValueError, match="levels"):
+        raster.line_step(np.ones((4, 5)), np.full((4, 5), 3), [1.0, 2.0], np.zeros(5), 0.0, 1.0, 1.0, 1.0, None,
+                         9.5, gaussian_weights(2.0))
     # weights off scipy's symmetric path go to the reference
     weights = np.array([0.1, 0.3, 0.5, 0.2, 0.1])
     v = rng.uniform(v0, v0 + rows * step, cols)

@@ -248,10 +248,13 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
         return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
     out = np.empty(cols)
     scratch = np.empty((3, cols))
+    status = np.zeros(1, dtype=np.int64)
     w1 = _kernel.line_step(scale, codes, levels, v, float(v0), float(step), float(sign), float(w0),
                            forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
                            float(fallback_mm), weights, np.empty(len(levels), dtype=np.int64),
-                           scratch[0], scratch[1], scratch[2], out)
+                           scratch[0], scratch[1], scratch[2], out, status)
+    if status[0]:
+        raise ValueError(f"codes read up to {int(codes.max())}; levels ({len(levels)}) must exceed them")
     return out, float(w1)
 
 
