@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.paths.
 # The arithmetic is NumPy's, one rounding per operation in its order (numpy.cumsum,
 # numpy.linspace, numpy.interp): no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport ceil
+from libc.math cimport ceil, sqrt
 from libc.stdint cimport int64_t
 
 
@@ -30,43 +30,46 @@ def arc_lengths(const double[::1] seg, const int64_t[::1] starts, double step,
             counts[p] = n if n > 2 else 2
 
 
-cdef inline double _interp(double x, const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c,
-                           Py_ssize_t a, Py_ssize_t m, Py_ssize_t* j) noexcept nogil:
-    """numpy.interp(x, xp[a:a + m], fp[a:a + m, c]) for a non-decreasing xp, m >= 2; j[0] is
-    the last row (local) with xp <= x from the previous call, walked to this x."""
-    cdef double slope, r
-    cdef Py_ssize_t k
-    if x != x:
-        return x
-    if x > xp[a + m - 1]:
-        return fp[a + m - 1, c]
-    if x < xp[a]:
-        return fp[a, c]
-    k = j[0]
-    while k + 1 < m and xp[a + k + 1] <= x:
-        k += 1
-    while k > 0 and xp[a + k] > x:
-        k -= 1
-    j[0] = k
-    if k == m - 1:
-        return fp[a + k, c]
-    if xp[a + k] == x:
-        return fp[a + k, c]
-    slope = (fp[a + k + 1, c] - fp[a + k, c]) / (xp[a + k + 1] - xp[a + k])
-    r = slope * (x - xp[a + k]) + fp[a + k, c]
+cdef inline double _lerp(double x, const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c, Py_ssize_t i) noexcept nogil:
+    # numpy.interp between rows i and i + 1 (xp[i] < x < xp[i + 1] or its NaN fallbacks)
+    cdef double slope = (fp[i + 1, c] - fp[i, c]) / (xp[i + 1] - xp[i])
+    cdef double r = slope * (x - xp[i]) + fp[i, c]
     if r != r:
-        r = slope * (x - xp[a + k + 1]) + fp[a + k + 1, c]
-        if r != r and fp[a + k, c] == fp[a + k + 1, c]:
-            r = fp[a + k, c]
+        r = slope * (x - xp[i + 1]) + fp[i + 1, c]
+        if r != r and fp[i, c] == fp[i + 1, c]:
+            r = fp[i, c]
     return r
+
+
+def segments(const double[:, ::1] uv, const double[:, ::1] points, double[::1] seg):
+    """seg[0] = 0, seg[i] = numpy.linalg.norm(points[i] - points[i - 1]) (its arithmetic:
+    sqrt((dx^2 + dy^2) + dz^2)); returns whether every uv and seg value is finite."""
+    cdef Py_ssize_t i, n = uv.shape[0]
+    cdef double dx, dy, dz, x
+    cdef bint finite = True
+    with nogil:
+        if n > 0:
+            seg[0] = 0.0
+            if not (uv[0, 0] - uv[0, 0] == 0.0 and uv[0, 1] - uv[0, 1] == 0.0):
+                finite = False
+        for i in range(1, n):
+            dx = points[i, 0] - points[i - 1, 0]
+            dy = points[i, 1] - points[i - 1, 1]
+            dz = points[i, 2] - points[i - 1, 2]
+            x = sqrt((dx * dx + dy * dy) + dz * dz)
+            seg[i] = x
+            if not (x - x == 0.0 and uv[i, 0] - uv[i, 0] == 0.0 and uv[i, 1] - uv[i, 1] == 0.0):
+                finite = False
+    return finite
 
 
 def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] starts,
              const int64_t[::1] out_starts, double[:, ::1] out):
     """Path p (rows starts[p]:starts[p + 1] of uv, arc lengths s) resampled into rows
     out_starts[p]:out_starts[p + 1] of out: n samples at numpy.linspace(0, s_end, n) of
-    arc length, each coordinate by numpy.interp. Paths have two rows or more."""
-    cdef Py_ssize_t p, i, a, m, o, n, ju, jv
+    arc length, each coordinate by numpy.interp (both columns share the row search: the
+    same x in the same xp). Paths have two rows or more."""
+    cdef Py_ssize_t p, i, a, m, o, n, k, last
     cdef double s_end, step, x, div
     with nogil:
         for p in range(starts.shape[0] - 1):
@@ -74,11 +77,11 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
             m = starts[p + 1] - a
             o = out_starts[p]
             n = out_starts[p + 1] - o
-            s_end = s[a + m - 1]
+            last = a + m - 1
+            s_end = s[last]
             div = <double>(n - 1)
             step = s_end / div
-            ju = 0
-            jv = 0
+            k = a
             for i in range(n):
                 # linspace(0, s_end, n): i * step + 0, i / div * s_end on a zero step, the
                 # stop itself last
@@ -88,5 +91,26 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
                     x = (<double>i / div) * s_end + 0.0
                 else:
                     x = <double>i * step + 0.0
-                out[o + i, 0] = _interp(x, s, uv, 0, a, m, &ju)
-                out[o + i, 1] = _interp(x, s, uv, 1, a, m, &jv)
+                if x != x:
+                    out[o + i, 0] = x
+                    out[o + i, 1] = x
+                    continue
+                if x > s[last]:
+                    out[o + i, 0] = uv[last, 0]
+                    out[o + i, 1] = uv[last, 1]
+                    continue
+                if x < s[a]:
+                    out[o + i, 0] = uv[a, 0]
+                    out[o + i, 1] = uv[a, 1]
+                    continue
+                # the last row with s <= x (walked from the previous sample's)
+                while k < last and s[k + 1] <= x:
+                    k += 1
+                while k > a and s[k] > x:
+                    k -= 1
+                if k == last or s[k] == x:
+                    out[o + i, 0] = uv[k, 0]
+                    out[o + i, 1] = uv[k, 1]
+                    continue
+                out[o + i, 0] = _lerp(x, s, uv, 0, k)
+                out[o + i, 1] = _lerp(x, s, uv, 1, k)

@@ -3,20 +3,43 @@
 # Inputs are C-contiguous and already validated by coverage.raster.
 # The points are built here with NumPy's arithmetic, one rounding per operation in the
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport rint
+from libc.math cimport rint, sqrt, frexp, ceil, NAN
 from libc.stdint cimport int64_t
 
 
-cdef inline int64_t _cell(double u, double v, double u0, double v0, double cell,
+cdef inline double _inverse(double cell) noexcept nogil:
+    """1 / cell where dividing by cell is multiplying by it exactly (cell a power of two whose
+    inverse is a normal double: x / cell and x * (1 / cell) are then the same real number,
+    rounded once), else 0 (divide)."""
+    cdef int e
+    cdef double inv
+    if not (cell > 0.0 and cell < 1e300 and cell > 1e-300):
+        return 0.0
+    if frexp(cell, &e) != 0.5:
+        return 0.0
+    inv = 1.0 / cell
+    if inv * cell != 1.0 or not (inv < 1e300 and inv > 1e-300):
+        return 0.0
+    return inv
+
+
+cdef inline int64_t _cell(double u, double v, double u0, double v0, double cell, double inv,
                           Py_ssize_t w, Py_ssize_t h) noexcept nogil:
     """Flat index row * w + col of the cell holding (u, v), or -1 off the grid or at NaN.
 
     The same arithmetic as the NumPy reference, floor((p - origin) / cell) with a true
-    division, without calling floor: for x >= 0, floor(x) >= 0 always and floor(x) < w
-    exactly when x < w, and the cast truncates to floor. Compared as doubles before the
-    cast: NaN fails every comparison and a huge value (or an infinity) does not fit an int64.
+    division (a multiplication by ``inv`` where that is the same: see _inverse), without
+    calling floor: for x >= 0, floor(x) >= 0 always and floor(x) < w exactly when x < w, and
+    the cast truncates to floor. Compared as doubles before the cast: NaN fails every
+    comparison and a huge value (or an infinity) does not fit an int64.
     """
-    cdef double fu = (u - u0) / cell, fv = (v - v0) / cell
+    cdef double fu, fv
+    if inv != 0.0:
+        fu = (u - u0) * inv
+        fv = (v - v0) * inv
+    else:
+        fu = (u - u0) / cell
+        fv = (v - v0) / cell
     if not (fu >= 0.0 and fv >= 0.0 and fu < <double>w and fv < <double>h):
         return -1
     return <int64_t>fv * w + <int64_t>fu
@@ -31,23 +54,51 @@ cdef inline double _least(double m, double x, Py_ssize_t j) noexcept nogil:
 
 def nearest(const double[:, ::1] values, const double[:, ::1] uv, double u0, double v0, double cell,
             double outside, double[::1] out):
-    """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid."""
-    cdef Py_ssize_t i, h = values.shape[0], w = values.shape[1]
-    cdef int64_t c
+    """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid.
+
+    In blocks: the cells of a block's points first (branch-free: a point off the grid reads
+    cell 0 and is then given ``outside``), then their values."""
+    cdef Py_ssize_t i, k, b, nb, n = uv.shape[0], h = values.shape[0], w = values.shape[1]
+    cdef double fu, fv
+    cdef bint on
+    cdef int64_t idx[256]
+    cdef unsigned char keep[256]
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef const double* pts = &uv[0, 0] if n > 0 else NULL
+    cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    if flat == NULL:
+        for i in range(n):
+            out[i] = outside
+        return
     with nogil:
-        for i in range(uv.shape[0]):
-            c = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
-            out[i] = outside if c < 0 else flat[c]
+        for b in range(0, n, 256):
+            nb = n - b if n - b < 256 else 256
+            for k in range(nb):
+                if inv != 0.0:
+                    fu = (pts[2 * (b + k)] - u0) * inv
+                    fv = (pts[2 * (b + k) + 1] - v0) * inv
+                else:
+                    fu = (pts[2 * (b + k)] - u0) / cell
+                    fv = (pts[2 * (b + k) + 1] - v0) / cell
+                on = fu >= 0.0 and fv >= 0.0 and fu < fw and fv < fh
+                keep[k] = on
+                if not on:
+                    fu = 0.0
+                    fv = 0.0
+                idx[k] = <int64_t>fv * w + <int64_t>fu
+            for k in range(nb):
+                out[b + k] = flat[idx[k]] if keep[k] else outside
 
 
 def cells(const double[:, ::1] uv, double u0, double v0, double cell, int64_t w, int64_t h,
           int64_t[::1] out):
     """out[i] = flat index row * w + col of the cell under uv[i], -1 off the grid."""
     cdef Py_ssize_t i
+    cdef double inv = _inverse(cell)
     with nogil:
         for i in range(uv.shape[0]):
-            out[i] = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, w, h)
+            out[i] = _cell(uv[i, 0], uv[i, 1], u0, v0, cell, inv, w, h)
 
 
 def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t group,
@@ -58,11 +109,12 @@ def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t
     cdef int64_t c
     cdef double x, m
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
     with nogil:
         for g in range(out.shape[0]):
             m = 0.0
             for j in range(group):
-                c = _cell(uv[g * group + j, 0], uv[g * group + j, 1], u0, v0, cell, w, h)
+                c = _cell(uv[g * group + j, 0], uv[g * group + j, 1], u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 m = _least(m, x, j)
                 if m != m:
@@ -70,21 +122,63 @@ def nearest_min(const double[:, ::1] values, const double[:, ::1] uv, Py_ssize_t
             out[g] = m
 
 
+cdef inline int64_t _cell_or_zero(double u, double v, double u0, double v0, double cell, double inv,
+                                  double fw, double fh, Py_ssize_t w, unsigned char* on) noexcept nogil:
+    """_cell without a branch on the result: the cell, or 0 with on[0] = 0 off the grid or at NaN."""
+    cdef double fu, fv
+    cdef bint ok
+    if inv != 0.0:
+        fu = (u - u0) * inv
+        fv = (v - v0) * inv
+    else:
+        fu = (u - u0) / cell
+        fv = (v - v0) / cell
+    ok = fu >= 0.0 and fv >= 0.0 and fu < fw and fv < fh
+    on[0] = ok
+    if not ok:
+        fu = 0.0
+        fv = 0.0
+    return <int64_t>fv * w + <int64_t>fu
+
+
 def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] direction,
                const double[::1] scale, bint scaled, const double[::1] offsets,
                double u0, double v0, double cell, double outside, double[::1] out):
     """out[i] = min over j of the raster at uv[i] + (offsets[j] * scale[i]) * direction[i]
-    (``scaled`` false: uv[i] + offsets[j] * direction[i])."""
+    (``scaled`` false: uv[i] + offsets[j] * direction[i]).
+
+    Each point's cells first (up to 512 offsets: branch-free), then their values."""
     cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = offsets.shape[0]
     cdef int64_t c
-    cdef double f, x, least
+    cdef double f, x, least, u, v, du, dv, sc
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    cdef int64_t idx[512]
+    cdef unsigned char keep[512]
+    cdef bint blocked = m <= 512 and flat != NULL
     with nogil:
         for i in range(uv.shape[0]):
             least = 0.0
+            u = uv[i, 0]
+            v = uv[i, 1]
+            du = direction[i, 0]
+            dv = direction[i, 1]
+            sc = scale[i] if scaled else 1.0
+            if blocked:
+                for j in range(m):
+                    f = offsets[j] * sc if scaled else offsets[j]
+                    idx[j] = _cell_or_zero(u + f * du, v + f * dv, u0, v0, cell, inv, fw, fh, w, &keep[j])
+                for j in range(m):
+                    x = flat[idx[j]] if keep[j] else outside
+                    least = _least(least, x, j)
+                    if least != least:
+                        break
+                out[i] = least
+                continue
             for j in range(m):
-                f = offsets[j] * scale[i] if scaled else offsets[j]
-                c = _cell(uv[i, 0] + f * direction[i, 0], uv[i, 1] + f * direction[i, 1], u0, v0, cell, w, h)
+                f = offsets[j] * sc if scaled else offsets[j]
+                c = _cell(u + f * du, v + f * dv, u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 least = _least(least, x, j)
                 if least != least:
@@ -95,18 +189,43 @@ def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const doubl
 def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[:, ::1] dir_a,
              const double[:, ::1] dir_b, const double[::1] off_a, const double[::1] off_b,
              double u0, double v0, double cell, double outside, double[::1] out):
-    """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i]."""
+    """out[i] = min over j of the raster at (uv[i] + off_a[j] * dir_a[i]) + off_b[j] * dir_b[i].
+
+    Each point's cells first (up to 512 offsets: branch-free), then their values."""
     cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1], m = off_a.shape[0]
     cdef int64_t c
-    cdef double pu, pv, x, least
+    cdef double pu, pv, x, least, u, v, au, av, bu, bv
     cdef const double* flat = &values[0, 0] if h > 0 and w > 0 else NULL
+    cdef double inv = _inverse(cell)
+    cdef double fw = <double>w, fh = <double>h
+    cdef int64_t idx[512]
+    cdef unsigned char keep[512]
+    cdef bint blocked = m <= 512 and flat != NULL
     with nogil:
         for i in range(uv.shape[0]):
             least = 0.0
+            u = uv[i, 0]
+            v = uv[i, 1]
+            au = dir_a[i, 0]
+            av = dir_a[i, 1]
+            bu = dir_b[i, 0]
+            bv = dir_b[i, 1]
+            if blocked:
+                for j in range(m):
+                    pu = (u + off_a[j] * au) + off_b[j] * bu
+                    pv = (v + off_a[j] * av) + off_b[j] * bv
+                    idx[j] = _cell_or_zero(pu, pv, u0, v0, cell, inv, fw, fh, w, &keep[j])
+                for j in range(m):
+                    x = flat[idx[j]] if keep[j] else outside
+                    least = _least(least, x, j)
+                    if least != least:
+                        break
+                out[i] = least
+                continue
             for j in range(m):
-                pu = (uv[i, 0] + off_a[j] * dir_a[i, 0]) + off_b[j] * dir_b[i, 0]
-                pv = (uv[i, 1] + off_a[j] * dir_a[i, 1]) + off_b[j] * dir_b[i, 1]
-                c = _cell(pu, pv, u0, v0, cell, w, h)
+                pu = (u + off_a[j] * au) + off_b[j] * bu
+                pv = (v + off_a[j] * av) + off_b[j] * bv
+                c = _cell(pu, pv, u0, v0, cell, inv, w, h)
                 x = outside if c < 0 else flat[c]
                 least = _least(least, x, j)
                 if least != least:
@@ -184,27 +303,51 @@ def band_take(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double
                 flat[_band_cell(uv, across, half, scale, f[j], i, u0, v0, cell, h, w)] = 1
 
 
+cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
+                             int64_t[::1] counts) noexcept nogil:
+    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
+    cdef double r
+    cdef int64_t c
+    for k in range(levels):
+        counts[k] = 0
+    for k in range(v.shape[0]):
+        r = rint((v[k] - v0) / step)
+        if r >= 0.0 and r < <double>rows:
+            c = codes[<Py_ssize_t>r, k]
+            if c >= levels:
+                return -2       # a code beyond the levels: the caller refuses it
+            if c >= 0:
+                counts[c] += 1
+    for k in range(levels):
+        if counts[k] > 0 and (best < 0 or counts[k] > counts[best]):
+            best = k
+    return best
+
+
 def column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
                 int64_t[::1] counts):
     """The most frequent code >= 0 among codes[rint((v[k] - v0) / step), k] over the columns
     k (rows off the grid or at NaN and negative codes skipped), the smallest on a tie; -1 if
     none. ``counts`` (one per code) is scratch."""
-    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
-    cdef double r
-    cdef int64_t c
+    cdef Py_ssize_t best
     with nogil:
-        for k in range(levels):
-            counts[k] = 0
-        for k in range(v.shape[0]):
-            r = rint((v[k] - v0) / step)
-            if r >= 0.0 and r < <double>rows:
-                c = codes[<Py_ssize_t>r, k]
-                if c >= 0:
-                    counts[c] += 1
-        for k in range(levels):
-            if counts[k] > 0 and (best < 0 or counts[k] > counts[best]):
-                best = k
+        best = _column_mode(codes, v, v0, step, counts)
     return best
+
+
+cdef void _column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
+                       double[::1] out) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double lam, nxt, lam_next
+    cdef double nan = NAN
+    for k in range(v.shape[0]):
+        lam = _column_read(scale, v[k], k, v0, step, nan)
+        nxt = v[k] + c / lam
+        lam_next = _column_read(scale, nxt, k, v0, step, nan)
+        if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
+            out[k] = v[k] + c / ((lam + lam_next) / 2.0)
+        else:
+            out[k] = v[k] + c / lam
 
 
 def column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
@@ -212,15 +355,353 @@ def column_step(const double[:, ::1] scale, const double[::1] v, double v0, doub
     """out[k] = v[k] + c / lam_k, lam_k the mean of the field ``scale`` read (as column_values
     reads) at v[k] and at v[k] + c / scale(v[k]) (the first alone where the second is not
     finite): one line of constant skin distance c beyond another."""
-    cdef Py_ssize_t k
-    cdef double lam, nxt, lam_next
-    cdef double nan = float("nan")
     with nogil:
-        for k in range(v.shape[0]):
-            lam = _column_read(scale, v[k], k, v0, step, nan)
-            nxt = v[k] + c / lam
-            lam_next = _column_read(scale, nxt, k, v0, step, nan)
-            if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
-                out[k] = v[k] + c / ((lam + lam_next) / 2.0)
+        _column_step(scale, v, v0, step, c, out)
+
+
+cdef inline Py_ssize_t _nearest_index(Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    if i < 0:
+        return 0
+    if i >= n:
+        return n - 1
+    return i
+
+
+def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
+              const double[::1] v, double v0, double step, double sign, double w0, bint forced,
+              double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
+              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out, int64_t[::1] status):
+    """One step of the roller's line placement; returns the next line's design w1 and writes
+    the next line, smoothed, to ``out``.
+
+    Up to three rounds: nxt = column_step(scale, v, v0, step, sign * ((w0 + w1) / 2)) and w1
+    the design there (``forced_mm`` if ``forced``, else levels[column_mode(codes, nxt)],
+    ``fallback_mm`` where no code is read), until w1 settles. Then the Gaussian smoothing of
+    nxt that ignores (and keeps) its NaN: correlations (scipy.ndimage.correlate1d, mode
+    nearest, its symmetric path with the arithmetic in its order) of the finite mask and of
+    the finite values with ``weights`` (odd, symmetric), divided; NaN where nxt is not
+    finite, nxt itself if nothing is finite. ``counts`` (one per level), ``nxt``, ``ok`` and
+    ``val`` (one per column) are scratch; status[0] is set to 1 (and nothing else is
+    meaningful) if a code read is not below the number of levels.
+    """
+    cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
+    cdef Py_ssize_t mode
+    cdef double w1 = w0, was, acc_w, acc_t, x
+    cdef bint any_finite = False
+    cdef double nan = NAN
+    with nogil:
+        for it in range(3):
+            _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt)
+            was = w1
+            if forced:
+                w1 = forced_mm
             else:
-                out[k] = v[k] + c / lam
+                mode = _column_mode(codes, nxt, v0, step, counts)
+                if mode == -2:
+                    status[0] = 1
+                    break
+                w1 = fallback_mm if mode < 0 else levels[mode]
+            if w1 == was:
+                break
+        for k in range(n):
+            x = nxt[k]
+            if x - x == 0.0:
+                ok[k] = 1.0
+                val[k] = x
+                any_finite = True
+            else:
+                ok[k] = 0.0
+                val[k] = 0.0
+        if not any_finite:
+            for k in range(n):
+                out[k] = nxt[k]
+        else:
+            for k in range(n):
+                if ok[k] == 0.0:
+                    out[k] = nan
+                    continue
+                acc_w = ok[k] * weights[r]
+                acc_t = val[k] * weights[r]
+                for jj in range(-r, 0):
+                    acc_w += (ok[_nearest_index(k + jj, n)] + ok[_nearest_index(k - jj, n)]) * weights[r + jj]
+                    acc_t += (val[_nearest_index(k + jj, n)] + val[_nearest_index(k - jj, n)]) * weights[r + jj]
+                out[k] = acc_t / acc_w
+    return w1
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    # floor(a / b) for b > 0
+    cdef int64_t q = a // b
+    if (a % b != 0) and (a < 0):
+        q -= 1
+    return q
+
+
+def clearance(const unsigned char[:, ::1] away, double cell, double slack, double[:, ::1] out,
+              int64_t[:, ::1] g, int64_t[::1] s, int64_t[::1] t):
+    """out[y, x] = sqrt(d2) * cell - slack where away[y, x], d2 the exact squared distance (in
+    cells) to the nearest cell not away; -1.0 elsewhere. Meijster's two passes in integer
+    arithmetic (exact); the grid must hold at least one cell not away. ``g`` (h, w), ``s``
+    and ``t`` (w,) are scratch."""
+    cdef Py_ssize_t h = away.shape[0], w = away.shape[1], x, y, q, u
+    cdef int64_t inf = h + w, sep, d2, gi, gu
+    with nogil:
+        # columns: distance to the nearest cell not away above or below (inf if none)
+        # (row by row, each column on its own)
+        for x in range(w):
+            g[0, x] = inf if away[0, x] else 0
+        for y in range(1, h):
+            for x in range(w):
+                if away[y, x]:
+                    g[y, x] = g[y - 1, x] + 1 if g[y - 1, x] < inf else inf
+                else:
+                    g[y, x] = 0
+        for y in range(h - 2, -1, -1):
+            for x in range(w):
+                if g[y + 1, x] < g[y, x]:
+                    g[y, x] = g[y + 1, x] + 1
+        # rows: the lower envelope of the parabolas (x - i)^2 + g(i)^2
+        for y in range(h):
+            q = 0
+            s[0] = 0
+            t[0] = 0
+            for u in range(1, w):
+                gu = g[y, u]
+                while q >= 0:
+                    gi = g[y, s[q]]
+                    if (t[q] - s[q]) * (t[q] - s[q]) + gi * gi > (t[q] - u) * (t[q] - u) + gu * gu:
+                        q -= 1
+                    else:
+                        break
+                if q < 0:
+                    q = 0
+                    s[0] = u
+                else:
+                    gi = g[y, s[q]]
+                    sep = 1 + _floor_div(u * u - s[q] * s[q] + gu * gu - gi * gi, 2 * (u - s[q]))
+                    if sep < w:
+                        q += 1
+                        s[q] = u
+                        t[q] = sep
+            for u in range(w - 1, -1, -1):
+                if away[y, u]:
+                    gi = g[y, s[q]]
+                    d2 = (u - s[q]) * (u - s[q]) + gi * gi
+                    out[y, u] = sqrt(<double>d2) * cell - slack
+                else:
+                    out[y, u] = -1.0
+                if u == t[q]:
+                    q -= 1
+
+
+def skin_frame(const double[:, :, ::1] jac, const double[:, ::1] normal, const double[:, :, ::1] pinv,
+               const int64_t[::1] tri, const double[:, ::1] travel, const double[::1] scale, double limit,
+               double[:, ::1] along, double[:, ::1] across):
+    """Chart vectors of one skin millimetre along a chart travel direction and across it, per
+    sample, from its triangle's Jacobian ``jac (m, 3, 2)``, unit normal ``(m, 3)`` and
+    pseudo-inverse ``pinv (m, 2, 3)`` (coverage.roller.skin_frame_reference, with NumPy's
+    arithmetic in its order: einsum sums from zero (three terms as (t0 + t2) + t1), norm =
+    sqrt((s0 + s1) + s2), cross
+    a1 b2 - a2 b1); ``travel / scale`` and its left turn ``/ scale`` off the chart
+    (tri < 0) or where the frame is not finite or not below ``limit`` per mm."""
+    cdef Py_ssize_t k, t, i
+    cdef double t0, t1, sc, s0, s1, s2, nrm, length, l0, l1, l2, u0, u1, u2, p0, p1, q
+    with nogil:
+        for k in range(tri.shape[0]):
+            t0 = travel[k, 0]
+            t1 = travel[k, 1]
+            sc = scale[k]
+            along[k, 0] = t0 / sc
+            along[k, 1] = t1 / sc
+            across[k, 0] = -t1 / sc
+            across[k, 1] = t0 / sc
+            t = tri[k]
+            if t < 0:
+                continue
+            # skin_t = jac @ travel
+            s0 = 0.0
+            s0 += jac[t, 0, 0] * t0
+            s0 += jac[t, 0, 1] * t1
+            s1 = 0.0
+            s1 += jac[t, 1, 0] * t0
+            s1 += jac[t, 1, 1] * t1
+            s2 = 0.0
+            s2 += jac[t, 2, 0] * t0
+            s2 += jac[t, 2, 1] * t1
+            nrm = sqrt((s0 * s0 + s1 * s1) + s2 * s2)
+            if nrm != nrm or nrm >= 1e-9:
+                length = nrm
+            else:
+                length = 1e-9
+            u0 = s0 / length
+            u1 = s1 / length
+            u2 = s2 / length
+            # left = normal x unit skin_t
+            l0 = normal[t, 1] * u2 - normal[t, 2] * u1
+            l1 = normal[t, 2] * u0 - normal[t, 0] * u2
+            l2 = normal[t, 0] * u1 - normal[t, 1] * u0
+            # einsum's three-term sum pairs the first and last terms, then adds the middle one
+            p0 = 0.0
+            p0 += pinv[t, 0, 0] * l0 + pinv[t, 0, 2] * l2
+            p0 += pinv[t, 0, 1] * l1
+            p1 = 0.0
+            p1 += pinv[t, 1, 0] * l0 + pinv[t, 1, 2] * l2
+            p1 += pinv[t, 1, 1] * l1
+            if not (p0 - p0 == 0.0 and p1 - p1 == 0.0):
+                continue
+            q = sqrt(p0 * p0 + p1 * p1)
+            if not (q < limit):
+                continue
+            along[k, 0] = t0 / length
+            along[k, 1] = t1 / length
+            across[k, 0] = p0
+            across[k, 1] = p1
+
+
+def symmetric(const double[::1] weights):
+    """Whether scipy.ndimage.correlate1d takes its symmetric path for these weights: an odd
+    count, each pair around the middle within DBL_EPSILON of each other."""
+    cdef Py_ssize_t n = weights.shape[0], r = n // 2, i
+    cdef double d
+    if n % 2 == 0:
+        return False
+    for i in range(1, r + 1):
+        d = weights[r + i] - weights[r - i]
+        if not (d <= 2.220446049250313e-16 and -d <= 2.220446049250313e-16):
+            return False
+    return True
+
+
+def window_min(const double[::1] x, const int64_t[::1] first, const int64_t[::1] stop, Py_ssize_t reach,
+               double[::1] out):
+    """out[i] = min of x over rows max(a, i - reach) .. min(b - 1, i + reach) of the path a:b
+    holding row i (first[p]:stop[p] per path; rows in no path are left as they are):
+    scipy.ndimage.minimum_filter1d(x[a:b], 2 * reach + 1, mode="nearest") of each path, for
+    values without NaN."""
+    cdef Py_ssize_t p, i, j, a, b, lo, hi
+    cdef double m
+    with nogil:
+        for p in range(first.shape[0]):
+            a = first[p]
+            b = stop[p]
+            for i in range(a, b):
+                lo = i - reach if i - reach > a else a
+                hi = i + reach if i + reach < b - 1 else b - 1
+                m = x[lo]
+                for j in range(lo + 1, hi + 1):
+                    if x[j] < m:
+                        m = x[j]
+                out[i] = m
+
+
+cdef inline Py_ssize_t _linspace(double[::1] f, double hm, double step) noexcept nogil:
+    # numpy.linspace(-1.0, 1.0, max(ceil((hm * 2) / step) + 1, 2)) into f; returns its count
+    cdef Py_ssize_t m = <Py_ssize_t>ceil((hm * 2.0) / step) + 1, j
+    cdef double d
+    if m < 2:
+        m = 2
+    d = 2.0 / <double>(m - 1)
+    for j in range(m - 1):
+        f[j] = <double>j * d + -1.0
+    f[m - 1] = 1.0
+    return m
+
+
+cdef inline Py_ssize_t _band_at(double u, double v, double au, double av, double half, double scale, double f,
+                                double u0, double v0, double cell, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    # the clipped cell (flat) of uv + ((f * half) / scale) * across, as _band_cell
+    cdef double t = (f * half) / scale
+    cdef double pu = u + t * au, pv = v + t * av
+    return _clipped((pv - v0) / cell, h) * w + _clipped((pu - u0) / cell, w)
+
+
+cdef inline double _half(double swath, double inset) noexcept nogil:
+    # numpy.maximum(swath / 2.0 - inset, 0.0)
+    cdef double x = swath / 2.0 - inset
+    if x >= 0.0 or x != x:
+        return x
+    return 0.0
+
+
+def claim_bands(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double[:, ::1] across,
+                const double[::1] scale, const double[::1] swath, const int64_t[::1] starts,
+                const double[::1] inset, double u0, double v0, double cell, double path_step,
+                double min_stroke, double[::1] f, unsigned char[::1] free, int64_t[::1] out_run,
+                int64_t[::1] out_a, int64_t[::1] out_b):
+    """Runs claimed in order against an occupancy raster (coverage.roller.claim_reference).
+
+    Run r is rows starts[r]:starts[r + 1] (chart points ``uv``, its frame ``across`` and
+    ``scale``, its band ``swath``). Its samples are free where no cell under their band, inset
+    by ``inset[r]`` (linspace(-1, 1, ...) across it at ``cell`` steps), is taken; each free
+    stretch at least ``min_stroke`` long (``path_step`` between samples) is kept and its full
+    band (at ``cell / 2`` steps) taken, with the stretch's own frame at its ends (one-sided
+    differences, as a path of its own). Returns the count of kept stretches
+    (out_run, out_a, out_b: the run and its rows a:b, counted within the run). ``f`` (enough
+    for the widest band) and ``free`` (one per row) are scratch.
+    """
+    cdef Py_ssize_t r, i, i2, j, s, e, a, b, m, count = 0, h = taken.shape[0], w = taken.shape[1]
+    cdef double hm, x, t0, t1, nrm, au, av
+    cdef unsigned char* flat = &taken[0, 0]
+    with nogil:
+        for r in range(starts.shape[0] - 1):
+            s = starts[r]
+            e = starts[r + 1]
+            if e <= s:
+                continue
+            hm = 0.0
+            for i in range(s, e):
+                x = _half(swath[i], inset[r])
+                if x > hm or x != x:
+                    hm = x
+            m = _linspace(f, hm, cell)
+            for i in range(s, e):
+                free[i] = 1
+                x = _half(swath[i], inset[r])
+                for j in range(m):
+                    if flat[_band_at(uv[i, 0], uv[i, 1], across[i, 0], across[i, 1], x, scale[i], f[j],
+                                     u0, v0, cell, h, w)]:
+                        free[i] = 0
+                        break
+            i = s
+            while i < e:
+                if not free[i]:
+                    i += 1
+                    continue
+                a = i
+                while i < e and free[i]:
+                    i += 1
+                b = i
+                if <double>(b - a - 1) * path_step < min_stroke:
+                    continue
+                out_run[count] = r
+                out_a[count] = a - s
+                out_b[count] = b - s
+                count += 1
+                hm = 0.0
+                for j in range(a, b):
+                    x = _half(swath[j], 0.0)
+                    if x > hm or x != x:
+                        hm = x
+                m = _linspace(f, hm, cell / 2.0)
+                for j in range(a, b):
+                    au = across[j, 0]
+                    av = across[j, 1]
+                    if (j == a and a > s) or (j == b - 1 and b < e):
+                        # the stretch's own end: a one-sided difference, as a path of its own
+                        if j == a:
+                            t0 = uv[a + 1, 0] - uv[a, 0]
+                            t1 = uv[a + 1, 1] - uv[a, 1]
+                        else:
+                            t0 = uv[b - 1, 0] - uv[b - 2, 0]
+                            t1 = uv[b - 1, 1] - uv[b - 2, 1]
+                        nrm = sqrt(t0 * t0 + t1 * t1)
+                        if not (nrm >= 1e-12 or nrm != nrm):
+                            nrm = 1e-12
+                        t0 = t0 / nrm
+                        t1 = t1 / nrm
+                        au = -t1
+                        av = t0
+                    x = _half(swath[j], 0.0)
+                    for i2 in range(m):
+                        flat[_band_at(uv[j, 0], uv[j, 1], au, av, x, scale[j], f[i2], u0, v0, cell, h, w)] = 1
+    return count

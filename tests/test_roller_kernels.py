@@ -182,3 +182,155 @@ def test_resample_by_hand_and_edge_cases():
         paths.resample(uv, np.array([[0.0, 0, 0], [np.nan, 0, 0]]), [0, 2], 0.5)
     with pytest.raises(ValueError, match="starts"):
         paths.resample(uv, points, [0, 3], 0.5)
+    # an infinite chart point, or a lift whose steps overflow: each path by the reference
+    rng = np.random.default_rng(11)
+    uv, points, starts = _paths(rng, 4)
+    u = uv.copy()
+    u[starts[1] + 1, 0] = np.inf
+    with np.errstate(invalid="ignore"):
+        out, out_starts = paths.resample(u, points, starts, 0.5)
+        for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+            assert _same(out[out_starts[i]:out_starts[i + 1]], paths.resample_reference(u[a:b], points[a:b], 0.5))
+    p = points.copy()
+    p[starts[2]:starts[3]] *= 1e300
+    with np.errstate(invalid="ignore", over="ignore"):
+        with pytest.raises(OverflowError):       # an infinite arc length, as the reference finds it
+            paths.resample_reference(uv[starts[2]:starts[3]], p[starts[2]:starts[3]], 0.5)
+        with pytest.raises(OverflowError):
+            paths.resample(uv, p, starts, 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_line_step_matches_reference(seed):
+    from coverage.roller import gaussian_weights
+
+    rng = np.random.default_rng(seed)
+    rows, cols = 160, 70
+    v0, step = -11.3, 0.25
+    for trial in range(30):
+        scale = rng.uniform(0.6, 1.6, size=(rows, cols))
+        scale[rng.random(scale.shape) < 0.03] = np.nan
+        levels = np.sort(rng.choice(np.arange(4.0, 10.5, 0.625), size=int(rng.integers(0, 5)), replace=False))
+        codes = rng.integers(-1, max(len(levels), 1), size=(rows, cols)) if len(levels) else np.full((rows, cols), -1)
+        # codes in bands, so the design settles after one, two or three rounds
+        codes = np.repeat(codes[::8], 8, axis=0)[:rows]
+        v = rng.uniform(v0 - 3, v0 + rows * step + 3, cols)
+        v[rng.random(cols) < 0.1] = np.nan
+        if trial % 10 == 9:
+            v[:] = np.nan                            # nothing finite: the line as it is
+        sign = float(rng.choice([-1.0, 1.0]))
+        w0 = float(rng.choice(levels)) if len(levels) and trial % 3 else float(rng.uniform(3, 11))
+        forced = float(rng.uniform(3, 11)) if trial % 4 == 3 else None
+        weights = gaussian_weights(float(rng.choice([5.0, 2.0, 0.8])))
+        with np.errstate(invalid="ignore"):
+            ref, w_ref = raster.line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
+            out, w = raster.line_step(scale, codes, levels, v, v0, step, sign, w0, forced, 9.5, weights)
+        assert _same(out, ref) and w == w_ref
+    # a code beyond the levels is refused (the reference fails on it too)
+    with pytest.raises(ValueError, match="levels"):
+        raster.line_step(np.ones((4, 5)), np.full((4, 5), 3), [1.0, 2.0], np.zeros(5), 0.0, 1.0, 1.0, 1.0, None,
+                         9.5, gaussian_weights(2.0))
+    # weights off scipy's symmetric path go to the reference
+    weights = np.array([0.1, 0.3, 0.5, 0.2, 0.1])
+    v = rng.uniform(v0, v0 + rows * step, cols)
+    with np.errstate(invalid="ignore"):
+        ref, w_ref = raster.line_step_reference(scale, codes, levels, v, v0, step, 1.0, 5.0, None, 9.5, weights)
+        out, w = raster.line_step(scale, codes, levels, v, v0, step, 1.0, 5.0, None, 9.5, weights)
+    assert _same(out, ref) and w == w_ref
+
+
+def test_line_step_smooths_as_the_roller_did():
+    """The kernel's smoothing is roller._smooth_nan (the roller's own before the kernel)."""
+    from coverage import roller
+
+    rng = np.random.default_rng(7)
+    v = rng.uniform(-5, 5, 90)
+    v[rng.random(90) < 0.2] = np.nan
+    sigma = roller.LINE_SMOOTH_MM / roller.COLUMN_STEP_MM
+    # a forced zero design on a unit scale: one round, a zero step, the line lands on v
+    # itself where its row is on the field (NaN elsewhere), then is smoothed
+    rows = np.round(v + 0.125)
+    with np.errstate(invalid="ignore"):
+        on = np.isfinite(v) & (rows >= 0) & (rows < 4)
+        out, w = raster.line_step(np.ones((4, 90)), np.full((4, 90), -1), [], v, -0.125, 1.0, 1.0, 0.0, 0.0, 7.0,
+                                  roller.gaussian_weights(sigma))
+    assert on.sum() > 10 and w == 0.0
+    assert _same(out, roller._smooth_nan(np.where(on, v, np.nan), sigma))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_min_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    for trial in range(30):
+        sizes = rng.integers(0, 120, int(rng.integers(1, 12)))
+        n = int(sizes.sum())
+        values = rng.normal(size=n)
+        values[rng.random(n) < 0.3] = np.inf
+        values[rng.random(n) < 0.1] = np.round(values[rng.random(n) < 0.1][:1].sum())  # ties
+        if trial % 5 == 4 and n:
+            values[rng.integers(0, n)] = np.nan if trial % 10 == 4 else -0.0   # left to the reference
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        live = rng.random(len(sizes)) < 0.8
+        first, stop = starts[:-1][live], starts[1:][live]
+        reach = int(rng.integers(0, 30))
+        out = raster.window_min(values, first, stop, reach)
+        assert _same(out, raster.window_min_reference(values, first, stop, reach))
+        assert np.array_equal(np.signbit(out), np.signbit(raster.window_min_reference(values, first, stop, reach)))
+    with pytest.raises(ValueError, match="within"):
+        raster.window_min(np.zeros(3), [0], [4], 1)
+
+
+@pytest.mark.parametrize("cell", [0.25, 1.0, 4.0, 2.0 ** -30, 0.3, 0.7, 1e-310, 3.0])
+def test_reads_match_reference_for_any_cell(cell):
+    """Power-of-two cells are read by multiplying with their inverse (the same number as the
+    division), others by dividing: both equal the references, on points at cell edges."""
+    rng = np.random.default_rng(int(cell * 1000) % 97)
+    values = _raster(rng)
+    h, w = values.shape
+    n = 700
+    uv = np.asarray(ORIGIN) + rng.uniform(-0.2, 1.2, (n, 2)) * np.array([w, h]) * cell
+    uv[::5] = np.asarray(ORIGIN) + np.round((uv[::5] - np.asarray(ORIGIN)) / cell) * cell     # on edges
+    uv[1::37] = np.nan
+    direction = rng.normal(size=(n, 2)) * cell
+    dir_b = rng.normal(size=(n, 2)) * cell
+    offsets = np.linspace(-6.0, 6.0, 11)
+    scale = rng.uniform(0.5, 3.0, n)
+    ga, gb = np.meshgrid(np.linspace(-10, 10, 5), np.linspace(-4, 4, 3))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for outside in (-1.0, np.inf):
+            assert _same(raster.lookup(values, ORIGIN, cell, uv, outside),
+                         raster.lookup_reference(values, ORIGIN, cell, uv, outside))
+        assert _same(raster.lookup(values > 0, ORIGIN, cell, uv, 0), raster.lookup_reference(values > 0, ORIGIN, cell,
+                                                                                              uv, 0))
+        assert _same(raster.lookup_min(values, ORIGIN, cell, np.repeat(uv, 3, axis=0), 3, np.inf),
+                     raster.lookup_min_reference(values, ORIGIN, cell, np.repeat(uv, 3, axis=0), 3, np.inf))
+        for s in (None, scale):
+            assert _same(raster.offset_min(values, ORIGIN, cell, uv, direction, offsets, s, -1.0),
+                         raster.offset_min_reference(values, ORIGIN, cell, uv, direction, offsets, s, -1.0))
+        assert _same(raster.rect_min(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(), np.inf),
+                     raster.rect_min_reference(values, ORIGIN, cell, uv, direction, dir_b, ga.ravel(), gb.ravel(),
+                                               np.inf))
+
+
+def test_reads_with_many_offsets_and_empty_rasters():
+    """rect_min beyond its blocked path (more than 512 offsets), and reads of an empty raster."""
+    rng = np.random.default_rng(21)
+    values = _raster(rng)
+    n = 300
+    uv = _points(rng, n)
+    dir_a, dir_b = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    ga, gb = np.meshgrid(np.linspace(-10, 10, 30), np.linspace(-4, 4, 20))     # 600 offsets
+    with np.errstate(invalid="ignore"):
+        assert _same(raster.rect_min(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0),
+                     raster.rect_min_reference(values, ORIGIN, CELL, uv, dir_a, dir_b, ga.ravel(), gb.ravel(), -1.0))
+        offsets = np.linspace(-8.0, 8.0, 530)
+        for sc in (None, rng.uniform(0.5, 2.0, n)):
+            assert _same(raster.offset_min(values, ORIGIN, CELL, uv, dir_a, offsets, sc, -1.0),
+                         raster.offset_min_reference(values, ORIGIN, CELL, uv, dir_a, offsets, sc, -1.0))
+        for empty in (np.zeros((0, 5)), np.zeros((4, 0))):
+            assert _same(raster.offset_min(empty, ORIGIN, CELL, uv, dir_a, [0.0, 1.0], None, 3.0),
+                         raster.offset_min_reference(empty, ORIGIN, CELL, uv, dir_a, [0.0, 1.0], None, 3.0))
+            assert _same(raster.lookup(empty, ORIGIN, CELL, uv, -2.0),
+                         raster.lookup_reference(empty, ORIGIN, CELL, uv, -2.0))
+            assert _same(raster.rect_min(empty, ORIGIN, CELL, uv, dir_a, dir_b, [0.0, 1.0], [1.0, 0.0], 3.0),
+                         raster.rect_min_reference(empty, ORIGIN, CELL, uv, dir_a, dir_b, [0.0, 1.0], [1.0, 0.0], 3.0))

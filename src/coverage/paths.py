@@ -45,13 +45,13 @@ def resample(uv: np.ndarray, points: np.ndarray, starts, step_mm: float) -> tupl
     if not step_mm > 0:
         raise ValueError(f"step_mm = {step_mm}: a resampling step must be positive")
     sizes = np.diff(starts)
-    seg = np.zeros(len(uv))
-    if len(uv) > 1:
-        seg[1:] = np.linalg.norm(np.diff(points, axis=0), axis=1)   # row by row, as per path
+    # np.linalg.norm(np.diff(points, axis=0), axis=1) after a 0, row by row as per path, and
+    # whether every uv and seg is finite
+    seg = np.empty(len(uv))
+    finite = _kernel.segments(uv, points, seg)
     arc = np.empty(len(uv))
     counts = np.empty(len(sizes), dtype=np.int64)
-    usable = (sizes >= 2) & np.isfinite(uv).all() & np.isfinite(seg).all()
-    if not usable.all():
+    if not (finite and (sizes >= 2).all()):
         # what the kernel does not take (a path under two points, a non-finite value): per
         # path with the reference, which keeps or refuses it as it should
         pieces = [resample_reference(uv[a:b], points[a:b], step_mm) for a, b in zip(starts[:-1], starts[1:])]

@@ -11,7 +11,9 @@ plain read (:func:`lookup`):
 * reads of a grid once per column at given heights (:func:`column_values`,
   :func:`column_step`, :func:`column_mode`): the roller's line placement in a turned frame;
 * a boolean occupancy raster under bands of points (:func:`band_taken`, :func:`band_take`),
-  with off-grid points clipped onto its border.
+  with off-grid points clipped onto its border;
+* the roller's line placement step (:func:`line_step`), the distance of grid cells to a
+  region (:func:`clearance`) and the least value in a window along paths (:func:`window_min`).
 
 The roller asks these tens of thousands of times per plan with a few hundred points each,
 so the per-call cost matters as much as the per-point one. The compiled kernels
@@ -19,6 +21,8 @@ so the per-call cost matters as much as the per-point one. The compiled kernels
 order and equal the NumPy references below bit for bit.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -214,6 +218,87 @@ def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> in
     return int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
 
 
+
+def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
+              forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
+    """One step of the roller's line placement across the columns of a turned grid:
+    ``(next line (cols,), its design w1)``.
+
+    Up to three rounds, until w1 settles: the next line
+    ``nxt = column_step(scale, v, v0, step, sign * ((w0 + w1) / 2))`` (w1 starts at w0) and
+    its design ``w1``: ``forced_mm`` if given, else ``levels[column_mode(codes, nxt, ...)]``
+    (``fallback_mm`` if no column reads a code). Then nxt smoothed by ``weights`` (odd,
+    ``scipy.ndimage.correlate1d`` weights, mode ``nearest``) ignoring and keeping its NaN:
+    the correlation of its finite values over that of its finite mask, NaN where it is not
+    finite (nxt as it is if nothing is). See :func:`line_step_reference`.
+
+    scale : (rows, cols) float; codes : (rows, cols) int, each < len(levels); levels : (m,) float
+    v : (cols,) float
+    """
+    scale = _raster(scale)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
+    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    cols = len(v)
+    if scale.shape[1] != cols or codes.shape != scale.shape:
+        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
+    # scipy's symmetric path (an odd count, pairs within DBL_EPSILON); any other: the reference
+    if not _kernel.symmetric(weights):
+        return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
+    out = np.empty(cols)
+    scratch = np.empty((3, cols))
+    status = np.zeros(1, dtype=np.int64)
+    w1 = _kernel.line_step(scale, codes, levels, v, float(v0), float(step), float(sign), float(w0),
+                           forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
+                           float(fallback_mm), weights, np.empty(len(levels), dtype=np.int64),
+                           scratch[0], scratch[1], scratch[2], out, status)
+    if status[0]:
+        raise ValueError(f"codes read up to {int(codes.max())}; levels ({len(levels)}) must exceed them")
+    return out, float(w1)
+
+
+def clearance(away: np.ndarray, cell: float) -> np.ndarray:
+    """Distance (chart mm, a lower bound) from each cell of a grid ``away (h, w) bool`` to the
+    nearest cell not away, less one cell diagonal; -1 at the cells not away.
+
+    The exact Euclidean distance transform in cells (as ``scipy.ndimage.distance_transform_edt``
+    gives it: the square root of a whole number), times ``cell``, less ``cell * sqrt(2)``.
+    A grid with no cell that is not away is left to that reference.
+    """
+    away = np.ascontiguousarray(away, dtype=np.bool_)
+    if away.ndim != 2:
+        raise ValueError(f"away is an (h, w) grid; got shape {away.shape}")
+    cell = float(cell)
+    h, w = away.shape
+    if away.size == 0 or away.all():
+        return clearance_reference(away, cell)
+    out = np.empty((h, w))
+    _kernel.clearance(away.view(np.uint8), cell, cell * math.sqrt(2.0), out, np.empty((h, w), dtype=np.int64),
+                      np.empty(w, dtype=np.int64), np.empty(w, dtype=np.int64))
+    return out
+
+
+def window_min(values, first, stop, reach: int) -> np.ndarray:
+    """``scipy.ndimage.minimum_filter1d(values[a:b], 2 * reach + 1, mode="nearest")`` of each
+    path ``a, b = first[i], stop[i]`` (disjoint), side by side ``(n,)``: the least value
+    within ``reach`` rows of each row, the window clipped to its path; rows in no path keep
+    their value. See :func:`window_min_reference` (which answers where a value is NaN or -0)."""
+    values = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    first = np.ascontiguousarray(first, dtype=np.int64).reshape(-1)
+    stop = np.ascontiguousarray(stop, dtype=np.int64).reshape(-1)
+    n = len(values)
+    if len(first) != len(stop) or (first < 0).any() or (stop > n).any() or (stop < first).any():
+        raise ValueError(f"paths first:stop must lie within the {n} values")
+    reach = int(reach)
+    if reach < 0:
+        raise ValueError(f"reach = {reach}: a window reaches zero rows or more")
+    if np.isnan(values).any() or (np.signbit(values) & (values == 0)).any():
+        return window_min_reference(values, first, stop, reach)
+    out = values.copy()
+    _kernel.window_min(values, first, stop, reach, out)
+    return out
+
 # --- NumPy references (tests compare the kernels with these) -------------------------------
 
 def lookup_reference(values: np.ndarray, origin, cell: float, uv, outside: float) -> np.ndarray:
@@ -306,3 +391,51 @@ def column_step_reference(scale: np.ndarray, v, v0: float, step: float, c: float
     nxt = v + c / lam
     lam_next = column_values_reference(scale, nxt, v0, step)
     return v + c / np.where(np.isfinite(lam_next), (lam + lam_next) / 2.0, lam)
+
+
+def line_step_reference(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float,
+                        w0: float, forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
+    """NumPy twin of :func:`line_step`."""
+    from scipy import ndimage
+
+    levels = np.asarray(levels, dtype=np.float64)
+
+    def design(x):
+        if forced_mm is not None:
+            return forced_mm
+        mode = column_mode_reference(codes, x, v0, step, len(levels))
+        return fallback_mm if mode < 0 else float(levels[mode])
+
+    w1 = w0
+    for _ in range(3):
+        nxt = column_step_reference(scale, v, v0, step, sign * ((w0 + w1) / 2.0))
+        w1, was = design(nxt), w1
+        if w1 == was:
+            break
+    ok = np.isfinite(nxt)
+    if not ok.any():
+        return nxt, w1
+    weight, total = ndimage.correlate1d(np.stack([ok.astype(float), np.where(ok, nxt, 0.0)]),
+                                        np.asarray(weights, dtype=np.float64), axis=-1, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = total / weight
+    return np.where(ok, out, np.nan), w1
+
+
+def clearance_reference(away: np.ndarray, cell: float) -> np.ndarray:
+    """NumPy (SciPy) twin of :func:`clearance`."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(away) * cell - cell * math.sqrt(2.0)
+    return np.where(away, dist, -1.0)
+
+
+def window_min_reference(values, first, stop, reach: int) -> np.ndarray:
+    """NumPy (SciPy) twin of :func:`window_min`."""
+    from scipy import ndimage
+
+    out = np.array(values, dtype=np.float64)
+    for a, b in zip(np.asarray(first).tolist(), np.asarray(stop).tolist()):
+        if b > a:
+            out[a:b] = ndimage.minimum_filter1d(out[a:b], size=2 * int(reach) + 1, mode="nearest")
+    return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,7 @@ from scipy import ndimage
 
 from . import paths as _paths
 from . import raster
+from ._ext import raster as _raster_kernel
 from .curvature import Curvature
 from .protocol import Protocol
 
@@ -239,11 +241,54 @@ def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of:
     """
     lo, hi = np.asarray(bounds[:2], dtype=float), np.asarray(bounds[2:], dtype=float)
     w, h = (int(x) for x in np.ceil((hi - lo) / cell) + 1)
-    uu, vv = np.meshgrid(lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
-    inside = shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    inside = contains_grid(region, lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
     away = ~inside if outside_of else inside
-    dist = ndimage.distance_transform_edt(away) * cell - cell * math.sqrt(2.0)
-    return ChartRaster(lo, cell, np.where(away, dist, -1.0))
+    # ndimage.distance_transform_edt(away) * cell - cell * sqrt(2) where away, else -1
+    return ChartRaster(lo, cell, raster.clearance(away, cell))
+
+
+GRID_BLOCK = 16   # grid points per side of the blocks contains_grid decides at once
+
+
+def contains_grid(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical,
+    asking shapely about few points: the grid in blocks of ``GRID_BLOCK`` x ``GRID_BLOCK``
+    points; a block whose closed bounding box meets no boundary segment's bounding box lies
+    in one piece of the plane off the boundary, so all its points answer as its first one
+    does; the points of the other blocks are each asked."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    w, h = len(x), len(y)
+    b = GRID_BLOCK
+    if w * h <= 4 * b * b or not (np.isfinite(x).all() and np.isfinite(y).all()
+                                  and (np.diff(x) > 0).all() and (np.diff(y) > 0).all()):
+        uu, vv = np.meshgrid(x, y)
+        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    j0, i0 = np.arange(0, w, b), np.arange(0, h, b)
+    j1, i1 = np.minimum(j0 + b, w) - 1, np.minimum(i0 + b, h) - 1
+    # the blocks any boundary segment's bounding box reaches (consecutive vertices of all
+    # the rings, and the joins between rings too: a block too many is only asked in full)
+    c = shapely.get_coordinates(region)
+    if len(c) == 0 or not np.isfinite(c).all():
+        uu, vv = np.meshgrid(x, y)
+        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+    a, z = (c[:-1], c[1:]) if len(c) > 1 else (c, c)
+    lo, hi = np.minimum(a, z), np.maximum(a, z)
+    ja, jb = np.searchsorted(x[j1], lo[:, 0], "left"), np.searchsorted(x[j0], hi[:, 0], "right") - 1
+    ia, ib = np.searchsorted(y[i1], lo[:, 1], "left"), np.searchsorted(y[i0], hi[:, 1], "right") - 1
+    on = (ja <= jb) & (ia <= ib)
+    ja, jb, ia, ib = ja[on], jb[on], ia[on], ib[on]
+    marks = np.zeros((len(i0) + 1, len(j0) + 1), dtype=np.int64)
+    np.add.at(marks, (ia, ja), 1)
+    np.add.at(marks, (ia, jb + 1), -1)
+    np.add.at(marks, (ib + 1, ja), -1)
+    np.add.at(marks, (ib + 1, jb + 1), 1)
+    # a block one point wide or tall is asked in full as well
+    mixed = (marks.cumsum(axis=0).cumsum(axis=1)[:-1, :-1] > 0) | (j1 == j0)[None, :] | (i1 == i0)[:, None]
+    first = shapely.contains_xy(region, *np.broadcast_arrays(x[j0][None, :], y[i0][:, None]))
+    out = np.repeat(np.repeat(first, b, axis=0), b, axis=1)[:h, :w]
+    ii, jj = np.nonzero(np.repeat(np.repeat(mixed, b, axis=0), b, axis=1)[:h, :w])
+    out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+    return out
 
 
 def keepout_clearance(zones, cell: float = CLEARANCE_CELL_MM) -> ChartRaster:
@@ -324,6 +369,9 @@ class Run:
     kappa_cross: np.ndarray     # (n,)
     phase_mm: float = 0.0       # arc length to the first needle of ring 0
     meta: dict = field(default_factory=dict)
+    # the chart triangle of each sample (face.locate(uv)[0]) where the roller located it
+    # already, so a claim need not locate it again; None: not known
+    tri: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _rotation(angle_rad: float) -> np.ndarray:
@@ -450,14 +498,13 @@ class ZoneSweeps:
 
     def _step(self, v: np.ndarray, w0: float, sign: float) -> tuple[np.ndarray, float]:
         """The next line beyond ``v`` and its design: (w0 + w1) / 2 apart on the skin."""
-        w1 = w0
-        for _ in range(3):  # the next design depends on where the next line lands
-            # v + c / lam, lam the chart scale averaged over both lines
-            nxt = raster.column_step(self.scale, v, self.v_rows[0], ROW_STEP_MM, sign * ((w0 + w1) / 2.0))
-            w1, was = self._design(nxt), w1
-            if w1 == was:   # settled: another round would place the same line again
-                break
-        return _smooth_nan(nxt, LINE_SMOOTH_MM / COLUMN_STEP_MM), w1
+        # up to three rounds (the next design depends on where the next line lands, settled
+        # when another round would place the same line again) of v + c / lam, lam the chart
+        # scale averaged over both lines, then _smooth_nan of the line: all in one kernel
+        # call, exactly as the rounds of raster.column_step, _design and _smooth_nan
+        return raster.line_step(self.scale, self.swath_code, self.swath_levels, v, self.v_rows[0], ROW_STEP_MM,
+                                sign, w0, self.forced_design, self.drum.width_mm,
+                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM))
 
     def lines(self, offset: float) -> list[tuple[int, np.ndarray, float]]:
         """``[(k, chart points (n, 2), design swath mm)]`` of every line, in order.
@@ -501,7 +548,7 @@ class ZoneSweeps:
         return np.where(tri >= 0, kc, np.nan), np.where(tri >= 0, width, 0.0), central
 
     def sample_validity(self, uv: np.ndarray, design_mm, starts: np.ndarray | None = None,
-                        valid_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        valid_only: bool = False, located: bool = False) -> tuple:
         """Validity, band width and cross curvature at chart points ``(n, 2)`` along a pass.
 
         Several passes at once: ``starts (p + 1,) int`` puts pass i at rows
@@ -509,6 +556,7 @@ class ZoneSweeps:
         (each sample its pass's design); each pass reads as it would alone.
         ``valid_only``: band width and curvature are only needed where the sample is valid;
         they read 0 where the sample's own point lies outside the region (never valid).
+        ``located``: also return each point's triangle (``face.locate(uv)[0]``), fourth.
         """
         face = self.face
         tri_all, bary_all = face.locate(uv)
@@ -534,7 +582,12 @@ class ZoneSweeps:
         width[at], kc0[at] = width_at, kc0_at
         ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance, tri=tri_all, starts=starts,
                         where=ok)
+        if located:     # and each sample's triangle (face.locate(uv)[0])
+            return ok, width, kc0, tri_all
         return ok, width, kc0
+
+
+SKIN_FRAME_LIMIT = 1.0 / 0.05   # chart mm per skin mm beyond which a triangle's frame is not trusted
 
 
 def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -542,8 +595,53 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
 
     From each triangle's own Jacobian (a scan's chart need not be conformal: across can be
     twice along), as the needle simulation maps the drum; the isotropic ``1 / scale`` off
-    the chart.
+    the chart. The compiled kernel (``coverage._ext.raster.skin_frame``), per sample with
+    NumPy's arithmetic: equal to :func:`skin_frame_reference` bit for bit.
     """
+    tri = np.ascontiguousarray(tri, dtype=np.int64).reshape(-1)
+    n = len(tri)
+    travel = np.ascontiguousarray(travel, dtype=np.float64).reshape(n, 2)
+    scale = np.ascontiguousarray(scale, dtype=np.float64).reshape(n)
+    along, across = np.empty((n, 2)), np.empty((n, 2))
+    if n and (tri >= len(face.faces)).any():
+        raise ValueError(f"triangle {int(tri.max())} of a face of {len(face.faces)}")
+    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(jacobian_pinv(face, tri)), tri,
+                              travel, scale, SKIN_FRAME_LIMIT, along, across)
+    return along, across
+
+
+_PINV = weakref.WeakKeyDictionary()   # face -> (pseudo-inverses (m, 2, 3), which are computed (m,) bool)
+
+
+def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
+    """``face.jacobian_pinv`` ``(m, 2, 3)`` good at least at the triangles ``tri`` (the others
+    may still be NaN): the whole of it once the face has it, else its rows computed as
+    asked (the roller reaches a third of the face's triangles). Each matrix's pseudo-inverse
+    does not depend on the others, so the rows are the face's own bit for bit."""
+    if "jacobian_pinv" in vars(face):
+        return face.jacobian_pinv
+    entry = _PINV.get(face)
+    if entry is None:
+        m = len(face.faces)
+        entry = _PINV[face] = (np.full((m, 2, 3), np.nan), np.zeros(m, dtype=bool))
+    pinv, known = entry
+    need = np.unique(tri[tri >= 0])
+    need = need[~known[need]]
+    if len(need):
+        jac = face.jacobian[need]
+        finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
+        if finite.any():
+            pinv[need[finite]] = np.linalg.pinv(jac[finite])
+        known[need] = True
+    return pinv
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def skin_frame_reference(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`skin_frame`."""
     along = travel / scale[:, None]
     across = np.stack([-travel[:, 1], travel[:, 0]], axis=1) / scale[:, None]
     on = tri >= 0
@@ -556,7 +654,7 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
         normal = face.jacobian_normal[tri_on]       # unit jac[:, :, 0] x jac[:, :, 1]
         left = np.cross(normal, skin_t / length[:, None])
         per_mm = np.einsum("kij,kj->ki", face.jacobian_pinv[tri_on], left)   # pinv(jac) @ left
-        ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < 1.0 / 0.05)
+        ok = np.isfinite(per_mm).all(axis=1) & (np.linalg.norm(per_mm, axis=1) < SKIN_FRAME_LIMIT)
         if every:
             along = np.where(ok[:, None], travel / length[:, None], along)
             across = np.where(ok[:, None], per_mm, across)
@@ -653,8 +751,8 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     at = np.nonzero(near)[0]
     clear[at] = clearance.min_along(uv[at], per_mm_a[at], across_steps, outside=np.inf)
     need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
-    for a, b in zip(first[live].tolist(), stop[live].tolist()):
-        clear[a:b] = ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest")
+    # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
+    clear = raster.window_min(clear, first[live], stop[live], reach)
     ok &= clear >= need
     if len(ends) == 0:
         return ok
@@ -725,12 +823,20 @@ class Occupancy:
             return []
         uv = np.concatenate(paths)
         starts = np.concatenate([[0], np.cumsum([len(p) for p in paths])]).astype(np.int64)
+        across, scale = Occupancy.frames_joined(face, uv, starts)
+        return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+
+    @staticmethod
+    def frames_joined(face, uv: np.ndarray, starts: np.ndarray, tri=None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`frames` of paths side by side (path i: rows ``starts[i]:starts[i + 1]``), joined
+        (``tri``: ``face.locate(uv)[0]`` if already known)."""
         travel = path_gradient(uv, starts)       # np.gradient of each path
         travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
         across = np.stack([-travel[:, 1], travel[:, 0]], axis=1)
-        tri, _ = face.locate(uv)
+        if tri is None:
+            tri, _ = face.locate(uv)
         scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
-        return [(across[a:b], scale[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+        return across, scale
 
     def _band(self, face, run: Run, inset_mm: float, step_mm: float, frame=None) -> tuple:
         """``(uv, across, half, scale, f)``: the band of sample i is
@@ -840,7 +946,8 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
     if kept is not None:   # best_offset built this family already (as sweep 0): hand it out once
         if sweep_index == 0:
             return kept
-        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta))
+        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta),
+                     tri=r.tri)
                  for r in runs] for runs in kept]
     face = sweeps.face
     found = sweeps.lines(offset)
@@ -877,7 +984,7 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
         if len(line) == 0:
             return []
     design = np.repeat(np.array([found[i][2] for i in line.tolist()], dtype=np.float64), sizes)
-    ok, w, kc = sweeps.sample_validity(uv, design, starts, valid_only=True)
+    ok, w, kc, tri = sweeps.sample_validity(uv, design, starts, valid_only=True, located=True)
     per_line = [[] for _ in found]
     path, first, stop = runs_in(ok, starts)
     for j, a, b in zip(path.tolist(), first.tolist(), stop.tolist()):
@@ -885,7 +992,8 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
             continue
         i = int(line[j])
         per_line[i].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, found[i][0], uv[a:b], w[a:b], kc[a:b],
-                               meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family}))
+                               meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family},
+                               tri=tri[a:b]))
     return [runs for runs in per_line if runs]
 
 
@@ -921,7 +1029,52 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
 
 
 def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
-    """Keep the stretches of each run whose band is still free in this sweep, and take them."""
+    """Keep the stretches of each run whose band is still free in this sweep, and take them.
+
+    All runs in one kernel call (``coverage._ext.raster.claim_bands``), in order, as
+    :func:`claim_reference` claims them one by one (which answers where a value is not finite).
+    """
+    runs = [r for rr in lines for r in rr]
+    if not runs:
+        return []
+    uv = np.ascontiguousarray(np.concatenate([r.uv for r in runs]), dtype=np.float64)
+    sizes = np.array([len(r.uv) for r in runs], dtype=np.int64)
+    swath = np.ascontiguousarray(np.concatenate([r.swath_mm for r in runs]), dtype=np.float64)
+    if (sizes < 2).any() or len(swath) != len(uv) or not (np.isfinite(uv).all() and np.isfinite(swath).all()):
+        return claim_reference(face, lines, occupancy)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    tri = None
+    if all(r.tri is not None and len(r.tri) == len(r.uv) for r in runs):
+        tri = np.concatenate([r.tri for r in runs])       # located already: face.locate(uv)[0]
+    across, scale = Occupancy.frames_joined(face, uv, starts, tri)
+    if not (np.isfinite(across).all() and np.isfinite(scale).all()):
+        return claim_reference(face, lines, occupancy)
+    inset = np.array([run_ring_inset(r) for r in runs], dtype=np.float64)
+    # room for the widest band's points (linspace counts of the free and the taken bands)
+    widest = float(np.abs(swath).max(initial=0.0)) / 2.0 + float(np.abs(inset).max(initial=0.0)) + 1.0
+    f = np.empty(int(math.ceil(widest * 2 / (occupancy.cell / 2))) + 3)
+    n = len(uv)
+    part_run, part_a, part_b = (np.empty(n, dtype=np.int64) for _ in range(3))
+    count = _raster_kernel.claim_bands(occupancy.taken.view(np.uint8), uv, across, scale, swath, starts, inset,
+                                       float(occupancy.origin[0]), float(occupancy.origin[1]),
+                                       float(occupancy.cell), PATH_STEP_MM, MIN_STROKE_MM, f,
+                                       np.empty(n, dtype=np.uint8), part_run, part_a, part_b)
+    kept = [[] for _ in runs]
+    for k, a, b in zip(part_run[:count].tolist(), part_a[:count].tolist(), part_b[:count].tolist()):
+        r = runs[k]
+        kept[k].append(Run(r.zone, r.theta_deg, r.sweep, r.line, r.uv[a:b], r.swath_mm[a:b], r.kappa_cross[a:b],
+                           r.phase_mm, dict(r.meta), tri=None if r.tri is None else r.tri[a:b]))
+    out, k = [], 0
+    for rr in lines:
+        line_kept = [part for parts in kept[k:k + len(rr)] for part in parts]
+        k += len(rr)
+        if line_kept:
+            out.append(line_kept)
+    return out
+
+
+def claim_reference(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
+    """NumPy twin of :func:`claim`: each run's free stretches found and taken one by one."""
     out = []
     frames = iter(occupancy.frames(face, [r.uv for runs in lines for r in runs]))
     for runs in lines:
@@ -1137,13 +1290,14 @@ class Headland:
                         tri=lifted.tri, starts=starts, where=ok)
         for (k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
             runs = []
-            w_k, cross_k = width[a0:b0], cross[a0:b0]
+            w_k, cross_k, tri_k = width[a0:b0], cross[a0:b0], lifted.tri[a0:b0]
             for a, b in runs_of(ok[a0:b0]):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
                 runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
                                 w_k[a:b], cross_k[a:b],
-                                meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"}))
+                                meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"},
+                                tri=tri_k[a:b]))
             if runs:
                 out.append(runs)
         for j, runs in enumerate(out):
