@@ -503,32 +503,74 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     if not paths:
         return []
     grid = problem.grid
-    out = [paths[0]]
-    for p in paths[1:]:
-        prev = out[-1]
+    # Whether path i glides on from path i - 1 depends on those two only: a joined path
+    # ends where its last member ends and its members share zone, pass, depth and
+    # cartridge. So every move is built and checked first, all at once.
+    moves = {}
+    for i in range(1, len(paths)):
+        prev, p = paths[i - 1], paths[i]
         if (prev.zone, prev.pass_index, prev.depth_mm, prev.needles) == (p.zone, p.pass_index, p.depth_mm, p.needles):
-            k = zones.names.index(p.zone)
             gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
             if gap <= MAX_GLIDE_MM:
-                move = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
-                # a glide fires nothing: its centre stays on the zone's skin and its footprint
-                # clears every exclusion margin (checked in 3D wherever a stamp could not be
-                # centred, or next to an exclusion)
-                ok = _lookup(grid, grid.label == k, move, False).astype(bool)
-                if ok.all() and problem.clearance is not None and problem.near_exclusion is not None:
-                    check = (_lookup(grid, problem.near_exclusion | ~problem.allowed, move, True).astype(bool))
-                    ok[check] = problem.clearance.clear(move[check], 0.5 * problem.footprint_mm)
-                if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
-                    offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
-                    # a run that starts where the last one ended (a loop split at its seam)
-                    # joins without repeating that point
-                    start = 1 if np.linalg.norm(p.uv[0] - prev.uv[-1]) <= 1e-12 else 0
-                    prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv[start:]])
-                    prev.stamp_uv = np.concatenate([prev.stamp_uv, p.stamp_uv])
-                    prev.stamp_s = np.concatenate([prev.stamp_s, p.stamp_s + offset])
-                    continue
-        out.append(p)
+                moves[i] = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
+    joins = _glides_ok(moves, paths, problem, zones)
+    # each joined path as pieces: its samples, stamps, arc lengths and segment lengths,
+    # concatenated once at the end
+    out, chains = [], []
+    for i, p in enumerate(paths):
+        if not joins.get(i, False):
+            out.append(p)
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], [np.linalg.norm(np.diff(p.uv, axis=0), axis=1)]))
+            continue
+        uvs, stamp_uvs, stamp_ss, segs = chains[-1]
+        move = moves[i]
+        # prev.chart_length of the joined path so far: the same segment lengths, summed whole
+        offset = float(np.concatenate(segs).sum()) + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        last = uvs[-1][-1]
+        # a run that starts where the last one ended (a loop split at its seam) joins
+        # without repeating that point
+        start = 1 if np.linalg.norm(p.uv[0] - last) <= 1e-12 else 0
+        more = np.concatenate([move[1:-1], p.uv[start:]])
+        uvs.append(more)
+        segs.append(np.linalg.norm(np.diff(np.concatenate([last[None], more]), axis=0), axis=1))
+        stamp_uvs.append(p.stamp_uv)
+        stamp_ss.append(p.stamp_s + offset)
+    for p, (uvs, stamp_uvs, stamp_ss, _) in zip(out, chains):
+        if len(uvs) > 1:
+            p.uv = np.concatenate(uvs)
+            p.stamp_uv = np.concatenate(stamp_uvs)
+            p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+def _glides_ok(moves: dict, paths: list, problem: DoseField, zones) -> dict:
+    """``{i: bool}``: whether the move ``moves[i]`` from path ``i - 1`` to path ``i`` is a glide in
+    contact. A glide fires nothing: its centre stays on the zone's skin and its footprint
+    clears every exclusion margin (checked in 3D wherever a stamp could not be centred, or
+    next to an exclusion)."""
+    if not moves:
+        return {}
+    grid = problem.grid
+    keys = list(moves)
+    pts = np.concatenate([moves[i] for i in keys])
+    sizes = np.array([len(moves[i]) for i in keys])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    zone = np.repeat([zones.names.index(paths[i].zone) for i in keys], sizes)
+    ok = _lookup(grid, grid.label, pts, -1) == zone
+    # the 3D check only for moves every sample of which is on the zone's skin
+    whole = np.logical_and.reduceat(ok, bounds[:-1])
+    if problem.clearance is not None and problem.near_exclusion is not None:
+        check = np.repeat(whole, sizes) & _lookup(grid, problem.near_exclusion | ~problem.allowed, pts,
+                                                    True).astype(bool)
+        if check.any():
+            ok[check] = problem.clearance.clear(pts[check], 0.5 * problem.footprint_mm)
+        whole = np.logical_and.reduceat(ok, bounds[:-1])
+    for name in set(paths[i].zone for i in keys):
+        sel = np.repeat(whole & (np.array([paths[i].zone for i in keys]) == name), sizes)
+        if sel.any():
+            ok[sel] = shapely.contains_xy(zones.polygons[name], pts[sel, 0], pts[sel, 1])
+    whole = np.logical_and.reduceat(ok, bounds[:-1])
+    return {i: bool(v) for i, v in zip(keys, whole)}
 
 
 def stamp_angles(count: int, start: int = 0) -> np.ndarray:
