@@ -352,3 +352,57 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
         rc = _merge(points, radius, out_channel)
     if rc != 0:
         raise MemoryError("merge_channels: out of memory")
+
+
+# --- the pen fit's objective ---------------------------------------------------------------
+# One evaluation of coverage.pen_fit's objective in one pass over the texels, every value
+# computed with the NumPy reference's operations in its order (pen_fit.objective_reference):
+# counts = base + A x (A's rows summed in column order, as scipy's CSC product adds them),
+# d = per_count x window sums, the shortfall's pieces, its gradient pulled back through the
+# window spread and A^T (each stamp's texels in the order A's columns hold them).
+
+def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indices, const double[::1] rows_data,
+                  const int64_t[::1] cols_indptr, const int64_t[::1] cols_indices, const double[::1] cols_data,
+                  const double[::1] x, const double[:, ::1] base, const int64_t[:, ::1] half_u,
+                  const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
+                  const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
+                  double over_weight, double[:, ::1] counts, double[:, ::1] sat, double[:, ::1] under,
+                  double[:, ::1] over, double[:, ::1] work, double[:, ::1] corners, double[::1] grad):
+    """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
+    over = max(d - high, 0) (written out); grad = A^T window_spread((2 scale (over_weight over
+    - under)) per_count). A is given twice: by texel rows (CSR, columns ascending) and by
+    stamp columns (CSC as the fit holds it)."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k
+    cdef double s, d, a, b
+    cdef const double* spread
+    with nogil:
+        for i in range(h):
+            for j in range(w):
+                r = i * w + j
+                s = 0.0
+                for k in range(rows_indptr[r], rows_indptr[r + 1]):
+                    s = s + rows_data[k] * x[rows_indices[k]]
+                counts[i, j] = base[i, j] + s
+        _window_sums(counts, half_u, half_v, mask, sat, work)
+        for i in range(h):
+            for j in range(w):
+                d = per_count[i, j] * work[i, j]
+                a = low[i, j] - d
+                b = d - high[i, j]
+                # np.maximum(v, 0.0): NaN stays NaN
+                if not (a <= 0.0):
+                    under[i, j] = a
+                else:
+                    under[i, j] = 0.0
+                if not (b <= 0.0):
+                    over[i, j] = b
+                else:
+                    over[i, j] = 0.0
+                work[i, j] = ((2.0 * scale[i, j]) * (over_weight * over[i, j] - under[i, j])) * per_count[i, j]
+        _window_spread(work, half_u, half_v, mask, corners, counts)
+        spread = &counts[0, 0]
+        for r in range(grad.shape[0]):
+            s = 0.0
+            for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                s = s + cols_data[k] * spread[cols_indices[k]]
+            grad[r] = s

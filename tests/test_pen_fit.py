@@ -195,3 +195,38 @@ def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
     after = op.density((spread @ mended.astype(float)).reshape(1, n))
     assert (after <= 125.0).all()
     assert (after >= IN_BAND_LOW * 100.0).all()
+
+
+# --- the fit's compiled objective against its reference ----------------------------------
+
+def _random_fit_problem(rng, h, w, m, fmt):
+    half_u, half_v, mask = _random_windows(rng, h, w)
+    label = np.where(mask, rng.integers(0, 2, (h, w)), -1)
+    area = rng.uniform(0.2, 0.3, (h, w))
+    window_area = np.where(rng.random((h, w)) > 0.1, rng.uniform(20, 100, (h, w)), 0.0)
+    grid = TexelGrid(np.zeros(2), 0.5, np.zeros((h, w), dtype=np.int64), area, label, half_u, half_v, window_area)
+    zones = _Zones({"a": (150.0, 200.0), "b": (300.0, 380.0)})
+    targets = pen_fit.dose_targets(zones, grid)
+    spread = sparse.random(h * w, m, density=min(1.0, 8.0 / (h * w)), random_state=rng, format=fmt,
+                           data_rvs=lambda k: rng.integers(1, 4, k).astype(float))
+    if fmt == "csc":
+        # duplicates and unsorted rows, as a stacked matrix may hold them
+        spread = sparse.hstack([spread[:, : m // 2], spread[:, m // 2:]], format="csc")
+    base = np.where(rng.random((h, w)) > 0.5, rng.integers(0, 5, (h, w)), 0).astype(float)
+    return grid, targets, base, spread
+
+
+@pytest.mark.parametrize("fmt", ["csc", "csr"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31)])
+def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape):
+    h, w = shape
+    for _ in range(4):
+        m = int(rng.integers(1, 80))
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt)
+        objective = pen_fit.FitObjective(grid, targets, base, spread)
+        assert objective.compiled
+        for x in (np.zeros(m), rng.random(m), rng.random(m) * 30, np.where(rng.random(m) > 0.5, 1.0, 0.0)):
+            value, grad = objective(x)
+            ref_value, ref_grad = pen_fit.objective_reference(x, grid, targets, base, spread)
+            assert value == ref_value
+            np.testing.assert_array_equal(grad, ref_grad)

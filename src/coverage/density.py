@@ -126,6 +126,12 @@ def window_spread_reference(values, half_u, half_v, mask):
     return out
 
 
+def fit_objective(*args) -> None:
+    """The pen fit's objective in one compiled pass: see :class:`coverage.pen_fit.FitObjective`
+    (its NumPy twin is :func:`coverage.pen_fit.objective_reference`)."""
+    _kernel.fit_objective(*args)
+
+
 class StampEffects:
     """What single stamps do to a windowed density map, each weighed over the texels whose
     windows its punctures fall in (the pen fit's repair: :mod:`coverage.pen_fit`).

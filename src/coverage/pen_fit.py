@@ -145,19 +145,11 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     evaluation per step almost always. (SciPy's L-BFGS-B spends ~50 ms a step of its own
     bookkeeping on the ~10^5 variables here, ten times the objective.)
     """
-    op = WindowedDose(grid)
-    shape = grid.shape
     m = spread.shape[1]
     if not m:
         return np.zeros(0)
-    spread_t = spread.T.tocsr()
-    base_flat = np.asarray(base, dtype=np.float64).ravel()
     hi = np.ones(m) if upper is None else np.asarray(upper, dtype=np.float64)
-
-    def objective(x):
-        counts = (base_flat + spread @ x).reshape(shape)
-        value, grad_d = shortfall(op.density(counts), targets)
-        return value, spread_t @ op.pull_back(grad_d).ravel()
+    objective = FitObjective(grid, targets, base, spread)
 
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     f, g = objective(x)
@@ -182,6 +174,63 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
         x, f, g = x_new, f_new, g_new
         recent.append(f)
     return x
+
+
+class FitObjective:
+    """The fit's objective and its gradient at stamp weights ``x``: ``(value, (m,) gradient)``
+    of :func:`shortfall` at the windowed density of ``base + spread @ x``, in one compiled
+    pass (:func:`coverage.density.fit_objective`), equal bit for bit to
+    :func:`objective_reference`."""
+
+    def __init__(self, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread):
+        self.grid, self.targets, self.spread = grid, targets, spread
+        self.op = WindowedDose(grid)
+        self.shape = shape = grid.shape
+        self.base = np.ascontiguousarray(np.asarray(base, dtype=np.float64).reshape(shape))
+        self.spread_t = spread.T.tocsr()
+        # the product A x adds each texel's stamps in the order scipy's product does: by
+        # column for a CSC matrix (a CSR copy holds each row's columns ascending), as
+        # stored for a CSR one
+        self.compiled = spread.format in ("csc", "csr") and self.spread_t.format == "csr"
+        if not self.compiled:
+            return
+        rows = spread if spread.format == "csr" else spread.tocsr()
+        self.rows = tuple(np.ascontiguousarray(a, dtype=t) for a, t in
+                          ((rows.indptr, np.int64), (rows.indices, np.int64), (rows.data, np.float64)))
+        st = self.spread_t
+        self.cols = tuple(np.ascontiguousarray(a, dtype=t) for a, t in
+                          ((st.indptr, np.int64), (st.indices, np.int64), (st.data, np.float64)))
+        c = np.ascontiguousarray
+        self.fixed_args = (c(grid.half_u, dtype=np.int64), c(grid.half_v, dtype=np.int64),
+                           c(self.op.treat, dtype=np.uint8), c(self.op.per_count, dtype=np.float64),
+                           c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
+                           c(targets.scale, dtype=np.float64))
+        h, w = shape
+        self.counts, self.under, self.over, self.work = (np.empty(shape) for _ in range(4))
+        self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if not self.compiled or not self.counts.size:
+            return objective_reference(x, self.grid, self.targets, self.base, self.spread, self.spread_t)
+        from .density import fit_objective
+
+        grad = np.empty(self.spread.shape[1])
+        fit_objective(*self.rows, *self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
+                      *self.fixed_args, OVER_WEIGHT, self.counts, self.sat, self.under, self.over, self.work,
+                      self.corners, grad)
+        scale = self.targets.scale
+        value = float(np.einsum("ij,ij,ij->", scale, self.under, self.under)
+                      + OVER_WEIGHT * np.einsum("ij,ij,ij->", scale, self.over, self.over))
+        return value, grad
+
+
+def objective_reference(x, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread, spread_t=None):
+    """NumPy twin of :class:`FitObjective`."""
+    op = WindowedDose(grid)
+    spread_t = spread.T.tocsr() if spread_t is None else spread_t
+    counts = (np.asarray(base, dtype=np.float64).ravel() + spread @ x).reshape(grid.shape)
+    value, grad_d = shortfall(op.density(counts), targets)
+    return value, spread_t @ op.pull_back(grad_d).ravel()
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
