@@ -134,6 +134,9 @@ class DoseField:
     clearance: object = None            # FootprintClearance of the zone map (any cartridge)
     near_exclusion: np.ndarray | None = None  # (h, w) texels where path samples are checked exactly
     q: np.ndarray | None = None
+    # depth -> (contour generator of skin_distance[depth], {level: lines}): the loops of
+    # every zone and pass at that depth come from one generator, each level traced once
+    contours: dict = field(default_factory=dict, repr=False)
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
         """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
@@ -364,6 +367,28 @@ def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
     return [gen.lines(level) for level in levels]
 
 
+def _contour_levels(problem: DoseField, depth: float, levels: list) -> list:
+    """:func:`contour_lines` of ``problem.skin_distance[depth]``, each level traced once per
+    dose field (zones and passes at one depth share their levels)."""
+    import contourpy
+
+    if depth not in problem.contours:
+        grid = problem.grid
+        h, w = grid.shape
+        x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
+        y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
+        gen = contourpy.contour_generator(x, y, problem.skin_distance[depth], line_type="Separate")
+        problem.contours[depth] = (gen, {})
+    gen, traced = problem.contours[depth]
+    out = []
+    for level in levels:
+        key = float(level)
+        if key not in traced:
+            traced[key] = gen.lines(level)
+        out.append(traced[key])
+    return out
+
+
 class StampPlacer:
     """Stamps by distance travelled: the running stamp count ``integral(lambda ds)`` crosses
     ``k + 1/2``; the remainder carries from one run to the next of the same pass."""
@@ -371,11 +396,13 @@ class StampPlacer:
     def __init__(self):
         self.carry = 0.5
 
-    def place(self, uv: np.ndarray, per_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stamp chart points ``(m, 2)`` and their chart arc lengths ``(m,)`` along ``uv``."""
+    def place(self, uv: np.ndarray, per_mm: np.ndarray, seg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stamp chart points ``(m, 2)`` and their chart arc lengths ``(m,)`` along ``uv``
+        (``seg``: its segment lengths, if known)."""
         if len(uv) < 2:
             return np.empty((0, 2)), np.empty(0)
-        seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+        if seg is None:
+            seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)]) + self.carry
         total = cum[-1]
         ks = np.arange(1, int(math.floor(total)) + 1, dtype=np.float64)
@@ -424,7 +451,8 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
                           * settings.spacing_mm)
             levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
-            raw = [line for per_level in contour_lines(grid, dist, levels) for line in per_level]
+            raw = [line for per_level in _contour_levels(problem, round(float(settings.depth_mm), 9), levels)
+                   for line in per_level]
             theta = None
             # the skin spacing between loops is fixed; in the chart it is spacing / linear scale
             spacing_chart = None
@@ -432,26 +460,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             theta = float(settings.directions_deg[(first_pass + p) % len(settings.directions_deg)])
             spacing_chart = settings.spacing_mm / zone_linear
             raw = raster_lines(centres, theta, spacing_chart, 0.5)
-        runs = []
-        for j, line in enumerate(raw):
-            samples = _resample(np.asarray(line, dtype=np.float64), SAMPLE_MM)
-            inside = _lookup(grid, active, samples, False).astype(bool)
-            # texel labels go by texel centre: the zone's own polygon has the last word
-            inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
-            if problem.clearance is not None and problem.near_exclusion is not None:
-                # near an exclusion a sample off its texel centre is checked in 3D itself
-                check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
-                if check.any():
-                    inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
-            # a run holds one depth setting: it splits where the stamps step down beside a
-            # shallower zone
-            depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
-            cut = np.nonzero(np.diff(depth_at) != 0)[0] + 1
-            for a, b in _runs(inside):
-                bounds = [a, *[c for c in cut if a < c < b], b]
-                for lo, hi in zip(bounds[:-1], bounds[1:]):
-                    if hi - lo >= 2 and np.isfinite(depth_at[lo]):
-                        runs.append((j, samples[lo:hi], float(depth_at[lo])))
+        runs = _pass_runs(problem, grid, active, polygon, raw)
         # boustrophedon: every other line (or loop) runs backwards
         runs = [(j, r if j % 2 == 0 else r[::-1], d) for j, r, d in runs]
         if not loops:
@@ -459,19 +468,81 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             runs = _snake(runs)
         if not runs:
             continue
+        sizes = np.array([len(uv) for _, uv, _ in runs])
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
         samples = np.concatenate([uv for _, uv, _ in runs])
-        owner = np.repeat(np.arange(len(runs)), [len(uv) for _, uv, _ in runs])
         dist, nearest = cKDTree(samples).query(mass_uv)
         reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
         carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
+        # each run's segment lengths and the path length each sample stands for (half of
+        # each segment beside it), element by element as per run
+        seg = np.linalg.norm(np.diff(samples, axis=0), axis=1)
+        half_before = np.concatenate([[0.0], seg]) / 2
+        half_after = np.concatenate([seg, [0.0]]) / 2
+        half_before[bounds[:-1]] = 0.0
+        half_after[bounds[1:] - 1] = 0.0
+        per_mm = (carried / passes) / np.maximum(half_before + half_after, 1e-9)
         for i, (j, uv, run_depth) in enumerate(runs):
-            m = carried[owner == i] / passes
-            seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
-            share = np.concatenate([[0.0], seg]) / 2 + np.concatenate([seg, [0.0]]) / 2
-            stamps, at = placer.place(uv, m / np.maximum(share, 1e-9))
+            a, b = bounds[i], bounds[i + 1]
+            stamps, at = placer.place(uv, per_mm[a:b], seg[a:b - 1])
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon, raw: list) -> list:
+    """The runs ``[(line, samples (n, 2), depth)]`` of one pass's lines or loops ``raw``: their
+    stretches, sampled every :data:`SAMPLE_MM`, over ``active`` texels inside the zone's
+    polygon (and clear of the exclusions), split where the depth setting changes."""
+    if not raw:
+        return []
+    samples, starts = _resample_lines(raw, SAMPLE_MM)
+    inside = _lookup(grid, active, samples, False).astype(bool)
+    # texel labels go by texel centre: the zone's own polygon has the last word
+    inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
+    if problem.clearance is not None and problem.near_exclusion is not None:
+        # near an exclusion a sample off its texel centre is checked in 3D itself
+        check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
+        if check.any():
+            inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
+    # a run holds one depth setting: it splits where the stamps step down beside a
+    # shallower zone. A run starts at an inside sample that opens its line, follows an
+    # outside one or changes the depth (NaN != NaN: every NaN sample starts its own)
+    depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
+    begin = inside.copy()
+    follows = np.ones(len(samples), dtype=bool)
+    follows[1:] = ~inside[:-1] | (depth_at[1:] != depth_at[:-1])
+    follows[starts[:-1]] = True
+    begin &= follows
+    lo = np.flatnonzero(begin)
+    # a run continues over inside samples until the next start
+    run = np.cumsum(begin) - 1
+    length = np.bincount(run[inside], minlength=len(lo))
+    line = np.searchsorted(starts, lo, side="right") - 1
+    keep = (length >= 2) & np.isfinite(depth_at[lo])
+    return [(int(j), samples[a:a + n], float(depth_at[a])) for j, a, n in zip(line[keep], lo[keep], length[keep])]
+
+
+def _resample_lines(lines: list, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every line as :func:`_resample` gives it, side by side: ``(samples (n, 2), starts)``,
+    line i at rows ``starts[i]:starts[i + 1]``."""
+    from . import paths as _paths
+
+    lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
+    sizes = np.array([len(line) for line in lines], dtype=np.int64)
+    uv = np.concatenate(lines)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    seg = np.zeros(len(uv))
+    seg[1:] = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+    seg[starts[:-1]] = 0.0
+    # a line of no length is its first point (paths.resample would give it twice)
+    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(lines), dtype=bool)
+    if flat.any():
+        pieces = [_resample(line, step) for line in lines]
+        return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
+    points = np.zeros((len(uv), 3))
+    points[:, :2] = uv
+    return _paths.resample(uv, points, starts, step)
 
 
 def field_paths(problem: DoseField, zones, names: list, q: np.ndarray, settings: dict, *,
