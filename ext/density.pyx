@@ -361,19 +361,26 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
 # d = per_count x window sums, the shortfall's pieces, its gradient pulled back through the
 # window spread and A^T (each stamp's texels in the order A's columns hold them).
 
+# the iterator buffer numpy.einsum sums through (numpy's default buffer size)
+cdef enum:
+    EINSUM_BUFFER = 8192
+
+
 def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indices, const double[::1] rows_data,
                   const int64_t[::1] cols_indptr, const int64_t[::1] cols_indices, const double[::1] cols_data,
                   const double[::1] x, const double[:, ::1] base, const int64_t[:, ::1] half_u,
                   const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
                   const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
-                  double over_weight, double[:, ::1] counts, double[:, ::1] sat, double[:, ::1] under,
-                  double[:, ::1] over, double[:, ::1] work, double[:, ::1] corners, double[::1] grad):
+                  double over_weight, double[:, ::1] counts, double[:, ::1] sat, double[:, ::1] work,
+                  double[:, ::1] corners, double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
-    over = max(d - high, 0) (written out); grad = A^T window_spread((2 scale (over_weight over
-    - under)) per_count). A is given twice: by texel rows (CSR, columns ascending) and by
-    stamp columns (CSC as the fit holds it)."""
-    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k
-    cdef double s, d, a, b
+    over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
+    per_count). A is given twice: by texel rows (CSR, columns ascending) and by stamp columns
+    (CSC as the fit holds it). Returns (sum scale under under, sum scale over over), each
+    summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
+    EINSUM_BUFFER texels, the runs' sums added up in order."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
+    cdef double s, d, a, b, u, o, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef const double* spread
     with nogil:
         for i in range(h):
@@ -390,15 +397,21 @@ def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indice
                 a = low[i, j] - d
                 b = d - high[i, j]
                 # np.maximum(v, 0.0): NaN stays NaN
-                if not (a <= 0.0):
-                    under[i, j] = a
-                else:
-                    under[i, j] = 0.0
-                if not (b <= 0.0):
-                    over[i, j] = b
-                else:
-                    over[i, j] = 0.0
-                work[i, j] = ((2.0 * scale[i, j]) * (over_weight * over[i, j] - under[i, j])) * per_count[i, j]
+                u = a if not (a <= 0.0) else 0.0
+                o = b if not (b <= 0.0) else 0.0
+                acc_u = acc_u + (scale[i, j] * u) * u
+                acc_o = acc_o + (scale[i, j] * o) * o
+                run = run + 1
+                if run == EINSUM_BUFFER:
+                    sum_u = sum_u + acc_u
+                    sum_o = sum_o + acc_o
+                    acc_u = 0.0
+                    acc_o = 0.0
+                    run = 0
+                work[i, j] = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+        if run:
+            sum_u = sum_u + acc_u
+            sum_o = sum_o + acc_o
         _window_spread(work, half_u, half_v, mask, corners, counts)
         spread = &counts[0, 0]
         for r in range(grad.shape[0]):
@@ -406,3 +419,24 @@ def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indice
             for k in range(cols_indptr[r], cols_indptr[r + 1]):
                 s = s + cols_data[k] * spread[cols_indices[k]]
             grad[r] = s
+    return sum_u, sum_o
+
+
+def window_stamps(const int64_t[::1] indptr, const int64_t[::1] indices, Py_ssize_t i0, Py_ssize_t i1,
+                  Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t w, uint8_t[::1] seen, int64_t[::1] out):
+    """The distinct columns of a CSR matrix (indptr, indices) over texel rows i * w + j,
+    rows [i0, i1) and columns [j0, j1) of a (h, w) grid, into out in the order first met;
+    returns how many. seen (one flag per column, all 0) is left all 0."""
+    cdef Py_ssize_t i, k, n = 0
+    cdef int64_t c
+    with nogil:
+        for i in range(i0, i1):
+            for k in range(indptr[i * w + j0], indptr[i * w + j1]):
+                c = indices[k]
+                if not seen[c]:
+                    seen[c] = 1
+                    out[n] = c
+                    n = n + 1
+        for k in range(n):
+            seen[out[k]] = 0
+    return n

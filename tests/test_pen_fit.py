@@ -230,3 +230,18 @@ def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape):
             ref_value, ref_grad = pen_fit.objective_reference(x, grid, targets, base, spread)
             assert value == ref_value
             np.testing.assert_array_equal(grad, ref_grad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 9), (17, 23)])
+def test_window_stamps_equal_their_reference(rng, shape):
+    h, w = shape
+    for _ in range(5):
+        m = int(rng.integers(1, 60))
+        by_texel = sparse.random(h * w, m, density=min(1.0, 5.0 / (h * w)), random_state=rng, format="csr")
+        stamps = density_mod.WindowStamps(by_texel, shape)
+        for _ in range(30):
+            i, j = int(rng.integers(0, h)), int(rng.integers(0, w))
+            hu, hv = int(rng.integers(0, 5)), int(rng.integers(0, 5))
+            got = stamps(i, j, hu, hv)
+            np.testing.assert_array_equal(got, stamps.reference(i, j, hu, hv))
+        assert not stamps.seen.any()

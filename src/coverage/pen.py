@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,7 +216,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         zone_depth[label == names.index(name)] = pen_depth_mm(pen, zones.dose(name))
     for d in sorted({round(float(x), 9) for x in np.unique(zone_depth[np.isfinite(zone_depth)])}):
         forbidden = ~treat | (max_depth[lab] < d - 1e-9)
-        dist = ndimage.distance_transform_edt(~forbidden, sampling=grid.cell_mm) * linear
+        dist = distance_to(grid, forbidden) * linear
         distances[d] = dist
         allowed |= (np.abs(zone_depth - d) < 1e-9) & (dist >= radius)
         depth[allowed & np.isnan(depth)] = d
@@ -238,6 +239,24 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         allowed &= fired >= 0.25 * n
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
                      clearance=clearance, near_exclusion=near_exclusion)
+
+
+_DISTANCES = weakref.WeakKeyDictionary()   # grid -> {mask: distances}
+
+
+def distance_to(grid: TexelGrid, mask: np.ndarray) -> np.ndarray:
+    """Chart distance ``(h, w)`` (mm) from every texel centre to the nearest texel of ``mask``
+    (``ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)``, read-only), computed
+    once per grid and mask: the main and fine cartridges' dose fields and the fit ask for
+    the same ones."""
+    mask = np.asarray(mask, dtype=bool)
+    per_grid = _DISTANCES.setdefault(grid, {})
+    key = (mask.shape, np.packbits(mask).tobytes())
+    if key not in per_grid:
+        dist = ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)
+        dist.flags.writeable = False
+        per_grid[key] = dist
+    return per_grid[key]
 
 
 class FootprintClearance:
@@ -289,7 +308,7 @@ def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
     on_chart_not_treatable = (grid.tri >= 0) & (grid.label < 0)
     if not on_chart_not_treatable.any():
         return ok, np.zeros(grid.shape, dtype=bool)
-    near = ndimage.distance_transform_edt(~on_chart_not_treatable, sampling=grid.cell_mm) * linear
+    near = distance_to(grid, on_chart_not_treatable) * linear
     candidates = allowed & (near < radius_mm + clearance.widest_mm + 2.0)
     if candidates.any():
         ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()], radius_mm)

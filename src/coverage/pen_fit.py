@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
-from .density import IN_BAND_LOW, StampEffects, TexelGrid, window_spread, window_sums
+from .density import IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, window_spread, window_sums
 
 CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
 LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
@@ -206,7 +206,7 @@ class FitObjective:
                            c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
                            c(targets.scale, dtype=np.float64))
         h, w = shape
-        self.counts, self.under, self.over, self.work = (np.empty(shape) for _ in range(4))
+        self.counts, self.work = np.empty(shape), np.empty(shape)
         self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -215,13 +215,11 @@ class FitObjective:
         from .density import fit_objective
 
         grad = np.empty(self.spread.shape[1])
-        fit_objective(*self.rows, *self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
-                      *self.fixed_args, OVER_WEIGHT, self.counts, self.sat, self.under, self.over, self.work,
-                      self.corners, grad)
-        scale = self.targets.scale
-        value = float(np.einsum("ij,ij,ij->", scale, self.under, self.under)
-                      + OVER_WEIGHT * np.einsum("ij,ij,ij->", scale, self.over, self.over))
-        return value, grad
+        # the two sums of squares as shortfall's einsums add them
+        under, over = fit_objective(*self.rows, *self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
+                                    *self.fixed_args, OVER_WEIGHT, self.counts, self.sat, self.work, self.corners,
+                                    grad)
+        return float(under + OVER_WEIGHT * over), grad
 
 
 def objective_reference(x, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread, spread_t=None):
@@ -341,7 +339,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
         main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
         keepout = (grid.tri >= 0) & (grid.label < 0)
-        near_keepout = ndimage.distance_transform_edt(~keepout, sampling=grid.cell_mm) <= FINE_NEAR_KEEPOUT_MM
+        near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
         unreached = need & pen_zone & (~main_reach | near_keepout)
         if unreached.any():
             half = int(grid.half_u[unreached].max())
@@ -471,15 +469,12 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     blocked = np.zeros(len(fire), dtype=bool)
     base = np.asarray(fixed, dtype=np.float64).ravel()
 
+    stamps_in_window = WindowStamps(by_texel, shape)
+
     def window_columns(k):
-        # the stamps with a puncture in texel k's window: each window row is a contiguous
-        # run of texels, so a contiguous slice of the texel -> stamp table
+        # the stamps with a puncture in texel k's window
         i, j = divmod(int(k), w)
-        hv, hu = grid.half_v[i, j], grid.half_u[i, j]
-        j0, j1 = max(j - hu, 0), min(j + hu + 1, w)
-        starts = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j0]
-        ends = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j1]
-        return np.unique(np.concatenate([by_texel.indices[a:b] for a, b in zip(starts, ends)]))
+        return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
 
     def worst_per_patch(mask, badness):
         patches, n = ndimage.label(mask.reshape(shape), structure=np.ones((3, 3), bool))
