@@ -1,7 +1,7 @@
 # Density kernels: texel accumulation, variable-size window sums, distinct-channel merging.
 # Inputs are C-contiguous and already validated by coverage.density.
 from libc.math cimport floor, sqrt
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc
 
 
@@ -355,24 +355,31 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
 
 
 # --- the pen fit's objective ---------------------------------------------------------------
-# One evaluation of coverage.pen_fit's objective in one pass over the texels, every value
-# computed with the NumPy reference's operations in its order (pen_fit.objective_reference):
-# counts = base + A x (A's rows summed in column order, as scipy's CSC product adds them),
-# d = per_count x window sums, the shortfall's pieces, its gradient pulled back through the
-# window spread and A^T (each stamp's texels in the order A's columns hold them).
+# One evaluation of coverage.pen_fit's objective, every value computed with the NumPy
+# reference's operations in its order (pen_fit.objective_reference): counts = base + A x
+# (A's rows summed in column order, as scipy's CSC product adds them), d = per_count x
+# window sums (_window_sums' table and corners), the shortfall's pieces, its gradient
+# pulled back through the window spread (_window_spread's corners and running sums) and
+# A^T (each stamp's texels in the order A's columns hold them). The work is bound by
+# memory traffic, so it is fused into few passes over narrow arrays: 32-bit indices and
+# window half-sizes, A's values as float32 when that holds them exactly (needle counts).
+
+ctypedef fused stored_t:
+    float
+    double
 
 # the iterator buffer numpy.einsum sums through (numpy's default buffer size)
 cdef enum:
     EINSUM_BUFFER = 8192
 
 
-def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indices, const double[::1] rows_data,
-                  const int64_t[::1] cols_indptr, const int64_t[::1] cols_indices, const double[::1] cols_data,
-                  const double[::1] x, const double[:, ::1] base, const int64_t[:, ::1] half_u,
-                  const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
+def fit_objective(const int32_t[::1] rows_indptr, const int32_t[::1] rows_indices, const stored_t[::1] rows_data,
+                  const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
+                  const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
+                  const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
                   const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
-                  double over_weight, double[:, ::1] counts, double[:, ::1] sat, double[:, ::1] work,
-                  double[:, ::1] corners, double[::1] grad):
+                  double over_weight, double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread,
+                  double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
     over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
     per_count). A is given twice: by texel rows (CSR, columns ascending) and by stamp columns
@@ -380,20 +387,37 @@ def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indice
     summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
     EINSUM_BUFFER texels, the runs' sums added up in order."""
     cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
-    cdef double s, d, a, b, u, o, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
-    cdef const double* spread
+    cdef Py_ssize_t i0, i1, j0, j1
+    cdef double s, row, d, a, b, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    cdef const double* out
     with nogil:
+        # 1. counts = base + A x, straight into the summed-area table (zero first row and column)
+        for j in range(w + 1):
+            sat[0, j] = 0.0
         for i in range(h):
+            sat[i + 1, 0] = 0.0
+            row = 0.0
             for j in range(w):
                 r = i * w + j
                 s = 0.0
                 for k in range(rows_indptr[r], rows_indptr[r + 1]):
-                    s = s + rows_data[k] * x[rows_indices[k]]
-                counts[i, j] = base[i, j] + s
-        _window_sums(counts, half_u, half_v, mask, sat, work)
+                    s = s + <double>rows_data[k] * x[rows_indices[k]]
+                row += base[i, j] + s
+                sat[i + 1, j + 1] = sat[i, j + 1] + row
+        # 2. the density, the shortfall and its gradient, spread over each window's corners
+        for i in range(h + 1):
+            for j in range(w + 1):
+                corners[i, j] = 0.0
         for i in range(h):
             for j in range(w):
-                d = per_count[i, j] * work[i, j]
+                if mask[i, j]:
+                    i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
+                    i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
+                    j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
+                    j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
+                    d = per_count[i, j] * (sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0])
+                else:
+                    d = per_count[i, j] * 0.0
                 a = low[i, j] - d
                 b = d - high[i, j]
                 # np.maximum(v, 0.0): NaN stays NaN
@@ -408,17 +432,33 @@ def fit_objective(const int64_t[::1] rows_indptr, const int64_t[::1] rows_indice
                     acc_u = 0.0
                     acc_o = 0.0
                     run = 0
-                work[i, j] = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                if not mask[i, j] or v == 0.0:
+                    continue
+                corners[i0, j0] += v
+                corners[i0, j1] -= v
+                corners[i1, j0] -= v
+                corners[i1, j1] += v
         if run:
             sum_u = sum_u + acc_u
             sum_o = sum_o + acc_o
-        _window_spread(work, half_u, half_v, mask, corners, counts)
-        spread = &counts[0, 0]
-        for r in range(grad.shape[0]):
-            s = 0.0
-            for k in range(cols_indptr[r], cols_indptr[r + 1]):
-                s = s + cols_data[k] * spread[cols_indices[k]]
-            grad[r] = s
+        # 3. the running sums fill the windows in: the spread gradient per texel
+        for i in range(h):
+            row = 0.0
+            for j in range(w):
+                row += corners[i, j]
+                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
+        # 4. A^T: each stamp's texels
+        if h > 0 and w > 0:
+            out = &spread[0, 0]
+            for r in range(grad.shape[0]):
+                s = 0.0
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    s = s + <double>cols_data[k] * out[cols_indices[k]]
+                grad[r] = s
+        else:
+            for r in range(grad.shape[0]):
+                grad[r] = 0.0
     return sum_u, sum_o
 
 

@@ -199,7 +199,7 @@ def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
 
 # --- the fit's compiled objective against its reference ----------------------------------
 
-def _random_fit_problem(rng, h, w, m, fmt):
+def _random_fit_problem(rng, h, w, m, fmt, counts=True):
     half_u, half_v, mask = _random_windows(rng, h, w)
     label = np.where(mask, rng.integers(0, 2, (h, w)), -1)
     area = rng.uniform(0.2, 0.3, (h, w))
@@ -208,7 +208,8 @@ def _random_fit_problem(rng, h, w, m, fmt):
     zones = _Zones({"a": (150.0, 200.0), "b": (300.0, 380.0)})
     targets = pen_fit.dose_targets(zones, grid)
     spread = sparse.random(h * w, m, density=min(1.0, 8.0 / (h * w)), random_state=rng, format=fmt,
-                           data_rvs=lambda k: rng.integers(1, 4, k).astype(float))
+                           data_rvs=(lambda k: rng.integers(1, 4, k).astype(float)) if counts
+                           else (lambda k: rng.uniform(0.5, 3.0, k)))
     if fmt == "csc":
         # duplicates and unsorted rows, as a stacked matrix may hold them
         spread = sparse.hstack([spread[:, : m // 2], spread[:, m // 2:]], format="csc")
@@ -216,13 +217,15 @@ def _random_fit_problem(rng, h, w, m, fmt):
     return grid, targets, base, spread
 
 
+@pytest.mark.parametrize("counts", [True, False])
 @pytest.mark.parametrize("fmt", ["csc", "csr"])
-@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31)])
-def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape):
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31), (97, 130)])
+def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape, counts):
+    # (97, 130): more texels than one run of numpy.einsum's buffer
     h, w = shape
     for _ in range(4):
         m = int(rng.integers(1, 80))
-        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt)
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt, counts)
         objective = pen_fit.FitObjective(grid, targets, base, spread)
         assert objective.compiled
         for x in (np.zeros(m), rng.random(m), rng.random(m) * 30, np.where(rng.random(m) > 0.5, 1.0, 0.0)):

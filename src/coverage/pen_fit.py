@@ -191,34 +191,40 @@ class FitObjective:
         # the product A x adds each texel's stamps in the order scipy's product does: by
         # column for a CSC matrix (a CSR copy holds each row's columns ascending), as
         # stored for a CSR one
-        self.compiled = spread.format in ("csc", "csr") and self.spread_t.format == "csr"
+        rows = spread if spread.format == "csr" else spread.tocsr() if spread.format == "csc" else None
+        st = self.spread_t
+        small = (rows is not None and st.format == "csr" and max(rows.nnz, st.nnz, *spread.shape) < 2 ** 31
+                 and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
+        self.compiled = bool(small)
         if not self.compiled:
             return
-        rows = spread if spread.format == "csr" else spread.tocsr()
-        self.rows = tuple(np.ascontiguousarray(a, dtype=t) for a, t in
-                          ((rows.indptr, np.int64), (rows.indices, np.int64), (rows.data, np.float64)))
-        st = self.spread_t
-        self.cols = tuple(np.ascontiguousarray(a, dtype=t) for a, t in
-                          ((st.indptr, np.int64), (st.indices, np.int64), (st.data, np.float64)))
+        # the kernel is bound by memory traffic: 32-bit indices, and the matrix's values as
+        # float32 where that holds every one of them exactly (counts of needles)
+        data = np.asarray(rows.data, dtype=np.float64)
+        narrow = np.float32 if np.array_equal(data.astype(np.float32).astype(np.float64), data) else np.float64
+        i32 = np.int32
+        self.rows = (np.ascontiguousarray(rows.indptr, dtype=i32), np.ascontiguousarray(rows.indices, dtype=i32),
+                     np.ascontiguousarray(rows.data, dtype=narrow))
+        self.cols = (np.ascontiguousarray(st.indptr, dtype=i32), np.ascontiguousarray(st.indices, dtype=i32),
+                     np.ascontiguousarray(st.data, dtype=narrow))
         c = np.ascontiguousarray
-        self.fixed_args = (c(grid.half_u, dtype=np.int64), c(grid.half_v, dtype=np.int64),
+        self.fixed_args = (c(grid.half_u, dtype=i32), c(grid.half_v, dtype=i32),
                            c(self.op.treat, dtype=np.uint8), c(self.op.per_count, dtype=np.float64),
                            c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
                            c(targets.scale, dtype=np.float64))
         h, w = shape
-        self.counts, self.work = np.empty(shape), np.empty(shape)
         self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
+        self.spread_out = np.empty(shape)
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        if not self.compiled or not self.counts.size:
+        if not self.compiled:
             return objective_reference(x, self.grid, self.targets, self.base, self.spread, self.spread_t)
         from .density import fit_objective
 
         grad = np.empty(self.spread.shape[1])
         # the two sums of squares as shortfall's einsums add them
         under, over = fit_objective(*self.rows, *self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
-                                    *self.fixed_args, OVER_WEIGHT, self.counts, self.sat, self.work, self.corners,
-                                    grad)
+                                    *self.fixed_args, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
         return float(under + OVER_WEIGHT * over), grad
 
 
