@@ -206,7 +206,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     aim = np.where(treat, targets[lab] * AIM_RATIO * scale[lab], 0.0)
     cap = np.where(treat, caps[lab], np.inf)
     # skin length of one chart mm at each texel (the chart is conformal to within ~2 %)
-    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+    linear = _linear_scale(grid, face)
     depth = np.full((h, w), np.nan)
     allowed = np.zeros((h, w), dtype=bool)
     radius = 0.5 * pen.footprint_diameter_mm + EDGE_SLACK_MM
@@ -233,9 +233,9 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         from . import simulate
 
         layout = simulate.needle_layout(n, pen.footprint_diameter_mm, pen.needle_diameter_mm)
-        centres = grid.centres()[allowed.ravel()]
-        hits = simulate.stamp(face, centres, stamp_angles(len(centres)), depth[allowed], layout, pen.gap_tolerance)
-        fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
+        centres = _centres(grid)[allowed.ravel()]
+        fired[allowed] = fired_needles(face, centres, stamp_angles(len(centres)), depth[allowed], layout,
+                                       pen.gap_tolerance)
         allowed &= fired >= 0.25 * n
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
                      clearance=clearance, near_exclusion=near_exclusion)
@@ -257,6 +257,67 @@ def distance_to(grid: TexelGrid, mask: np.ndarray) -> np.ndarray:
         dist.flags.writeable = False
         per_grid[key] = dist
     return per_grid[key]
+
+
+_PER_GRID = weakref.WeakKeyDictionary()    # grid -> {what: array}
+
+
+def _centres(grid: TexelGrid) -> np.ndarray:
+    """``grid.centres()``, built once per grid (read-only)."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    if "centres" not in per_grid:
+        centres = grid.centres()
+        centres.flags.writeable = False
+        per_grid["centres"] = centres
+    return per_grid["centres"]
+
+
+def _linear_scale(grid: TexelGrid, face) -> np.ndarray:
+    """Skin length of one chart mm at each texel ``(h, w)`` (0 off the chart), once per grid and face."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    key = ("linear", id(face))
+    if key not in per_grid or per_grid[key][0] is not face:
+        linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+        linear.flags.writeable = False
+        per_grid[key] = (face, linear)
+    return per_grid[key][1]
+
+
+def _dilated(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, iterations=iterations)``, worked out on the box around
+    the mask's texels only (nothing outside it can change)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(rows):
+        return out
+    r0, r1 = max(rows[0] - iterations, 0), min(rows[-1] + iterations + 1, mask.shape[0])
+    c0, c1 = max(cols[0] - iterations, 0), min(cols[-1] + iterations + 1, mask.shape[1])
+    out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+    return out
+
+
+def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+    """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
+    per stamp, by the cartridge kernel without building every needle's row."""
+    from . import lifting, simulate
+    from ._ext import pen as _kernel
+
+    centres, angles, depth, layout, tol = simulate._stamp_inputs(centres_uv, angles_rad, depth_mm, layout,
+                                                                 gap_tolerance)
+    out = np.empty(len(centres), dtype=np.int64)
+    jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
+    _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
+                        jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
+                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out)
+    return out
+
+
+def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`."""
+    from . import simulate
+
+    hits = simulate.stamp_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance)
+    return hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout)).sum(axis=1)
 
 
 class FootprintClearance:
@@ -311,7 +372,7 @@ def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
     near = distance_to(grid, on_chart_not_treatable) * linear
     candidates = allowed & (near < radius_mm + clearance.widest_mm + 2.0)
     if candidates.any():
-        ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()], radius_mm)
+        ok[candidates] = clearance.clear(_centres(grid)[candidates.ravel()], radius_mm)
     return ok, candidates
 
 
@@ -441,7 +502,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     grid = problem.grid
     k = zones.names.index(name)
     zone_mask = problem.allowed & (grid.label == k)
-    active = zone_mask & ndimage.binary_dilation(q > 0, iterations=2)
+    active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
         return []
     pattern = pattern or settings.pattern
@@ -450,15 +511,14 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     loops = (pattern == "contour") if loops is None else loops
     passes = passes or settings.passes
     cell = grid.cell_mm
-    face = zones.face
-    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+    linear = _linear_scale(grid, zones.face)
     zone_linear = float(np.median(linear[zone_mask]))
     # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
     # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
-    grid_centres = grid.centres().reshape(*grid.shape, 2)
+    grid_centres = _centres(grid).reshape(*grid.shape, 2)
     has_mass = zone_mask & (q > 0)
     mass_uv, mass = grid_centres[has_mass], q[has_mass]
-    centres = grid.centres().reshape(*grid.shape, 2)[active]
+    centres = grid_centres[active]
     polygon = zones.polygons[name]
     paths = []
     for p in range(passes):
