@@ -480,3 +480,56 @@ def window_stamps(const int64_t[::1] indptr, const int64_t[::1] indices, Py_ssiz
         for k in range(n):
             seen[out[k]] = 0
     return n
+
+
+def band_gradient(const double[:, ::1] density, const int32_t[:, ::1] half_u, const int32_t[:, ::1] half_v,
+                  const uint8_t[:, ::1] mask, const double[:, ::1] per_count, const double[:, ::1] low,
+                  const double[:, ::1] high, const double[:, ::1] scale, double over_weight,
+                  const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const double[::1] cols_data,
+                  double[:, ::1] corners, double[:, ::1] spread, double[::1] grad):
+    """The gradient of the band penalty at a given density, as the fit's objective pulls it
+    back (fit_objective, steps 2 to 4, without the sums): grad = A^T window_spread((2 scale
+    (over_weight max(d - high, 0) - max(low - d, 0))) per_count)."""
+    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], i, j, r, k
+    cdef Py_ssize_t i0, i1, j0, j1
+    cdef double s, row, d, a, b, u, o, v
+    cdef const double* out
+    with nogil:
+        for i in range(h + 1):
+            for j in range(w + 1):
+                corners[i, j] = 0.0
+        for i in range(h):
+            for j in range(w):
+                if not mask[i, j]:
+                    continue
+                d = density[i, j]
+                a = low[i, j] - d
+                b = d - high[i, j]
+                u = a if not (a <= 0.0) else 0.0
+                o = b if not (b <= 0.0) else 0.0
+                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                if v == 0.0:
+                    continue
+                i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
+                i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
+                j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
+                j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
+                corners[i0, j0] += v
+                corners[i0, j1] -= v
+                corners[i1, j0] -= v
+                corners[i1, j1] += v
+        for i in range(h):
+            row = 0.0
+            for j in range(w):
+                row += corners[i, j]
+                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
+        if h > 0 and w > 0:
+            out = &spread[0, 0]
+            for r in range(grad.shape[0]):
+                s = 0.0
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    s = s + cols_data[k] * out[cols_indices[k]]
+                grad[r] = s
+        else:
+            for r in range(grad.shape[0]):
+                grad[r] = 0.0

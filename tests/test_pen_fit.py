@@ -248,3 +248,16 @@ def test_window_stamps_equal_their_reference(rng, shape):
             got = stamps(i, j, hu, hv)
             np.testing.assert_array_equal(got, stamps.reference(i, j, hu, hv))
         assert not stamps.seen.any()
+
+
+@pytest.mark.parametrize("fmt", ["csc", "csr"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31), (97, 130)])
+def test_band_gradient_equals_its_reference_exactly(rng, fmt, shape):
+    h, w = shape
+    for counts in (True, False):
+        m = int(rng.integers(1, 80))
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt, counts)
+        gradient = pen_fit.BandGradient(grid, targets, spread)
+        assert gradient.compiled
+        for d in (np.zeros(h * w), rng.uniform(0, 400, h * w), rng.uniform(100, 300, h * w)):
+            np.testing.assert_array_equal(gradient(d), gradient.reference(d))

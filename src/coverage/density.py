@@ -132,6 +132,11 @@ def fit_objective(*args) -> tuple[float, float]:
     return _kernel.fit_objective(*args)
 
 
+def band_gradient(*args) -> None:
+    """The repair's band gradient in one compiled pass: see :class:`coverage.pen_fit.BandGradient`."""
+    _kernel.band_gradient(*args)
+
+
 class WindowStamps:
     """The stamps with a puncture in a texel's window: the distinct columns of a
     ``(h * w, m)`` CSR matrix over the rows of the window's texels, ascending (as

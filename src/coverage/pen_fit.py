@@ -228,6 +228,44 @@ class FitObjective:
         return float(under + OVER_WEIGHT * over), grad
 
 
+class BandGradient:
+    """The gradient ``(m,)`` of :func:`shortfall` with respect to the stamp weights at
+    densities ``d``, pulled back through the windows and ``spread`` (the repair's ranking of
+    stamps): compiled (:func:`coverage.density.band_gradient`), equal bit for bit to
+    :meth:`reference`."""
+
+    def __init__(self, grid: TexelGrid, targets: DoseTargets, spread):
+        self.grid, self.targets = grid, targets
+        self.op = WindowedDose(grid)
+        self.spread_t = st = spread.T.tocsr()
+        self.m = spread.shape[1]
+        self.compiled = (st.format == "csr" and max(st.nnz, *spread.shape) < 2 ** 31
+                         and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
+        if not self.compiled:
+            return
+        c, i32 = np.ascontiguousarray, np.int32
+        self.args = (c(grid.half_u, dtype=i32), c(grid.half_v, dtype=i32), c(self.op.treat, dtype=np.uint8),
+                     c(self.op.per_count, dtype=np.float64), c(targets.low, dtype=np.float64),
+                     c(targets.high, dtype=np.float64), c(targets.scale, dtype=np.float64), OVER_WEIGHT,
+                     c(st.indptr, dtype=i32), c(st.indices, dtype=i32), c(st.data, dtype=np.float64))
+        h, w = grid.shape
+        self.corners, self.spread_out = np.empty((h + 1, w + 1)), np.empty((h, w))
+
+    def __call__(self, d: np.ndarray) -> np.ndarray:
+        if not self.compiled:
+            return self.reference(d)
+        from .density import band_gradient
+
+        grad = np.empty(self.m)
+        band_gradient(np.ascontiguousarray(d, dtype=np.float64).reshape(self.grid.shape), *self.args, self.corners,
+                      self.spread_out, grad)
+        return grad
+
+    def reference(self, d: np.ndarray) -> np.ndarray:
+        _, grad_d = shortfall(np.asarray(d).reshape(self.grid.shape), self.targets)
+        return self.spread_t @ self.op.pull_back(grad_d).ravel()
+
+
 def objective_reference(x, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread, spread_t=None):
     """NumPy twin of :class:`FitObjective`."""
     op = WindowedDose(grid)
@@ -469,7 +507,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     band = DoseTargets(low.reshape(shape) * 1.005, np.where(treat, cap * 0.995, np.inf),
                        np.where(treat, grid.area_mm2 / target[lab] ** 2, 0.0), treat)
     by_texel = spread.tocsr()
-    spread_t = spread.T.tocsr()
+    band_gradient = BandGradient(grid, band, spread)
     effects = StampEffects(spread, shape, op.per_count.ravel(), grid.half_u.ravel(), grid.half_v.ravel(), low, high,
                            area)
     blocked = np.zeros(len(fire), dtype=bool)
@@ -496,8 +534,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         over, under = d > high, treat.ravel() & (d < low)
         if not over.any() and not under.any():
             break
-        _, grad_d = shortfall(d.reshape(shape), band)
-        grad = spread_t @ op.pull_back(grad_d).ravel()
+        grad = band_gradient(d)
         moves = 0
         for k in worst_per_patch(over, d - high):
             cols = window_columns(k)
