@@ -476,20 +476,26 @@ class StampPlacer:
     def __init__(self):
         self.carry = 0.5
 
-    def place(self, uv: np.ndarray, per_mm: np.ndarray, seg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Stamp chart points ``(m, 2)`` and their chart arc lengths ``(m,)`` along ``uv``
-        (``seg``: its segment lengths, if known)."""
+    def place(self, uv: np.ndarray, per_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stamp chart points ``(m, 2)`` and their chart arc lengths ``(m,)`` along ``uv``."""
         if len(uv) < 2:
             return np.empty((0, 2)), np.empty(0)
-        if seg is None:
-            seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
-        cum = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)]) + self.carry
-        total = cum[-1]
+        seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+        count = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)])
+        return self.place_along(uv, count, np.concatenate([[0.0], np.cumsum(seg)]))
+
+    def place_along(self, uv: np.ndarray, count: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`place` given the running stamp count from the path's start ``count (n,)``
+        (``[0, cumsum(...)]``, before the carry) and the arc lengths ``s (n,)``."""
+        if len(uv) < 2:
+            return np.empty((0, 2)), np.empty(0)
+        carry = self.carry
+        total = count[-1] + carry      # the last of count + carry
         ks = np.arange(1, int(math.floor(total)) + 1, dtype=np.float64)
         self.carry = total - math.floor(total)
         if not len(ks):
             return np.empty((0, 2)), np.empty(0)
-        s = np.concatenate([[0.0], np.cumsum(seg)])
+        cum = count + carry
         # cum is non-decreasing; where it is flat no stamp can land, so interp is well defined
         at = np.interp(ks, cum, s)
         return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
@@ -561,12 +567,28 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         half_before[bounds[:-1]] = 0.0
         half_after[bounds[1:] - 1] = 0.0
         per_mm = (carried / passes) / np.maximum(half_before + half_after, 1e-9)
+        # each run's running stamp count and arc length (StampPlacer.place's cumsums, run by run)
+        step = np.zeros(len(samples))
+        step[1:] = 0.5 * (per_mm[1:] + per_mm[:-1]) * seg
+        count, arc = _run_cumsum(step, bounds), _run_cumsum(np.concatenate([[0.0], seg]), bounds)
         for i, (j, uv, run_depth) in enumerate(runs):
             a, b = bounds[i], bounds[i + 1]
-            stamps, at = placer.place(uv, per_mm[a:b], seg[a:b - 1])
+            stamps, at = placer.place_along(uv, count[a:b], arc[a:b])
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per run (rows ``bounds[i]:bounds[i + 1]``): ``[0, cumsum(step[first + 1:last + 1])]``,
+    as numpy sums it (left to right)."""
+    from ._ext import paths as _paths_kernel
+
+    out = np.empty(len(step))
+    counts = np.empty(len(bounds) - 1, dtype=np.int64)
+    _paths_kernel.arc_lengths(np.ascontiguousarray(step, dtype=np.float64), np.asarray(bounds, dtype=np.int64), 1.0,
+                              out, counts)
+    return out
 
 
 def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon, raw: list) -> list:
