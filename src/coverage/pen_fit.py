@@ -521,11 +521,20 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
 
     def worst_per_patch(mask, badness):
-        patches, n = ndimage.label(mask.reshape(shape), structure=np.ones((3, 3), bool))
+        # the patches are labelled on the box around the mask only (labels go in scan
+        # order there as on the whole grid)
+        mask = mask.reshape(shape)
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not len(rows):
+            return []
+        cols = np.flatnonzero(mask.any(axis=0))
+        r0, c0, bw = rows[0], cols[0], cols[-1] + 1 - cols[0]
+        patches, n = ndimage.label(mask[r0:rows[-1] + 1, c0:cols[-1] + 1], structure=np.ones((3, 3), bool))
         if not n:
             return []
-        idx = np.flatnonzero(patches)
-        patch = patches.ravel()[idx]
+        local = np.flatnonzero(patches)
+        patch = patches.ravel()[local]
+        idx = (local // bw + r0) * w + local % bw + c0
         order = np.lexsort((-badness[idx], patch))
         return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
