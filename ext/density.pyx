@@ -357,7 +357,7 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
 # --- the pen fit's objective ---------------------------------------------------------------
 # One evaluation of coverage.pen_fit's objective, every value computed with the NumPy
 # reference's operations in its order (pen_fit.objective_reference): counts = base + A x
-# (A's rows summed in column order, as scipy's CSC product adds them), d = per_count x
+# (scattered column by column, as scipy's CSC product adds them), d = per_count x
 # window sums (_window_sums' table and corners), the shortfall's pieces, its gradient
 # pulled back through the window spread (_window_spread's corners and running sums) and
 # A^T (each stamp's texels in the order A's columns hold them). The work is bound by
@@ -373,8 +373,7 @@ cdef enum:
     EINSUM_BUFFER = 8192
 
 
-def fit_objective(const int32_t[::1] rows_indptr, const int32_t[::1] rows_indices, const stored_t[::1] rows_data,
-                  const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
+def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
                   const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
                   const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
                   const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
@@ -382,27 +381,33 @@ def fit_objective(const int32_t[::1] rows_indptr, const int32_t[::1] rows_indice
                   double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
     over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
-    per_count). A is given twice: by texel rows (CSR, columns ascending) and by stamp columns
-    (CSC as the fit holds it). Returns (sum scale under under, sum scale over over), each
+    per_count). A is given by stamp columns (CSC as the fit holds it): A x adds each stamp's
+    punctures column by column as scipy's CSC product does. Returns (sum scale under under, sum scale over over), each
     summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
     EINSUM_BUFFER texels, the runs' sums added up in order."""
     cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
     cdef Py_ssize_t i0, i1, j0, j1
     cdef double s, row, d, a, b, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef const double* out
+    cdef double* ax
     with nogil:
-        # 1. counts = base + A x, straight into the summed-area table (zero first row and column)
+        # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
+        # straight into the summed-area table (zero first row and column)
+        if h > 0 and w > 0:
+            ax = &spread[0, 0]
+            for k in range(h * w):
+                ax[k] = 0.0
+            for r in range(x.shape[0]):
+                s = x[r]
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    ax[cols_indices[k]] += <double>cols_data[k] * s
         for j in range(w + 1):
             sat[0, j] = 0.0
         for i in range(h):
             sat[i + 1, 0] = 0.0
             row = 0.0
             for j in range(w):
-                r = i * w + j
-                s = 0.0
-                for k in range(rows_indptr[r], rows_indptr[r + 1]):
-                    s = s + <double>rows_data[k] * x[rows_indices[k]]
-                row += base[i, j] + s
+                row += base[i, j] + spread[i, j]
                 sat[i + 1, j + 1] = sat[i, j + 1] + row
         # 2. the density, the shortfall and its gradient, spread over each window's corners
         for i in range(h + 1):

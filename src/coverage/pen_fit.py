@@ -189,22 +189,21 @@ class FitObjective:
         self.base = np.ascontiguousarray(np.asarray(base, dtype=np.float64).reshape(shape))
         self.spread_t = spread.T.tocsr()
         # the product A x adds each texel's stamps in the order scipy's product does: by
-        # column for a CSC matrix (a CSR copy holds each row's columns ascending), as
-        # stored for a CSR one
-        rows = spread if spread.format == "csr" else spread.tocsr() if spread.format == "csc" else None
+        # column for a CSC matrix (the kernel scatters A^T's rows, which are A's columns as
+        # stored), by column index for a CSR one if it stores each row's columns ascending
+        # once (A^T as a converted CSR then lists them so)
         st = self.spread_t
-        small = (rows is not None and st.format == "csr" and max(rows.nnz, st.nnz, *spread.shape) < 2 ** 31
+        usable = spread.format == "csc" or (spread.format == "csr" and spread.has_canonical_format)
+        small = (usable and st.format == "csr" and max(st.nnz, *spread.shape) < 2 ** 31
                  and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
         self.compiled = bool(small)
         if not self.compiled:
             return
         # the kernel is bound by memory traffic: 32-bit indices, and the matrix's values as
         # float32 where that holds every one of them exactly (counts of needles)
-        data = np.asarray(rows.data, dtype=np.float64)
+        data = np.asarray(st.data, dtype=np.float64)
         narrow = np.float32 if np.array_equal(data.astype(np.float32).astype(np.float64), data) else np.float64
         i32 = np.int32
-        self.rows = (np.ascontiguousarray(rows.indptr, dtype=i32), np.ascontiguousarray(rows.indices, dtype=i32),
-                     np.ascontiguousarray(rows.data, dtype=narrow))
         self.cols = (np.ascontiguousarray(st.indptr, dtype=i32), np.ascontiguousarray(st.indices, dtype=i32),
                      np.ascontiguousarray(st.data, dtype=narrow))
         c = np.ascontiguousarray
@@ -223,7 +222,7 @@ class FitObjective:
 
         grad = np.empty(self.spread.shape[1])
         # the two sums of squares as shortfall's einsums add them
-        under, over = fit_objective(*self.rows, *self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
+        under, over = fit_objective(*self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
                                     *self.fixed_args, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
         return float(under + OVER_WEIGHT * over), grad
 
