@@ -76,3 +76,15 @@ def test_place_along_equals_place():
             np.testing.assert_array_equal(x, y)
         assert a.carry == b.carry
         np.testing.assert_array_equal(pen.StampPlacer().place(uv, per_mm)[1], _PlacerReference().place(uv, per_mm)[1])
+
+
+def test_resample_lines_with_some_lines_of_no_length():
+    rng = np.random.default_rng(3)
+    lines = [np.cumsum(rng.normal(size=(int(rng.integers(2, 9)), 2)), axis=0) for _ in range(12)]
+    for k in (0, 5, 11):
+        lines[k] = np.repeat(lines[k][:1], 2, axis=0)
+    samples, starts = pen._resample_lines(lines, 0.125)
+    pieces = [pen._resample(line, 0.125) for line in lines]
+    np.testing.assert_array_equal(samples, np.concatenate(pieces))
+    np.testing.assert_array_equal(np.diff(starts), [len(x) for x in pieces])
+    assert len(pieces[5]) == 1

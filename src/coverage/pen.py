@@ -636,10 +636,22 @@ def _resample_lines(lines: list, step: float) -> tuple[np.ndarray, np.ndarray]:
     seg = np.zeros(len(uv))
     seg[1:] = np.linalg.norm(np.diff(uv, axis=0), axis=1)
     seg[starts[:-1]] = 0.0
-    # a line of no length is its first point (paths.resample would give it twice)
+    # a line of no length is its first point (paths.resample would give it twice): those
+    # one by one
     flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(lines), dtype=bool)
-    if flat.any():
+    if flat.all():
         pieces = [_resample(line, step) for line in lines]
+        return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
+    if flat.any():
+        rest = [line for line, f in zip(lines, flat) if not f]
+        out, out_starts = _resample_lines(rest, step)
+        pieces, k = [], 0
+        for line, f in zip(lines, flat):
+            if f:
+                pieces.append(_resample(line, step))
+            else:
+                pieces.append(out[out_starts[k]:out_starts[k + 1]])
+                k += 1
         return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
     points = np.zeros((len(uv), 3))
     points[:, :2] = uv
@@ -678,13 +690,17 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     # Whether path i glides on from path i - 1 depends on those two only: a joined path
     # ends where its last member ends and its members share zone, pass, depth and
     # cartridge. So every move is built and checked first, all at once.
-    moves = {}
+    ends = {}
     for i in range(1, len(paths)):
         prev, p = paths[i - 1], paths[i]
         if (prev.zone, prev.pass_index, prev.depth_mm, prev.needles) == (p.zone, p.pass_index, p.depth_mm, p.needles):
             gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
             if gap <= MAX_GLIDE_MM:
-                moves[i] = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
+                ends[i] = np.stack([prev.uv[-1], p.uv[0]])
+    moves = {}
+    if ends:
+        samples, starts = _resample_lines(list(ends.values()), SAMPLE_MM / 2)
+        moves = {i: samples[a:b] for i, a, b in zip(ends, starts[:-1], starts[1:])}
     joins = _glides_ok(moves, paths, problem, zones)
     # each joined path as pieces: its samples, stamps, arc lengths and segment lengths,
     # concatenated once at the end
