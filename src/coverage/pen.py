@@ -686,7 +686,6 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     chart move between them stays inside the zone's allowed region (never leaving the zone)."""
     if not paths:
         return []
-    grid = problem.grid
     # Whether path i glides on from path i - 1 depends on those two only: a joined path
     # ends where its last member ends and its members share zone, pass, depth and
     # cartridge. So every move is built and checked first, all at once.
