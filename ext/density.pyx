@@ -1,7 +1,7 @@
 # Density kernels: texel accumulation, variable-size window sums, distinct-channel merging.
 # Inputs are C-contiguous and already validated by coverage.density.
 from libc.math cimport floor, sqrt
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc
 
 
@@ -352,3 +352,189 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
         rc = _merge(points, radius, out_channel)
     if rc != 0:
         raise MemoryError("merge_channels: out of memory")
+
+
+# --- the pen fit's objective ---------------------------------------------------------------
+# One evaluation of coverage.pen_fit's objective, every value computed with the NumPy
+# reference's operations in its order (pen_fit.objective_reference): counts = base + A x
+# (scattered column by column, as scipy's CSC product adds them), d = per_count x
+# window sums (_window_sums' table and corners), the shortfall's pieces, its gradient
+# pulled back through the window spread (_window_spread's corners and running sums) and
+# A^T (each stamp's texels in the order A's columns hold them). The work is bound by
+# memory traffic, so it is fused into few passes over narrow arrays: 32-bit indices and
+# window half-sizes, A's values as float32 when that holds them exactly (needle counts).
+
+ctypedef fused stored_t:
+    float
+    double
+
+# the iterator buffer numpy.einsum sums through (numpy's default buffer size)
+cdef enum:
+    EINSUM_BUFFER = 8192
+
+
+def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
+                  const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
+                  const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
+                  const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
+                  double over_weight, double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread,
+                  double[::1] grad):
+    """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
+    over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
+    per_count). A is given by stamp columns (CSC as the fit holds it): A x adds each stamp's
+    punctures column by column as scipy's CSC product does. Returns (sum scale under under, sum scale over over), each
+    summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
+    EINSUM_BUFFER texels, the runs' sums added up in order."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
+    cdef Py_ssize_t i0, i1, j0, j1
+    cdef double s, row, d, a, b, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    cdef const double* out
+    cdef double* ax
+    with nogil:
+        # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
+        # straight into the summed-area table (zero first row and column)
+        if h > 0 and w > 0:
+            ax = &spread[0, 0]
+            for k in range(h * w):
+                ax[k] = 0.0
+            for r in range(x.shape[0]):
+                s = x[r]
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    ax[cols_indices[k]] += <double>cols_data[k] * s
+        for j in range(w + 1):
+            sat[0, j] = 0.0
+        for i in range(h):
+            sat[i + 1, 0] = 0.0
+            row = 0.0
+            for j in range(w):
+                row += base[i, j] + spread[i, j]
+                sat[i + 1, j + 1] = sat[i, j + 1] + row
+        # 2. the density, the shortfall and its gradient, spread over each window's corners
+        for i in range(h + 1):
+            for j in range(w + 1):
+                corners[i, j] = 0.0
+        for i in range(h):
+            for j in range(w):
+                if mask[i, j]:
+                    i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
+                    i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
+                    j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
+                    j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
+                    d = per_count[i, j] * (sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0])
+                else:
+                    d = per_count[i, j] * 0.0
+                a = low[i, j] - d
+                b = d - high[i, j]
+                # np.maximum(v, 0.0): NaN stays NaN
+                u = a if not (a <= 0.0) else 0.0
+                o = b if not (b <= 0.0) else 0.0
+                acc_u = acc_u + (scale[i, j] * u) * u
+                acc_o = acc_o + (scale[i, j] * o) * o
+                run = run + 1
+                if run == EINSUM_BUFFER:
+                    sum_u = sum_u + acc_u
+                    sum_o = sum_o + acc_o
+                    acc_u = 0.0
+                    acc_o = 0.0
+                    run = 0
+                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                if not mask[i, j] or v == 0.0:
+                    continue
+                corners[i0, j0] += v
+                corners[i0, j1] -= v
+                corners[i1, j0] -= v
+                corners[i1, j1] += v
+        if run:
+            sum_u = sum_u + acc_u
+            sum_o = sum_o + acc_o
+        # 3. the running sums fill the windows in: the spread gradient per texel
+        for i in range(h):
+            row = 0.0
+            for j in range(w):
+                row += corners[i, j]
+                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
+        # 4. A^T: each stamp's texels
+        if h > 0 and w > 0:
+            out = &spread[0, 0]
+            for r in range(grad.shape[0]):
+                s = 0.0
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    s = s + <double>cols_data[k] * out[cols_indices[k]]
+                grad[r] = s
+        else:
+            for r in range(grad.shape[0]):
+                grad[r] = 0.0
+    return sum_u, sum_o
+
+
+def window_stamps(const int64_t[::1] indptr, const int64_t[::1] indices, Py_ssize_t i0, Py_ssize_t i1,
+                  Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t w, uint8_t[::1] seen, int64_t[::1] out):
+    """The distinct columns of a CSR matrix (indptr, indices) over texel rows i * w + j,
+    rows [i0, i1) and columns [j0, j1) of a (h, w) grid, into out in the order first met;
+    returns how many. seen (one flag per column, all 0) is left all 0."""
+    cdef Py_ssize_t i, k, n = 0
+    cdef int64_t c
+    with nogil:
+        for i in range(i0, i1):
+            for k in range(indptr[i * w + j0], indptr[i * w + j1]):
+                c = indices[k]
+                if not seen[c]:
+                    seen[c] = 1
+                    out[n] = c
+                    n = n + 1
+        for k in range(n):
+            seen[out[k]] = 0
+    return n
+
+
+def band_gradient(const double[:, ::1] density, const int32_t[:, ::1] half_u, const int32_t[:, ::1] half_v,
+                  const uint8_t[:, ::1] mask, const double[:, ::1] per_count, const double[:, ::1] low,
+                  const double[:, ::1] high, const double[:, ::1] scale, double over_weight,
+                  const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const double[::1] cols_data,
+                  double[:, ::1] corners, double[:, ::1] spread, double[::1] grad):
+    """The gradient of the band penalty at a given density, as the fit's objective pulls it
+    back (fit_objective, steps 2 to 4, without the sums): grad = A^T window_spread((2 scale
+    (over_weight max(d - high, 0) - max(low - d, 0))) per_count)."""
+    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], i, j, r, k
+    cdef Py_ssize_t i0, i1, j0, j1
+    cdef double s, row, d, a, b, u, o, v
+    cdef const double* out
+    with nogil:
+        for i in range(h + 1):
+            for j in range(w + 1):
+                corners[i, j] = 0.0
+        for i in range(h):
+            for j in range(w):
+                if not mask[i, j]:
+                    continue
+                d = density[i, j]
+                a = low[i, j] - d
+                b = d - high[i, j]
+                u = a if not (a <= 0.0) else 0.0
+                o = b if not (b <= 0.0) else 0.0
+                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                if v == 0.0:
+                    continue
+                i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
+                i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
+                j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
+                j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
+                corners[i0, j0] += v
+                corners[i0, j1] -= v
+                corners[i1, j0] -= v
+                corners[i1, j1] += v
+        for i in range(h):
+            row = 0.0
+            for j in range(w):
+                row += corners[i, j]
+                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
+        if h > 0 and w > 0:
+            out = &spread[0, 0]
+            for r in range(grad.shape[0]):
+                s = 0.0
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    s = s + cols_data[k] * out[cols_indices[k]]
+                grad[r] = s
+        else:
+            for r in range(grad.shape[0]):
+                grad[r] = 0.0

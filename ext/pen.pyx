@@ -141,3 +141,62 @@ def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double
                 out_gap[r] = gap
                 out_depth[r] = depth[i] - gap if gap > 0.0 else depth[i]
                 out_fired[r] = gap <= gap_tolerance * depth[i]
+
+
+def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
+                const double[:, ::1] jacobian, const double[:, ::1] centres, const double[::1] angles,
+                const double[::1] depth, const double[:, ::1] layout, const int64_t[::1] order,
+                const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                double u0, double v0, double cell, int64_t nu, int64_t nv, double eps, double gap_tolerance,
+                int64_t[::1] out_fired):
+    """How many needles of each stamp fire: out_fired[i] = the count of rows of stamp i that
+    ``stamp`` marks fired, computed as it computes them, without writing the rows (a dose
+    field asks this of a stamp on every texel and needs nothing else)."""
+    cdef Py_ssize_t q, i, j, k, n_needles = layout.shape[0]
+    cdef int64_t t, count
+    cdef double inv = 1.0 / cell
+    cdef double b[3]
+    cdef double c[3]
+    cdef double n[3]
+    cdef double e1[3]
+    cdef double e2[3]
+    cdef double p[3]
+    cdef double m[4]
+    cdef double s, ca, sa, o1, o2, u, v, gap
+    cdef bint ok
+    with nogil:
+        for q in range(order.shape[0]):
+            i = order[q]
+            out_fired[i] = 0
+            t = _locate_one(affine, centres[i, 0], centres[i, 1], cell_start, cell_items,
+                            u0, v0, inv, nu, nv, eps, b)
+            ok = t >= 0
+            if ok:
+                _corner_sum(frames, faces, t, b, 0, c)
+                _corner_sum(frames, faces, t, b, 3, n)
+                s = n[0] * n[0] + n[1] * n[1] + n[2] * n[2]
+                if s > 0.0:
+                    s = 1.0 / sqrt(s)
+                    for j in range(3):
+                        n[j] *= s
+                ok = _tangent_frame(jacobian, t, n, e1, e2, m)
+            if not ok:
+                continue
+            ca = cos(angles[i])
+            sa = sin(angles[i])
+            count = 0
+            for j in range(n_needles):
+                o1 = ca * layout[j, 0] - sa * layout[j, 1]
+                o2 = sa * layout[j, 0] + ca * layout[j, 1]
+                u = centres[i, 0] + (m[0] * o1 + m[1] * o2)
+                v = centres[i, 1] + (m[2] * o1 + m[3] * o2)
+                t = _locate_one(affine, u, v, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
+                if t < 0:
+                    continue
+                _corner_sum(frames, faces, t, b, 0, p)
+                gap = 0.0
+                for k in range(3):
+                    gap += (c[k] + o1 * e1[k] + o2 * e2[k] - p[k]) * n[k]
+                if gap <= gap_tolerance * depth[i]:
+                    count += 1
+            out_fired[i] = count

@@ -195,3 +195,69 @@ def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
     after = op.density((spread @ mended.astype(float)).reshape(1, n))
     assert (after <= 125.0).all()
     assert (after >= IN_BAND_LOW * 100.0).all()
+
+
+# --- the fit's compiled objective against its reference ----------------------------------
+
+def _random_fit_problem(rng, h, w, m, fmt, counts=True):
+    half_u, half_v, mask = _random_windows(rng, h, w)
+    label = np.where(mask, rng.integers(0, 2, (h, w)), -1)
+    area = rng.uniform(0.2, 0.3, (h, w))
+    window_area = np.where(rng.random((h, w)) > 0.1, rng.uniform(20, 100, (h, w)), 0.0)
+    grid = TexelGrid(np.zeros(2), 0.5, np.zeros((h, w), dtype=np.int64), area, label, half_u, half_v, window_area)
+    zones = _Zones({"a": (150.0, 200.0), "b": (300.0, 380.0)})
+    targets = pen_fit.dose_targets(zones, grid)
+    spread = sparse.random(h * w, m, density=min(1.0, 8.0 / (h * w)), random_state=rng, format=fmt,
+                           data_rvs=(lambda k: rng.integers(1, 4, k).astype(float)) if counts
+                           else (lambda k: rng.uniform(0.5, 3.0, k)))
+    if fmt == "csc":
+        # duplicates and unsorted rows, as a stacked matrix may hold them
+        spread = sparse.hstack([spread[:, : m // 2], spread[:, m // 2:]], format="csc")
+    base = np.where(rng.random((h, w)) > 0.5, rng.integers(0, 5, (h, w)), 0).astype(float)
+    return grid, targets, base, spread
+
+
+@pytest.mark.parametrize("counts", [True, False])
+@pytest.mark.parametrize("fmt", ["csc", "csr"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31), (97, 130)])
+def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape, counts):
+    # (97, 130): more texels than one run of numpy.einsum's buffer
+    h, w = shape
+    for _ in range(4):
+        m = int(rng.integers(1, 80))
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt, counts)
+        objective = pen_fit.FitObjective(grid, targets, base, spread)
+        assert objective.compiled
+        for x in (np.zeros(m), rng.random(m), rng.random(m) * 30, np.where(rng.random(m) > 0.5, 1.0, 0.0)):
+            value, grad = objective(x)
+            ref_value, ref_grad = pen_fit.objective_reference(x, grid, targets, base, spread)
+            assert value == ref_value
+            np.testing.assert_array_equal(grad, ref_grad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 9), (17, 23)])
+def test_window_stamps_equal_their_reference(rng, shape):
+    h, w = shape
+    for _ in range(5):
+        m = int(rng.integers(1, 60))
+        by_texel = sparse.random(h * w, m, density=min(1.0, 5.0 / (h * w)), random_state=rng, format="csr")
+        stamps = density_mod.WindowStamps(by_texel, shape)
+        for _ in range(30):
+            i, j = int(rng.integers(0, h)), int(rng.integers(0, w))
+            hu, hv = int(rng.integers(0, 5)), int(rng.integers(0, 5))
+            got = stamps(i, j, hu, hv)
+            np.testing.assert_array_equal(got, stamps.reference(i, j, hu, hv))
+        assert not stamps.seen.any()
+
+
+@pytest.mark.parametrize("fmt", ["csc", "csr"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (23, 31), (97, 130)])
+def test_band_gradient_equals_its_reference_exactly(rng, fmt, shape):
+    h, w = shape
+    for counts in (True, False):
+        m = int(rng.integers(1, 80))
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, fmt, counts)
+        gradient = pen_fit.BandGradient(grid, targets, spread)
+        assert gradient.compiled
+        for d in (np.zeros(h * w), rng.uniform(0, 400, h * w), rng.uniform(100, 300, h * w)):
+            np.testing.assert_array_equal(gradient(d), gradient.reference(d))

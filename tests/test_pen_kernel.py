@@ -187,3 +187,26 @@ def test_stamp_rejects_bad_inputs(default_face, kwargs, field):
     for fn in (simulate.stamp, simulate.stamp_reference):
         with pytest.raises(ValueError, match=field):
             fn(default_face, **args)
+
+
+# --- fired needles per stamp (the dose field's kernel) ------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("layout", [LAYOUT, simulate.needle_layout(5, 3.0, 0.25)])
+def test_fired_needles_equal_the_stamps_and_the_reference(default_face, seed, layout):
+    from coverage import pen
+
+    rng = np.random.default_rng(seed)
+    lo, hi = default_face.uv.min(axis=0), default_face.uv.max(axis=0)
+    k = 3000
+    centres = rng.uniform(lo - 8.0, hi + 8.0, (k, 2))        # on, across and off the chart edge
+    centres[:10] = np.nan
+    angles = rng.uniform(-np.pi, np.pi, k)
+    depth = rng.uniform(0.25, 2.5, k)
+    counts = pen.fired_needles(default_face, centres, angles, depth, layout, 0.5)
+    hits = simulate.stamp(default_face, centres, angles, depth, layout, 0.5)
+    np.testing.assert_array_equal(counts, hits.fired.reshape(k, -1).sum(axis=1))
+    np.testing.assert_array_equal(counts, pen.fired_needles_reference(default_face, centres, angles, depth, layout,
+                                                                      0.5))
+    assert (counts == 0).sum() > 100 and (counts == len(layout)).sum() > 100 and ((counts > 0) & (counts < len(layout))).any()
+    assert pen.fired_needles(default_face, np.empty((0, 2)), np.empty(0), np.empty(0), layout, 0.5).shape == (0,)

@@ -126,6 +126,51 @@ def window_spread_reference(values, half_u, half_v, mask):
     return out
 
 
+def fit_objective(*args) -> tuple[float, float]:
+    """The pen fit's objective in one compiled pass: see :class:`coverage.pen_fit.FitObjective`
+    (its NumPy twin is :func:`coverage.pen_fit.objective_reference`)."""
+    return _kernel.fit_objective(*args)
+
+
+def band_gradient(*args) -> None:
+    """The repair's band gradient in one compiled pass: see :class:`coverage.pen_fit.BandGradient`."""
+    _kernel.band_gradient(*args)
+
+
+class WindowStamps:
+    """The stamps with a puncture in a texel's window: the distinct columns of a
+    ``(h * w, m)`` CSR matrix over the rows of the window's texels, ascending (as
+    :func:`numpy.unique` of them)."""
+
+    def __init__(self, by_texel, shape: tuple):
+        self.by_texel = by_texel
+        self.indptr = np.ascontiguousarray(by_texel.indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(by_texel.indices, dtype=np.int64)
+        self.shape = tuple(int(x) for x in shape)
+        self.seen = np.zeros(by_texel.shape[1], dtype=np.uint8)
+        self.out = np.empty(by_texel.shape[1], dtype=np.int64)
+
+    def __call__(self, i: int, j: int, hu: int, hv: int) -> np.ndarray:
+        h, w = self.shape
+        i0, i1 = max(i - hv, 0), min(i + hv + 1, h)
+        j0, j1 = max(j - hu, 0), min(j + hu + 1, w)
+        if i1 <= i0 or j1 <= j0:
+            return np.empty(0, dtype=np.int64)
+        n = _kernel.window_stamps(self.indptr, self.indices, i0, i1, j0, j1, w, self.seen, self.out)
+        return np.sort(self.out[:n])
+
+    def reference(self, i: int, j: int, hu: int, hv: int) -> np.ndarray:
+        """NumPy twin of :meth:`__call__` (each window row a contiguous run of texels)."""
+        h, w = self.shape
+        by_texel = self.by_texel
+        j0, j1 = max(j - hu, 0), min(j + hu + 1, w)
+        rows = np.arange(max(i - hv, 0), min(i + hv + 1, h))
+        starts = by_texel.indptr[rows * w + j0]
+        ends = by_texel.indptr[rows * w + j1]
+        return np.unique(np.concatenate([by_texel.indices[a:b] for a, b in zip(starts, ends)]
+                                        + [np.empty(0, dtype=by_texel.indices.dtype)]))
+
+
 class StampEffects:
     """What single stamps do to a windowed density map, each weighed over the texels whose
     windows its punctures fall in (the pen fit's repair: :mod:`coverage.pen_fit`).

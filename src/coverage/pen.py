@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,6 +135,9 @@ class DoseField:
     clearance: object = None            # FootprintClearance of the zone map (any cartridge)
     near_exclusion: np.ndarray | None = None  # (h, w) texels where path samples are checked exactly
     q: np.ndarray | None = None
+    # depth -> (contour generator of skin_distance[depth], {level: lines}): the loops of
+    # every zone and pass at that depth come from one generator, each level traced once
+    contours: dict = field(default_factory=dict, repr=False)
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
         """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
@@ -202,7 +206,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     aim = np.where(treat, targets[lab] * AIM_RATIO * scale[lab], 0.0)
     cap = np.where(treat, caps[lab], np.inf)
     # skin length of one chart mm at each texel (the chart is conformal to within ~2 %)
-    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+    linear = _linear_scale(grid, face)
     depth = np.full((h, w), np.nan)
     allowed = np.zeros((h, w), dtype=bool)
     radius = 0.5 * pen.footprint_diameter_mm + EDGE_SLACK_MM
@@ -212,7 +216,7 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         zone_depth[label == names.index(name)] = pen_depth_mm(pen, zones.dose(name))
     for d in sorted({round(float(x), 9) for x in np.unique(zone_depth[np.isfinite(zone_depth)])}):
         forbidden = ~treat | (max_depth[lab] < d - 1e-9)
-        dist = ndimage.distance_transform_edt(~forbidden, sampling=grid.cell_mm) * linear
+        dist = distance_to(grid, forbidden) * linear
         distances[d] = dist
         allowed |= (np.abs(zone_depth - d) < 1e-9) & (dist >= radius)
         depth[allowed & np.isnan(depth)] = d
@@ -229,12 +233,91 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         from . import simulate
 
         layout = simulate.needle_layout(n, pen.footprint_diameter_mm, pen.needle_diameter_mm)
-        centres = grid.centres()[allowed.ravel()]
-        hits = simulate.stamp(face, centres, stamp_angles(len(centres)), depth[allowed], layout, pen.gap_tolerance)
-        fired[allowed] = hits.fired.reshape(-1, n).sum(axis=1)
+        centres = _centres(grid)[allowed.ravel()]
+        fired[allowed] = fired_needles(face, centres, stamp_angles(len(centres)), depth[allowed], layout,
+                                       pen.gap_tolerance)
         allowed &= fired >= 0.25 * n
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
                      clearance=clearance, near_exclusion=near_exclusion)
+
+
+_DISTANCES = weakref.WeakKeyDictionary()   # grid -> {mask: distances}
+
+
+def distance_to(grid: TexelGrid, mask: np.ndarray) -> np.ndarray:
+    """Chart distance ``(h, w)`` (mm) from every texel centre to the nearest texel of ``mask``
+    (``ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)``, read-only), computed
+    once per grid and mask: the main and fine cartridges' dose fields and the fit ask for
+    the same ones."""
+    mask = np.asarray(mask, dtype=bool)
+    per_grid = _DISTANCES.setdefault(grid, {})
+    key = (mask.shape, np.packbits(mask).tobytes())
+    if key not in per_grid:
+        dist = ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)
+        dist.flags.writeable = False
+        per_grid[key] = dist
+    return per_grid[key]
+
+
+_PER_GRID = weakref.WeakKeyDictionary()    # grid -> {what: array}
+
+
+def _centres(grid: TexelGrid) -> np.ndarray:
+    """``grid.centres()``, built once per grid (read-only)."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    if "centres" not in per_grid:
+        centres = grid.centres()
+        centres.flags.writeable = False
+        per_grid["centres"] = centres
+    return per_grid["centres"]
+
+
+def _linear_scale(grid: TexelGrid, face) -> np.ndarray:
+    """Skin length of one chart mm at each texel ``(h, w)`` (0 off the chart), once per grid and face."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    key = ("linear", id(face))
+    if key not in per_grid or per_grid[key][0] is not face:
+        linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+        linear.flags.writeable = False
+        per_grid[key] = (face, linear)
+    return per_grid[key][1]
+
+
+def _dilated(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, iterations=iterations)``, worked out on the box around
+    the mask's texels only (nothing outside it can change)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if not len(rows):
+        return out
+    r0, r1 = max(rows[0] - iterations, 0), min(rows[-1] + iterations + 1, mask.shape[0])
+    c0, c1 = max(cols[0] - iterations, 0), min(cols[-1] + iterations + 1, mask.shape[1])
+    out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+    return out
+
+
+def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+    """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
+    per stamp, by the cartridge kernel without building every needle's row."""
+    from . import lifting, simulate
+    from ._ext import pen as _kernel
+
+    centres, angles, depth, layout, tol = simulate._stamp_inputs(centres_uv, angles_rad, depth_mm, layout,
+                                                                 gap_tolerance)
+    out = np.empty(len(centres), dtype=np.int64)
+    jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
+    _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
+                        jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
+                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out)
+    return out
+
+
+def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`."""
+    from . import simulate
+
+    hits = simulate.stamp_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance)
+    return hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout)).sum(axis=1)
 
 
 class FootprintClearance:
@@ -286,10 +369,10 @@ def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
     on_chart_not_treatable = (grid.tri >= 0) & (grid.label < 0)
     if not on_chart_not_treatable.any():
         return ok, np.zeros(grid.shape, dtype=bool)
-    near = ndimage.distance_transform_edt(~on_chart_not_treatable, sampling=grid.cell_mm) * linear
+    near = distance_to(grid, on_chart_not_treatable) * linear
     candidates = allowed & (near < radius_mm + clearance.widest_mm + 2.0)
     if candidates.any():
-        ok[candidates] = clearance.clear(grid.centres()[candidates.ravel()], radius_mm)
+        ok[candidates] = clearance.clear(_centres(grid)[candidates.ravel()], radius_mm)
     return ok, candidates
 
 
@@ -364,6 +447,28 @@ def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
     return [gen.lines(level) for level in levels]
 
 
+def _contour_levels(problem: DoseField, depth: float, levels: list) -> list:
+    """:func:`contour_lines` of ``problem.skin_distance[depth]``, each level traced once per
+    dose field (zones and passes at one depth share their levels)."""
+    import contourpy
+
+    if depth not in problem.contours:
+        grid = problem.grid
+        h, w = grid.shape
+        x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
+        y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
+        gen = contourpy.contour_generator(x, y, problem.skin_distance[depth], line_type="Separate")
+        problem.contours[depth] = (gen, {})
+    gen, traced = problem.contours[depth]
+    out = []
+    for level in levels:
+        key = float(level)
+        if key not in traced:
+            traced[key] = gen.lines(level)
+        out.append(traced[key])
+    return out
+
+
 class StampPlacer:
     """Stamps by distance travelled: the running stamp count ``integral(lambda ds)`` crosses
     ``k + 1/2``; the remainder carries from one run to the next of the same pass."""
@@ -376,13 +481,21 @@ class StampPlacer:
         if len(uv) < 2:
             return np.empty((0, 2)), np.empty(0)
         seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
-        cum = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)]) + self.carry
-        total = cum[-1]
+        count = np.concatenate([[0.0], np.cumsum(0.5 * (per_mm[1:] + per_mm[:-1]) * seg)])
+        return self.place_along(uv, count, np.concatenate([[0.0], np.cumsum(seg)]))
+
+    def place_along(self, uv: np.ndarray, count: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`place` given the running stamp count from the path's start ``count (n,)``
+        (``[0, cumsum(...)]``, before the carry) and the arc lengths ``s (n,)``."""
+        if len(uv) < 2:
+            return np.empty((0, 2)), np.empty(0)
+        carry = self.carry
+        total = count[-1] + carry      # the last of count + carry
         ks = np.arange(1, int(math.floor(total)) + 1, dtype=np.float64)
         self.carry = total - math.floor(total)
         if not len(ks):
             return np.empty((0, 2)), np.empty(0)
-        s = np.concatenate([[0.0], np.cumsum(seg)])
+        cum = count + carry
         # cum is non-decreasing; where it is flat no stamp can land, so interp is well defined
         at = np.interp(ks, cum, s)
         return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
@@ -395,7 +508,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     grid = problem.grid
     k = zones.names.index(name)
     zone_mask = problem.allowed & (grid.label == k)
-    active = zone_mask & ndimage.binary_dilation(q > 0, iterations=2)
+    active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
         return []
     pattern = pattern or settings.pattern
@@ -404,15 +517,14 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     loops = (pattern == "contour") if loops is None else loops
     passes = passes or settings.passes
     cell = grid.cell_mm
-    face = zones.face
-    linear = np.where(grid.tri >= 0, face.linear_scale[np.maximum(grid.tri, 0)], 0.0)
+    linear = _linear_scale(grid, zones.face)
     zone_linear = float(np.median(linear[zone_mask]))
     # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
     # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
-    grid_centres = grid.centres().reshape(*grid.shape, 2)
+    grid_centres = _centres(grid).reshape(*grid.shape, 2)
     has_mass = zone_mask & (q > 0)
     mass_uv, mass = grid_centres[has_mass], q[has_mass]
-    centres = grid.centres().reshape(*grid.shape, 2)[active]
+    centres = grid_centres[active]
     polygon = zones.polygons[name]
     paths = []
     for p in range(passes):
@@ -424,7 +536,8 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
                           * settings.spacing_mm)
             levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
-            raw = [line for per_level in contour_lines(grid, dist, levels) for line in per_level]
+            raw = [line for per_level in _contour_levels(problem, round(float(settings.depth_mm), 9), levels)
+                   for line in per_level]
             theta = None
             # the skin spacing between loops is fixed; in the chart it is spacing / linear scale
             spacing_chart = None
@@ -432,26 +545,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             theta = float(settings.directions_deg[(first_pass + p) % len(settings.directions_deg)])
             spacing_chart = settings.spacing_mm / zone_linear
             raw = raster_lines(centres, theta, spacing_chart, 0.5)
-        runs = []
-        for j, line in enumerate(raw):
-            samples = _resample(np.asarray(line, dtype=np.float64), SAMPLE_MM)
-            inside = _lookup(grid, active, samples, False).astype(bool)
-            # texel labels go by texel centre: the zone's own polygon has the last word
-            inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
-            if problem.clearance is not None and problem.near_exclusion is not None:
-                # near an exclusion a sample off its texel centre is checked in 3D itself
-                check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
-                if check.any():
-                    inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
-            # a run holds one depth setting: it splits where the stamps step down beside a
-            # shallower zone
-            depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
-            cut = np.nonzero(np.diff(depth_at) != 0)[0] + 1
-            for a, b in _runs(inside):
-                bounds = [a, *[c for c in cut if a < c < b], b]
-                for lo, hi in zip(bounds[:-1], bounds[1:]):
-                    if hi - lo >= 2 and np.isfinite(depth_at[lo]):
-                        runs.append((j, samples[lo:hi], float(depth_at[lo])))
+        runs = _pass_runs(problem, grid, active, polygon, raw)
         # boustrophedon: every other line (or loop) runs backwards
         runs = [(j, r if j % 2 == 0 else r[::-1], d) for j, r, d in runs]
         if not loops:
@@ -459,19 +553,109 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             runs = _snake(runs)
         if not runs:
             continue
+        sizes = np.array([len(uv) for _, uv, _ in runs])
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
         samples = np.concatenate([uv for _, uv, _ in runs])
-        owner = np.repeat(np.arange(len(runs)), [len(uv) for _, uv, _ in runs])
         dist, nearest = cKDTree(samples).query(mass_uv)
         reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
         carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
+        # each run's segment lengths and the path length each sample stands for (half of
+        # each segment beside it), element by element as per run
+        seg = np.linalg.norm(np.diff(samples, axis=0), axis=1)
+        half_before = np.concatenate([[0.0], seg]) / 2
+        half_after = np.concatenate([seg, [0.0]]) / 2
+        half_before[bounds[:-1]] = 0.0
+        half_after[bounds[1:] - 1] = 0.0
+        per_mm = (carried / passes) / np.maximum(half_before + half_after, 1e-9)
+        # each run's running stamp count and arc length (StampPlacer.place's cumsums, run by run)
+        step = np.zeros(len(samples))
+        step[1:] = 0.5 * (per_mm[1:] + per_mm[:-1]) * seg
+        count, arc = _run_cumsum(step, bounds), _run_cumsum(np.concatenate([[0.0], seg]), bounds)
         for i, (j, uv, run_depth) in enumerate(runs):
-            m = carried[owner == i] / passes
-            seg = np.linalg.norm(np.diff(uv, axis=0), axis=1)
-            share = np.concatenate([[0.0], seg]) / 2 + np.concatenate([seg, [0.0]]) / 2
-            stamps, at = placer.place(uv, m / np.maximum(share, 1e-9))
+            a, b = bounds[i], bounds[i + 1]
+            stamps, at = placer.place_along(uv, count[a:b], arc[a:b])
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per run (rows ``bounds[i]:bounds[i + 1]``): ``[0, cumsum(step[first + 1:last + 1])]``,
+    as numpy sums it (left to right)."""
+    from ._ext import paths as _paths_kernel
+
+    out = np.empty(len(step))
+    counts = np.empty(len(bounds) - 1, dtype=np.int64)
+    _paths_kernel.arc_lengths(np.ascontiguousarray(step, dtype=np.float64), np.asarray(bounds, dtype=np.int64), 1.0,
+                              out, counts)
+    return out
+
+
+def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon, raw: list) -> list:
+    """The runs ``[(line, samples (n, 2), depth)]`` of one pass's lines or loops ``raw``: their
+    stretches, sampled every :data:`SAMPLE_MM`, over ``active`` texels inside the zone's
+    polygon (and clear of the exclusions), split where the depth setting changes."""
+    if not raw:
+        return []
+    samples, starts = _resample_lines(raw, SAMPLE_MM)
+    inside = _lookup(grid, active, samples, False).astype(bool)
+    # texel labels go by texel centre: the zone's own polygon has the last word
+    inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
+    if problem.clearance is not None and problem.near_exclusion is not None:
+        # near an exclusion a sample off its texel centre is checked in 3D itself
+        check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
+        if check.any():
+            inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
+    # a run holds one depth setting: it splits where the stamps step down beside a
+    # shallower zone. A run starts at an inside sample that opens its line, follows an
+    # outside one or changes the depth (NaN != NaN: every NaN sample starts its own)
+    depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
+    begin = inside.copy()
+    follows = np.ones(len(samples), dtype=bool)
+    follows[1:] = ~inside[:-1] | (depth_at[1:] != depth_at[:-1])
+    follows[starts[:-1]] = True
+    begin &= follows
+    lo = np.flatnonzero(begin)
+    # a run continues over inside samples until the next start
+    run = np.cumsum(begin) - 1
+    length = np.bincount(run[inside], minlength=len(lo))
+    line = np.searchsorted(starts, lo, side="right") - 1
+    keep = (length >= 2) & np.isfinite(depth_at[lo])
+    return [(int(j), samples[a:a + n], float(depth_at[a])) for j, a, n in zip(line[keep], lo[keep], length[keep])]
+
+
+def _resample_lines(lines: list, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every line as :func:`_resample` gives it, side by side: ``(samples (n, 2), starts)``,
+    line i at rows ``starts[i]:starts[i + 1]``."""
+    from . import paths as _paths
+
+    lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
+    sizes = np.array([len(line) for line in lines], dtype=np.int64)
+    uv = np.concatenate(lines)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    seg = np.zeros(len(uv))
+    seg[1:] = np.linalg.norm(np.diff(uv, axis=0), axis=1)
+    seg[starts[:-1]] = 0.0
+    # a line of no length is its first point (paths.resample would give it twice): those
+    # one by one
+    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(lines), dtype=bool)
+    if flat.all():
+        pieces = [_resample(line, step) for line in lines]
+        return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
+    if flat.any():
+        rest = [line for line, f in zip(lines, flat) if not f]
+        out, out_starts = _resample_lines(rest, step)
+        pieces, k = [], 0
+        for line, f in zip(lines, flat):
+            if f:
+                pieces.append(_resample(line, step))
+            else:
+                pieces.append(out[out_starts[k]:out_starts[k + 1]])
+                k += 1
+        return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
+    points = np.zeros((len(uv), 3))
+    points[:, :2] = uv
+    return _paths.resample(uv, points, starts, step)
 
 
 def field_paths(problem: DoseField, zones, names: list, q: np.ndarray, settings: dict, *,
@@ -502,33 +686,78 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     chart move between them stays inside the zone's allowed region (never leaving the zone)."""
     if not paths:
         return []
-    grid = problem.grid
-    out = [paths[0]]
-    for p in paths[1:]:
-        prev = out[-1]
+    # Whether path i glides on from path i - 1 depends on those two only: a joined path
+    # ends where its last member ends and its members share zone, pass, depth and
+    # cartridge. So every move is built and checked first, all at once.
+    ends = {}
+    for i in range(1, len(paths)):
+        prev, p = paths[i - 1], paths[i]
         if (prev.zone, prev.pass_index, prev.depth_mm, prev.needles) == (p.zone, p.pass_index, p.depth_mm, p.needles):
-            k = zones.names.index(p.zone)
             gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
             if gap <= MAX_GLIDE_MM:
-                move = _resample(np.stack([prev.uv[-1], p.uv[0]]), SAMPLE_MM / 2)
-                # a glide fires nothing: its centre stays on the zone's skin and its footprint
-                # clears every exclusion margin (checked in 3D wherever a stamp could not be
-                # centred, or next to an exclusion)
-                ok = _lookup(grid, grid.label == k, move, False).astype(bool)
-                if ok.all() and problem.clearance is not None and problem.near_exclusion is not None:
-                    check = (_lookup(grid, problem.near_exclusion | ~problem.allowed, move, True).astype(bool))
-                    ok[check] = problem.clearance.clear(move[check], 0.5 * problem.footprint_mm)
-                if ok.all() and shapely.contains_xy(zones.polygons[p.zone], move[:, 0], move[:, 1]).all():
-                    offset = prev.chart_length + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
-                    # a run that starts where the last one ended (a loop split at its seam)
-                    # joins without repeating that point
-                    start = 1 if np.linalg.norm(p.uv[0] - prev.uv[-1]) <= 1e-12 else 0
-                    prev.uv = np.concatenate([prev.uv, move[1:-1], p.uv[start:]])
-                    prev.stamp_uv = np.concatenate([prev.stamp_uv, p.stamp_uv])
-                    prev.stamp_s = np.concatenate([prev.stamp_s, p.stamp_s + offset])
-                    continue
-        out.append(p)
+                ends[i] = np.stack([prev.uv[-1], p.uv[0]])
+    moves = {}
+    if ends:
+        samples, starts = _resample_lines(list(ends.values()), SAMPLE_MM / 2)
+        moves = {i: samples[a:b] for i, a, b in zip(ends, starts[:-1], starts[1:])}
+    joins = _glides_ok(moves, paths, problem, zones)
+    # each joined path as pieces: its samples, stamps, arc lengths and segment lengths,
+    # concatenated once at the end
+    out, chains = [], []
+    for i, p in enumerate(paths):
+        if not joins.get(i, False):
+            out.append(p)
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], [np.linalg.norm(np.diff(p.uv, axis=0), axis=1)]))
+            continue
+        uvs, stamp_uvs, stamp_ss, segs = chains[-1]
+        move = moves[i]
+        # prev.chart_length of the joined path so far: the same segment lengths, summed whole
+        offset = float(np.concatenate(segs).sum()) + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        last = uvs[-1][-1]
+        # a run that starts where the last one ended (a loop split at its seam) joins
+        # without repeating that point
+        start = 1 if np.linalg.norm(p.uv[0] - last) <= 1e-12 else 0
+        more = np.concatenate([move[1:-1], p.uv[start:]])
+        uvs.append(more)
+        segs.append(np.linalg.norm(np.diff(np.concatenate([last[None], more]), axis=0), axis=1))
+        stamp_uvs.append(p.stamp_uv)
+        stamp_ss.append(p.stamp_s + offset)
+    for p, (uvs, stamp_uvs, stamp_ss, _) in zip(out, chains):
+        if len(uvs) > 1:
+            p.uv = np.concatenate(uvs)
+            p.stamp_uv = np.concatenate(stamp_uvs)
+            p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+def _glides_ok(moves: dict, paths: list, problem: DoseField, zones) -> dict:
+    """``{i: bool}``: whether the move ``moves[i]`` from path ``i - 1`` to path ``i`` is a glide in
+    contact. A glide fires nothing: its centre stays on the zone's skin and its footprint
+    clears every exclusion margin (checked in 3D wherever a stamp could not be centred, or
+    next to an exclusion)."""
+    if not moves:
+        return {}
+    grid = problem.grid
+    keys = list(moves)
+    pts = np.concatenate([moves[i] for i in keys])
+    sizes = np.array([len(moves[i]) for i in keys])
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    zone = np.repeat([zones.names.index(paths[i].zone) for i in keys], sizes)
+    ok = _lookup(grid, grid.label, pts, -1) == zone
+    # the 3D check only for moves every sample of which is on the zone's skin
+    whole = np.logical_and.reduceat(ok, bounds[:-1])
+    if problem.clearance is not None and problem.near_exclusion is not None:
+        check = np.repeat(whole, sizes) & _lookup(grid, problem.near_exclusion | ~problem.allowed, pts,
+                                                    True).astype(bool)
+        if check.any():
+            ok[check] = problem.clearance.clear(pts[check], 0.5 * problem.footprint_mm)
+        whole = np.logical_and.reduceat(ok, bounds[:-1])
+    for name in set(paths[i].zone for i in keys):
+        sel = np.repeat(whole & (np.array([paths[i].zone for i in keys]) == name), sizes)
+        if sel.any():
+            ok[sel] = shapely.contains_xy(zones.polygons[name], pts[sel, 0], pts[sel, 1])
+    whole = np.logical_and.reduceat(ok, bounds[:-1])
+    return {i: bool(v) for i, v in zip(keys, whole)}
 
 
 def stamp_angles(count: int, start: int = 0) -> np.ndarray:

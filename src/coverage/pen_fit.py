@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
-from .density import IN_BAND_LOW, StampEffects, TexelGrid, window_spread, window_sums
+from .density import IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, window_spread, window_sums
 
 CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
 LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
@@ -145,19 +145,11 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     evaluation per step almost always. (SciPy's L-BFGS-B spends ~50 ms a step of its own
     bookkeeping on the ~10^5 variables here, ten times the objective.)
     """
-    op = WindowedDose(grid)
-    shape = grid.shape
     m = spread.shape[1]
     if not m:
         return np.zeros(0)
-    spread_t = spread.T.tocsr()
-    base_flat = np.asarray(base, dtype=np.float64).ravel()
     hi = np.ones(m) if upper is None else np.asarray(upper, dtype=np.float64)
-
-    def objective(x):
-        counts = (base_flat + spread @ x).reshape(shape)
-        value, grad_d = shortfall(op.density(counts), targets)
-        return value, spread_t @ op.pull_back(grad_d).ravel()
+    objective = FitObjective(grid, targets, base, spread)
 
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     f, g = objective(x)
@@ -182,6 +174,104 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
         x, f, g = x_new, f_new, g_new
         recent.append(f)
     return x
+
+
+class FitObjective:
+    """The fit's objective and its gradient at stamp weights ``x``: ``(value, (m,) gradient)``
+    of :func:`shortfall` at the windowed density of ``base + spread @ x``, in one compiled
+    pass (:func:`coverage.density.fit_objective`), equal bit for bit to
+    :func:`objective_reference`."""
+
+    def __init__(self, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread):
+        self.grid, self.targets, self.spread = grid, targets, spread
+        self.op = WindowedDose(grid)
+        self.shape = shape = grid.shape
+        self.base = np.ascontiguousarray(np.asarray(base, dtype=np.float64).reshape(shape))
+        self.spread_t = spread.T.tocsr()
+        # the product A x adds each texel's stamps in the order scipy's product does: by
+        # column for a CSC matrix (the kernel scatters A^T's rows, which are A's columns as
+        # stored), by column index for a CSR one if it stores each row's columns ascending
+        # once (A^T as a converted CSR then lists them so)
+        st = self.spread_t
+        usable = spread.format == "csc" or (spread.format == "csr" and spread.has_canonical_format)
+        small = (usable and st.format == "csr" and max(st.nnz, *spread.shape) < 2 ** 31
+                 and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
+        self.compiled = bool(small)
+        if not self.compiled:
+            return
+        # the kernel is bound by memory traffic: 32-bit indices, and the matrix's values as
+        # float32 where that holds every one of them exactly (counts of needles)
+        data = np.asarray(st.data, dtype=np.float64)
+        narrow = np.float32 if np.array_equal(data.astype(np.float32).astype(np.float64), data) else np.float64
+        i32 = np.int32
+        self.cols = (np.ascontiguousarray(st.indptr, dtype=i32), np.ascontiguousarray(st.indices, dtype=i32),
+                     np.ascontiguousarray(st.data, dtype=narrow))
+        c = np.ascontiguousarray
+        self.fixed_args = (c(grid.half_u, dtype=i32), c(grid.half_v, dtype=i32),
+                           c(self.op.treat, dtype=np.uint8), c(self.op.per_count, dtype=np.float64),
+                           c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
+                           c(targets.scale, dtype=np.float64))
+        h, w = shape
+        self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
+        self.spread_out = np.empty(shape)
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if not self.compiled:
+            return objective_reference(x, self.grid, self.targets, self.base, self.spread, self.spread_t)
+        from .density import fit_objective
+
+        grad = np.empty(self.spread.shape[1])
+        # the two sums of squares as shortfall's einsums add them
+        under, over = fit_objective(*self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
+                                    *self.fixed_args, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
+        return float(under + OVER_WEIGHT * over), grad
+
+
+class BandGradient:
+    """The gradient ``(m,)`` of :func:`shortfall` with respect to the stamp weights at
+    densities ``d``, pulled back through the windows and ``spread`` (the repair's ranking of
+    stamps): compiled (:func:`coverage.density.band_gradient`), equal bit for bit to
+    :meth:`reference`."""
+
+    def __init__(self, grid: TexelGrid, targets: DoseTargets, spread):
+        self.grid, self.targets = grid, targets
+        self.op = WindowedDose(grid)
+        self.spread_t = st = spread.T.tocsr()
+        self.m = spread.shape[1]
+        self.compiled = (st.format == "csr" and max(st.nnz, *spread.shape) < 2 ** 31
+                         and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
+        if not self.compiled:
+            return
+        c, i32 = np.ascontiguousarray, np.int32
+        self.args = (c(grid.half_u, dtype=i32), c(grid.half_v, dtype=i32), c(self.op.treat, dtype=np.uint8),
+                     c(self.op.per_count, dtype=np.float64), c(targets.low, dtype=np.float64),
+                     c(targets.high, dtype=np.float64), c(targets.scale, dtype=np.float64), OVER_WEIGHT,
+                     c(st.indptr, dtype=i32), c(st.indices, dtype=i32), c(st.data, dtype=np.float64))
+        h, w = grid.shape
+        self.corners, self.spread_out = np.empty((h + 1, w + 1)), np.empty((h, w))
+
+    def __call__(self, d: np.ndarray) -> np.ndarray:
+        if not self.compiled:
+            return self.reference(d)
+        from .density import band_gradient
+
+        grad = np.empty(self.m)
+        band_gradient(np.ascontiguousarray(d, dtype=np.float64).reshape(self.grid.shape), *self.args, self.corners,
+                      self.spread_out, grad)
+        return grad
+
+    def reference(self, d: np.ndarray) -> np.ndarray:
+        _, grad_d = shortfall(np.asarray(d).reshape(self.grid.shape), self.targets)
+        return self.spread_t @ self.op.pull_back(grad_d).ravel()
+
+
+def objective_reference(x, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread, spread_t=None):
+    """NumPy twin of :class:`FitObjective`."""
+    op = WindowedDose(grid)
+    spread_t = spread.T.tocsr() if spread_t is None else spread_t
+    counts = (np.asarray(base, dtype=np.float64).ravel() + spread @ x).reshape(grid.shape)
+    value, grad_d = shortfall(op.density(counts), targets)
+    return value, spread_t @ op.pull_back(grad_d).ravel()
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -292,7 +382,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
         main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
         keepout = (grid.tri >= 0) & (grid.label < 0)
-        near_keepout = ndimage.distance_transform_edt(~keepout, sampling=grid.cell_mm) <= FINE_NEAR_KEEPOUT_MM
+        near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
         unreached = need & pen_zone & (~main_reach | near_keepout)
         if unreached.any():
             half = int(grid.half_u[unreached].max())
@@ -416,28 +506,34 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     band = DoseTargets(low.reshape(shape) * 1.005, np.where(treat, cap * 0.995, np.inf),
                        np.where(treat, grid.area_mm2 / target[lab] ** 2, 0.0), treat)
     by_texel = spread.tocsr()
-    spread_t = spread.T.tocsr()
+    band_gradient = BandGradient(grid, band, spread)
     effects = StampEffects(spread, shape, op.per_count.ravel(), grid.half_u.ravel(), grid.half_v.ravel(), low, high,
                            area)
     blocked = np.zeros(len(fire), dtype=bool)
     base = np.asarray(fixed, dtype=np.float64).ravel()
 
+    stamps_in_window = WindowStamps(by_texel, shape)
+
     def window_columns(k):
-        # the stamps with a puncture in texel k's window: each window row is a contiguous
-        # run of texels, so a contiguous slice of the texel -> stamp table
+        # the stamps with a puncture in texel k's window
         i, j = divmod(int(k), w)
-        hv, hu = grid.half_v[i, j], grid.half_u[i, j]
-        j0, j1 = max(j - hu, 0), min(j + hu + 1, w)
-        starts = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j0]
-        ends = by_texel.indptr[np.arange(max(i - hv, 0), min(i + hv + 1, h)) * w + j1]
-        return np.unique(np.concatenate([by_texel.indices[a:b] for a, b in zip(starts, ends)]))
+        return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
 
     def worst_per_patch(mask, badness):
-        patches, n = ndimage.label(mask.reshape(shape), structure=np.ones((3, 3), bool))
+        # the patches are labelled on the box around the mask only (labels go in scan
+        # order there as on the whole grid)
+        mask = mask.reshape(shape)
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not len(rows):
+            return []
+        cols = np.flatnonzero(mask.any(axis=0))
+        r0, c0, bw = rows[0], cols[0], cols[-1] + 1 - cols[0]
+        patches, n = ndimage.label(mask[r0:rows[-1] + 1, c0:cols[-1] + 1], structure=np.ones((3, 3), bool))
         if not n:
             return []
-        idx = np.flatnonzero(patches)
-        patch = patches.ravel()[idx]
+        local = np.flatnonzero(patches)
+        patch = patches.ravel()[local]
+        idx = (local // bw + r0) * w + local % bw + c0
         order = np.lexsort((-badness[idx], patch))
         return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
@@ -446,8 +542,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         over, under = d > high, treat.ravel() & (d < low)
         if not over.any() and not under.any():
             break
-        _, grad_d = shortfall(d.reshape(shape), band)
-        grad = spread_t @ op.pull_back(grad_d).ravel()
+        grad = band_gradient(d)
         moves = 0
         for k in worst_per_patch(over, d - high):
             cols = window_columns(k)
