@@ -214,7 +214,10 @@ def chart_path_frames(face, uv: np.ndarray, across: bool = True):
     if not across:
         return lifted, tangent, s, None
     left = np.cross(nrm, tangent)
-    return lifted, tangent, s, np.einsum("kij,kj->ki", np.linalg.pinv(face.jacobian[lifted.tri]), left)
+    # the triangles' pseudo-inverses, computed once per face and triangle (equal bit for bit
+    # to np.linalg.pinv of the gathered Jacobians)
+    pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
+    return lifted, tangent, s, np.einsum("kij,kj->ki", pinv, left)
 
 
 def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
