@@ -864,6 +864,10 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     moves = transit_paths(face, [f[0].points[-1] for f in frames[:-1]], [f[0].normals[-1] for f in frames[:-1]],
                           [f[0].points[0] for f in frames[1:]], [f[0].normals[0] for f in frames[1:]],
                           [transit_clearance(zones, a.uv[-1], b.uv[0]) for a, b in zip(runs[:-1], runs[1:])])
+    # every run's zone labels in one lookup (each point's label is its own)
+    sizes = [len(run.uv) for run in runs]
+    run_labels = np.split(zones.label_at(np.concatenate([run.uv for run in runs])) if runs
+                          else np.empty(0, np.int64), np.cumsum(sizes)[:-1])
     t = 0.0
     for i, (run, (lifted, tangent, s), drum) in enumerate(zip(runs, frames, drums)):
         if strokes:
@@ -871,7 +875,7 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
             transitions.append(Transition(strokes[-1].id, i, moves[i - 1], times))
             t = float(times[-1])
         times = t + s / drum.speed_mm_s
-        labels = zones.label_at(run.uv)
+        labels = run_labels[i]
         crossed = [zones.names[k] for k in np.unique(labels[labels >= 0])]
         main = zones.names[np.bincount(labels[labels >= 0]).argmax()] if crossed else run.zone.split("+")[0]
         strokes.append(Stroke(i, "roller", main, run.sweep, run.line, float(run.theta_deg), drum.needle_length_mm,
