@@ -225,9 +225,16 @@ def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
     would find nothing, its squared distance not below ``reach**2``; where the distance is
     within rounding of ``reach`` that bounded search settles it.
     """
+    return _clearance(face, points, reach)[0]
+
+
+def _clearance(face, points: np.ndarray, reach=np.inf, guess=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signed_clearance` and each point's closest triangle ``(k,) int``; ``guess``
+    ``(k,) int`` (``-1``: none) a triangle thought near each point (where the point was
+    last searched from): it only speeds the search, the readings are the same."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     grid = _air_grid(face)
-    tri, bary, dist = proximity.closest_points(grid, points)
+    tri, bary, dist = proximity.closest_points_guessed(grid, points, guess)
     reach = np.asarray(reach, dtype=np.float64)
     reach = np.broadcast_to(np.where(np.isfinite(reach), reach, np.inf), (len(points),))  # NaN: no bound
     far = (tri < 0) | ~(dist < reach)
@@ -240,7 +247,7 @@ def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
     normal = np.einsum("kj,kjd->kd", bary, face.normals[corners])
     side = np.sign(np.einsum("ij,ij->i", points - closest, normal))
     signed = np.where(side < 0, -dist, dist)
-    return np.where(far & (signed > 0), np.inf, signed)
+    return np.where(far & (signed > 0), np.inf, signed), tri
 
 
 def _air_grid(face) -> proximity.MeshGrid:
@@ -332,9 +339,11 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
     need, search = np.concatenate([clearance, clearance]), np.concatenate([reach, reach])
     height = need.copy()
     todo = np.arange(2 * m)
+    near = np.full(2 * m, -1)      # each point's closest triangle when last searched: a guess
     for _ in range(TRANSIT_RAISE_STEPS):
-        deficit = need[todo] - signed_clearance(face, contact[todo] + height[todo, None] * normal[todo],
-                                                search[todo])
+        signed, near[todo] = _clearance(face, contact[todo] + height[todo, None] * normal[todo], search[todo],
+                                        near[todo])
+        deficit = need[todo] - signed
         up = ~(deficit <= 0)
         todo, deficit = todo[up], deficit[up]
         if not len(todo):
@@ -358,11 +367,13 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
     forward = face.pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
     forward /= np.linalg.norm(forward)
     lift = np.zeros(len(base))
+    near = np.full(len(base), -1)
     moving = np.arange(m)
     for _ in range(TRANSIT_PUSH_STEPS):
         rows = np.flatnonzero(np.repeat(np.isin(np.arange(m), moving), count))
-        gap = clearance[owner[rows]] - signed_clearance(face, base[rows] + lift[rows, None] * forward,
-                                                        reach[owner[rows]])
+        signed, near[rows] = _clearance(face, base[rows] + lift[rows, None] * forward, reach[owner[rows]],
+                                        near[rows])
+        gap = clearance[owner[rows]] - signed
         gap[~inner[rows]] = 0.0
         head = np.concatenate([[0], np.cumsum(count[moving])[:-1]])
         short = ~(np.maximum.reduceat(gap, head) <= 1e-3)
