@@ -371,10 +371,11 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
     moving = np.arange(m)
     for _ in range(TRANSIT_PUSH_STEPS):
         rows = np.flatnonzero(np.repeat(np.isin(np.arange(m), moving), count))
-        signed, near[rows] = _clearance(face, base[rows] + lift[rows, None] * forward, reach[owner[rows]],
-                                        near[rows])
-        gap = clearance[owner[rows]] - signed
-        gap[~inner[rows]] = 0.0
+        # the raised ends stay put and count as clear: only the samples between are searched
+        ask = rows[inner[rows]]
+        gap = np.zeros(len(rows))
+        signed, near[ask] = _clearance(face, base[ask] + lift[ask, None] * forward, reach[owner[ask]], near[ask])
+        gap[inner[rows]] = clearance[owner[ask]] - signed
         head = np.concatenate([[0], np.cumsum(count[moving])[:-1]])
         short = ~(np.maximum.reduceat(gap, head) <= 1e-3)
         if not short.any():
