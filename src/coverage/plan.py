@@ -217,13 +217,14 @@ def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
     """Signed distance (mm) of points from the face: positive on the skin's outer side.
 
     Points in front of the face farther than ``reach`` read ``inf``: ``reach`` is one float,
-    or ``(k,) float`` (each point its own), and each point reads as it would alone. Only
-    whether a point lies within ``reach`` of the face depends on it: one unbounded search
-    of the face's :func:`_air_grid` finds every point's closest triangle (the least
-    distance, ties to the lowest triangle index: what a search bounded by ``reach`` finds
-    when anything is that close), and a point is "beyond reach" where a bounded search
-    would find nothing, its squared distance not below ``reach**2``; where the distance is
-    within rounding of ``reach`` that bounded search settles it.
+    or ``(k,) float`` (each point its own; not below 0, not finite for no bound), and each
+    point reads as it would alone. Only whether a point lies within ``reach`` of the face
+    depends on it: one unbounded search of the face's :func:`_air_grid` finds every point's
+    closest triangle (the least distance, ties to the lowest triangle index: what a search
+    bounded by ``reach`` finds when anything is that close), and a point is "beyond reach"
+    where a bounded search would find nothing, its squared distance not below
+    ``reach**2``; where the distance is within rounding of ``reach`` that bounded search
+    settles it.
     """
     return _clearance(face, points, reach)[0]
 
@@ -238,7 +239,7 @@ def _clearance(face, points: np.ndarray, reach=np.inf, guess=None) -> tuple[np.n
     reach = np.asarray(reach, dtype=np.float64)
     reach = np.broadcast_to(np.where(np.isfinite(reach), reach, np.inf), (len(points),))  # NaN: no bound
     far = (tri < 0) | ~(dist < reach)
-    unsure = (tri >= 0) & (np.abs(dist - reach) <= 1e-9 * reach)
+    unsure = (tri >= 0) & np.isfinite(reach) & (np.abs(dist - reach) <= 1e-9 * reach)
     for r in np.unique(reach[unsure]):
         mine = np.flatnonzero(unsure & (reach == r))
         far[mine] = proximity.closest_points(grid, points[mine], max_dist=float(r))[0] < 0
