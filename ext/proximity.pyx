@@ -114,12 +114,17 @@ cdef inline void _scan_cell(const double* p, int64_t c, const int64_t[::1] cell_
             best.bary[2] = bary[2]
 
 
+cdef enum:
+    CHUNK = 64   # item boxes measured at once (_scan)
+
+
 cdef struct Grid:
     # what the guided search (closest_points_seeded) reads of the grid, in one place
     const double* triangles        # (m, 15) records
     const int64_t* cell_start      # (cells + 1,)
     const int64_t* cell_items      # (k,) triangle of each item
-    const double* item_box         # (k, 6) its box (lo, hi): read in a stream, not gathered
+    const double* item_box         # (6, k) its box (lo, hi), axis by axis: read in a stream
+    Py_ssize_t nitems              # k
     const double* cell_box         # (cells, 6) each cell's box cut to its triangles' boxes
     int64_t* stamp                 # (m,) the last query that tested each triangle exactly
     int64_t query                  # the query being searched
@@ -160,11 +165,25 @@ cdef inline void _scan(const double* p, Grid* g, int64_t c, Best* best) noexcept
     box = g.cell_box + c * 6
     if _box_d2(p, box, box + 3) > best.d2:
         return
-    for k in range(k0, k1):
-        box = g.item_box + k * 6
-        if _box_d2(p, box, box + 3) > best.d2:
-            continue
-        _offer(p, g, g.cell_items[k], best)
+    cdef double near[CHUNK]
+    cdef Py_ssize_t n, stride = g.nitems
+    cdef const double* b
+    cdef double px = p[0], py = p[1], pz = p[2], ex, ey, ez
+    # in chunks: first every box's squared distance (_box_d2 term for term, in a loop the
+    # compiler runs two boxes at a time: the boxes are stored axis by axis), then the
+    # exact tests of the boxes near enough
+    while k0 < k1:
+        n = k1 - k0 if k1 - k0 < CHUNK else CHUNK
+        b = g.item_box + k0
+        for k in range(n):
+            ex = _gap(b[k] - px, px - b[3 * stride + k])
+            ey = _gap(b[stride + k] - py, py - b[4 * stride + k])
+            ez = _gap(b[2 * stride + k] - pz, pz - b[5 * stride + k])
+            near[k] = ((0.0 + ex * ex) + ey * ey) + ez * ez
+        for k in range(n):
+            if near[k] <= best.d2:
+                _offer(p, g, g.cell_items[k0 + k], best)
+        k0 += n
 
 
 cdef inline bint _beyond(const double* p, const Grid* g) noexcept nogil:
@@ -250,7 +269,8 @@ cdef void _closest_seeded(const double[:, ::1] triangles,
     g.triangles = &triangles[0, 0]
     g.cell_start = &cell_start[0]
     g.cell_items = &cell_items[0] if cell_items.shape[0] else NULL
-    g.item_box = &item_box[0, 0] if item_box.shape[0] else NULL
+    g.item_box = &item_box[0, 0] if item_box.shape[1] else NULL
+    g.nitems = item_box.shape[1]
     g.cell_box = &cell_box[0, 0]
     g.stamp = &stamp[0]
     for j in range(3):

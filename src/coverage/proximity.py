@@ -58,8 +58,14 @@ class MeshGrid:
     @functools.cached_property
     def item_boxes(self) -> np.ndarray:
         """``(k, 6) float``: the box (lo, hi) of each item's triangle, in item order (the
-        guided search reads them in a stream instead of gathering them)."""
-        return np.ascontiguousarray(self.triangles[self.items, :6])
+        guided search reads them in a stream instead of gathering them; stored axis by
+        axis, a transposed view of :attr:`item_boxes_by_axis`)."""
+        return self.item_boxes_by_axis.T
+
+    @functools.cached_property
+    def item_boxes_by_axis(self) -> np.ndarray:
+        """``(6, k) float``: :attr:`item_boxes` axis by axis (lo x, lo y, lo z, hi x, ...)."""
+        return np.ascontiguousarray(self.triangles[self.items, :6].T)
 
     @functools.cached_property
     def cell_boxes(self) -> np.ndarray:
@@ -151,7 +157,7 @@ def closest_points_guessed(grid: MeshGrid, query: np.ndarray, guess=None, max_di
             np.abs(query[np.isfinite(query).all(axis=1)]).max(initial=0.0)) * 4.0 + 1.0
     stamp = np.full(len(grid.faces), -1, dtype=np.int64)
     _kernel.closest_points_seeded(grid.triangles, query, search_order(grid, query), guess, grid.start, grid.items,
-                                  grid.item_boxes, grid.cell_boxes, stamp,
+                                  grid.item_boxes_by_axis, grid.cell_boxes, stamp,
                                   np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
                                   np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
                                   tri, bary, dist)
