@@ -1,6 +1,6 @@
 # Point location in the chart and barycentric interpolation (surface lifting).
 # Inputs are C-contiguous and already validated by coverage.lifting.
-from libc.math cimport sqrt
+from libc.math cimport floor, sqrt
 from libc.stdint cimport int64_t
 from _locate cimport _locate_one
 
@@ -144,27 +144,89 @@ def interpolate(const double[:, ::1] values, const int64_t[:, ::1] faces,
                 _gather(values, faces, tri[i], &bary[i, 0], normalize, &out[i, 0])
 
 
+cdef enum:
+    # How far ahead (in points) lift prefetches: a point's grid cell's start, then (that
+    # row loaded) its first items, then (those loaded) their triangles' affine rows; and,
+    # once every point is located, a point's triangle row and then its three corner frames.
+    AHEAD_START = 24
+    AHEAD_ITEMS = 12
+    AHEAD_AFFINE = 6
+    RING = 32              # cells of the points ahead, by i % RING (> AHEAD_START)
+    PREFETCH_ITEMS = 4     # affine rows prefetched per point (a cell holds ~6 triangles)
+
+
+cdef inline int64_t _cell(double px, double py, double u0, double v0, double inv_cell,
+                          int64_t nu, int64_t nv) noexcept nogil:
+    """The grid cell of p as _locate_one finds it, -1 outside (for prefetching only)."""
+    if not (px >= u0 and py >= v0):
+        return -1
+    cdef double fu = floor((px - u0) * inv_cell), fv = floor((py - v0) * inv_cell)
+    if not (fu < <double>nu and fv < <double>nv):
+        return -1
+    return <int64_t>fv * nu + <int64_t>fu
+
+
 def lift(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
          const double[:, ::1] query,
          const int64_t[::1] cell_start, const int64_t[::1] cell_items,
          double u0, double v0, double cell, int64_t nu, int64_t nv, double eps,
          int64_t[::1] out_tri, double[:, ::1] out_bary, double[:, ::1] out_points,
          double[:, ::1] out_normals):
-    """Locate, then interpolate positions and unit normals in one pass (NaN outside the chart).
+    """Locate, then interpolate positions and unit normals (NaN outside the chart).
 
     frames[v] = (x, y, z, nx, ny, nz): position and normal side by side, one cache line
-    per corner.
+    per corner. Two passes, each fetching ahead what later points will read (points come in
+    random order, and every read of the grid, the triangles and the frames misses the
+    cache otherwise): first every point located, then every point interpolated. Each point's
+    arithmetic is the one-pass kernel's, term for term, so results are identical.
     """
-    cdef Py_ssize_t i, j
-    cdef int64_t t, a0, a1, a2
+    cdef Py_ssize_t i, j, k, k0, k1, n = query.shape[0]
+    cdef int64_t t, a0, a1, a2, c
+    cdef int64_t ring[RING]
     cdef double inv = 1.0 / cell
     cdef double nan = float("nan")
     cdef double b0, b1, b2, s
+    cdef const int64_t* f
+    if n == 0:
+        return
     with nogil:
-        for i in range(query.shape[0]):
-            t = _locate_one(affine, query[i, 0], query[i, 1], cell_start, cell_items,
-                            u0, v0, inv, nu, nv, eps, &out_bary[i, 0])
-            out_tri[i] = t
+        # the cells of the first points (the loop finds those of the points AHEAD_START on)
+        for j in range(n if n < AHEAD_START else AHEAD_START):
+            ring[j] = _cell(query[j, 0], query[j, 1], u0, v0, inv, nu, nv)
+        for i in range(n):
+            if i + AHEAD_START < n:
+                c = _cell(query[i + AHEAD_START, 0], query[i + AHEAD_START, 1], u0, v0, inv, nu, nv)
+                ring[(i + AHEAD_START) % RING] = c
+                if c >= 0:
+                    prefetch(&cell_start[c])
+            if i + AHEAD_ITEMS < n:
+                c = ring[(i + AHEAD_ITEMS) % RING]
+                if c >= 0:
+                    prefetch(&cell_items[cell_start[c]])
+            if i + AHEAD_AFFINE < n:
+                c = ring[(i + AHEAD_AFFINE) % RING]
+                if c >= 0:
+                    k0 = cell_start[c]
+                    k1 = cell_start[c + 1]
+                    if k1 > k0 + PREFETCH_ITEMS:
+                        k1 = k0 + PREFETCH_ITEMS
+                    for k in range(k0, k1):
+                        prefetch(&affine[cell_items[k], 0])
+            out_tri[i] = _locate_one(affine, query[i, 0], query[i, 1], cell_start, cell_items,
+                                     u0, v0, inv, nu, nv, eps, &out_bary[i, 0])
+        for i in range(n):
+            if i + AHEAD_FACES < n:
+                t = out_tri[i + AHEAD_FACES]
+                if t >= 0:
+                    prefetch(&faces[t, 0])
+            if i + AHEAD_VALUES < n:
+                t = out_tri[i + AHEAD_VALUES]
+                if t >= 0:
+                    f = &faces[t, 0]
+                    prefetch(&frames[f[0], 0])
+                    prefetch(&frames[f[1], 0])
+                    prefetch(&frames[f[2], 0])
+            t = out_tri[i]
             if t < 0:
                 for j in range(3):
                     out_points[i, j] = nan

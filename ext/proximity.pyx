@@ -114,6 +114,221 @@ cdef inline void _scan_cell(const double* p, int64_t c, const int64_t[::1] cell_
             best.bary[2] = bary[2]
 
 
+cdef enum:
+    CHUNK = 64   # item boxes measured at once (_scan)
+
+
+cdef struct Grid:
+    # what the guided search (closest_points_seeded) reads of the grid, in one place
+    const double* triangles        # (m, 15) records
+    const int64_t* cell_start      # (cells + 1,)
+    const int64_t* cell_items      # (k,) triangle of each item
+    const double* item_box         # (6, k) its box (lo, hi), axis by axis: read in a stream
+    Py_ssize_t nitems              # k
+    const double* cell_box         # (cells, 6) each cell's box cut to its triangles' boxes
+    int64_t* stamp                 # (m,) the last query that tested each triangle exactly
+    int64_t query                  # the query being searched
+    double origin[3]
+    double cell
+    int64_t dims[3]
+    double lim2                    # max_dist squared
+    int64_t rmax                   # shells that cover max_dist
+
+
+cdef inline void _offer(const double* p, Grid* g, int64_t t, Best* best) noexcept nogil:
+    """Test triangle t exactly (once per query) and keep it if it beats the best so far."""
+    cdef double d2
+    cdef double bary[3]
+    cdef const double* abc
+    if g.stamp[t] == g.query:
+        return
+    g.stamp[t] = g.query
+    abc = g.triangles + t * 15 + 6
+    d2 = closest_on_triangle(p, abc, abc + 3, abc + 6, bary)
+    if d2 < best.d2 or (d2 == best.d2 and best.tri >= 0 and t < best.tri):
+        best.d2 = d2
+        best.tri = t
+        best.bary[0] = bary[0]
+        best.bary[1] = bary[1]
+        best.bary[2] = bary[2]
+
+
+cdef inline void _scan(const double* p, Grid* g, int64_t c, Best* best) noexcept nogil:
+    """Offer every triangle of cell c that could beat the best so far: the cell's box cut to
+    its triangles' boxes holds every point of theirs that this cell stands for (the closest
+    point of a triangle lies in some cell that lists it, and in its box), so a cell farther
+    than the best holds no nearer point; equal distances still count for ties."""
+    cdef Py_ssize_t k, k0 = g.cell_start[c], k1 = g.cell_start[c + 1]
+    cdef const double* box
+    if k0 == k1:
+        return
+    box = g.cell_box + c * 6
+    if _box_d2(p, box, box + 3) > best.d2:
+        return
+    cdef double near[CHUNK]
+    cdef Py_ssize_t n, stride = g.nitems
+    cdef const double* b
+    cdef double px = p[0], py = p[1], pz = p[2], ex, ey, ez
+    # in chunks: first every box's squared distance (_box_d2 term for term, in a loop the
+    # compiler runs two boxes at a time: the boxes are stored axis by axis), then the
+    # exact tests of the boxes near enough
+    while k0 < k1:
+        n = k1 - k0 if k1 - k0 < CHUNK else CHUNK
+        b = g.item_box + k0
+        for k in range(n):
+            ex = _gap(b[k] - px, px - b[3 * stride + k])
+            ey = _gap(b[stride + k] - py, py - b[4 * stride + k])
+            ez = _gap(b[2 * stride + k] - pz, pz - b[5 * stride + k])
+            near[k] = ((0.0 + ex * ex) + ey * ey) + ez * ez
+        for k in range(n):
+            if near[k] <= best.d2:
+                _offer(p, g, g.cell_items[k0 + k], best)
+        k0 += n
+
+
+cdef inline bint _beyond(const double* p, const Grid* g) noexcept nogil:
+    """Whether the grid's box (and so every triangle) is max_dist or farther from p."""
+    cdef double q = 0.0, wall
+    cdef int j
+    for j in range(3):
+        wall = g.origin[j] - p[j]
+        if wall < p[j] - (g.origin[j] + g.dims[j] * g.cell):
+            wall = p[j] - (g.origin[j] + g.dims[j] * g.cell)
+        if wall > 0.0:
+            q += wall * wall
+    return q >= g.lim2
+
+
+cdef void _nearest_first(const double* p, Grid* g, Best* best) noexcept nogil:
+    """Shells of cells outwards from p's cell until everything unsearched lies beyond the
+    best so far (which may start as a guess: it then prunes from the first cell on) or, with
+    nothing found, beyond max_dist. Whatever best holds at the start, it ends as the least
+    distance below max_dist, ties to the lowest triangle index (_closest's answer)."""
+    cdef int64_t r = 0, x, y, z, x0, x1, y0, y1, z0, z1
+    cdef int64_t nx = g.dims[0], ny = g.dims[1], nz = g.dims[2]
+    cdef int64_t home[3]
+    cdef double q, wall, reach
+    cdef int j
+    for j in range(3):
+        home[j] = _cell_of(p[j], g.origin[j], g.cell, g.dims[j])
+    while True:
+        x0 = home[0] - r; x1 = home[0] + r
+        y0 = home[1] - r; y1 = home[1] + r
+        z0 = home[2] - r; z1 = home[2] + r
+        for z in range(_clamp(z0, 0, nz - 1), _clamp(z1, 0, nz - 1) + 1):
+            for y in range(_clamp(y0, 0, ny - 1), _clamp(y1, 0, ny - 1) + 1):
+                x = _clamp(x0, 0, nx - 1)
+                while x <= _clamp(x1, 0, nx - 1):
+                    # only the shell at Chebyshev distance r is new
+                    if r > 0 and z != z0 and z != z1 and y != y0 and y != y1 and x != x0 and x != x1:
+                        x = x1
+                        continue
+                    _scan(p, g, (z * ny + y) * nx + x, best)
+                    x += 1
+        # everything unsearched lies beyond the walls of the searched cube (walls on the
+        # grid's edge have nothing beyond them)
+        wall = 1e300
+        for j in range(3):
+            if home[j] - r > 0:
+                q = p[j] - (g.origin[j] + (home[j] - r) * g.cell)
+                if q < wall:
+                    wall = q
+            if home[j] + r < g.dims[j] - 1:
+                q = g.origin[j] + (home[j] + r + 1) * g.cell - p[j]
+                if q < wall:
+                    wall = q
+        if wall >= 1e300:
+            return
+        if best.tri >= 0:
+            # a nearer or equally near point lies within the best distance (widened against
+            # round-off, as _closest's ball)
+            reach = sqrt(best.d2)
+            reach += 1e-9 * (reach + g.cell)
+            if wall > reach:
+                return
+        elif (wall >= 0.0 and g.lim2 <= wall * wall) or r >= g.rmax:
+            return
+        r += 1
+
+
+cdef void _closest_seeded(const double[:, ::1] triangles,
+                          const double[:, ::1] query, const int64_t[::1] order, const int64_t[::1] seed,
+                          const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                          const double[:, ::1] item_box, const double[:, ::1] cell_box, int64_t[::1] stamp,
+                          const double[::1] origin, double cell, const int64_t[::1] dims,
+                          double max_dist,
+                          int64_t[::1] out_tri, double[:, ::1] out_bary, double[::1] out_dist) noexcept nogil:
+    cdef Py_ssize_t i, ii
+    cdef bint ordered = order.shape[0] == query.shape[0]
+    cdef bint seeded = seed.shape[0] == query.shape[0]
+    cdef int64_t last = -1
+    cdef double p[3]
+    cdef Best best
+    cdef Grid g
+    cdef int j
+    g.triangles = &triangles[0, 0]
+    g.cell_start = &cell_start[0]
+    g.cell_items = &cell_items[0] if cell_items.shape[0] else NULL
+    g.item_box = &item_box[0, 0] if item_box.shape[1] else NULL
+    g.nitems = item_box.shape[1]
+    g.cell_box = &cell_box[0, 0]
+    g.stamp = &stamp[0]
+    for j in range(3):
+        g.origin[j] = origin[j]
+        g.dims[j] = dims[j]
+    g.cell = cell
+    g.lim2 = max_dist * max_dist
+    g.rmax = <int64_t>(max_dist / cell) + 2
+    if g.rmax > g.dims[0] + g.dims[1] + g.dims[2]:
+        g.rmax = g.dims[0] + g.dims[1] + g.dims[2]
+    for ii in range(query.shape[0]):
+        i = order[ii] if ordered else ii
+        out_tri[i] = -1
+        out_bary[i, 0] = 0.0
+        out_bary[i, 1] = 0.0
+        out_bary[i, 2] = 0.0
+        out_dist[i] = -1.0
+        for j in range(3):
+            p[j] = query[i, j]
+        if not (p[0] == p[0] and p[1] == p[1] and p[2] == p[2]):
+            continue
+        if _beyond(p, &g):
+            continue
+        best.tri = -1
+        best.d2 = g.lim2
+        g.query = ii
+        # guesses: the caller's for this query and the answer of the query searched just
+        # before (a neighbour: queries come in grid order, or along a path)
+        if seeded and seed[i] >= 0:
+            _offer(p, &g, seed[i], &best)
+        if last >= 0:
+            _offer(p, &g, last, &best)
+        _nearest_first(p, &g, &best)
+        if best.tri < 0:
+            continue
+        last = best.tri
+        out_tri[i] = best.tri
+        out_bary[i, 0] = best.bary[0]
+        out_bary[i, 1] = best.bary[1]
+        out_bary[i, 2] = best.bary[2]
+        out_dist[i] = sqrt(best.d2)
+
+
+def closest_points_seeded(const double[:, ::1] triangles,
+                          const double[:, ::1] query, const int64_t[::1] order, const int64_t[::1] seed,
+                          const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                          const double[:, ::1] item_box, const double[:, ::1] cell_box, int64_t[::1] stamp,
+                          const double[::1] origin, double cell, const int64_t[::1] dims,
+                          double max_dist,
+                          int64_t[::1] out_tri, double[:, ::1] out_bary, double[::1] out_dist):
+    """closest_points with a guessed triangle per query (seed, -1: none; empty: none at all),
+    each query's search bounded from the start by the nearer of its guess and the answer of
+    the query searched before it. stamp: (m,) int64 scratch, all below 0 on entry."""
+    with nogil:
+        _closest_seeded(triangles, query, order, seed, cell_start, cell_items, item_box, cell_box, stamp,
+                        origin, cell, dims, max_dist, out_tri, out_bary, out_dist)
+
+
 cdef void _closest(const double[:, ::1] triangles,
                    const double[:, ::1] query, const int64_t[::1] order,
                    const int64_t[::1] cell_start, const int64_t[::1] cell_items,

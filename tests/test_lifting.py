@@ -154,3 +154,40 @@ def test_lifted_normals_point_out_of_the_face(default_face):
     assert n[0, 2] > 0.9
     assert n[1, 2] > 0.5 and n[1, 0] < 0     # subject's right cheek faces -x
     assert n[2, 2] > 0.5 and n[2, 0] > 0
+
+
+def _spelled_out_lift(face, query):
+    """face.lift's arithmetic in NumPy, term for term: locate, then positions and normals
+    b0 a + b1 b + b2 c of the corner frames, normals times 1 / sqrt(x^2 + y^2 + z^2)."""
+    tri, bary = lifting.locate(face.chart_grid, query)
+    frames = face._frames
+    points = _spelled_out_interpolation(frames[:, :3].copy(), face.faces, tri, bary, False)
+    normals = _spelled_out_interpolation(frames[:, 3:].copy(), face.faces, tri, bary, True)
+    points[tri < 0] = np.nan
+    normals[tri < 0] = np.nan
+    return tri, bary, points, normals
+
+
+# sizes around the kernel's prefetch distances (24 points ahead, in a ring of 32)
+@pytest.mark.parametrize("n", [0, 1, 5, 6, 7, 12, 13, 24, 25, 31, 32, 33, 100, 5000])
+def test_lift_is_locate_then_interpolate_exactly(default_face, n):
+    """The lifting kernel (located all first, then interpolated, fetching ahead) gives the
+    bits of its arithmetic spelled out, in and outside the chart, NaN and far points included."""
+    rng = np.random.default_rng(n)
+    lo, hi = default_face.uv.min(axis=0), default_face.uv.max(axis=0)
+    query = rng.uniform(lo - 5.0, hi + 5.0, (n, 2))
+    query[rng.random(n) < 0.05] = np.nan
+    query[rng.random(n) < 0.05] = [1e300, -np.inf]
+    on_vertex = rng.random(n) < 0.2
+    query[on_vertex] = default_face.uv[rng.integers(0, len(default_face.uv), int(on_vertex.sum()))]
+    got = lifting.lift(default_face.chart_grid, default_face.faces, default_face._frames, query)
+    for a, b in zip(got, _spelled_out_lift(default_face, query)):
+        np.testing.assert_array_equal(a, b)
+    # and the NumPy reference (locate_reference, then interpolate_reference)
+    tri, bary = lifting.locate_reference(default_face.chart_grid, query)
+    np.testing.assert_array_equal(got[0], tri)
+    inside = tri >= 0
+    np.testing.assert_allclose(got[2][inside], lifting.interpolate_reference(
+        default_face.vertices, default_face.faces, tri, bary)[inside], atol=1e-9)
+    np.testing.assert_allclose(got[3][inside], lifting.interpolate_reference(
+        default_face.normals, default_face.faces, tri, bary, normalize=True)[inside], atol=1e-9)

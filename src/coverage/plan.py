@@ -223,30 +223,51 @@ def chart_path_frames(face, uv: np.ndarray, across: bool = True):
 def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
     """Signed distance (mm) of points from the face: positive on the skin's outer side.
 
-    Points in front of the face farther than ``reach`` read ``inf``: the search stops at
-    ``reach`` and only the points it did not settle are searched in full, to tell a point
-    far in front from one deep behind the skin. ``reach`` is one float, or ``(k,) float``
-    (each point its own: one search per distinct value, so each point reads as it would alone).
+    Points in front of the face farther than ``reach`` read ``inf``: ``reach`` is one float,
+    or ``(k,) float`` (each point its own; not below 0, not finite for no bound), and each
+    point reads as it would alone. Only whether a point lies within ``reach`` of the face
+    depends on it: one unbounded search of the face's :func:`_air_grid` finds every point's
+    closest triangle (the least distance, ties to the lowest triangle index: what a search
+    bounded by ``reach`` finds when anything is that close), and a point is "beyond reach"
+    where a bounded search would find nothing, its squared distance not below
+    ``reach**2``; where the distance is within rounding of ``reach`` that bounded search
+    settles it.
     """
-    if np.ndim(reach) == 0:
-        tri, bary, dist = proximity.closest_points(face.surface_grid, points, max_dist=reach)
-    else:
-        reach = np.asarray(reach, dtype=np.float64)
-        tri, bary, dist = np.empty(len(points), np.int64), np.empty((len(points), 3)), np.empty(len(points))
-        for r in np.unique(reach):
-            mine = reach == r
-            tri[mine], bary[mine], dist[mine] = proximity.closest_points(face.surface_grid, points[mine],
-                                                                         max_dist=float(r))
-    far = tri < 0
-    if far.any():
-        # the full search bounds itself by the farthest query, so its bound depends on the
-        # batch; any such bound lies well beyond a point near the face and finds the same
-        tri[far], bary[far], dist[far] = proximity.closest_points(face.surface_grid, points[far])
-    closest = np.einsum("kj,kjd->kd", bary, face.vertices[face.faces[np.maximum(tri, 0)]])
-    normal = np.einsum("kj,kjd->kd", bary, face.normals[face.faces[np.maximum(tri, 0)]])
+    return _clearance(face, points, reach)[0]
+
+
+def _clearance(face, points: np.ndarray, reach=np.inf, guess=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signed_clearance` and each point's closest triangle ``(k,) int``; ``guess``
+    ``(k,) int`` (``-1``: none) a triangle thought near each point (where the point was
+    last searched from): it only speeds the search, the readings are the same."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    grid = _air_grid(face)
+    tri, bary, dist = proximity.closest_points_guessed(grid, points, guess)
+    reach = np.asarray(reach, dtype=np.float64)
+    reach = np.broadcast_to(np.where(np.isfinite(reach), reach, np.inf), (len(points),))  # NaN: no bound
+    far = (tri < 0) | ~(dist < reach)
+    unsure = (tri >= 0) & np.isfinite(reach) & (np.abs(dist - reach) <= 1e-9 * reach)
+    for r in np.unique(reach[unsure]):
+        mine = np.flatnonzero(unsure & (reach == r))
+        far[mine] = proximity.closest_points(grid, points[mine], max_dist=float(r))[0] < 0
+    corners = face.faces[np.maximum(tri, 0)]
+    closest = np.einsum("kj,kjd->kd", bary, face.vertices[corners])
+    normal = np.einsum("kj,kjd->kd", bary, face.normals[corners])
     side = np.sign(np.einsum("ij,ij->i", points - closest, normal))
     signed = np.where(side < 0, -dist, dist)
-    return np.where(far & (signed > 0), np.inf, signed)
+    return np.where(far & (signed > 0), np.inf, signed), tri
+
+
+def _air_grid(face) -> proximity.MeshGrid:
+    """The face's triangles binned for searches from the air, in cells twice its own grid's:
+    a point millimetres off the skin walks every cell between it and the skin, here about an
+    eighth as many. The closest point does not depend on the binning."""
+    return _coarser_grid(face.surface_grid)
+
+
+@functools.lru_cache(maxsize=4)
+def _coarser_grid(grid: proximity.MeshGrid) -> proximity.MeshGrid:
+    return proximity.build_grid(grid.vertices, grid.faces, cell=2.0 * grid.cell)
 
 
 def transit_clearance(zones: ZoneMap, uv_from, uv_to) -> float:
@@ -326,9 +347,11 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
     need, search = np.concatenate([clearance, clearance]), np.concatenate([reach, reach])
     height = need.copy()
     todo = np.arange(2 * m)
+    near = np.full(2 * m, -1)      # each point's closest triangle when last searched: a guess
     for _ in range(TRANSIT_RAISE_STEPS):
-        deficit = need[todo] - signed_clearance(face, contact[todo] + height[todo, None] * normal[todo],
-                                                search[todo])
+        signed, near[todo] = _clearance(face, contact[todo] + height[todo, None] * normal[todo], search[todo],
+                                        near[todo])
+        deficit = need[todo] - signed
         up = ~(deficit <= 0)
         todo, deficit = todo[up], deficit[up]
         if not len(todo):
@@ -352,12 +375,15 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
     forward = face.pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
     forward /= np.linalg.norm(forward)
     lift = np.zeros(len(base))
+    near = np.full(len(base), -1)
     moving = np.arange(m)
     for _ in range(TRANSIT_PUSH_STEPS):
         rows = np.flatnonzero(np.repeat(np.isin(np.arange(m), moving), count))
-        gap = clearance[owner[rows]] - signed_clearance(face, base[rows] + lift[rows, None] * forward,
-                                                        reach[owner[rows]])
-        gap[~inner[rows]] = 0.0
+        # the raised ends stay put and count as clear: only the samples between are searched
+        ask = rows[inner[rows]]
+        gap = np.zeros(len(rows))
+        signed, near[ask] = _clearance(face, base[ask] + lift[ask, None] * forward, reach[owner[ask]], near[ask])
+        gap[inner[rows]] = clearance[owner[ask]] - signed
         head = np.concatenate([[0], np.cumsum(count[moving])[:-1]])
         short = ~(np.maximum.reduceat(gap, head) <= 1e-3)
         if not short.any():

@@ -11,6 +11,7 @@ the distance; ``-1`` / ``-1.0`` when nothing is that close.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,44 @@ class MeshGrid:
         """``(m, 3) float``: upper corners of the triangle boxes."""
         return self.triangles[:, 3:6]
 
+    @functools.cached_property
+    def item_boxes(self) -> np.ndarray:
+        """``(k, 6) float``: the box (lo, hi) of each item's triangle, in item order (the
+        guided search reads them in a stream instead of gathering them; stored axis by
+        axis, a transposed view of :attr:`item_boxes_by_axis`)."""
+        return self.item_boxes_by_axis.T
+
+    @functools.cached_property
+    def item_boxes_by_axis(self) -> np.ndarray:
+        """``(6, k) float``: :attr:`item_boxes` axis by axis (lo x, lo y, lo z, hi x, ...)."""
+        return np.ascontiguousarray(self.triangles[self.items, :6].T)
+
+    @functools.cached_property
+    def cell_boxes(self) -> np.ndarray:
+        """``(cells, 6) float``: each cell's box (lo, hi) cut, axis by axis, to the union of
+        its triangles' boxes (where that leaves a box); an empty cell's is its own box.
+
+        Every point of a triangle in the cell lies in both, so the cut box holds whatever
+        the cell stands for: the guided search skips the cell when even that box is too far.
+        """
+        nx, ny, nz = (int(d) for d in self.dims)
+        x, y, z = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
+        cell_xyz = np.stack([x.ravel(order="F"), y.ravel(order="F"), z.ravel(order="F")], axis=1)
+        # the kernels' cell box, computed as they compute it: origin + index * cell
+        lo = self.origin + cell_xyz.astype(np.float64) * self.cell
+        hi = self.origin + (cell_xyz + 1).astype(np.float64) * self.cell
+        count = np.diff(self.start)
+        full = np.flatnonzero(count)
+        if len(full):
+            boxes = self.item_boxes
+            ilo = np.minimum.reduceat(boxes[:, :3], self.start[full], axis=0)
+            ihi = np.maximum.reduceat(boxes[:, 3:], self.start[full], axis=0)
+            clo, chi = np.maximum(lo[full], ilo), np.minimum(hi[full], ihi)
+            cut = clo <= chi
+            lo[full] = np.where(cut, clo, lo[full])
+            hi[full] = np.where(cut, chi, hi[full])
+        return np.ascontiguousarray(np.concatenate([lo, hi], axis=1))
+
 
 def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> MeshGrid:
     """Bin a mesh's triangles into a uniform 3D grid (cell ~2 x median edge by default)."""
@@ -93,6 +132,35 @@ def closest_points(grid: MeshGrid, query: np.ndarray, max_dist: float = np.inf):
                            np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
                            np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
                            tri, bary, dist)
+    return tri, bary, dist
+
+
+def closest_points_guessed(grid: MeshGrid, query: np.ndarray, guess=None, max_dist: float = np.inf):
+    """:func:`closest_points`, each search bounded from the start by a guessed triangle: the
+    query's own ``guess`` ``(k,) int`` (``-1``: none; ``None``: no guesses) or the answer of
+    the query searched just before it, whichever is nearer. A guess only bounds the search
+    (the ball of its distance is searched in full): the answers are exactly
+    :func:`closest_points`' whatever the guesses, only faster when they are near (queries
+    along a path, or each near where it was last searched)."""
+    query = np.ascontiguousarray(query, dtype=np.float64).reshape(-1, 3)
+    k = len(query)
+    tri = np.empty(k, dtype=np.int64)
+    bary = np.empty((k, 3), dtype=np.float64)
+    dist = np.empty(k, dtype=np.float64)
+    if guess is None:
+        guess = np.empty(0, dtype=np.int64)
+    else:
+        guess = np.ascontiguousarray(guess, dtype=np.int64).reshape(k)
+        guess = np.where((guess >= 0) & (guess < len(grid.faces)), guess, -1)
+    if not np.isfinite(max_dist):
+        max_dist = float(np.linalg.norm(grid.dims * grid.cell)) * 4.0 + float(
+            np.abs(query[np.isfinite(query).all(axis=1)]).max(initial=0.0)) * 4.0 + 1.0
+    stamp = np.full(len(grid.faces), -1, dtype=np.int64)
+    _kernel.closest_points_seeded(grid.triangles, query, search_order(grid, query), guess, grid.start, grid.items,
+                                  grid.item_boxes_by_axis, grid.cell_boxes, stamp,
+                                  np.ascontiguousarray(grid.origin, dtype=np.float64), grid.cell,
+                                  np.ascontiguousarray(grid.dims, dtype=np.int64), float(max_dist),
+                                  tri, bary, dist)
     return tri, bary, dist
 
 
