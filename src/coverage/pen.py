@@ -292,8 +292,26 @@ def _dilated(mask: np.ndarray, iterations: int) -> np.ndarray:
         return out
     r0, r1 = max(rows[0] - iterations, 0), min(rows[-1] + iterations + 1, mask.shape[0])
     c0, c1 = max(cols[0] - iterations, 0), min(cols[-1] + iterations + 1, mask.shape[1])
-    out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+    # binary_dilation's default structure is the cross: each iteration ORs in the four
+    # neighbours (texels beyond the box's edge are False, as its border value)
+    if iterations < 1:   # binary_dilation's "until nothing changes"
+        out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+        return out
+    sub = np.asarray(mask[r0:r1, c0:c1], dtype=bool)
+    for _ in range(iterations):
+        grown = sub.copy()
+        grown[1:] |= sub[:-1]
+        grown[:-1] |= sub[1:]
+        grown[:, 1:] |= sub[:, :-1]
+        grown[:, :-1] |= sub[:, 1:]
+        sub = grown
+    out[r0:r1, c0:c1] = sub
     return out
+
+
+def _dilated_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """NumPy twin of :func:`_dilated`."""
+    return ndimage.binary_dilation(mask, iterations=iterations)
 
 
 def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
@@ -341,10 +359,36 @@ class FootprintClearance:
                     mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
+        # each part's box: a point farther than the reach from it along any axis is farther
+        # than that from every triangle of the part, and is not searched
+        self.boxes = [(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)) for mesh, _ in self.parts]
 
     def clear(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
         """``(k,) bool``: a footprint of ``radius_mm`` centred at each chart point keeps every
         margin + slack."""
+        from . import proximity
+
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        ok = np.ones(len(uv), dtype=bool)
+        if not len(uv) or not self.parts:
+            return ok
+        lifted = self.face.lift(uv)
+        ok &= lifted.inside
+        points = np.where(lifted.inside[:, None], lifted.points, 0.0)
+        for (mesh, margin), (lo, hi) in zip(self.parts, self.boxes):
+            need = margin + radius_mm + slack_mm
+            # only the points within the reach of the part's box can be that close to it (the
+            # others keep ok: closest_points finds nothing within max_dist for them)
+            reach = need + 1e-6 * (1.0 + need)
+            near = np.flatnonzero(((points >= lo - reach) & (points <= hi + reach)).all(axis=1))
+            if not len(near):
+                continue
+            tri, _, dist = proximity.closest_points(mesh, points[near], max_dist=need)
+            ok[near] &= ~((tri >= 0) & (dist < need))
+        return ok
+
+    def clear_reference(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
+        """:meth:`clear` searching every point against every part."""
         from . import proximity
 
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
