@@ -148,10 +148,14 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
                 const double[::1] depth, const double[:, ::1] layout, const int64_t[::1] order,
                 const int64_t[::1] cell_start, const int64_t[::1] cell_items,
                 double u0, double v0, double cell, int64_t nu, int64_t nv, double eps, double gap_tolerance,
-                int64_t[::1] out_fired):
+                int64_t[::1] out_fired, int64_t enough=-1):
     """How many needles of each stamp fire: out_fired[i] = the count of rows of stamp i that
     ``stamp`` marks fired, computed as it computes them, without writing the rows (a dose
-    field asks this of a stamp on every texel and needs nothing else)."""
+    field asks this of a stamp on every texel and needs nothing else).
+
+    enough >= 0: only whether a stamp fires that many matters, and out_fired[i] =
+    min(count, enough) when the count reaches it; a stamp's needles are weighed only until
+    it does, or until the needles left cannot make it up (out_fired[i] < enough then)."""
     cdef Py_ssize_t q, i, j, k, n_needles = layout.shape[0]
     cdef int64_t t, count
     cdef double inv = 1.0 / cell
@@ -186,6 +190,8 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
             sa = sin(angles[i])
             count = 0
             for j in range(n_needles):
+                if enough >= 0 and (count >= enough or count + (n_needles - j) < enough):
+                    break
                 o1 = ca * layout[j, 0] - sa * layout[j, 1]
                 o2 = sa * layout[j, 0] + ca * layout[j, 1]
                 u = centres[i, 0] + (m[0] * o1 + m[1] * o2)

@@ -128,7 +128,9 @@ class DoseField:
     depth_mm: np.ndarray     # (h, w) the depth a stamp centred here is set to (nan: none)
     base: np.ndarray         # (h, w) punctures already delivered per texel
     needles: int
-    needles_fired: np.ndarray  # (h, w) needles a stamp centred here fires (fewer on curved skin)
+    # (h, w) needles a stamp centred here fires (fewer on curved skin): read it as
+    # needles_fired (counted when first asked: planning needs only which texels fire enough)
+    fired_counts: object
     foot_texels: int         # side of the box that stands for the footprint in the solver
     footprint_mm: float      # the cartridge's footprint diameter
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
@@ -138,6 +140,13 @@ class DoseField:
     # depth -> (contour generator of skin_distance[depth], {level: lines}): the loops of
     # every zone and pass at that depth come from one generator, each level traced once
     contours: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def needles_fired(self) -> np.ndarray:
+        """``(h, w)``: needles a stamp centred on each texel fires (0 where none may be)."""
+        if isinstance(self.fired_counts, _FiredCounts):
+            self.fired_counts = self.fired_counts()
+        return self.fired_counts
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
         """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
@@ -229,16 +238,33 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     fired = np.zeros((h, w))
     if allowed.any():
         # on curved skin the outer needles of a shallow stamp miss (their gap exceeds the
-        # tolerance): simulate one stamp on every allowed texel to know what it delivers
+        # tolerance): simulate one stamp on every allowed texel to know whether it fires a
+        # quarter of its needles (a whole count >= n / 4: at least ceil(n / 4)); the counts
+        # themselves are made when asked
         from . import simulate
 
         layout = simulate.needle_layout(n, pen.footprint_diameter_mm, pen.needle_diameter_mm)
         centres = _centres(grid)[allowed.ravel()]
-        fired[allowed] = fired_needles(face, centres, stamp_angles(len(centres)), depth[allowed], layout,
-                                       pen.gap_tolerance)
-        allowed &= fired >= 0.25 * n
+        angles, stamp_depth = stamp_angles(len(centres)), depth[allowed]
+        enough = int(math.ceil(0.25 * n))
+        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough) >= enough
+        fired = _FiredCounts(face, allowed.copy(), centres, angles, stamp_depth, layout, pen.gap_tolerance)
+        allowed[allowed] = fires
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
                      clearance=clearance, near_exclusion=near_exclusion)
+
+
+class _FiredCounts:
+    """The needles each stamp of a dose field fires, counted when first asked: ``(h, w)``,
+    the count on the texels given, 0 elsewhere."""
+
+    def __init__(self, face, on, centres, angles, depth, layout, gap_tolerance):
+        self.face, self.on, self.args = face, on, (centres, angles, depth, layout, gap_tolerance)
+
+    def __call__(self) -> np.ndarray:
+        fired = np.zeros(self.on.shape)
+        fired[self.on] = fired_needles(self.face, *self.args)
+        return fired
 
 
 _DISTANCES = weakref.WeakKeyDictionary()   # grid -> {mask: distances}
@@ -314,9 +340,14 @@ def _dilated_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, iterations=iterations)
 
 
-def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
+                  enough: int | None = None) -> np.ndarray:
     """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
-    per stamp, by the cartridge kernel without building every needle's row."""
+    per stamp, by the cartridge kernel without building every needle's row.
+
+    ``enough``: only whether each stamp fires at least that many needles is asked; counts
+    from it on read ``enough`` (needles are weighed in layout order until it is certain),
+    and ``(out >= enough)`` equals ``(count >= enough)``."""
     from . import lifting, simulate
     from ._ext import pen as _kernel
 
@@ -326,16 +357,35 @@ def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance:
     jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
     _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
                         jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
-                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out)
+                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out,
+                        -1 if enough is None else max(int(enough), 0))
     return out
 
 
-def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
-    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`."""
+def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
+                            enough: int | None = None) -> np.ndarray:
+    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`
+    (given ``enough``: the full counts, ``enough`` where they reach it)."""
     from . import simulate
 
     hits = simulate.stamp_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance)
-    return hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout)).sum(axis=1)
+    fired = hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout))
+    counts = fired.sum(axis=1)
+    if enough is None:
+        return counts
+    enough = max(int(enough), 0)
+    # the kernel stops at the needle that makes enough, or where the rest cannot: below
+    # enough it reports what it counted by then
+    out = np.empty(len(counts), dtype=counts.dtype)
+    n = fired.shape[1]
+    for i, row in enumerate(fired):
+        c = 0
+        for j in range(n):
+            if c >= enough or c + (n - j) < enough:
+                break
+            c += int(row[j])
+        out[i] = c
+    return out
 
 
 class FootprintClearance:
