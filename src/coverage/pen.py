@@ -650,8 +650,8 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         sizes = np.array([len(uv) for _, uv, _ in runs])
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         samples = np.concatenate([uv for _, uv, _ in runs])
-        dist, nearest = cKDTree(samples).query(mass_uv)
         reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
+        nearest, dist = _nearest_within(samples, mass_uv, reach)
         carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
         # each run's segment lengths and the path length each sample stands for (half of
         # each segment beside it), element by element as per run
@@ -671,6 +671,58 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+_NEAREST_RINGS = 4   # cells of a quarter of the reach, searched ring by ring around each point
+
+
+def _nearest_within(samples: np.ndarray, points: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """``cKDTree(samples).query(points)`` as ``(nearest (k,), dist (k,))`` for the points
+    whose nearest sample lies within ``reach`` (the others: -1 and inf): the samples binned
+    in cells of a quarter of the reach, searched ring by ring around each point until no
+    nearer one can be left (:func:`coverage._ext.pen.nearest_within`),
+    and the KD-tree asked only where two samples are equally near (its choice among them is
+    its own) or a point is not finite."""
+    from ._ext import pen as _kernel
+
+    samples = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1, 2)
+    points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
+    reach = float(reach)
+    if not len(samples) or not np.isfinite(samples).all() or not (math.isfinite(reach) and reach > 0):
+        return _nearest_within_reference(samples, points, reach)
+    origin = samples.min(axis=0)
+    rings = _NEAREST_RINGS
+    cell = reach * (1.0 + 1e-6) / rings
+    dims = np.floor((samples.max(axis=0) - origin) / cell).astype(np.int64) + 1
+    if int(dims[0]) * int(dims[1]) > 16 * len(samples) + 65536:
+        return _nearest_within_reference(samples, points, reach)
+    nu, nv = int(dims[0]), int(dims[1])
+    ij = np.clip(np.floor((samples - origin) / cell).astype(np.int64), 0, dims - 1)
+    key = ij[:, 1] * nu + ij[:, 0]
+    items = np.argsort(key, kind="stable").astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=nu * nv))]).astype(np.int64)
+    nearest = np.empty(len(points), dtype=np.int64)
+    dist = np.empty(len(points))
+    tie = np.empty(len(points), dtype=np.uint8)
+    _kernel.nearest_within(samples, points, float(origin[0]), float(origin[1]), cell, nu, nv, start, items, reach,
+                           rings, nearest, dist, tie)
+    tie = tie.astype(bool)
+    if tie.any():
+        nearest[tie], dist[tie] = _nearest_within_reference(samples, points[tie], reach)
+    return nearest, dist
+
+
+def _nearest_within_reference(samples: np.ndarray, points: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy (SciPy) twin of :func:`_nearest_within`."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not len(points):
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    if not len(samples):
+        return np.full(len(points), -1, dtype=np.int64), np.full(len(points), np.inf)
+    dist, nearest = cKDTree(samples).query(points)
+    far = ~(dist <= reach)
+    return np.where(far, -1, nearest).astype(np.int64), np.where(far, np.inf, dist)
 
 
 def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
