@@ -425,15 +425,24 @@ class FootprintClearance:
         lifted = self.face.lift(uv)
         ok &= lifted.inside
         points = np.where(lifted.inside[:, None], lifted.points, 0.0)
-        for (mesh, margin), (lo, hi) in zip(self.parts, self.boxes):
-            need = margin + radius_mm + slack_mm
-            # only the points within the reach of the part's box can be that close to it (the
-            # others keep ok: closest_points finds nothing within max_dist for them)
+        # only the points within the reach of a part's box can be that close to it (the
+        # others keep ok: closest_points finds nothing within max_dist for them); first the
+        # box around every part's box, widened by the widest reach
+        reaches = [margin + radius_mm + slack_mm for _, margin in self.parts]
+        widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
+        all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
+        all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
+        some = np.flatnonzero(((points >= all_lo) & (points <= all_hi)).all(axis=1))
+        if not len(some):
+            return ok
+        candidates = points[some]
+        for (mesh, _), (lo, hi), need in zip(self.parts, self.boxes, reaches):
             reach = need + 1e-6 * (1.0 + need)
-            near = np.flatnonzero(((points >= lo - reach) & (points <= hi + reach)).all(axis=1))
-            if not len(near):
+            inside = ((candidates >= lo - reach) & (candidates <= hi + reach)).all(axis=1)
+            if not inside.any():
                 continue
-            tri, _, dist = proximity.closest_points(mesh, points[near], max_dist=need)
+            near = some[inside]
+            tri, _, dist = proximity.closest_points(mesh, candidates[inside], max_dist=need)
             ok[near] &= ~((tri >= 0) & (dist < need))
         return ok
 
