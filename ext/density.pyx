@@ -213,15 +213,33 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
                   const int64_t[::1] columns, double sign, const double[::1] density, const double[::1] low,
                   const double[::1] high, const double[::1] area, const double[::1] per_count,
                   const int64_t[::1] half_u, const int64_t[::1] half_v, Py_ssize_t h, Py_ssize_t w,
-                  int64_t reach, double[:, ::1] out):
+                  int64_t reach, double[:, ::1] out, bint finite=False):
     """What adding (sign +1) or removing (-1) each stamp columns[c] (its punctures per texel:
     texels/counts[indptr[s]:indptr[s + 1]]) alone does to the windowed density:
     out[c] = [area that enters the band minus area that leaves it, area newly over its cap
-    minus area no longer over it, shortfall filled (area x fraction of the band floor)]."""
-    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0
+    minus area no longer over it, shortfall filled (area x fraction of the band floor)].
+
+    finite: every area and low is finite, so a texel whose band state and shortfall do not
+    change adds exactly nothing (+-0) to the sums, and is passed over (neither multiplied
+    nor divided)."""
+    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0, r0, r1, c0, c1, bh, bw, tr0, tr1
     cdef Py_ssize_t box[4]
-    cdef double before, after, delta, gained, over, filled, a, b
+    cdef double before, after, delta, gained, over, filled, a, b, lo, hi
+    cdef int in_after, in_before, more
     cdef double* table = NULL
+    if density.shape[0] == 0:
+        for c in range(columns.shape[0]):
+            out[c, 0] = 0.0
+            out[c, 1] = 0.0
+            out[c, 2] = 0.0
+        return
+    cdef const double* pc = &per_count[0]
+    cdef const double* den = &density[0]
+    cdef const double* lw = &low[0]
+    cdef const double* hg = &high[0]
+    cdef const double* ar = &area[0]
+    cdef const int64_t* hu = &half_u[0]
+    cdef const int64_t* hv = &half_v[0]
     with nogil:
         for c in range(columns.shape[0]):
             s = columns[c]
@@ -230,23 +248,46 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
             filled = 0.0
             stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
             if stride:
+                bh = box[1] - box[0]
+                bw = box[3] - box[2]
                 for pi in range(box[0], box[1]):
+                    p = pi * w + box[2]
                     for pj in range(box[2], box[3]):
-                        p = pi * w + pj
-                        if per_count[p] == 0.0:
-                            continue
-                        delta = _in_window(table, stride, box, pi, pj, half_u[p], half_v[p])
-                        if delta == 0.0:
-                            continue
-                        before = density[p]
-                        after = before + sign * per_count[p] * delta
-                        gained = gained + area[p] * ((after >= low[p] and after <= high[p])
-                                                     - (before >= low[p] and before <= high[p]))
-                        over = over + area[p] * ((after > high[p]) - (before > high[p]))
-                        a = low[p] - before if low[p] > before else 0.0
-                        b = low[p] - after if low[p] > after else 0.0
-                        if low[p] > 0.0:
-                            filled = filled + area[p] * (a - b) / low[p]
+                        if pc[p] != 0.0:
+                            # the stamp's punctures in texel p's window (_in_window, inlined)
+                            r0 = pi - hv[p] - box[0]
+                            r1 = pi + hv[p] + 1 - box[0]
+                            c0 = pj - hu[p] - box[2]
+                            c1 = pj + hu[p] + 1 - box[2]
+                            if r0 < 0:
+                                r0 = 0
+                            if c0 < 0:
+                                c0 = 0
+                            if r1 > bh:
+                                r1 = bh
+                            if c1 > bw:
+                                c1 = bw
+                            if r1 > r0 and c1 > c0:
+                                tr0 = r0 * stride
+                                tr1 = r1 * stride
+                                delta = table[tr1 + c1] - table[tr0 + c1] - table[tr1 + c0] + table[tr0 + c0]
+                                if delta != 0.0:
+                                    before = den[p]
+                                    after = before + sign * pc[p] * delta
+                                    lo = lw[p]
+                                    hi = hg[p]
+                                    in_after = (after >= lo) & (after <= hi)
+                                    in_before = (before >= lo) & (before <= hi)
+                                    if in_after != in_before or not finite:
+                                        gained = gained + ar[p] * (in_after - in_before)
+                                    more = (after > hi) - (before > hi)
+                                    if more != 0 or not finite:
+                                        over = over + ar[p] * more
+                                    a = lo - before if lo > before else 0.0
+                                    b = lo - after if lo > after else 0.0
+                                    if lo > 0.0 and (a != b or not finite):
+                                        filled = filled + ar[p] * (a - b) / lo
+                        p += 1
             out[c, 0] = gained
             out[c, 1] = over
             out[c, 2] = filled

@@ -1,6 +1,6 @@
 # Pen cartridge stamps: every needle of a flat cartridge pressed perpendicular to the skin.
 # Inputs are C-contiguous and already validated by coverage.simulate.
-from libc.math cimport cos, sin, sqrt
+from libc.math cimport cos, sin, sqrt, floor, INFINITY
 from libc.stdint cimport int64_t
 from _locate cimport _locate_one
 
@@ -148,10 +148,14 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
                 const double[::1] depth, const double[:, ::1] layout, const int64_t[::1] order,
                 const int64_t[::1] cell_start, const int64_t[::1] cell_items,
                 double u0, double v0, double cell, int64_t nu, int64_t nv, double eps, double gap_tolerance,
-                int64_t[::1] out_fired):
+                int64_t[::1] out_fired, int64_t enough=-1):
     """How many needles of each stamp fire: out_fired[i] = the count of rows of stamp i that
     ``stamp`` marks fired, computed as it computes them, without writing the rows (a dose
-    field asks this of a stamp on every texel and needs nothing else)."""
+    field asks this of a stamp on every texel and needs nothing else).
+
+    enough >= 0: only whether a stamp fires that many matters, and out_fired[i] =
+    min(count, enough) when the count reaches it; a stamp's needles are weighed only until
+    it does, or until the needles left cannot make it up (out_fired[i] < enough then)."""
     cdef Py_ssize_t q, i, j, k, n_needles = layout.shape[0]
     cdef int64_t t, count
     cdef double inv = 1.0 / cell
@@ -186,6 +190,8 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
             sa = sin(angles[i])
             count = 0
             for j in range(n_needles):
+                if enough >= 0 and (count >= enough or count + (n_needles - j) < enough):
+                    break
                 o1 = ca * layout[j, 0] - sa * layout[j, 1]
                 o2 = sa * layout[j, 0] + ca * layout[j, 1]
                 u = centres[i, 0] + (m[0] * o1 + m[1] * o2)
@@ -200,3 +206,74 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
                 if gap <= gap_tolerance * depth[i]:
                     count += 1
             out_fired[i] = count
+
+
+# --- nearest path sample within a reach (the pen's Voronoi split of a zone's stamp field) ----
+
+def nearest_within(const double[:, ::1] samples, const double[:, ::1] points, double u0, double v0, double cell,
+                   int64_t nu, int64_t nv, const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                   double reach, int64_t rings, int64_t[::1] out_nearest, double[::1] out_dist,
+                   unsigned char[::1] out_tie):
+    """For each point, the sample with the smallest squared distance dx * dx + dy * dy among
+    those in the cells up to ``rings`` around its own (cells of side >= reach / rings,
+    samples binned as cell_start/cell_items: every sample within reach of the point is
+    there), ring by ring outwards until the nearest found is closer than any cell of the
+    next ring can be; and sqrt of it: out_nearest = -1 and out_dist = inf where none lies
+    within reach; out_tie = 1 where another sample has the same squared distance (or the
+    point is not finite): the caller asks those of an exact search."""
+    cdef Py_ssize_t q, k, a
+    cdef int64_t cx, cy, x, y, best_i, c, r, step
+    cdef double px, py, dx, dy, d2, best, fx, fy, bound
+    cdef unsigned char tie
+    with nogil:
+        for q in range(points.shape[0]):
+            px = points[q, 0]
+            py = points[q, 1]
+            best = INFINITY
+            best_i = -1
+            tie = 0
+            fx = (px - u0) / cell
+            fy = (py - v0) / cell
+            if not (fx == fx and fy == fy and fx > -1e15 and fx < 1e15 and fy > -1e15 and fy < 1e15):
+                out_nearest[q] = -1
+                out_dist[q] = INFINITY
+                out_tie[q] = 1
+                continue
+            cx = <int64_t>floor(fx)
+            cy = <int64_t>floor(fy)
+            for r in range(rings + 1):
+                # ring r: the cells at Chebyshev distance r from the point's own
+                for y in range(cy - r, cy + r + 1):
+                    if y < 0 or y >= nv:
+                        continue
+                    step = 1 if (y == cy - r or y == cy + r) else 2 * r
+                    if step == 0:
+                        step = 1
+                    x = cx - r
+                    while x <= cx + r:
+                        if x >= 0 and x < nu:
+                            c = y * nu + x
+                            for k in range(cell_start[c], cell_start[c + 1]):
+                                a = cell_items[k]
+                                dx = px - samples[a, 0]
+                                dy = py - samples[a, 1]
+                                d2 = dx * dx + dy * dy
+                                if d2 < best:
+                                    best = d2
+                                    best_i = a
+                                    tie = 0
+                                elif d2 == best:
+                                    tie = 1
+                        x += step
+                # every cell of ring r + 1 lies at least r cells away
+                bound = r * cell
+                if best < bound * bound * (1.0 - 1e-9):
+                    break
+            if best_i >= 0 and sqrt(best) <= reach:
+                out_nearest[q] = best_i
+                out_dist[q] = sqrt(best)
+                out_tie[q] = tie
+            else:
+                out_nearest[q] = -1
+                out_dist[q] = INFINITY
+                out_tie[q] = 0

@@ -196,6 +196,8 @@ class StampEffects:
         self.area = np.ascontiguousarray(area, dtype=np.float64)
         counted = self.per_count != 0
         self.reach = int(max(self.half_u[counted].max(initial=0), self.half_v[counted].max(initial=0)))
+        # finite areas and floors: a texel whose state does not change adds exactly 0 (skipped)
+        self.finite = bool(np.isfinite(self.area).all() and np.isfinite(self.low).all())
 
     def effects(self, columns, sign: float, density: np.ndarray) -> np.ndarray:
         """``(k, 3)`` for adding (``sign`` +1) or removing (-1) each stamp of ``columns`` alone to
@@ -206,7 +208,8 @@ class StampEffects:
         out = np.empty((len(columns), 3))
         h, w = self.shape
         _kernel.stamp_effects(self.indptr, self.texels, self.counts, columns, float(sign), density, self.low,
-                              self.high, self.area, self.per_count, self.half_u, self.half_v, h, w, self.reach, out)
+                              self.high, self.area, self.per_count, self.half_u, self.half_v, h, w, self.reach, out,
+                              self.finite)
         return out
 
     def apply(self, column: int, sign: float, density: np.ndarray) -> None:

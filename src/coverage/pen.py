@@ -128,7 +128,9 @@ class DoseField:
     depth_mm: np.ndarray     # (h, w) the depth a stamp centred here is set to (nan: none)
     base: np.ndarray         # (h, w) punctures already delivered per texel
     needles: int
-    needles_fired: np.ndarray  # (h, w) needles a stamp centred here fires (fewer on curved skin)
+    # (h, w) needles a stamp centred here fires (fewer on curved skin): read it as
+    # needles_fired (counted when first asked: planning needs only which texels fire enough)
+    fired_counts: object
     foot_texels: int         # side of the box that stands for the footprint in the solver
     footprint_mm: float      # the cartridge's footprint diameter
     skin_distance: dict = field(default_factory=dict)  # depth -> (h, w) skin mm to forbidden skin
@@ -138,6 +140,13 @@ class DoseField:
     # depth -> (contour generator of skin_distance[depth], {level: lines}): the loops of
     # every zone and pass at that depth come from one generator, each level traced once
     contours: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def needles_fired(self) -> np.ndarray:
+        """``(h, w)``: needles a stamp centred on each texel fires (0 where none may be)."""
+        if isinstance(self.fired_counts, _FiredCounts):
+            self.fired_counts = self.fired_counts()
+        return self.fired_counts
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
         """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
@@ -229,16 +238,33 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     fired = np.zeros((h, w))
     if allowed.any():
         # on curved skin the outer needles of a shallow stamp miss (their gap exceeds the
-        # tolerance): simulate one stamp on every allowed texel to know what it delivers
+        # tolerance): simulate one stamp on every allowed texel to know whether it fires a
+        # quarter of its needles (a whole count >= n / 4: at least ceil(n / 4)); the counts
+        # themselves are made when asked
         from . import simulate
 
         layout = simulate.needle_layout(n, pen.footprint_diameter_mm, pen.needle_diameter_mm)
         centres = _centres(grid)[allowed.ravel()]
-        fired[allowed] = fired_needles(face, centres, stamp_angles(len(centres)), depth[allowed], layout,
-                                       pen.gap_tolerance)
-        allowed &= fired >= 0.25 * n
+        angles, stamp_depth = stamp_angles(len(centres)), depth[allowed]
+        enough = int(math.ceil(0.25 * n))
+        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough) >= enough
+        fired = _FiredCounts(face, allowed.copy(), centres, angles, stamp_depth, layout, pen.gap_tolerance)
+        allowed[allowed] = fires
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
                      clearance=clearance, near_exclusion=near_exclusion)
+
+
+class _FiredCounts:
+    """The needles each stamp of a dose field fires, counted when first asked: ``(h, w)``,
+    the count on the texels given, 0 elsewhere."""
+
+    def __init__(self, face, on, centres, angles, depth, layout, gap_tolerance):
+        self.face, self.on, self.args = face, on, (centres, angles, depth, layout, gap_tolerance)
+
+    def __call__(self) -> np.ndarray:
+        fired = np.zeros(self.on.shape)
+        fired[self.on] = fired_needles(self.face, *self.args)
+        return fired
 
 
 _DISTANCES = weakref.WeakKeyDictionary()   # grid -> {mask: distances}
@@ -292,13 +318,36 @@ def _dilated(mask: np.ndarray, iterations: int) -> np.ndarray:
         return out
     r0, r1 = max(rows[0] - iterations, 0), min(rows[-1] + iterations + 1, mask.shape[0])
     c0, c1 = max(cols[0] - iterations, 0), min(cols[-1] + iterations + 1, mask.shape[1])
-    out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+    # binary_dilation's default structure is the cross: each iteration ORs in the four
+    # neighbours (texels beyond the box's edge are False, as its border value)
+    if iterations < 1:   # binary_dilation's "until nothing changes"
+        out[r0:r1, c0:c1] = ndimage.binary_dilation(mask[r0:r1, c0:c1], iterations=iterations)
+        return out
+    sub = np.asarray(mask[r0:r1, c0:c1], dtype=bool)
+    for _ in range(iterations):
+        grown = sub.copy()
+        grown[1:] |= sub[:-1]
+        grown[:-1] |= sub[1:]
+        grown[:, 1:] |= sub[:, :-1]
+        grown[:, :-1] |= sub[:, 1:]
+        sub = grown
+    out[r0:r1, c0:c1] = sub
     return out
 
 
-def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
+def _dilated_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """NumPy twin of :func:`_dilated`."""
+    return ndimage.binary_dilation(mask, iterations=iterations)
+
+
+def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
+                  enough: int | None = None) -> np.ndarray:
     """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
-    per stamp, by the cartridge kernel without building every needle's row."""
+    per stamp, by the cartridge kernel without building every needle's row.
+
+    ``enough``: only whether each stamp fires at least that many needles is asked; counts
+    from it on read ``enough`` (needles are weighed in layout order until it is certain),
+    and ``(out >= enough)`` equals ``(count >= enough)``."""
     from . import lifting, simulate
     from ._ext import pen as _kernel
 
@@ -308,16 +357,35 @@ def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance:
     jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
     _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
                         jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
-                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out)
+                        *lifting._grid_args(face.chart_grid), 1e-9, tol, out,
+                        -1 if enough is None else max(int(enough), 0))
     return out
 
 
-def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float) -> np.ndarray:
-    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`."""
+def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
+                            enough: int | None = None) -> np.ndarray:
+    """NumPy twin of :func:`fired_needles`, from :func:`coverage.simulate.stamp_reference`
+    (given ``enough``: the full counts, ``enough`` where they reach it)."""
     from . import simulate
 
     hits = simulate.stamp_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance)
-    return hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout)).sum(axis=1)
+    fired = hits.fired.reshape(len(np.atleast_2d(centres_uv)), len(layout))
+    counts = fired.sum(axis=1)
+    if enough is None:
+        return counts
+    enough = max(int(enough), 0)
+    # the kernel stops at the needle that makes enough, or where the rest cannot: below
+    # enough it reports what it counted by then
+    out = np.empty(len(counts), dtype=counts.dtype)
+    n = fired.shape[1]
+    for i, row in enumerate(fired):
+        c = 0
+        for j in range(n):
+            if c >= enough or c + (n - j) < enough:
+                break
+            c += int(row[j])
+        out[i] = c
+    return out
 
 
 class FootprintClearance:
@@ -341,10 +409,45 @@ class FootprintClearance:
                     mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
+        # each part's box: a point farther than the reach from it along any axis is farther
+        # than that from every triangle of the part, and is not searched
+        self.boxes = [(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)) for mesh, _ in self.parts]
 
     def clear(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
         """``(k,) bool``: a footprint of ``radius_mm`` centred at each chart point keeps every
         margin + slack."""
+        from . import proximity
+
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        ok = np.ones(len(uv), dtype=bool)
+        if not len(uv) or not self.parts:
+            return ok
+        lifted = self.face.lift(uv)
+        ok &= lifted.inside
+        points = np.where(lifted.inside[:, None], lifted.points, 0.0)
+        # only the points within the reach of a part's box can be that close to it (the
+        # others keep ok: closest_points finds nothing within max_dist for them); first the
+        # box around every part's box, widened by the widest reach
+        reaches = [margin + radius_mm + slack_mm for _, margin in self.parts]
+        widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
+        all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
+        all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
+        some = np.flatnonzero(((points >= all_lo) & (points <= all_hi)).all(axis=1))
+        if not len(some):
+            return ok
+        candidates = points[some]
+        for (mesh, _), (lo, hi), need in zip(self.parts, self.boxes, reaches):
+            reach = need + 1e-6 * (1.0 + need)
+            inside = ((candidates >= lo - reach) & (candidates <= hi + reach)).all(axis=1)
+            if not inside.any():
+                continue
+            near = some[inside]
+            tri, _, dist = proximity.closest_points(mesh, candidates[inside], max_dist=need)
+            ok[near] &= ~((tri >= 0) & (dist < need))
+        return ok
+
+    def clear_reference(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
+        """:meth:`clear` searching every point against every part."""
         from . import proximity
 
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
@@ -556,8 +659,8 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         sizes = np.array([len(uv) for _, uv, _ in runs])
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         samples = np.concatenate([uv for _, uv, _ in runs])
-        dist, nearest = cKDTree(samples).query(mass_uv)
         reach = (spacing_chart if spacing_chart is not None else settings.spacing_mm / zone_linear) + cell
+        nearest, dist = _nearest_within(samples, mass_uv, reach)
         carried = np.bincount(nearest[dist <= reach], weights=mass[dist <= reach], minlength=len(samples))
         # each run's segment lengths and the path length each sample stands for (half of
         # each segment beside it), element by element as per run
@@ -577,6 +680,58 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+_NEAREST_RINGS = 4   # cells of a quarter of the reach, searched ring by ring around each point
+
+
+def _nearest_within(samples: np.ndarray, points: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """``cKDTree(samples).query(points)`` as ``(nearest (k,), dist (k,))`` for the points
+    whose nearest sample lies within ``reach`` (the others: -1 and inf): the samples binned
+    in cells of a quarter of the reach, searched ring by ring around each point until no
+    nearer one can be left (:func:`coverage._ext.pen.nearest_within`),
+    and the KD-tree asked only where two samples are equally near (its choice among them is
+    its own) or a point is not finite."""
+    from ._ext import pen as _kernel
+
+    samples = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1, 2)
+    points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
+    reach = float(reach)
+    if not len(samples) or not np.isfinite(samples).all() or not (math.isfinite(reach) and reach > 0):
+        return _nearest_within_reference(samples, points, reach)
+    origin = samples.min(axis=0)
+    rings = _NEAREST_RINGS
+    cell = reach * (1.0 + 1e-6) / rings
+    dims = np.floor((samples.max(axis=0) - origin) / cell).astype(np.int64) + 1
+    if int(dims[0]) * int(dims[1]) > 16 * len(samples) + 65536:
+        return _nearest_within_reference(samples, points, reach)
+    nu, nv = int(dims[0]), int(dims[1])
+    ij = np.clip(np.floor((samples - origin) / cell).astype(np.int64), 0, dims - 1)
+    key = ij[:, 1] * nu + ij[:, 0]
+    items = np.argsort(key, kind="stable").astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=nu * nv))]).astype(np.int64)
+    nearest = np.empty(len(points), dtype=np.int64)
+    dist = np.empty(len(points))
+    tie = np.empty(len(points), dtype=np.uint8)
+    _kernel.nearest_within(samples, points, float(origin[0]), float(origin[1]), cell, nu, nv, start, items, reach,
+                           rings, nearest, dist, tie)
+    tie = tie.astype(bool)
+    if tie.any():
+        nearest[tie], dist[tie] = _nearest_within_reference(samples, points[tie], reach)
+    return nearest, dist
+
+
+def _nearest_within_reference(samples: np.ndarray, points: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy (SciPy) twin of :func:`_nearest_within`."""
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not len(points):
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    if not len(samples):
+        return np.full(len(points), -1, dtype=np.int64), np.full(len(points), np.inf)
+    dist, nearest = cKDTree(samples).query(points)
+    far = ~(dist <= reach)
+    return np.where(far, -1, nearest).astype(np.int64), np.where(far, np.inf, dist)
 
 
 def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
