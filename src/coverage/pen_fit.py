@@ -472,7 +472,9 @@ def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray):
 REPAIR_ROUNDS = 40
 REPAIR_CAP_RATIO = 0.98   # the repair keeps every window this far under its cap: room for a re-lifted
                           # plan on a slightly compressed face, and for float noise
-REPAIR_TRIES = 12     # candidate stamps weighed exactly per patch and round
+REPAIR_TRIES = 40     # candidate stamps weighed exactly per patch and round
+REPAIR_TRIES_STALLED = 120  # ... once a round with that many moved nothing: the gradient's first
+                           # picks are then the stamps that would lift a window over its cap
 
 
 def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, fire: np.ndarray,
@@ -485,8 +487,9 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     takes the most off the cap (weighing the stamps the band penalty's gradient ranks
     first, each exactly); then the worst window of every patch under 0.9 x target gets the
     unfired stamp that brings the most skin into band (or fills the most shortfall) without
-    lifting any window over its cap. ``cap``: per texel (h, w), instead of each zone's.
-    Returns the new ``fire (m,) bool``.
+    lifting any window over its cap. Each patch weighs ``REPAIR_TRIES`` stamps; once a
+    round moves nothing, ``REPAIR_TRIES_STALLED`` before giving up. ``cap``: per texel
+    (h, w), instead of each zone's. Returns the new ``fire (m,) bool``.
     """
     fire = fire.copy()
     if not len(fire):
@@ -538,6 +541,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
+    n_tries = REPAIR_TRIES
     for _ in range(rounds):
         over, under = d > high, treat.ravel() & (d < low)
         if not over.any() and not under.any():
@@ -549,7 +553,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             cols = cols[fire[cols]]
             if not len(cols):
                 continue
-            tries = cols[np.argsort(-grad[cols])][:REPAIR_TRIES]
+            tries = cols[np.argsort(-grad[cols])][:n_tries]
             gained, more_over, _ = effects.effects(tries, -1.0, d).T
             best = int(np.lexsort((-gained, more_over))[0])      # least over, then most in band
             if more_over[best] < 0:
@@ -561,7 +565,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             cols = cols[~fire[cols] & ~blocked[cols]]
             if not len(cols):
                 continue
-            tries = cols[np.argsort(grad[cols])][:REPAIR_TRIES]
+            tries = cols[np.argsort(grad[cols])][:n_tries]
             gained, more_over, filled = effects.effects(tries, 1.0, d).T
             blocked[tries[more_over > 0]] = True
             ok = (more_over <= 0) & (gained >= 0) & ((gained > 0) | (filled > 0))
@@ -573,5 +577,8 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
                 effects.apply(tries[best], 1.0, d)
                 moves += 1
         if not moves:
+            if n_tries < REPAIR_TRIES_STALLED:
+                n_tries = REPAIR_TRIES_STALLED
+                continue
             break
     return fire
