@@ -559,14 +559,21 @@ class ZoneSweeps:
         ``located``: also return each point's triangle (``face.locate(uv)[0]``), fourth.
         """
         face = self.face
-        tri_all, bary_all = face.locate(uv)
         n = len(uv)
         if valid_only:
-            # the sample's own point is the middle of its needle band, which must lie inside
-            at = np.nonzero((tri_all >= 0) & (self.inside.at(uv, outside=-1.0) >= 0))[0]
+            # the sample's own point is the middle of its needle band, which must lie inside:
+            # only those are located here (a point's triangle does not depend on the others);
+            # drum_fits reads the triangles of a few more, located below
+            cand = np.nonzero(self.inside.at(uv, outside=-1.0) >= 0)[0]
+            tri_cand, bary_cand = face.locate(uv[cand])
+            tri_all = np.full(n, -1, dtype=np.int64)
+            tri_all[cand] = tri_cand
+            keep = tri_cand >= 0
+            at, tri, bary = cand[keep], tri_cand[keep], bary_cand[keep]
         else:
+            tri_all, bary_all = face.locate(uv)
             at = np.arange(n)
-        tri, bary = tri_all[at], bary_all[at]
+            tri, bary = tri_all, bary_all
         corners = face.faces[np.maximum(tri, 0)]
         along = np.einsum("kj,kj->k", bary, self.conform.kappa_along[corners])
         kc_at, width_at, central = self._band_rings_central(uv[at], (tri, bary))
@@ -580,6 +587,14 @@ class ZoneSweeps:
         ok[at] = (tri >= 0) & self.drum.conforms(kc0_at, along, central) & np.isclose(width_at, design_at)
         width, kc0 = np.zeros(n), np.zeros(n)
         width[at], kc0[at] = width_at, kc0_at
+        if valid_only:
+            # the samples whose triangle drum_fits reads: those within the drum's reach of a
+            # sample still standing along its own pass, and the ends of such a pass
+            more = _near_standing(ok, starts, drum_reach(self.drum) + 1)
+            more[cand] = False
+            more = np.nonzero(more)[0]
+            if len(more):
+                tri_all[more] = face.locate(uv[more])[0]
         ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance, tri=tri_all, starts=starts,
                         where=ok)
         if located:     # and each sample's triangle (face.locate(uv)[0])
@@ -625,8 +640,12 @@ def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
         m = len(face.faces)
         entry = _PINV[face] = (np.full((m, 2, 3), np.nan), np.zeros(m, dtype=bool))
     pinv, known = entry
-    need = np.unique(tri[tri >= 0])
-    need = need[~known[need]]
+    tri = np.asarray(tri).reshape(-1)
+    # the rows not known yet (usually none: every call after the first few reads known rows)
+    tri = tri[tri >= 0]
+    need = tri[~known[tri]]
+    if len(need):
+        need = np.unique(need)
     if len(need):
         jac = face.jacobian[need]
         finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
@@ -663,6 +682,30 @@ def skin_frame_reference(face, tri: np.ndarray, travel: np.ndarray, scale: np.nd
             along[idx] = travel_on[ok] / length[ok, None]
             across[idx] = per_mm[ok]
     return along, across
+
+
+def drum_reach(drum: Drum) -> int:
+    """Path samples within the drum's half diameter (:func:`drum_fits` reads that far)."""
+    return int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
+
+
+def _near_standing(ok: np.ndarray, starts: np.ndarray | None, reach: int) -> np.ndarray:
+    """Samples ``(n,) bool`` within ``reach`` rows of a True sample of ``ok`` in their own path
+    (path i: rows ``starts[i]:starts[i + 1]``), and the first and last rows of each path
+    holding a True sample."""
+    n = len(ok)
+    starts = np.array([0, n], dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+    first, stop = starts[:-1], starts[1:]
+    path = np.repeat(np.arange(len(first)), stop - first)
+    index = np.arange(n)
+    lo = np.maximum(index - reach, first[path])
+    hi = np.minimum(index + reach, stop[path] - 1)
+    standing = np.concatenate([[0], np.cumsum(ok)])
+    out = (standing[hi + 1] - standing[lo]) > 0
+    live = (stop > first) & ((standing[stop] - standing[first]) > 0)
+    out[first[live]] = True
+    out[stop[live] - 1] = True
+    return out
 
 
 def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: ChartRaster,
