@@ -519,14 +519,13 @@ class ZoneSweeps:
         w0 = self._design(v0)
         found = [(0, v0, w0)]
         for sign in (1.0, -1.0):
-            v, w, k = v0, w0, 0
-            while True:
-                v, w = self._step(v, w, sign)
-                k += int(sign)
-                inside = np.isfinite(v) & (v >= self.v_rows[0]) & (v <= self.v_rows[-1])
-                if not inside.any():
-                    break
-                found.append((k, v, w))
+            # self._step after self._step while a line has a column on the grid's rows, in
+            # one kernel call (raster.line_walk)
+            walked = raster.line_walk(self.scale, self.swath_code, self.swath_levels, v0, self.v_rows[0],
+                                      ROW_STEP_MM, sign, w0, self.forced_design, self.drum.width_mm,
+                                      gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM),
+                                      float(self.v_rows[0]), float(self.v_rows[-1]))
+            found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
         found.sort(key=lambda item: item[0])
         return [(k, np.stack([self.u_cols, v], axis=1) @ self.to_chart.T, w) for k, v, w in found]
 
