@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from . import paths as _paths
 from . import raster
+from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
 from .curvature import Curvature
 from .protocol import Protocol
@@ -118,7 +119,24 @@ class Drum:
 
         The gap is even in x, so the band is symmetric: count the reaching rings from the
         middle outwards on one side and mirror (an odd drum adds its middle ring once).
+        One compiled pass (``coverage._ext.drum.central_rings``), each gap with NumPy's
+        arithmetic: equal to :meth:`central_rings_reference`.
         """
+        k = np.asarray(kappa_cross)
+        if k.ndim == 0 or k.dtype != np.float64 or self.rings < 1:
+            return self.central_rings_reference(kappa_cross)
+        half = self.rings // 2
+        first = self.rings - half if self.rings % 2 == 0 else half
+        x2 = self.ring_x_mm[first:] ** 2
+        half2 = (self.width_mm / 2.0) ** 2
+        out = np.empty(k.size, dtype=np.int64)
+        _drum_kernel.central_rings(np.ascontiguousarray(k).reshape(-1), np.ascontiguousarray(x2),
+                                   np.ascontiguousarray(half2 - x2), float(self.gap_tolerance * self.needle_length_mm),
+                                   self.rings % 2 == 1, out)
+        return out.reshape(k.shape)
+
+    def central_rings_reference(self, kappa_cross) -> np.ndarray:
+        """NumPy twin of :meth:`central_rings`."""
         # only the middle ring and the outward half are read: their gaps alone, as gaps_mm
         # computes them (x2 and half2 the same numbers, the same expression per element)
         half = self.rings // 2
