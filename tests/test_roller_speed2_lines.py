@@ -109,3 +109,21 @@ def test_zone_lines_equal_the_step_loop(default_face, default_zones, region_inde
         assert len(mine) == len(theirs) > 3
         for (ka, a, wa), (kb, b, wb) in zip(mine, theirs):
             assert ka == kb and wa == wb and _same(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stacked_product_equals_line_by_line(seed):
+    """ZoneSweeps.lines multiplies every line's points at once: each as alone."""
+    rng = np.random.default_rng(seed)
+    for cols in (1, 2, 7, 101, 251, 1000):
+        angle = rng.uniform(0, np.pi)
+        to_chart = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        u = np.arange(cols) * 1.0 + rng.uniform(-50, 50)
+        lines = rng.uniform(-80, 80, size=(int(rng.integers(1, 40)), cols))
+        lines[rng.random(lines.shape) < 0.05] = np.nan
+        pts = np.empty((len(lines), cols, 2))
+        pts[:, :, 0] = u
+        pts[:, :, 1] = lines
+        stacked = pts @ to_chart.T
+        for i, v in enumerate(lines):
+            assert _same(stacked[i], np.stack([u, v], axis=1) @ to_chart.T)

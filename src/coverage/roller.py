@@ -545,7 +545,13 @@ class ZoneSweeps:
                                       float(self.v_rows[0]), float(self.v_rows[-1]))
             found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
         found.sort(key=lambda item: item[0])
-        return [(k, np.stack([self.u_cols, v], axis=1) @ self.to_chart.T, w) for k, v, w in found]
+        # every line's (u', v') points @ to_chart.T in one stacked product: numpy multiplies
+        # each (cols, 2) slice as it multiplies the line alone (the same shapes and strides)
+        frame_pts = np.empty((len(found), len(self.u_cols), 2))
+        frame_pts[:, :, 0] = self.u_cols
+        frame_pts[:, :, 1] = np.stack([v for _, v, _ in found])
+        chart = frame_pts @ self.to_chart.T
+        return [(k, chart[i], w) for i, (k, _, w) in enumerate(found)]
 
     def _band_rings(self, uv: np.ndarray, located=None) -> tuple[np.ndarray, np.ndarray]:
         """Cross curvature and central band width (mm) at chart points; NaN / 0 off the chart.
