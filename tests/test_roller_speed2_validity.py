@@ -1,6 +1,10 @@
 """ZoneSweeps.sample_validity locates only the samples whose triangle is read (those inside the
-region, then those within the drum's reach of a sample still standing): the same validity,
-widths and curvatures as locating every sample, and the located triangles where read."""
+region, then those within the drum's reach of a sample still standing), and drum_fits reads
+the band point by point only where the sample's own cell does not bound it: the same
+validity, widths and curvatures as locating every sample and reading every point, and the
+located triangles where read."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -25,8 +29,10 @@ def _validity_locating_all(sweeps, uv, design_mm, starts):
     ok[at] = (tri >= 0) & sweeps.drum.conforms(kc0_at, along, central) & np.isclose(width_at, design_at)
     width, kc0 = np.zeros(n), np.zeros(n)
     width[at], kc0[at] = width_at, kc0_at
-    ok &= roller.drum_fits(face, sweeps.drum, uv, width, sweeps.inside, sweeps.clearance, tri=tri_all,
-                           starts=starts, where=ok)
+    # every band and outline point read (the rasters not marked as distance rasters)
+    inside = dataclasses.replace(sweeps.inside, distance=False)
+    clearance = dataclasses.replace(sweeps.clearance, distance=False)
+    ok &= roller.drum_fits(face, sweeps.drum, uv, width, inside, clearance, tri=tri_all, starts=starts, where=ok)
     return ok, width, kc0, tri_all
 
 

@@ -229,6 +229,10 @@ class ChartRaster:
     origin: np.ndarray
     cell: float
     values: np.ndarray  # (h, w)
+    # the values are a distance_raster's: (Euclidean distance transform in cells) * cell - a
+    # constant where a cell is away, -1 elsewhere, with at least one cell not away (so two
+    # cells' values differ by at most the distance between their centres while both are away)
+    distance: bool = False
 
     def at(self, uv: np.ndarray, outside: float) -> np.ndarray:
         """Values at chart points ``(k, 2)`` (float); ``outside`` off the grid or at NaN."""
@@ -262,7 +266,7 @@ def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of:
     inside = contains_grid(region, lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
     away = ~inside if outside_of else inside
     # ndimage.distance_transform_edt(away) * cell - cell * sqrt(2) where away, else -1
-    return ChartRaster(lo, cell, raster.clearance(away, cell))
+    return ChartRaster(lo, cell, raster.clearance(away, cell), distance=bool((~away).any()))
 
 
 GRID_BLOCK = 16   # grid points per side of the blocks contains_grid decides at once
@@ -625,6 +629,7 @@ class ZoneSweeps:
         return ok, width, kc0
 
 
+LIPSCHITZ_MARGIN_MM = 1e-6     # rounding allowance of a distance raster's bound (its values are ~1e-13 mm exact)
 SKIN_FRAME_LIMIT = 1.0 / 0.05   # chart mm per skin mm beyond which a triangle's frame is not trusted
 
 
@@ -707,6 +712,25 @@ def skin_frame_reference(face, tri: np.ndarray, travel: np.ndarray, scale: np.nd
     return along, across
 
 
+def _at_least_within(r: ChartRaster, uv: np.ndarray, far: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Points ``(n,) bool`` where a distance raster (``r.distance``) reads at least ``need``
+    (and at least 0) at every point within ``far`` chart mm of ``uv``, told from the point's
+    own cell alone; False where that cannot be told (they are to be read point by point).
+
+    Two cells' distance transforms differ by at most the distance between their centres,
+    which is at most the points' distance plus a cell diagonal: the cell of ``uv`` less that
+    (and a rounding allowance) bounds every cell within reach while they are away. A cell
+    not away (-1) within reach would put that bound below 0, and every point within reach
+    is on the raster (they are not all where this says True)."""
+    h, w = r.values.shape
+    margin = far + (math.sqrt(2.0) * r.cell + LIPSCHITZ_MARGIN_MM)
+    lo, hi = r.origin, r.origin + np.array([w, h]) * r.cell
+    on = ((uv[:, 0] - margin > lo[0]) & (uv[:, 1] - margin > lo[1])
+          & (uv[:, 0] + margin < hi[0]) & (uv[:, 1] + margin < hi[1]))
+    bound = r.at(uv, outside=-np.inf) - margin
+    return on & (bound >= np.maximum(need, 0.0))
+
+
 def drum_reach(drum: Drum) -> int:
     """Path samples within the drum's half diameter (:func:`drum_fits` reads that far)."""
     return int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
@@ -782,6 +806,11 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     ok[at] = inside.at(uv[at], outside=-1.0) >= slack[at]
     frame(ok)
     at = np.nonzero(ok)[0]
+    if inside.distance:
+        # the band's points lie within `far` chart mm of the sample: where its own cell bounds
+        # them all, only the other samples are read point by point
+        far = float(np.abs(band).max()) * np.abs(width[at]) * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1])
+        at = at[~_at_least_within(inside, uv[at], far, slack[at])]
     ok[at] = inside.min_along(uv[at], per_mm_a[at], band, width[at], outside=-1.0) >= slack[at]
     across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
     if not straight:
@@ -791,6 +820,12 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
         # the body: uv + ga * along + gb * across over the D x W outline
         need = 0.5 * math.hypot(BODY_STEP_MM, BODY_STEP_MM) / scale
         at = np.nonzero(ok)[0]
+        if clearance.distance:
+            # the outline's points lie within `far` chart mm of the sample: where its own cell
+            # bounds them all, only the other samples are read point by point
+            far = (float(np.abs(ga).max()) * np.hypot(per_mm_t[at, 0], per_mm_t[at, 1])
+                   + float(np.abs(gb).max()) * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1]))
+            at = at[~_at_least_within(clearance, uv[at], far, need[at])]
         ok[at] = clearance.min_over(uv[at], per_mm_t[at], per_mm_a[at], ga.ravel(), gb.ravel(),
                                     outside=np.inf) >= need[at]
         return ok
