@@ -722,13 +722,19 @@ def _at_least_within(r: ChartRaster, uv: np.ndarray, far: np.ndarray, need: np.n
     (and a rounding allowance) bounds every cell within reach while they are away. A cell
     not away (-1) within reach would put that bound below 0, and every point within reach
     is on the raster (they are not all where this says True)."""
+    return _distance_floor(r, uv, far) >= np.maximum(need, 0.0)
+
+
+def _distance_floor(r: ChartRaster, uv: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """A lower bound ``(n,)`` of a distance raster's values at every point within ``far``
+    chart mm of ``uv`` where it is at least 0 (see :func:`_at_least_within`); below 0 or NaN
+    where nothing is told."""
     h, w = r.values.shape
     margin = far + (math.sqrt(2.0) * r.cell + LIPSCHITZ_MARGIN_MM)
     lo, hi = r.origin, r.origin + np.array([w, h]) * r.cell
     on = ((uv[:, 0] - margin > lo[0]) & (uv[:, 1] - margin > lo[1])
           & (uv[:, 0] + margin < hi[0]) & (uv[:, 1] + margin < hi[1]))
-    bound = r.at(uv, outside=-np.inf) - margin
-    return on & (bound >= np.maximum(need, 0.0))
+    return np.where(on, r.at(uv, outside=-np.inf) - margin, -np.inf)
 
 
 def drum_reach(drum: Drum) -> int:
@@ -850,10 +856,33 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     frame(near | at_end)
     clear = np.full(n, np.inf)
     at = np.nonzero(near)[0]
-    clear[at] = clearance.min_along(uv[at], per_mm_a[at], across_steps, outside=np.inf)
     need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
-    # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
-    clear = raster.window_min(clear, first[live], stop[live], reach)
+
+    def across(rows):
+        return clearance.min_along(uv[rows], per_mm_a[rows], across_steps, outside=np.inf)
+
+    if not clearance.distance:
+        clear[at] = across(at)
+        # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
+        clear = raster.window_min(clear, first[live], stop[live], reach)
+    else:
+        # where the sample's own cell bounds the keep-out distance across the drum (from
+        # below, at least 0), the bound stands in for the least of its points: a window whose
+        # least still reaches the need reaches it read point by point. The other windows are
+        # read again with their bounded samples read point by point
+        floor = _distance_floor(clearance, uv[at], float(np.abs(across_steps).max())
+                                * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1]))
+        sure = floor >= 0.0
+        clear[at[~sure]] = across(at[~sure])
+        clear[at[sure]] = floor[sure]
+        least = raster.window_min(clear, first[live], stop[live], reach)
+        unsure = ok & ~(least >= need)
+        bounded = at[sure]
+        redo = bounded[_near_standing(unsure, starts, reach)[bounded]]
+        if len(redo):
+            clear[redo] = across(redo)
+            least = np.where(unsure, raster.window_min(clear, first[live], stop[live], reach), least)
+        clear = least
     ok &= clear >= need
     if len(ends) == 0:
         return ok
