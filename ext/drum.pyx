@@ -74,3 +74,36 @@ def roll(const double[::1] s, const double[:, ::1] uv, const double[:, ::1] acro
     if full:
         raise RuntimeError("roll: more punctures than the outputs hold; size them with simulate._event_count")
     return count
+
+
+def central_rings(const double[::1] kappa, const double[::1] x2, const double[::1] hx, double limit,
+                  bint odd, int64_t[::1] out):
+    """Rings in the contiguous reaching band around the drum's centre, per cross curvature:
+    roller.Drum.central_rings with NumPy's arithmetic per element. ``x2`` the squared offsets
+    of the middle ring (odd drums) and the outward half, ``hx`` = half2 - x2 (as NumPy
+    computes both); a ring reaches where its gap (k >= 0: k * x2 / 2, else -k * hx / 2) is
+    at most ``limit``. Even drums: twice the outward rings reaching in a row; odd: that plus
+    one if the middle ring reaches, else 0."""
+    cdef Py_ssize_t i, j, m = x2.shape[0], j0 = 1 if odd else 0
+    cdef double k, gap
+    cdef int64_t count
+    with nogil:
+        for i in range(kappa.shape[0]):
+            k = kappa[i]
+            count = 0
+            for j in range(j0, m):
+                if k >= 0:
+                    gap = k * x2[j] / 2.0
+                else:
+                    gap = -k * hx[j] / 2.0
+                if not (gap <= limit):
+                    break
+                count += 1
+            if odd:
+                if k >= 0:
+                    gap = k * x2[0] / 2.0
+                else:
+                    gap = -k * hx[0] / 2.0
+                out[i] = 2 * count + 1 if gap <= limit else 0
+            else:
+                out[i] = 2 * count

@@ -367,6 +367,56 @@ cdef inline Py_ssize_t _nearest_index(Py_ssize_t i, Py_ssize_t n) noexcept nogil
     return i
 
 
+cdef double _line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
+                       const double[::1] v, double v0, double step, double sign, double w0, bint forced,
+                       double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
+                       double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out,
+                       int64_t[::1] status) noexcept nogil:
+    """:func:`line_step`'s body (status[0] = 1 and an early return on a code beyond the levels)."""
+    cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
+    cdef Py_ssize_t mode
+    cdef double w1 = w0, was, acc_w, acc_t, x
+    cdef bint any_finite = False
+    cdef double nan = NAN
+    for it in range(3):
+        _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt)
+        was = w1
+        if forced:
+            w1 = forced_mm
+        else:
+            mode = _column_mode(codes, nxt, v0, step, counts)
+            if mode == -2:
+                status[0] = 1
+                return w1
+            w1 = fallback_mm if mode < 0 else levels[mode]
+        if w1 == was:
+            break
+    for k in range(n):
+        x = nxt[k]
+        if x - x == 0.0:
+            ok[k] = 1.0
+            val[k] = x
+            any_finite = True
+        else:
+            ok[k] = 0.0
+            val[k] = 0.0
+    if not any_finite:
+        for k in range(n):
+            out[k] = nxt[k]
+    else:
+        for k in range(n):
+            if ok[k] == 0.0:
+                out[k] = nan
+                continue
+            acc_w = ok[k] * weights[r]
+            acc_t = val[k] * weights[r]
+            for jj in range(-r, 0):
+                acc_w += (ok[_nearest_index(k + jj, n)] + ok[_nearest_index(k - jj, n)]) * weights[r + jj]
+                acc_t += (val[_nearest_index(k + jj, n)] + val[_nearest_index(k - jj, n)]) * weights[r + jj]
+            out[k] = acc_t / acc_w
+    return w1
+
+
 def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
               const double[::1] v, double v0, double step, double sign, double w0, bint forced,
               double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
@@ -384,49 +434,47 @@ def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
     ``val`` (one per column) are scratch; status[0] is set to 1 (and nothing else is
     meaningful) if a code read is not below the number of levels.
     """
-    cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
-    cdef Py_ssize_t mode
-    cdef double w1 = w0, was, acc_w, acc_t, x
-    cdef bint any_finite = False
-    cdef double nan = NAN
+    cdef double w1
     with nogil:
-        for it in range(3):
-            _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt)
-            was = w1
-            if forced:
-                w1 = forced_mm
-            else:
-                mode = _column_mode(codes, nxt, v0, step, counts)
-                if mode == -2:
-                    status[0] = 1
-                    break
-                w1 = fallback_mm if mode < 0 else levels[mode]
-            if w1 == was:
-                break
-        for k in range(n):
-            x = nxt[k]
-            if x - x == 0.0:
-                ok[k] = 1.0
-                val[k] = x
-                any_finite = True
-            else:
-                ok[k] = 0.0
-                val[k] = 0.0
-        if not any_finite:
-            for k in range(n):
-                out[k] = nxt[k]
-        else:
-            for k in range(n):
-                if ok[k] == 0.0:
-                    out[k] = nan
-                    continue
-                acc_w = ok[k] * weights[r]
-                acc_t = val[k] * weights[r]
-                for jj in range(-r, 0):
-                    acc_w += (ok[_nearest_index(k + jj, n)] + ok[_nearest_index(k - jj, n)]) * weights[r + jj]
-                    acc_t += (val[_nearest_index(k + jj, n)] + val[_nearest_index(k - jj, n)]) * weights[r + jj]
-                out[k] = acc_t / acc_w
+        w1 = _line_step(scale, codes, levels, v, v0, step, sign, w0, forced, forced_mm, fallback_mm, weights,
+                        counts, nxt, ok, val, out, status)
     return w1
+
+
+def line_walk(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
+              const double[::1] v, double v0, double step, double sign, double w0, bint forced,
+              double forced_mm, double fallback_mm, const double[::1] weights, double lo, double hi,
+              int64_t[::1] counts, double[::1] nxt, double[::1] ok, double[::1] val,
+              double[:, ::1] lines, double[::1] designs, int64_t[::1] status):
+    """Lines stepped one after another from ``v`` (design ``w0``) by :func:`line_step`, each
+    from the one before, into ``lines[i]`` and ``designs[i]``, while a line has a column
+    inside ``[lo, hi]`` (finite): returns how many were kept. The first line with no
+    column inside ends the walk unkept; the walk also ends when ``lines`` is full (the
+    caller goes on from the last line). status[0] = 1 (nothing meaningful) as line_step's."""
+    cdef Py_ssize_t i = 0, k, n = v.shape[0], cap = lines.shape[0]
+    cdef double w = w0, x
+    cdef bint inside
+    with nogil:
+        while i < cap:
+            if i == 0:
+                w = _line_step(scale, codes, levels, v, v0, step, sign, w, forced, forced_mm, fallback_mm, weights,
+                               counts, nxt, ok, val, lines[0], status)
+            else:
+                w = _line_step(scale, codes, levels, lines[i - 1], v0, step, sign, w, forced, forced_mm,
+                               fallback_mm, weights, counts, nxt, ok, val, lines[i], status)
+            if status[0]:
+                break
+            inside = False
+            for k in range(n):
+                x = lines[i, k]
+                if x - x == 0.0 and x >= lo and x <= hi:
+                    inside = True
+                    break
+            if not inside:
+                break
+            designs[i] = w
+            i += 1
+    return i
 
 
 cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:

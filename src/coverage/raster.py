@@ -258,6 +258,54 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     return out, float(w1)
 
 
+def line_walk(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
+              forced_mm, fallback_mm: float, weights, lo: float, hi: float, chunk: int = 64) -> list:
+    """Lines stepped from ``v`` (design ``w0``) one after another by :func:`line_step`, each
+    from the one before, while a line has a finite column within ``[lo, hi]``:
+    ``[(line (cols,), its design), ...]`` in order (the first line with none ends the walk,
+    unkept). All steps in one kernel call per ``chunk`` lines. See :func:`line_walk_reference`.
+    """
+    scale = _raster(scale)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
+    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    cols = len(v)
+    if scale.shape[1] != cols or codes.shape != scale.shape:
+        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
+    if not _kernel.symmetric(weights):
+        return line_walk_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights,
+                                   lo, hi)
+    chunk = max(int(chunk), 1)
+    counts, scratch, status = np.empty(len(levels), dtype=np.int64), np.empty((3, cols)), np.zeros(1, dtype=np.int64)
+    found, w = [], float(w0)
+    while True:
+        lines, designs = np.empty((chunk, cols)), np.empty(chunk)
+        kept = _kernel.line_walk(scale, codes, levels, v, float(v0), float(step), float(sign), w,
+                                 forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
+                                 float(fallback_mm), weights, float(lo), float(hi), counts, scratch[0], scratch[1],
+                                 scratch[2], lines, designs, status)
+        if status[0]:
+            raise ValueError(f"codes read up to {int(codes.max())}; levels ({len(levels)}) must exceed them")
+        found += [(lines[i], float(designs[i])) for i in range(kept)]
+        if kept < chunk:
+            return found
+        v, w = lines[kept - 1], float(designs[kept - 1])
+
+
+def line_walk_reference(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float,
+                        w0: float, forced_mm, fallback_mm: float, weights, lo: float, hi: float) -> list:
+    """NumPy twin of :func:`line_walk`: :func:`line_step_reference` step by step."""
+    found, w = [], w0
+    while True:
+        v, w = line_step_reference(scale, codes, levels, v, v0, step, sign, w, forced_mm, fallback_mm, weights)
+        with np.errstate(invalid="ignore"):
+            inside = np.isfinite(v) & (v >= lo) & (v <= hi)
+        if not inside.any():
+            return found
+        found.append((v, float(w)))
+
+
 def clearance(away: np.ndarray, cell: float) -> np.ndarray:
     """Distance (chart mm, a lower bound) from each cell of a grid ``away (h, w) bool`` to the
     nearest cell not away, less one cell diagonal; -1 at the cells not away.

@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from . import paths as _paths
 from . import raster
+from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
 from .curvature import Curvature
 from .protocol import Protocol
@@ -118,7 +119,24 @@ class Drum:
 
         The gap is even in x, so the band is symmetric: count the reaching rings from the
         middle outwards on one side and mirror (an odd drum adds its middle ring once).
+        One compiled pass (``coverage._ext.drum.central_rings``), each gap with NumPy's
+        arithmetic: equal to :meth:`central_rings_reference`.
         """
+        k = np.asarray(kappa_cross)
+        if k.ndim == 0 or k.dtype != np.float64 or self.rings < 1:
+            return self.central_rings_reference(kappa_cross)
+        half = self.rings // 2
+        first = self.rings - half if self.rings % 2 == 0 else half
+        x2 = self.ring_x_mm[first:] ** 2
+        half2 = (self.width_mm / 2.0) ** 2
+        out = np.empty(k.size, dtype=np.int64)
+        _drum_kernel.central_rings(np.ascontiguousarray(k).reshape(-1), np.ascontiguousarray(x2),
+                                   np.ascontiguousarray(half2 - x2), float(self.gap_tolerance * self.needle_length_mm),
+                                   self.rings % 2 == 1, out)
+        return out.reshape(k.shape)
+
+    def central_rings_reference(self, kappa_cross) -> np.ndarray:
+        """NumPy twin of :meth:`central_rings`."""
         # only the middle ring and the outward half are read: their gaps alone, as gaps_mm
         # computes them (x2 and half2 the same numbers, the same expression per element)
         half = self.rings // 2
@@ -211,6 +229,10 @@ class ChartRaster:
     origin: np.ndarray
     cell: float
     values: np.ndarray  # (h, w)
+    # the values are a distance_raster's: (Euclidean distance transform in cells) * cell - a
+    # constant where a cell is away, -1 elsewhere, with at least one cell not away (so two
+    # cells' values differ by at most the distance between their centres while both are away)
+    distance: bool = False
 
     def at(self, uv: np.ndarray, outside: float) -> np.ndarray:
         """Values at chart points ``(k, 2)`` (float); ``outside`` off the grid or at NaN."""
@@ -244,7 +266,7 @@ def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of:
     inside = contains_grid(region, lo[0] + (np.arange(w) + 0.5) * cell, lo[1] + (np.arange(h) + 0.5) * cell)
     away = ~inside if outside_of else inside
     # ndimage.distance_transform_edt(away) * cell - cell * sqrt(2) where away, else -1
-    return ChartRaster(lo, cell, raster.clearance(away, cell))
+    return ChartRaster(lo, cell, raster.clearance(away, cell), distance=bool((~away).any()))
 
 
 GRID_BLOCK = 16   # grid points per side of the blocks contains_grid decides at once
@@ -519,16 +541,21 @@ class ZoneSweeps:
         w0 = self._design(v0)
         found = [(0, v0, w0)]
         for sign in (1.0, -1.0):
-            v, w, k = v0, w0, 0
-            while True:
-                v, w = self._step(v, w, sign)
-                k += int(sign)
-                inside = np.isfinite(v) & (v >= self.v_rows[0]) & (v <= self.v_rows[-1])
-                if not inside.any():
-                    break
-                found.append((k, v, w))
+            # self._step after self._step while a line has a column on the grid's rows, in
+            # one kernel call (raster.line_walk)
+            walked = raster.line_walk(self.scale, self.swath_code, self.swath_levels, v0, self.v_rows[0],
+                                      ROW_STEP_MM, sign, w0, self.forced_design, self.drum.width_mm,
+                                      gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM),
+                                      float(self.v_rows[0]), float(self.v_rows[-1]))
+            found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
         found.sort(key=lambda item: item[0])
-        return [(k, np.stack([self.u_cols, v], axis=1) @ self.to_chart.T, w) for k, v, w in found]
+        # every line's (u', v') points @ to_chart.T in one stacked product: numpy multiplies
+        # each (cols, 2) slice as it multiplies the line alone (the same shapes and strides)
+        frame_pts = np.empty((len(found), len(self.u_cols), 2))
+        frame_pts[:, :, 0] = self.u_cols
+        frame_pts[:, :, 1] = np.stack([v for _, v, _ in found])
+        chart = frame_pts @ self.to_chart.T
+        return [(k, chart[i], w) for i, (k, _, w) in enumerate(found)]
 
     def _band_rings(self, uv: np.ndarray, located=None) -> tuple[np.ndarray, np.ndarray]:
         """Cross curvature and central band width (mm) at chart points; NaN / 0 off the chart.
@@ -559,14 +586,21 @@ class ZoneSweeps:
         ``located``: also return each point's triangle (``face.locate(uv)[0]``), fourth.
         """
         face = self.face
-        tri_all, bary_all = face.locate(uv)
         n = len(uv)
         if valid_only:
-            # the sample's own point is the middle of its needle band, which must lie inside
-            at = np.nonzero((tri_all >= 0) & (self.inside.at(uv, outside=-1.0) >= 0))[0]
+            # the sample's own point is the middle of its needle band, which must lie inside:
+            # only those are located here (a point's triangle does not depend on the others);
+            # drum_fits reads the triangles of a few more, located below
+            cand = np.nonzero(self.inside.at(uv, outside=-1.0) >= 0)[0]
+            tri_cand, bary_cand = face.locate(uv[cand])
+            tri_all = np.full(n, -1, dtype=np.int64)
+            tri_all[cand] = tri_cand
+            keep = tri_cand >= 0
+            at, tri, bary = cand[keep], tri_cand[keep], bary_cand[keep]
         else:
+            tri_all, bary_all = face.locate(uv)
             at = np.arange(n)
-        tri, bary = tri_all[at], bary_all[at]
+            tri, bary = tri_all, bary_all
         corners = face.faces[np.maximum(tri, 0)]
         along = np.einsum("kj,kj->k", bary, self.conform.kappa_along[corners])
         kc_at, width_at, central = self._band_rings_central(uv[at], (tri, bary))
@@ -580,6 +614,14 @@ class ZoneSweeps:
         ok[at] = (tri >= 0) & self.drum.conforms(kc0_at, along, central) & np.isclose(width_at, design_at)
         width, kc0 = np.zeros(n), np.zeros(n)
         width[at], kc0[at] = width_at, kc0_at
+        if valid_only:
+            # the samples whose triangle drum_fits reads: those within the drum's reach of a
+            # sample still standing along its own pass, and the ends of such a pass
+            more = _near_standing(ok, starts, drum_reach(self.drum) + 1)
+            more[cand] = False
+            more = np.nonzero(more)[0]
+            if len(more):
+                tri_all[more] = face.locate(uv[more])[0]
         ok &= drum_fits(face, self.drum, uv, width, self.inside, self.clearance, tri=tri_all, starts=starts,
                         where=ok)
         if located:     # and each sample's triangle (face.locate(uv)[0])
@@ -587,6 +629,7 @@ class ZoneSweeps:
         return ok, width, kc0
 
 
+LIPSCHITZ_MARGIN_MM = 1e-6     # rounding allowance of a distance raster's bound (its values are ~1e-13 mm exact)
 SKIN_FRAME_LIMIT = 1.0 / 0.05   # chart mm per skin mm beyond which a triangle's frame is not trusted
 
 
@@ -625,8 +668,12 @@ def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
         m = len(face.faces)
         entry = _PINV[face] = (np.full((m, 2, 3), np.nan), np.zeros(m, dtype=bool))
     pinv, known = entry
-    need = np.unique(tri[tri >= 0])
-    need = need[~known[need]]
+    tri = np.asarray(tri).reshape(-1)
+    # the rows not known yet (usually none: every call after the first few reads known rows)
+    tri = tri[tri >= 0]
+    need = tri[~known[tri]]
+    if len(need):
+        need = np.unique(need)
     if len(need):
         jac = face.jacobian[need]
         finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
@@ -663,6 +710,55 @@ def skin_frame_reference(face, tri: np.ndarray, travel: np.ndarray, scale: np.nd
             along[idx] = travel_on[ok] / length[ok, None]
             across[idx] = per_mm[ok]
     return along, across
+
+
+def _at_least_within(r: ChartRaster, uv: np.ndarray, far: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Points ``(n,) bool`` where a distance raster (``r.distance``) reads at least ``need``
+    (and at least 0) at every point within ``far`` chart mm of ``uv``, told from the point's
+    own cell alone; False where that cannot be told (they are to be read point by point).
+
+    Two cells' distance transforms differ by at most the distance between their centres,
+    which is at most the points' distance plus a cell diagonal: the cell of ``uv`` less that
+    (and a rounding allowance) bounds every cell within reach while they are away. A cell
+    not away (-1) within reach would put that bound below 0, and every point within reach
+    is on the raster (they are not all where this says True)."""
+    return _distance_floor(r, uv, far) >= np.maximum(need, 0.0)
+
+
+def _distance_floor(r: ChartRaster, uv: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """A lower bound ``(n,)`` of a distance raster's values at every point within ``far``
+    chart mm of ``uv`` where it is at least 0 (see :func:`_at_least_within`); below 0 or NaN
+    where nothing is told."""
+    h, w = r.values.shape
+    margin = far + (math.sqrt(2.0) * r.cell + LIPSCHITZ_MARGIN_MM)
+    lo, hi = r.origin, r.origin + np.array([w, h]) * r.cell
+    on = ((uv[:, 0] - margin > lo[0]) & (uv[:, 1] - margin > lo[1])
+          & (uv[:, 0] + margin < hi[0]) & (uv[:, 1] + margin < hi[1]))
+    return np.where(on, r.at(uv, outside=-np.inf) - margin, -np.inf)
+
+
+def drum_reach(drum: Drum) -> int:
+    """Path samples within the drum's half diameter (:func:`drum_fits` reads that far)."""
+    return int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
+
+
+def _near_standing(ok: np.ndarray, starts: np.ndarray | None, reach: int) -> np.ndarray:
+    """Samples ``(n,) bool`` within ``reach`` rows of a True sample of ``ok`` in their own path
+    (path i: rows ``starts[i]:starts[i + 1]``), and the first and last rows of each path
+    holding a True sample."""
+    n = len(ok)
+    starts = np.array([0, n], dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+    first, stop = starts[:-1], starts[1:]
+    path = np.repeat(np.arange(len(first)), stop - first)
+    index = np.arange(n)
+    lo = np.maximum(index - reach, first[path])
+    hi = np.minimum(index + reach, stop[path] - 1)
+    standing = np.concatenate([[0], np.cumsum(ok)])
+    out = (standing[hi + 1] - standing[lo]) > 0
+    live = (stop > first) & ((standing[stop] - standing[first]) > 0)
+    out[first[live]] = True
+    out[stop[live] - 1] = True
+    return out
 
 
 def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: ChartRaster,
@@ -716,6 +812,11 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     ok[at] = inside.at(uv[at], outside=-1.0) >= slack[at]
     frame(ok)
     at = np.nonzero(ok)[0]
+    if inside.distance:
+        # the band's points lie within `far` chart mm of the sample: where its own cell bounds
+        # them all, only the other samples are read point by point
+        far = float(np.abs(band).max()) * np.abs(width[at]) * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1])
+        at = at[~_at_least_within(inside, uv[at], far, slack[at])]
     ok[at] = inside.min_along(uv[at], per_mm_a[at], band, width[at], outside=-1.0) >= slack[at]
     across_steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(math.ceil(drum.width_mm / BODY_STEP_MM)) + 1)
     if not straight:
@@ -725,6 +826,12 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
         # the body: uv + ga * along + gb * across over the D x W outline
         need = 0.5 * math.hypot(BODY_STEP_MM, BODY_STEP_MM) / scale
         at = np.nonzero(ok)[0]
+        if clearance.distance:
+            # the outline's points lie within `far` chart mm of the sample: where its own cell
+            # bounds them all, only the other samples are read point by point
+            far = (float(np.abs(ga).max()) * np.hypot(per_mm_t[at, 0], per_mm_t[at, 1])
+                   + float(np.abs(gb).max()) * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1]))
+            at = at[~_at_least_within(clearance, uv[at], far, need[at])]
         ok[at] = clearance.min_over(uv[at], per_mm_t[at], per_mm_a[at], ga.ravel(), gb.ravel(),
                                     outside=np.inf) >= need[at]
         return ok
@@ -749,10 +856,33 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     frame(near | at_end)
     clear = np.full(n, np.inf)
     at = np.nonzero(near)[0]
-    clear[at] = clearance.min_along(uv[at], per_mm_a[at], across_steps, outside=np.inf)
     need = 0.5 * math.hypot(BODY_STEP_MM, PATH_STEP_MM) / scale
-    # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
-    clear = raster.window_min(clear, first[live], stop[live], reach)
+
+    def across(rows):
+        return clearance.min_along(uv[rows], per_mm_a[rows], across_steps, outside=np.inf)
+
+    if not clearance.distance:
+        clear[at] = across(at)
+        # ndimage.minimum_filter1d(clear[a:b], size=2 * reach + 1, mode="nearest") of each live path
+        clear = raster.window_min(clear, first[live], stop[live], reach)
+    else:
+        # where the sample's own cell bounds the keep-out distance across the drum (from
+        # below, at least 0), the bound stands in for the least of its points: a window whose
+        # least still reaches the need reaches it read point by point. The other windows are
+        # read again with their bounded samples read point by point
+        floor = _distance_floor(clearance, uv[at], float(np.abs(across_steps).max())
+                                * np.hypot(per_mm_a[at, 0], per_mm_a[at, 1]))
+        sure = floor >= 0.0
+        clear[at[~sure]] = across(at[~sure])
+        clear[at[sure]] = floor[sure]
+        least = raster.window_min(clear, first[live], stop[live], reach)
+        unsure = ok & ~(least >= need)
+        bounded = at[sure]
+        redo = bounded[_near_standing(unsure, starts, reach)[bounded]]
+        if len(redo):
+            clear[redo] = across(redo)
+            least = np.where(unsure, raster.window_min(clear, first[live], stop[live], reach), least)
+        clear = least
     ok &= clear >= need
     if len(ends) == 0:
         return ok
