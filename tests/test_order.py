@@ -14,7 +14,9 @@ from coverage.roller import Run
 
 def _run(line, u0, u1, v):
     uv = np.stack([np.linspace(u0, u1, 5), np.full(5, float(v))], axis=1)
-    return Run("z", 0.0, 0, line, uv, np.arange(5.0), np.zeros(5))
+    run = Run("z", 0.0, 0, line, uv, np.arange(5.0), np.zeros(5))
+    run.tri = np.arange(5) + 10 * line         # where the roller located each sample
+    return run
 
 
 def _u_lines():
@@ -49,8 +51,9 @@ def test_order_cells_snakes_each_cell_and_crosses_between_arms_once():
     got = [(r.line, float(r.uv[0, 0]), float(r.uv[-1, 0])) for r in ordered]
     assert got == [(0, 0.0, 10.0), (1, 10.0, 0.0), (2, 0.0, 3.0), (3, 3.0, 0.0), (4, 0.0, 3.0),
                    (4, 7.0, 10.0), (3, 10.0, 7.0), (2, 7.0, 10.0)]
-    # a flipped run keeps its samples' swaths with them
+    # a flipped run keeps its samples' swaths and triangles with them
     assert ordered[1].swath_mm.tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert ordered[1].tri.tolist() == [14, 13, 12, 11, 10]
     jumps = [np.linalg.norm(b.uv[0] - a.uv[-1]) for a, b in zip(ordered, ordered[1:])]
     assert sum(j > 2.0 for j in jumps) == 1 and max(jumps) == pytest.approx(4.0)
 

@@ -485,27 +485,10 @@ def _order_cells(cells: list, position_uv, corner: str, bounds) -> list:
         for j, r in enumerate(ordered):
             if (j % 2 == 0) == flip_first:      # this line runs backwards
                 r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+                if r.tri is not None:
+                    r.tri = r.tri[::-1].copy()
             out.append(r)
         target = out[-1].uv[-1]
-    return out
-
-
-def _order_free(runs: list, position_uv) -> list:
-    """Runs in greedy nearest-end order from the tool's position, each turned to start there."""
-    todo, out = list(runs), []
-    here = None if position_uv is None else np.asarray(position_uv)
-    while todo:
-        def cost(r):
-            if here is None:
-                return 0.0, False
-            a, b = np.linalg.norm(r.uv[0] - here), np.linalg.norm(r.uv[-1] - here)
-            return (min(a, b), b < a)
-        best = min(range(len(todo)), key=lambda i: cost(todo[i])[0])
-        r = todo.pop(best)
-        if cost(r)[1]:
-            r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
-        out.append(r)
-        here = r.uv[-1]
     return out
 
 
@@ -520,9 +503,11 @@ def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
     if not runs:
         return lines
     starts = np.concatenate([[0], np.cumsum([len(r.uv) for r in runs])])
+    located = all(r.tri is not None and len(r.tri) == len(r.uv) for r in runs)
     ok = _roller.drum_fits(face, drum, np.concatenate([r.uv for r in runs]),
                            np.concatenate([r.swath_mm for r in runs]), region.inside, clearance,
-                           straight=False, starts=starts)
+                           straight=False, starts=starts,
+                           tri=np.concatenate([r.tri for r in runs]) if located else None)
     out, k = [], 0
     for line_runs in lines:
         kept = []
@@ -535,7 +520,8 @@ def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
             for a, b in _roller.runs_of(mine):
                 if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
                     kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
-                                                    kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta)))
+                                                    kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta),
+                                                    tri=None if r.tri is None else r.tri[a:b]))
         if kept:
             out.append(kept)
     return out
