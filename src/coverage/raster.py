@@ -219,6 +219,18 @@ def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> in
 
 
 
+def _line_arrays(scale, codes, levels, weights, v) -> tuple:
+    """The line kernels' arrays, contiguous and typed, checked to have one column per value of ``v``."""
+    scale = _raster(scale)
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
+    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    if scale.shape[1] != len(v) or codes.shape != scale.shape:
+        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({len(v)})")
+    return scale, codes, levels, weights, v
+
+
 def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
               forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
     """One step of the roller's line placement across the columns of a turned grid:
@@ -235,14 +247,8 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     scale : (rows, cols) float; codes : (rows, cols) int, each < len(levels); levels : (m,) float
     v : (cols,) float
     """
-    scale = _raster(scale)
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
-    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
-    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    scale, codes, levels, weights, v = _line_arrays(scale, codes, levels, weights, v)
     cols = len(v)
-    if scale.shape[1] != cols or codes.shape != scale.shape:
-        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
     # scipy's symmetric path (an odd count, pairs within DBL_EPSILON); any other: the reference
     if not _kernel.symmetric(weights):
         return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
@@ -265,14 +271,8 @@ def line_walk(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     ``[(line (cols,), its design), ...]`` in order (the first line with none ends the walk,
     unkept). All steps in one kernel call per ``chunk`` lines. See :func:`line_walk_reference`.
     """
-    scale = _raster(scale)
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    levels = np.ascontiguousarray(levels, dtype=np.float64).reshape(-1)
-    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
-    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
+    scale, codes, levels, weights, v = _line_arrays(scale, codes, levels, weights, v)
     cols = len(v)
-    if scale.shape[1] != cols or codes.shape != scale.shape:
-        raise ValueError(f"scale {scale.shape} and codes {codes.shape} need one column per value of v ({cols})")
     if not _kernel.symmetric(weights):
         return line_walk_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights,
                                    lo, hi)

@@ -742,20 +742,28 @@ def drum_reach(drum: Drum) -> int:
     return int(math.ceil(drum.diameter_mm / 2 / PATH_STEP_MM))
 
 
-def _near_standing(ok: np.ndarray, starts: np.ndarray | None, reach: int) -> np.ndarray:
-    """Samples ``(n,) bool`` within ``reach`` rows of a True sample of ``ok`` in their own path
-    (path i: rows ``starts[i]:starts[i + 1]``), and the first and last rows of each path
-    holding a True sample."""
+def _within_reach_of_standing(ok: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                              reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(near (n,) bool, live (p,) bool)``: the samples within ``reach`` rows of a True sample
+    of ``ok`` in their own path (path i: rows ``first[i]:stop[i]``), and the paths holding
+    a True sample."""
     n = len(ok)
-    starts = np.array([0, n], dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
-    first, stop = starts[:-1], starts[1:]
     path = np.repeat(np.arange(len(first)), stop - first)
     index = np.arange(n)
     lo = np.maximum(index - reach, first[path])
     hi = np.minimum(index + reach, stop[path] - 1)
     standing = np.concatenate([[0], np.cumsum(ok)])
-    out = (standing[hi + 1] - standing[lo]) > 0
-    live = (stop > first) & ((standing[stop] - standing[first]) > 0)
+    return (standing[hi + 1] - standing[lo]) > 0, (standing[stop] - standing[first]) > 0
+
+
+def _near_standing(ok: np.ndarray, starts: np.ndarray | None, reach: int) -> np.ndarray:
+    """Samples ``(n,) bool`` within ``reach`` rows of a True sample of ``ok`` in their own path
+    (path i: rows ``starts[i]:starts[i + 1]``), and the first and last rows of each path
+    holding a True sample."""
+    starts = np.array([0, len(ok)], dtype=np.int64) if starts is None else np.asarray(starts, dtype=np.int64)
+    first, stop = starts[:-1], starts[1:]
+    out, live = _within_reach_of_standing(ok, first, stop, reach)
+    live &= stop > first
     out[first[live]] = True
     out[stop[live] - 1] = True
     return out
@@ -840,13 +848,7 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     # the nearest keep-out across the drum's width (uv + across_steps * across), then the
     # least of it over the samples within D/2 (clipped to the path, as mode "nearest" pads):
     # read only within D/2 of a sample still standing, so every window it sees is read
-    path = np.repeat(np.arange(len(first)), stop - first)
-    index = np.arange(n)
-    lo = np.maximum(index - reach, first[path])
-    hi = np.minimum(index + reach, stop[path] - 1)
-    standing = np.concatenate([[0], np.cumsum(ok)])
-    near = (standing[hi + 1] - standing[lo]) > 0
-    live = (standing[stop] - standing[first]) > 0     # the paths with a sample standing
+    near, live = _within_reach_of_standing(ok, first, stop, reach)   # live: paths with a sample standing
     # D/2 beyond each path's ends (first ends, then last ends), all in one lookup; only the
     # paths with a sample left can lose one. Their frames are built with the others'
     keep = (stop > first) & live
