@@ -748,12 +748,13 @@ def _order_pen_items(items: list, position, pen) -> list:
             group.append(items[k])
             k += 1
         ends = np.array([[it[4].points[0], it[4].points[-1]] for it in group])   # (m, 2, 3)
+        zone_of = np.array([it[1].zone for it in group])
         todo = np.ones(len(group), dtype=bool)
         zone = None
         while todo.any():
             pool = todo.copy()
             if zone is not None:
-                same = todo & np.array([it[1].zone == zone for it in group])
+                same = todo & (zone_of == zone)
                 if same.any():
                     pool = same
             if position is None:
