@@ -844,18 +844,9 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     # Whether path i glides on from path i - 1 depends on those two only: a joined path
     # ends where its last member ends and its members share zone, pass, depth and
     # cartridge. So every move is built and checked first, all at once.
-    ends = {}
-    for i in range(1, len(paths)):
-        prev, p = paths[i - 1], paths[i]
-        if (prev.zone, prev.pass_index, prev.depth_mm, prev.needles) == (p.zone, p.pass_index, p.depth_mm, p.needles):
-            gap = np.linalg.norm(p.uv[0] - prev.uv[-1])
-            if gap <= MAX_GLIDE_MM:
-                ends[i] = np.stack([prev.uv[-1], p.uv[0]])
-    moves = {}
-    if ends:
-        samples, starts = _resample_lines(list(ends.values()), SAMPLE_MM / 2)
-        moves = {i: samples[a:b] for i, a, b in zip(ends, starts[:-1], starts[1:])}
-    joins = _glides_ok(moves, paths, problem, zones)
+    keys = [i for i in range(1, len(paths)) if joinable(paths[i - 1], paths[i])]
+    moves = dict(zip(keys, glide_moves([paths[i - 1].uv[-1] for i in keys], [paths[i].uv[0] for i in keys])))
+    joins = dict(zip(keys, glides_ok([moves[i] for i in keys], [paths[i].zone for i in keys], problem, zones)))
     # each joined path as pieces: its samples, stamps, arc lengths and segment lengths,
     # concatenated once at the end
     out, chains = [], []
@@ -885,19 +876,35 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     return out
 
 
-def _glides_ok(moves: dict, paths: list, problem: DoseField, zones) -> dict:
-    """``{i: bool}``: whether the move ``moves[i]`` from path ``i - 1`` to path ``i`` is a glide in
-    contact. A glide fires nothing: its centre stays on the zone's skin and its footprint
-    clears every exclusion margin (checked in 3D wherever a stamp could not be centred, or
-    next to an exclusion)."""
+def joinable(a, b) -> bool:
+    """Whether path ``b`` may continue path ``a`` in one stroke: the same zone, pass, depth
+    setting and cartridge, and ``b`` starting within :data:`MAX_GLIDE_MM` (chart) of where
+    ``a`` ends (whether the glide between them is safe is :func:`glides_ok`'s question)."""
+    return ((a.zone, a.pass_index, a.depth_mm, a.needles) == (b.zone, b.pass_index, b.depth_mm, b.needles)
+            and bool(np.linalg.norm(b.uv[0] - a.uv[-1]) <= MAX_GLIDE_MM))
+
+
+def glide_moves(froms, tos) -> list:
+    """The straight chart glides ``[(k_i, 2)]`` from each point of ``froms`` to the matching
+    point of ``tos``, sampled every half :data:`SAMPLE_MM`, both ends included."""
+    if not len(froms):
+        return []
+    samples, starts = _resample_lines([np.stack([a, b]) for a, b in zip(froms, tos)], SAMPLE_MM / 2)
+    return [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def glides_ok(moves: list, zone_names: list, problem: DoseField, zones) -> np.ndarray:
+    """``(k,) bool``: whether each chart move ``moves[i]`` may be glided in contact in zone
+    ``zone_names[i]``. A glide fires nothing: its centre stays on the zone's skin and its
+    footprint clears every exclusion margin (checked in 3D wherever a stamp could not be
+    centred, or next to an exclusion)."""
     if not moves:
-        return {}
+        return np.zeros(0, dtype=bool)
     grid = problem.grid
-    keys = list(moves)
-    pts = np.concatenate([moves[i] for i in keys])
-    sizes = np.array([len(moves[i]) for i in keys])
+    pts = np.concatenate(moves)
+    sizes = np.array([len(m) for m in moves])
     bounds = np.concatenate([[0], np.cumsum(sizes)])
-    zone = np.repeat([zones.names.index(paths[i].zone) for i in keys], sizes)
+    zone = np.repeat([zones.names.index(n) for n in zone_names], sizes)
     ok = _lookup(grid, grid.label, pts, -1) == zone
     # the 3D check only for moves every sample of which is on the zone's skin
     whole = np.logical_and.reduceat(ok, bounds[:-1])
@@ -907,12 +914,12 @@ def _glides_ok(moves: dict, paths: list, problem: DoseField, zones) -> dict:
         if check.any():
             ok[check] = problem.clearance.clear(pts[check], 0.5 * problem.footprint_mm)
         whole = np.logical_and.reduceat(ok, bounds[:-1])
-    for name in set(paths[i].zone for i in keys):
-        sel = np.repeat(whole & (np.array([paths[i].zone for i in keys]) == name), sizes)
+    names = np.array(zone_names)
+    for name in set(zone_names):
+        sel = np.repeat(whole & (names == name), sizes)
         if sel.any():
             ok[sel] = shapely.contains_xy(zones.polygons[name], pts[sel, 0], pts[sel, 1])
-    whole = np.logical_and.reduceat(ok, bounds[:-1])
-    return {i: bool(v) for i, v in zip(keys, whole)}
+    return np.logical_and.reduceat(ok, bounds[:-1])
 
 
 def stamp_angles(count: int, start: int = 0) -> np.ndarray:
@@ -933,6 +940,7 @@ class Stamps:
     hits: object           # simulate.StampHits, S x N rows
     keep: np.ndarray       # (S,) bool
     needles: int
+    field: object = None   # the cartridge's DoseField, where glides between its paths are checked
 
     def fired(self) -> np.ndarray:
         """Rows of ``hits`` that are punctures of kept stamps."""

@@ -457,7 +457,7 @@ def select(stamps, chosen: np.ndarray, problem=None, zones=None):
     hits = StampHits(h.uv[rows], h.points[rows], h.depth_mm[rows], np.repeat(np.arange(int(chosen.sum())),
                      stamps.needles), h.needle[rows], h.fired[rows], h.gap_mm[rows])
     return _pen.Stamps(paths, index, stamps.uv[chosen], stamps.depth_mm[chosen], hits,
-                       np.ones(int(chosen.sum()), dtype=bool), stamps.needles)
+                       np.ones(int(chosen.sum()), dtype=bool), stamps.needles, field=problem)
 
 
 def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray):
