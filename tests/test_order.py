@@ -155,3 +155,71 @@ def test_reversing_a_pen_path_twice_gives_it_back(default_face):
 
 def test_an_ordered_plan_still_verifies(auto_plan, default_face):
     assert verify(auto_plan, default_face).ok
+
+
+def _forehead_item(default_face, u0, u1, stamps_at, rows, st):
+    """A pen item on a straight forehead line from u0 to u1 (chart mm beside the zone's
+    centre), its stamps ``stamps_at`` mm along it on the skin."""
+    from coverage import ZoneMap
+    from coverage.plan import chart_path_frames, pen_speed_profile
+
+    zones = ZoneMap.default(default_face)
+    centre = np.asarray(zones.polygons["forehead"].representative_point().coords[0])
+    uv = centre + np.stack([np.linspace(u0, u1, 21), np.zeros(21)], axis=1)
+    lifted, tangent, skin_s, _ = chart_path_frames(default_face, uv, across=False)
+    stamp_skin = np.asarray(stamps_at, dtype=float)
+    path = type("Path", (), {"speed_mm_s": 120.0, "zone": "forehead"})()
+    pen = zones.protocol.pen
+    return (st, path, np.asarray(rows), uv, lifted, tangent, skin_s, stamp_skin,
+            pen_speed_profile(skin_s, stamp_skin, 120.0, pen), np.asarray(rows) * 2), pen
+
+
+def test_joining_two_pen_paths_keeps_their_stamps_where_they_were(default_face):
+    from coverage import pen as pen_mod
+    from coverage.plan import _join_pen_items
+
+    st = object()
+    a, pen = _forehead_item(default_face, -10.0, -4.0, [1.0, 4.0], [0, 1], st)
+    b, _ = _forehead_item(default_face, 0.0, 6.0, [0.5, 2.5, 5.0], [2, 3, 4], st)
+    move = pen_mod.glide_moves([a[3][-1]], [b[3][0]])[0]
+    assert np.allclose(move[0], a[3][-1]) and np.allclose(move[-1], b[3][0])
+    # 4 chart mm at half SAMPLE_MM steps: 33 samples, both ends included
+    assert len(move) == int(round(4.0 / (pen_mod.SAMPLE_MM / 2))) + 1
+    joined = _join_pen_items(default_face, a, b, move, pen)
+    st_j, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hits = joined
+    assert st_j is st and path is a[1]
+    assert rows.tolist() == [0, 1, 2, 3, 4] and hits.tolist() == [0, 2, 4, 6, 8]
+    # a's samples, the glide's inner samples, b's samples
+    assert len(uv) == len(a[3]) + len(move) - 2 + len(b[3])
+    np.testing.assert_array_equal(uv[:len(a[3])], a[3])
+    np.testing.assert_array_equal(uv[-len(b[3]):], b[3])
+    # a's stamps where they were; b's as far beyond b's first sample as along b itself
+    np.testing.assert_allclose(stamp_skin[:2], a[7], atol=1e-9)
+    first_b = len(uv) - len(b[3])
+    np.testing.assert_allclose(stamp_skin[2:] - skin_s[first_b], b[7], atol=1e-9)
+    # the glide between them is the 4 mm of skin (about) between a's end and b's start
+    assert 3.5 < skin_s[first_b] - skin_s[len(a[3]) - 1] < 5.0
+    # every stamp lands on the joined path where the original one did (3D)
+    for item, k in ((a, slice(0, 2)), (b, slice(2, 5))):
+        own = np.stack([np.interp(item[7], item[6], item[4].points[:, d]) for d in range(3)], axis=1)
+        now = np.stack([np.interp(stamp_skin[k], skin_s, lifted.points[:, d]) for d in range(3)], axis=1)
+        np.testing.assert_allclose(now, own, atol=1e-6)
+    # two stamps closer on the skin than the pen fires them apart at its slowest glide: no join
+    # (a stamp 0.01 mm before a's end, the next at c's start, where a ends: 0.01 < 5 / 150 mm)
+    end, _ = _forehead_item(default_face, -10.0, -4.0, [1.0, 0.0], [0, 1], st)
+    end = end[:7] + (np.array([1.0, end[6][-1] - 0.01]),) + end[8:]
+    c, _ = _forehead_item(default_face, -4.0, 2.0, [0.0, 1.0], [5, 6], st)
+    assert pen.speed_mm_s_min / pen.stamp_hz_max > 0.01
+    assert _join_pen_items(default_face, end, c, pen_mod.glide_moves([a[3][-1]], [c[3][0]])[0], pen) is None
+    # 0.1 mm apart they may
+    end = end[:7] + (np.array([1.0, end[6][-1] - 0.1]),) + end[8:]
+    assert _join_pen_items(default_face, end, c, pen_mod.glide_moves([a[3][-1]], [c[3][0]])[0], pen) is not None
+
+
+def test_pen_strokes_glide_only_on_their_own_zone(auto_plan):
+    import shapely
+
+    pen = [s for s in auto_plan.strokes if s.device == "pen"]
+    for s in pen:
+        inside = shapely.contains_xy(auto_plan.zones.polygons[s.zone], s.uv[:, 0], s.uv[:, 1])
+        assert inside.all(), f"stroke {s.id} ({s.zone}): {int((~inside).sum())} samples outside its zone"

@@ -772,6 +772,58 @@ def _order_pen_items(items: list, position, pen) -> list:
     return out
 
 
+def _glide_joins(face, zones: ZoneMap, items: list, pen) -> list:
+    """Pen paths in treatment order, each joined to the one before by a glide in contact
+    where :func:`coverage.pen.joinable` and :func:`coverage.pen.glides_ok` allow it (the same
+    cartridge, zone, pass and depth; a short straight glide on the zone's skin, its footprint
+    clear of every margin): the order puts paths side by side that the fit's layout did not,
+    and a glide at the pen's speed is shorter than a lift, a move and a landing. Stamps and
+    their order do not change; a join that would bring two stamps closer on the skin than
+    the pen can fire them apart is not made."""
+    keys = [k for k in range(1, len(items)) if items[k][0] is items[k - 1][0] and items[k][0].field is not None
+            and _pen.joinable(_as_run(items[k - 1]), _as_run(items[k]))]
+    if not keys:
+        return items
+    moves = _pen.glide_moves([items[k - 1][3][-1] for k in keys], [items[k][3][0] for k in keys])
+    ok = np.zeros(len(items), dtype=bool)
+    for st in {id(items[k][0]): items[k][0] for k in keys}.values():
+        mine = [i for i, k in enumerate(keys) if items[k][0] is st]
+        ok[[keys[i] for i in mine]] = _pen.glides_ok([moves[i] for i in mine], [items[keys[i]][1].zone for i in mine],
+                                                     st.field, zones)
+    glide = dict(zip(keys, moves))
+    out = [items[0]]
+    for k in range(1, len(items)):
+        joined = _join_pen_items(face, out[-1], items[k], glide[k], pen) if ok[k] else None
+        if joined is None:
+            out.append(items[k])
+        else:
+            out[-1] = joined
+    return out
+
+
+def _as_run(item):
+    """A pen item as :func:`coverage.pen.joinable` reads a path: its own chart samples as run."""
+    return dataclasses.replace(item[1], uv=item[3])
+
+
+def _join_pen_items(face, a, b, move: np.ndarray, pen):
+    """Pen item ``b`` run on from ``a`` in one stroke, across the straight chart glide
+    ``move`` (from a's last sample to b's first), or None where two stamps would come closer
+    on the skin than the pen fires them apart."""
+    st, path = a[0], a[1]
+    tail = b[3][1:] if np.linalg.norm(b[3][0] - a[3][-1]) <= 1e-12 else b[3]
+    uv = np.concatenate([a[3], move[1:-1], tail])
+    lifted, tangent, skin_s, _ = chart_path_frames(face, uv, across=False)
+    # b's stamps sit as far along the joined path beyond b's first sample as along b
+    first_b = len(uv) - len(b[3])
+    stamp_skin = np.concatenate([a[7], skin_s[first_b] + b[7]])
+    if _too_close(stamp_skin, pen.speed_mm_s_min / pen.stamp_hz_max).any():
+        return None
+    speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
+    return (st, path, np.concatenate([a[2], b[2]]), uv, lifted, tangent, skin_s, stamp_skin, speed,
+            np.concatenate([a[9], b[9]]))
+
+
 def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
     """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
@@ -811,6 +863,7 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             hit_rows = hit_rows[fired[rows].ravel()]
             items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
     items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
+    items = _glide_joins(face, zones, items, pen)
     froms = []
     tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
     for it in items:
