@@ -151,6 +151,25 @@ def test_fit_brings_a_strip_into_its_band():
     assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
 
 
+def test_pen_share_is_what_the_pen_adds_to_reach_the_middle_of_the_band():
+    # three zones on a strip of 1 mm^2 texels, windows of 5: a (texels 0-13, target 100),
+    # b (14-26, target 200), c (27-39, target 150); one puncture per texel of a already
+    # planned. Windows over a hold 100 per cm^2 (its last two 80 and 60), b's first two
+    # 40 and 20, the rest of b and all of c nothing. The middle of each band is 1.075 x target.
+    zone_of = [0] * 14 + [1] * 13 + [2] * 13
+    grid = _strip_grid(zone_of=zone_of)
+    zones = _Zones({"a": (100.0, 125.0), "b": (200.0, 250.0), "c": (150.0, 187.5)})
+    fixed = np.zeros((1, 40))
+    fixed[0, :14] = 1.0
+    share = pen_fit.pen_share(zones, grid, fixed, ["a", "b", "c"])
+    assert share["a"] == pytest.approx((12 * 7.5 + 27.5 + 47.5) / 14)
+    assert share["b"] == pytest.approx((175.0 + 195.0 + 11 * 215.0) / 13)
+    assert share["c"] is None            # nothing there yet: the pen's own full dose
+    # a zone the fixed punctures already fill to the middle of its band or beyond: nothing
+    fixed[0, :14] = 2.0
+    assert pen_fit.pen_share(zones, grid, fixed, ["a"])["a"] == pytest.approx(0.0)
+
+
 def test_fit_and_repair_with_no_candidates():
     grid = _strip_grid(n=10)
     zones = _Zones({"strip": (100.0, 125.0)})

@@ -7,8 +7,9 @@ millimetres apart, and the density is counted in 1 cm^2 windows: near zone borde
 exclusions and on the nose a plan made from the model misses the band. Here the stamps
 are fitted with the real needles instead:
 
-1. **Candidates.** Along every pen stroke (main passes; fine-cartridge loops along the
-   keep-outs) a candidate stamp every :data:`CANDIDATE_MM` of chart travel, simulated with
+1. **Candidates.** Along every pen stroke (main passes, spaced for the pen's share of each
+   zone's dose once the roller's punctures are counted (:func:`pen_share`); fine-cartridge
+   loops along the keep-outs) a candidate stamp every :data:`CANDIDATE_MM` of chart travel, simulated with
    the cartridge kernel; a candidate any of whose needles would land on skin it may not
    touch is dropped (the rule every stamp of a plan obeys).
 2. **Fit.** The punctures per texel are ``base + A x``: ``A`` holds each candidate's fired
@@ -357,7 +358,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     names = zones.names
     pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
     problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
-    settings = {n: _pen.pen_settings(pen, zones.dose(n)) for n in pen_zones}
+    share = pen_share(zones, grid, fixed, pen_zones)
+    settings = {n: _pen.pen_settings(pen, zones.dose(n), share[n]) for n in pen_zones}
     targets = dose_targets(zones, grid)
     helps = None
     if completion:
@@ -431,6 +433,31 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
+
+
+def pen_share(zones, grid: TexelGrid, fixed: np.ndarray, names: list) -> dict:
+    """Per zone: the mean dose (per cm^2, over its treatable skin by area) the pen must add to
+    the punctures ``fixed`` (per texel) to bring every window to the middle of its band, or
+    None where ``fixed`` leaves the whole of it to the pen (:func:`coverage.pen.pen_settings`
+    then aims at the middle of the band itself).
+
+    The pen's passes are laid for this share: where the roller delivered most of a zone's
+    dose, the pen adds a fraction of it, and its lines spread as wide as
+    :func:`coverage.pen.pen_settings` allows rather than gliding over the whole zone at the
+    spacing of a full dose with its stamps far apart."""
+    from .pen import AIM_RATIO
+
+    d = WindowedDose(grid).density(fixed)
+    out = {}
+    for name in names:
+        sel = (grid.label == zones.names.index(name)) & (grid.area_mm2 > 0)
+        aim = zones.dose(name).target_per_cm2 * AIM_RATIO
+        if not sel.any() or not (d[sel] > 0).any():
+            out[name] = None
+            continue
+        area = grid.area_mm2[sel]
+        out[name] = float(np.sum(np.maximum(aim - d[sel], 0.0) * area) / area.sum())
+    return out
 
 
 def select(stamps, chosen: np.ndarray, problem=None, zones=None):
