@@ -499,32 +499,42 @@ def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
     checked along the line they were cut from, whose ends and bends are not theirs: a
     run cut short by another band's claim, or bending with the chart, may point its drum
     past the end of the clear skin. Stretches shorter than a stroke are dropped."""
-    runs = [r for line_runs in lines for r in line_runs]
+    return _rigid_drum_runs_many(face, drum, region, clearance, [lines])[0]
+
+
+def _rigid_drum_runs_many(face, drum, region, clearance, batches: list) -> list:
+    """:func:`_rigid_drum_runs` of each ``lines`` of ``batches``, in order, every run checked
+    in one :func:`coverage.roller.drum_fits` call (each run reads as alone: the check is per
+    sample and per run)."""
+    runs = [r for lines in batches for line_runs in lines for r in line_runs]
     if not runs:
-        return lines
+        return batches
     starts = np.concatenate([[0], np.cumsum([len(r.uv) for r in runs])])
     located = all(r.tri is not None and len(r.tri) == len(r.uv) for r in runs)
     ok = _roller.drum_fits(face, drum, np.concatenate([r.uv for r in runs]),
                            np.concatenate([r.swath_mm for r in runs]), region.inside, clearance,
                            straight=False, starts=starts,
                            tri=np.concatenate([r.tri for r in runs]) if located else None)
-    out, k = [], 0
-    for line_runs in lines:
-        kept = []
-        for r in line_runs:
-            mine = ok[starts[k]:starts[k + 1]]
-            k += 1
-            if mine.all():
-                kept.append(r)
-                continue
-            for a, b in _roller.runs_of(mine):
-                if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
-                    kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
-                                                    kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta),
-                                                    tri=None if r.tri is None else r.tri[a:b]))
-        if kept:
-            out.append(kept)
-    return out
+    done, k = [], 0
+    for lines in batches:
+        out = []
+        for line_runs in lines:
+            kept = []
+            for r in line_runs:
+                mine = ok[starts[k]:starts[k + 1]]
+                k += 1
+                if mine.all():
+                    kept.append(r)
+                    continue
+                for a, b in _roller.runs_of(mine):
+                    if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
+                        kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
+                                                        kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta),
+                                                        tri=None if r.tri is None else r.tri[a:b]))
+            if kept:
+                out.append(kept)
+        done.append(out)
+    return done
 
 
 def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
@@ -548,7 +558,13 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         conforming = {n: {} for n in region.zones}
         # every sweep rolls its lines, then the region's border (headland) where they left it free
         headland = _roller.Headland(zones, region, drum, clearance)
-        total_sweeps, done_sweeps = sum(per_direction), 0
+        total_sweeps = sum(per_direction)
+        # the headland of every sweep, built together (it does not depend on the claims)
+        borders = iter(headland.runs_many(range(total_sweeps), total_sweeps))
+        # every sweep's skin claimed (lines, then border) in order; the rigid-drum check of
+        # all of them together (it reads each run alone and takes nothing), then each sweep
+        # rolled cell by cell, nearest first
+        claimed = []     # (theta, [claimed lines of each family], claimed border)
         for theta, n_sweeps in zip(dose.directions_deg, per_direction):
             key = (drum, theta)
             if key not in conform_cache:
@@ -565,24 +581,29 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
                              for width in _roller.band_widths(face, zones, region, conform)]
             # the main family's phase is searched; the others fill what it leaves wherever they fall
             offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
-            count = 0
+            # every sweep's lines of every family, built together (they do not depend on the claims)
+            swept = iter(_roller.sweep_runs_many([(family, j, n_sweeps, offset) for j in range(n_sweeps)
+                                                  for family, offset in zip(families, offsets)]))
+            planned[f"{theta:g}"] = 0
             for j in range(n_sweeps):
                 occupancy = _roller.Occupancy(region.polygon.bounds)
-                cells = []
-                for family, offset in zip(families, offsets):
-                    lines = _roller.claim(face, _roller.sweep_runs(family, j, n_sweeps, offset), occupancy)
-                    cells += _sweep_cells(_rigid_drum_runs(face, drum, region, clearance, lines))
+                lines = [_roller.claim(face, next(swept), occupancy) for _ in families]
                 # then the border: the headland rolls only where the lines left the skin free
-                border = _roller.claim(face, headland.runs(done_sweeps, total_sweeps), occupancy)
-                done_sweeps += 1
-                cells += [[r] for runs in _rigid_drum_runs(face, drum, region, clearance, border) for r in runs]
-                # the sweep's skin is claimed; it is rolled cell by cell, nearest first
-                ordered = _order_cells(cells, position, corner, region.polygon.bounds)
-                if ordered:
-                    position = ordered[-1].uv[-1]
-                region_runs.extend(ordered)
-                count += bool(ordered)
-            planned[f"{theta:g}"] = count
+                border = _roller.claim(face, next(borders), occupancy)
+                claimed.append((theta, lines, border))
+        checked = iter(_rigid_drum_runs_many(face, drum, region, clearance,
+                                             [part for _, lines, border in claimed for part in (*lines, border)]))
+        for theta, lines, border in claimed:
+            cells = []
+            for _ in lines:
+                cells += _sweep_cells(next(checked))
+            cells += [[r] for runs in next(checked) for r in runs]
+            # the sweep's skin is claimed; it is rolled cell by cell, nearest first
+            ordered = _order_cells(cells, position, corner, region.polygon.bounds)
+            if ordered:
+                position = ordered[-1].uv[-1]
+            region_runs.extend(ordered)
+            planned[f"{theta:g}"] += bool(ordered)
         for n in region.zones:
             state = {"status": "planned" if region_runs else "drum does not fit",
                      "drum_needle_length_mm": drum.needle_length_mm,

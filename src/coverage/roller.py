@@ -1074,21 +1074,60 @@ OFFSET_TRIALS = 4  # phases of the line family tried across one swath
 
 def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[Run]]:
     """The runs of every line of the family at ``offset`` (a fraction of a swath), per line in order."""
-    kept = sweeps.kept_trials.pop(offset, None)
-    if kept is not None:   # best_offset built this family already (as sweep 0): hand it out once
-        if sweep_index == 0:
-            return kept
-        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta),
-                     tri=r.tri)
-                 for r in runs] for runs in kept]
-    face = sweeps.face
-    found = sweeps.lines(offset)
-    if not found:
-        return []
+    return line_runs_many([(sweeps, offset, sweep_index)])[0]
+
+
+def _shares_checks(a: ZoneSweeps, b: ZoneSweeps) -> bool:
+    """Whether two families read their samples alike (:meth:`ZoneSweeps.sample_validity`
+    reads the face, the drum, its conformity, the region's raster and the keep-outs only)."""
+    return (a.face is b.face and a.drum == b.drum and a.conform is b.conform and a.inside is b.inside
+            and a.clearance is b.clearance)
+
+
+def line_runs_many(items: list) -> list[list[list[Run]]]:
+    """:func:`line_runs` of each ``(sweeps, offset, sweep_index)`` of ``items``, in order.
+
+    The families that read their samples alike (one region and direction: the main family
+    and the other band widths') have every line of every item lifted, resampled and
+    checked in one pass: each step is per point or per stretch, so each stretch reads as
+    it would alone, and each item is what :func:`line_runs` builds for it alone.
+    """
+    out: list = [None] * len(items)
+    todo = []
+    for i, (sweeps, offset, sweep_index) in enumerate(items):
+        kept = sweeps.kept_trials.pop(offset, None)
+        if kept is None:
+            todo.append(i)
+        elif sweep_index == 0:   # best_offset built this family already (as sweep 0): hand it out once
+            out[i] = kept
+        else:
+            out[i] = [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross,
+                           meta=dict(r.meta), tri=r.tri)
+                       for r in runs] for runs in kept]
+    while todo:
+        first = items[todo[0]][0]
+        group = [i for i in todo if _shares_checks(items[i][0], first)]
+        todo = [i for i in todo if i not in group]
+        built = _line_runs_built([items[i] for i in group])
+        for i, lines in zip(group, built):
+            out[i] = lines
+    return out
+
+
+def _line_runs_built(items: list) -> list[list[list[Run]]]:
+    """The runs of each ``(sweeps, offset, sweep_index)`` (families that read alike), built."""
+    face = items[0][0].face
+    founds = [sweeps.lines(offset) for sweeps, offset, _ in items]
+    out = [[] for _ in items]
+    # every line of every item, in order: line g is one of item_of[g]'s
+    item_of = [i for i, found in enumerate(founds) for _ in found]
+    every = [line for found in founds for line in found]
+    if not every:
+        return out
     # every line's stretches on the chart, then all of them resampled and checked at once
     # (each step per point or per stretch, so each stretch reads as it would alone)
-    raw = np.concatenate([r for _, r, _ in found])
-    line_starts = np.concatenate([[0], np.cumsum([len(r) for _, r, _ in found])]).astype(np.int64)
+    raw = np.concatenate([r for _, r, _ in every])
+    line_starts = np.concatenate([[0], np.cumsum([len(r) for _, r, _ in every])]).astype(np.int64)
     on_chart = np.isfinite(raw).all(axis=1)
     finite = np.nonzero(on_chart)[0]
     lifted = face.lift(raw[finite])            # locates as face.locate does, and lifts
@@ -1099,7 +1138,7 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
     long_enough = stop - first >= 2
     line, first, stop = line[long_enough], first[long_enough], stop[long_enough]
     if len(line) == 0:
-        return []
+        return out
     edges = np.zeros(len(raw) + 1, dtype=np.int64)
     edges[first] += 1
     edges[stop] -= 1
@@ -1114,19 +1153,23 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
         line, sizes = line[keep], sizes[keep]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         if len(line) == 0:
-            return []
-    design = np.repeat(np.array([found[i][2] for i in line.tolist()], dtype=np.float64), sizes)
-    ok, w, kc, tri = sweeps.sample_validity(uv, design, starts, valid_only=True, located=True)
-    per_line = [[] for _ in found]
+            return out
+    design = np.repeat(np.array([every[g][2] for g in line.tolist()], dtype=np.float64), sizes)
+    ok, w, kc, tri = items[0][0].sample_validity(uv, design, starts, valid_only=True, located=True)
+    per_line = [[] for _ in every]
     path, first, stop = runs_in(ok, starts)
     for j, a, b in zip(path.tolist(), first.tolist(), stop.tolist()):
         if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
             continue
-        i = int(line[j])
-        per_line[i].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, found[i][0], uv[a:b], w[a:b], kc[a:b],
+        g = int(line[j])
+        sweeps, _, sweep_index = items[item_of[g]]
+        per_line[g].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, every[g][0], uv[a:b], w[a:b], kc[a:b],
                                meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family},
                                tri=tri[a:b]))
-    return [runs for runs in per_line if runs]
+    for g, runs in enumerate(per_line):
+        if runs:
+            out[item_of[g]].append(runs)
+    return out
 
 
 def best_offset(sweeps: ZoneSweeps) -> float:
@@ -1136,7 +1179,7 @@ def best_offset(sweeps: ZoneSweeps) -> float:
     outside the zone; trying a few phases across one swath recovers that line.
     """
     trials = np.arange(OFFSET_TRIALS) / OFFSET_TRIALS
-    found = [line_runs(sweeps, float(o), 0) for o in trials]
+    found = line_runs_many([(sweeps, float(o), 0) for o in trials])
     scores = [sum(len(r.uv) for runs in lines for r in runs) for lines in found]
     # the sweeps whose phase is a trial's (sweep 0 always, others when j / n falls on one)
     # roll exactly its lines: keep them for their line_runs
@@ -1152,12 +1195,19 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
     the seams where the swath changes do not stack, and the zone's edge strips, which one
     sweep leaves, the next ones reach.
     """
-    drum = sweeps.drum
-    lines = line_runs(sweeps, base_offset + sweep_index / max(n_sweeps, 1), sweep_index)
-    for j, runs in enumerate(lines):
-        for r in runs:
-            r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * drum.needle_pitch_mm
-    return lines
+    return sweep_runs_many([(sweeps, sweep_index, n_sweeps, base_offset)])[0]
+
+
+def sweep_runs_many(items: list) -> list[list[list[Run]]]:
+    """:func:`sweep_runs` of each ``(sweeps, sweep_index, n_sweeps, base_offset)`` of ``items``,
+    in order, their lines built together (:func:`line_runs_many`)."""
+    built = line_runs_many([(sweeps, base_offset + sweep_index / max(n_sweeps, 1), sweep_index)
+                            for sweeps, sweep_index, n_sweeps, base_offset in items])
+    for (sweeps, sweep_index, _, _), lines in zip(items, built):
+        for j, runs in enumerate(lines):
+            for r in runs:
+                r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * sweeps.drum.needle_pitch_mm
+    return built
 
 
 def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
@@ -1401,17 +1451,25 @@ class Headland:
     def runs(self, sweep_index: int, n_sweeps: int) -> list[list[Run]]:
         """This sweep's headland runs (one list per border path); sweep j sits j/n of a ring
         pitch farther in, so repeated headlands do not fall in the same holes."""
+        return self.runs_many([sweep_index], n_sweeps)[0]
+
+    def runs_many(self, sweep_indices, n_sweeps: int) -> list[list[list[Run]]]:
+        """:meth:`runs` of each sweep of ``sweep_indices``, in order: every sweep's border
+        paths checked side by side, each as alone (every check is per sample or per path)."""
+        sweep_indices = [int(j) for j in sweep_indices]
+        out = [[] for _ in sweep_indices]
         if self.design <= 0:
-            return []
-        level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
-        out = []
+            return out
         # a path too short for one run yields none (a scan's border has hundreds of such
         # crumbs): skip its checks; the others are checked side by side, each as alone
-        paths = [(k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
+        paths = []     # (which sweep, path number k, chart path)
+        for s, sweep_index in enumerate(sweep_indices):
+            level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
+            paths += [(s, k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
         if not paths:
-            return []
-        uv_all = np.concatenate([uv for _, uv in paths])
-        starts = np.concatenate([[0], np.cumsum([len(uv) for _, uv in paths])]).astype(np.int64)
+            return out
+        uv_all = np.concatenate([uv for _, _, uv in paths])
+        starts = np.concatenate([[0], np.cumsum([len(uv) for _, _, uv in paths])]).astype(np.int64)
         lifted = self.face.lift(uv_all)
         width, works, cross = self._widths(uv_all, lifted, starts)
         # a band narrower than the design leaves a thin gap at the border (never a
@@ -1420,21 +1478,22 @@ class Headland:
         ok &= turn_radius_mm(self.face, uv_all, lifted, starts) >= HEADLAND_MIN_TURN_RADIUS_MM
         ok &= drum_fits(self.face, self.drum, uv_all, width, self.region.inside, self.clearance, straight=False,
                         tri=lifted.tri, starts=starts, where=ok)
-        for (k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
+        for (s, k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
             runs = []
             w_k, cross_k, tri_k = width[a0:b0], cross[a0:b0], lifted.tri[a0:b0]
             for a, b in runs_of(ok[a0:b0]):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
-                runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
+                runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_indices[s], k, uv[a:b],
                                 w_k[a:b], cross_k[a:b],
                                 meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"},
                                 tri=tri_k[a:b]))
             if runs:
-                out.append(runs)
-        for j, runs in enumerate(out):
-            for r in runs:
-                r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
+                out[s].append(runs)
+        for sweep_index, lines in zip(sweep_indices, out):
+            for j, runs in enumerate(lines):
+                for r in runs:
+                    r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
         return out
 
 
