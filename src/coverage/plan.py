@@ -549,7 +549,7 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     position = None
-    conform_cache = {}
+    conform_cache, zone_triangles = {}, {}
     for region in _roller.roller_regions(zones, protocol):
         dose = protocol.zone(region.zones[0])
         drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
@@ -571,7 +571,9 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
                 conform_cache[key] = _roller.conformity(face, drum, theta)
             conform = conform_cache[key]
             for n in region.zones:
-                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms)
+                if n not in zone_triangles:
+                    zone_triangles[n] = _zone_triangles(face, zones, n)
+                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms, zone_triangles[n])
             # the main family (each line at the band it mostly shows), then one family per other
             # band width for the patches the main lines had to skip; no two bands overlap
             families = []
@@ -619,13 +621,20 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     return runs, status
 
 
-def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray) -> float:
-    """Share of a zone's treatable skin whose triangles have every vertex in the mask."""
+def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray, triangles=None) -> float:
+    """Share of a zone's treatable skin whose triangles have every vertex in the mask
+    (``triangles``: :func:`_zone_triangles` of the zone, if already known)."""
+    corners, area, total = _zone_triangles(face, zones, name) if triangles is None else triangles
+    if total <= 0:
+        return 0.0
+    return float(area[vertex_mask[corners].all(axis=1)].sum() / total)
+
+
+def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
+    """``(corners (t, 3) int, area (t,) float, total area)`` of a zone's triangles."""
     inside = zones.triangle_labels == zones.names.index(name)
     area = face.triangle_area_mm2[inside]
-    if area.sum() <= 0:
-        return 0.0
-    return float(area[vertex_mask[face.faces[inside]].all(axis=1)].sum() / area.sum())
+    return face.faces[inside], area, area.sum()
 
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None):

@@ -414,6 +414,13 @@ def chart_angle(face, theta_deg: float, uv_samples: np.ndarray) -> float:
     return float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()))
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    """The loaded thread pools, inspected once: ``threadpool_limits`` inspects them on every
+    entry (about a millisecond), its controller's ``limit`` only sets them."""
+    return threadpoolctl.ThreadpoolController()
+
+
 @dataclass(frozen=True, eq=False)
 class SweepFrame:
     """The turned frame of one region and direction, and its swath and chart scale fields.
@@ -453,7 +460,7 @@ class SweepFrame:
         uu, vv = np.meshgrid(u_cols, v_rows)               # (rows, cols)
         # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
         tri, _ = face.locate(chart)
         on = tri >= 0
