@@ -893,8 +893,7 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     strokes, transitions = [], []
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
     drums, frames = [], []
-    for run in runs:
-        lifted, tangent, s, across = chart_path_frames(face, run.uv)
+    for run, (lifted, tangent, s, across) in zip(runs, _run_path_frames(face, [run.uv for run in runs])):
         dose = protocol.zone(run.zone.split("+")[0])
         drums.append(_roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm))
         frames.append((lifted, tangent, s))
@@ -930,6 +929,32 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
                               / (math.pi * drum.diameter_mm)))
         t = float(times[-1])
     return strokes, transitions, packed, drums
+
+
+def _run_path_frames(face, paths: list) -> list:
+    """:func:`chart_path_frames` of each chart path ``(n_i, 2)`` (two samples or more), all
+    lifted and framed together: every step is per sample (the tangent's differences and the
+    arc length's sums stop at each path's ends), so each path's arrays are its own."""
+    if not paths or any(len(uv) < 2 for uv in paths):
+        return [chart_path_frames(face, uv) for uv in paths]
+    starts = np.concatenate([[0], np.cumsum([len(uv) for uv in paths])]).astype(np.int64)
+    lifted = face.lift(np.concatenate(paths))
+    if not lifted.inside.all():
+        raise ValueError("a stroke path leaves the chart")
+    pts, nrm = lifted.points, lifted.normals
+    tangent = _roller.path_gradient(pts, starts)      # np.gradient of each path
+    tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
+    left = np.cross(nrm, tangent)
+    pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
+    across = np.einsum("kij,kj->ki", pinv, left)
+    out = []
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        part = Lifted(pts[a:b].copy(), nrm[a:b].copy(), lifted.tri[a:b].copy(), lifted.bary[a:b].copy())
+        s = np.concatenate([[0.0], np.cumsum(seg[a:b - 1])])
+        out.append((part, tangent[a:b].copy(), s, across[a:b].copy()))
+    return out
 
 
 def drum_groups(packed: dict, drums: list) -> list:
