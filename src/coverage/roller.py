@@ -803,16 +803,18 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     if tri is None:
         tri, _ = face.locate(uv)
     scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
-    travel = path_gradient(uv, starts)
-    travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
-    # the drum's chart frame, per sample, built only where a check reads it
+    gradient = path_gradient(uv, starts)
+    # the drum's chart frame, per sample, built only where a check reads it (and the unit
+    # travel it is built from: each row its own)
     per_mm_t, per_mm_a = np.zeros((n, 2)), np.zeros((n, 2))
     framed = np.zeros(n, dtype=bool)
 
     def frame(mask):
         todo = np.nonzero(mask & ~framed)[0]
         if len(todo):
-            per_mm_t[todo], per_mm_a[todo] = skin_frame(face, tri[todo], travel[todo], scale[todo])
+            travel = gradient[todo]
+            travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
+            per_mm_t[todo], per_mm_a[todo] = skin_frame(face, tri[todo], travel, scale[todo])
             framed[todo] = True
 
     ok = tri >= 0 if where is None else (tri >= 0) & where
