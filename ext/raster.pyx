@@ -5,6 +5,7 @@
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
 from libc.math cimport rint, sqrt, frexp, ceil, NAN
 from libc.stdint cimport int64_t
+from _locate cimport _locate_one
 
 
 cdef inline double _inverse(double cell) noexcept nogil:
@@ -753,3 +754,44 @@ def claim_bands(unsigned char[:, ::1] taken, const double[:, ::1] uv, const doub
                     for i2 in range(m):
                         flat[_band_at(uv[j, 0], uv[j, 1], au, av, x, scale[j], f[i2], u0, v0, cell, h, w)] = 1
     return count
+
+
+def frame_fields(const double[:, ::1] chart, const double[:, ::1] affine, const int64_t[::1] cell_start,
+                 const int64_t[::1] cell_items, double gu0, double gv0, double gcell, int64_t nu, int64_t nv,
+                 double eps, const double[::1] linear_scale, const int64_t[:, ::1] faces,
+                 const double[:, ::1] inside, double iu0, double iv0, double icell,
+                 const double[::1] swath, const unsigned char[::1] conforms,
+                 double[::1] scale_out, double[::1] band_out):
+    """A sweep frame's fields at its grid's chart points, in one pass per point: the point's
+    triangle t as coverage.lifting.locate finds it (the same cell walk, _locate_one), then
+    scale_out = linear_scale[t] (1 off the chart) and band_out = the least of the swath at
+    t's three corners (numpy.min: a NaN wins) where t's corners all conform, that band is
+    above 0 and the point reads at least 0 on the ``inside`` raster (as ``nearest`` reads it,
+    -1 off the raster); NaN elsewhere."""
+    cdef Py_ssize_t i, j, n = chart.shape[0], h = inside.shape[0], w = inside.shape[1]
+    cdef int64_t t, c
+    cdef double b, x, u, v
+    cdef double bary[3]
+    cdef double ginv = 1.0 / gcell
+    cdef double inv = _inverse(icell)
+    cdef double nan = NAN
+    with nogil:
+        for i in range(n):
+            u = chart[i, 0]
+            v = chart[i, 1]
+            t = _locate_one(affine, u, v, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
+            band_out[i] = nan
+            if t < 0:
+                scale_out[i] = 1.0
+                continue
+            scale_out[i] = linear_scale[t]
+            c = _cell(u, v, iu0, iv0, icell, inv, w, h) if h > 0 and w > 0 else -1
+            if c < 0 or not (inside[c // w, c % w] >= 0.0):
+                continue
+            if not (conforms[faces[t, 0]] and conforms[faces[t, 1]] and conforms[faces[t, 2]]):
+                continue
+            b = 0.0
+            for j in range(3):
+                b = _least(b, swath[faces[t, j]], j)
+            if b > 0.0:
+                band_out[i] = b

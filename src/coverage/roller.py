@@ -462,24 +462,58 @@ class SweepFrame:
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
         with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
-        tri, _ = face.locate(chart)
-        on = tri >= 0
-        scale = np.ones(len(chart))
-        scale[on] = face.linear_scale[tri[on]]
-        in_region = region.inside.at(chart, outside=-1.0) >= 0
         # the band where the drum works: on the chart, in the region, every corner conforming
-        cand = np.nonzero(on & in_region)[0]
-        corners = face.faces[tri[cand]]
-        band = conform.swath_mm[corners].min(axis=1)
-        works = conform.conforms[corners].all(axis=1) & (band > 0)
-        levels, code = np.unique(band[works], return_inverse=True)
-        works_swath = np.full(len(chart), np.nan)
-        works_swath[cand[works]] = band[works]
+        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform)
+        works = ~np.isnan(works_swath)
+        levels, code = np.unique(works_swath[works], return_inverse=True)
         swath_code = np.full(len(chart), -1, dtype=np.int64)
-        swath_code[cand[works]] = code.reshape(-1)
+        swath_code[works] = code.reshape(-1)
         centre = np.asarray(polygon.centroid.coords[0]) @ to_frame.T
         return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, works_swath.reshape(uu.shape),
                    scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
+
+
+def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity) -> tuple:
+    """``(scale (k,) float, band (k,) float)`` at chart points ``(k, 2)``: the skin mm per
+    chart mm of each point's triangle (``face.locate``; 1 off the chart), and the band the
+    drum shows there where it works (NaN elsewhere): on the chart, ``inside`` reading at
+    least 0 (-1 off its raster), every corner of the triangle conforming and the least of
+    their swaths above 0. One compiled pass (``coverage._ext.raster.frame_fields``):
+    equal to :func:`sweep_frame_fields_reference`."""
+    chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
+    grid = face.chart_grid
+    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
+    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
+    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
+    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
+    values = np.ascontiguousarray(inside.values, dtype=np.float64)
+    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
+            or len(conforms) != len(face.vertices) or values.ndim != 2):
+        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
+                         "region raster do not agree in size")
+    scale, band = np.empty(len(chart)), np.empty(len(chart))
+    _raster_kernel.frame_fields(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
+                                float(grid.origin[1]), float(grid.cell), int(grid.shape[0]), int(grid.shape[1]),
+                                1e-9, linear_scale, faces, values, float(inside.origin[0]),
+                                float(inside.origin[1]), float(inside.cell), swath, conforms.view(np.uint8),
+                                scale, band)
+    return scale, band
+
+
+def sweep_frame_fields_reference(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity) -> tuple:
+    """NumPy twin of :func:`sweep_frame_fields`."""
+    tri, _ = face.locate(chart)
+    on = tri >= 0
+    scale = np.ones(len(chart))
+    scale[on] = face.linear_scale[tri[on]]
+    in_region = inside.at(chart, outside=-1.0) >= 0
+    cand = np.nonzero(on & in_region)[0]
+    corners = face.faces[tri[cand]]
+    band = conform.swath_mm[corners].min(axis=1)
+    works = conform.conforms[corners].all(axis=1) & (band > 0)
+    out = np.full(len(chart), np.nan)
+    out[cand[works]] = band[works]
+    return scale, out
 
 
 class ZoneSweeps:
