@@ -178,13 +178,31 @@ def skin_directions(face, theta_deg: float, normals: np.ndarray) -> np.ndarray:
     into the skin's tangent plane: up is the frame's +y projected onto the tangent plane,
     horizontal is that projection crossed with the normal.
     """
+    horizontal, up_t = _skin_axes(face, normals)
+    t = math.radians(theta_deg)
+    return math.cos(t) * horizontal + math.sin(t) * up_t
+
+
+_SKIN_AXES = weakref.WeakKeyDictionary()   # face -> (pose, horizontal, up) at its vertex normals
+
+
+def _skin_axes(face, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(horizontal, up)`` ``(k, 3)`` of :func:`skin_directions` at unit normals: they do not
+    depend on the direction, so at the face's own vertex normals (every direction's
+    conformity asks) they are made once per face (and pose)."""
+    own = normals is face.__dict__.get("normals")
+    if own:
+        entry = _SKIN_AXES.get(face)
+        if entry is not None and np.array_equal(entry[0], face.pose):
+            return entry[1], entry[2]
     up = face.pose[:3, :3] @ np.array([0.0, 1.0, 0.0])
     up = up / np.linalg.norm(up)
     up_t = up - (normals @ up)[:, None] * normals
     up_t /= np.maximum(np.linalg.norm(up_t, axis=1, keepdims=True), 1e-12)
     horizontal = np.cross(up_t, normals)
-    t = math.radians(theta_deg)
-    return math.cos(t) * horizontal + math.sin(t) * up_t
+    if own:
+        _SKIN_AXES[face] = (np.array(face.pose, copy=True), horizontal, up_t)
+    return horizontal, up_t
 
 
 def drum_curvature_radius_mm(drum: Drum) -> float:
@@ -714,7 +732,10 @@ def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
     tri = tri[tri >= 0]
     need = tri[~known[tri]]
     if len(need):
-        need = np.unique(need)
+        # np.unique(need) (ascending, each once) by marking, without sorting
+        mark = np.zeros(len(known), dtype=bool)
+        mark[need] = True
+        need = np.flatnonzero(mark)
     if len(need):
         jac = face.jacobian[need]
         finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
