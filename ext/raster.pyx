@@ -760,23 +760,32 @@ def frame_fields(const double[:, ::1] chart, const double[:, ::1] affine, const 
                  const int64_t[::1] cell_items, double gu0, double gv0, double gcell, int64_t nu, int64_t nv,
                  double eps, const double[::1] linear_scale, const int64_t[:, ::1] faces,
                  const double[:, ::1] inside, double iu0, double iv0, double icell,
-                 const double[::1] swath, const unsigned char[::1] conforms,
+                 const double[::1] swath, const unsigned char[::1] conforms, Py_ssize_t rows,
                  double[::1] scale_out, double[::1] band_out):
     """A sweep frame's fields at its grid's chart points, in one pass per point: the point's
     triangle t as coverage.lifting.locate finds it (the same cell walk, _locate_one), then
     scale_out = linear_scale[t] (1 off the chart) and band_out = the least of the swath at
     t's three corners (numpy.min: a NaN wins) where t's corners all conform, that band is
     above 0 and the point reads at least 0 on the ``inside`` raster (as ``nearest`` reads it,
-    -1 off the raster); NaN elsewhere."""
-    cdef Py_ssize_t i, j, n = chart.shape[0], h = inside.shape[0], w = inside.shape[1]
+    -1 off the raster); NaN elsewhere.
+
+    The points are a (rows, n / rows) grid, row by row; they are visited column by column
+    (each point's answer is its own): a column's neighbours share the chart grid's cell and
+    its candidate triangles, which then stay in cache."""
+    cdef Py_ssize_t i, j, k, n = chart.shape[0], h = inside.shape[0], w = inside.shape[1]
+    cdef Py_ssize_t cols = n // rows if rows > 0 else 0
     cdef int64_t t, c
     cdef double b, x, u, v
     cdef double bary[3]
     cdef double ginv = 1.0 / gcell
     cdef double inv = _inverse(icell)
     cdef double nan = NAN
+    if rows <= 0 or rows * cols != n:
+        rows = 1
+        cols = n
     with nogil:
-        for i in range(n):
+        for k in range(n):
+            i = (k % rows) * cols + k // rows
             u = chart[i, 0]
             v = chart[i, 1]
             t = _locate_one(affine, u, v, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)

@@ -16,11 +16,14 @@ def _conform(swath, conforms):
                              np.asarray(conforms, dtype=bool))
 
 
-def _same(face, chart, inside, conform):
-    got = roller.sweep_frame_fields(face, chart, inside, conform)
+def _same(face, chart, inside, conform, rows=(1,)):
     ref = roller.sweep_frame_fields_reference(face, chart, inside, conform)
-    for a, b in zip(got, ref):
-        assert np.array_equal(a, b, equal_nan=True)
+    # visited column by column for any count of rows (one that does not divide the points:
+    # in order)
+    for r in rows:
+        got = roller.sweep_frame_fields(face, chart, inside, conform, r)
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b, equal_nan=True)
     return got
 
 
@@ -41,7 +44,7 @@ def test_hand_worked_square():
                       [0.25, 0.75],    # T1: its corners' least swath is 0, no band
                       [5.0, 5.0],      # off the chart: scale 1
                       [np.nan, 0.5]])
-    scale, band = _same(face, chart, inside, _conform([4.0, 5.0, 6.0, 0.0], [True] * 4))
+    scale, band = _same(face, chart, inside, _conform([4.0, 5.0, 6.0, 0.0], [True] * 4), rows=(1, 5, 2))
     assert scale.tolist() == [2.0, 2.0, 3.0, 1.0, 1.0]
     assert np.array_equal(band, [4.0, np.nan, np.nan, np.nan, np.nan], equal_nan=True)
     # a corner that does not conform takes T0's band away; a NaN swath wins the least
@@ -69,7 +72,7 @@ def test_random_points_rasters_and_conformity(default_face, seed):
     cell = float(rng.choice([0.5, 0.75, 1.0, 2.0]))
     w, h = (int(x) for x in (hi - lo) / cell * rng.uniform(0.6, 1.1, 2))
     inside = roller.ChartRaster(lo + rng.uniform(-3, 3, 2), cell, rng.uniform(-1.5, 3.0, (h, w)))
-    _, band = _same(face, chart, inside, _conform(swath, conforms))
+    _, band = _same(face, chart, inside, _conform(swath, conforms), rows=(1, 100, 7, 20000))
     assert (~np.isnan(band)).sum() > 100
 
 
@@ -83,6 +86,6 @@ def test_default_sweep_frames(default_face, default_zones):
             frame = roller.SweepFrame.build(default_face, region, theta, conform)
             uu, vv = np.meshgrid(frame.u_cols, frame.v_rows)
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ frame.to_chart.T
-            scale, band = _same(default_face, chart, region.inside, conform)
+            scale, band = _same(default_face, chart, region.inside, conform, rows=(1, len(frame.v_rows)))
             assert np.array_equal(scale.reshape(uu.shape), frame.scale)
             assert np.array_equal(band.reshape(uu.shape), frame.works_swath, equal_nan=True)

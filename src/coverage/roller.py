@@ -481,7 +481,7 @@ class SweepFrame:
         with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
         # the band where the drum works: on the chart, in the region, every corner conforming
-        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform)
+        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform, len(v_rows))
         works = ~np.isnan(works_swath)
         levels, code = np.unique(works_swath[works], return_inverse=True)
         swath_code = np.full(len(chart), -1, dtype=np.int64)
@@ -491,13 +491,14 @@ class SweepFrame:
                    scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
 
 
-def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity) -> tuple:
+def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity, rows: int = 1) -> tuple:
     """``(scale (k,) float, band (k,) float)`` at chart points ``(k, 2)``: the skin mm per
     chart mm of each point's triangle (``face.locate``; 1 off the chart), and the band the
     drum shows there where it works (NaN elsewhere): on the chart, ``inside`` reading at
     least 0 (-1 off its raster), every corner of the triangle conforming and the least of
     their swaths above 0. One compiled pass (``coverage._ext.raster.frame_fields``):
-    equal to :func:`sweep_frame_fields_reference`."""
+    equal to :func:`sweep_frame_fields_reference`. ``rows``: the points are a grid of that
+    many rows, row by row (only the order they are visited in: column by column, faster)."""
     chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
     grid = face.chart_grid
     faces = np.ascontiguousarray(face.faces, dtype=np.int64)
@@ -514,7 +515,7 @@ def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Co
                                 float(grid.origin[1]), float(grid.cell), int(grid.shape[0]), int(grid.shape[1]),
                                 1e-9, linear_scale, faces, values, float(inside.origin[0]),
                                 float(inside.origin[1]), float(inside.cell), swath, conforms.view(np.uint8),
-                                scale, band)
+                                int(rows), scale, band)
     return scale, band
 
 
