@@ -804,3 +804,38 @@ def frame_fields(const double[:, ::1] chart, const double[:, ::1] affine, const 
                 b = _least(b, swath[faces[t, j]], j)
             if b > 0.0:
                 band_out[i] = b
+
+
+def ends_blocked(const double[:, ::1] values, double u0, double v0, double cell,
+                 const double[:, ::1] uv, const double[:, ::1] along, const double[:, ::1] across,
+                 const double[::1] shift, const double[::1] steps, const double[::1] need,
+                 unsigned char[::1] out):
+    """out[j] = 1 where any of the points (uv[j] + shift[j, k] * along[j]) + steps[a] * across[j]
+    (shift (e, K) flattened; every k, every a) reads below need[j] on the raster, as
+    ``nearest`` reads it (off the raster or at NaN: +inf, never below); else 0. Each point
+    with NumPy's arithmetic in that order; the first point below ends the search."""
+    cdef Py_ssize_t j, k, a, e = uv.shape[0], m = steps.shape[0], h = values.shape[0], w = values.shape[1]
+    cdef Py_ssize_t kk = shift.shape[0] // e if e > 0 else 0
+    cdef double tu, tv, pu, pv, s, x
+    cdef int64_t c
+    cdef double inv = _inverse(cell)
+    cdef bint blocked
+    with nogil:
+        for j in range(e):
+            blocked = False
+            for k in range(kk):
+                s = shift[j * kk + k]
+                tu = uv[j, 0] + s * along[j, 0]
+                tv = uv[j, 1] + s * along[j, 1]
+                for a in range(m):
+                    pu = tu + steps[a] * across[j, 0]
+                    pv = tv + steps[a] * across[j, 1]
+                    c = _cell(pu, pv, u0, v0, cell, inv, w, h) if h > 0 and w > 0 else -1
+                    if c >= 0:
+                        x = values[c // w, c % w]
+                        if x < need[j]:
+                            blocked = True
+                            break
+                if blocked:
+                    break
+            out[j] = blocked

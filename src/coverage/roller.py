@@ -956,10 +956,8 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     first, stop = first[keep], stop[keep]
     sign = np.concatenate([np.full(len(first), -1.0), np.full(len(first), 1.0)])
     ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
-    tip = uv[ends][:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * per_mm_t[ends][:, None, :]
-    edge = tip[:, :, None, :] + across_steps[None, None, :, None] * per_mm_a[ends][:, None, None, :]
-    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(ends), -1)
-    blocked = (beyond < need[ends][:, None]).any(axis=1)
+    blocked = ends_blocked(clearance, uv[ends], per_mm_t[ends], per_mm_a[ends], sign, ahead, across_steps,
+                           need[ends])
     for j in np.nonzero(blocked)[0].tolist():
         i = j % len(first)
         a, b = int(first[i]), int(stop[i])
@@ -968,6 +966,41 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
         else:
             ok[max(a, b - 1 - reach):b] = False
     return ok
+
+
+def ends_blocked(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, across: np.ndarray,
+                 sign: np.ndarray, ahead: np.ndarray, steps: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Whether the drum run on past a path's end meets a keep-out ``(e,) bool``: end j at
+    ``uv[j]`` (chart vectors of one skin mm ``along`` the travel and ``across`` it), its
+    outline points ``(uv + (sign * ahead[k]) * along) + steps[a] * across`` for every k and
+    a, any of them reading below ``need[j]`` on ``clearance`` (+inf off it). One compiled
+    pass that stops at the first point below (``coverage._ext.raster.ends_blocked``): equal to
+    :func:`ends_blocked_reference`."""
+    uv, along, across = _c(uv).reshape(-1, 2), _c(along).reshape(-1, 2), _c(across).reshape(-1, 2)
+    sign, ahead, steps, need = (_c(x).reshape(-1) for x in (sign, ahead, steps, need))
+    e = len(uv)
+    if not (len(along) == len(across) == len(sign) == len(need) == e):
+        raise ValueError("ends_blocked: one travel, across vector, sign and need per end are needed")
+    values = np.asarray(clearance.values)
+    if values.ndim != 2:
+        raise ValueError(f"a raster is (h, w); got values of shape {values.shape}")
+    if values.dtype != np.float64 or not values.flags.c_contiguous:
+        return ends_blocked_reference(clearance, uv, along, across, sign, ahead, steps, need)
+    out = np.zeros(e, dtype=np.uint8)
+    # shift[j, k] = sign[j] * ahead[k], as the reference forms it before the product
+    shift = np.ascontiguousarray(sign[:, None] * ahead[None, :]).reshape(-1)
+    _raster_kernel.ends_blocked(values, float(clearance.origin[0]), float(clearance.origin[1]),
+                                float(clearance.cell), uv, along, across, shift, steps, need, out)
+    return out.astype(bool)
+
+
+def ends_blocked_reference(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, across: np.ndarray,
+                           sign: np.ndarray, ahead: np.ndarray, steps: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`ends_blocked`."""
+    tip = uv[:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * along[:, None, :]
+    edge = tip[:, :, None, :] + steps[None, None, :, None] * across[:, None, None, :]
+    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(uv), -1)
+    return (beyond < need[:, None]).any(axis=1)
 
 
 def path_gradient(uv: np.ndarray, starts: np.ndarray) -> np.ndarray:
