@@ -839,3 +839,30 @@ def ends_blocked(const double[:, ::1] values, double u0, double v0, double cell,
                 if blocked:
                     break
             out[j] = blocked
+
+
+def within_reach(const unsigned char[::1] ok, const int64_t[::1] starts, Py_ssize_t reach,
+                 unsigned char[::1] near, unsigned char[::1] live):
+    """near[i] = 1 where a sample within ``reach`` rows of i in its own path (path p: rows
+    ``starts[p]:starts[p + 1]``, tiling the samples) has ``ok``; live[p] = 1 where path p
+    has one. A count kept over the sliding window; reach >= 0."""
+    cdef Py_ssize_t p, i, a, b, lo, hi, count, total
+    with nogil:
+        for p in range(starts.shape[0] - 1):
+            a = starts[p]
+            b = starts[p + 1]
+            count = 0       # ok samples in rows [i - reach, i + reach] within [a, b)
+            total = 0
+            hi = a + reach if a + reach < b - 1 else b - 1
+            for i in range(a, hi + 1):
+                count += ok[i]
+            for i in range(a, b):
+                near[i] = count > 0
+                total += ok[i]
+                lo = i - reach
+                if lo >= a:
+                    count -= ok[lo]
+                hi = i + reach + 1
+                if hi < b:
+                    count += ok[hi]
+            live[p] = total > 0

@@ -809,7 +809,26 @@ def _within_reach_of_standing(ok: np.ndarray, first: np.ndarray, stop: np.ndarra
                               reach: int) -> tuple[np.ndarray, np.ndarray]:
     """``(near (n,) bool, live (p,) bool)``: the samples within ``reach`` rows of a True sample
     of ``ok`` in their own path (path i: rows ``first[i]:stop[i]``), and the paths holding
-    a True sample."""
+    a True sample. Paths that tile the samples in order (as ``starts`` puts them) in one
+    compiled pass (``coverage._ext.raster.within_reach``): equal to
+    :func:`_within_reach_of_standing_reference`."""
+    ok = np.asarray(ok, dtype=bool)
+    first = np.asarray(first, dtype=np.int64)
+    stop = np.asarray(stop, dtype=np.int64)
+    n, p = len(ok), len(first)
+    tiled = (len(stop) == p and reach >= 0 and (p == 0 and n == 0 or p > 0 and first[0] == 0 and stop[-1] == n
+                                                and (stop >= first).all() and (first[1:] == stop[:-1]).all()))
+    if not tiled or ok.ndim != 1:
+        return _within_reach_of_standing_reference(ok, first, stop, reach)
+    near, live = np.empty(n, dtype=np.uint8), np.empty(p, dtype=np.uint8)
+    starts = np.ascontiguousarray(np.concatenate([first, stop[-1:]]), dtype=np.int64)
+    _raster_kernel.within_reach(np.ascontiguousarray(ok).view(np.uint8), starts, int(reach), near, live)
+    return near.view(bool), live.view(bool)
+
+
+def _within_reach_of_standing_reference(ok: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                                        reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`_within_reach_of_standing`."""
     n = len(ok)
     path = np.repeat(np.arange(len(first)), stop - first)
     index = np.arange(n)
