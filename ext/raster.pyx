@@ -5,6 +5,7 @@
 # order the reference writes it: no fused multiply-add (-ffp-contract=off above).
 from libc.math cimport rint, sqrt, frexp, ceil, NAN
 from libc.stdint cimport int64_t
+from _locate cimport _locate_one
 
 
 cdef inline double _inverse(double cell) noexcept nogil:
@@ -753,3 +754,115 @@ def claim_bands(unsigned char[:, ::1] taken, const double[:, ::1] uv, const doub
                     for i2 in range(m):
                         flat[_band_at(uv[j, 0], uv[j, 1], au, av, x, scale[j], f[i2], u0, v0, cell, h, w)] = 1
     return count
+
+
+def frame_fields(const double[:, ::1] chart, const double[:, ::1] affine, const int64_t[::1] cell_start,
+                 const int64_t[::1] cell_items, double gu0, double gv0, double gcell, int64_t nu, int64_t nv,
+                 double eps, const double[::1] linear_scale, const int64_t[:, ::1] faces,
+                 const double[:, ::1] inside, double iu0, double iv0, double icell,
+                 const double[::1] swath, const unsigned char[::1] conforms, Py_ssize_t rows,
+                 double[::1] scale_out, double[::1] band_out):
+    """A sweep frame's fields at its grid's chart points, in one pass per point: the point's
+    triangle t as coverage.lifting.locate finds it (the same cell walk, _locate_one), then
+    scale_out = linear_scale[t] (1 off the chart) and band_out = the least of the swath at
+    t's three corners (numpy.min: a NaN wins) where t's corners all conform, that band is
+    above 0 and the point reads at least 0 on the ``inside`` raster (as ``nearest`` reads it,
+    -1 off the raster); NaN elsewhere.
+
+    The points are a (rows, n / rows) grid, row by row; they are visited column by column
+    (each point's answer is its own): a column's neighbours share the chart grid's cell and
+    its candidate triangles, which then stay in cache."""
+    cdef Py_ssize_t i, j, k, n = chart.shape[0], h = inside.shape[0], w = inside.shape[1]
+    cdef Py_ssize_t cols = n // rows if rows > 0 else 0
+    cdef int64_t t, c
+    cdef double b, x, u, v
+    cdef double bary[3]
+    cdef double ginv = 1.0 / gcell
+    cdef double inv = _inverse(icell)
+    cdef double nan = NAN
+    if rows <= 0 or rows * cols != n:
+        rows = 1
+        cols = n
+    with nogil:
+        for k in range(n):
+            i = (k % rows) * cols + k // rows
+            u = chart[i, 0]
+            v = chart[i, 1]
+            t = _locate_one(affine, u, v, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
+            band_out[i] = nan
+            if t < 0:
+                scale_out[i] = 1.0
+                continue
+            scale_out[i] = linear_scale[t]
+            c = _cell(u, v, iu0, iv0, icell, inv, w, h) if h > 0 and w > 0 else -1
+            if c < 0 or not (inside[c // w, c % w] >= 0.0):
+                continue
+            if not (conforms[faces[t, 0]] and conforms[faces[t, 1]] and conforms[faces[t, 2]]):
+                continue
+            b = 0.0
+            for j in range(3):
+                b = _least(b, swath[faces[t, j]], j)
+            if b > 0.0:
+                band_out[i] = b
+
+
+def ends_blocked(const double[:, ::1] values, double u0, double v0, double cell,
+                 const double[:, ::1] uv, const double[:, ::1] along, const double[:, ::1] across,
+                 const double[::1] shift, const double[::1] steps, const double[::1] need,
+                 unsigned char[::1] out):
+    """out[j] = 1 where any of the points (uv[j] + shift[j, k] * along[j]) + steps[a] * across[j]
+    (shift (e, K) flattened; every k, every a) reads below need[j] on the raster, as
+    ``nearest`` reads it (off the raster or at NaN: +inf, never below); else 0. Each point
+    with NumPy's arithmetic in that order; the first point below ends the search."""
+    cdef Py_ssize_t j, k, a, e = uv.shape[0], m = steps.shape[0], h = values.shape[0], w = values.shape[1]
+    cdef Py_ssize_t kk = shift.shape[0] // e if e > 0 else 0
+    cdef double tu, tv, pu, pv, s, x
+    cdef int64_t c
+    cdef double inv = _inverse(cell)
+    cdef bint blocked
+    with nogil:
+        for j in range(e):
+            blocked = False
+            for k in range(kk):
+                s = shift[j * kk + k]
+                tu = uv[j, 0] + s * along[j, 0]
+                tv = uv[j, 1] + s * along[j, 1]
+                for a in range(m):
+                    pu = tu + steps[a] * across[j, 0]
+                    pv = tv + steps[a] * across[j, 1]
+                    c = _cell(pu, pv, u0, v0, cell, inv, w, h) if h > 0 and w > 0 else -1
+                    if c >= 0:
+                        x = values[c // w, c % w]
+                        if x < need[j]:
+                            blocked = True
+                            break
+                if blocked:
+                    break
+            out[j] = blocked
+
+
+def within_reach(const unsigned char[::1] ok, const int64_t[::1] starts, Py_ssize_t reach,
+                 unsigned char[::1] near, unsigned char[::1] live):
+    """near[i] = 1 where a sample within ``reach`` rows of i in its own path (path p: rows
+    ``starts[p]:starts[p + 1]``, tiling the samples) has ``ok``; live[p] = 1 where path p
+    has one. A count kept over the sliding window; reach >= 0."""
+    cdef Py_ssize_t p, i, a, b, lo, hi, count, total
+    with nogil:
+        for p in range(starts.shape[0] - 1):
+            a = starts[p]
+            b = starts[p + 1]
+            count = 0       # ok samples in rows [i - reach, i + reach] within [a, b)
+            total = 0
+            hi = a + reach if a + reach < b - 1 else b - 1
+            for i in range(a, hi + 1):
+                count += ok[i]
+            for i in range(a, b):
+                near[i] = count > 0
+                total += ok[i]
+                lo = i - reach
+                if lo >= a:
+                    count -= ok[lo]
+                hi = i + reach + 1
+                if hi < b:
+                    count += ok[hi]
+            live[p] = total > 0

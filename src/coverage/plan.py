@@ -499,32 +499,42 @@ def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
     checked along the line they were cut from, whose ends and bends are not theirs: a
     run cut short by another band's claim, or bending with the chart, may point its drum
     past the end of the clear skin. Stretches shorter than a stroke are dropped."""
-    runs = [r for line_runs in lines for r in line_runs]
+    return _rigid_drum_runs_many(face, drum, region, clearance, [lines])[0]
+
+
+def _rigid_drum_runs_many(face, drum, region, clearance, batches: list) -> list:
+    """:func:`_rigid_drum_runs` of each ``lines`` of ``batches``, in order, every run checked
+    in one :func:`coverage.roller.drum_fits` call (each run reads as alone: the check is per
+    sample and per run)."""
+    runs = [r for lines in batches for line_runs in lines for r in line_runs]
     if not runs:
-        return lines
+        return batches
     starts = np.concatenate([[0], np.cumsum([len(r.uv) for r in runs])])
     located = all(r.tri is not None and len(r.tri) == len(r.uv) for r in runs)
     ok = _roller.drum_fits(face, drum, np.concatenate([r.uv for r in runs]),
                            np.concatenate([r.swath_mm for r in runs]), region.inside, clearance,
                            straight=False, starts=starts,
                            tri=np.concatenate([r.tri for r in runs]) if located else None)
-    out, k = [], 0
-    for line_runs in lines:
-        kept = []
-        for r in line_runs:
-            mine = ok[starts[k]:starts[k + 1]]
-            k += 1
-            if mine.all():
-                kept.append(r)
-                continue
-            for a, b in _roller.runs_of(mine):
-                if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
-                    kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
-                                                    kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta),
-                                                    tri=None if r.tri is None else r.tri[a:b]))
-        if kept:
-            out.append(kept)
-    return out
+    done, k = [], 0
+    for lines in batches:
+        out = []
+        for line_runs in lines:
+            kept = []
+            for r in line_runs:
+                mine = ok[starts[k]:starts[k + 1]]
+                k += 1
+                if mine.all():
+                    kept.append(r)
+                    continue
+                for a, b in _roller.runs_of(mine):
+                    if (b - a - 1) * _roller.PATH_STEP_MM >= _roller.MIN_STROKE_MM:
+                        kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b],
+                                                        kappa_cross=r.kappa_cross[a:b], meta=dict(r.meta),
+                                                        tri=None if r.tri is None else r.tri[a:b]))
+            if kept:
+                out.append(kept)
+        done.append(out)
+    return done
 
 
 def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
@@ -539,7 +549,7 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     position = None
-    conform_cache = {}
+    conform_cache, zone_triangles = {}, {}
     for region in _roller.roller_regions(zones, protocol):
         dose = protocol.zone(region.zones[0])
         drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
@@ -548,14 +558,22 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         conforming = {n: {} for n in region.zones}
         # every sweep rolls its lines, then the region's border (headland) where they left it free
         headland = _roller.Headland(zones, region, drum, clearance)
-        total_sweeps, done_sweeps = sum(per_direction), 0
+        total_sweeps = sum(per_direction)
+        # the headland of every sweep, built together (it does not depend on the claims)
+        borders = iter(headland.runs_many(range(total_sweeps), total_sweeps))
+        # every sweep's skin claimed (lines, then border) in order; the rigid-drum check of
+        # all of them together (it reads each run alone and takes nothing), then each sweep
+        # rolled cell by cell, nearest first
+        claimed = []     # (theta, [claimed lines of each family], claimed border)
         for theta, n_sweeps in zip(dose.directions_deg, per_direction):
             key = (drum, theta)
             if key not in conform_cache:
                 conform_cache[key] = _roller.conformity(face, drum, theta)
             conform = conform_cache[key]
             for n in region.zones:
-                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms)
+                if n not in zone_triangles:
+                    zone_triangles[n] = _zone_triangles(face, zones, n)
+                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms, zone_triangles[n])
             # the main family (each line at the band it mostly shows), then one family per other
             # band width for the patches the main lines had to skip; no two bands overlap
             families = []
@@ -565,24 +583,29 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
                              for width in _roller.band_widths(face, zones, region, conform)]
             # the main family's phase is searched; the others fill what it leaves wherever they fall
             offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
-            count = 0
+            # every sweep's lines of every family, built together (they do not depend on the claims)
+            swept = iter(_roller.sweep_runs_many([(family, j, n_sweeps, offset) for j in range(n_sweeps)
+                                                  for family, offset in zip(families, offsets)]))
+            planned[f"{theta:g}"] = 0
             for j in range(n_sweeps):
                 occupancy = _roller.Occupancy(region.polygon.bounds)
-                cells = []
-                for family, offset in zip(families, offsets):
-                    lines = _roller.claim(face, _roller.sweep_runs(family, j, n_sweeps, offset), occupancy)
-                    cells += _sweep_cells(_rigid_drum_runs(face, drum, region, clearance, lines))
+                lines = [_roller.claim(face, next(swept), occupancy) for _ in families]
                 # then the border: the headland rolls only where the lines left the skin free
-                border = _roller.claim(face, headland.runs(done_sweeps, total_sweeps), occupancy)
-                done_sweeps += 1
-                cells += [[r] for runs in _rigid_drum_runs(face, drum, region, clearance, border) for r in runs]
-                # the sweep's skin is claimed; it is rolled cell by cell, nearest first
-                ordered = _order_cells(cells, position, corner, region.polygon.bounds)
-                if ordered:
-                    position = ordered[-1].uv[-1]
-                region_runs.extend(ordered)
-                count += bool(ordered)
-            planned[f"{theta:g}"] = count
+                border = _roller.claim(face, next(borders), occupancy)
+                claimed.append((theta, lines, border))
+        checked = iter(_rigid_drum_runs_many(face, drum, region, clearance,
+                                             [part for _, lines, border in claimed for part in (*lines, border)]))
+        for theta, lines, border in claimed:
+            cells = []
+            for _ in lines:
+                cells += _sweep_cells(next(checked))
+            cells += [[r] for runs in next(checked) for r in runs]
+            # the sweep's skin is claimed; it is rolled cell by cell, nearest first
+            ordered = _order_cells(cells, position, corner, region.polygon.bounds)
+            if ordered:
+                position = ordered[-1].uv[-1]
+            region_runs.extend(ordered)
+            planned[f"{theta:g}"] += bool(ordered)
         for n in region.zones:
             state = {"status": "planned" if region_runs else "drum does not fit",
                      "drum_needle_length_mm": drum.needle_length_mm,
@@ -598,13 +621,20 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     return runs, status
 
 
-def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray) -> float:
-    """Share of a zone's treatable skin whose triangles have every vertex in the mask."""
+def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray, triangles=None) -> float:
+    """Share of a zone's treatable skin whose triangles have every vertex in the mask
+    (``triangles``: :func:`_zone_triangles` of the zone, if already known)."""
+    corners, area, total = _zone_triangles(face, zones, name) if triangles is None else triangles
+    if total <= 0:
+        return 0.0
+    return float(area[vertex_mask[corners].all(axis=1)].sum() / total)
+
+
+def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
+    """``(corners (t, 3) int, area (t,) float, total area)`` of a zone's triangles."""
     inside = zones.triangle_labels == zones.names.index(name)
     area = face.triangle_area_mm2[inside]
-    if area.sum() <= 0:
-        return 0.0
-    return float(area[vertex_mask[face.faces[inside]].all(axis=1)].sum() / area.sum())
+    return face.faces[inside], area, area.sum()
 
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None):
@@ -916,8 +946,7 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     strokes, transitions = [], []
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
     drums, frames = [], []
-    for run in runs:
-        lifted, tangent, s, across = chart_path_frames(face, run.uv)
+    for run, (lifted, tangent, s, across) in zip(runs, _run_path_frames(face, [run.uv for run in runs])):
         dose = protocol.zone(run.zone.split("+")[0])
         drums.append(_roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm))
         frames.append((lifted, tangent, s))
@@ -953,6 +982,32 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
                               / (math.pi * drum.diameter_mm)))
         t = float(times[-1])
     return strokes, transitions, packed, drums
+
+
+def _run_path_frames(face, paths: list) -> list:
+    """:func:`chart_path_frames` of each chart path ``(n_i, 2)`` (two samples or more), all
+    lifted and framed together: every step is per sample (the tangent's differences and the
+    arc length's sums stop at each path's ends), so each path's arrays are its own."""
+    if not paths or any(len(uv) < 2 for uv in paths):
+        return [chart_path_frames(face, uv) for uv in paths]
+    starts = np.concatenate([[0], np.cumsum([len(uv) for uv in paths])]).astype(np.int64)
+    lifted = face.lift(np.concatenate(paths))
+    if not lifted.inside.all():
+        raise ValueError("a stroke path leaves the chart")
+    pts, nrm = lifted.points, lifted.normals
+    tangent = _roller.path_gradient(pts, starts)      # np.gradient of each path
+    tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
+    left = np.cross(nrm, tangent)
+    pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
+    across = np.einsum("kij,kj->ki", pinv, left)
+    out = []
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        part = Lifted(pts[a:b].copy(), nrm[a:b].copy(), lifted.tri[a:b].copy(), lifted.bary[a:b].copy())
+        s = np.concatenate([[0.0], np.cumsum(seg[a:b - 1])])
+        out.append((part, tangent[a:b].copy(), s, across[a:b].copy()))
+    return out
 
 
 def drum_groups(packed: dict, drums: list) -> list:

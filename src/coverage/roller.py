@@ -178,13 +178,31 @@ def skin_directions(face, theta_deg: float, normals: np.ndarray) -> np.ndarray:
     into the skin's tangent plane: up is the frame's +y projected onto the tangent plane,
     horizontal is that projection crossed with the normal.
     """
+    horizontal, up_t = _skin_axes(face, normals)
+    t = math.radians(theta_deg)
+    return math.cos(t) * horizontal + math.sin(t) * up_t
+
+
+_SKIN_AXES = weakref.WeakKeyDictionary()   # face -> (pose, horizontal, up) at its vertex normals
+
+
+def _skin_axes(face, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(horizontal, up)`` ``(k, 3)`` of :func:`skin_directions` at unit normals: they do not
+    depend on the direction, so at the face's own vertex normals (every direction's
+    conformity asks) they are made once per face (and pose)."""
+    own = normals is face.__dict__.get("normals")
+    if own:
+        entry = _SKIN_AXES.get(face)
+        if entry is not None and np.array_equal(entry[0], face.pose):
+            return entry[1], entry[2]
     up = face.pose[:3, :3] @ np.array([0.0, 1.0, 0.0])
     up = up / np.linalg.norm(up)
     up_t = up - (normals @ up)[:, None] * normals
     up_t /= np.maximum(np.linalg.norm(up_t, axis=1, keepdims=True), 1e-12)
     horizontal = np.cross(up_t, normals)
-    t = math.radians(theta_deg)
-    return math.cos(t) * horizontal + math.sin(t) * up_t
+    if own:
+        _SKIN_AXES[face] = (np.array(face.pose, copy=True), horizontal, up_t)
+    return horizontal, up_t
 
 
 def drum_curvature_radius_mm(drum: Drum) -> float:
@@ -414,6 +432,13 @@ def chart_angle(face, theta_deg: float, uv_samples: np.ndarray) -> float:
     return float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()))
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    """The loaded thread pools, inspected once: ``threadpool_limits`` inspects them on every
+    entry (about a millisecond), its controller's ``limit`` only sets them."""
+    return threadpoolctl.ThreadpoolController()
+
+
 @dataclass(frozen=True, eq=False)
 class SweepFrame:
     """The turned frame of one region and direction, and its swath and chart scale fields.
@@ -453,26 +478,61 @@ class SweepFrame:
         uu, vv = np.meshgrid(u_cols, v_rows)               # (rows, cols)
         # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
-        tri, _ = face.locate(chart)
-        on = tri >= 0
-        scale = np.ones(len(chart))
-        scale[on] = face.linear_scale[tri[on]]
-        in_region = region.inside.at(chart, outside=-1.0) >= 0
         # the band where the drum works: on the chart, in the region, every corner conforming
-        cand = np.nonzero(on & in_region)[0]
-        corners = face.faces[tri[cand]]
-        band = conform.swath_mm[corners].min(axis=1)
-        works = conform.conforms[corners].all(axis=1) & (band > 0)
-        levels, code = np.unique(band[works], return_inverse=True)
-        works_swath = np.full(len(chart), np.nan)
-        works_swath[cand[works]] = band[works]
+        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform, len(v_rows))
+        works = ~np.isnan(works_swath)
+        levels, code = np.unique(works_swath[works], return_inverse=True)
         swath_code = np.full(len(chart), -1, dtype=np.int64)
-        swath_code[cand[works]] = code.reshape(-1)
+        swath_code[works] = code.reshape(-1)
         centre = np.asarray(polygon.centroid.coords[0]) @ to_frame.T
         return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, works_swath.reshape(uu.shape),
                    scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
+
+
+def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity, rows: int = 1) -> tuple:
+    """``(scale (k,) float, band (k,) float)`` at chart points ``(k, 2)``: the skin mm per
+    chart mm of each point's triangle (``face.locate``; 1 off the chart), and the band the
+    drum shows there where it works (NaN elsewhere): on the chart, ``inside`` reading at
+    least 0 (-1 off its raster), every corner of the triangle conforming and the least of
+    their swaths above 0. One compiled pass (``coverage._ext.raster.frame_fields``):
+    equal to :func:`sweep_frame_fields_reference`. ``rows``: the points are a grid of that
+    many rows, row by row (only the order they are visited in: column by column, faster)."""
+    chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
+    grid = face.chart_grid
+    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
+    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
+    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
+    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
+    values = np.ascontiguousarray(inside.values, dtype=np.float64)
+    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
+            or len(conforms) != len(face.vertices) or values.ndim != 2):
+        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
+                         "region raster do not agree in size")
+    scale, band = np.empty(len(chart)), np.empty(len(chart))
+    _raster_kernel.frame_fields(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
+                                float(grid.origin[1]), float(grid.cell), int(grid.shape[0]), int(grid.shape[1]),
+                                1e-9, linear_scale, faces, values, float(inside.origin[0]),
+                                float(inside.origin[1]), float(inside.cell), swath, conforms.view(np.uint8),
+                                int(rows), scale, band)
+    return scale, band
+
+
+def sweep_frame_fields_reference(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity) -> tuple:
+    """NumPy twin of :func:`sweep_frame_fields`."""
+    tri, _ = face.locate(chart)
+    on = tri >= 0
+    scale = np.ones(len(chart))
+    scale[on] = face.linear_scale[tri[on]]
+    in_region = inside.at(chart, outside=-1.0) >= 0
+    cand = np.nonzero(on & in_region)[0]
+    corners = face.faces[tri[cand]]
+    band = conform.swath_mm[corners].min(axis=1)
+    works = conform.conforms[corners].all(axis=1) & (band > 0)
+    out = np.full(len(chart), np.nan)
+    out[cand[works]] = band[works]
+    return scale, out
 
 
 class ZoneSweeps:
@@ -673,7 +733,10 @@ def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
     tri = tri[tri >= 0]
     need = tri[~known[tri]]
     if len(need):
-        need = np.unique(need)
+        # np.unique(need) (ascending, each once) by marking, without sorting
+        mark = np.zeros(len(known), dtype=bool)
+        mark[need] = True
+        need = np.flatnonzero(mark)
     if len(need):
         jac = face.jacobian[need]
         finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
@@ -746,7 +809,26 @@ def _within_reach_of_standing(ok: np.ndarray, first: np.ndarray, stop: np.ndarra
                               reach: int) -> tuple[np.ndarray, np.ndarray]:
     """``(near (n,) bool, live (p,) bool)``: the samples within ``reach`` rows of a True sample
     of ``ok`` in their own path (path i: rows ``first[i]:stop[i]``), and the paths holding
-    a True sample."""
+    a True sample. Paths that tile the samples in order (as ``starts`` puts them) in one
+    compiled pass (``coverage._ext.raster.within_reach``): equal to
+    :func:`_within_reach_of_standing_reference`."""
+    ok = np.asarray(ok, dtype=bool)
+    first = np.asarray(first, dtype=np.int64)
+    stop = np.asarray(stop, dtype=np.int64)
+    n, p = len(ok), len(first)
+    tiled = (len(stop) == p and reach >= 0 and (p == 0 and n == 0 or p > 0 and first[0] == 0 and stop[-1] == n
+                                                and (stop >= first).all() and (first[1:] == stop[:-1]).all()))
+    if not tiled or ok.ndim != 1:
+        return _within_reach_of_standing_reference(ok, first, stop, reach)
+    near, live = np.empty(n, dtype=np.uint8), np.empty(p, dtype=np.uint8)
+    starts = np.ascontiguousarray(np.concatenate([first, stop[-1:]]), dtype=np.int64)
+    _raster_kernel.within_reach(np.ascontiguousarray(ok).view(np.uint8), starts, int(reach), near, live)
+    return near.view(bool), live.view(bool)
+
+
+def _within_reach_of_standing_reference(ok: np.ndarray, first: np.ndarray, stop: np.ndarray,
+                                        reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`_within_reach_of_standing`."""
     n = len(ok)
     path = np.repeat(np.arange(len(first)), stop - first)
     index = np.arange(n)
@@ -796,16 +878,18 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     if tri is None:
         tri, _ = face.locate(uv)
     scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
-    travel = path_gradient(uv, starts)
-    travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
-    # the drum's chart frame, per sample, built only where a check reads it
+    gradient = path_gradient(uv, starts)
+    # the drum's chart frame, per sample, built only where a check reads it (and the unit
+    # travel it is built from: each row its own)
     per_mm_t, per_mm_a = np.zeros((n, 2)), np.zeros((n, 2))
     framed = np.zeros(n, dtype=bool)
 
     def frame(mask):
         todo = np.nonzero(mask & ~framed)[0]
         if len(todo):
-            per_mm_t[todo], per_mm_a[todo] = skin_frame(face, tri[todo], travel[todo], scale[todo])
+            travel = gradient[todo]
+            travel /= np.maximum(np.linalg.norm(travel, axis=1, keepdims=True), 1e-12)
+            per_mm_t[todo], per_mm_a[todo] = skin_frame(face, tri[todo], travel, scale[todo])
             framed[todo] = True
 
     ok = tri >= 0 if where is None else (tri >= 0) & where
@@ -891,10 +975,8 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
     first, stop = first[keep], stop[keep]
     sign = np.concatenate([np.full(len(first), -1.0), np.full(len(first), 1.0)])
     ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
-    tip = uv[ends][:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * per_mm_t[ends][:, None, :]
-    edge = tip[:, :, None, :] + across_steps[None, None, :, None] * per_mm_a[ends][:, None, None, :]
-    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(ends), -1)
-    blocked = (beyond < need[ends][:, None]).any(axis=1)
+    blocked = ends_blocked(clearance, uv[ends], per_mm_t[ends], per_mm_a[ends], sign, ahead, across_steps,
+                           need[ends])
     for j in np.nonzero(blocked)[0].tolist():
         i = j % len(first)
         a, b = int(first[i]), int(stop[i])
@@ -903,6 +985,41 @@ def drum_fits(face, drum: Drum, uv: np.ndarray, width: np.ndarray, inside: Chart
         else:
             ok[max(a, b - 1 - reach):b] = False
     return ok
+
+
+def ends_blocked(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, across: np.ndarray,
+                 sign: np.ndarray, ahead: np.ndarray, steps: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Whether the drum run on past a path's end meets a keep-out ``(e,) bool``: end j at
+    ``uv[j]`` (chart vectors of one skin mm ``along`` the travel and ``across`` it), its
+    outline points ``(uv + (sign * ahead[k]) * along) + steps[a] * across`` for every k and
+    a, any of them reading below ``need[j]`` on ``clearance`` (+inf off it). One compiled
+    pass that stops at the first point below (``coverage._ext.raster.ends_blocked``): equal to
+    :func:`ends_blocked_reference`."""
+    uv, along, across = _c(uv).reshape(-1, 2), _c(along).reshape(-1, 2), _c(across).reshape(-1, 2)
+    sign, ahead, steps, need = (_c(x).reshape(-1) for x in (sign, ahead, steps, need))
+    e = len(uv)
+    if not (len(along) == len(across) == len(sign) == len(need) == e):
+        raise ValueError("ends_blocked: one travel, across vector, sign and need per end are needed")
+    values = np.asarray(clearance.values)
+    if values.ndim != 2:
+        raise ValueError(f"a raster is (h, w); got values of shape {values.shape}")
+    if values.dtype != np.float64 or not values.flags.c_contiguous:
+        return ends_blocked_reference(clearance, uv, along, across, sign, ahead, steps, need)
+    out = np.zeros(e, dtype=np.uint8)
+    # shift[j, k] = sign[j] * ahead[k], as the reference forms it before the product
+    shift = np.ascontiguousarray(sign[:, None] * ahead[None, :]).reshape(-1)
+    _raster_kernel.ends_blocked(values, float(clearance.origin[0]), float(clearance.origin[1]),
+                                float(clearance.cell), uv, along, across, shift, steps, need, out)
+    return out.astype(bool)
+
+
+def ends_blocked_reference(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, across: np.ndarray,
+                           sign: np.ndarray, ahead: np.ndarray, steps: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`ends_blocked`."""
+    tip = uv[:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * along[:, None, :]
+    edge = tip[:, :, None, :] + steps[None, None, :, None] * across[:, None, None, :]
+    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(uv), -1)
+    return (beyond < need[:, None]).any(axis=1)
 
 
 def path_gradient(uv: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -1074,21 +1191,60 @@ OFFSET_TRIALS = 4  # phases of the line family tried across one swath
 
 def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[Run]]:
     """The runs of every line of the family at ``offset`` (a fraction of a swath), per line in order."""
-    kept = sweeps.kept_trials.pop(offset, None)
-    if kept is not None:   # best_offset built this family already (as sweep 0): hand it out once
-        if sweep_index == 0:
-            return kept
-        return [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross, meta=dict(r.meta),
-                     tri=r.tri)
-                 for r in runs] for runs in kept]
-    face = sweeps.face
-    found = sweeps.lines(offset)
-    if not found:
-        return []
+    return line_runs_many([(sweeps, offset, sweep_index)])[0]
+
+
+def _shares_checks(a: ZoneSweeps, b: ZoneSweeps) -> bool:
+    """Whether two families read their samples alike (:meth:`ZoneSweeps.sample_validity`
+    reads the face, the drum, its conformity, the region's raster and the keep-outs only)."""
+    return (a.face is b.face and a.drum == b.drum and a.conform is b.conform and a.inside is b.inside
+            and a.clearance is b.clearance)
+
+
+def line_runs_many(items: list) -> list[list[list[Run]]]:
+    """:func:`line_runs` of each ``(sweeps, offset, sweep_index)`` of ``items``, in order.
+
+    The families that read their samples alike (one region and direction: the main family
+    and the other band widths') have every line of every item lifted, resampled and
+    checked in one pass: each step is per point or per stretch, so each stretch reads as
+    it would alone, and each item is what :func:`line_runs` builds for it alone.
+    """
+    out: list = [None] * len(items)
+    todo = []
+    for i, (sweeps, offset, sweep_index) in enumerate(items):
+        kept = sweeps.kept_trials.pop(offset, None)
+        if kept is None:
+            todo.append(i)
+        elif sweep_index == 0:   # best_offset built this family already (as sweep 0): hand it out once
+            out[i] = kept
+        else:
+            out[i] = [[Run(r.zone, r.theta_deg, sweep_index, r.line, r.uv, r.swath_mm, r.kappa_cross,
+                           meta=dict(r.meta), tri=r.tri)
+                       for r in runs] for runs in kept]
+    while todo:
+        first = items[todo[0]][0]
+        group = [i for i in todo if _shares_checks(items[i][0], first)]
+        todo = [i for i in todo if i not in group]
+        built = _line_runs_built([items[i] for i in group])
+        for i, lines in zip(group, built):
+            out[i] = lines
+    return out
+
+
+def _line_runs_built(items: list) -> list[list[list[Run]]]:
+    """The runs of each ``(sweeps, offset, sweep_index)`` (families that read alike), built."""
+    face = items[0][0].face
+    founds = [sweeps.lines(offset) for sweeps, offset, _ in items]
+    out = [[] for _ in items]
+    # every line of every item, in order: line g is one of item_of[g]'s
+    item_of = [i for i, found in enumerate(founds) for _ in found]
+    every = [line for found in founds for line in found]
+    if not every:
+        return out
     # every line's stretches on the chart, then all of them resampled and checked at once
     # (each step per point or per stretch, so each stretch reads as it would alone)
-    raw = np.concatenate([r for _, r, _ in found])
-    line_starts = np.concatenate([[0], np.cumsum([len(r) for _, r, _ in found])]).astype(np.int64)
+    raw = np.concatenate([r for _, r, _ in every])
+    line_starts = np.concatenate([[0], np.cumsum([len(r) for _, r, _ in every])]).astype(np.int64)
     on_chart = np.isfinite(raw).all(axis=1)
     finite = np.nonzero(on_chart)[0]
     lifted = face.lift(raw[finite])            # locates as face.locate does, and lifts
@@ -1099,7 +1255,7 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
     long_enough = stop - first >= 2
     line, first, stop = line[long_enough], first[long_enough], stop[long_enough]
     if len(line) == 0:
-        return []
+        return out
     edges = np.zeros(len(raw) + 1, dtype=np.int64)
     edges[first] += 1
     edges[stop] -= 1
@@ -1114,19 +1270,23 @@ def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[
         line, sizes = line[keep], sizes[keep]
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         if len(line) == 0:
-            return []
-    design = np.repeat(np.array([found[i][2] for i in line.tolist()], dtype=np.float64), sizes)
-    ok, w, kc, tri = sweeps.sample_validity(uv, design, starts, valid_only=True, located=True)
-    per_line = [[] for _ in found]
+            return out
+    design = np.repeat(np.array([every[g][2] for g in line.tolist()], dtype=np.float64), sizes)
+    ok, w, kc, tri = items[0][0].sample_validity(uv, design, starts, valid_only=True, located=True)
+    per_line = [[] for _ in every]
     path, first, stop = runs_in(ok, starts)
     for j, a, b in zip(path.tolist(), first.tolist(), stop.tolist()):
         if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
             continue
-        i = int(line[j])
-        per_line[i].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, found[i][0], uv[a:b], w[a:b], kc[a:b],
+        g = int(line[j])
+        sweeps, _, sweep_index = items[item_of[g]]
+        per_line[g].append(Run(sweeps.name, sweeps.theta_deg, sweep_index, every[g][0], uv[a:b], w[a:b], kc[a:b],
                                meta={"ring_pitch_mm": sweeps.drum.ring_pitch_mm, "family": sweeps.family},
                                tri=tri[a:b]))
-    return [runs for runs in per_line if runs]
+    for g, runs in enumerate(per_line):
+        if runs:
+            out[item_of[g]].append(runs)
+    return out
 
 
 def best_offset(sweeps: ZoneSweeps) -> float:
@@ -1136,7 +1296,7 @@ def best_offset(sweeps: ZoneSweeps) -> float:
     outside the zone; trying a few phases across one swath recovers that line.
     """
     trials = np.arange(OFFSET_TRIALS) / OFFSET_TRIALS
-    found = [line_runs(sweeps, float(o), 0) for o in trials]
+    found = line_runs_many([(sweeps, float(o), 0) for o in trials])
     scores = [sum(len(r.uv) for runs in lines for r in runs) for lines in found]
     # the sweeps whose phase is a trial's (sweep 0 always, others when j / n falls on one)
     # roll exactly its lines: keep them for their line_runs
@@ -1152,12 +1312,19 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
     the seams where the swath changes do not stack, and the zone's edge strips, which one
     sweep leaves, the next ones reach.
     """
-    drum = sweeps.drum
-    lines = line_runs(sweeps, base_offset + sweep_index / max(n_sweeps, 1), sweep_index)
-    for j, runs in enumerate(lines):
-        for r in runs:
-            r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * drum.needle_pitch_mm
-    return lines
+    return sweep_runs_many([(sweeps, sweep_index, n_sweeps, base_offset)])[0]
+
+
+def sweep_runs_many(items: list) -> list[list[list[Run]]]:
+    """:func:`sweep_runs` of each ``(sweeps, sweep_index, n_sweeps, base_offset)`` of ``items``,
+    in order, their lines built together (:func:`line_runs_many`)."""
+    built = line_runs_many([(sweeps, base_offset + sweep_index / max(n_sweeps, 1), sweep_index)
+                            for sweeps, sweep_index, n_sweeps, base_offset in items])
+    for (sweeps, sweep_index, _, _), lines in zip(items, built):
+        for j, runs in enumerate(lines):
+            for r in runs:
+                r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * sweeps.drum.needle_pitch_mm
+    return built
 
 
 def claim(face, lines: list[list[Run]], occupancy: Occupancy) -> list[list[Run]]:
@@ -1401,17 +1568,25 @@ class Headland:
     def runs(self, sweep_index: int, n_sweeps: int) -> list[list[Run]]:
         """This sweep's headland runs (one list per border path); sweep j sits j/n of a ring
         pitch farther in, so repeated headlands do not fall in the same holes."""
+        return self.runs_many([sweep_index], n_sweeps)[0]
+
+    def runs_many(self, sweep_indices, n_sweeps: int) -> list[list[list[Run]]]:
+        """:meth:`runs` of each sweep of ``sweep_indices``, in order: every sweep's border
+        paths checked side by side, each as alone (every check is per sample or per path)."""
+        sweep_indices = [int(j) for j in sweep_indices]
+        out = [[] for _ in sweep_indices]
         if self.design <= 0:
-            return []
-        level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
-        out = []
+            return out
         # a path too short for one run yields none (a scan's border has hundreds of such
         # crumbs): skip its checks; the others are checked side by side, each as alone
-        paths = [(k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
+        paths = []     # (which sweep, path number k, chart path)
+        for s, sweep_index in enumerate(sweep_indices):
+            level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
+            paths += [(s, k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
         if not paths:
-            return []
-        uv_all = np.concatenate([uv for _, uv in paths])
-        starts = np.concatenate([[0], np.cumsum([len(uv) for _, uv in paths])]).astype(np.int64)
+            return out
+        uv_all = np.concatenate([uv for _, _, uv in paths])
+        starts = np.concatenate([[0], np.cumsum([len(uv) for _, _, uv in paths])]).astype(np.int64)
         lifted = self.face.lift(uv_all)
         width, works, cross = self._widths(uv_all, lifted, starts)
         # a band narrower than the design leaves a thin gap at the border (never a
@@ -1420,21 +1595,22 @@ class Headland:
         ok &= turn_radius_mm(self.face, uv_all, lifted, starts) >= HEADLAND_MIN_TURN_RADIUS_MM
         ok &= drum_fits(self.face, self.drum, uv_all, width, self.region.inside, self.clearance, straight=False,
                         tri=lifted.tri, starts=starts, where=ok)
-        for (k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
+        for (s, k, uv), a0, b0 in zip(paths, starts[:-1].tolist(), starts[1:].tolist()):
             runs = []
             w_k, cross_k, tri_k = width[a0:b0], cross[a0:b0], lifted.tri[a0:b0]
             for a, b in runs_of(ok[a0:b0]):
                 if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                     continue
-                runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_index, k, uv[a:b],
+                runs.append(Run(self.region.name, _mean_direction_deg(uv[a:b]), sweep_indices[s], k, uv[a:b],
                                 w_k[a:b], cross_k[a:b],
                                 meta={"ring_pitch_mm": self.drum.ring_pitch_mm, "family": -1, "pattern": "headland"},
                                 tri=tri_k[a:b]))
             if runs:
-                out.append(runs)
-        for j, runs in enumerate(out):
-            for r in runs:
-                r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
+                out[s].append(runs)
+        for sweep_index, lines in zip(sweep_indices, out):
+            for j, runs in enumerate(lines):
+                for r in runs:
+                    r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
         return out
 
 

@@ -1,0 +1,90 @@
+"""The roller's batched builders against building one item at a time: line_runs_many (every
+sweep and family of a region and direction checked together) equals line_runs of each item,
+Headland.runs_many equals Headland.runs of each sweep, and plan._rigid_drum_runs_many equals
+plan._rigid_drum_runs of each batch, on the default face's own sweeps."""
+import copy
+import importlib
+
+import numpy as np
+
+from coverage import Protocol, roller
+
+plan_mod = importlib.import_module("coverage.plan")   # coverage.plan is also the function's name
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert len(ra) == len(rb)
+        for x, y in zip(ra, rb):
+            assert (x.zone, x.theta_deg, x.sweep, x.line, x.phase_mm, x.meta) == \
+                (y.zone, y.theta_deg, y.sweep, y.line, y.phase_mm, y.meta)
+            for k in ("uv", "swath_mm", "kappa_cross", "tri"):
+                assert np.array_equal(getattr(x, k), getattr(y, k))
+
+
+def _setup(face, zones, region_index=0, direction=0):
+    protocol = Protocol.default()
+    clearance = roller.keepout_clearance(zones)
+    region = roller.roller_regions(zones, protocol)[region_index]
+    dose = protocol.zone(region.zones[0])
+    drum = roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+    theta = dose.directions_deg[direction]
+    conform = roller.conformity(face, drum, theta)
+
+    def families():
+        out = [roller.ZoneSweeps(zones, region, drum, theta, conform, clearance)]
+        out += [roller.ZoneSweeps(zones, region, drum, theta, conform, clearance, w)
+                for w in roller.band_widths(face, zones, region, conform)]
+        return out
+    return region, drum, clearance, families
+
+
+def test_line_runs_many_equals_each_item_alone(default_face, default_zones):
+    for region_index, direction in ((0, 0), (1, 2)):
+        _, _, _, families = _setup(default_face, default_zones, region_index, direction)
+        fam = families()
+        assert len(fam) >= 2
+        items = [(f, off, j) for j, off in enumerate((0.0, 0.37, 0.8)) for f in fam]
+        together = roller.line_runs_many(items)
+        alone = [roller.line_runs(f, off, j) for f, off, j in items]
+        assert any(together)
+        for a, b in zip(together, alone):
+            _same(a, b)
+
+
+def test_sweep_runs_many_hands_out_best_offsets_trials_as_sweep_runs_does(default_face, default_zones):
+    _, _, _, families = _setup(default_face, default_zones)
+    a, b = families(), families()
+    best_a, best_b = roller.best_offset(a[0]), roller.best_offset(b[0])
+    assert best_a == best_b
+    n = 4
+    together = roller.sweep_runs_many([(f, j, n, best_a if i == 0 else 0.0) for j in range(n)
+                                       for i, f in enumerate(a)])
+    alone = [roller.sweep_runs(f, j, n, best_b if i == 0 else 0.0) for j in range(n) for i, f in enumerate(b)]
+    assert a[0].kept_trials.keys() == b[0].kept_trials.keys()
+    for x, y in zip(together, alone):
+        _same(x, y)
+
+
+def test_headland_runs_many_equals_each_sweep_alone(default_face, default_zones):
+    region, drum, clearance, _ = _setup(default_face, default_zones, 1)
+    headland = roller.Headland(default_zones, region, drum, clearance)
+    together = headland.runs_many(range(5), 5)
+    assert any(together)
+    for j, lines in enumerate(together):
+        _same(lines, headland.runs(j, 5))
+
+
+def test_rigid_drum_runs_many_equals_each_batch_alone(default_face, default_zones):
+    region, drum, clearance, families = _setup(default_face, default_zones)
+    batches = [roller.sweep_runs(f, j, 2, 0.3) for j in range(2) for f in families()]
+    batches.append(roller.Headland(default_zones, region, drum, clearance).runs(0, 2))
+    batches.append([])
+    together = plan_mod._rigid_drum_runs_many(default_face, drum, region, clearance, copy.deepcopy(batches))
+    alone = [plan_mod._rigid_drum_runs(default_face, drum, region, clearance, copy.deepcopy(b)) for b in batches]
+    # some runs are cut by the check, so the two are compared where it does something
+    assert sum(len(r.uv) for lines in together for rr in lines for r in rr) < \
+        sum(len(r.uv) for lines in batches for rr in lines for r in rr)
+    for x, y in zip(together, alone):
+        _same(x, y)
