@@ -1,4 +1,5 @@
 """The roller: drum model, puncture simulation, pass patterns on the default face, plans."""
+import dataclasses
 import json
 import math
 
@@ -348,10 +349,11 @@ def test_plan_files(roller_plan, tmp_path):
 def test_start_corner_is_honoured(default_face, default_zones):
     chosen = plan(default_face, zones=default_zones, device="roller", start_corner="top_right")
     first = chosen.strokes[0]
-    # the first region is the forehead's; its first stroke starts at its top right (the
-    # subject's right: -u)
-    region = shapely.union_all([default_zones.polygons[n] for n in first.zones])
-    minx, miny, maxx, maxy = region.bounds
+    # the first region rolled is the forehead's (with the temples and cheekbones, one drum);
+    # its first stroke starts at its top right (the subject's right: -u)
+    region = next(r for r in R.roller_regions(default_zones, default_zones.protocol) if set(first.zones) <= set(r.zones))
+    assert "forehead" in region.zones
+    minx, miny, maxx, maxy = region.polygon.bounds
     assert first.uv[0, 0] < (minx + maxx) / 2 and first.uv[0, 1] > (miny + maxy) / 2
 
 
@@ -676,3 +678,21 @@ def test_cached_gaussian_weights_are_the_filters_own(rng):
             for mode in ("nearest", "wrap", "reflect"):
                 np.testing.assert_array_equal(ndimage.correlate1d(x, weights, axis=-1, mode=mode),
                                               ndimage.gaussian_filter1d(x, sigma, axis=-1, mode=mode))
+
+
+@pytest.mark.parametrize("fraction", [0.75, 1.0])
+def test_a_stricter_drum_plan_verifies_from_its_file(default_face, tmp_path, fraction):
+    """Where the drum must reach with 3/4 or all of its rings, many samples sit on the
+    conformity threshold: the planner reads curvatures with a margin and judges a headland
+    run's ends along the run's own travel, so the verifier, which locates every sample anew
+    from its 3D point (rounded in the plan file) and reads a headland's travel from the
+    stroke's own points, finds the drum conforming everywhere the plan rolls."""
+    from coverage import plan, verify
+
+    protocol = dataclasses.replace(PROTOCOL, roller=dataclasses.replace(PROTOCOL.roller, min_swath_fraction=fraction))
+    result = plan(default_face, protocol=protocol)
+    assert sum(s.device == "roller" for s in result.strokes) > 100
+    json_path, _ = result.save(tmp_path / "plan.json")
+    for subject in (result, json_path):
+        check = verify(subject, face=default_face)
+        assert check.ok, check.text()

@@ -599,7 +599,7 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
             cells = []
             for _ in lines:
                 cells += _sweep_cells(next(checked))
-            cells += [[r] for runs in next(checked) for r in runs]
+            cells += [[r] for runs in _roller.headland_ends(face, drum, next(checked)) for r in runs]
             # the sweep's skin is claimed; it is rolled cell by cell, nearest first
             ordered = _order_cells(cells, position, corner, region.polygon.bounds)
             if ordered:

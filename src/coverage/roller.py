@@ -25,6 +25,7 @@ skin still free in the sweep, so no two bands of a sweep overlap.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import weakref
@@ -53,6 +54,11 @@ BODY_STEP_MM = 2.0         # drum outline samples (skin)
 BAND_EDGE_SLACK = 0.04      # share of the half band kept inside the region beyond the band's edge
 LINE_SMOOTH_MM = 5.0       # smoothing of each pass line along its length
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+CONFORM_MARGIN = 1e-3      # the planner reads every curvature this much (relative) stronger when it
+                           # decides where the drum conforms: the verifier locates each sample anew
+                           # from its 3D point and takes a headland's travel from the stroke's own
+                           # points, which moves a curvature by ~1e-5 of itself; a sample at the
+                           # threshold must not pass for the planner and fail for the verifier
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,14 @@ class Drum:
             central = self.central_rings(kappa_cross)
         enough = central >= math.ceil(self.min_swath_fraction * self.rings - 1e-9)
         return along_ok & enough
+
+
+def planned(kappa):
+    """A curvature as the planner reads it to decide where the drum conforms:
+    :data:`CONFORM_MARGIN` stronger (a ring's gap grows with |kappa| either side of flat,
+    and a concave curvature along the travel only gets more concave), so what the plan
+    rolls conforms by any reading within that margin."""
+    return np.asarray(kappa, dtype=np.float64) * (1.0 + CONFORM_MARGIN)
 
 
 # --- directions and curvature on the face ------------------------------------------------
@@ -630,7 +644,7 @@ class ZoneSweeps:
         tri, bary = self.face.locate(uv) if located is None else located
         corners = self.face.faces[np.maximum(tri, 0)]
         kc = np.einsum("kj,kj->k", bary, self.conform.kappa_cross[corners])
-        central = self.drum.central_rings(kc)
+        central = self.drum.central_rings(planned(kc))
         width = central * self.drum.ring_pitch_mm    # Drum.swath_mm
         return np.where(tri >= 0, kc, np.nan), np.where(tri >= 0, width, 0.0), central
 
@@ -671,7 +685,8 @@ class ZoneSweeps:
             central = None
         design_at = design_mm[at] if np.ndim(design_mm) else design_mm
         ok = np.zeros(n, dtype=bool)
-        ok[at] = (tri >= 0) & self.drum.conforms(kc0_at, along, central) & np.isclose(width_at, design_at)
+        ok[at] = (tri >= 0) & self.drum.conforms(planned(kc0_at), planned(along), central) & np.isclose(width_at,
+                                                                                                      design_at)
         width, kc0 = np.zeros(n), np.zeros(n)
         width[at], kc0[at] = width_at, kc0_at
         if valid_only:
@@ -1546,9 +1561,9 @@ class Headland:
 
     def _widths(self, uv: np.ndarray, lifted=None, starts=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         along, cross, on_chart = path_curvatures(self.face, self.curvature, uv, lifted, starts)
-        central = self.drum.central_rings(cross)
+        central = self.drum.central_rings(planned(cross))
         width = central * self.drum.ring_pitch_mm    # Drum.swath_mm
-        return width, self.drum.conforms(cross, along, central) & on_chart & (width > 0), cross
+        return width, self.drum.conforms(planned(cross), planned(along), central) & on_chart & (width > 0), cross
 
     def _design(self) -> float:
         """The band the drum shows most along a border path one drum half-width inside."""
@@ -1612,6 +1627,40 @@ class Headland:
                 for r in runs:
                     r.phase_mm = ((sweep_index * GOLDEN + j * GOLDEN * GOLDEN) % 1.0) * self.drum.needle_pitch_mm
         return out
+
+
+def headland_ends(face, drum: Drum, runs: list) -> list:
+    """Headland runs ``[[Run]]`` (per border path) with each run's end samples dropped while
+    the drum does not conform there along the run's own travel.
+
+    A run cut from a border path (by a claim or the rigid-drum check) ends where its travel
+    is read from its own last samples, as a stroke's is (one-sided), not along the path it
+    was cut from; at a curvature on the threshold that can tip the drum's conformity. Its
+    inner samples read as they did on the path. A run left shorter than
+    :data:`MIN_STROKE_MM` is dropped."""
+    curvature = face.curvature(drum_curvature_radius_mm(drum))
+    out = []
+    for line_runs in runs:
+        kept = []
+        for r in line_runs:
+            a, b = 0, len(r.uv)
+            while (b - a - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
+                along, cross, on = path_curvatures(face, curvature, r.uv[a:b])
+                ends = np.array([0, b - a - 1])
+                good = drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]
+                if good.all():
+                    break
+                a, b = a + (not good[0]), b - (not good[1])
+            if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
+                continue
+            if (a, b) == (0, len(r.uv)):
+                kept.append(r)
+                continue
+            kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b], kappa_cross=r.kappa_cross[a:b],
+                                            meta=dict(r.meta), tri=None if r.tri is None else r.tri[a:b]))
+        if kept:
+            out.append(kept)
+    return out
 
 
 def _mean_direction_deg(uv: np.ndarray) -> float:
