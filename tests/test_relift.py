@@ -190,7 +190,7 @@ def test_poses_are_the_retargeted_paths(auto_plan, retargeter):
     poses = retargeter.poses(face)
     new, _ = retargeter.retarget(face)
     start = poses["start"]
-    for i in (0, 500, len(new.strokes) - 1):
+    for i in (0, len(new.strokes) // 2, len(new.strokes) - 1):
         np.testing.assert_array_equal(poses["points"][start[i]:start[i + 1]], new.strokes[i].points)
         np.testing.assert_array_equal(poses["tangents"][start[i]:start[i + 1]], new.strokes[i].tangents)
 

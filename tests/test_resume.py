@@ -102,9 +102,10 @@ def test_nothing_or_everything_delivered(auto_plan):
 
 @pytest.fixture(scope="module")
 def logged(auto_plan):
-    """A log of the first 40 % of the plan's punctures, 0.1 mm of jitter, one stroke lost."""
+    """A log of the first 30 % of the plan's punctures (the roller's, which leave every zone
+    mostly under its band), 0.1 mm of jitter, one stroke lost."""
     rng = np.random.default_rng(7)
-    k = int(0.4 * len(auto_plan.puncture_points))
+    k = int(0.3 * len(auto_plan.puncture_points))
     lost = auto_plan.puncture_stroke[k // 2]
     keep = auto_plan.puncture_stroke[:k] != lost
     log = auto_plan.puncture_points[:k][keep] + rng.normal(scale=0.1, size=(int(keep.sum()), 3))

@@ -167,7 +167,11 @@ def test_convex_cylinder_along_its_axis_narrows_the_swath():
     d = drum(1.0)
     # the model's prediction: rings within sqrt(2 x 0.5 / k) = 3.87 mm reach: 4 rings, 10 mm
     assert set(d.swath_mm(k_across).tolist()) == {10.0}
-    assert d.conforms(k_across, k_along).all()
+    # half the rings: the default protocol (3/4 of them, 6 of 8) does not roll here; a
+    # protocol that accepts half does
+    assert not d.conforms(k_across, k_along).any()
+    half = dataclasses.replace(d, min_swath_fraction=0.5)
+    assert half.conforms(k_across, k_along).all()
     # roll along the axis on the unrolled cylinder (arc length around = chart u, axis = chart v)
     n = 201
     s = np.linspace(0.0, 100.0, n)
@@ -297,13 +301,16 @@ def test_refused_zones_are_reported(roller_plan):
 
 def test_passes_snake_and_transitions_lift_clear_of_the_skin(roller_plan, default_face):
     strokes = roller_plan.strokes
-    # boustrophedon: consecutive lines of one sweep run opposite ways
-    reversed_pairs = total = 0
+    # boustrophedon: consecutive lines of one sweep run opposite ways (their mean 3D tangents
+    # point apart), or, on the short curved lines of the temples where mean tangents mislead,
+    # the next line at least starts at its end nearer where the line before ended
+    snaking = total = 0
     for a, b in zip(strokes[:-1], strokes[1:]):
         if (a.direction_deg, a.pass_index, a.family) == (b.direction_deg, b.pass_index, b.family) and b.line == a.line + 1:
             total += 1
-            reversed_pairs += float(np.dot(a.tangents.mean(0), b.tangents.mean(0))) < 0
-    assert total > 20 and reversed_pairs / total > 0.9
+            snaking += (float(np.dot(a.tangents.mean(0), b.tangents.mean(0))) < 0
+                        or np.linalg.norm(b.points[0] - a.points[-1]) <= np.linalg.norm(b.points[-1] - a.points[-1]))
+    assert total > 20 and snaking / total > 0.95, (snaking, total)
     from coverage.plan import signed_clearance, transit_clearance
     hops = 0
     for t in roller_plan.transitions:
