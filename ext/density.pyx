@@ -256,7 +256,7 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
     finite: every area and low is finite, so a texel whose band state and shortfall do not
     change adds exactly nothing (+-0) to the sums, and is passed over (neither multiplied
     nor divided)."""
-    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0, r0, r1, c0, c1, bh, bw, tr0, tr1
+    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0
     cdef Py_ssize_t box[4]
     cdef double before, after, delta, gained, over, filled, a, b, lo, hi
     cdef int in_after, in_before, more
@@ -282,45 +282,27 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
             filled = 0.0
             stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
             if stride:
-                bh = box[1] - box[0]
-                bw = box[3] - box[2]
                 for pi in range(box[0], box[1]):
                     p = pi * w + box[2]
                     for pj in range(box[2], box[3]):
                         if pc[p] != 0.0:
-                            # the stamp's punctures in texel p's window (_in_window, inlined)
-                            r0 = pi - hv[p] - box[0]
-                            r1 = pi + hv[p] + 1 - box[0]
-                            c0 = pj - hu[p] - box[2]
-                            c1 = pj + hu[p] + 1 - box[2]
-                            if r0 < 0:
-                                r0 = 0
-                            if c0 < 0:
-                                c0 = 0
-                            if r1 > bh:
-                                r1 = bh
-                            if c1 > bw:
-                                c1 = bw
-                            if r1 > r0 and c1 > c0:
-                                tr0 = r0 * stride
-                                tr1 = r1 * stride
-                                delta = table[tr1 + c1] - table[tr0 + c1] - table[tr1 + c0] + table[tr0 + c0]
-                                if delta != 0.0:
-                                    before = den[p]
-                                    after = before + sign * pc[p] * delta
-                                    lo = lw[p]
-                                    hi = hg[p]
-                                    in_after = (after >= lo) & (after <= hi)
-                                    in_before = (before >= lo) & (before <= hi)
-                                    if in_after != in_before or not finite:
-                                        gained = gained + ar[p] * (in_after - in_before)
-                                    more = (after > hi) - (before > hi)
-                                    if more != 0 or not finite:
-                                        over = over + ar[p] * more
-                                    a = lo - before if lo > before else 0.0
-                                    b = lo - after if lo > after else 0.0
-                                    if lo > 0.0 and (a != b or not finite):
-                                        filled = filled + ar[p] * (a - b) / lo
+                            delta = _in_window(table, stride, box, pi, pj, hu[p], hv[p])
+                            if delta != 0.0:
+                                before = den[p]
+                                after = before + sign * pc[p] * delta
+                                lo = lw[p]
+                                hi = hg[p]
+                                in_after = (after >= lo) & (after <= hi)
+                                in_before = (before >= lo) & (before <= hi)
+                                if in_after != in_before or not finite:
+                                    gained = gained + ar[p] * (in_after - in_before)
+                                more = (after > hi) - (before > hi)
+                                if more != 0 or not finite:
+                                    over = over + ar[p] * more
+                                a = lo - before if lo > before else 0.0
+                                b = lo - after if lo > after else 0.0
+                                if lo > 0.0 and (a != b or not finite):
+                                    filled = filled + ar[p] * (a - b) / lo
                         p += 1
             out[c, 0] = gained
             out[c, 1] = over
