@@ -67,28 +67,72 @@ cdef inline void _window(Py_ssize_t i, Py_ssize_t j, int64_t hu, int64_t hv, Py_
     j1[0] = j + hu + 1 if j + hu + 1 < w else w
 
 
-cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
-                       const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
-                       double[:, ::1] sat, double[:, ::1] out) noexcept nogil:
-    cdef Py_ssize_t h = values.shape[0], w = values.shape[1], i, j
-    cdef int64_t i0, i1, j0, j1
-    cdef double row
-    # summed-area table with a zero first row and column
+cdef inline void _summed_area(const double[:, ::1] a, const double[:, ::1] b, bint plus_b, Py_ssize_t h,
+                              Py_ssize_t w, double[:, ::1] sat) noexcept nogil:
+    # the summed-area table of a (of a + b with plus_b), with a zero first row and column
+    cdef Py_ssize_t i, j
+    cdef double row, x
     for j in range(w + 1):
         sat[0, j] = 0.0
     for i in range(h):
         sat[i + 1, 0] = 0.0
         row = 0.0
         for j in range(w):
-            row += values[i, j]
+            x = a[i, j]
+            if plus_b:
+                x = x + b[i, j]
+            row += x
             sat[i + 1, j + 1] = sat[i, j + 1] + row
+
+
+cdef inline double _window_total(const double[:, ::1] sat, int64_t i0, int64_t i1, int64_t j0,
+                                 int64_t j1) noexcept nogil:
+    # the sum over rows [i0, i1) and columns [j0, j1), from the summed-area table
+    return sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0]
+
+
+cdef inline void _clear_corners(double[:, ::1] corners, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(h + 1):
+        for j in range(w + 1):
+            corners[i, j] = 0.0
+
+
+cdef inline void _add_window(double[:, ::1] corners, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                             double v) noexcept nogil:
+    # v over rows [i0, i1) and columns [j0, j1) of a 2D difference array: +v at the window's
+    # first corner, -v past its right and lower edges, +v past both
+    corners[i0, j0] += v
+    corners[i0, j1] -= v
+    corners[i1, j0] -= v
+    corners[i1, j1] += v
+
+
+cdef inline void _fill_windows(const double[:, ::1] corners, Py_ssize_t h, Py_ssize_t w,
+                               double[:, ::1] out) noexcept nogil:
+    # the running sums over rows and columns of the difference array fill its windows in
+    cdef Py_ssize_t i, j
+    cdef double row
+    for i in range(h):
+        row = 0.0
+        for j in range(w):
+            row += corners[i, j]
+            out[i, j] = row + (out[i - 1, j] if i > 0 else 0.0)
+
+
+cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
+                       const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
+                       double[:, ::1] sat, double[:, ::1] out) noexcept nogil:
+    cdef Py_ssize_t h = values.shape[0], w = values.shape[1], i, j
+    cdef int64_t i0, i1, j0, j1
+    _summed_area(values, values, False, h, w, sat)
     for i in range(h):
         for j in range(w):
             if not mask[i, j]:
                 out[i, j] = 0.0
                 continue
             _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
-            out[i, j] = sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0]
+            out[i, j] = _window_total(sat, i0, i1, j0, j1)
 
 
 def window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
@@ -105,28 +149,18 @@ cdef void _window_spread(const double[:, ::1] values, const int64_t[:, ::1] half
                          double[:, ::1] corners, double[:, ::1] out) noexcept nogil:
     cdef Py_ssize_t h = values.shape[0], w = values.shape[1], i, j
     cdef int64_t i0, i1, j0, j1
-    cdef double v, row
-    for i in range(h + 1):
-        for j in range(w + 1):
-            corners[i, j] = 0.0
-    # each masked value adds itself over its window: +v at the window's first corner,
-    # -v past its right and lower edges, +v past both (a 2D difference array) ...
+    cdef double v
+    _clear_corners(corners, h, w)
+    # each masked value adds itself over its window (a 2D difference array) ...
     for i in range(h):
         for j in range(w):
             v = values[i, j]
             if not mask[i, j] or v == 0.0:
                 continue
             _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
-            corners[i0, j0] += v
-            corners[i0, j1] -= v
-            corners[i1, j0] -= v
-            corners[i1, j1] += v
+            _add_window(corners, i0, i1, j0, j1, v)
     # ... and the running sums over rows and columns fill the windows in
-    for i in range(h):
-        row = 0.0
-        for j in range(w):
-            row += corners[i, j]
-            out[i, j] = row + (out[i - 1, j] if i > 0 else 0.0)
+    _fill_windows(corners, h, w, out)
 
 
 def window_spread(const double[:, ::1] values, const int64_t[:, ::1] half_u,
@@ -222,7 +256,7 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
     finite: every area and low is finite, so a texel whose band state and shortfall do not
     change adds exactly nothing (+-0) to the sums, and is passed over (neither multiplied
     nor divided)."""
-    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0, r0, r1, c0, c1, bh, bw, tr0, tr1
+    cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0
     cdef Py_ssize_t box[4]
     cdef double before, after, delta, gained, over, filled, a, b, lo, hi
     cdef int in_after, in_before, more
@@ -248,45 +282,27 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
             filled = 0.0
             stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
             if stride:
-                bh = box[1] - box[0]
-                bw = box[3] - box[2]
                 for pi in range(box[0], box[1]):
                     p = pi * w + box[2]
                     for pj in range(box[2], box[3]):
                         if pc[p] != 0.0:
-                            # the stamp's punctures in texel p's window (_in_window, inlined)
-                            r0 = pi - hv[p] - box[0]
-                            r1 = pi + hv[p] + 1 - box[0]
-                            c0 = pj - hu[p] - box[2]
-                            c1 = pj + hu[p] + 1 - box[2]
-                            if r0 < 0:
-                                r0 = 0
-                            if c0 < 0:
-                                c0 = 0
-                            if r1 > bh:
-                                r1 = bh
-                            if c1 > bw:
-                                c1 = bw
-                            if r1 > r0 and c1 > c0:
-                                tr0 = r0 * stride
-                                tr1 = r1 * stride
-                                delta = table[tr1 + c1] - table[tr0 + c1] - table[tr1 + c0] + table[tr0 + c0]
-                                if delta != 0.0:
-                                    before = den[p]
-                                    after = before + sign * pc[p] * delta
-                                    lo = lw[p]
-                                    hi = hg[p]
-                                    in_after = (after >= lo) & (after <= hi)
-                                    in_before = (before >= lo) & (before <= hi)
-                                    if in_after != in_before or not finite:
-                                        gained = gained + ar[p] * (in_after - in_before)
-                                    more = (after > hi) - (before > hi)
-                                    if more != 0 or not finite:
-                                        over = over + ar[p] * more
-                                    a = lo - before if lo > before else 0.0
-                                    b = lo - after if lo > after else 0.0
-                                    if lo > 0.0 and (a != b or not finite):
-                                        filled = filled + ar[p] * (a - b) / lo
+                            delta = _in_window(table, stride, box, pi, pj, hu[p], hv[p])
+                            if delta != 0.0:
+                                before = den[p]
+                                after = before + sign * pc[p] * delta
+                                lo = lw[p]
+                                hi = hg[p]
+                                in_after = (after >= lo) & (after <= hi)
+                                in_before = (before >= lo) & (before <= hi)
+                                if in_after != in_before or not finite:
+                                    gained = gained + ar[p] * (in_after - in_before)
+                                more = (after > hi) - (before > hi)
+                                if more != 0 or not finite:
+                                    over = over + ar[p] * more
+                                a = lo - before if lo > before else 0.0
+                                b = lo - after if lo > after else 0.0
+                                if lo > 0.0 and (a != b or not finite):
+                                    filled = filled + ar[p] * (a - b) / lo
                         p += 1
             out[c, 0] = gained
             out[c, 1] = over
@@ -414,6 +430,36 @@ cdef enum:
     EINSUM_BUFFER = 8192
 
 
+cdef inline double _band(double d, double low, double high, double scale, double over_weight, double per_count,
+                         double* under, double* over) noexcept nogil:
+    # the shortfall's pieces at density d, under = max(low - d, 0) and over = max(d - high, 0)
+    # as np.maximum(v, 0.0) gives them (NaN stays NaN); returns the gradient of
+    # scale (under^2 + over_weight over^2) with respect to the texel's window sum
+    cdef double a = low - d, b = d - high
+    under[0] = a if not (a <= 0.0) else 0.0
+    over[0] = b if not (b <= 0.0) else 0.0
+    return ((2.0 * scale) * (over_weight * over[0] - under[0])) * per_count
+
+
+cdef inline void _transposed_product(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices,
+                                     const stored_t[::1] cols_data, const double[:, ::1] spread,
+                                     Py_ssize_t h, Py_ssize_t w, double[::1] grad) noexcept nogil:
+    # grad = A^T spread: each stamp's texels, in the order A's columns hold them
+    cdef Py_ssize_t r, k
+    cdef double s
+    cdef const double* out
+    if h > 0 and w > 0:
+        out = &spread[0, 0]
+        for r in range(grad.shape[0]):
+            s = 0.0
+            for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+            grad[r] = s
+    else:
+        for r in range(grad.shape[0]):
+            grad[r] = 0.0
+
+
 def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
                   const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
                   const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
@@ -427,13 +473,12 @@ def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indice
     summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
     EINSUM_BUFFER texels, the runs' sums added up in order."""
     cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
-    cdef Py_ssize_t i0, i1, j0, j1
-    cdef double s, row, d, a, b, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
-    cdef const double* out
+    cdef int64_t i0, i1, j0, j1
+    cdef double s, d, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef double* ax
     with nogil:
         # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
-        # straight into the summed-area table (zero first row and column)
+        # straight into the summed-area table
         if h > 0 and w > 0:
             ax = &spread[0, 0]
             for k in range(h * w):
@@ -442,33 +487,17 @@ def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indice
                 s = x[r]
                 for k in range(cols_indptr[r], cols_indptr[r + 1]):
                     ax[cols_indices[k]] += <double>cols_data[k] * s
-        for j in range(w + 1):
-            sat[0, j] = 0.0
-        for i in range(h):
-            sat[i + 1, 0] = 0.0
-            row = 0.0
-            for j in range(w):
-                row += base[i, j] + spread[i, j]
-                sat[i + 1, j + 1] = sat[i, j + 1] + row
+        _summed_area(base, spread, True, h, w, sat)
         # 2. the density, the shortfall and its gradient, spread over each window's corners
-        for i in range(h + 1):
-            for j in range(w + 1):
-                corners[i, j] = 0.0
+        _clear_corners(corners, h, w)
         for i in range(h):
             for j in range(w):
                 if mask[i, j]:
-                    i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
-                    i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
-                    j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
-                    j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
-                    d = per_count[i, j] * (sat[i1, j1] - sat[i0, j1] - sat[i1, j0] + sat[i0, j0])
+                    _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                    d = per_count[i, j] * _window_total(sat, i0, i1, j0, j1)
                 else:
                     d = per_count[i, j] * 0.0
-                a = low[i, j] - d
-                b = d - high[i, j]
-                # np.maximum(v, 0.0): NaN stays NaN
-                u = a if not (a <= 0.0) else 0.0
-                o = b if not (b <= 0.0) else 0.0
+                v = _band(d, low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
                 acc_u = acc_u + (scale[i, j] * u) * u
                 acc_o = acc_o + (scale[i, j] * o) * o
                 run = run + 1
@@ -478,33 +507,16 @@ def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indice
                     acc_u = 0.0
                     acc_o = 0.0
                     run = 0
-                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
                 if not mask[i, j] or v == 0.0:
                     continue
-                corners[i0, j0] += v
-                corners[i0, j1] -= v
-                corners[i1, j0] -= v
-                corners[i1, j1] += v
+                _add_window(corners, i0, i1, j0, j1, v)
         if run:
             sum_u = sum_u + acc_u
             sum_o = sum_o + acc_o
         # 3. the running sums fill the windows in: the spread gradient per texel
-        for i in range(h):
-            row = 0.0
-            for j in range(w):
-                row += corners[i, j]
-                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
+        _fill_windows(corners, h, w, spread)
         # 4. A^T: each stamp's texels
-        if h > 0 and w > 0:
-            out = &spread[0, 0]
-            for r in range(grad.shape[0]):
-                s = 0.0
-                for k in range(cols_indptr[r], cols_indptr[r + 1]):
-                    s = s + <double>cols_data[k] * out[cols_indices[k]]
-                grad[r] = s
-        else:
-            for r in range(grad.shape[0]):
-                grad[r] = 0.0
+        _transposed_product(cols_indptr, cols_indices, cols_data, spread, h, w, grad)
     return sum_u, sum_o
 
 
@@ -536,46 +548,19 @@ def band_gradient(const double[:, ::1] density, const int32_t[:, ::1] half_u, co
     """The gradient of the band penalty at a given density, as the fit's objective pulls it
     back (fit_objective, steps 2 to 4, without the sums): grad = A^T window_spread((2 scale
     (over_weight max(d - high, 0) - max(low - d, 0))) per_count)."""
-    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], i, j, r, k
-    cdef Py_ssize_t i0, i1, j0, j1
-    cdef double s, row, d, a, b, u, o, v
-    cdef const double* out
+    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], i, j
+    cdef int64_t i0, i1, j0, j1
+    cdef double u, o, v
     with nogil:
-        for i in range(h + 1):
-            for j in range(w + 1):
-                corners[i, j] = 0.0
+        _clear_corners(corners, h, w)
         for i in range(h):
             for j in range(w):
                 if not mask[i, j]:
                     continue
-                d = density[i, j]
-                a = low[i, j] - d
-                b = d - high[i, j]
-                u = a if not (a <= 0.0) else 0.0
-                o = b if not (b <= 0.0) else 0.0
-                v = ((2.0 * scale[i, j]) * (over_weight * o - u)) * per_count[i, j]
+                v = _band(density[i, j], low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
                 if v == 0.0:
                     continue
-                i0 = i - half_v[i, j] if i - half_v[i, j] > 0 else 0
-                i1 = i + half_v[i, j] + 1 if i + half_v[i, j] + 1 < h else h
-                j0 = j - half_u[i, j] if j - half_u[i, j] > 0 else 0
-                j1 = j + half_u[i, j] + 1 if j + half_u[i, j] + 1 < w else w
-                corners[i0, j0] += v
-                corners[i0, j1] -= v
-                corners[i1, j0] -= v
-                corners[i1, j1] += v
-        for i in range(h):
-            row = 0.0
-            for j in range(w):
-                row += corners[i, j]
-                spread[i, j] = row + (spread[i - 1, j] if i > 0 else 0.0)
-        if h > 0 and w > 0:
-            out = &spread[0, 0]
-            for r in range(grad.shape[0]):
-                s = 0.0
-                for k in range(cols_indptr[r], cols_indptr[r + 1]):
-                    s = s + cols_data[k] * out[cols_indices[k]]
-                grad[r] = s
-        else:
-            for r in range(grad.shape[0]):
-                grad[r] = 0.0
+                _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                _add_window(corners, i0, i1, j0, j1, v)
+        _fill_windows(corners, h, w, spread)
+        _transposed_product(cols_indptr, cols_indices, cols_data, spread, h, w, grad)

@@ -66,6 +66,70 @@ cdef inline bint _tangent_frame(const double[:, ::1] jacobian, int64_t t, const 
     return True
 
 
+cdef struct Frame:
+    # a stamp pressed on the skin: the skin point c under its centre, the unit normal n, the
+    # skin axes e1, e2, m = pinv(J_t) [e1 e2] (see _tangent_frame) and its rotation's cosine
+    # and sine
+    double c[3]
+    double n[3]
+    double e1[3]
+    double e2[3]
+    double m[4]
+    double ca
+    double sa
+
+
+cdef inline bint _stamp_frame(const double[:, ::1] affine, const int64_t[:, ::1] faces,
+                              const double[:, ::1] frames, const double[:, ::1] jacobian, double cu, double cv,
+                              double angle, const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                              double u0, double v0, double inv, int64_t nu, int64_t nv, double eps,
+                              Frame* f) noexcept nogil:
+    """The frame of a stamp centred at chart point (cu, cv), turned by angle; False where the
+    centre is off the chart or the frame is undefined."""
+    cdef double b[3]
+    cdef double s
+    cdef Py_ssize_t j
+    cdef int64_t t = _locate_one(affine, cu, cv, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
+    f.ca = cos(angle)
+    f.sa = sin(angle)
+    if t < 0:
+        return False
+    _corner_sum(frames, faces, t, b, 0, f.c)
+    _corner_sum(frames, faces, t, b, 3, f.n)
+    s = f.n[0] * f.n[0] + f.n[1] * f.n[1] + f.n[2] * f.n[2]
+    if s > 0.0:
+        s = 1.0 / sqrt(s)
+        for j in range(3):
+            f.n[j] *= s
+    return _tangent_frame(jacobian, t, f.n, f.e1, f.e2, f.m)
+
+
+cdef inline bint _needle(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
+                         const Frame* f, double cu, double cv, double lx, double ly,
+                         const int64_t[::1] cell_start, const int64_t[::1] cell_items,
+                         double u0, double v0, double inv, int64_t nu, int64_t nv, double eps,
+                         double* uv, double* p, double* gap) noexcept nogil:
+    """The needle at (lx, ly) of the layout of a stamp centred at (cu, cv) with frame f: its
+    chart point uv, the skin point p there and the gap from the flat cartridge to the skin
+    along n; False (p and gap unset) where uv is off the chart."""
+    cdef double b[3]
+    cdef double o1 = f.ca * lx - f.sa * ly
+    cdef double o2 = f.sa * lx + f.ca * ly
+    cdef double g = 0.0
+    cdef int64_t t
+    cdef Py_ssize_t k
+    uv[0] = cu + (f.m[0] * o1 + f.m[1] * o2)
+    uv[1] = cv + (f.m[2] * o1 + f.m[3] * o2)
+    t = _locate_one(affine, uv[0], uv[1], cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
+    if t < 0:
+        return False
+    _corner_sum(frames, faces, t, b, 0, p)
+    for k in range(3):
+        g += (f.c[k] + o1 * f.e1[k] + o2 * f.e2[k] - p[k]) * f.n[k]
+    gap[0] = g
+    return True
+
+
 def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[:, ::1] frames,
           const double[:, ::1] jacobian, const double[:, ::1] centres, const double[::1] angles,
           const double[::1] depth, const double[:, ::1] layout, const int64_t[::1] order,
@@ -81,36 +145,19 @@ def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double
     point is undefined (the stamp centre off the chart) are NaN; rows whose needle is off the
     chart keep their uv.
     """
-    cdef Py_ssize_t q, i, j, k, r, n_needles = layout.shape[0]
-    cdef int64_t t
+    cdef Py_ssize_t q, i, j, r, n_needles = layout.shape[0]
     cdef double inv = 1.0 / cell
     cdef double nan = float("nan")
-    cdef double b[3]
-    cdef double c[3]
-    cdef double n[3]
-    cdef double e1[3]
-    cdef double e2[3]
+    cdef double uv[2]
     cdef double p[3]
-    cdef double m[4]
-    cdef double s, ca, sa, o1, o2, u, v, gap
-    cdef bint ok
+    cdef double gap
+    cdef Frame f
+    cdef bint ok, ok_needle
     with nogil:
         for q in range(order.shape[0]):
             i = order[q]
-            t = _locate_one(affine, centres[i, 0], centres[i, 1], cell_start, cell_items,
-                            u0, v0, inv, nu, nv, eps, b)
-            ok = t >= 0
-            if ok:
-                _corner_sum(frames, faces, t, b, 0, c)
-                _corner_sum(frames, faces, t, b, 3, n)
-                s = n[0] * n[0] + n[1] * n[1] + n[2] * n[2]
-                if s > 0.0:
-                    s = 1.0 / sqrt(s)
-                    for j in range(3):
-                        n[j] *= s
-                ok = _tangent_frame(jacobian, t, n, e1, e2, m)
-            ca = cos(angles[i])
-            sa = sin(angles[i])
+            ok = _stamp_frame(affine, faces, frames, jacobian, centres[i, 0], centres[i, 1], angles[i],
+                              cell_start, cell_items, u0, v0, inv, nu, nv, eps, &f)
             for j in range(n_needles):
                 r = i * n_needles + j
                 out_stamp[r] = i
@@ -121,23 +168,16 @@ def stamp(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double
                     out_uv[r, 1] = nan
                     _no_contact(out_points, out_depth, out_gap, r, nan)
                     continue
-                o1 = ca * layout[j, 0] - sa * layout[j, 1]
-                o2 = sa * layout[j, 0] + ca * layout[j, 1]
-                u = centres[i, 0] + (m[0] * o1 + m[1] * o2)
-                v = centres[i, 1] + (m[2] * o1 + m[3] * o2)
-                out_uv[r, 0] = u
-                out_uv[r, 1] = v
-                t = _locate_one(affine, u, v, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
-                if t < 0:
+                ok_needle = _needle(affine, faces, frames, &f, centres[i, 0], centres[i, 1], layout[j, 0],
+                                    layout[j, 1], cell_start, cell_items, u0, v0, inv, nu, nv, eps, uv, p, &gap)
+                out_uv[r, 0] = uv[0]
+                out_uv[r, 1] = uv[1]
+                if not ok_needle:
                     _no_contact(out_points, out_depth, out_gap, r, nan)
                     continue
-                _corner_sum(frames, faces, t, b, 0, p)
                 out_points[r, 0] = p[0]
                 out_points[r, 1] = p[1]
                 out_points[r, 2] = p[2]
-                gap = 0.0
-                for k in range(3):
-                    gap += (c[k] + o1 * e1[k] + o2 * e2[k] - p[k]) * n[k]
                 out_gap[r] = gap
                 out_depth[r] = depth[i] - gap if gap > 0.0 else depth[i]
                 out_fired[r] = gap <= gap_tolerance * depth[i]
@@ -156,53 +196,27 @@ def stamp_fired(const double[:, ::1] affine, const int64_t[:, ::1] faces, const 
     enough >= 0: only whether a stamp fires that many matters, and out_fired[i] =
     min(count, enough) when the count reaches it; a stamp's needles are weighed only until
     it does, or until the needles left cannot make it up (out_fired[i] < enough then)."""
-    cdef Py_ssize_t q, i, j, k, n_needles = layout.shape[0]
-    cdef int64_t t, count
+    cdef Py_ssize_t q, i, j, n_needles = layout.shape[0]
+    cdef int64_t count
     cdef double inv = 1.0 / cell
-    cdef double b[3]
-    cdef double c[3]
-    cdef double n[3]
-    cdef double e1[3]
-    cdef double e2[3]
+    cdef double uv[2]
     cdef double p[3]
-    cdef double m[4]
-    cdef double s, ca, sa, o1, o2, u, v, gap
-    cdef bint ok
+    cdef double gap
+    cdef Frame f
     with nogil:
         for q in range(order.shape[0]):
             i = order[q]
             out_fired[i] = 0
-            t = _locate_one(affine, centres[i, 0], centres[i, 1], cell_start, cell_items,
-                            u0, v0, inv, nu, nv, eps, b)
-            ok = t >= 0
-            if ok:
-                _corner_sum(frames, faces, t, b, 0, c)
-                _corner_sum(frames, faces, t, b, 3, n)
-                s = n[0] * n[0] + n[1] * n[1] + n[2] * n[2]
-                if s > 0.0:
-                    s = 1.0 / sqrt(s)
-                    for j in range(3):
-                        n[j] *= s
-                ok = _tangent_frame(jacobian, t, n, e1, e2, m)
-            if not ok:
+            if not _stamp_frame(affine, faces, frames, jacobian, centres[i, 0], centres[i, 1], angles[i],
+                                cell_start, cell_items, u0, v0, inv, nu, nv, eps, &f):
                 continue
-            ca = cos(angles[i])
-            sa = sin(angles[i])
             count = 0
             for j in range(n_needles):
                 if enough >= 0 and (count >= enough or count + (n_needles - j) < enough):
                     break
-                o1 = ca * layout[j, 0] - sa * layout[j, 1]
-                o2 = sa * layout[j, 0] + ca * layout[j, 1]
-                u = centres[i, 0] + (m[0] * o1 + m[1] * o2)
-                v = centres[i, 1] + (m[2] * o1 + m[3] * o2)
-                t = _locate_one(affine, u, v, cell_start, cell_items, u0, v0, inv, nu, nv, eps, b)
-                if t < 0:
+                if not _needle(affine, faces, frames, &f, centres[i, 0], centres[i, 1], layout[j, 0], layout[j, 1],
+                               cell_start, cell_items, u0, v0, inv, nu, nv, eps, uv, p, &gap):
                     continue
-                _corner_sum(frames, faces, t, b, 0, p)
-                gap = 0.0
-                for k in range(3):
-                    gap += (c[k] + o1 * e1[k] + o2 * e2[k] - p[k]) * n[k]
                 if gap <= gap_tolerance * depth[i]:
                     count += 1
             out_fired[i] = count
