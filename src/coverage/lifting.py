@@ -37,11 +37,31 @@ def _cell_ranges(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float
 
 
 def bin_boxes(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, shape) -> tuple:
-    """CSR lists of the boxes ``[lo, hi]`` (``(m, d) float``) overlapping each grid cell.
+    """CSR lists of the boxes ``[lo, hi]`` (``(m, d) float``, ``d <= 3``) overlapping each grid cell.
 
-    Works in any dimension ``d``; cells are numbered with the first axis fastest.
-    Returns ``(start, items)`` with items ascending within each cell.
+    Cells are numbered with the first axis fastest. Returns ``(start, items)`` with items
+    ascending within each cell. One counting sort in the kernel (two passes over the
+    boxes' cell ranges) instead of the reference's argsort of every (box, cell) pair.
     """
+    lo = np.ascontiguousarray(lo, dtype=np.float64)
+    hi = np.ascontiguousarray(hi, dtype=np.float64)
+    if lo.ndim != 2 or lo.shape != hi.shape or not 1 <= lo.shape[1] <= 3:
+        return bin_boxes_reference(lo, hi, origin, cell, shape)
+    dims = np.ascontiguousarray(shape, dtype=np.int64)
+    origin = np.ascontiguousarray(origin, dtype=np.float64)
+    m = len(lo)
+    first = np.empty((m, 3), dtype=np.int64)
+    last = np.empty((m, 3), dtype=np.int64)
+    start = np.empty(int(np.prod(dims)) + 1, dtype=np.int64)
+    _kernel.bin_count(lo, hi, origin, float(cell), dims, first, last, start)
+    items = np.empty(int(start[-1]), dtype=np.int64)
+    _kernel.bin_fill(first, last, dims, start, np.empty(len(start) - 1, dtype=np.int64), items)
+    return start, items
+
+
+def bin_boxes_reference(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, shape) -> tuple:
+    """NumPy twin of :func:`bin_boxes` (any dimension ``d``): every (box, cell) pair listed,
+    then stably sorted by cell."""
     first, last = _cell_ranges(lo, hi, origin, cell, shape)
     span = last - first + 1
     counts = np.prod(span, axis=1)

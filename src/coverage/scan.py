@@ -342,7 +342,7 @@ def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray
 
 
 def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray, what: str = "mesh",
-              landmarks_what: str = "landmarks"):
+              landmarks_what: str = "landmarks", grid: proximity.MeshGrid | None = None):
     """The pieces of a scan (mm) the face's landmarks lie on, and a note if others were dropped.
 
     A scan may hold more than the face: hair, shoulders, a background, specks. A connected
@@ -352,9 +352,13 @@ def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray,
     they are in another frame or unit than the mesh, or belong to another capture, and a
     :class:`LandmarkError` says so.
 
+    ``grid``: ``proximity.build_grid(vertices, faces)`` if the caller has it already (when
+    nothing is dropped, :func:`fit_template` can take it too: the mesh is the same).
+
     Returns ``(vertices (n', 3) float, faces (m', 3) int, notes list[str])``.
     """
-    grid = proximity.build_grid(vertices, faces)
+    if grid is None:
+        grid = proximity.build_grid(vertices, faces)
     tri, _, _ = proximity.closest_points(grid, landmarks_mm, max_dist=LANDMARK_SURFACE_MM)
     near = tri >= 0
     if near.mean() < 0.5:
@@ -441,15 +445,20 @@ def on_boundary(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, tol: float
 
 def fit_template(scan_vertices: np.ndarray, scan_faces: np.ndarray, landmarks_mm: np.ndarray,
                  tpl: _template.Template, *, tolerance_mm: float, smoothing: float,
-                 rim_offset_mm: float = 0.3, max_normal_angle_deg: float = 60.0) -> Fit:
-    """Place the refined template on a scan (all inputs in mm, scan frame)."""
+                 rim_offset_mm: float = 0.3, max_normal_angle_deg: float = 60.0,
+                 grid: proximity.MeshGrid | None = None) -> Fit:
+    """Place the refined template on a scan (all inputs in mm, scan frame).
+
+    ``grid``: ``proximity.build_grid(scan_vertices, scan_faces)`` if the caller has it already.
+    """
     base, _, _ = _template.canonical()
     pose = similarity_fit(base, landmarks_mm)
     placed_base = smooth_landmarks(landmarks_mm, pose, smoothing)
     placed = tpl.place(placed_base)
     placed_normals = trimesh.Trimesh(placed, tpl.faces, process=False, validate=False).vertex_normals
 
-    grid = proximity.build_grid(scan_vertices, scan_faces)
+    if grid is None:
+        grid = proximity.build_grid(scan_vertices, scan_faces)
     tri, bary, dist = proximity.closest_points(grid, placed, max_dist=tolerance_mm)
     found = tri >= 0
     closest = np.einsum("kj,kjd->kd", bary, scan_vertices[scan_faces[np.maximum(tri, 0)]])
