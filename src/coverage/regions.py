@@ -124,7 +124,7 @@ class _Resolution:
     def __init__(self, subdivisions: int):
         self.uv = canonical_chart(subdivisions)
         self.faces = _template.template(subdivisions).faces
-        self.polys = shapely.polygons(self.uv[self.faces])
+        self.polys = ring_polygons(self.uv[self.faces])
         self.tree = shapely.STRtree(self.polys)
         self.area = np.abs(signed_chart_areas(self.uv, self.faces))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
@@ -132,6 +132,33 @@ class _Resolution:
         self.thin = self.area <= 1e-9 * float(np.median(self.area))
         self.cuts = Memo(CUTS_PER_RESOLUTION)
         self.unions = Memo(UNIONS_PER_RESOLUTION)
+
+
+def ring_polygons(corners: np.ndarray) -> np.ndarray:
+    """Shapely polygons from the corners ``(m, k, 2) float`` of their exterior rings
+    (``k >= 3``): the same polygons (the same WKB) as ``shapely.polygons(corners)``, made from
+    one coordinate array by ``shapely.from_ragged_array`` in about half the time.
+
+    As ``shapely.polygons`` does, a ring is closed by repeating its first corner, except a
+    ring of four or more corners whose last corner already equals its first.
+    """
+    corners = np.asarray(corners, dtype=np.float64)
+    m, k = corners.shape[:2]
+    if m == 0:
+        return np.empty(0, dtype=object)
+    closed = np.concatenate([corners, corners[:, :1]], axis=1)
+    if k == 3:
+        coords = closed.reshape(-1, 2)
+        length = np.full(m, k + 1, dtype=np.int64)
+    else:
+        length = k + (corners[:, 0] != corners[:, -1]).any(axis=1)
+        keep = np.ones((m, k + 1), dtype=bool)
+        keep[:, k] = length > k
+        coords = closed[keep]
+    offsets = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.ascontiguousarray(coords),
+                                     (offsets, np.arange(m + 1, dtype=np.int64)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -185,7 +212,7 @@ def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.nd
     """
     if shapely.get_type_id(region) not in (3, 6):
         candidates = res.tree.query(region, predicate="intersects")
-        return candidates, shapely.within(res.polys[candidates], region)
+        return candidates, shapely.contains(region, res.polys[candidates])
     candidates = res.tree.query(region)          # bounding boxes meet; the tree's order
     coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
     edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
@@ -201,7 +228,9 @@ def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.nd
     within[~ask] = meets[~ask] = shapely.contains_xy(region, corner[:, 0], corner[:, 1])
     near = res.polys[candidates[ask]]
     meets[ask] = shapely.intersects(region, near)
-    within[ask] = shapely.within(near, region)
+    # "triangle within region" asked as "region contains triangle" (the same predicate),
+    # so the prepared region answers it: several times faster on long outlines
+    within[ask] = shapely.contains(region, near)
     return candidates[meets], within[meets]
 
 
@@ -314,7 +343,7 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
             ring = np.stack([uv[a], ab, ac], axis=1)
         else:              # b, c below: quad ab, b, c, ac
             ring = np.stack([ab, uv[b], uv[c], ac], axis=1)
-        polys.append(shapely.polygons(ring))
+        polys.append(ring_polygons(ring))
     pieces = np.concatenate(polys)
     pieces = pieces[shapely.area(pieces) > 0]
     if len(pieces) == 0:
