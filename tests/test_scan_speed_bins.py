@@ -67,3 +67,41 @@ def test_fit_template_with_the_shared_grid_is_the_same(default_face):
     shared = scan.fit_template(vertices, faces, made.landmarks, tpl, tolerance_mm=4.0, smoothing=1.0, grid=grid)
     for name in ("vertices", "unobserved", "distance", "pose"):
         assert np.array_equal(getattr(own, name), getattr(shared, name))
+
+
+def test_kept_grid_answers_as_a_fresh_grid(rng):
+    from coverage import scan
+
+    # a sheet of triangles plus far specks; keep a random half of the triangles
+    vertices = rng.uniform(0.0, 40.0, (600, 3))
+    vertices[:, 2] *= 0.1
+    faces = rng.integers(0, 600, (900, 3))
+    kept = rng.random(900) < 0.6
+    grid = proximity.build_grid(vertices, faces)
+    small_v, small_f = scan._compact(vertices, faces[kept])
+    sub = scan.kept_grid(grid, kept, small_v, small_f)
+    fresh = proximity.build_grid(small_v, small_f)
+    np.testing.assert_array_equal(sub.triangles, fresh.triangles)
+    for c in range(len(sub.start) - 1):   # ascending within every cell
+        assert np.all(np.diff(sub.items[sub.start[c]:sub.start[c + 1]]) > 0)
+    query = rng.uniform(-5.0, 45.0, (3000, 3))
+    query[:200] = small_v[rng.integers(0, len(small_v), 200)]    # ties on shared vertices
+    for max_dist in (2.0, np.inf):
+        a = proximity.closest_points(sub, query, max_dist=max_dist)
+        b = proximity.closest_points(fresh, query, max_dist=max_dist)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_kept_grid_by_hand():
+    from coverage import scan
+
+    # two triangles in one cell, the first dropped: the cell lists the second as triangle 0
+    vertices = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0.2, 0.2, 0], [0.8, 0.2, 0], [0.2, 0.8, 0]])
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    grid = proximity.build_grid(vertices, faces, cell=10.0)
+    assert grid.items.tolist() == [0, 1]
+    sub = scan.kept_grid(grid, np.array([False, True]), vertices[3:], np.array([[0, 1, 2]]))
+    assert sub.items.tolist() == [0] and sub.start.tolist() == [0, 1]
+    tri, _, dist = proximity.closest_points(sub, np.array([[0.3, 0.3, 1.0]]))
+    assert tri.tolist() == [0] and dist.tolist() == [1.0]

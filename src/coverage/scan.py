@@ -342,7 +342,7 @@ def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray
 
 
 def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray, what: str = "mesh",
-              landmarks_what: str = "landmarks", grid: proximity.MeshGrid | None = None):
+              landmarks_what: str = "landmarks"):
     """The pieces of a scan (mm) the face's landmarks lie on, and a note if others were dropped.
 
     A scan may hold more than the face: hair, shoulders, a background, specks. A connected
@@ -352,13 +352,18 @@ def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray,
     they are in another frame or unit than the mesh, or belong to another capture, and a
     :class:`LandmarkError` says so.
 
-    ``grid``: ``proximity.build_grid(vertices, faces)`` if the caller has it already (when
-    nothing is dropped, :func:`fit_template` can take it too: the mesh is the same).
-
     Returns ``(vertices (n', 3) float, faces (m', 3) int, notes list[str])``.
     """
-    if grid is None:
-        grid = proximity.build_grid(vertices, faces)
+    vertices, faces, notes, _ = keep_face_and_grid(vertices, faces, landmarks_mm, what, landmarks_what)
+    return vertices, faces, notes
+
+
+def keep_face_and_grid(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray, what: str = "mesh",
+                       landmarks_what: str = "landmarks"):
+    """:func:`keep_face`, and the search grid of what it keeps: ``(vertices, faces, notes,
+    grid)``. The grid built to find the landmarks is kept for the template fit, with the
+    dropped triangles taken out of it (:func:`kept_grid`) instead of binning the rest again."""
+    grid = proximity.build_grid(vertices, faces)
     tri, _, _ = proximity.closest_points(grid, landmarks_mm, max_dist=LANDMARK_SURFACE_MM)
     near = tri >= 0
     if near.mean() < 0.5:
@@ -377,7 +382,32 @@ def keep_face(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np.ndarray,
         notes.append(f"{what}: kept the face; dropped {dropped} piece{'s' if dropped > 1 else ''} of the scan that "
                      f"no landmark lies on ({_count(~kept)} triangles: hair, shoulders, background or specks)")
         vertices, faces = _compact(vertices, faces[kept])
-    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), notes
+        # the whole scan's cells suit the kept pieces unless they were sized for much more
+        # (a background far away); then the kept pieces are binned afresh
+        edge = np.linalg.norm(vertices[faces[:, 1]] - vertices[faces[:, 0]], axis=1)
+        fits = kept.mean() >= 0.5 and grid.cell <= 3.0 * float(np.median(edge))
+        grid = kept_grid(grid, kept, vertices, faces) if fits else proximity.build_grid(vertices, faces)
+    return np.ascontiguousarray(vertices), np.ascontiguousarray(faces, dtype=np.int64), notes, grid
+
+
+def kept_grid(grid: proximity.MeshGrid, kept: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> proximity.MeshGrid:
+    """The grid of a mesh's triangles ``kept (m,) bool``, from the whole mesh's ``grid``:
+    the same cells (origin, size, counts), each listing its kept triangles, renumbered in
+    order, ascending. ``vertices``, ``faces``: the kept mesh (``_compact`` of
+    ``faces[kept]``). Closest points do not depend on how the cells are cut (the search is
+    exact, ties go to the lowest triangle, and renumbering keeps the order), so this
+    answers as ``proximity.build_grid(vertices, faces)`` would."""
+    kept = np.asarray(kept, dtype=bool)
+    renumber = np.cumsum(kept) - 1
+    keep_item = kept[grid.items]
+    cell_of_item = np.repeat(np.arange(len(grid.start) - 1, dtype=np.int64), np.diff(grid.start))
+    start = np.zeros_like(grid.start)
+    np.cumsum(np.bincount(cell_of_item[keep_item], minlength=len(grid.start) - 1), out=start[1:])
+    items = np.ascontiguousarray(renumber[grid.items[keep_item]])
+    return proximity.MeshGrid(np.ascontiguousarray(vertices, dtype=np.float64),
+                              np.ascontiguousarray(faces, dtype=np.int64),
+                              np.ascontiguousarray(grid.triangles[kept]), grid.origin, grid.cell, grid.dims,
+                              start, items)
 
 
 @dataclass(frozen=True)
