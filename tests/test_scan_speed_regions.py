@@ -1,6 +1,5 @@
 """regions.ring_polygons (shapely.from_ragged_array) makes the same polygons as
-shapely.polygons, and the prepared "region contains triangle" the classification now asks
-answers what "triangle within region" did."""
+shapely.polygons."""
 import numpy as np
 import pytest
 import shapely
@@ -39,15 +38,3 @@ def test_ring_polygons_equal_shapely_polygons(rng, k):
     got = regions.ring_polygons(corners)
     expected = shapely.polygons(corners)
     assert shapely.to_wkb(got).tolist() == shapely.to_wkb(expected).tolist()
-
-
-def test_contains_from_the_region_equals_within(rng):
-    tris = regions.ring_polygons(rng.uniform(-30.0, 30.0, (3000, 1, 2)) + rng.normal(scale=3.0, size=(3000, 3, 2)))
-    for seed in range(8):
-        local = np.random.default_rng(seed)
-        centre = local.uniform(-20, 20, 2)
-        region = shapely.make_valid(shapely.Polygon(centre + local.normal(scale=15.0, size=(12, 2))))
-        region = shapely.union(region, shapely.Point(centre).buffer(local.uniform(2, 12)))
-        expected = shapely.within(tris, region)
-        shapely.prepare(region)
-        np.testing.assert_array_equal(shapely.contains(region, tris), expected)
