@@ -255,8 +255,9 @@ def repair_mesh(vertices: np.ndarray, faces: np.ndarray, what: str = "mesh"):
     remap[used] = inverse.ravel()
     vertices, faces = merged, remap[faces]
 
-    p = vertices[faces]
-    area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    # the corners gathered edge by edge (the same differences as from a (m, 3, 3) gather)
+    corner0 = vertices[faces[:, 0]]
+    area = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - corner0, vertices[faces[:, 2]] - corner0), axis=1)
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     reference = float(np.median(area[~repeated])) if (~repeated).any() else 0.0
     degenerate = repeated | (area <= DEGENERATE_AREA_FRACTION * reference)
@@ -326,8 +327,13 @@ def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray
     cols = np.concatenate([fb + disagree * m, fb + (1 - disagree) * m])
     cover = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(2 * m, 2 * m))
     _, state = csgraph.connected_components(cover, directed=False)
-    plain = sp.coo_matrix((np.ones(len(fa)), (fa, fb)), shape=(m, m))
-    _, piece = csgraph.connected_components(plain, directed=False)
+    # the pieces, read off the cover: a piece is one component of it (not orientable) or
+    # two, one holding each triangle's either state, so the smaller label names the piece
+    # (renumbered 0, 1, ... in label order; only which triangles share a piece matters)
+    label = np.minimum(state[:m], state[m:])
+    used = np.zeros(2 * m, dtype=bool)
+    used[label] = True
+    piece = (np.cumsum(used) - 1)[label]
     _, first = np.unique(piece, return_index=True)     # each piece's lowest triangle
     reference = state[first[piece]]                    # its winding, as it is
     turn = (state[m:] == reference) & (state[:m] != reference)   # a non-orientable piece is left alone
@@ -423,7 +429,11 @@ class Fit:
 
 def boundary_edges(faces: np.ndarray) -> np.ndarray:
     """Edges ``(k, 2) int`` used by exactly one triangle (sorted vertex pairs, in order)."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    # the edges (a, b), (b, c), (c, a), each with its smaller end first (np.sort of the
+    # pairs, several times faster)
+    one = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    two = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    edges = np.stack([np.minimum(one, two), np.maximum(one, two)], axis=1)
     if len(edges) == 0:
         return np.empty((0, 2), dtype=edges.dtype)
     n = int(edges.max()) + 1
@@ -469,7 +479,10 @@ def on_boundary(faces: np.ndarray, tri: np.ndarray, bary: np.ndarray, tol: float
     i = corners[np.arange(len(tri)), (skip + 1) % 3]
     j = corners[np.arange(len(tri)), (skip + 2) % 3]
     key = np.minimum(i, j) * n + np.maximum(i, j)
-    on_edge = np.isin(key, rim[:, 0] * n + rim[:, 1])
+    # the rim's keys come sorted (boundary_edges' order): a binary search instead of np.isin
+    rim_key = rim[:, 0] * n + rim[:, 1]
+    at = np.minimum(np.searchsorted(rim_key, key), max(len(rim_key) - 1, 0))
+    on_edge = rim_key[at] == key if len(rim_key) else np.zeros(len(key), dtype=bool)
     return np.where(zeros == 2, rim_vertices[at_vertex], (zeros == 1) & on_edge)
 
 
