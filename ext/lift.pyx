@@ -1,7 +1,7 @@
 # Point location in the chart and barycentric interpolation (surface lifting).
 # Inputs are C-contiguous and already validated by coverage.lifting.
 from libc.math cimport floor, sqrt
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from _locate cimport _locate_one
 
 
@@ -316,3 +316,44 @@ def bin_fill(const int64_t[:, ::1] first, const int64_t[:, ::1] last, const int6
                     for i in range(first[b, 0], last[b, 0] + 1):
                         items[fill[base + i]] = b
                         fill[base + i] += 1
+
+
+# --- zone label cells (coverage.zones.LabelCells.lookup) ------------------------------------
+
+cdef inline Py_ssize_t _bracket(double x, double lo, double step, Py_ssize_t last) noexcept nogil:
+    """NumPy's ``clip(nan_to_num(floor((x - lo) / step), nan=0), 0, last)`` as an index."""
+    cdef double f = floor((x - lo) / step)
+    if f != f or f < 0.0:
+        return 0
+    if f > <double>last:
+        return last
+    return <Py_ssize_t>f
+
+
+def label_lookup(const double[::1] u_edges, const double[::1] v_edges, const int32_t[:, ::1] state,
+                 const double[:, ::1] uv, int64_t[::1] out, int64_t[::1] rest):
+    """Each point's mark from the cell whose closed edges hold it (``out``; -1 outside the
+    grid), or its index appended to ``rest`` where no mark answers (a boundary cell, a
+    point rounding put in a neighbouring cell, NaN). Returns how many went to ``rest``."""
+    cdef Py_ssize_t k = uv.shape[0], nu = u_edges.shape[0] - 1, nv = v_edges.shape[0] - 1
+    cdef Py_ssize_t p, iu, iv, n_rest = 0
+    cdef double u, v, u0 = u_edges[0], v0 = v_edges[0], u1 = u_edges[nu], v1 = v_edges[nv]
+    cdef double du = u_edges[1] - u_edges[0], dv = v_edges[1] - v_edges[0]
+    cdef int32_t mark
+    with nogil:
+        for p in range(k):
+            u = uv[p, 0]
+            v = uv[p, 1]
+            out[p] = -1
+            if u < u0 or u > u1 or v < v0 or v > v1:
+                continue
+            iu = _bracket(u, u0, du, nu - 1)
+            iv = _bracket(v, v0, dv, nv - 1)
+            if u_edges[iu] <= u and u <= u_edges[iu + 1] and v_edges[iv] <= v and v <= v_edges[iv + 1]:
+                mark = state[iv, iu]
+                if mark != -2:
+                    out[p] = mark
+                    continue
+            rest[n_rest] = p
+            n_rest += 1
+    return n_rest

@@ -165,6 +165,30 @@ def interpolate(values: np.ndarray, faces: np.ndarray, tri: np.ndarray, bary: np
     return out
 
 
+def cell_labels(u_edges: np.ndarray, v_edges: np.ndarray, state: np.ndarray, uv: np.ndarray):
+    """Labels of chart points from a grid of marked cells (:class:`coverage.zones.LabelCells`).
+
+    u_edges : (nu + 1,) float, v_edges : (nv + 1,) float
+        Cell edges, evenly spaced (the cell index is read from the first step, then checked
+        against the cell's own edges).
+    state : (nv, nu) int32
+        Each cell's label, -1 for none, -2 where its points must be asked one by one.
+    uv : (k, 2) float
+
+    Returns ``(labels (k,) int64, rest (j,) int64)``: the label of each point whose cell
+    (closed edges) holds it and is marked, -1 for points outside the grid (and at ``rest``),
+    and the indices of the points left to ask. The NumPy twin is
+    ``coverage.zones.LabelCells.lookup_reference``.
+    """
+    uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+    out = np.empty(len(uv), dtype=np.int64)
+    rest = np.empty(len(uv), dtype=np.int64)
+    n = _kernel.label_lookup(np.ascontiguousarray(u_edges, dtype=np.float64),
+                             np.ascontiguousarray(v_edges, dtype=np.float64),
+                             np.ascontiguousarray(state, dtype=np.int32), uv, out, rest)
+    return out, rest[:n].copy()
+
+
 # --- NumPy references (tests compare the kernels with these; benchmarks time both) -------
 
 def barycentric_reference(affine: np.ndarray, p: np.ndarray) -> np.ndarray:
