@@ -38,3 +38,30 @@ def test_ring_polygons_equal_shapely_polygons(rng, k):
     got = regions.ring_polygons(corners)
     expected = shapely.polygons(corners)
     assert shapely.to_wkb(got).tolist() == shapely.to_wkb(expected).tolist()
+
+
+def test_cut_skips_only_triangles_whose_piece_has_no_area(rng):
+    """The cut overlays only the boundary triangles whose interiors meet the region's: a
+    triangle that merely touches it (shared edge or corner) has a piece of no area, which
+    the general path drops; unions of whole triangles (unobserved skin) are all such."""
+    from test_regions import drawn_regions, reference_split
+
+    from coverage import Face
+
+    face = Face.default(edge_mm=6.0)
+    res = regions._resolution(face.subdivisions)
+    centres = face.uv[face.faces].mean(axis=1)
+    masks = [np.linalg.norm(centres - face.uv[rng.integers(len(face.uv))], axis=1) < rng.uniform(5, 40)
+             for _ in range(6)]
+    masks.append(rng.random(len(face.faces)) < 0.3)                 # scattered, with holes
+    unions = [regions.triangles_region(face, m) for m in masks]
+    for region in unions + drawn_regions(face, rng, 4):
+        inter, within = regions._classify(res, region)
+        partial = inter[~within]
+        touching = shapely.touches(region, res.polys[partial])
+        assert (shapely.area(shapely.intersection(res.polys[partial[touching]], region)) == 0).all()
+        inside, kept, pieces = regions._split_triangles(face, region)
+        ref_inside, ref_partial, ref_pieces = reference_split(face, region)
+        np.testing.assert_array_equal(inside, ref_inside)
+        np.testing.assert_array_equal(kept, ref_partial)
+        assert shapely.to_wkb(pieces).tolist() == shapely.to_wkb(ref_pieces).tolist()
