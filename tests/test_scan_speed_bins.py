@@ -105,3 +105,17 @@ def test_kept_grid_by_hand():
     assert sub.items.tolist() == [0] and sub.start.tolist() == [0, 1]
     tri, _, dist = proximity.closest_points(sub, np.array([[0.3, 0.3, 1.0]]))
     assert tri.tolist() == [0] and dist.tolist() == [1.0]
+
+
+def test_chart_grid_boxes_corner_by_corner_equal_min_max(rng):
+    from scipy.spatial import Delaunay
+
+    uv = rng.uniform(-50, 50, (500, 2))
+    faces = Delaunay(uv).simplices.astype(np.int64)
+    grid = lifting.build_grid(uv, faces)
+    corners = uv[faces]
+    start, items = lifting.bin_boxes_reference(corners.min(axis=1), corners.max(axis=1), grid.origin, grid.cell,
+                                               grid.shape)
+    np.testing.assert_array_equal(grid.start, start)
+    np.testing.assert_array_equal(grid.items, items)
+    np.testing.assert_array_equal(grid.affine, lifting.inverse_affine(corners))

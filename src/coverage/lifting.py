@@ -90,7 +90,9 @@ def build_grid(uv: np.ndarray, faces: np.ndarray, cell: float | None = None) -> 
     uv = np.asarray(uv, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     corners = uv[faces]
-    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    # the boxes corner by corner (as min/max over axis 1, several times faster)
+    lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
+    hi = np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2])
     if cell is None:
         edge = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1)
         cell = 1.5 * float(np.median(edge))
