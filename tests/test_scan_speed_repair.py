@@ -152,3 +152,20 @@ def test_triangle_areas_from_edge_gathers_equal_the_corner_gather(rng):
     corner0 = vertices[faces[:, 0]]
     got = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - corner0, vertices[faces[:, 2]] - corner0), axis=1)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_component_labels_do_not_depend_on_edge_order(rng):
+    """What the winding's unstable sort relies on: SciPy labels an undirected graph's
+    components in the order of their lowest node, whatever order the edges come in."""
+    n = 3000
+    rows, cols = rng.integers(0, n, 2000), rng.integers(0, n, 2000)
+    graph = sp.coo_matrix((np.ones(2000), (rows, cols)), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
+    for _ in range(3):
+        perm = rng.permutation(2000)
+        flip = rng.random(2000) < 0.5
+        r, c = np.where(flip, cols, rows)[perm], np.where(flip, rows, cols)[perm]
+        _, again = csgraph.connected_components(sp.coo_matrix((np.ones(2000), (r, c)), shape=(n, n)), directed=False)
+        np.testing.assert_array_equal(again, labels)
+    first = np.unique(labels, return_index=True)[1]
+    assert np.all(np.diff(first) > 0)     # label k's lowest node comes before label k + 1's

@@ -311,11 +311,14 @@ def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray
     most of its area. Returns ``(faces, triangles turned, non-manifold edges)``.
     """
     m = len(faces)
-    half = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    one = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])   # half-edges one -> two
+    two = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
     owner = np.tile(np.arange(m), 3)
-    forward = half[:, 0] < half[:, 1]
-    key = half.min(axis=1) * (int(faces.max()) + 1) + half.max(axis=1)
-    order = np.argsort(key, kind="stable")
+    forward = one < two
+    key = np.minimum(one, two) * (int(faces.max()) + 1) + np.maximum(one, two)
+    # any sort will do: only which half-edges share a key matters (the cover's components
+    # are labelled in the order of their lowest node, whatever order its edges come in)
+    order = np.argsort(key)
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     counts = np.diff(np.r_[starts, len(key)])
