@@ -1,7 +1,7 @@
 # Point location in the chart and barycentric interpolation (surface lifting).
 # Inputs are C-contiguous and already validated by coverage.lifting.
 from libc.math cimport floor, sqrt
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from _locate cimport _locate_one
 
 
@@ -247,3 +247,113 @@ def lift(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[
                 s = 1.0 / sqrt(s)
                 for j in range(3):
                     out_normals[i, j] *= s
+
+
+# --- binning boxes into a uniform grid (coverage.lifting.bin_boxes) --------------------------
+
+cdef inline int64_t _cell_of(double x, double origin, double cell, int64_t upper) noexcept nogil:
+    """NumPy's ``clip(floor((x - origin) / cell).astype(int64), 0, upper)`` for one value: a
+    float outside int64's range (or NaN) converts to INT64_MIN there (x86), so clips to 0."""
+    cdef double f = floor((x - origin) / cell)
+    cdef int64_t i
+    if f >= -9.2233720368547758e18 and f < 9.2233720368547758e18:
+        i = <int64_t>f
+    else:
+        return 0
+    if i < 0:
+        return 0
+    if i > upper:
+        return upper
+    return i
+
+
+def bin_count(const double[:, ::1] lo, const double[:, ::1] hi, const double[::1] origin, double cell,
+              const int64_t[::1] shape, int64_t[:, ::1] first, int64_t[:, ::1] last, int64_t[::1] start):
+    """Each box's first and last cell per axis (``first``, ``last`` ``(m, 3)``; axes past
+    ``lo.shape[1]`` get 0) and ``start`` ``(cells + 1,)``: the running count of boxes per
+    cell (cells numbered with the first axis fastest), ``start[0] = 0``."""
+    cdef Py_ssize_t m = lo.shape[0], d = lo.shape[1], b, a
+    cdef Py_ssize_t ncells = start.shape[0] - 1, c
+    cdef int64_t i, j, k, s1, s2, base
+    with nogil:
+        s1 = shape[0] if d > 0 else 1
+        s2 = s1 * (shape[1] if d > 1 else 1)
+        for c in range(ncells + 1):
+            start[c] = 0
+        for b in range(m):
+            for a in range(3):
+                if a < d:
+                    first[b, a] = _cell_of(lo[b, a], origin[a], cell, shape[a] - 1)
+                    last[b, a] = _cell_of(hi[b, a], origin[a], cell, shape[a] - 1)
+                else:
+                    first[b, a] = 0
+                    last[b, a] = 0
+            for k in range(first[b, 2], last[b, 2] + 1):
+                for j in range(first[b, 1], last[b, 1] + 1):
+                    base = k * s2 + j * s1 + 1
+                    for i in range(first[b, 0], last[b, 0] + 1):
+                        start[base + i] += 1
+        for c in range(ncells):
+            start[c + 1] += start[c]
+
+
+def bin_fill(const int64_t[:, ::1] first, const int64_t[:, ::1] last, const int64_t[::1] shape,
+             const int64_t[::1] start, int64_t[::1] fill, int64_t[::1] items):
+    """``items``: the boxes of each cell, ascending (a counting sort of :func:`bin_count`'s
+    ranges); ``fill`` ``(cells,)`` is scratch."""
+    cdef Py_ssize_t m = first.shape[0], d = shape.shape[0], b, c
+    cdef Py_ssize_t ncells = start.shape[0] - 1
+    cdef int64_t i, j, k, s1, s2, base
+    with nogil:
+        s1 = shape[0] if d > 0 else 1
+        s2 = s1 * (shape[1] if d > 1 else 1)
+        for c in range(ncells):
+            fill[c] = start[c]
+        for b in range(m):
+            for k in range(first[b, 2], last[b, 2] + 1):
+                for j in range(first[b, 1], last[b, 1] + 1):
+                    base = k * s2 + j * s1
+                    for i in range(first[b, 0], last[b, 0] + 1):
+                        items[fill[base + i]] = b
+                        fill[base + i] += 1
+
+
+# --- zone label cells (coverage.zones.LabelCells.lookup) ------------------------------------
+
+cdef inline Py_ssize_t _bracket(double x, double lo, double step, Py_ssize_t last) noexcept nogil:
+    """NumPy's ``clip(nan_to_num(floor((x - lo) / step), nan=0), 0, last)`` as an index."""
+    cdef double f = floor((x - lo) / step)
+    if f != f or f < 0.0:
+        return 0
+    if f > <double>last:
+        return last
+    return <Py_ssize_t>f
+
+
+def label_lookup(const double[::1] u_edges, const double[::1] v_edges, const int32_t[:, ::1] state,
+                 const double[:, ::1] uv, int64_t[::1] out, int64_t[::1] rest):
+    """Each point's mark from the cell whose closed edges hold it (``out``; -1 outside the
+    grid), or its index appended to ``rest`` where no mark answers (a boundary cell, a
+    point rounding put in a neighbouring cell, NaN). Returns how many went to ``rest``."""
+    cdef Py_ssize_t k = uv.shape[0], nu = u_edges.shape[0] - 1, nv = v_edges.shape[0] - 1
+    cdef Py_ssize_t p, iu, iv, n_rest = 0
+    cdef double u, v, u0 = u_edges[0], v0 = v_edges[0], u1 = u_edges[nu], v1 = v_edges[nv]
+    cdef double du = u_edges[1] - u_edges[0], dv = v_edges[1] - v_edges[0]
+    cdef int32_t mark
+    with nogil:
+        for p in range(k):
+            u = uv[p, 0]
+            v = uv[p, 1]
+            out[p] = -1
+            if u < u0 or u > u1 or v < v0 or v > v1:
+                continue
+            iu = _bracket(u, u0, du, nu - 1)
+            iv = _bracket(v, v0, dv, nv - 1)
+            if u_edges[iu] <= u and u <= u_edges[iu + 1] and v_edges[iv] <= v and v <= v_edges[iv + 1]:
+                mark = state[iv, iu]
+                if mark != -2:
+                    out[p] = mark
+                    continue
+            rest[n_rest] = p
+            n_rest += 1
+    return n_rest

@@ -135,10 +135,12 @@ class Face:
         lm_what = str(landmarks) if isinstance(landmarks, (str, os.PathLike)) else "landmarks"
         factor = scan.detect_units(lm, units, lm_what)
         vertices, faces, notes = scan.repair_mesh(vertices * factor, faces, what)
-        vertices, faces, kept = scan.keep_face(vertices, faces, lm * factor, what, lm_what)
+        # the scan's search grid is built once: it finds the pieces the landmarks lie on,
+        # then (those pieces' part of it) the template's closest points
+        vertices, faces, kept, grid = scan.keep_face_and_grid(vertices, faces, lm * factor, what, lm_what)
         notes += kept
         fit = scan.fit_template(vertices, faces, lm * factor, _template.template(subdivisions),
-                                tolerance_mm=float(tolerance_mm), smoothing=float(landmark_smoothing))
+                                tolerance_mm=float(tolerance_mm), smoothing=float(landmark_smoothing), grid=grid)
         if fit.inside_out:
             notes.append(f"{what}: the scan is wound inside out (its normals point into the head); "
                          "read with its normals reversed")

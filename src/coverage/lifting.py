@@ -37,11 +37,31 @@ def _cell_ranges(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float
 
 
 def bin_boxes(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, shape) -> tuple:
-    """CSR lists of the boxes ``[lo, hi]`` (``(m, d) float``) overlapping each grid cell.
+    """CSR lists of the boxes ``[lo, hi]`` (``(m, d) float``, ``d <= 3``) overlapping each grid cell.
 
-    Works in any dimension ``d``; cells are numbered with the first axis fastest.
-    Returns ``(start, items)`` with items ascending within each cell.
+    Cells are numbered with the first axis fastest. Returns ``(start, items)`` with items
+    ascending within each cell. One counting sort in the kernel (two passes over the
+    boxes' cell ranges) instead of the reference's argsort of every (box, cell) pair.
     """
+    lo = np.ascontiguousarray(lo, dtype=np.float64)
+    hi = np.ascontiguousarray(hi, dtype=np.float64)
+    if lo.ndim != 2 or lo.shape != hi.shape or not 1 <= lo.shape[1] <= 3:
+        return bin_boxes_reference(lo, hi, origin, cell, shape)
+    dims = np.ascontiguousarray(shape, dtype=np.int64)
+    origin = np.ascontiguousarray(origin, dtype=np.float64)
+    m = len(lo)
+    first = np.empty((m, 3), dtype=np.int64)
+    last = np.empty((m, 3), dtype=np.int64)
+    start = np.empty(int(np.prod(dims)) + 1, dtype=np.int64)
+    _kernel.bin_count(lo, hi, origin, float(cell), dims, first, last, start)
+    items = np.empty(int(start[-1]), dtype=np.int64)
+    _kernel.bin_fill(first, last, dims, start, np.empty(len(start) - 1, dtype=np.int64), items)
+    return start, items
+
+
+def bin_boxes_reference(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, shape) -> tuple:
+    """NumPy twin of :func:`bin_boxes` (any dimension ``d``): every (box, cell) pair listed,
+    then stably sorted by cell."""
     first, last = _cell_ranges(lo, hi, origin, cell, shape)
     span = last - first + 1
     counts = np.prod(span, axis=1)
@@ -70,7 +90,9 @@ def build_grid(uv: np.ndarray, faces: np.ndarray, cell: float | None = None) -> 
     uv = np.asarray(uv, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     corners = uv[faces]
-    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    # the boxes corner by corner (as min/max over axis 1, several times faster)
+    lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
+    hi = np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2])
     if cell is None:
         edge = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1)
         cell = 1.5 * float(np.median(edge))
@@ -143,6 +165,30 @@ def interpolate(values: np.ndarray, faces: np.ndarray, tri: np.ndarray, bary: np
                         np.ascontiguousarray(tri, dtype=np.int64),
                         np.ascontiguousarray(bary, dtype=np.float64), bool(normalize), out)
     return out
+
+
+def cell_labels(u_edges: np.ndarray, v_edges: np.ndarray, state: np.ndarray, uv: np.ndarray):
+    """Labels of chart points from a grid of marked cells (:class:`coverage.zones.LabelCells`).
+
+    u_edges : (nu + 1,) float, v_edges : (nv + 1,) float
+        Cell edges, evenly spaced (the cell index is read from the first step, then checked
+        against the cell's own edges).
+    state : (nv, nu) int32
+        Each cell's label, -1 for none, -2 where its points must be asked one by one.
+    uv : (k, 2) float
+
+    Returns ``(labels (k,) int64, rest (j,) int64)``: the label of each point whose cell
+    (closed edges) holds it and is marked, -1 for points outside the grid (and at ``rest``),
+    and the indices of the points left to ask. The NumPy twin is
+    ``coverage.zones.LabelCells.lookup_reference``.
+    """
+    uv = np.ascontiguousarray(uv, dtype=np.float64).reshape(-1, 2)
+    out = np.empty(len(uv), dtype=np.int64)
+    rest = np.empty(len(uv), dtype=np.int64)
+    n = _kernel.label_lookup(np.ascontiguousarray(u_edges, dtype=np.float64),
+                             np.ascontiguousarray(v_edges, dtype=np.float64),
+                             np.ascontiguousarray(state, dtype=np.int32), uv, out, rest)
+    return out, rest[:n].copy()
 
 
 # --- NumPy references (tests compare the kernels with these; benchmarks time both) -------

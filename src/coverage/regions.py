@@ -124,7 +124,7 @@ class _Resolution:
     def __init__(self, subdivisions: int):
         self.uv = canonical_chart(subdivisions)
         self.faces = _template.template(subdivisions).faces
-        self.polys = shapely.polygons(self.uv[self.faces])
+        self.polys = ring_polygons(self.uv[self.faces])
         self.tree = shapely.STRtree(self.polys)
         self.area = np.abs(signed_chart_areas(self.uv, self.faces))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
@@ -132,6 +132,33 @@ class _Resolution:
         self.thin = self.area <= 1e-9 * float(np.median(self.area))
         self.cuts = Memo(CUTS_PER_RESOLUTION)
         self.unions = Memo(UNIONS_PER_RESOLUTION)
+
+
+def ring_polygons(corners: np.ndarray) -> np.ndarray:
+    """Shapely polygons from the corners ``(m, k, 2) float`` of their exterior rings
+    (``k >= 3``): the same polygons (the same WKB) as ``shapely.polygons(corners)``, made from
+    one coordinate array by ``shapely.from_ragged_array`` in about half the time.
+
+    As ``shapely.polygons`` does, a ring is closed by repeating its first corner, except a
+    ring of four or more corners whose last corner already equals its first.
+    """
+    corners = np.asarray(corners, dtype=np.float64)
+    m, k = corners.shape[:2]
+    if m == 0:
+        return np.empty(0, dtype=object)
+    closed = np.concatenate([corners, corners[:, :1]], axis=1)
+    if k == 3:
+        coords = closed.reshape(-1, 2)
+        length = np.full(m, k + 1, dtype=np.int64)
+    else:
+        length = k + (corners[:, 0] != corners[:, -1]).any(axis=1)
+        keep = np.ones((m, k + 1), dtype=bool)
+        keep[:, k] = length > k
+        coords = closed[keep]
+    offsets = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.ascontiguousarray(coords),
+                                     (offsets, np.arange(m + 1, dtype=np.int64)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -166,6 +193,11 @@ def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
     intersecting, within = _classify(res, region)
     inside = intersecting[within]
     partial = intersecting[~within]
+    # a triangle that only touches the region (a shared edge or corner, interiors apart)
+    # has a piece of no area, which is dropped below: the prepared predicate says so
+    # several times faster than the overlay would (slivers are cut all the same)
+    touching = shapely.touches(region, res.polys[partial]) & ~res.thin[partial]
+    partial = partial[~touching]
     pieces = shapely.intersection(res.polys[partial], region)
     area = shapely.area(pieces)
     keep = area > 0
@@ -270,7 +302,9 @@ def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.nda
     query = np.arange(len(face.vertices))
     if np.isfinite(max_dist_mm):
         lo, hi = vertices.min(axis=0) - max_dist_mm, vertices.max(axis=0) + max_dist_mm
-        query = np.flatnonzero(((face.vertices >= lo) & (face.vertices <= hi)).all(axis=1))
+        v = face.vertices
+        query = np.flatnonzero((v[:, 0] >= lo[0]) & (v[:, 0] <= hi[0]) & (v[:, 1] >= lo[1]) & (v[:, 1] <= hi[1])
+                               & (v[:, 2] >= lo[2]) & (v[:, 2] <= hi[2]))
     if len(query) == 0:
         return out
     grid = proximity.build_grid(vertices, faces)
@@ -290,8 +324,8 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
     field = np.asarray(field, dtype=np.float64)
     faces = face.faces
     uv = face.uv
-    below = field[faces] < level
-    count = below.sum(axis=1)
+    below = (field < level)[faces]   # per vertex, then gathered: fewer comparisons
+    count = below[:, 0].astype(np.int64) + below[:, 1] + below[:, 2]
     polys = [_resolution(face.subdivisions).polys[count == 3]]   # whole triangles: the chart's own
 
     def crossing(a, b):
@@ -314,7 +348,7 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
             ring = np.stack([uv[a], ab, ac], axis=1)
         else:              # b, c below: quad ab, b, c, ac
             ring = np.stack([ab, uv[b], uv[c], ac], axis=1)
-        polys.append(shapely.polygons(ring))
+        polys.append(ring_polygons(ring))
     pieces = np.concatenate(polys)
     pieces = pieces[shapely.area(pieces) > 0]
     if len(pieces) == 0:
@@ -391,7 +425,9 @@ def _keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
     reach = margin_mm + interpolation_slack_mm(face.longest_edge_mm, margin_mm) + 1.0
     dist = distance_to_region(face, region, max_dist_mm=reach)
     # the slack needs the longest edge where the contour can run, not the face's longest
-    near = (dist[face.faces] < reach).any(axis=1)
+    close = dist < reach
+    f = face.faces
+    near = close[f[:, 0]] | close[f[:, 1]] | close[f[:, 2]]
     longest = float(face.triangle_longest_edge_mm[near].max()) if near.any() else face.longest_edge_mm
     level = margin_mm + interpolation_slack_mm(longest, margin_mm)
     # beyond the search the distance is at least `reach`: using `reach` there can only

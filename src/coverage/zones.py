@@ -19,7 +19,7 @@ import shapely
 from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 
-from . import regions
+from . import lifting, regions
 from . import template as _template
 from .chart import canonical_chart
 from .errors import ProtocolError
@@ -352,7 +352,14 @@ class LabelCells:
 
     def lookup(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels ``(k,) int`` of the points a cell answers (-1 elsewhere too) and the indices
-        ``(j,) int`` of the points left to ask polygon by polygon."""
+        ``(j,) int`` of the points left to ask polygon by polygon (the lift kernel's
+        :func:`lifting.cell_labels`; :meth:`lookup_reference` is its NumPy twin)."""
+        if self.u is None:   # no polygon holds anything
+            return np.full(len(uv), -1, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return lifting.cell_labels(self.u, self.v, self.state, uv)
+
+    def lookup_reference(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NumPy twin of :meth:`lookup`."""
         out = np.full(len(uv), -1, dtype=np.int64)
         if self.u is None:   # no polygon holds anything
             return out, np.empty(0, dtype=np.int64)
