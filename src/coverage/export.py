@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import solveh_banded
 from scipy.spatial.transform import Rotation
 
 from . import __version__
@@ -53,11 +55,23 @@ from .errors import CoverageError
 from .fileio import atomic_path, check_output
 
 FORMAT = "coverage-trajectory"
-VERSION = 2                # 2: the pen keeps the face-up heading, the roller its side of the pass line
+VERSION = 3                # 3: the contact path smoothed within stated tolerances (header "smoothing")
+                           # 2: the pen keeps the face-up heading, the roller its side of the pass line
+READ_VERSIONS = (2, 3)     # read_trajectory reads these (a version 2 file: the plan's own path)
 FORMATS = ("csv", "npz", "json")
 DEFAULT_RATE_HZ = 250.0
 RATE_HZ_MIN = 50.0         # coarser samples cut corners: a robot joining them by straight lines leaves the path
 RATE_HZ_MAX = 10000.0
+# Contact smoothing (see _contact): positions within DEFAULT_SMOOTH_MM of the plan's samples, below
+# the scan noise the plan's surface carries (~0.15 mm) and the pen's 0.25 mm depth step, a tenth of
+# the 1 mm positioning error the margins already allow for; tool axes within DEFAULT_SMOOTH_DEG of
+# the plan's normals (a 2 deg lean moves a 7 mm cartridge's rim by 0.12 mm along the axis).
+DEFAULT_SMOOTH_MM = 0.1
+DEFAULT_SMOOTH_DEG = 2.0
+SMOOTH_MM_MAX = 0.25
+SMOOTH_DEG_MAX = 5.0
+SMOOTH_WAVELENGTH_MM = 4.0  # the spline flattens shorter waves (scan noise: ~1 mm triangles); longer
+                            # ones hold more points on the tube's wall, whose kinks cost more than it gains
 
 TRANSIT, APPROACH, CONTACT, FIRING, RETRACT = 0, 1, 2, 3, 4
 CONTACT_TURN_SHARE = 0.97   # of the angular speed limit planned for turns in contact (see _pieces)
@@ -93,6 +107,11 @@ FRAME_TEXT = ("positions in the plan's (input mesh's) frame, mm; time in s from 
               "up direction (pen: canonical +y, its left-right "
               "axis where up runs along the normal) projected normal to z, y = z cross x; approach and retract keep "
               "the orientation of their contact, the air turns between them by slerp along the travel")
+SMOOTHING_TEXT = ("contact positions within position_mm of the plan's samples (moved along the skin normal and "
+                  "sideways to the travel, never along it; the samples around each pen stamp along the normal "
+                  "only, so stamps keep their place on the skin and their spacing), tool z within orientation_deg "
+                  "of minus the plan's normal; a tube-bounded smoothing spline that flattens waves shorter than "
+                  "wavelength_mm; each stroke's first and last sample, approach, retract and air moves unchanged")
 QUATERNION_TEXT = ("scalar first (qw, qx, qy, qz), unit, rotates tool-frame vectors into the plan frame "
                    "(its matrix columns are the tool x, y, z axes); sign continuous along the session")
 
@@ -268,21 +287,169 @@ def _raised(face, point: np.ndarray, normal: np.ndarray, clearance_mm: float) ->
     return points[1]
 
 
-def _pieces(plan, limits: Limits) -> list:
-    """The session's path in order: approach, contact, retract, transit, approach, ..."""
+# --- smoothing the contact path -------------------------------------------------------------
+
+@dataclass
+class _Contact:
+    """The tool's path in contact, every stroke's samples end to end (strokes in plan order)."""
+
+    points: np.ndarray         # (V, 3) mm
+    normals: np.ndarray        # (V, 3) unit: the tool's z is minus these
+    moved_mm: float = 0.0      # largest distance of a point from the plan's sample
+    tilted_deg: float = 0.0    # largest angle of a normal from the plan's
+
+
+def check_smoothing(smooth_mm, smooth_deg=None) -> tuple:
+    """``(smooth_mm, smooth_deg)`` as floats, or a CoverageError naming the value and the range.
+    ``smooth_deg`` None: :data:`DEFAULT_SMOOTH_DEG` when positions are smoothed, else 0."""
+    def number(name, value, top, why):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            out = math.nan
+        if not (math.isfinite(out) and 0.0 <= out <= top):
+            raise CoverageError(f"{name} = {value!r} is not a smoothing tolerance; give one from 0 (off) to "
+                                f"{top:g} ({why})")
+        return out
+
+    mm = number("smooth_mm", smooth_mm, SMOOTH_MM_MAX, "the pen's depth step is 0.25 mm")
+    if smooth_deg is None:
+        smooth_deg = DEFAULT_SMOOTH_DEG if mm > 0 else 0.0
+    return mm, number("smooth_deg", smooth_deg, SMOOTH_DEG_MAX, "the pen must stay perpendicular to the skin")
+
+
+def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radius: float, pinned: np.ndarray,
+                 wavelength_mm: float = SMOOTH_WAVELENGTH_MM, rounds: int = 12) -> np.ndarray:
+    """Offsets ``x (V, k)`` that smooth the paths ``points + bases @ x`` within a tube.
+
+    points : (V, 3) float, the paths end to end; first : (V,) bool, True where a path starts
+    bases : (V, 3, k) float, the directions each point may move along (orthonormal)
+    radius : the largest offset ``|x_i|`` (the tube); pinned : (V, k) bool, offsets held at 0
+
+    The offsets minimise a discrete smoothing spline's energy, the bending
+    ``sum h |P''|^2`` (second divided differences, ``h`` the mean segment length at the
+    point) plus ``sum h |x|^2 / mu`` with ``mu = (wavelength / 2 pi)^4``, whose unconstrained
+    solution passes waves longer than ``wavelength_mm`` and flattens shorter ones (scan
+    noise) as ``1 / (1 + mu w^4)``. The energy is a banded quadratic (each offset couples
+    with two points either side), solved exactly by ``scipy.linalg.solveh_banded``
+    (banded Cholesky, linear in V). The tube is an active set: points whose offset leaves
+    it are held on its wall (the radial projection) and the rest solved again, until none
+    leaves (a few rounds); the result is clipped to the tube, so it holds whatever happens.
+    """
+    n_points, _, k = bases.shape
+    mu = (wavelength_mm / (2.0 * math.pi)) ** 4
+    last = np.roll(first, -1)
+    last[-1] = True
+    h = np.where(last[:-1], 0.0, np.maximum(np.linalg.norm(np.diff(points, axis=0), axis=1), 1e-3))
+    inner = np.flatnonzero(~first & ~last)
+    hm, hp = h[inner - 1], h[inner]
+    hbar = 0.5 * (hm + hp)
+    root = np.sqrt(hbar)
+    coef = np.stack([root / (hm * hbar), -root / (hm * hbar) - root / (hp * hbar), root / (hp * hbar)], axis=1)
+    near = inner[:, None] + np.array([-1, 0, 1])                       # (m, 3) the point and its neighbours
+    m = len(inner)
+    shape = (m, 3, 3, k)                                               # row point, neighbour, axis, basis
+    rows = np.broadcast_to(np.arange(m)[:, None, None, None] * 3 + np.arange(3)[None, None, :, None], shape)
+    cols = np.broadcast_to(near[:, :, None, None] * k + np.arange(k), shape)
+    bend = sp.csr_matrix(((coef[:, :, None, None] * bases[near]).ravel(), (rows.ravel(), cols.ravel())),
+                         shape=(3 * m, n_points * k))
+    length = 0.5 * (np.concatenate([[0.0], h]) + np.concatenate([h, [0.0]]))
+    hess = (bend.T @ bend).tocsr() + sp.diags(np.repeat(np.maximum(length, 1e-3) / mu, k))
+    grad = bend.T @ -np.einsum("mj,mjd->md", coef, points[near]).ravel()
+    upper = 3 * k - 1                                                  # band half-width
+    band = np.zeros((upper + 1, n_points * k))
+    for q in range(upper + 1):
+        band[upper - q, q:] = hess.diagonal(q)
+    held = np.asarray(pinned, dtype=bool).reshape(-1).copy()
+    value = np.zeros(n_points * k)
+    for _ in range(rounds):
+        ab = band.copy()
+        free = ~held
+        for q in range(1, upper + 1):
+            ab[upper - q, q:] *= free[:-q] & free[q:]
+        ab[upper] = np.where(free, ab[upper], 1.0)
+        x = solveh_banded(ab, np.where(held, value, grad - hess @ (value * held)), check_finite=False)
+        size = np.linalg.norm(x.reshape(n_points, k), axis=1)
+        out = size > radius * (1.0 + 1e-9)
+        if not out.any():
+            break
+        value.reshape(n_points, k)[out] = x.reshape(n_points, k)[out] * (radius / size[out])[:, None]
+        held.reshape(n_points, k)[out] = True
+    x = x.reshape(n_points, k)
+    return x * np.minimum(1.0, radius / np.maximum(np.linalg.norm(x, axis=1), 1e-300))[:, None]
+
+
+def _contact(plan, smooth_mm: float, smooth_deg: float) -> _Contact:
+    """The strokes' samples, smoothed within ``smooth_mm`` (positions) and ``smooth_deg``
+    (normals) when those are positive (see :func:`_tube_smooth`).
+
+    A point moves along its normal and sideways (the normal x the travel), never along the
+    travel, so what the strokes do along their length stays where the plan put it; the two
+    samples around each pen stamp move along the normal only, so a stamp, which fires
+    between them, keeps its place on the skin and its spacing from the next (no stacking).
+    The first and last sample of each stroke stay put, so approach, retract and the air
+    moves between them are the plan's and keep their clearance. A normal tilts within the
+    cone of ``smooth_deg`` around the plan's.
+    """
+    strokes = plan.strokes
+    points = np.concatenate([np.asarray(s.points, dtype=np.float64) for s in strokes])
+    normals = np.concatenate([np.asarray(s.normals, dtype=np.float64) for s in strokes])
+    if smooth_mm <= 0 and smooth_deg <= 0:
+        return _Contact(points, normals)
+    normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    counts = np.array([len(s.points) for s in strokes])
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    first = np.zeros(len(points), dtype=bool)
+    first[start] = True
+    ends = np.concatenate([start, start + counts - 1])
+    tangents = np.concatenate([np.asarray(s.tangents, dtype=np.float64) for s in strokes])
+    along = tangents - np.einsum("ij,ij->i", tangents, normals)[:, None] * normals
+    size = np.linalg.norm(along, axis=1)
+    # (where the travel runs along the normal any direction normal to it will do)
+    helper = np.where(np.abs(normals[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    helper = helper - np.einsum("ij,ij->i", helper, normals)[:, None] * normals
+    along = np.where((size > 1e-9)[:, None], along / np.maximum(size, 1e-300)[:, None],
+                     helper / np.linalg.norm(helper, axis=1, keepdims=True))
+    side = np.cross(normals, along)
+    moved = points
+    if smooth_mm > 0:
+        pinned = np.zeros((len(points), 2), dtype=bool)
+        pinned[ends] = True
+        for at, s in zip(start, strokes):
+            if s.device == "pen" and s.stamp_times_s is not None and len(s.stamp_times_s):
+                k = np.interp(s.stamp_times_s, s.times_s, np.arange(len(s.times_s), dtype=np.float64))
+                pinned[at + np.floor(k).astype(np.int64), 1] = True
+                pinned[at + np.ceil(k).astype(np.int64), 1] = True
+        x = _tube_smooth(points, np.stack([normals, side], axis=2), first, smooth_mm, pinned)
+        moved = points + x[:, :1] * normals + x[:, 1:] * side
+    tilted = normals
+    if smooth_deg > 0:
+        pinned = np.zeros((len(points), 2), dtype=bool)
+        pinned[ends] = True
+        x = _tube_smooth(normals, np.stack([along, side], axis=2), first, math.tan(math.radians(smooth_deg)),
+                         pinned)
+        tilted = normals + x[:, :1] * along + x[:, 1:] * side
+        tilted /= np.linalg.norm(tilted, axis=1, keepdims=True)
+    return _Contact(moved, tilted, float(np.linalg.norm(moved - points, axis=1).max()),
+                    float(np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", tilted, normals), -1.0, 1.0)).max())))
+
+
+def _pieces(plan, limits: Limits, contact: _Contact) -> list:
+    """The session's path in order: approach, contact, retract, transit, approach, ...; in
+    contact the tool follows ``contact`` (the strokes' samples, smoothed or not)."""
     strokes = plan.strokes
     after = {t.from_stroke: t for t in plan.transitions}
     clearance = float(plan.protocol.session.clearance_mm)
     air = limits.transit_accel_mm_s2
     lengths = [len(s.points) for s in strokes]
-    normals = np.concatenate([np.asarray(s.normals, dtype=np.float64) for s in strokes])
+    normals = contact.normals
     quats = _frames(normals, _headings(plan, normals))
     frames = np.split(quats, np.cumsum(lengths)[:-1])
+    contact_points = np.split(contact.points, np.cumsum(lengths)[:-1])
     # the frame turns along a stroke (travel bends, the surface curves): cap the speed so it
     # turns no faster than the angular speed limit
     turned = 2.0 * np.arccos(np.clip(np.abs(np.einsum("ij,ij->i", quats[:-1], quats[1:])), 0.0, 1.0))
-    seg = np.linalg.norm(np.diff(np.concatenate([np.asarray(s.points, dtype=np.float64) for s in strokes]),
-                                 axis=0), axis=1)
+    seg = np.linalg.norm(np.diff(contact.points, axis=0), axis=1)
     # (a share of it: in contact the slerp is tilted onto the interpolated normal, which
     # turns the tool a little more within a segment than the slerp alone)
     turn_cap = np.split(np.concatenate([CONTACT_TURN_SHARE * limits.angular_speed_rad_s * seg
@@ -302,7 +469,7 @@ def _pieces(plan, limits: Limits) -> list:
     for i, stroke in enumerate(strokes):
         accel = limits.accel(stroke.device)
         caps = np.minimum(_stroke_speed_caps(stroke, limits), turn_cap[i][:-1])
-        pieces.append(_Piece(CONTACT, stroke, np.asarray(stroke.points, dtype=np.float64), frames[i],
+        pieces.append(_Piece(CONTACT, stroke, contact_points[i], frames[i],
                              caps, PATH_SHARE * accel, accel))
         if i + 1 == len(strokes):
             end = _raised(plan.face, np.asarray(stroke.points[-1]), np.asarray(stroke.normals[-1]), clearance)
@@ -501,18 +668,24 @@ def check_rate(rate_hz) -> float:
     return rate
 
 
-def trajectory(plan, rate_hz: float = DEFAULT_RATE_HZ, *, source: str | None = None) -> Trajectory:
+def trajectory(plan, rate_hz: float = DEFAULT_RATE_HZ, *, source: str | None = None,
+               smooth_mm: float = DEFAULT_SMOOTH_MM, smooth_deg: float | None = None) -> Trajectory:
     """The plan's session as tool poses sampled every ``1 / rate_hz`` s.
 
-    The path is the plan's (approach, stroke, retract, travel ...); the timing is planned
-    again within the protocol's speed and acceleration limits (see the module doc), so the
-    session lasts longer than ``plan.time_s``. ``source`` names the plan file in the metadata.
+    The path is the plan's (approach, stroke, retract, travel ...), its contact smoothed
+    within ``smooth_mm`` (positions, mm) and ``smooth_deg`` (tool axis, degrees; None: 2
+    when ``smooth_mm`` > 0, else 0) so the tool does not chase the scan's noise; 0 and 0
+    follow the plan's samples exactly. The timing is planned again within the protocol's
+    speed and acceleration limits (see the module doc), so the session lasts longer than
+    ``plan.time_s``. ``source`` names the plan file in the metadata.
     """
     rate = check_rate(rate_hz)
+    smooth_mm, smooth_deg = check_smoothing(smooth_mm, smooth_deg)
     if not plan.strokes:
         raise CoverageError("the plan has no strokes: nothing to export; plan a face with treatable skin")
     limits = Limits.from_protocol(plan.protocol)
-    pieces = _pieces(plan, limits)
+    contact = _contact(plan, smooth_mm, smooth_deg)
+    pieces = _pieces(plan, limits, contact)
     path = _join(pieces)
     dt = 1.0 / rate
     motion = _Motion(path, _speed_profile(path, dt))
@@ -604,6 +777,7 @@ def trajectory(plan, rate_hz: float = DEFAULT_RATE_HZ, *, source: str | None = N
     stamp_hz = np.where(state == FIRING, stamp_hz, 0.0)
 
     meta = _metadata(plan, rate, n, duration, limits, source, stamp_t)
+    meta["smoothing"] = _smoothing_meta(smooth_mm, smooth_deg, contact)
     meta["chord_error_mm"] = _chord_error(path, motion.times, position, rate)
     return Trajectory(rate, t, position, wxyz, speed, accel, state, codes[pidx], stroke_id, depth, needle,
                       stamp_hz, fired, stamp_t, stamp_pos, stamp_stroke, meta)
@@ -676,6 +850,13 @@ def _chord_error(path: _Path, vertex_t: np.ndarray, position: np.ndarray, rate: 
     f = np.clip(np.einsum("ij,ij->i", path.points - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-300),
                 0.0, 1.0)
     return float(np.linalg.norm(path.points - (a + f[:, None] * ab), axis=1).max())
+
+
+def _smoothing_meta(smooth_mm: float, smooth_deg: float, contact: _Contact) -> dict:
+    return {"position_mm": smooth_mm, "orientation_deg": smooth_deg,
+            "wavelength_mm": SMOOTH_WAVELENGTH_MM if smooth_mm > 0 or smooth_deg > 0 else 0.0,
+            "max_position_offset_mm": contact.moved_mm, "max_orientation_offset_deg": contact.tilted_deg,
+            "method": SMOOTHING_TEXT if smooth_mm > 0 or smooth_deg > 0 else "off: contact follows the plan's samples"}
 
 
 def _metadata(plan, rate: float, n: int, duration: float, limits: Limits, source, stamp_t) -> dict:
@@ -769,8 +950,18 @@ def header_lines(meta: dict) -> list:
          "stamp_hz: pen stamps per second to keep the planned spacing (0 when not firing)"),
         f"limits: {limits}",
         f"timing: {meta['timing']}",
+        _smoothing_line(meta.get("smoothing")),
         "metadata: " + json.dumps(meta, separators=(",", ":")),
     ]
+
+
+def _smoothing_line(smoothing) -> str:
+    if smoothing is None:      # a version 2 trajectory
+        return "smoothing: none (version 2: the contact follows the plan's samples)"
+    return (f"smoothing: position_mm {smoothing['position_mm']:g}, orientation_deg {smoothing['orientation_deg']:g}, "
+            f"wavelength_mm {smoothing['wavelength_mm']:g} (largest offsets used: "
+            f"{smoothing['max_position_offset_mm']:.4f} mm, {smoothing['max_orientation_offset_deg']:.3f} deg); "
+            f"{smoothing['method']}")
 
 
 def _write_csv(traj: Trajectory, tmp: Path, chunk: int = 65536) -> None:
@@ -816,9 +1007,9 @@ def _check_meta(meta, path: Path) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CoverageError(f"{path}: not a coverage trajectory (format {found!r}); "
                             "write it again with coverage-planner export")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READ_VERSIONS:
         raise CoverageError(f"{path}: trajectory version {meta.get('version')!r} is not supported (this reads "
-                            f"{VERSION}); export the plan again")
+                            f"{', '.join(map(str, READ_VERSIONS))}); export the plan again")
     return meta
 
 
