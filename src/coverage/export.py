@@ -268,9 +268,12 @@ def _headings(plan, normals: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _stroke_speed_caps(stroke, limits: Limits) -> np.ndarray:
-    """Speed cap per segment of a stroke, mm/s: its planned speed there, never over the device's."""
-    seg = np.linalg.norm(np.diff(stroke.points, axis=0), axis=1)
+def _stroke_speed_caps(stroke, limits: Limits, points: np.ndarray) -> np.ndarray:
+    """Speed cap per segment of a stroke followed along ``points`` (its samples, smoothed or
+    not), mm/s: never over the device's, and for the pen no segment in less than the plan's
+    time, so a stamp never follows the one before sooner than planned (a smoothed segment is
+    a little shorter than the plan's: it is slower by as much)."""
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     if stroke.device == "roller":
         cap = min(float(stroke.speed_mm_s), limits.roller_speed_mm_s)
         return np.full(len(seg), cap)
@@ -376,7 +379,8 @@ def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radiu
         value.reshape(n_points, k)[out] = x.reshape(n_points, k)[out] * (radius / size[out])[:, None]
         held.reshape(n_points, k)[out] = True
     x = x.reshape(n_points, k)
-    return x * np.minimum(1.0, radius / np.maximum(np.linalg.norm(x, axis=1), 1e-300))[:, None]
+    inside = radius * (1.0 - 1e-9)        # (so rounding cannot carry a point past the stated tolerance)
+    return x * np.minimum(1.0, inside / np.maximum(np.linalg.norm(x, axis=1), 1e-300))[:, None]
 
 
 def _contact(plan, smooth_mm: float, smooth_deg: float) -> _Contact:
@@ -468,7 +472,7 @@ def _pieces(plan, limits: Limits, contact: _Contact) -> list:
     travel = []
     for i, stroke in enumerate(strokes):
         accel = limits.accel(stroke.device)
-        caps = np.minimum(_stroke_speed_caps(stroke, limits), turn_cap[i][:-1])
+        caps = np.minimum(_stroke_speed_caps(stroke, limits, contact_points[i]), turn_cap[i][:-1])
         pieces.append(_Piece(CONTACT, stroke, contact_points[i], frames[i],
                              caps, PATH_SHARE * accel, accel))
         if i + 1 == len(strokes):
