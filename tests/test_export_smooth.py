@@ -160,7 +160,8 @@ def test_header_states_the_tolerances_and_version_2_still_reads(tmp_path, zigzag
     head = [line for line in path.read_text().splitlines() if line.startswith("# ")]
     assert head[0].startswith("# format: coverage-trajectory version 3 ")
     line = next(h for h in head if h.startswith("# smoothing: "))
-    assert line.startswith("# smoothing: position_mm 0.05, orientation_deg 1.5, wavelength_mm 4 (largest offsets used: ")
+    assert line.startswith("# smoothing: position_mm 0.05, orientation_deg 1.5, wavelength_mm 4 "
+                           "(largest offsets used: ")
     back = read_trajectory(path)
     assert back.meta["smoothing"]["position_mm"] == 0.05 and back.meta["smoothing"]["orientation_deg"] == 1.5
     # a version 2 file (no smoothing field) is still read

@@ -1,17 +1,20 @@
 """Robot trajectories: a plan as timed tool poses sampled at a fixed rate.
 
-``trajectory(plan, rate_hz=250.0)`` turns a plan's strokes and transitions into one
-continuous tool motion (approach along the normal, contact, retract along the normal, travel
-in the air, ...) re-timed so that the tool's speed and acceleration stay within the
-protocol's limits, then samples it every ``1 / rate_hz`` seconds. ``write_trajectory``
-writes it as CSV, NPZ or JSON; ``read_trajectory`` reads those files back.
+``trajectory(plan, rate_hz=250.0, smooth_mm=0.1, smooth_deg=None)`` turns a plan's strokes and
+transitions into one continuous tool motion (approach along the normal, contact, retract along
+the normal, travel in the air, ...), its contact smoothed within stated tolerances, re-timed so
+that the tool's speed and acceleration stay within the protocol's limits, then samples it every
+``1 / rate_hz`` seconds. ``write_trajectory`` writes it as CSV, NPZ or JSON; ``read_trajectory``
+reads those files back: format version 3, and version 2 files (written before smoothing; their
+header has no ``smoothing`` field and their contact is the plan's own samples).
 
 Conventions (also written into every file's header):
 
 - Frame: the plan's (the input mesh's) frame, millimetres; time in seconds from the start
   of the exported session (the tool at rest above the first stroke's first point), which is
   not the plan's time origin (the plan starts at the first touch-down).
-- Tool frame: z points into the skin (minus the outward surface normal) in contact; y = z × x.
+- Tool frame: z points into the skin (minus the outward surface normal, smoothed within
+  ``smooth_deg``) in contact; y = z × x.
   Roller: x along the pass (the travel direction projected on the plane normal to z, or
   against it: the drum rolls either way, so x keeps the side the previous pass ended on and
   the tool does not spin between the lines of a sweep), so the drum's axis is y. Pen: the cartridge is round and does not turn with its path, so x is the
@@ -27,9 +30,25 @@ Conventions (also written into every file's header):
   contact and puncturing: always for the roller (its needles puncture whenever it rolls), for
   the pen between its first and last stamp.
 
-Timing: the path is the plan's own polylines (nothing is smoothed or moved); only the speed
+Smoothing: on a scanned face the plan's samples carry the scan's noise (~0.15 mm, kinks at every
+~1 mm triangle), which the acceleration and turn-rate limits turn into a crawl. So the contact
+path is smoothed within a tube: every sample moves at most ``smooth_mm`` (default 0.1 mm: below
+the scan's noise, the pen's 0.25 mm depth step and the 1 mm positioning error) along its normal
+and sideways to its travel, never along it; the two samples around each pen stamp move along the
+normal only, so a stamp keeps its place on the skin and its spacing (no stacking); the tool axis
+tilts at most ``smooth_deg`` (default 2 deg when positions are smoothed) from minus the plan's
+normal. Each stroke's first and last sample stay put, so approach, retract and the air moves are
+the plan's and keep their clearance. The method is a smoothing spline (bending energy plus a
+penalty on the offsets that passes waves longer than 4 mm) solved exactly by banded Cholesky
+(``scipy.linalg.solveh_banded``), with the tube as an active set (points that leave it are held
+on its wall and the rest solved again); the result is clipped to the tube. ``smooth_mm=0`` follows
+the plan's samples exactly (the version 2 trajectory, header aside). The header's ``smoothing``
+field states both tolerances and the largest offsets used.
+
+Timing: the path is the contact path above and the plan's air moves; only the speed
 along it is planned again, as a standard path-velocity profile: a speed cap per segment (the
-stroke's planned speed in contact, the transit speed in the air, and whatever keeps the tool
+stroke's planned speed in contact (the pen: no segment in less than the plan's time, so stamps
+never fire faster than planned), the transit speed in the air, and whatever keeps the tool
 turning no faster than the angular speed limit), a stop at every touch-down, lift-off and
 raised point, and the forward/backward pass that limits how fast v² may change along the arc
 length (by at most 2·a·Δs); on each segment the tool speeds up, cruises and slows down
@@ -103,7 +122,8 @@ _DTYPES = {"state": np.int8, "device": np.int8, "stroke_id": np.int32, "stamps":
 
 FRAME_TEXT = ("positions in the plan's (input mesh's) frame, mm; time in s from the start of the exported session "
               "(tool at rest above the first stroke); tool frame: z into the skin (minus the outward surface "
-              "normal) in contact, x along travel (roller; or against it, keeping the previous pass's side) or the face's "
+              "normal, smoothed: see smoothing) in contact, x along travel (roller; or against it, keeping the "
+              "previous pass's side) or the face's "
               "up direction (pen: canonical +y, its left-right "
               "axis where up runs along the normal) projected normal to z, y = z cross x; approach and retract keep "
               "the orientation of their contact, the air turns between them by slerp along the travel")
@@ -338,6 +358,13 @@ def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radiu
     (banded Cholesky, linear in V). The tube is an active set: points whose offset leaves
     it are held on its wall (the radial projection) and the rest solved again, until none
     leaves (a few rounds); the result is clipped to the tube, so it holds whatever happens.
+
+    Why this: on a 100k-vertex scan's plan (~200k samples) it takes a few seconds. The same
+    problem as bounded least squares (``scipy.optimize.lsq_linear``, trf/lsmr) or L-BFGS-B
+    with bounds took minutes (the bending term is badly conditioned), and ADMM hundreds of
+    banded solves; filtering (Gaussian, Savitzky-Golay) then clamping to the tube leaves a
+    kink wherever a point is clamped or held (every pen stamp), which the acceleration limit
+    slows for as it did for the noise: measured, the session got longer, not shorter.
     """
     n_points, _, k = bases.shape
     mu = (wavelength_mm / (2.0 * math.pi)) ** 4
