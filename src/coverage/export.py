@@ -41,7 +41,8 @@ normal. Each stroke's first and last sample stay put, so approach, retract and t
 the plan's and keep their clearance. The method is a smoothing spline (bending energy plus a
 penalty on the offsets that passes waves longer than 4 mm) solved exactly by banded Cholesky
 (``scipy.linalg.solveh_banded``), with the tube as an active set (points that leave it are held
-on its wall and the rest solved again); the result is clipped to the tube. ``smooth_mm=0`` follows
+on its wall, those it pulls inwards let go, and the rest solved again); the result is clipped
+to the tube. ``smooth_mm=0`` follows
 the plan's samples exactly (the version 2 trajectory, header aside). The header's ``smoothing``
 field states both tolerances and the largest offsets used.
 
@@ -356,8 +357,11 @@ def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radiu
     noise) as ``1 / (1 + mu w^4)``. The energy is a banded quadratic (each offset couples
     with two points either side), solved exactly by ``scipy.linalg.solveh_banded``
     (banded Cholesky, linear in V). The tube is an active set: points whose offset leaves
-    it are held on its wall (the radial projection) and the rest solved again, until none
-    leaves (a few rounds); the result is clipped to the tube, so it holds whatever happens.
+    it are held on its wall (the radial projection), held points the energy pulls inwards
+    (a multiplier of the wrong sign) are let go, and the rest solved again until nothing
+    changes (a few rounds; at most ``rounds``); the result is clipped to the tube, so it
+    holds whatever happens. (A held point does not slide along the wall: on the 100k scan
+    this lands within 0.2 % of the session an exact solver (ADMM) gave.)
 
     Why this: on a 100k-vertex scan's plan (~200k samples) it takes a few seconds. The same
     problem as bounded least squares (``scipy.optimize.lsq_linear``, trf/lsmr) or L-BFGS-B
@@ -390,9 +394,11 @@ def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radiu
     band = np.zeros((upper + 1, n_points * k))
     for q in range(upper + 1):
         band[upper - q, q:] = hess.diagonal(q)
-    held = np.asarray(pinned, dtype=bool).reshape(-1).copy()
+    pinned = np.asarray(pinned, dtype=bool).reshape(-1)
+    wall = np.zeros(n_points, dtype=bool)
     value = np.zeros(n_points * k)
     for _ in range(rounds):
+        held = pinned | np.repeat(wall, k)
         ab = band.copy()
         free = ~held
         for q in range(1, upper + 1):
@@ -401,10 +407,15 @@ def _tube_smooth(points: np.ndarray, bases: np.ndarray, first: np.ndarray, radiu
         x = solveh_banded(ab, np.where(held, value, grad - hess @ (value * held)), check_finite=False)
         size = np.linalg.norm(x.reshape(n_points, k), axis=1)
         out = size > radius * (1.0 + 1e-9)
-        if not out.any():
+        # a point held on the wall whose energy pulls it inwards (its multiplier has the wrong
+        # sign) is let go
+        pull = np.einsum("ij,ij->i", (hess @ x - grad).reshape(n_points, k), value.reshape(n_points, k))
+        release = wall & (pull > 0)
+        if not out.any() and not release.any():
             break
         value.reshape(n_points, k)[out] = x.reshape(n_points, k)[out] * (radius / size[out])[:, None]
-        held.reshape(n_points, k)[out] = True
+        wall = (wall & ~release) | out
+        value.reshape(n_points, k)[release] = 0.0
     x = x.reshape(n_points, k)
     inside = radius * (1.0 - 1e-9)        # (so rounding cannot carry a point past the stated tolerance)
     return x * np.minimum(1.0, inside / np.maximum(np.linalg.norm(x, axis=1), 1e-300))[:, None]
