@@ -244,6 +244,7 @@ def test_default_plan_stamps_stay_within_the_tolerance(smoothed, auto_plan):
     assert np.linalg.norm(sideways, axis=1).max() < 0.005
     same = np.diff(smoothed.stamp_stroke) == 0
     assert (np.diff(smoothed.stamp_time_s)[same] >= 1.0 / auto_plan.protocol.pen.stamp_hz_max * (1 - 1e-9)).all()
+    assert smoothed.stamp_hz.max() <= auto_plan.protocol.pen.stamp_hz_max * (1 + 1e-9)
     # and the smoothed session is no longer than the unsmoothed one
     assert smoothed.duration_s < raw.duration_s
 
@@ -266,4 +267,5 @@ def test_noisy_scan_session_much_shorter(scan_pen_plan):
     assert touching[1] < 0.85 * touching[0]
     assert smooth.duration_s < 0.9 * raw.duration_s
     assert smooth.stamps.sum() == raw.stamps.sum()
+    assert smooth.stamp_hz.max() <= scan_pen_plan.protocol.pen.stamp_hz_max * (1 + 1e-9)
     assert np.linalg.norm(smooth.stamp_position_mm - raw.stamp_position_mm, axis=1).max() <= TOL_MM * (1 + 1e-9)

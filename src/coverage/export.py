@@ -291,15 +291,28 @@ def _headings(plan, normals: np.ndarray) -> np.ndarray:
 
 def _stroke_speed_caps(stroke, limits: Limits, points: np.ndarray) -> np.ndarray:
     """Speed cap per segment of a stroke followed along ``points`` (its samples, smoothed or
-    not), mm/s: never over the device's, and for the pen no segment in less than the plan's
-    time, so a stamp never follows the one before sooner than planned (a smoothed segment is
-    a little shorter than the plan's: it is slower by as much)."""
+    not), mm/s: never over the device's, and for the pen never faster than planned in stamps
+    per second: no segment in less than the plan's time (so a stamp never follows the one
+    before sooner than planned), and no faster than the plan's speed scaled by how much the
+    stretch between the stamps around it shrank (the stamp rate a sample states is its speed
+    over that stretch). Smoothing shortens a segment a little; it is slower by as much."""
     seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
     if stroke.device == "roller":
         cap = min(float(stroke.speed_mm_s), limits.roller_speed_mm_s)
         return np.full(len(seg), cap)
-    dt = np.diff(np.asarray(stroke.times_s, dtype=np.float64))
+    times = np.asarray(stroke.times_s, dtype=np.float64)
+    dt = np.diff(times)
     planned = np.where(dt > 0, seg / np.where(dt > 0, dt, 1.0), float(stroke.speed_mm_s))
+    stamps = stroke.stamp_times_s
+    if stamps is not None and len(stamps) > 1:
+        plan_seg = np.linalg.norm(np.diff(np.asarray(stroke.points, dtype=np.float64), axis=0), axis=1)
+        before = np.diff(np.interp(stamps, times, np.concatenate([[0.0], np.cumsum(plan_seg)])))
+        after = np.diff(np.interp(stamps, times, np.concatenate([[0.0], np.cumsum(seg)])))
+        shrink = np.where(before > 0, after / np.where(before > 0, before, 1.0), 1.0)
+        gap = [np.clip(np.searchsorted(stamps, t, side="right") - 1, 0, len(shrink) - 1)
+               for t in (times[:-1], times[1:])]
+        plan_speed = np.where(dt > 0, plan_seg / np.where(dt > 0, dt, 1.0), float(stroke.speed_mm_s))
+        planned = np.minimum(planned, plan_speed * np.minimum(shrink[gap[0]], shrink[gap[1]]))
     return np.minimum(np.minimum(planned, float(stroke.speed_mm_s)), limits.pen_speed_mm_s_max)
 
 
