@@ -34,7 +34,9 @@ DEG = math.pi / 180.0
 
 @pytest.fixture(scope="module")
 def traj(auto_plan):
-    return trajectory(auto_plan, RATE, source="PLAN.json")
+    """The default plan's session on the plan's own samples (smoothing off): the tests below
+    check it against the plan exactly; tests/test_export_smooth.py checks the smoothed one."""
+    return trajectory(auto_plan, RATE, source="PLAN.json", smooth_mm=0.0)
 
 
 def rotation(t):
@@ -454,8 +456,9 @@ def test_csv_header(tmp_path, one_roller):
     lines = path.read_text().splitlines()
     head = [line for line in lines if line.startswith("# ")]
     text = "\n".join(head)
-    assert head[0] == f"# format: coverage-trajectory version 2 ({t.meta['generator']})"
-    for needle in ("source plan: PLAN.json", "rate_hz: 250 (time_s = k / rate_hz)", "frame: positions in the plan's",
+    assert head[0] == f"# format: coverage-trajectory version 3 ({t.meta['generator']})"
+    for needle in ("smoothing: position_mm 0.1, orientation_deg 2, wavelength_mm 4 (largest offsets used: ",
+                   "pen stamp along the normal only", "source plan: PLAN.json", "rate_hz: 250 (time_s = k / rate_hz)", "frame: positions in the plan's",
                    "z into the skin", "x along travel (roller;", "quaternion: scalar first (qw, qx, qy, qz)",
                    "state codes: 0 transit, 1 approach, 2 contact, 3 firing, 4 retract",
                    "device codes: 1 roller, 2 pen", "units: time s, positions mm", "transit_accel_mm_s2 1000"):
