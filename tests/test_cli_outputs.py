@@ -28,9 +28,23 @@ def test_export_writes_the_session_at_its_rate(saved, auto_plan, tmp_path, capsy
     assert f"{len(traj)} samples at 50 Hz" in stdout and f"wrote {out}" in stdout
 
 
+def test_export_smoothing_flags_reach_the_file(saved, auto_plan, tmp_path, capsys):
+    # --smooth-mm 0 follows the plan's own samples; the header states what was used
+    exact, smooth = tmp_path / "exact.npz", tmp_path / "smooth.npz"
+    for out, argv in ((exact, ["--smooth-mm", "0"]), (smooth, ["--smooth-mm", "0.05", "--smooth-deg", "1"])):
+        code, _, err = run(["export", saved, "--out", out, "--rate", "50", *argv], capsys)
+        assert code == 0, err
+    a, b = read_trajectory(exact), read_trajectory(smooth)
+    assert a.meta["smoothing"]["position_mm"] == 0 and a.meta["smoothing"]["orientation_deg"] == 0
+    assert b.meta["smoothing"]["position_mm"] == 0.05 and b.meta["smoothing"]["orientation_deg"] == 1
+    assert 0 < b.meta["smoothing"]["max_position_offset_mm"] <= 0.05 + 1e-9
+
+
 @pytest.mark.parametrize("argv, fragments", [
     (["--rate", "0"], ["rate"]),
     (["--format", "csv"], ["csv"]),                # the suffix says npz
+    (["--smooth-mm", "0.5"], ["smooth_mm", "0.5"]),
+    (["--smooth-deg", "-1"], ["smooth_deg"]),
 ])
 def test_export_refuses_bad_options_before_any_work(saved, tmp_path, capsys, argv, fragments):
     out = tmp_path / "session.npz"

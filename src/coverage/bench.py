@@ -490,9 +490,9 @@ def executed_time(plan, min_s: float) -> dict:
     traj = export.trajectory(plan)
     dt = 1.0 / traj.rate_hz
     touching = np.isin(traj.state, (export.CONTACT, export.FIRING))
-    out = {"what": "coverage.export.trajectory(plan) at its default rate (limits of speed, acceleration "
-                   "and turn rate applied); ratio = its duration / the same minimum",
-           "rate_hz": traj.rate_hz, "session_s": traj.duration_s,
+    out = {"what": "coverage.export.trajectory(plan) at its default rate and smoothing (limits of speed, "
+                   "acceleration and turn rate applied); ratio = its duration / the same minimum",
+           "rate_hz": traj.rate_hz, "smoothing": traj.meta.get("smoothing"), "session_s": traj.duration_s,
            "air_s": float((~touching).sum() * dt)}
     for name, code in export.DEVICE_CODES.items():
         out[f"{name}_contact_s"] = float((touching & (traj.device == code)).sum() * dt)

@@ -162,9 +162,10 @@ def cmd_export(args) -> int:
 
     fmt = export.check_trajectory_output(args.out, args.format)
     rate = export.check_rate(args.rate)
+    smooth_mm, smooth_deg = export.check_smoothing(args.smooth_mm, args.smooth_deg)
     plan = load_plan(args.plan, face=_plan_face(args))
     start = time.perf_counter()
-    traj = export.trajectory(plan, rate, source=str(args.plan))
+    traj = export.trajectory(plan, rate, source=str(args.plan), smooth_mm=smooth_mm, smooth_deg=smooth_deg)
     export.write_trajectory(traj, args.out, fmt)
     print(f"trajectory: {len(traj)} samples at {rate:g} Hz; session {traj.duration_s:.1f} s (plan {plan.time_s:.1f} s, "
           f"+{traj.duration_s - plan.time_s:.1f} s to keep speeds, accelerations and turn rates within the limits); "
@@ -340,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--format", choices=["csv", "npz", "json"], help="default: from the suffix of --out")
     exporter.add_argument("--rate", type=float, default=250.0, metavar="HZ",
                           help="samples per second (default 250; 50 to 10000)")
+    exporter.add_argument("--smooth-mm", type=float, default=0.1, metavar="MM",
+                          help="how far the contact path may move to stop the tool chasing a scan's noise, along "
+                               "the normal and sideways, never along the travel (default 0.1; 0 to 0.25; 0: the "
+                               "plan's own samples)")
+    exporter.add_argument("--smooth-deg", type=float, default=None, metavar="DEG",
+                          help="how far the tool axis may tilt from the normal (default 2 when smoothing, else 0; "
+                               "0 to 5)")
     exporter.set_defaults(func=cmd_export)
 
     batch = sub.add_parser("batch", help="plan every scan of a folder (local workers or a Dask cluster)",
