@@ -413,18 +413,25 @@ class FootprintClearance:
         # than that from every triangle of the part, and is not searched
         self.boxes = [(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)) for mesh, _ in self.parts]
 
+    def _on_skin(self, uv) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(ok (k,) bool: on the chart, points (k, 3))`` of chart points, the points of those
+        off it at the origin; points None when there is nothing to search (no point or no part)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        ok = np.ones(len(uv), dtype=bool)
+        if not len(uv) or not self.parts:
+            return ok, None
+        lifted = self.face.lift(uv)
+        ok &= lifted.inside
+        return ok, np.where(lifted.inside[:, None], lifted.points, 0.0)
+
     def clear(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
         """``(k,) bool``: a footprint of ``radius_mm`` centred at each chart point keeps every
         margin + slack."""
         from . import proximity
 
-        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
-        ok = np.ones(len(uv), dtype=bool)
-        if not len(uv) or not self.parts:
+        ok, points = self._on_skin(uv)
+        if points is None:
             return ok
-        lifted = self.face.lift(uv)
-        ok &= lifted.inside
-        points = np.where(lifted.inside[:, None], lifted.points, 0.0)
         # only the points within the reach of a part's box can be that close to it (the
         # others keep ok: closest_points finds nothing within max_dist for them); first the
         # box around every part's box, widened by the widest reach
@@ -450,13 +457,9 @@ class FootprintClearance:
         """:meth:`clear` searching every point against every part."""
         from . import proximity
 
-        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
-        ok = np.ones(len(uv), dtype=bool)
-        if not len(uv) or not self.parts:
+        ok, points = self._on_skin(uv)
+        if points is None:
             return ok
-        lifted = self.face.lift(uv)
-        ok &= lifted.inside
-        points = np.where(lifted.inside[:, None], lifted.points, 0.0)
         for mesh, margin in self.parts:
             need = margin + radius_mm + slack_mm
             tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
