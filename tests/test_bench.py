@@ -13,8 +13,8 @@ from coverage import CoverageError, Face, bench
 # a run small enough for a test: the chin's roller plan at 2 mm edges, small kernel inputs
 TINY = bench.Config("tiny", 1, kernel_repeats=1, reference_repeats=1, edge_mm=2.0, plan_zones=("cheek_left",),
                     plan_device="roller", scan_vertices=8000, points=2000, closest=500, splat=2000, merge=500,
-                    stamps=300, window_crop=40, scaling_edges_mm=(4.0, 2.7, 2.0), scaling_zones=("cheek_left",),
-                    scaling_device="roller", density_edge_mm=2.0)
+                    stamps=300, bins_edge_mm=2.0, window_crop=40, scaling_edges_mm=(4.0, 2.7, 2.0),
+                    scaling_zones=("cheek_left",), scaling_device="roller", density_edge_mm=2.0)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -31,7 +31,10 @@ its caller's stage. ``steps`` breaks each stage down by wrapped function.
 same run on the same seeded input; ``kernels``: both times in ms and whether the results
 agree): ``locate``, ``lift`` (locate + positions + unit normals), ``interpolate``,
 ``closest_points``, ``splat``, ``window_sums``, ``merge_channels``, ``roll`` (the drum, on
-the default plan's own runs) and ``stamp`` (the pen cartridge, random stamps).
+the default plan's own runs), ``stamp`` (the pen cartridge, random stamps), the roller's
+``frame_fields``, ``ends_blocked`` and ``within_reach`` (on one sweep frame of the bundled
+face's plan data), ``bin_boxes`` (the triangle boxes of the 0.7 mm face) and ``label_lookup``
+(the zone map's label cells); :data:`KERNELS` names every one.
 
 **Scaling** (``scaling``): time at three face resolutions (size: triangles) and at the
 target density x0.5, x1, x2 (size: punctures/cm2, every zone's target and cap scaled), with
@@ -109,7 +112,7 @@ PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
            "stamp_effect", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp",
-           "curvature_fit")
+           "curvature_fit", "frame_fields", "ends_blocked", "within_reach", "bin_boxes", "label_lookup")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
@@ -141,6 +144,7 @@ class Config:
     splat: int = 200_000
     merge: int = 20_000
     stamps: int = 20_000
+    bins_edge_mm: float = 0.7         # face resolution of the bin_boxes input (its triangles' 3D boxes)
     window_crop: int | None = None    # texels a side of the window_sums input (None: the whole grid)
     scaling_edges_mm: tuple = (2.0, 1.0, 0.7)
     scaling_zones: tuple | None = None
@@ -814,6 +818,94 @@ def raster_cases(grid, n: int) -> list:
     return [lookup, rect_min]
 
 
+def roller_cases(face: Face, zones: ZoneMap) -> list:
+    """The roller's per-frame kernels on one sweep frame of the default plan's own data (the
+    larger roller region, its first direction, the default drum):
+
+    * ``frame_fields``: the frame grid's triangle, chart scale and band (what
+      ``SweepFrame.build`` asks of every grid point, rows visited column by column);
+    * ``within_reach``: the samples within the drum's reach of a sample where the drum works,
+      along each row of that grid (the rows as paths, the band's mask as the standing samples);
+    * ``ends_blocked``: the drum run on past both ends of every stretch of the grid's rows
+      where it works, over the keep-out clearance raster (the plan's own), with the skin frame
+      and outline ``drum_fits`` uses at a path's ends.
+    """
+    from . import roller
+
+    protocol = Protocol.default()
+    region = max(roller.roller_regions(zones, protocol), key=lambda r: r.polygon.area)
+    dose = protocol.zone(region.zones[0])
+    drum = roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+    theta = dose.directions_deg[0]
+    conform = roller.conformity(face, drum, theta)
+    frame = roller.SweepFrame.build(face, region, theta, conform)
+    rows, cols = frame.scale.shape
+    uu, vv = np.meshgrid(frame.u_cols, frame.v_rows)
+    chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ frame.to_chart.T
+    fields = (face, chart, region.inside, conform)
+
+    def same(k, r):
+        return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(k, r))
+
+    frame_fields = Case("frame_fields", f"{_k(rows * cols)} sweep grid points, {len(region.zones)}-zone region",
+                        lambda: roller.sweep_frame_fields(*fields, rows),
+                        lambda: roller.sweep_frame_fields_reference(*fields), same)
+
+    works = ~np.isnan(frame.works_swath)              # (rows, cols): each row a path along u'
+    reach = roller.drum_reach(drum)
+    starts = np.arange(rows + 1, dtype=np.int64) * cols
+    ok = works.ravel()
+    args = (ok, starts[:-1], starts[1:], reach)
+    within_reach = Case("within_reach", f"{rows} paths x {cols} samples, reach {reach}",
+                        lambda: roller._within_reach_of_standing(*args),
+                        lambda: roller._within_reach_of_standing_reference(*args), same)
+
+    # the ends of every stretch of a row where the drum works: first ends run on backwards
+    edge = np.diff(np.pad(works, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    first = np.flatnonzero(edge[:, :-1] == 1)
+    last = np.flatnonzero(edge[:, 1:] == -1)
+    ends = np.concatenate([first, last])
+    sign = np.concatenate([np.full(len(first), -1.0), np.full(len(last), 1.0)])
+    scale = frame.scale.ravel()[ends][:, None]
+    along = np.broadcast_to(frame.to_chart[:, 0], (len(ends), 2)) / scale   # chart mm per skin mm
+    across = np.broadcast_to(frame.to_chart[:, 1], (len(ends), 2)) / scale
+    ahead = np.linspace(0.0, drum.diameter_mm / 2, reach + 1)[1:]
+    steps = np.linspace(-drum.width_mm / 2, drum.width_mm / 2, int(np.ceil(drum.width_mm / roller.BODY_STEP_MM)) + 1)
+    need = 0.5 * np.hypot(roller.BODY_STEP_MM, roller.PATH_STEP_MM) / scale[:, 0]
+    blocked = (roller.keepout_clearance(zones), chart[ends], along, across, sign, ahead, steps, need)
+    ends_blocked = Case("ends_blocked", f"{len(ends)} path ends x {len(ahead)}x{len(steps)} outline points",
+                        lambda: roller.ends_blocked(*blocked), lambda: roller.ends_blocked_reference(*blocked),
+                        lambda k, r: bool(np.array_equal(k, r)))
+    return [frame_fields, ends_blocked, within_reach]
+
+
+def bin_boxes_case(edge_mm: float) -> Case:
+    """Grid binning of the 3D boxes of the bundled face's triangles at ``edge_mm`` (~109k at
+    0.7 mm), on the surface search grid's own cells (``proximity.build_grid``)."""
+    face = Face.default(edge_mm)
+    grid = proximity.build_grid(face.vertices, face.faces)
+    lo, hi = np.ascontiguousarray(grid.triangles[:, :3]), np.ascontiguousarray(grid.triangles[:, 3:6])
+    args = (lo, hi, grid.origin, grid.cell, tuple(int(d) for d in grid.dims))
+
+    def agree(k, r):
+        return all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(k, r))
+
+    return Case("bin_boxes", f"{_k(len(lo))} triangle boxes, {'x'.join(str(d) for d in args[4])} cells",
+                lambda: lifting.bin_boxes(*args), lambda: lifting.bin_boxes_reference(*args), agree)
+
+
+def label_lookup_case(face: Face, zones: ZoneMap, n: int) -> Case:
+    """The zone map's label cells (``ZoneMap.label_at``'s first step) at ``n`` random chart points
+    on the face."""
+    from .zones import label_cells
+
+    cells = label_cells(tuple(zones.polygons.values()))
+    uv = on_chart_points(face, n, np.random.default_rng(0))
+    return Case("label_lookup", f"{_k(n)} chart points, {cells.state.shape[0]}x{cells.state.shape[1]} cells",
+                lambda: cells.lookup(uv), lambda: cells.lookup_reference(uv),
+                lambda k, r: all(np.array_equal(a, b) for a, b in zip(k, r)))
+
+
 def resample_case(face: Face, n_paths: int) -> Case:
     """Skin-length resampling of ``n_paths`` random chart polylines of 40 points (0.5 mm steps)."""
     rng = np.random.default_rng(0)
@@ -910,7 +1002,8 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
              closest_case(face, cfg.closest), splat_case(face, grid, cfg.splat),
              window_sums_case(grid, cfg.window_crop), window_spread_case(grid, cfg.window_crop),
              stamp_effect_case(grid, 2_000), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
-             merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm)]
+             merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm), *roller_cases(face, zones),
+             bin_boxes_case(cfg.bins_edge_mm), label_lookup_case(face, zones, cfg.points)]
     missing = []
     if "roll" in captured and captured["roll"][1]:
         cases.append(roll_case(*captured["roll"]))

@@ -99,7 +99,9 @@ def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = Non
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.ascontiguousarray(faces, dtype=np.int64)
     corners = vertices[faces]
-    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    # the boxes corner by corner (as min/max over axis 1, several times faster)
+    lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
+    hi = np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2])
     origin = vertices.min(axis=0)
     extent = np.maximum(vertices.max(axis=0) - origin, 1e-9)
     if cell is None:
