@@ -40,7 +40,7 @@ face's plan data), ``bin_boxes`` (the triangle boxes of the 0.7 mm face) and ``l
 target density x0.5, x1, x2 (size: punctures/cm2, every zone's target and cap scaled), with
 the growth exponent k of time ~ size^k (least squares of log time on log size). Full run:
 whole automatic plans (resolution: load + chart + plan at 2.0, 1.0, 0.7 mm edges; density:
-the plan, face and chart built). Quick run: the roller-only plan of one zone (the chin;
+the plan, face and chart built). Quick run: the roller-only plan of one zone (the left cheek;
 the whole face's zone map is built, the roller being the planner's costliest stage) at
 2.0, 1.35 and 1.0 mm, and at the three densities on the 2 mm face; ``what`` says which in
 the JSON and the table.
@@ -162,7 +162,7 @@ def config(quick: bool, repeats: int | None = None) -> Config:
         raise CoverageError(f"--repeats = {repeats}: give at least 1 run")
     if quick:
         return Config("quick", repeats or 1, kernel_repeats=5, reference_repeats=1, closest=10_000, merge=5_000,
-                      stamps=5_000, window_crop=120, scaling_edges_mm=(2.0, 1.35, 1.0), scaling_zones=("chin",),
+                      stamps=5_000, window_crop=120, scaling_edges_mm=(2.0, 1.35, 1.0), scaling_zones=("cheek_left",),
                       scaling_device="roller", density_edge_mm=2.0, budget_s=QUICK_BUDGET_S,
                       relift_deformed=False)
     return Config("full", repeats or 3, kernel_repeats=7, reference_repeats=3)
