@@ -54,6 +54,7 @@ BODY_STEP_MM = 2.0         # drum outline samples (skin)
 BAND_EDGE_SLACK = 0.04      # share of the half band kept inside the region beyond the band's edge
 LINE_SMOOTH_MM = 5.0       # smoothing of each pass line along its length
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+CAP_HEADROOM = 1.1         # the sweeps' nominal dose times this stays under the cap (see passes_for_target)
 CONFORM_MARGIN = 1e-3      # the planner reads every curvature this much (relative) stronger when it
                            # decides where the drum conforms: the verifier locates each sample anew
                            # from its 3D point and takes a headland's travel from the stroke's own
@@ -1674,14 +1675,15 @@ def _mean_direction_deg(uv: np.ndarray) -> float:
 def passes_for_target(drum: Drum, target_per_cm2: float, cap_per_cm2: float, n_directions: int) -> list[int]:
     """Sweeps per direction so the zone reaches its target without passing its cap.
 
-    The total is the smallest whole number of sweeps reaching the target, or one fewer if
-    that would pass the cap; it is spread over the directions as evenly as possible, the
-    first directions taking the extra sweeps.
+    The total is the smallest whole number of sweeps reaching the target, or fewer while
+    their nominal dose with :data:`CAP_HEADROOM` would pass the cap (neighbouring passes lie
+    one swath apart only to within about 10 %, so a window can hold that much over the
+    nominal dose); it is spread over the directions as evenly as possible, the first
+    directions taking the extra sweeps. What the sweeps leave under the target is the pen's.
     """
     rho = drum.density_per_pass_per_cm2
     total = math.ceil(target_per_cm2 / rho - 1e-9)
-    if total * rho > cap_per_cm2:
+    while total > 0 and total * rho * CAP_HEADROOM > cap_per_cm2:
         total -= 1
-    total = max(total, 0)
     base, extra = divmod(total, max(n_directions, 1))
     return [base + (1 if i < extra else 0) for i in range(n_directions)]
