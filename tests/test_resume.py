@@ -123,7 +123,7 @@ def test_logged_punctures_are_completed_to_the_band(auto_plan, logged):
     for name, z in report.zones.items():
         session = z["session"]
         assert session["over_cap_fraction"] == 0.0
-        assert z["delivered"]["in_band_fraction"] < 0.2
+        assert z["delivered"]["in_band_fraction"] < 0.3      # mostly under the band: work to do
         # the completion brings each zone into band about as well as the plan did
         assert session["in_band_fraction"] >= original[name]["in_band_fraction"] - 0.1, name
         assert result.zones[name]["in_band_fraction"] == pytest.approx(session["in_band_fraction"])

@@ -168,8 +168,8 @@ def test_convex_cylinder_along_its_axis_narrows_the_swath():
     d = drum(1.0)
     # the model's prediction: rings within sqrt(2 x 0.5 / k) = 3.87 mm reach: 4 rings, 10 mm
     assert set(d.swath_mm(k_across).tolist()) == {10.0}
-    # half the rings: the default protocol (3/4 of them, 6 of 8) does not roll here; a
-    # protocol that accepts half does
+    # half the rings: the default protocol (all of them) does not roll here; a protocol
+    # that accepts half does
     assert not d.conforms(k_across, k_along).any()
     half = dataclasses.replace(d, min_swath_fraction=0.5)
     assert half.conforms(k_across, k_along).all()
