@@ -17,11 +17,13 @@ from coverage import Face, plan, verify
 from coverage.cli import main
 from synthetic import deformed_face, make_scan
 
-# every observed zone within 5 points of the bundled face's own share in band (each >= 96.6 %
-# there); issue 4 asks >= 95 %, which this scan's cheek_right misses by under a point: the
-# 9 mm hole cuts a sliver of it off between the nose and the periorbital band, and along those
-# lower-target borders a cheek window cannot reach 0.9 x its target while theirs keep under
-# their caps (its share moves between 94.5 and 95.7 % with any small change upstream)
+# issue 4: every observed zone >= 95 % of its treatable skin in band and 0 % over cap, and
+# within 5 points of the bundled face's own share. This scan's cheek_right holds the bar by a
+# hair (95.02 % in metres, 95.11 % in millimetres): the 9 mm hole cuts a sliver of it off
+# between the nose and the periorbital band, and along those lower-target borders a cheek
+# window cannot reach 0.9 x its target while theirs keep under their caps; its share has
+# moved by about a point with small changes upstream
+IN_BAND_BAR = 0.95
 IN_BAND_SLACK = 0.05
 ON_SCAN_MM = 0.5        # a puncture this close to the scan's surface is on it
 UNIT_RTOL = 1e-6        # metres vs millimetres: relative to the size of the coordinates
@@ -174,10 +176,14 @@ def test_planning_does_not_depend_on_the_scan_unit(subject, metre_scan, scan_pla
     gap, _ = cKDTree(roller_b).query(roller_a)
     assert (gap <= UNIT_RTOL * float(np.abs(a).max())).mean() >= 0.999
     mine, theirs = scan_plan.summary()["zones"], other.summary()["zones"]
+    recomputed = verify(other).zones
     for name, z in mine.items():
         if z["in_band_fraction"] is not None:
             assert abs(z["in_band_fraction"] - theirs[name]["in_band_fraction"]) <= 0.05, name
             assert theirs[name]["over_cap_fraction"] == 0.0, name
+            # the millimetre scan's plan meets the bar on its own, as the verifier counts it
+            assert recomputed[name]["in_band_fraction"] >= IN_BAND_BAR, (name, recomputed[name]["in_band_fraction"])
+            assert recomputed[name]["over_cap_fraction"] == 0.0, name
 
 
 def test_dose_on_observed_skin_is_close_to_the_bundled_faces(scan_plan, scan_check, default_plan, default_check):
@@ -214,6 +220,8 @@ def test_dose_on_observed_skin_is_close_to_the_bundled_faces(scan_plan, scan_che
         if z["over_cap_fraction"] != 0 or summary[name]["over_cap_fraction"] != 0:
             problems.append(f"{name}: over cap on {pct(z['over_cap_fraction'])} (verify), "
                             f"{pct(summary[name]['over_cap_fraction'])} (plan summary)")
+        if z["in_band_fraction"] < IN_BAND_BAR:
+            problems.append(f"{name}: in band {pct(z['in_band_fraction'])} on the scan (bar {pct(IN_BAND_BAR)})")
         if z["in_band_fraction"] < ref[name]["in_band_fraction"] - IN_BAND_SLACK:
             problems.append(f"{name}: in band {pct(z['in_band_fraction'])} on the scan, "
                             f"{pct(ref[name]['in_band_fraction'])} on the bundled face")
