@@ -53,6 +53,20 @@ cdef inline double _least(double m, double x, Py_ssize_t j) noexcept nogil:
     return m
 
 
+cdef inline double _least_gathered(const double* flat, const int64_t* idx, const unsigned char* keep, Py_ssize_t m,
+                                   double outside) noexcept nogil:
+    # the least of the raster over cells found already (outside where not kept), as _least
+    # takes them in order; a NaN ends it
+    cdef Py_ssize_t j
+    cdef double x, least = 0.0
+    for j in range(m):
+        x = flat[idx[j]] if keep[j] else outside
+        least = _least(least, x, j)
+        if least != least:
+            break
+    return least
+
+
 def nearest(const double[:, ::1] values, const double[:, ::1] uv, double u0, double v0, double cell,
             double outside, double[::1] out):
     """out[i] = values[row, col] of the cell under uv[i], ``outside`` off the grid.
@@ -170,12 +184,7 @@ def offset_min(const double[:, ::1] values, const double[:, ::1] uv, const doubl
                 for j in range(m):
                     f = offsets[j] * sc if scaled else offsets[j]
                     idx[j] = _cell_or_zero(u + f * du, v + f * dv, u0, v0, cell, inv, fw, fh, w, &keep[j])
-                for j in range(m):
-                    x = flat[idx[j]] if keep[j] else outside
-                    least = _least(least, x, j)
-                    if least != least:
-                        break
-                out[i] = least
+                out[i] = _least_gathered(flat, idx, keep, m, outside)
                 continue
             for j in range(m):
                 f = offsets[j] * sc if scaled else offsets[j]
@@ -216,12 +225,7 @@ def rect_min(const double[:, ::1] values, const double[:, ::1] uv, const double[
                     pu = (u + off_a[j] * au) + off_b[j] * bu
                     pv = (v + off_a[j] * av) + off_b[j] * bv
                     idx[j] = _cell_or_zero(pu, pv, u0, v0, cell, inv, fw, fh, w, &keep[j])
-                for j in range(m):
-                    x = flat[idx[j]] if keep[j] else outside
-                    least = _least(least, x, j)
-                    if least != least:
-                        break
-                out[i] = least
+                out[i] = _least_gathered(flat, idx, keep, m, outside)
                 continue
             for j in range(m):
                 pu = (u + off_a[j] * au) + off_b[j] * bu
