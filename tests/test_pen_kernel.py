@@ -44,15 +44,20 @@ def test_layout_rejects_bad_cartridges(args, field):
 
 # --- kernel vs reference -----------------------------------------------------------------
 
+def _random_stamps(face, seed, k):
+    """``k`` stamps on, across and off the chart's edge (the first 10 at NaN), at random
+    turns and depths: ``(centres (k, 2), angles (k,), depth_mm (k,))``."""
+    rng = np.random.default_rng(seed)
+    lo, hi = face.uv.min(axis=0), face.uv.max(axis=0)
+    centres = rng.uniform(lo - 8.0, hi + 8.0, (k, 2))
+    centres[:10] = np.nan
+    return centres, rng.uniform(-np.pi, np.pi, k), rng.uniform(0.25, 2.5, k)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_stamp_matches_reference(default_face, seed):
-    rng = np.random.default_rng(seed)
-    lo, hi = default_face.uv.min(axis=0), default_face.uv.max(axis=0)
     k = 3000
-    centres = rng.uniform(lo - 8.0, hi + 8.0, (k, 2))        # on, across and off the chart edge
-    centres[:10] = np.nan
-    angles = rng.uniform(-np.pi, np.pi, k)
-    depth = rng.uniform(0.25, 2.5, k)
+    centres, angles, depth = _random_stamps(default_face, seed, k)
     hits = simulate.stamp(default_face, centres, angles, depth, LAYOUT, 0.5)
     ref = simulate.stamp_reference(default_face, centres, angles, depth, LAYOUT, 0.5)
     for name, value in _fields(hits).items():
@@ -196,13 +201,8 @@ def test_stamp_rejects_bad_inputs(default_face, kwargs, field):
 def test_fired_needles_equal_the_stamps_and_the_reference(default_face, seed, layout):
     from coverage import pen
 
-    rng = np.random.default_rng(seed)
-    lo, hi = default_face.uv.min(axis=0), default_face.uv.max(axis=0)
     k = 3000
-    centres = rng.uniform(lo - 8.0, hi + 8.0, (k, 2))        # on, across and off the chart edge
-    centres[:10] = np.nan
-    angles = rng.uniform(-np.pi, np.pi, k)
-    depth = rng.uniform(0.25, 2.5, k)
+    centres, angles, depth = _random_stamps(default_face, seed, k)
     counts = pen.fired_needles(default_face, centres, angles, depth, layout, 0.5)
     hits = simulate.stamp(default_face, centres, angles, depth, layout, 0.5)
     np.testing.assert_array_equal(counts, hits.fired.reshape(k, -1).sum(axis=1))
