@@ -82,3 +82,16 @@ def exact_distance_to_region(face, region, query, reach):
     inside = shapely.contains_xy(pieces[k], uv[:, 0], uv[:, 1])
     np.minimum.at(out, q[inside], height[inside])
     return out
+
+
+def assert_same_runs(a, b, arrays=("uv", "swath_mm", "kappa_cross")):
+    """Two nestings of roller runs ``[[Run]]`` equal part for part: the same fields, and the
+    given arrays bit for bit."""
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert len(ra) == len(rb)
+        for x, y in zip(ra, rb):
+            assert (x.zone, x.theta_deg, x.sweep, x.line, x.phase_mm, x.meta) == \
+                (y.zone, y.theta_deg, y.sweep, y.line, y.phase_mm, y.meta)
+            for k in arrays:
+                assert np.array_equal(getattr(x, k), getattr(y, k))

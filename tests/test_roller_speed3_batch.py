@@ -5,22 +5,14 @@ plan._rigid_drum_runs of each batch, on the default face's own sweeps."""
 import copy
 import importlib
 
-import numpy as np
-
 from coverage import Protocol, roller
+from geometry_checks import assert_same_runs
 
 plan_mod = importlib.import_module("coverage.plan")   # coverage.plan is also the function's name
 
 
 def _same(a, b):
-    assert len(a) == len(b)
-    for ra, rb in zip(a, b):
-        assert len(ra) == len(rb)
-        for x, y in zip(ra, rb):
-            assert (x.zone, x.theta_deg, x.sweep, x.line, x.phase_mm, x.meta) == \
-                (y.zone, y.theta_deg, y.sweep, y.line, y.phase_mm, y.meta)
-            for k in ("uv", "swath_mm", "kappa_cross", "tri"):
-                assert np.array_equal(getattr(x, k), getattr(y, k))
+    assert_same_runs(a, b, ("uv", "swath_mm", "kappa_cross", "tri"))
 
 
 def _setup(face, zones, region_index=0, direction=0):

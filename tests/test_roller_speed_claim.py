@@ -7,23 +7,13 @@ import numpy as np
 import pytest
 
 from coverage import Protocol, roller
-
-
-def _same_parts(a, b):
-    assert len(a) == len(b)
-    for ra, rb in zip(a, b):
-        assert len(ra) == len(rb)
-        for x, y in zip(ra, rb):
-            assert (x.zone, x.theta_deg, x.sweep, x.line, x.phase_mm, x.meta) == \
-                (y.zone, y.theta_deg, y.sweep, y.line, y.phase_mm, y.meta)
-            for k in ("uv", "swath_mm", "kappa_cross"):
-                assert np.array_equal(getattr(x, k), getattr(y, k))
+from geometry_checks import assert_same_runs
 
 
 def _claims(face, batches, bounds):
     mine, theirs = roller.Occupancy(bounds), roller.Occupancy(bounds)
     for lines in batches:
-        _same_parts(roller.claim(face, copy.deepcopy(lines), mine),
+        assert_same_runs(roller.claim(face, copy.deepcopy(lines), mine),
                     roller.claim_reference(face, copy.deepcopy(lines), theirs))
         assert np.array_equal(mine.taken, theirs.taken)
     return mine
