@@ -161,13 +161,13 @@ def test_pen_share_is_what_the_pen_adds_to_reach_the_middle_of_the_band():
     zones = _Zones({"a": (100.0, 125.0), "b": (200.0, 250.0), "c": (150.0, 187.5)})
     fixed = np.zeros((1, 40))
     fixed[0, :14] = 1.0
-    share = pen_fit.pen_share(zones, grid, fixed, ["a", "b", "c"])
+    share = pen_fit.pen_share(zones, grid, pen_fit.WindowedDose(grid).density(fixed), ["a", "b", "c"])
     assert share["a"] == pytest.approx((12 * 7.5 + 27.5 + 47.5) / 14)
     assert share["b"] == pytest.approx((175.0 + 195.0 + 11 * 215.0) / 13)
     assert share["c"] is None            # nothing there yet: the pen's own full dose
     # a zone the fixed punctures already fill to the middle of its band or beyond: nothing
     fixed[0, :14] = 2.0
-    assert pen_fit.pen_share(zones, grid, fixed, ["a"])["a"] == pytest.approx(0.0)
+    assert pen_fit.pen_share(zones, grid, pen_fit.WindowedDose(grid).density(fixed), ["a"])["a"] == pytest.approx(0.0)
 
 
 def test_fit_and_repair_with_no_candidates():

@@ -311,11 +311,12 @@ def in_band(zones, grid: TexelGrid, d: np.ndarray) -> dict:
 
 # --- the pen's part of a plan --------------------------------------------------------------
 
-def _needs_pen(zones, grid: TexelGrid, problem, fixed: np.ndarray, pen_zone: np.ndarray,
+def _needs_pen(grid: TexelGrid, problem, delivered: np.ndarray, pen_zone: np.ndarray,
                targets: DoseTargets) -> np.ndarray:
     """Texels ``(h, w) bool`` where the pen's paths go: within a window and a footprint of
-    pen-zone skin that the fixed punctures leave under its fit target."""
-    under = pen_zone & (WindowedDose(grid).density(fixed) < targets.low)
+    pen-zone skin that the windowed density ``delivered`` of the fixed punctures leaves under
+    its fit target."""
+    under = pen_zone & (delivered < targets.low)
     if not under.any():
         return under
     reach = int(grid.half_u[under].max()) + problem.foot_texels
@@ -358,12 +359,12 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     names = zones.names
     pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
     problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
-    share = pen_share(zones, grid, fixed, pen_zones)
+    delivered = WindowedDose(grid).density(fixed)     # what the fixed punctures give every window
+    share = pen_share(zones, grid, delivered, pen_zones)
     settings = {n: _pen.pen_settings(pen, zones.dose(n), share[n]) for n in pen_zones}
     targets = dose_targets(zones, grid)
     helps = None
     if completion:
-        delivered = WindowedDose(grid).density(fixed)
         already = grid.label >= 0
         already &= delivered > problem.cap
         problem.cap = np.where(already, delivered * (1.0 + 1e-6), problem.cap)
@@ -372,7 +373,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         under = pen_zone & (delivered < IN_BAND_LOW * target)
         targets.low = np.where(under, targets.low, np.minimum(targets.low, delivered))
         helps = window_spread(under.astype(np.float64), grid.half_u, grid.half_v, grid.label >= 0) > 0
-    need = _needs_pen(zones, grid, problem, fixed, pen_zone, targets)
+    need = _needs_pen(grid, problem, delivered, pen_zone, targets)
     cartridges = [(pen, problem, settings, _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings))]
     fine = _pen.fine_cartridge(pen)
     if fine is not None:
@@ -435,10 +436,11 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     return sets, settings, problem, unsafe, capped
 
 
-def pen_share(zones, grid: TexelGrid, fixed: np.ndarray, names: list) -> dict:
+def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dict:
     """Per zone: the mean dose (per cm^2, over its treatable skin by area) the pen must add to
-    the punctures ``fixed`` (per texel) to bring every window to the middle of its band, or
-    None where ``fixed`` leaves the whole of it to the pen (:func:`coverage.pen.pen_settings`
+    the windowed density ``delivered`` (:meth:`WindowedDose.density` of the punctures already
+    planned) to bring every window to the middle of its band, or None where nothing is
+    delivered there and the whole of it is left to the pen (:func:`coverage.pen.pen_settings`
     then aims at the middle of the band itself).
 
     The pen's passes are laid for this share: where the roller delivered most of a zone's
@@ -447,7 +449,7 @@ def pen_share(zones, grid: TexelGrid, fixed: np.ndarray, names: list) -> dict:
     spacing of a full dose with its stamps far apart."""
     from .pen import AIM_RATIO
 
-    d = WindowedDose(grid).density(fixed)
+    d = delivered
     out = {}
     for name in names:
         sel = (grid.label == zones.names.index(name)) & (grid.area_mm2 > 0)
