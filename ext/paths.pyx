@@ -30,15 +30,21 @@ def arc_lengths(const double[::1] seg, const int64_t[::1] starts, double step,
             counts[p] = n if n > 2 else 2
 
 
-cdef inline double _lerp(double x, const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c, Py_ssize_t i) noexcept nogil:
-    # numpy.interp between rows i and i + 1 (xp[i] < x < xp[i + 1] or its NaN fallbacks)
-    cdef double slope = (fp[i + 1, c] - fp[i, c]) / (xp[i + 1] - xp[i])
+cdef inline double _lerp(double x, const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c, Py_ssize_t i,
+                        double slope) noexcept nogil:
+    # numpy.interp between rows i and i + 1 (xp[i] < x < xp[i + 1] or its NaN fallbacks);
+    # slope = _slope(xp, fp, c, i), the same for every x between those rows
     cdef double r = slope * (x - xp[i]) + fp[i, c]
     if r != r:
         r = slope * (x - xp[i + 1]) + fp[i + 1, c]
         if r != r and fp[i, c] == fp[i + 1, c]:
             r = fp[i, c]
     return r
+
+
+cdef inline double _slope(const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c, Py_ssize_t i) noexcept nogil:
+    # numpy.interp's slope between rows i and i + 1
+    return (fp[i + 1, c] - fp[i, c]) / (xp[i + 1] - xp[i])
 
 
 def segments(const double[:, ::1] uv, const double[:, ::1] points, double[::1] seg):
@@ -63,14 +69,28 @@ def segments(const double[:, ::1] uv, const double[:, ::1] points, double[::1] s
     return finite
 
 
+cdef inline double _linspace(Py_ssize_t i, Py_ssize_t n, double s_end, double step, double div) noexcept nogil:
+    # numpy.linspace(0, s_end, n)[i]: i * step + 0, i / div * s_end on a zero step, the stop
+    # itself last
+    if i == n - 1:
+        return s_end
+    if step == 0.0:
+        return (<double>i / div) * s_end + 0.0
+    return <double>i * step + 0.0
+
+
 def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] starts,
              const int64_t[::1] out_starts, double[:, ::1] out):
     """Path p (rows starts[p]:starts[p + 1] of uv, arc lengths s) resampled into rows
     out_starts[p]:out_starts[p + 1] of out: n samples at numpy.linspace(0, s_end, n) of
     arc length, each coordinate by numpy.interp (both columns share the row search: the
-    same x in the same xp). Paths have two rows or more."""
+    same x in the same xp). Paths have two rows or more.
+
+    Once a sample is found strictly inside a segment (s[k] < x < s[k + 1]), the samples
+    after it that are too are interpolated in a tight loop with the segment's slopes
+    computed once (numpy.interp computes the same quotient for each of them)."""
     cdef Py_ssize_t p, i, a, m, o, n, k, last
-    cdef double s_end, step, x, div
+    cdef double s_end, step, x, div, slope0, slope1, xk, xk1, u0, v0, r
     with nogil:
         for p in range(starts.shape[0] - 1):
             a = starts[p]
@@ -82,26 +102,23 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
             div = <double>(n - 1)
             step = s_end / div
             k = a
-            for i in range(n):
-                # linspace(0, s_end, n): i * step + 0, i / div * s_end on a zero step, the
-                # stop itself last
-                if i == n - 1:
-                    x = s_end
-                elif step == 0.0:
-                    x = (<double>i / div) * s_end + 0.0
-                else:
-                    x = <double>i * step + 0.0
+            i = 0
+            while i < n:
+                x = _linspace(i, n, s_end, step, div)
                 if x != x:
                     out[o + i, 0] = x
                     out[o + i, 1] = x
+                    i += 1
                     continue
                 if x > s[last]:
                     out[o + i, 0] = uv[last, 0]
                     out[o + i, 1] = uv[last, 1]
+                    i += 1
                     continue
                 if x < s[a]:
                     out[o + i, 0] = uv[a, 0]
                     out[o + i, 1] = uv[a, 1]
+                    i += 1
                     continue
                 # the last row with s <= x (walked from the previous sample's)
                 while k < last and s[k + 1] <= x:
@@ -111,6 +128,23 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
                 if k == last or s[k] == x:
                     out[o + i, 0] = uv[k, 0]
                     out[o + i, 1] = uv[k, 1]
+                    i += 1
                     continue
-                out[o + i, 0] = _lerp(x, s, uv, 0, k)
-                out[o + i, 1] = _lerp(x, s, uv, 1, k)
+                # s[k] < x < s[k + 1]: this sample and the next ones between those rows
+                slope0 = _slope(s, uv, 0, k)
+                slope1 = _slope(s, uv, 1, k)
+                xk = s[k]
+                xk1 = s[k + 1]
+                u0 = uv[k, 0]
+                v0 = uv[k, 1]
+                while True:
+                    r = slope0 * (x - xk) + u0
+                    out[o + i, 0] = r if r == r else _lerp(x, s, uv, 0, k, slope0)
+                    r = slope1 * (x - xk) + v0
+                    out[o + i, 1] = r if r == r else _lerp(x, s, uv, 1, k, slope1)
+                    i += 1
+                    if i == n:
+                        break
+                    x = _linspace(i, n, s_end, step, div)
+                    if not (xk < x and x < xk1):
+                        break
