@@ -10,8 +10,26 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport exp
 from libc.stdint cimport int64_t
+from _prefetch cimport prefetch_w
 
 cnp.import_array()
+
+cdef enum:
+    BLOCK = 256   # pairs per block (see quadric_normal_equations)
+
+
+cdef inline void _store(double* a, double* rhs, int64_t* count, double a00, double a01, double a02,
+                        double a03, double a04, double a11, double a12, double a13, double a14, double a22,
+                        double a23, double a24, double a33, double a34, double a44, double r0, double r1,
+                        double r2, double r3, double r4, int64_t cnt) noexcept nogil:
+    """A vertex's sums into its rows: a (5 x 5, both triangles), rhs (5) and count."""
+    a[0] = a00; a[1] = a01; a[2] = a02; a[3] = a03; a[4] = a04
+    a[5] = a01; a[6] = a11; a[7] = a12; a[8] = a13; a[9] = a14
+    a[10] = a02; a[11] = a12; a[12] = a22; a[13] = a23; a[14] = a24
+    a[15] = a03; a[16] = a13; a[17] = a23; a[18] = a33; a[19] = a34
+    a[20] = a04; a[21] = a14; a[22] = a24; a[23] = a34; a[24] = a44
+    rhs[0] = r0; rhs[1] = r1; rhs[2] = r2; rhs[3] = r3; rhs[4] = r4
+    count[0] = cnt
 
 
 def quadric_normal_equations(const double[:, ::1] vertices, const double[:, ::1] normals,
@@ -21,7 +39,7 @@ def quadric_normal_equations(const double[:, ::1] vertices, const double[:, ::1]
     its pairs ``(i[k], j[k])`` of ``w phi phi^T`` and ``w phi z``, with ``(x, y, z)`` the
     offset ``vertices[j] - vertices[v]`` in the frame ``(e1[v], e2[v], normals[v])``,
     ``phi = (x^2, xy, y^2, x, y)`` and ``w = exp(-(x^2 + y^2) / (2 sigma^2))``."""
-    cdef Py_ssize_t m = i.shape[0], nv = vertices.shape[0], k, r, c
+    cdef Py_ssize_t m = i.shape[0], nv = vertices.shape[0], k
     if j.shape[0] != m:
         raise ValueError("quadric_normal_equations: i and j must have one entry per pair")
     if (normals.shape[0] != nv or e1.shape[0] != nv or e2.shape[0] != nv
@@ -35,40 +53,98 @@ def quadric_normal_equations(const double[:, ::1] vertices, const double[:, ::1]
     cdef double[:, :, ::1] a = a_arr
     cdef double[:, ::1] rhs = rhs_arr
     cdef int64_t[::1] count = count_arr
-    cdef int64_t v, u
+    cdef int64_t v, u, cur = -1
+    cdef Py_ssize_t k0, k1, b
     cdef double d0, d1, d2, x, y, z, w, wr, two_s2 = 2.0 * sigma * sigma
-    cdef double phi[5]
+    cdef double p0, p1, p2, p3, p4
+    # a block of pairs' frame coordinates and weights (the first pass over a block, which
+    # calls exp), then their sums (the second, whose sums stay in registers: no call)
+    cdef double bx[BLOCK]
+    cdef double by[BLOCK]
+    cdef double bz[BLOCK]
+    cdef double bw[BLOCK]
+    # the current vertex's sums, in registers while its pairs run on (pairs come in runs of
+    # one vertex); stored back, and the next vertex's loaded, where the vertex changes, so
+    # every sum takes the same terms in the same order as one accumulated in place
+    cdef double a00 = 0, a01 = 0, a02 = 0, a03 = 0, a04 = 0, a11 = 0, a12 = 0, a13 = 0, a14 = 0
+    cdef double a22 = 0, a23 = 0, a24 = 0, a33 = 0, a34 = 0, a44 = 0
+    cdef double r0 = 0, r1 = 0, r2 = 0, r3 = 0, r4 = 0
+    cdef int64_t cnt = 0
     cdef bint bad = False
     with nogil:
         for k in range(m):
-            v = i[k]
-            u = j[k]
-            if v < 0 or v >= n or u < 0 or u >= nv:
+            if i[k] < 0 or i[k] >= n or j[k] < 0 or j[k] >= nv:
                 bad = True
                 break
-            d0 = vertices[u, 0] - vertices[v, 0]
-            d1 = vertices[u, 1] - vertices[v, 1]
-            d2 = vertices[u, 2] - vertices[v, 2]
-            x = d0 * e1[v, 0] + d1 * e1[v, 1] + d2 * e1[v, 2]
-            y = d0 * e2[v, 0] + d1 * e2[v, 1] + d2 * e2[v, 2]
-            z = d0 * normals[v, 0] + d1 * normals[v, 1] + d2 * normals[v, 2]
-            w = exp(-(x * x + y * y) / two_s2)
-            phi[0] = x * x
-            phi[1] = x * y
-            phi[2] = y * y
-            phi[3] = x
-            phi[4] = y
-            count[v] += 1
-            for r in range(5):
-                wr = w * phi[r]
-                rhs[v, r] += wr * z
-                for c in range(r, 5):
-                    a[v, r, c] += wr * phi[c]
-        if not bad:
-            for v in range(n):
-                for r in range(5):
-                    for c in range(r + 1, 5):
-                        a[v, c, r] = a[v, r, c]
+        k0 = 0
+        while k0 < m and not bad:
+            k1 = k0 + BLOCK if k0 + BLOCK < m else m
+            for k in range(k0, k1):
+                v = i[k]
+                u = j[k]
+                if k == 0 or v != i[k - 1]:
+                    # the vertex's sums, which the second pass reads and writes: a
+                    # vertex's run starts at a row of a (200 bytes) far from the last one
+                    prefetch_w(&a[v, 0, 0])
+                    prefetch_w(&a[v, 1, 3])
+                    prefetch_w(&a[v, 3, 1])
+                    prefetch_w(&a[v, 4, 4])
+                    prefetch_w(&rhs[v, 0])
+                    prefetch_w(&rhs[v, 4])
+                    prefetch_w(&count[v])
+                d0 = vertices[u, 0] - vertices[v, 0]
+                d1 = vertices[u, 1] - vertices[v, 1]
+                d2 = vertices[u, 2] - vertices[v, 2]
+                x = d0 * e1[v, 0] + d1 * e1[v, 1] + d2 * e1[v, 2]
+                y = d0 * e2[v, 0] + d1 * e2[v, 1] + d2 * e2[v, 2]
+                bz[k - k0] = d0 * normals[v, 0] + d1 * normals[v, 1] + d2 * normals[v, 2]
+                bw[k - k0] = exp(-(x * x + y * y) / two_s2)
+                bx[k - k0] = x
+                by[k - k0] = y
+            for k in range(k0, k1):
+                v = i[k]
+                if v != cur:
+                    if cur >= 0:
+                        _store(&a[cur, 0, 0], &rhs[cur, 0], &count[cur], a00, a01, a02, a03, a04, a11, a12, a13,
+                               a14, a22, a23, a24, a33, a34, a44, r0, r1, r2, r3, r4, cnt)
+                    cur = v
+                    a00 = a[v, 0, 0]; a01 = a[v, 0, 1]; a02 = a[v, 0, 2]; a03 = a[v, 0, 3]; a04 = a[v, 0, 4]
+                    a11 = a[v, 1, 1]; a12 = a[v, 1, 2]; a13 = a[v, 1, 3]; a14 = a[v, 1, 4]
+                    a22 = a[v, 2, 2]; a23 = a[v, 2, 3]; a24 = a[v, 2, 4]
+                    a33 = a[v, 3, 3]; a34 = a[v, 3, 4]
+                    a44 = a[v, 4, 4]
+                    r0 = rhs[v, 0]; r1 = rhs[v, 1]; r2 = rhs[v, 2]; r3 = rhs[v, 3]; r4 = rhs[v, 4]
+                    cnt = count[v]
+                b = k - k0
+                x = bx[b]
+                y = by[b]
+                z = bz[b]
+                w = bw[b]
+                p0 = x * x
+                p1 = x * y
+                p2 = y * y
+                p3 = x
+                p4 = y
+                cnt += 1
+                wr = w * p0
+                r0 += wr * z
+                a00 += wr * p0; a01 += wr * p1; a02 += wr * p2; a03 += wr * p3; a04 += wr * p4
+                wr = w * p1
+                r1 += wr * z
+                a11 += wr * p1; a12 += wr * p2; a13 += wr * p3; a14 += wr * p4
+                wr = w * p2
+                r2 += wr * z
+                a22 += wr * p2; a23 += wr * p3; a24 += wr * p4
+                wr = w * p3
+                r3 += wr * z
+                a33 += wr * p3; a34 += wr * p4
+                wr = w * p4
+                r4 += wr * z
+                a44 += wr * p4
+            k0 = k1
+        if cur >= 0 and not bad:
+            _store(&a[cur, 0, 0], &rhs[cur, 0], &count[cur], a00, a01, a02, a03, a04, a11, a12, a13,
+                   a14, a22, a23, a24, a33, a34, a44, r0, r1, r2, r3, r4, cnt)
     if bad:
         raise ValueError("quadric_normal_equations: a pair names a vertex outside the mesh")
     return a_arr, rhs_arr, count_arr
