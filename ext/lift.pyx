@@ -251,11 +251,23 @@ def lift(const double[:, ::1] affine, const int64_t[:, ::1] faces, const double[
 
 # --- binning boxes into a uniform grid (coverage.lifting.bin_boxes) --------------------------
 
-cdef inline int64_t _cell_of(double x, double origin, double cell, int64_t upper) noexcept nogil:
+cdef inline int64_t _cell_of(double x, double origin, double cell, double inv, int64_t upper) noexcept nogil:
     """NumPy's ``clip(floor((x - origin) / cell).astype(int64), 0, upper)`` for one value: a
-    float outside int64's range (or NaN) converts to INT64_MIN there (x86), so clips to 0."""
-    cdef double f = floor((x - origin) / cell)
+    float outside int64's range (or NaN) converts to INT64_MIN there (x86), so clips to 0.
+
+    ``(x - origin) * inv`` (``inv = 1 / cell``) is within 1e-8 of the quotient below 2**24
+    in size, so where it is more than 1e-6 from an integer it has the quotient's floor (and
+    where it is below -1e-6, so is the quotient): only elsewhere is the division made."""
+    cdef double f = (x - origin) * inv, r
     cdef int64_t i
+    if f > 1e-6 and f < 16777216.0:
+        i = <int64_t>f
+        r = f - <double>i
+        if r > 1e-6 and r < 0.999999:
+            return i if i < upper else upper
+    elif f < -1e-6 and f > -16777216.0:
+        return 0
+    f = floor((x - origin) / cell)
     if f >= -9.2233720368547758e18 and f < 9.2233720368547758e18:
         i = <int64_t>f
     else:
@@ -270,11 +282,14 @@ cdef inline int64_t _cell_of(double x, double origin, double cell, int64_t upper
 def bin_count(const double[:, ::1] lo, const double[:, ::1] hi, const double[::1] origin, double cell,
               const int64_t[::1] shape, int64_t[:, ::1] first, int64_t[:, ::1] last, int64_t[::1] start):
     """Each box's first and last cell per axis (``first``, ``last`` ``(m, 3)``; axes past
-    ``lo.shape[1]`` get 0) and ``start`` ``(cells + 1,)``: the running count of boxes per
-    cell (cells numbered with the first axis fastest), ``start[0] = 0``."""
+    ``lo.shape[1]`` get 0) and ``start`` ``(cells + 1,)``: ``start[0] = 0`` and
+    ``start[c + 1]`` the boxes of the cells before c (cells numbered with the first axis
+    fastest), where :func:`bin_fill` starts cell c's list. Returns the total of (box, cell)
+    pairs."""
     cdef Py_ssize_t m = lo.shape[0], d = lo.shape[1], b, a
     cdef Py_ssize_t ncells = start.shape[0] - 1, c
-    cdef int64_t i, j, k, s1, s2, base
+    cdef int64_t i, j, k, s1, s2, base, total = 0, n
+    cdef double inv = 1.0 / cell
     with nogil:
         s1 = shape[0] if d > 0 else 1
         s2 = s1 * (shape[1] if d > 1 else 1)
@@ -283,8 +298,8 @@ def bin_count(const double[:, ::1] lo, const double[:, ::1] hi, const double[::1
         for b in range(m):
             for a in range(3):
                 if a < d:
-                    first[b, a] = _cell_of(lo[b, a], origin[a], cell, shape[a] - 1)
-                    last[b, a] = _cell_of(hi[b, a], origin[a], cell, shape[a] - 1)
+                    first[b, a] = _cell_of(lo[b, a], origin[a], cell, inv, shape[a] - 1)
+                    last[b, a] = _cell_of(hi[b, a], origin[a], cell, inv, shape[a] - 1)
                 else:
                     first[b, a] = 0
                     last[b, a] = 0
@@ -293,29 +308,32 @@ def bin_count(const double[:, ::1] lo, const double[:, ::1] hi, const double[::1
                     base = k * s2 + j * s1 + 1
                     for i in range(first[b, 0], last[b, 0] + 1):
                         start[base + i] += 1
-        for c in range(ncells):
-            start[c + 1] += start[c]
+        # counts to where each cell's list starts, one place on (bin_fill moves them on)
+        for c in range(1, ncells + 1):
+            n = start[c]
+            start[c] = total
+            total += n
+    return total
 
 
 def bin_fill(const int64_t[:, ::1] first, const int64_t[:, ::1] last, const int64_t[::1] shape,
-             const int64_t[::1] start, int64_t[::1] fill, int64_t[::1] items):
+             int64_t[::1] start, int64_t[::1] items):
     """``items``: the boxes of each cell, ascending (a counting sort of :func:`bin_count`'s
-    ranges); ``fill`` ``(cells,)`` is scratch."""
-    cdef Py_ssize_t m = first.shape[0], d = shape.shape[0], b, c
-    cdef Py_ssize_t ncells = start.shape[0] - 1
+    ranges); ``start`` from :func:`bin_count`, whose ``start[c + 1]`` (where cell c's list
+    starts) each of cell c's boxes moves on by one: at the end, where it ends, and ``start``
+    is the CSR row pointer (``items[start[c]:start[c + 1]]``)."""
+    cdef Py_ssize_t m = first.shape[0], d = shape.shape[0], b
     cdef int64_t i, j, k, s1, s2, base
     with nogil:
         s1 = shape[0] if d > 0 else 1
         s2 = s1 * (shape[1] if d > 1 else 1)
-        for c in range(ncells):
-            fill[c] = start[c]
         for b in range(m):
             for k in range(first[b, 2], last[b, 2] + 1):
                 for j in range(first[b, 1], last[b, 1] + 1):
-                    base = k * s2 + j * s1
+                    base = k * s2 + j * s1 + 1
                     for i in range(first[b, 0], last[b, 0] + 1):
-                        items[fill[base + i]] = b
-                        fill[base + i] += 1
+                        items[start[base + i]] = b
+                        start[base + i] += 1
 
 
 # --- zone label cells (coverage.zones.LabelCells.lookup) ------------------------------------

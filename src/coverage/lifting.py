@@ -53,9 +53,8 @@ def bin_boxes(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, cell: float, s
     first = np.empty((m, 3), dtype=np.int64)
     last = np.empty((m, 3), dtype=np.int64)
     start = np.empty(int(np.prod(dims)) + 1, dtype=np.int64)
-    _kernel.bin_count(lo, hi, origin, float(cell), dims, first, last, start)
-    items = np.empty(int(start[-1]), dtype=np.int64)
-    _kernel.bin_fill(first, last, dims, start, np.empty(len(start) - 1, dtype=np.int64), items)
+    items = np.empty(_kernel.bin_count(lo, hi, origin, float(cell), dims, first, last, start), dtype=np.int64)
+    _kernel.bin_fill(first, last, dims, start, items)
     return start, items
 
 
