@@ -3,6 +3,7 @@
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc
+from _prefetch cimport prefetch
 
 
 cdef void _splat(const double[:, ::1] uv, const double[::1] weight, double u0, double v0,
@@ -171,16 +172,12 @@ def window_spread(const double[:, ::1] values, const int64_t[:, ::1] half_u,
         _window_spread(values, half_u, half_v, mask, corners, out)
 
 
-cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts, Py_ssize_t k0, Py_ssize_t k1,
-                             Py_ssize_t h, Py_ssize_t w, int64_t reach, Py_ssize_t* box,
-                             double** table, Py_ssize_t* size) noexcept nogil:
-    # The stamp's punctures (texels/counts[k0:k1]) as a summed-area table over the box of
-    # texels whose windows can hold one of them: box = [i0, i1, j0, j1], the table
-    # (i1 - i0 + 1) x (j1 - j0 + 1) with a zero first row and column. Returns the table's
-    # row length (0: no punctures, or no memory).
-    cdef Py_ssize_t k, i0 = h, i1 = -1, j0 = w, j1 = -1, bw, bh, r, c, need
+cdef bint _stamp_box(const int64_t[::1] texels, Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t h, Py_ssize_t w,
+                     int64_t reach, Py_ssize_t* box) noexcept nogil:
+    # The box of texels whose windows can hold one of the stamp's punctures (texels[k0:k1]):
+    # box = [i0, i1, j0, j1] (rows i0:i1, columns j0:j1). False if it has no punctures.
+    cdef Py_ssize_t k, i0 = h, i1 = -1, j0 = w, j1 = -1
     cdef int64_t ti, tj
-    cdef double* t
     for k in range(k0, k1):
         ti = texels[k] // w
         tj = texels[k] - ti * w
@@ -193,15 +190,29 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
         if tj > j1:
             j1 = tj
     if i1 < 0:
+        return False
+    box[0] = i0 - reach if i0 - reach > 0 else 0
+    box[1] = i1 + reach + 1 if i1 + reach + 1 < h else h
+    box[2] = j0 - reach if j0 - reach > 0 else 0
+    box[3] = j1 + reach + 1 if j1 + reach + 1 < w else w
+    return True
+
+
+cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts, Py_ssize_t k0, Py_ssize_t k1,
+                             Py_ssize_t h, Py_ssize_t w, int64_t reach, Py_ssize_t* box,
+                             double** table, Py_ssize_t* size) noexcept nogil:
+    # The stamp's punctures (texels/counts[k0:k1]) as a summed-area table over its box
+    # (_stamp_box), the table (i1 - i0 + 1) x (j1 - j0 + 1) with a zero first row and
+    # column. Returns the table's row length (0: no punctures, or no memory).
+    cdef Py_ssize_t k, i0, i1, j0, j1, bw, bh, r, c, need
+    cdef int64_t ti, tj
+    cdef double* t
+    if not _stamp_box(texels, k0, k1, h, w, reach, box):
         return 0
-    i0 = i0 - reach if i0 - reach > 0 else 0
-    j0 = j0 - reach if j0 - reach > 0 else 0
-    i1 = i1 + reach + 1 if i1 + reach + 1 < h else h
-    j1 = j1 + reach + 1 if j1 + reach + 1 < w else w
-    box[0] = i0
-    box[1] = i1
-    box[2] = j0
-    box[3] = j1
+    i0 = box[0]
+    i1 = box[1]
+    j0 = box[2]
+    j1 = box[3]
     bh = i1 - i0
     bw = j1 - j0
     need = (bh + 1) * (bw + 1)
@@ -243,6 +254,22 @@ cdef inline double _in_window(const double* t, Py_ssize_t stride, const Py_ssize
     return t[r1 * stride + c1] - t[r0 * stride + c1] - t[r1 * stride + c0] + t[r0 * stride + c0]
 
 
+cdef inline void _fetch_row(const double* den, const double* lw, const double* hg, const double* ar,
+                            const double* pc, const int64_t* hu, const int64_t* hv, Py_ssize_t row,
+                            Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    # prefetch texels row + j0 : row + j1 of stamp_effects' per-texel arrays, a line (8
+    # values) at a time
+    cdef Py_ssize_t q
+    for q in range(row + j0, row + j1 + 7, 8):
+        prefetch(den + q)
+        prefetch(lw + q)
+        prefetch(hg + q)
+        prefetch(ar + q)
+        prefetch(pc + q)
+        prefetch(hu + q)
+        prefetch(hv + q)
+
+
 def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
                   const int64_t[::1] columns, double sign, const double[::1] density, const double[::1] low,
                   const double[::1] high, const double[::1] area, const double[::1] per_count,
@@ -258,6 +285,8 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
     nor divided)."""
     cdef Py_ssize_t c, s, pi, pj, p, stride, size = 0
     cdef Py_ssize_t box[4]
+    cdef Py_ssize_t nbox[4]
+    cdef bint ahead
     cdef double before, after, delta, gained, over, filled, a, b, lo, hi
     cdef int in_after, in_before, more
     cdef double* table = NULL
@@ -281,8 +310,14 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
             over = 0.0
             filled = 0.0
             stride = _stamp_table(texels, counts, indptr[s], indptr[s + 1], h, w, reach, box, &table, &size)
+            # the next stamp's box, whose rows are fetched a row per row of this one (stamps
+            # lie anywhere on the face: each box's ~100 kB of texel data misses the cache)
+            ahead = c + 1 < columns.shape[0] and _stamp_box(texels, indptr[columns[c + 1]],
+                                                            indptr[columns[c + 1] + 1], h, w, reach, nbox)
             if stride:
                 for pi in range(box[0], box[1]):
+                    if ahead and pi - box[0] < nbox[1] - nbox[0]:
+                        _fetch_row(den, lw, hg, ar, pc, hu, hv, (nbox[0] + pi - box[0]) * w, nbox[2], nbox[3])
                     p = pi * w + box[2]
                     for pj in range(box[2], box[3]):
                         if pc[p] != 0.0:
