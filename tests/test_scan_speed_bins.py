@@ -119,3 +119,18 @@ def test_chart_grid_boxes_corner_by_corner_equal_min_max(rng):
     np.testing.assert_array_equal(grid.start, start)
     np.testing.assert_array_equal(grid.items, items)
     np.testing.assert_array_equal(grid.affine, lifting.inverse_affine(corners))
+
+
+@pytest.mark.parametrize("cell", [0.1, 0.3, 1.0 / 3.0, 1.8484447346695672, 2.0])
+def test_bin_boxes_on_cell_edges_equals_reference(cell):
+    # box ends on the cells' edges or one rounding either side of them: where the kernel's
+    # product by 1 / cell and the reference's quotient could fall on different sides of
+    # an integer, the kernel divides too
+    rng = np.random.default_rng(5)
+    origin = np.array([-1.3, 0.7, 2.1])
+    edge = origin + rng.integers(-2, 14, (400, 3)) * cell
+    lo = np.nextafter(edge, edge + rng.choice([-1.0, 0.0, 1.0], edge.shape))
+    far = edge + rng.integers(0, 3, (400, 3)) * cell
+    hi = np.maximum(lo, np.nextafter(far, far + rng.choice([-1.0, 0.0, 1.0], far.shape)))
+    reference = lifting.bin_boxes_reference(lo, hi, origin, cell, (12, 12, 12))
+    assert _same(lifting.bin_boxes(lo, hi, origin, cell, (12, 12, 12)), reference)

@@ -36,6 +36,9 @@ def test_cell_labels_equal_the_reference_on_the_default_zones(default_zones, rng
     uv[4010:4020, 0] = np.inf
     uv[4020:4030, 1] = -np.inf
     uv[4030:4040] = [cells.u[-1], cells.v[-1]]
+    # one rounding either side of the edges: the cell the quotient gives is checked exactly
+    uv[4040:6040, 0] = np.nextafter(cells.u[rng.integers(0, len(cells.u), 2000)], rng.choice([-np.inf, np.inf], 2000))
+    uv[6040:8040, 1] = np.nextafter(cells.v[rng.integers(0, len(cells.v), 2000)], rng.choice([-np.inf, np.inf], 2000))
     labels, rest = cells.lookup(uv)
     ref_labels, ref_rest = cells.lookup_reference(uv)
     np.testing.assert_array_equal(labels, ref_labels)
