@@ -204,9 +204,10 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
     # The stamp's punctures (texels/counts[k0:k1]) as a summed-area table over its box
     # (_stamp_box), the table (i1 - i0 + 1) x (j1 - j0 + 1) with a zero first row and
     # column. Returns the table's row length (0: no punctures, or no memory).
-    cdef Py_ssize_t k, i0, i1, j0, j1, bw, bh, r, c, need
+    cdef Py_ssize_t k, i0, i1, j0, j1, bw, bh, r, c, need, s
     cdef int64_t ti, tj
     cdef double* t
+    cdef double left0, left1, x0, x1
     if not _stamp_box(texels, k0, k1, h, w, reach, box):
         return 0
     i0 = box[0]
@@ -229,10 +230,29 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
         ti = texels[k] // w
         tj = texels[k] - ti * w
         t[(ti - i0 + 1) * (bw + 1) + (tj - j0 + 1)] += counts[k]
-    for r in range(1, bh + 1):
+    # the running sums t[r, c] += (t[r - 1, c] + t[r, c - 1]) - t[r - 1, c - 1], two rows at a
+    # time: each row's last value kept in a register (not reloaded from the store just
+    # made), the two rows' chains of additions interleaved
+    s = bw + 1
+    r = 1
+    while r < bh:
+        left0 = 0.0   # t[r, c - 1], t[r + 1, c - 1] (column 0 is zero)
+        left1 = 0.0
         for c in range(1, bw + 1):
-            t[r * (bw + 1) + c] += t[(r - 1) * (bw + 1) + c] + t[r * (bw + 1) + c - 1] - t[(r - 1) * (bw + 1) + c - 1]
-    return bw + 1
+            x0 = t[r * s + c] + ((t[(r - 1) * s + c] + left0) - t[(r - 1) * s + c - 1])
+            x1 = t[(r + 1) * s + c] + ((x0 + left1) - left0)
+            t[r * s + c] = x0
+            t[(r + 1) * s + c] = x1
+            left0 = x0
+            left1 = x1
+        r += 2
+    if r == bh:
+        left0 = 0.0
+        for c in range(1, bw + 1):
+            x0 = t[r * s + c] + ((t[(r - 1) * s + c] + left0) - t[(r - 1) * s + c - 1])
+            t[r * s + c] = x0
+            left0 = x0
+    return s
 
 
 cdef inline double _in_window(const double* t, Py_ssize_t stride, const Py_ssize_t* box, Py_ssize_t pi,
