@@ -3,6 +3,7 @@
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t
 from _locate cimport _locate_one
+from _prefetch cimport prefetch
 
 
 def locate(const double[:, ::1] affine, const double[:, ::1] query,
@@ -29,17 +30,6 @@ cdef inline void _gather(const double[:, ::1] values, const int64_t[:, ::1] face
         s = 1.0 / sqrt(s)
         for j in range(k):
             out[j] *= s
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define COVERAGE_PREFETCH(p) __builtin_prefetch(p)
-    #else
-    #define COVERAGE_PREFETCH(p) ((void)0)
-    #endif
-    """
-    void prefetch "COVERAGE_PREFETCH"(const void* p) noexcept nogil
 
 
 cdef enum:
