@@ -586,10 +586,10 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
                 continue
             tries = cols[np.argsort(-grad[cols])][:n_tries]
             gained, more_over, _ = effects.effects(tries, -1.0, d).T
-            # of the stamps whose loss takes skin off the cap, the one that keeps the most skin
-            # in band (then takes the most off): the windows over the cap here are mostly a
-            # lower-target zone's beside a higher one, and the stamp that lowers them most is
-            # often one the higher zone's rim needs
+            # of the stamps whose loss takes skin off the mark, the one that keeps the most skin
+            # in band (then takes the most off): the windows over it are mostly a lower-target
+            # zone's beside a higher one, and the stamp that lowers them most is often one the
+            # higher zone's rim needs
             order = np.lexsort((more_over, -gained))
             order = order[more_over[order] < 0]
             if len(order):
