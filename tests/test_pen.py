@@ -1,5 +1,6 @@
 """The pen planner: settings, stamps by distance, the dose field, and pen and auto plans."""
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -17,18 +18,25 @@ def test_pen_settings_worked_by_hand():
     pen = PROTOCOL.pen
     cheek = P.pen_settings(pen, PROTOCOL.zone("cheek_left"))
     # aim = 250 x 1.075 = 268.75 /cm2 over 2 passes: 1.34375 punctures/mm2 per pass; lines
-    # half a footprint apart (3.5 mm) at the top speed 150 mm/s need f = rho v s / N
-    assert cheek.passes == 2 and cheek.spacing_mm == pytest.approx(3.5)
+    # a footprint apart (7 mm) at the top speed 150 mm/s need f = rho v s / N
+    assert cheek.passes == 2 and cheek.spacing_mm == pytest.approx(7.0)
     assert cheek.speed_mm_s == pytest.approx(150.0)
-    assert cheek.stamp_hz == pytest.approx(1.34375 * 150 * 3.5 / 12)          # 58.79 Hz
-    assert cheek.stamp_spacing_mm == pytest.approx(12 / (1.34375 * 3.5))      # 2.55 mm between stamps
+    assert cheek.stamp_hz == pytest.approx(1.34375 * 150 * 7 / 12)            # 117.6 Hz
+    assert cheek.stamp_spacing_mm == pytest.approx(12 / (1.34375 * 7))        # 1.28 mm between stamps
     # N f / (v s) per pass, in /cm2
     assert 100 * pen.needles * cheek.stamp_hz / (cheek.speed_mm_s * cheek.spacing_mm) == pytest.approx(268.75 / 2)
-    # the periorbital band (150 x 1.075): at 3.5 mm the rate would fall under 50 Hz, so the
-    # lines move apart until 50 Hz at 150 mm/s: s = N f / (rho v) = 12 x 50 / (0.80625 x 150)
+    # the periorbital band (150 x 1.075): the same lines, a slower rate
     band = P.pen_settings(pen, PROTOCOL.zone("periorbital_left"))
-    assert band.stamp_hz == pytest.approx(50.0)
-    assert band.spacing_mm == pytest.approx(12 * 50 / (0.80625 * 150))
+    assert band.spacing_mm == pytest.approx(7.0) and band.speed_mm_s == pytest.approx(150.0)
+    assert band.stamp_hz == pytest.approx(0.80625 * 150 * 7 / 12)             # 70.5 Hz
+    # a dose the top rate cannot give at 7 mm: 500 x 1.075 /cm2 (2.6875 /mm2 a pass) would
+    # need 235 Hz there, so the lines close in until 150 Hz: s = N f / (rho v) = 4.47 mm
+    dense = P.pen_settings(pen, dataclasses.replace(PROTOCOL.zone("cheek_left"), target_per_cm2=500.0))
+    assert dense.stamp_hz == pytest.approx(150.0) and dense.speed_mm_s == pytest.approx(150.0)
+    assert dense.spacing_mm == pytest.approx(12 * 150 / (2.6875 * 150))
+    # nothing left to add (the roller gave the whole dose): lines a footprint apart, no stamps
+    none = P.pen_settings(pen, PROTOCOL.zone("cheek_left"), aim_per_cm2=0.0)
+    assert none.spacing_mm == pytest.approx(7.0) and none.stamp_hz == 0.0 and none.stamp_spacing_mm == math.inf
     assert band.pattern == "contour" and cheek.pattern == "raster"
     assert band.depth_mm == 0.25 and cheek.depth_mm == 1.0
 

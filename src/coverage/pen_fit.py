@@ -42,7 +42,9 @@ CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
 LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
 HIGH_RATIO = 1.15         # and down to this x target ...
 CAP_RATIO = 0.93          # ... or this x cap, whichever is lower
-OVER_WEIGHT = 5.0         # a window over its high mark weighs this much more than a shortfall
+OVER_WEIGHT = 2.0         # a window over its high mark weighs this much more than a shortfall (5 let
+                          # the lower-target zone win every border with a higher one: on the
+                          # synthetic scans the cheeks' rims fell 1 to 2 points further)
 FIT_ITERATIONS = 150
 FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm)
 
@@ -584,8 +586,14 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
                 continue
             tries = cols[np.argsort(-grad[cols])][:n_tries]
             gained, more_over, _ = effects.effects(tries, -1.0, d).T
-            best = int(np.lexsort((-gained, more_over))[0])      # least over, then most in band
-            if more_over[best] < 0:
+            # of the stamps whose loss takes skin off the mark, the one that keeps the most skin
+            # in band (then takes the most off): the windows over it are mostly a lower-target
+            # zone's beside a higher one, and the stamp that lowers them most is often one the
+            # higher zone's rim needs
+            order = np.lexsort((more_over, -gained))
+            order = order[more_over[order] < 0]
+            if len(order):
+                best = int(order[0])
                 fire[tries[best]] = False
                 effects.apply(tries[best], -1.0, d)
                 moves += 1

@@ -706,7 +706,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray)
         status[n] = {"pen": {"status": "planned" if sum(stamps.values()) else "no stamps needed",
                              "pattern": st.pattern, "depth_mm": st.depth_mm, "passes": st.passes,
                              "spacing_mm": _r(st.spacing_mm, 3), "speed_mm_s": _r(st.speed_mm_s, 3),
-                             "stamp_hz": _r(st.stamp_hz, 3), "stamp_spacing_mm": _r(st.stamp_spacing_mm, 3),
+                             "stamp_hz": _r(st.stamp_hz, 3), "stamp_spacing_mm": _finite(_r(st.stamp_spacing_mm, 3)),
                              "stamps": stamps["main"], "touch_up_stamps": stamps["touch-up"]}}
     for n in names:
         if n not in settings:
