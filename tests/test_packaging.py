@@ -24,10 +24,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("lift", "proximity", "density", "drum", "pen", "raster", "paths")
+KERNELS = ("lift", "proximity", "density", "drum", "pen", "raster", "paths", "curvature")
 MESH_FILES = ("canonical_face_model.obj", "landmarks.json", "NOTICE", "LICENSE-mediapipe.txt")
 SDIST_REQUIRED = (
-    *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd",
+    *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd", "ext/_prefetch.pxd",
     *(f"meshes/{name}" for name in MESH_FILES),
     "src/coverage/data/default_protocol.toml", "src/coverage/data/plan.schema.json", "setup.py", "pyproject.toml", "README.md",
 )
@@ -131,7 +131,7 @@ CHECK_INSTALLED = textwrap.dedent("""
     import coverage
     assert under(coverage.__file__), coverage.__file__
     kernels = {}
-    for name in ("lift", "proximity", "density", "drum", "pen", "raster", "paths"):
+    for name in KERNEL_NAMES:
         module = importlib.import_module(f"coverage._ext.{name}")
         assert under(module.__file__), module.__file__
         kernels[name] = module.__file__
@@ -141,7 +141,7 @@ CHECK_INSTALLED = textwrap.dedent("""
     face = coverage.Face.default(edge_mm=3.0)
     print(json.dumps({"file": coverage.__file__, "kernels": kernels, "vertices": len(face.vertices),
                       "notice": notice}))
-""")
+""").replace("KERNEL_NAMES", repr(KERNELS))
 
 
 def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
