@@ -856,12 +856,13 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     for i, p in enumerate(paths):
         if not joins.get(i, False):
             out.append(p)
-            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], [np.linalg.norm(np.diff(p.uv, axis=0), axis=1)]))
+            lengths = _Lengths(np.linalg.norm(np.diff(p.uv, axis=0), axis=1))
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], lengths))
             continue
         uvs, stamp_uvs, stamp_ss, segs = chains[-1]
         move = moves[i]
         # prev.chart_length of the joined path so far: the same segment lengths, summed whole
-        offset = float(np.concatenate(segs).sum()) + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        offset = segs.total() + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
         last = uvs[-1][-1]
         # a run that starts where the last one ended (a loop split at its seam) joins
         # without repeating that point
@@ -877,6 +878,29 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             p.stamp_uv = np.concatenate(stamp_uvs)
             p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+class _Lengths:
+    """Segment lengths appended piece by piece, kept end to end in one growing buffer, so
+    their sum is ``np.concatenate(pieces).sum()`` (the same contiguous values, summed whole)
+    without concatenating every piece again at each join."""
+
+    def __init__(self, first: np.ndarray):
+        self.buf = np.empty(max(64, 2 * len(first)))
+        self.n = 0
+        self.append(first)
+
+    def append(self, more: np.ndarray) -> None:
+        need = self.n + len(more)
+        if need > len(self.buf):
+            grown = np.empty(max(need, 2 * len(self.buf)))
+            grown[:self.n] = self.buf[:self.n]
+            self.buf = grown
+        self.buf[self.n:need] = more
+        self.n = need
+
+    def total(self) -> float:
+        return float(self.buf[:self.n].sum())
 
 
 def joinable(a, b) -> bool:

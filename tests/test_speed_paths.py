@@ -1,0 +1,49 @@
+"""Speed work on the pen paths and joins, each piece equal to what it replaces."""
+import importlib
+
+import numpy as np
+import pytest
+
+from coverage import pen as pen_mod
+
+plan_mod = importlib.import_module("coverage.plan")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lengths_total_equals_the_concatenated_sum(seed):
+    rng = np.random.default_rng(seed)
+    pieces = [rng.random(rng.integers(0, 300)) * 10 ** rng.uniform(-3, 3) for _ in range(40)]
+    lengths = pen_mod._Lengths(pieces[0])
+    for k in range(1, len(pieces)):
+        assert lengths.total() == float(np.concatenate(pieces[:k]).sum())
+        lengths.append(pieces[k])
+    assert lengths.total() == float(np.concatenate(pieces).sum())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_path_frames_of_joined_lifts_equal_the_joined_path_lifted(default_face, seed):
+    """A joined pen path framed from its parts' lifts equals chart_path_frames of it."""
+    rng = np.random.default_rng(seed)
+    centre = default_face.uv[default_face.faces[len(default_face.faces) // 2]].mean(axis=0)
+    parts = [centre + np.cumsum(rng.normal(0, 0.3, (rng.integers(2, 40), 2)), axis=0) for _ in range(3)]
+    uv = np.concatenate(parts)
+    lifts = [default_face.lift(p) for p in parts]
+    joined = plan_mod.Lifted(*(np.concatenate([getattr(x, k) for x in lifts])
+                               for k in ("points", "normals", "tri", "bary")))
+    got = plan_mod._path_frames(default_face, joined, across=False)
+    ref = plan_mod.chart_path_frames(default_face, uv, across=False)
+    for a, b in zip((got[0].points, got[0].normals, got[0].tri, got[0].bary, got[1], got[2]),
+                    (ref[0].points, ref[0].normals, ref[0].tri, ref[0].bary, ref[1], ref[2])):
+        assert np.array_equal(a, b)
+    assert got[3] is None and ref[3] is None
+
+
+def test_run_path_frames_without_across_equal_each_path_alone(default_face):
+    rng = np.random.default_rng(7)
+    centre = default_face.uv[default_face.faces[len(default_face.faces) // 3]].mean(axis=0)
+    paths = [centre + np.cumsum(rng.normal(0, 0.3, (rng.integers(2, 30), 2)), axis=0) for _ in range(6)]
+    for (lifted, tangent, s, across), uv in zip(plan_mod._run_path_frames(default_face, paths, across=False), paths):
+        ref = plan_mod.chart_path_frames(default_face, uv, across=False)
+        assert np.array_equal(lifted.points, ref[0].points) and np.array_equal(lifted.tri, ref[0].tri)
+        assert np.array_equal(tangent, ref[1]) and np.array_equal(s, ref[2])
+        assert across is None
