@@ -25,3 +25,18 @@ def test_column_mode_equals_its_reference_on_valid_codes(seed):
     v = rng.uniform(-5, 45, 30)
     v[rng.random(30) < 0.1] = np.nan
     assert raster.column_mode(codes, v, 0.0, 1.0, 6) == raster.column_mode_reference(codes, v, 0.0, 1.0, 6)
+
+
+def test_conformity_from_given_curvatures_equals_its_own(default_face):
+    from coverage import roller
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    for needle in (0.5, 1.0):
+        drum = roller.Drum.from_protocol(protocol, needle)
+        for theta in (0.0, 45.0):
+            other = roller.Drum.from_protocol(protocol, 1.5)     # another needle, the same width
+            given = roller.conformity(default_face, drum, theta, roller.vertex_curvatures(default_face, theta, other))
+            own = roller.conformity(default_face, drum, theta)
+            for name in ("kappa_along", "kappa_cross", "swath_mm", "conforms"):
+                assert np.array_equal(getattr(given, name), getattr(own, name))

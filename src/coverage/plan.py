@@ -554,6 +554,7 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     position = None
     conform_cache, zone_triangles = {}, {}
+    curvatures = {}     # (drum curvature radius, theta) -> vertex curvatures: drums of one width share them
     for region in _roller.roller_regions(zones, protocol):
         dose = protocol.zone(region.zones[0])
         drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
@@ -572,7 +573,10 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         for theta, n_sweeps in zip(dose.directions_deg, per_direction):
             key = (drum, theta)
             if key not in conform_cache:
-                conform_cache[key] = _roller.conformity(face, drum, theta)
+                bend = (_roller.drum_curvature_radius_mm(drum), theta)
+                if bend not in curvatures:
+                    curvatures[bend] = _roller.vertex_curvatures(face, theta, drum)
+                conform_cache[key] = _roller.conformity(face, drum, theta, curvatures[bend])
             conform = conform_cache[key]
             for n in region.zones:
                 if n not in zone_triangles:

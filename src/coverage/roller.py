@@ -246,9 +246,12 @@ class Conformity:
     conforms: np.ndarray      # (v,) bool
 
 
-def conformity(face, drum: Drum, theta_deg: float) -> Conformity:
-    """The drum's conformity map for one direction: swath and whether it can work, per vertex."""
-    along, cross = vertex_curvatures(face, theta_deg, drum)
+def conformity(face, drum: Drum, theta_deg: float, curvatures: tuple | None = None) -> Conformity:
+    """The drum's conformity map for one direction: swath and whether it can work, per vertex.
+
+    ``curvatures``: ``vertex_curvatures(face, theta_deg, drum)`` if already known (they
+    depend on the drum only through its curvature radius, so drums of one width share them)."""
+    along, cross = vertex_curvatures(face, theta_deg, drum) if curvatures is None else curvatures
     central = drum.central_rings(cross)
     return Conformity(theta_deg, along, cross, central * drum.ring_pitch_mm, drum.conforms(cross, along, central))
 
