@@ -47,3 +47,23 @@ def test_run_path_frames_without_across_equal_each_path_alone(default_face):
         assert np.array_equal(lifted.points, ref[0].points) and np.array_equal(lifted.tri, ref[0].tri)
         assert np.array_equal(tangent, ref[1]) and np.array_equal(s, ref[2])
         assert across is None
+
+
+def test_zone_boxes_hold_every_texel_of_their_zone(default_face):
+    from coverage import ZoneMap
+    from coverage.density import texel_grid
+
+    grid = texel_grid(ZoneMap.default(default_face))
+    for k in range(int(grid.label.max()) + 1):
+        box = pen_mod._zone_box(grid, k, 2)
+        mine = grid.label == k
+        if not mine.any():
+            assert box is None
+            continue
+        inside = np.zeros(grid.shape, dtype=bool)
+        inside[box] = True
+        assert not (mine & ~inside).any()
+        rows, cols = np.nonzero(mine)
+        assert box[0].start == max(rows.min() - 2, 0) and box[0].stop == min(rows.max() + 3, grid.shape[0])
+        assert box[1].start == max(cols.min() - 2, 0) and box[1].stop == min(cols.max() + 3, grid.shape[1])
+    assert pen_mod._zone_box(grid, int(grid.label.max()) + 5, 2) is None

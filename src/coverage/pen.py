@@ -613,7 +613,14 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     """The pen paths of one zone realising the stamp field ``q`` there (zero elsewhere)."""
     grid = problem.grid
     k = zones.names.index(name)
-    zone_mask = problem.allowed & (grid.label == k)
+    # the zone's texels lie in its box (widened by the dilation's two texels): every mask
+    # below is worked out on that box only (nothing outside it is in the zone), its texels
+    # read in the same (row-major) order as over the whole grid
+    box = _zone_box(grid, k, 2)
+    if box is None:
+        return []
+    q = np.asarray(q)[box]
+    zone_mask = problem.allowed[box] & (grid.label[box] == k)
     active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
         return []
@@ -623,14 +630,16 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     loops = (pattern == "contour") if loops is None else loops
     passes = passes or settings.passes
     cell = grid.cell_mm
-    linear = _linear_scale(grid, zones.face)
+    linear = _linear_scale(grid, zones.face)[box]
     zone_linear = float(np.median(linear[zone_mask]))
     # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
     # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
-    grid_centres = _centres(grid).reshape(*grid.shape, 2)
+    grid_centres = _centres(grid).reshape(*grid.shape, 2)[box]
     has_mass = zone_mask & (q > 0)
     mass_uv, mass = grid_centres[has_mass], q[has_mass]
     centres = grid_centres[active]
+    active_box, active = active, np.zeros(grid.shape, dtype=bool)
+    active[box] = active_box
     polygon = zones.polygons[name]
     paths = []
     for p in range(passes):
@@ -638,7 +647,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         if loops:
             dist = problem.skin_distance[round(float(settings.depth_mm), 9)]
             radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
-            top = float(dist[active].max())
+            top = float(dist[box][active_box].max())
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
                           * settings.spacing_mm)
             levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
@@ -683,6 +692,23 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _zone_box(grid: TexelGrid, k: int, pad: int):
+    """The slices ``(rows, cols)`` of the box around the texels labelled ``k``, widened by
+    ``pad`` texels (within the grid), or None where no texel is; the boxes of every label
+    found in one pass over the grid, once per grid."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    if "zone_boxes" not in per_grid:
+        label = np.asarray(grid.label)
+        per_grid["zone_boxes"] = ndimage.find_objects(np.where(label >= 0, label + 1, 0)) if label.size else []
+    boxes = per_grid["zone_boxes"]
+    if not 0 <= k < len(boxes) or boxes[k] is None:
+        return None
+    rows, cols = boxes[k]
+    h, w = grid.shape
+    return (slice(max(rows.start - pad, 0), min(rows.stop + pad, h)),
+            slice(max(cols.start - pad, 0), min(cols.stop + pad, w)))
 
 
 _NEAREST_RINGS = 4   # cells of a quarter of the reach, searched ring by ring around each point
