@@ -40,3 +40,54 @@ def test_conformity_from_given_curvatures_equals_its_own(default_face):
             own = roller.conformity(default_face, drum, theta)
             for name in ("kappa_along", "kappa_cross", "swath_mm", "conforms"):
                 assert np.array_equal(getattr(given, name), getattr(own, name))
+
+
+def _loops_alone(headland, level, min_samples):
+    """Headland._loops as it was before its levels were lifted together: one level alone."""
+    from scipy import ndimage
+
+    from coverage import paths as _paths
+    from coverage import roller
+
+    lines = []
+    for line in headland._contours.lines(level):
+        keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
+        if keep.sum() >= 3:
+            lines.append((line, line[keep]))
+    if not lines:
+        return []
+    chart = np.concatenate([kept for _, kept in lines])
+    starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in lines])]).astype(np.int64)
+    resampled, out_starts = _paths.resample(chart, headland.face.lift(chart).points, starts, roller.PATH_STEP_MM)
+    loops = []
+    for (line, _), a, b in zip(lines, out_starts[:-1], out_starts[1:]):
+        uv = resampled[a:b]
+        if len(uv) < min_samples:
+            loops.append(None)
+            continue
+        closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
+        loops.append(ndimage.gaussian_filter1d(uv, roller.HEADLAND_SMOOTH_MM / roller.PATH_STEP_MM, axis=0,
+                                               mode="wrap" if closed else "nearest"))
+    return loops
+
+
+def test_headland_loops_of_many_levels_equal_each_level_alone(default_face):
+    from coverage import ZoneMap, roller
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    zones = ZoneMap.default(default_face, protocol)
+    clearance = roller.keepout_clearance(zones)
+    for region in roller.roller_regions(zones, protocol)[:2]:
+        drum = roller.Drum.from_protocol(protocol, protocol.zone(region.zones[0]).roller_needle_length_mm)
+        headland = roller.Headland(zones, region, drum, clearance)
+        levels = [1.0, 5.3, 11.97, 40.0, 1e4, 7.25]
+        for min_samples in (0, roller.MIN_RUN_SAMPLES):
+            many = headland._loops_many(levels, min_samples)
+            assert len(many) == len(levels)
+            for level, got in zip(levels, many):
+                ref = _loops_alone(headland, level, min_samples)
+                assert len(got) == len(ref)
+                for a, b in zip(got, ref):
+                    assert (a is None and b is None) or np.array_equal(a, b)
+    assert headland._loops_many([], 0) == []

@@ -1539,29 +1539,42 @@ class Headland:
         """The border paths at ``level_mm`` (chart ``(n, 2)``), in contour order; a path of
         fewer than ``min_samples`` samples is None (in its place, so the paths keep their
         numbers)."""
-        lines = []
-        for line in self._contours.lines(level_mm):
-            keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
-            if keep.sum() >= 3:
-                lines.append((line, line[keep]))
-        if not lines:
-            return []
+        return self._loops_many([level_mm], min_samples)[0]
+
+    def _loops_many(self, levels_mm, min_samples: int = 0) -> list:
+        """:meth:`_loops` of each level, in order: every level's paths lifted and resampled
+        in one pass (each path as alone: the lift is per point, the resampling per path)."""
+        per_level = []
+        for level_mm in levels_mm:
+            lines = []
+            for line in self._contours.lines(level_mm):
+                keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
+                if keep.sum() >= 3:
+                    lines.append((line, line[keep]))
+            per_level.append(lines)
+        every = [item for lines in per_level for item in lines]
+        if not every:
+            return [[] for _ in per_level]
         # all resampled at once (each as alone)
-        chart = np.concatenate([kept for _, kept in lines])
-        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in lines])]).astype(np.int64)
+        chart = np.concatenate([kept for _, kept in every])
+        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in every])]).astype(np.int64)
         resampled, out_starts = _paths.resample(chart, self.face.lift(chart).points, starts, PATH_STEP_MM)
-        loops = []
-        for (line, _), a, b in zip(lines, out_starts[:-1].tolist(), out_starts[1:].tolist()):
-            uv = resampled[a:b]
-            if len(uv) < min_samples:
-                loops.append(None)
-                continue
-            # the contour follows raster cells: smooth it along its length (a closed loop wraps)
-            closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
-            uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
-                                           mode="wrap" if closed else "nearest")
-            loops.append(uv)
-        return loops
+        out, k = [], 0
+        for lines in per_level:
+            loops = []
+            for line, _ in lines:
+                uv = resampled[out_starts[k]:out_starts[k + 1]]
+                k += 1
+                if len(uv) < min_samples:
+                    loops.append(None)
+                    continue
+                # the contour follows raster cells: smooth it along its length (a closed loop wraps)
+                closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
+                uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
+                                               mode="wrap" if closed else "nearest")
+                loops.append(uv)
+            out.append(loops)
+        return out
 
     def _widths(self, uv: np.ndarray, lifted=None, starts=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         along, cross, on_chart = path_curvatures(self.face, self.curvature, uv, lifted, starts)
@@ -1599,9 +1612,10 @@ class Headland:
         # a path too short for one run yields none (a scan's border has hundreds of such
         # crumbs): skip its checks; the others are checked side by side, each as alone
         paths = []     # (which sweep, path number k, chart path)
-        for s, sweep_index in enumerate(sweep_indices):
-            level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
-            paths += [(s, k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
+        levels = [self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
+                  for sweep_index in sweep_indices]
+        for s, loops in enumerate(self._loops_many(levels, MIN_RUN_SAMPLES)):
+            paths += [(s, k, uv) for k, uv in enumerate(loops) if uv is not None]
         if not paths:
             return out
         uv_all = np.concatenate([uv for _, _, uv in paths])
