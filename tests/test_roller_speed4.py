@@ -91,3 +91,62 @@ def test_headland_loops_of_many_levels_equal_each_level_alone(default_face):
                 for a, b in zip(got, ref):
                     assert (a is None and b is None) or np.array_equal(a, b)
     assert headland._loops_many([], 0) == []
+
+
+def _headland_ends_whole(face, drum, runs):
+    """roller.headland_ends as it was: each step reads the curvatures of the whole run."""
+    import dataclasses
+
+    from coverage import roller
+
+    curvature = face.curvature(roller.drum_curvature_radius_mm(drum))
+    out = []
+    for line_runs in runs:
+        kept = []
+        for r in line_runs:
+            a, b = 0, len(r.uv)
+            while (b - a - 1) * roller.PATH_STEP_MM >= roller.MIN_STROKE_MM:
+                along, cross, on = roller.path_curvatures(face, curvature, r.uv[a:b])
+                ends = np.array([0, b - a - 1])
+                good = drum.conforms(roller.planned(cross[ends]), roller.planned(along[ends])) & on[ends]
+                if good.all():
+                    break
+                a, b = a + (not good[0]), b - (not good[1])
+            if (b - a - 1) * roller.PATH_STEP_MM < roller.MIN_STROKE_MM:
+                continue
+            if (a, b) == (0, len(r.uv)):
+                kept.append(r)
+                continue
+            kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b], kappa_cross=r.kappa_cross[a:b],
+                                            meta=dict(r.meta), tri=None if r.tri is None else r.tri[a:b]))
+        if kept:
+            out.append(kept)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_headland_ends_read_from_the_ends_equal_the_whole_run(default_face, seed):
+    from coverage import roller
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    rng = np.random.default_rng(seed)
+    drum = roller.Drum.from_protocol(protocol, 0.5)
+    uv_all = default_face.uv
+    runs = []
+    for _ in range(12):
+        # wandering chart paths over the face, some across its curved parts (nose, eyes)
+        start = uv_all[rng.integers(len(uv_all))]
+        steps = rng.normal(0, 0.5, (int(rng.integers(25, 120)), 2)) + rng.normal(0, 0.4, 2)
+        uv = start + np.cumsum(steps, axis=0)
+        n = len(uv)
+        runs.append([roller.Run("z", 0.0, 0, 0, uv, np.full(n, 10.0), np.zeros(n), meta={"family": -1},
+                                tri=default_face.locate(uv)[0])])
+    got = roller.headland_ends(default_face, drum, runs)
+    ref = _headland_ends_whole(default_face, drum, runs)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert len(g) == len(r)
+        for x, y in zip(g, r):
+            assert np.array_equal(x.uv, y.uv) and np.array_equal(x.tri, y.tri)
+            assert np.array_equal(x.swath_mm, y.swath_mm)

@@ -396,7 +396,9 @@ def roller_regions(zones, protocol: Protocol) -> list[Region]:
     for names in groups.values():
         union = shapely.union_all([zones.polygons[n] for n in names])
         for part in sorted(shapely.get_parts(union), key=lambda g: -g.area):
-            members = tuple(n for n in names if shapely.intersection(zones.polygons[n], part).area > 1e-6)
+            # a zone apart from the part (no point in common) has no area in it: not asked
+            members = tuple(n for n in names if shapely.intersects(zones.polygons[n], part)
+                            and shapely.intersection(zones.polygons[n], part).area > 1e-6)
             regions.append(Region("+".join(members), members, part))
     order = {n: i for i, n in enumerate(zones.names)}
     return sorted(regions, key=lambda r: order[r.zones[0]])
@@ -1648,6 +1650,9 @@ class Headland:
         return out
 
 
+_TWO_ENDS = np.array([0, 2, 4], dtype=np.int64)   # two paths of two samples each
+
+
 def headland_ends(face, drum: Drum, runs: list) -> list:
     """Headland runs ``[[Run]]`` (per border path) with each run's end samples dropped while
     the drum does not conform there along the run's own travel.
@@ -1664,8 +1669,12 @@ def headland_ends(face, drum: Drum, runs: list) -> list:
         for r in line_runs:
             a, b = 0, len(r.uv)
             while (b - a - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
-                along, cross, on = path_curvatures(face, curvature, r.uv[a:b])
-                ends = np.array([0, b - a - 1])
+                # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is
+                # its own sample and the one beside it (np.gradient's one-sided ends), so the
+                # two-sample stretches at the ends, each a path alone, read the same
+                along, cross, on = path_curvatures(face, curvature, r.uv[[a, a + 1, b - 2, b - 1]],
+                                                   starts=_TWO_ENDS)
+                ends = np.array([0, 3])
                 good = drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]
                 if good.all():
                     break
