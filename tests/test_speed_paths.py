@@ -67,3 +67,14 @@ def test_zone_boxes_hold_every_texel_of_their_zone(default_face):
         assert box[0].start == max(rows.min() - 2, 0) and box[0].stop == min(rows.max() + 3, grid.shape[0])
         assert box[1].start == max(cols.min() - 2, 0) and box[1].stop == min(cols.max() + 3, grid.shape[1])
     assert pen_mod._zone_box(grid, int(grid.label.max()) + 5, 2) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stamps_fired_at_equals_fired_at_those_rows(seed):
+    rng = np.random.default_rng(seed)
+    n, k = 5, 40
+    hits = type("Hits", (), {"fired": rng.random(n * k) < 0.7})()
+    st = pen_mod.Stamps([], np.zeros(k, dtype=np.int64), np.zeros((k, 2)), np.zeros(k), hits, rng.random(k) < 0.8, n)
+    rows = rng.permutation(k)[:15]
+    assert np.array_equal(st.fired_at(rows), st.fired().reshape(-1, n)[rows])
+    assert st.fired_at(np.empty(0, dtype=np.int64)).shape == (0, n)

@@ -999,6 +999,11 @@ class Stamps:
         """Rows of ``hits`` that are punctures of kept stamps."""
         return self.hits.fired & np.repeat(self.keep, self.needles)
 
+    def fired_at(self, stamps: np.ndarray) -> np.ndarray:
+        """``fired().reshape(-1, needles)[stamps]`` ``(k, needles) bool``, read at those stamps only."""
+        stamps = np.asarray(stamps, dtype=np.int64)
+        return self.hits.fired.reshape(-1, self.needles)[stamps] & self.keep[stamps][:, None]
+
 
 def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0,
                    pen: PenSpec | None = None, grid: TexelGrid | None = None) -> tuple[Stamps, int]:

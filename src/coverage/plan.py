@@ -765,9 +765,9 @@ def _reverse_pen_item(item, pen):
     skin_r = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back.points, axis=0), axis=1))])
     stamp_r = np.clip(skin_r[-1] - stamp_skin[::-1], 0.0, skin_r[-1])
     rows_r = rows[::-1].copy()
-    fired = st.fired().reshape(-1, st.needles)
+    fired_r = st.fired_at(rows_r)     # read at these stamps only, not over every stamp of the set
     hits_r = (rows_r[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
-    hits_r = hits_r[fired[rows_r].ravel()]
+    hits_r = hits_r[fired_r.ravel()]
     return (st, path, rows_r, uv[::-1].copy(), back, -tangent[::-1], skin_r, stamp_r,
             pen_speed_profile(skin_r, stamp_r, path.speed_mm_s, pen), hits_r)
 
@@ -923,6 +923,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
                                [lifted.points[0] for _, lifted, _ in pairs],
                                [lifted.normals[0] for _, lifted, _ in pairs],
                                [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs]))
+    # every stroke's stamp centres lifted together (each point's lift is its own)
+    stamp_uv = [it[0].uv[it[2]] for it in items]
+    stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
+                            np.cumsum([len(x) for x in stamp_uv])[:-1])
     t = t0
     sid = first_id
     for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
@@ -939,13 +943,12 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
         # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
         rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
         depth = st.hits.depth_mm[hit_rows]
-        stamp_points = face.lift(st.uv[rows]).points
         stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
                         float(depth.max()), path.depth_mm, float(speed.max()), uv, lifted.tri, lifted.bary,
                         lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
                         punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
-                        puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
-                        stamp_points=stamp_points, stamp_times_s=stamp_times,
+                        puncture_rate_hz=float(rate * path.needles), stamp_uv=stamp_uv[k],
+                        stamp_points=stamp_points[k], stamp_times_s=stamp_times,
                         cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
         strokes.append(stroke)
         out["uv"].append(st.hits.uv[hit_rows])
