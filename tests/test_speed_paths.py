@@ -78,3 +78,18 @@ def test_stamps_fired_at_equals_fired_at_those_rows(seed):
     rows = rng.permutation(k)[:15]
     assert np.array_equal(st.fired_at(rows), st.fired().reshape(-1, n)[rows])
     assert st.fired_at(np.empty(0, dtype=np.int64)).shape == (0, n)
+
+
+@pytest.mark.parametrize("enough", [None, 2, 4])
+def test_fired_needles_in_order_equal_sorted_by_cell(default_face, enough):
+    from coverage import simulate
+
+    rng = np.random.default_rng(3)
+    uv = default_face.uv
+    centres = rng.uniform(uv.min(axis=0), uv.max(axis=0), (3000, 2))
+    angles = rng.uniform(0, 2 * np.pi, len(centres))
+    depth = rng.choice([0.25, 0.5, 1.0], len(centres))
+    layout = simulate.needle_layout(12, 7.0, 0.25)
+    a = pen_mod.fired_needles(default_face, centres, angles, depth, layout, 0.5, enough=enough)
+    b = pen_mod.fired_needles(default_face, centres, angles, depth, layout, 0.5, enough=enough, in_order=True)
+    assert np.array_equal(a, b)

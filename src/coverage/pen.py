@@ -247,7 +247,8 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         centres = _centres(grid)[allowed.ravel()]
         angles, stamp_depth = stamp_angles(len(centres)), depth[allowed]
         enough = int(math.ceil(0.25 * n))
-        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough) >= enough
+        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough,
+                              in_order=True) >= enough
         fired = _FiredCounts(face, allowed.copy(), centres, angles, stamp_depth, layout, pen.gap_tolerance)
         allowed[allowed] = fires
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
@@ -263,7 +264,7 @@ class _FiredCounts:
 
     def __call__(self) -> np.ndarray:
         fired = np.zeros(self.on.shape)
-        fired[self.on] = fired_needles(self.face, *self.args)
+        fired[self.on] = fired_needles(self.face, *self.args, in_order=True)
         return fired
 
 
@@ -341,13 +342,16 @@ def _dilated_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
-                  enough: int | None = None) -> np.ndarray:
+                  enough: int | None = None, in_order: bool = False) -> np.ndarray:
     """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
     per stamp, by the cartridge kernel without building every needle's row.
 
     ``enough``: only whether each stamp fires at least that many needles is asked; counts
     from it on read ``enough`` (needles are weighed in layout order until it is certain),
-    and ``(out >= enough)`` equals ``(count >= enough)``."""
+    and ``(out >= enough)`` equals ``(count >= enough)``. ``in_order``: the stamps are
+    visited as given (texel centres row by row already share their chart cells from one
+    stamp to the next; sorting them by cell first gains nothing), else sorted by chart cell
+    (:func:`coverage.simulate._visit_order`); each stamp's count is its own either way."""
     from . import lifting, simulate
     from ._ext import pen as _kernel
 
@@ -355,8 +359,10 @@ def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance:
                                                                  gap_tolerance)
     out = np.empty(len(centres), dtype=np.int64)
     jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
+    order = (np.arange(len(centres), dtype=np.int64) if in_order
+             else simulate._visit_order(face.chart_grid, centres))
     _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
-                        jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
+                        jacobian, centres, angles, depth, layout, order,
                         *lifting._grid_args(face.chart_grid), 1e-9, tol, out,
                         -1 if enough is None else max(int(enough), 0))
     return out
