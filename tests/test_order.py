@@ -129,6 +129,9 @@ def test_reversing_a_pen_path_twice_gives_it_back(default_face):
         def fired(self):
             return np.array([True, False, True] * 4)
 
+        def fired_at(self, stamps):
+            return self.fired().reshape(-1, self.needles)[stamps]
+
     zones = ZoneMap.default(default_face)
     pen = zones.protocol.pen
     centre = np.asarray(zones.polygons["forehead"].representative_point().coords[0])

@@ -248,7 +248,8 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
         centres = _centres(grid)[allowed.ravel()]
         angles, stamp_depth = stamp_angles(len(centres)), depth[allowed]
         enough = int(math.ceil(0.25 * n))
-        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough) >= enough
+        fires = fired_needles(face, centres, angles, stamp_depth, layout, pen.gap_tolerance, enough=enough,
+                              in_order=True) >= enough
         fired = _FiredCounts(face, allowed.copy(), centres, angles, stamp_depth, layout, pen.gap_tolerance)
         allowed[allowed] = fires
     return DoseField(grid, aim, cap, allowed, depth, base, n, fired, foot, pen.footprint_diameter_mm, distances,
@@ -264,7 +265,7 @@ class _FiredCounts:
 
     def __call__(self) -> np.ndarray:
         fired = np.zeros(self.on.shape)
-        fired[self.on] = fired_needles(self.face, *self.args)
+        fired[self.on] = fired_needles(self.face, *self.args, in_order=True)
         return fired
 
 
@@ -342,13 +343,16 @@ def _dilated_reference(mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance: float,
-                  enough: int | None = None) -> np.ndarray:
+                  enough: int | None = None, in_order: bool = False) -> np.ndarray:
     """How many needles of each stamp fire ``(k,) int``: ``simulate.stamp(...).fired`` counted
     per stamp, by the cartridge kernel without building every needle's row.
 
     ``enough``: only whether each stamp fires at least that many needles is asked; counts
     from it on read ``enough`` (needles are weighed in layout order until it is certain),
-    and ``(out >= enough)`` equals ``(count >= enough)``."""
+    and ``(out >= enough)`` equals ``(count >= enough)``. ``in_order``: the stamps are
+    visited as given (texel centres row by row already share their chart cells from one
+    stamp to the next; sorting them by cell first gains nothing), else sorted by chart cell
+    (:func:`coverage.simulate._visit_order`); each stamp's count is its own either way."""
     from . import lifting, simulate
     from ._ext import pen as _kernel
 
@@ -356,8 +360,10 @@ def fired_needles(face, centres_uv, angles_rad, depth_mm, layout, gap_tolerance:
                                                                  gap_tolerance)
     out = np.empty(len(centres), dtype=np.int64)
     jacobian = np.ascontiguousarray(face.jacobian, dtype=np.float64).reshape(-1, 6)
+    order = (np.arange(len(centres), dtype=np.int64) if in_order
+             else simulate._visit_order(face.chart_grid, centres))
     _kernel.stamp_fired(face.chart_grid.affine, np.ascontiguousarray(face.faces, dtype=np.int64), face._frames,
-                        jacobian, centres, angles, depth, layout, simulate._visit_order(face.chart_grid, centres),
+                        jacobian, centres, angles, depth, layout, order,
                         *lifting._grid_args(face.chart_grid), 1e-9, tol, out,
                         -1 if enough is None else max(int(enough), 0))
     return out
@@ -614,7 +620,14 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     """The pen paths of one zone realising the stamp field ``q`` there (zero elsewhere)."""
     grid = problem.grid
     k = zones.names.index(name)
-    zone_mask = problem.allowed & (grid.label == k)
+    # the zone's texels lie in its box (widened by the dilation's two texels): every mask
+    # below is worked out on that box only (nothing outside it is in the zone), its texels
+    # read in the same (row-major) order as over the whole grid
+    box = _zone_box(grid, k, 2)
+    if box is None:
+        return []
+    q = np.asarray(q)[box]
+    zone_mask = problem.allowed[box] & (grid.label[box] == k)
     active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
         return []
@@ -624,14 +637,16 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     loops = (pattern == "contour") if loops is None else loops
     passes = passes or settings.passes
     cell = grid.cell_mm
-    linear = _linear_scale(grid, zones.face)
+    linear = _linear_scale(grid, zones.face)[box]
     zone_linear = float(np.median(linear[zone_mask]))
     # every texel's stamps go to the nearest sample of the pass's paths (a Voronoi split of
     # the zone among its lines or loops), so each pass carries exactly 1/passes of the field
-    grid_centres = _centres(grid).reshape(*grid.shape, 2)
+    grid_centres = _centres(grid).reshape(*grid.shape, 2)[box]
     has_mass = zone_mask & (q > 0)
     mass_uv, mass = grid_centres[has_mass], q[has_mass]
     centres = grid_centres[active]
+    active_box, active = active, np.zeros(grid.shape, dtype=bool)
+    active[box] = active_box
     polygon = zones.polygons[name]
     paths = []
     for p in range(passes):
@@ -639,7 +654,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         if loops:
             dist = problem.skin_distance[round(float(settings.depth_mm), 9)]
             radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
-            top = float(dist[active].max())
+            top = float(dist[box][active_box].max())
             levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
                           * settings.spacing_mm)
             levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
@@ -684,6 +699,23 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _zone_box(grid: TexelGrid, k: int, pad: int):
+    """The slices ``(rows, cols)`` of the box around the texels labelled ``k``, widened by
+    ``pad`` texels (within the grid), or None where no texel is; the boxes of every label
+    found in one pass over the grid, once per grid."""
+    per_grid = _PER_GRID.setdefault(grid, {})
+    if "zone_boxes" not in per_grid:
+        label = np.asarray(grid.label)
+        per_grid["zone_boxes"] = ndimage.find_objects(np.where(label >= 0, label + 1, 0)) if label.size else []
+    boxes = per_grid["zone_boxes"]
+    if not 0 <= k < len(boxes) or boxes[k] is None:
+        return None
+    rows, cols = boxes[k]
+    h, w = grid.shape
+    return (slice(max(rows.start - pad, 0), min(rows.stop + pad, h)),
+            slice(max(cols.start - pad, 0), min(cols.stop + pad, w)))
 
 
 _NEAREST_RINGS = 4   # cells of a quarter of the reach, searched ring by ring around each point
@@ -857,12 +889,13 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     for i, p in enumerate(paths):
         if not joins.get(i, False):
             out.append(p)
-            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], [np.linalg.norm(np.diff(p.uv, axis=0), axis=1)]))
+            lengths = _Lengths(np.linalg.norm(np.diff(p.uv, axis=0), axis=1))
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], lengths))
             continue
         uvs, stamp_uvs, stamp_ss, segs = chains[-1]
         move = moves[i]
         # prev.chart_length of the joined path so far: the same segment lengths, summed whole
-        offset = float(np.concatenate(segs).sum()) + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        offset = segs.total() + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
         last = uvs[-1][-1]
         # a run that starts where the last one ended (a loop split at its seam) joins
         # without repeating that point
@@ -878,6 +911,29 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             p.stamp_uv = np.concatenate(stamp_uvs)
             p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+class _Lengths:
+    """Segment lengths appended piece by piece, kept end to end in one growing buffer, so
+    their sum is ``np.concatenate(pieces).sum()`` (the same contiguous values, summed whole)
+    without concatenating every piece again at each join."""
+
+    def __init__(self, first: np.ndarray):
+        self.buf = np.empty(max(64, 2 * len(first)))
+        self.n = 0
+        self.append(first)
+
+    def append(self, more: np.ndarray) -> None:
+        need = self.n + len(more)
+        if need > len(self.buf):
+            grown = np.empty(max(need, 2 * len(self.buf)))
+            grown[:self.n] = self.buf[:self.n]
+            self.buf = grown
+        self.buf[self.n:need] = more
+        self.n = need
+
+    def total(self) -> float:
+        return float(self.buf[:self.n].sum())
 
 
 def joinable(a, b) -> bool:
@@ -949,6 +1005,11 @@ class Stamps:
     def fired(self) -> np.ndarray:
         """Rows of ``hits`` that are punctures of kept stamps."""
         return self.hits.fired & np.repeat(self.keep, self.needles)
+
+    def fired_at(self, stamps: np.ndarray) -> np.ndarray:
+        """``fired().reshape(-1, needles)[stamps]`` ``(k, needles) bool``, read at those stamps only."""
+        stamps = np.asarray(stamps, dtype=np.int64)
+        return self.hits.fired.reshape(-1, self.needles)[stamps] & self.keep[stamps][:, None]
 
 
 def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: int = 0,

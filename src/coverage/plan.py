@@ -203,7 +203,11 @@ def chart_path_frames(face, uv: np.ndarray, across: bool = True):
     """Lift a chart path: points, normals, unit tangents, skin arc length, and the chart
     vector of one skin millimetre to the left of travel at each sample (None unless
     ``across``)."""
-    lifted = face.lift(uv)
+    return _path_frames(face, face.lift(uv), across)
+
+
+def _path_frames(face, lifted, across: bool = True):
+    """:func:`chart_path_frames` of a chart path already lifted (``face.lift(uv)``)."""
     if not lifted.inside.all():
         raise ValueError("a stroke path leaves the chart")
     pts, nrm = lifted.points, lifted.normals
@@ -550,6 +554,7 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     position = None
     conform_cache, zone_triangles = {}, {}
+    curvatures = {}     # (drum curvature radius, theta) -> vertex curvatures: drums of one width share them
     for region in _roller.roller_regions(zones, protocol):
         dose = protocol.zone(region.zones[0])
         drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
@@ -568,7 +573,10 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         for theta, n_sweeps in zip(dose.directions_deg, per_direction):
             key = (drum, theta)
             if key not in conform_cache:
-                conform_cache[key] = _roller.conformity(face, drum, theta)
+                bend = (_roller.drum_curvature_radius_mm(drum), theta)
+                if bend not in curvatures:
+                    curvatures[bend] = _roller.vertex_curvatures(face, theta, drum)
+                conform_cache[key] = _roller.conformity(face, drum, theta, curvatures[bend])
             conform = conform_cache[key]
             for n in region.zones:
                 if n not in zone_triangles:
@@ -757,9 +765,9 @@ def _reverse_pen_item(item, pen):
     skin_r = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back.points, axis=0), axis=1))])
     stamp_r = np.clip(skin_r[-1] - stamp_skin[::-1], 0.0, skin_r[-1])
     rows_r = rows[::-1].copy()
-    fired = st.fired().reshape(-1, st.needles)
+    fired_r = st.fired_at(rows_r)     # read at these stamps only, not over every stamp of the set
     hits_r = (rows_r[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
-    hits_r = hits_r[fired[rows_r].ravel()]
+    hits_r = hits_r[fired_r.ravel()]
     return (st, path, rows_r, uv[::-1].copy(), back, -tangent[::-1], skin_r, stamp_r,
             pen_speed_profile(skin_r, stamp_r, path.speed_mm_s, pen), hits_r)
 
@@ -841,9 +849,16 @@ def _join_pen_items(face, a, b, move: np.ndarray, pen):
     ``move`` (from a's last sample to b's first), or None where two stamps would come closer
     on the skin than the pen fires them apart."""
     st, path = a[0], a[1]
-    tail = b[3][1:] if np.linalg.norm(b[3][0] - a[3][-1]) <= 1e-12 else b[3]
+    skip = 1 if np.linalg.norm(b[3][0] - a[3][-1]) <= 1e-12 else 0
+    tail = b[3][skip:]
     uv = np.concatenate([a[3], move[1:-1], tail])
-    lifted, tangent, skin_s, _ = chart_path_frames(face, uv, across=False)
+    # the joined path lifted: a's and b's samples are lifted already (each point's lift is
+    # its own), only the glide's inner samples are new
+    glide = face.lift(move[1:-1])
+    lifted = Lifted(*(np.concatenate([x, y, z[skip:]]) for x, y, z in (
+        (a[4].points, glide.points, b[4].points), (a[4].normals, glide.normals, b[4].normals),
+        (a[4].tri, glide.tri, b[4].tri), (a[4].bary, glide.bary, b[4].bary))))
+    lifted, tangent, skin_s, _ = _path_frames(face, lifted, across=False)
     # b's stamps sit as far along the joined path beyond b's first sample as along b
     first_b = len(uv) - len(b[3])
     stamp_skin = np.concatenate([a[7], skin_s[first_b] + b[7]])
@@ -861,8 +876,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
     # first where every stroke runs and where the tool moves between them (none of it
-    # depends on time, and the moves are built all at once), then the clock, stroke by stroke
-    items = []
+    # depends on time, and the moves are built all at once), then the clock, stroke by stroke.
+    # Each path's stretch from its first kept stamp to its last, all of them lifted and
+    # framed together (each path's frames are its own: _run_path_frames)
+    todo = []
     for st in sets:
         if not len(st.path):
             continue
@@ -878,20 +895,22 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
             a = max(0, int(np.searchsorted(chart_s, path.stamp_s[local[0]], side="right")) - 1)
             b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
             b = max(b, a + 2)
-            uv = path.uv[a:b]
-            lifted, tangent, skin_s, _ = chart_path_frames(face, uv, across=False)
-            stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
-            # two stamps closer on the skin than the slowest glide covers between two firings
-            # at the top rate cannot both fire (a collapsed scan triangle can bring them
-            # together): the later one is dropped
-            close = _too_close(stamp_skin, pen.speed_mm_s_min / pen.stamp_hz_max)
-            if close.any():
-                st.keep[rows[close]] = False
-                rows, stamp_skin = rows[~close], stamp_skin[~close]
-            speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
-            hit_rows = (rows[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
-            hit_rows = hit_rows[fired[rows].ravel()]
-            items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
+            todo.append((st, fired, path, rows, local, chart_s, a, b, path.uv[a:b]))
+    frames = _run_path_frames(face, [x[-1] for x in todo], across=False)
+    items = []
+    for (st, fired, path, rows, local, chart_s, a, b, uv), (lifted, tangent, skin_s, _) in zip(todo, frames):
+        stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
+        # two stamps closer on the skin than the slowest glide covers between two firings
+        # at the top rate cannot both fire (a collapsed scan triangle can bring them
+        # together): the later one is dropped
+        close = _too_close(stamp_skin, pen.speed_mm_s_min / pen.stamp_hz_max)
+        if close.any():
+            st.keep[rows[close]] = False
+            rows, stamp_skin = rows[~close], stamp_skin[~close]
+        speed = pen_speed_profile(skin_s, stamp_skin, path.speed_mm_s, pen)
+        hit_rows = (rows[:, None] * st.needles + np.arange(st.needles)[None]).ravel()
+        hit_rows = hit_rows[fired[rows].ravel()]
+        items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
     items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
     items = _glide_joins(face, zones, items, pen)
     froms = []
@@ -904,6 +923,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
                                [lifted.points[0] for _, lifted, _ in pairs],
                                [lifted.normals[0] for _, lifted, _ in pairs],
                                [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs]))
+    # every stroke's stamp centres lifted together (each point's lift is its own)
+    stamp_uv = [it[0].uv[it[2]] for it in items]
+    stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
+                            np.cumsum([len(x) for x in stamp_uv])[:-1])
     t = t0
     sid = first_id
     for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
@@ -920,13 +943,12 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
         # a lone stamp has no rate of its own: it fires once, at the device's nominal rate
         rate = (len(rows) - 1) / span if len(rows) > 1 and span > 0 else pen.stamp_hz
         depth = st.hits.depth_mm[hit_rows]
-        stamp_points = face.lift(st.uv[rows]).points
         stroke = Stroke(sid, "pen", path.zone, path.pass_index, path.line, path.direction_deg,
                         float(depth.max()), path.depth_mm, float(speed.max()), uv, lifted.tri, lifted.bary,
                         lifted.points, lifted.normals, tangent, times, stamp_hz=float(rate),
                         punctures=int(len(hit_rows)), zones=[path.zone], family=0, pattern=path.pattern,
-                        puncture_rate_hz=float(rate * path.needles), stamp_uv=st.uv[rows],
-                        stamp_points=stamp_points, stamp_times_s=stamp_times,
+                        puncture_rate_hz=float(rate * path.needles), stamp_uv=stamp_uv[k],
+                        stamp_points=stamp_points[k], stamp_times_s=stamp_times,
                         cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
         strokes.append(stroke)
         out["uv"].append(st.hits.uv[hit_rows])
@@ -984,12 +1006,13 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     return strokes, transitions, packed, drums
 
 
-def _run_path_frames(face, paths: list) -> list:
+def _run_path_frames(face, paths: list, across: bool = True) -> list:
     """:func:`chart_path_frames` of each chart path ``(n_i, 2)`` (two samples or more), all
     lifted and framed together: every step is per sample (the tangent's differences and the
-    arc length's sums stop at each path's ends), so each path's arrays are its own."""
+    arc length's sums stop at each path's ends), so each path's arrays are its own.
+    ``across`` False: no chart vectors across (None), as chart_path_frames."""
     if not paths or any(len(uv) < 2 for uv in paths):
-        return [chart_path_frames(face, uv) for uv in paths]
+        return [chart_path_frames(face, uv, across) for uv in paths]
     starts = np.concatenate([[0], np.cumsum([len(uv) for uv in paths])]).astype(np.int64)
     lifted = face.lift(np.concatenate(paths))
     if not lifted.inside.all():
@@ -999,14 +1022,15 @@ def _run_path_frames(face, paths: list) -> list:
     tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
-    left = np.cross(nrm, tangent)
-    pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
-    across = np.einsum("kij,kj->ki", pinv, left)
+    if across:
+        left = np.cross(nrm, tangent)
+        pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
+        across = np.einsum("kij,kj->ki", pinv, left)
     out = []
     for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
         part = Lifted(pts[a:b].copy(), nrm[a:b].copy(), lifted.tri[a:b].copy(), lifted.bary[a:b].copy())
         s = np.concatenate([[0.0], np.cumsum(seg[a:b - 1])])
-        out.append((part, tangent[a:b].copy(), s, across[a:b].copy()))
+        out.append((part, tangent[a:b].copy(), s, across[a:b].copy() if across is not False else None))
     return out
 
 

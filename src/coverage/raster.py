@@ -206,16 +206,21 @@ def column_step(scale: np.ndarray, v, v0: float, step: float, c: float) -> np.nd
 def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> int:
     """The most frequent code of a field ``codes (rows, cols) int`` (each in ``[0, levels)``,
     or negative for none) read once per column at heights ``v (cols,)`` as
-    :func:`column_values` reads; the smallest code on a tie, -1 if no column reads one."""
+    :func:`column_values` reads; the smallest code on a tie, -1 if no column reads one. A code
+    read at or beyond ``levels`` is refused (ValueError)."""
     codes = np.ascontiguousarray(codes, dtype=np.int64)
     if codes.ndim != 2:
         raise ValueError(f"codes is a (rows, cols) field; got shape {codes.shape}")
     v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1)
     if len(v) != codes.shape[1]:
         raise ValueError(f"v has {len(v)} values; one per column ({codes.shape[1]}) is needed")
-    if codes.size and codes.max() >= levels:
+    # the kernel reports a code read at or beyond the levels (-2): the codes are refused then.
+    # A code no column reads does not change the mode, so the whole field is not scanned for
+    # one on every call (the roller asks each of its lines' designs of one frame's field)
+    mode = int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
+    if mode == -2:
         raise ValueError(f"codes run up to {int(codes.max())}; levels = {levels} must exceed them")
-    return int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
+    return mode
 
 
 

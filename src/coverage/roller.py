@@ -246,9 +246,12 @@ class Conformity:
     conforms: np.ndarray      # (v,) bool
 
 
-def conformity(face, drum: Drum, theta_deg: float) -> Conformity:
-    """The drum's conformity map for one direction: swath and whether it can work, per vertex."""
-    along, cross = vertex_curvatures(face, theta_deg, drum)
+def conformity(face, drum: Drum, theta_deg: float, curvatures: tuple | None = None) -> Conformity:
+    """The drum's conformity map for one direction: swath and whether it can work, per vertex.
+
+    ``curvatures``: ``vertex_curvatures(face, theta_deg, drum)`` if already known (they
+    depend on the drum only through its curvature radius, so drums of one width share them)."""
+    along, cross = vertex_curvatures(face, theta_deg, drum) if curvatures is None else curvatures
     central = drum.central_rings(cross)
     return Conformity(theta_deg, along, cross, central * drum.ring_pitch_mm, drum.conforms(cross, along, central))
 
@@ -302,7 +305,8 @@ def distance_raster(region, bounds, cell: float = CLEARANCE_CELL_MM, outside_of:
     return ChartRaster(lo, cell, raster.clearance(away, cell), distance=bool((~away).any()))
 
 
-GRID_BLOCK = 16   # grid points per side of the blocks contains_grid decides at once
+GRID_BLOCK = 8    # grid points per side of the blocks contains_grid decides at once (8: the least time on
+                 # the bundled face's and a scan's rasters, of 4 to 32)
 
 
 def contains_grid(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -392,7 +396,9 @@ def roller_regions(zones, protocol: Protocol) -> list[Region]:
     for names in groups.values():
         union = shapely.union_all([zones.polygons[n] for n in names])
         for part in sorted(shapely.get_parts(union), key=lambda g: -g.area):
-            members = tuple(n for n in names if shapely.intersection(zones.polygons[n], part).area > 1e-6)
+            # a zone apart from the part (no point in common) has no area in it: not asked
+            members = tuple(n for n in names if shapely.intersects(zones.polygons[n], part)
+                            and shapely.intersection(zones.polygons[n], part).area > 1e-6)
             regions.append(Region("+".join(members), members, part))
     order = {n: i for i, n in enumerate(zones.names)}
     return sorted(regions, key=lambda r: order[r.zones[0]])
@@ -1536,29 +1542,42 @@ class Headland:
         """The border paths at ``level_mm`` (chart ``(n, 2)``), in contour order; a path of
         fewer than ``min_samples`` samples is None (in its place, so the paths keep their
         numbers)."""
-        lines = []
-        for line in self._contours.lines(level_mm):
-            keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
-            if keep.sum() >= 3:
-                lines.append((line, line[keep]))
-        if not lines:
-            return []
+        return self._loops_many([level_mm], min_samples)[0]
+
+    def _loops_many(self, levels_mm, min_samples: int = 0) -> list:
+        """:meth:`_loops` of each level, in order: every level's paths lifted and resampled
+        in one pass (each path as alone: the lift is per point, the resampling per path)."""
+        per_level = []
+        for level_mm in levels_mm:
+            lines = []
+            for line in self._contours.lines(level_mm):
+                keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
+                if keep.sum() >= 3:
+                    lines.append((line, line[keep]))
+            per_level.append(lines)
+        every = [item for lines in per_level for item in lines]
+        if not every:
+            return [[] for _ in per_level]
         # all resampled at once (each as alone)
-        chart = np.concatenate([kept for _, kept in lines])
-        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in lines])]).astype(np.int64)
+        chart = np.concatenate([kept for _, kept in every])
+        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in every])]).astype(np.int64)
         resampled, out_starts = _paths.resample(chart, self.face.lift(chart).points, starts, PATH_STEP_MM)
-        loops = []
-        for (line, _), a, b in zip(lines, out_starts[:-1].tolist(), out_starts[1:].tolist()):
-            uv = resampled[a:b]
-            if len(uv) < min_samples:
-                loops.append(None)
-                continue
-            # the contour follows raster cells: smooth it along its length (a closed loop wraps)
-            closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
-            uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
-                                           mode="wrap" if closed else "nearest")
-            loops.append(uv)
-        return loops
+        out, k = [], 0
+        for lines in per_level:
+            loops = []
+            for line, _ in lines:
+                uv = resampled[out_starts[k]:out_starts[k + 1]]
+                k += 1
+                if len(uv) < min_samples:
+                    loops.append(None)
+                    continue
+                # the contour follows raster cells: smooth it along its length (a closed loop wraps)
+                closed = np.linalg.norm(line[0] - line[-1]) < 1e-6
+                uv = ndimage.gaussian_filter1d(uv, HEADLAND_SMOOTH_MM / PATH_STEP_MM, axis=0,
+                                               mode="wrap" if closed else "nearest")
+                loops.append(uv)
+            out.append(loops)
+        return out
 
     def _widths(self, uv: np.ndarray, lifted=None, starts=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         along, cross, on_chart = path_curvatures(self.face, self.curvature, uv, lifted, starts)
@@ -1596,9 +1615,10 @@ class Headland:
         # a path too short for one run yields none (a scan's border has hundreds of such
         # crumbs): skip its checks; the others are checked side by side, each as alone
         paths = []     # (which sweep, path number k, chart path)
-        for s, sweep_index in enumerate(sweep_indices):
-            level = self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
-            paths += [(s, k, uv) for k, uv in enumerate(self._loops(level, MIN_RUN_SAMPLES)) if uv is not None]
+        levels = [self.design / 2 + HEADLAND_INSET_MM + self.drum.ring_pitch_mm * sweep_index / max(n_sweeps, 1)
+                  for sweep_index in sweep_indices]
+        for s, loops in enumerate(self._loops_many(levels, MIN_RUN_SAMPLES)):
+            paths += [(s, k, uv) for k, uv in enumerate(loops) if uv is not None]
         if not paths:
             return out
         uv_all = np.concatenate([uv for _, _, uv in paths])
@@ -1630,6 +1650,9 @@ class Headland:
         return out
 
 
+_TWO_ENDS = np.array([0, 2, 4], dtype=np.int64)   # two paths of two samples each
+
+
 def headland_ends(face, drum: Drum, runs: list) -> list:
     """Headland runs ``[[Run]]`` (per border path) with each run's end samples dropped while
     the drum does not conform there along the run's own travel.
@@ -1646,8 +1669,12 @@ def headland_ends(face, drum: Drum, runs: list) -> list:
         for r in line_runs:
             a, b = 0, len(r.uv)
             while (b - a - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
-                along, cross, on = path_curvatures(face, curvature, r.uv[a:b])
-                ends = np.array([0, b - a - 1])
+                # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is
+                # its own sample and the one beside it (np.gradient's one-sided ends), so the
+                # two-sample stretches at the ends, each a path alone, read the same
+                along, cross, on = path_curvatures(face, curvature, r.uv[[a, a + 1, b - 2, b - 1]],
+                                                   starts=_TWO_ENDS)
+                ends = np.array([0, 3])
                 good = drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]
                 if good.all():
                     break
