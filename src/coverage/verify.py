@@ -390,10 +390,15 @@ class _SkinDistance:
             return
         vertices = np.ascontiguousarray(tris.reshape(-1, 3))
         self.grid = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
-        # the corners once each (the pieces share them: about six copies of each): the
-        # nearest corner's distance is the same (the same coordinates), the tree a sixth the
-        # size and its searches three times faster
-        self.tree = cKDTree(np.unique(vertices, axis=0))
+        # the corners about once each (the pieces share them: about six copies of each):
+        # sorted along x, a corner equal to the one before it dropped (the rare copy that
+        # another corner of the same x separates stays: harmless). The nearest corner's
+        # distance is the same (the same coordinates), the tree a sixth the size and its
+        # searches three times faster; np.unique(axis=0) would take seven times as long
+        ranked = vertices[np.argsort(vertices[:, 0], kind="stable")]
+        repeat = np.zeros(len(ranked), dtype=bool)
+        repeat[1:] = (ranked[1:] == ranked[:-1]).all(axis=1)
+        self.tree = cKDTree(ranked[~repeat])
         self.lo, self.hi = vertices.min(axis=0), vertices.max(axis=0)   # the corners' box
         # every point of a triangle lies within its longest edge of one of its corners
         self.edge = float(np.linalg.norm(tris - np.roll(tris, 1, axis=1), axis=2).max())
