@@ -115,3 +115,25 @@ def test_grid_keeps_each_triangle_as_one_record():
     np.testing.assert_array_equal(grid.lo, corners.min(axis=1))
     np.testing.assert_array_equal(grid.hi, corners.max(axis=1))
     assert grid.triangles.flags.c_contiguous and grid.triangles.shape == (len(faces), 15)
+
+
+def test_cell_boxes_are_the_kernels_cells_cut_to_their_triangles():
+    """MeshGrid.cell_boxes, cell by cell: the kernels' box (origin + index * cell, cell id
+    (z * ny + y) * nx + x), cut to the union of its triangles' boxes where that leaves one."""
+    _, vertices, faces = _noisy_sphere(4)
+    grid = proximity.build_grid(vertices, faces, cell=3.0)
+    nx, ny, nz = (int(d) for d in grid.dims)
+    boxes = grid.item_boxes
+    got = grid.cell_boxes
+    assert got.shape == (nx * ny * nz, 6) and got.flags.c_contiguous
+    for c in range(nx * ny * nz):
+        xyz = np.array([c % nx, c // nx % ny, c // (nx * ny)])
+        lo = grid.origin + xyz.astype(np.float64) * grid.cell
+        hi = grid.origin + (xyz + 1).astype(np.float64) * grid.cell
+        k0, k1 = grid.start[c], grid.start[c + 1]
+        if k1 > k0:
+            clo = np.maximum(lo, boxes[k0:k1, :3].min(axis=0))
+            chi = np.minimum(hi, boxes[k0:k1, 3:].max(axis=0))
+            cut = clo <= chi
+            lo, hi = np.where(cut, clo, lo), np.where(cut, chi, hi)
+        np.testing.assert_array_equal(got[c], np.concatenate([lo, hi]))

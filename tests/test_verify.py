@@ -363,6 +363,33 @@ def test_skin_distances_are_exact_where_they_matter(default_face):
     assert np.isinf(skin.to(centre + [0.0, 0.0, 500.0] + rng.normal(size=(10, 3)), 1.0)).all()
 
 
+def test_the_zone_rows_are_the_density_maps_own_statistics(verdict):
+    """The report's per-zone rows (one sort per zone) are DensityMap.zone_stats' values."""
+    for name, row in verdict.zones.items():
+        stats = verdict.density.zone_stats(name)
+        expect = {key: float(getattr(stats, key)) for key in row}
+        assert row == {key: (value if np.isfinite(value) else None) for key, value in expect.items()}
+
+
+def test_the_slab_box_test_keeps_what_the_full_box_test_keeps():
+    """_Queries.near_box (points sorted along x, the box test on the x slab only) keeps the
+    same points as the box test on every point, and every point that is not finite."""
+    from coverage.verify import _Queries
+
+    rng = np.random.default_rng(5)
+    points = rng.normal(scale=30.0, size=(20000, 3))
+    points[rng.integers(0, len(points), 50)] = np.nan
+    points[rng.integers(0, len(points), 5), 1] = np.inf
+    queries = _Queries(points)
+    for _ in range(20):
+        lo = rng.normal(scale=20.0, size=3)
+        hi = lo + rng.uniform(0.0, 30.0, size=3)
+        reach = float(rng.uniform(0.0, 15.0))
+        gap = np.minimum(np.maximum(points, lo), hi) - points
+        box2 = np.where(np.isfinite(points).all(axis=1), np.einsum("ij,ij->i", gap, gap), 0.0)
+        np.testing.assert_array_equal(np.sort(queries.near_box(lo, hi, reach)), np.nonzero(box2 <= reach * reach)[0])
+
+
 def test_part_speeds_and_gaps_are_each_parts_own():
     """Speeds and stamp gaps of parts packed end to end: each part's own, as a loop over
     the parts computes them (empty and one-sample parts, time running back, a jump in no time)."""

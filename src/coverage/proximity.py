@@ -65,7 +65,9 @@ class MeshGrid:
     @functools.cached_property
     def item_boxes_by_axis(self) -> np.ndarray:
         """``(6, k) float``: :attr:`item_boxes` axis by axis (lo x, lo y, lo z, hi x, ...)."""
-        return np.ascontiguousarray(self.triangles[self.items, :6].T)
+        # the boxes transposed first (one row per axis), then each row gathered: the same
+        # values, a third of the time of gathering (k, 6) rows and transposing them
+        return np.take(np.ascontiguousarray(self.triangles[:, :6].T), self.items, axis=1)
 
     @functools.cached_property
     def cell_boxes(self) -> np.ndarray:
@@ -76,22 +78,27 @@ class MeshGrid:
         the cell stands for: the guided search skips the cell when even that box is too far.
         """
         nx, ny, nz = (int(d) for d in self.dims)
-        x, y, z = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
-        cell_xyz = np.stack([x.ravel(order="F"), y.ravel(order="F"), z.ravel(order="F")], axis=1)
-        # the kernels' cell box, computed as they compute it: origin + index * cell
-        lo = self.origin + cell_xyz.astype(np.float64) * self.cell
-        hi = self.origin + (cell_xyz + 1).astype(np.float64) * self.cell
+        out = np.empty((nz, ny, nx, 6))
+        # the kernels' cell box, computed as they compute it: origin + index * cell, axis by
+        # axis and broadcast (cell id (z * ny + y) * nx + x), not cell by cell: the same
+        # values, several times faster on a face's 230k cells
+        for j, n, shape in ((0, nx, (1, 1, -1)), (1, ny, (1, -1, 1)), (2, nz, (-1, 1, 1))):
+            index = np.arange(n)
+            out[..., j] = (self.origin[j] + index.astype(np.float64) * self.cell).reshape(shape)
+            out[..., 3 + j] = (self.origin[j] + (index + 1).astype(np.float64) * self.cell).reshape(shape)
+        out = out.reshape(-1, 6)
         count = np.diff(self.start)
         full = np.flatnonzero(count)
         if len(full):
+            lo, hi = out[full, :3], out[full, 3:]
             boxes = self.item_boxes
             ilo = np.minimum.reduceat(boxes[:, :3], self.start[full], axis=0)
             ihi = np.maximum.reduceat(boxes[:, 3:], self.start[full], axis=0)
-            clo, chi = np.maximum(lo[full], ilo), np.minimum(hi[full], ihi)
+            clo, chi = np.maximum(lo, ilo), np.minimum(hi, ihi)
             cut = clo <= chi
-            lo[full] = np.where(cut, clo, lo[full])
-            hi[full] = np.where(cut, chi, hi[full])
-        return np.ascontiguousarray(np.concatenate([lo, hi], axis=1))
+            out[full, :3] = np.where(cut, clo, lo)
+            out[full, 3:] = np.where(cut, chi, hi)
+        return out
 
 
 def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> MeshGrid:

@@ -45,7 +45,7 @@ from scipy.spatial import cKDTree
 
 from . import proximity, regions
 from . import roller as _roller
-from .density import DensityMap, density, texel_grid
+from .density import IN_BAND_LOW, DensityMap, density, texel_grid
 from .errors import CoverageError
 from .plan import Plan
 from .planio import read_plan_files
@@ -251,9 +251,10 @@ class _Context:
         self.zones, self.grid = _zone_map(face, subject.protocol)
         self.names = self.zones.names
         self.doses = [self.protocol.zone(n) for n in self.names]
-        # punctures: closest surface point (no reach: the distance itself is a rule)
+        # punctures: closest surface point (no reach: the distance itself is a rule); the
+        # guided search gives the same answers, ~15 % faster on a plan's punctures and paths
         self.punctures = subject.punctures
-        self.flat = face.flatten(self.punctures)
+        self.flat = face.flatten(self.punctures, guided=True)
         self.label = self._labels(self.flat)
         # stroke paths, packed end to end
         strokes = subject.strokes
@@ -261,7 +262,7 @@ class _Context:
         lengths = [len(s.points) for s in strokes]
         self.path_stroke = np.repeat(np.arange(len(strokes)), lengths)
         self.path_start = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])   # stroke i: start[i]:start[i + 1]
-        self.path_flat = face.flatten(self.path_points)
+        self.path_flat = face.flatten(self.path_points, guided=True)
         self.path_label = self._labels(self.path_flat)
         self.stroke_index = {s.id: i for i, s in enumerate(strokes)}
         self.puncture_owner = _owners(np.array([s.id for s in strokes], dtype=np.int64), subject.puncture_stroke)
@@ -301,9 +302,11 @@ class _Context:
         beyond what the rules require and for the closest; ``inf`` where farther."""
         if self._exclusion_distances is None:
             footprint = self.protocol.pen.footprint_diameter_mm / 2.0
+            # each point set sorted along x once, for every part's box test
+            punctures, path = _Queries(self.punctures), _Queries(self.path_points)
             self._exclusion_distances = [
-                (name, part, margin, skin.to(self.punctures, margin + 1.0),
-                 skin.to(self.path_points, margin + footprint + 1.0))
+                (name, part, margin, skin.to(punctures, margin + 1.0),
+                 skin.to(path, margin + footprint + 1.0))
                 for name, part, margin, skin in _exclusion_skins(self.face, self.protocol)]
         return self._exclusion_distances
 
@@ -340,6 +343,41 @@ def _exclusion_skins(face, protocol: Protocol) -> tuple:
     return tuple(out)
 
 
+class _Queries:
+    """Query points sorted along x once, so that each exclusion part's box test reads only
+    the points in the slab of x its box spans instead of all of them (the default plan's
+    150k punctures and path samples are tested against 9 parts, twice)."""
+
+    def __init__(self, points: np.ndarray):
+        self.points = points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        finite = np.isfinite(points).all(axis=1)
+        self.unfinite = np.nonzero(~finite)[0]
+        keep = np.nonzero(finite)[0]
+        self.order = keep[np.argsort(points[keep, 0], kind="stable")]
+        self.sorted = points[self.order]
+        self.x = np.ascontiguousarray(self.sorted[:, 0])
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def near_box(self, lo: np.ndarray, hi: np.ndarray, reach: float) -> np.ndarray:
+        """Indices (in x order) of the points whose squared distance to the box ``[lo, hi]``
+        is at most ``reach**2``, and of every point that is not finite.
+
+        Conservative: a point outside the slab ``[lo_x - reach - pad, hi_x + reach + pad]``
+        is more than ``reach + pad`` from the box along x alone, so its squared distance
+        exceeds ``reach**2`` (pad, 1e-6 mm plus a relative 1e-12, covers the rounding of the
+        slab's ends); inside the slab the box test is computed as it always was."""
+        pad = 1e-6 + 1e-12 * (abs(float(lo[0])) + abs(float(hi[0])) + reach)
+        a = int(np.searchsorted(self.x, lo[0] - reach - pad, side="left"))
+        b = int(np.searchsorted(self.x, hi[0] + reach + pad, side="right"))
+        q = self.sorted[a:b]
+        gap = np.minimum(np.maximum(q, lo), hi) - q
+        near = self.order[a:b][np.einsum("ij,ij->i", gap, gap) <= reach * reach]
+        # a point that is not finite is searched: the search refuses it, as it always has
+        return np.concatenate([near, self.unfinite]) if len(self.unfinite) else near
+
+
 class _SkinDistance:
     """3D distance (mm) from points to a chart region's own skin: its triangles cut out of the
     mesh and mapped to 3D (:func:`coverage.regions.region_triangles_3d`), then the exact
@@ -352,16 +390,26 @@ class _SkinDistance:
             return
         vertices = np.ascontiguousarray(tris.reshape(-1, 3))
         self.grid = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
-        self.tree = cKDTree(vertices)
+        # the corners about once each (the pieces share them: about six copies of each):
+        # sorted along x, a corner equal to the one before it dropped (the rare copy that
+        # another corner of the same x separates stays: harmless). The nearest corner's
+        # distance is the same (the same coordinates), the tree a sixth the size and its
+        # searches three times faster; np.unique(axis=0) would take seven times as long
+        ranked = vertices[np.argsort(vertices[:, 0], kind="stable")]
+        repeat = np.zeros(len(ranked), dtype=bool)
+        repeat[1:] = (ranked[1:] == ranked[:-1]).all(axis=1)
+        self.tree = cKDTree(ranked[~repeat])
         self.lo, self.hi = vertices.min(axis=0), vertices.max(axis=0)   # the corners' box
         # every point of a triangle lies within its longest edge of one of its corners
         self.edge = float(np.linalg.norm(tris - np.roll(tris, 1, axis=1), axis=2).max())
 
-    def to(self, query: np.ndarray, near_mm: float) -> np.ndarray:
+    def to(self, query, near_mm: float) -> np.ndarray:
         """Exact distances where they could be below ``near_mm`` or could be the smallest of
-        all (up to ``near_mm + REPORT_REACH_MM``); ``inf`` elsewhere (farther than both)."""
-        out = np.full(len(query), np.inf)
-        if self.empty or len(query) == 0:
+        all (up to ``near_mm + REPORT_REACH_MM``); ``inf`` elsewhere (farther than both).
+        ``query``: ``(k, 3)`` points, or :class:`_Queries` of them."""
+        pts = query if isinstance(query, _Queries) else _Queries(query)
+        out = np.full(len(pts), np.inf)
+        if self.empty or len(pts) == 0:
             return out
         # the nearest corner bounds the distance: d in [corner - edge, corner]; only points
         # whose lower bound is within the level need the exact kernel (a search far out is
@@ -372,32 +420,28 @@ class _SkinDistance:
         # search gives.
         reach = near_mm + REPORT_REACH_MM + self.edge
         bound = min(near_mm + self.edge + 1.0, reach)
-        # a point farther than the bound from the corners' box has no corner within it (a
-        # point that is not finite is searched: the search refuses it, as it always has)
-        gap = np.minimum(np.maximum(query, self.lo), self.hi) - query
-        box2 = np.where(np.isfinite(query).all(axis=1), np.einsum("ij,ij->i", gap, gap), 0.0)
-        corner = self._corners(query, box2, bound)
+        corner = self._corners(pts, bound)
         while bound < reach and not np.isfinite(corner).any():
             bound = min(2.0 * bound, reach)
-            corner = self._corners(query, box2, bound)
+            corner = self._corners(pts, bound)
         closest = float(corner.min())
         level = max(near_mm, closest) if math.isfinite(closest) else near_mm
         if bound < reach and level + self.edge + _BOUND_SLACK_MM > bound:
             bound = min(level + self.edge + 1.0, reach)
-            corner = self._corners(query, box2, bound)
+            corner = self._corners(pts, bound)
         todo = np.nonzero(corner - self.edge <= level)[0]
-        tri, _, dist = proximity.closest_points(self.grid, query[todo], max_dist=level + self.edge + 1e-6)
+        tri, _, dist = proximity.closest_points(self.grid, pts.points[todo], max_dist=level + self.edge + 1e-6)
         found = tri >= 0
         out[todo[found]] = dist[found]
         return out
 
-    def _corners(self, query: np.ndarray, box2: np.ndarray, bound: float) -> np.ndarray:
-        """Distance (mm) to the nearest corner where below ``bound``, else ``inf``; ``box2``:
-        the points' squared distances to the corners' box."""
-        todo = np.nonzero(box2 <= (bound + _BOUND_SLACK_MM) ** 2)[0]
-        out = np.full(len(query), np.inf)
+    def _corners(self, pts: _Queries, bound: float) -> np.ndarray:
+        """Distance (mm) to the nearest corner where below ``bound``, else ``inf`` (a point
+        the box test leaves out is farther than ``bound`` from every corner)."""
+        todo = pts.near_box(self.lo, self.hi, bound + _BOUND_SLACK_MM)
+        out = np.full(len(pts), np.inf)
         if len(todo):
-            out[todo] = self.tree.query(query[todo], distance_upper_bound=bound)[0]
+            out[todo] = self.tree.query(pts.points[todo], distance_upper_bound=bound)[0]
         return out
 
 
@@ -727,8 +771,17 @@ def _check_contact(ctx: _Context):
     off = ~(dist <= ON_SKIN_MM)
     uv = np.where(np.isfinite(flat.uv), flat.uv, 0.0)
     # a sample off the skin is reported as such; the others are tested cell by cell until
-    # one holds them
+    # one holds them. First each sample in the zone cell of the zone it is labelled in (its
+    # treatable polygon is that cell less the keep-outs: nearly every sample is held there,
+    # and is then asked about no other cell), then the rest in every cell: whichever cell
+    # holds a sample, it is held, so the order only saves tests (the default plan's path
+    # asked 7.4 cells per sample on average, 1.0 now: 0.021 -> 0.008 s)
     outside = ~off
+    for k, name in enumerate(ctx.names):
+        cell = ctx.zones.outlines.get(name)
+        todo = np.nonzero(outside & (ctx.path_label == k))[0] if cell is not None else ()
+        if len(todo):
+            outside[todo[shapely.contains_xy(cell, uv[todo, 0], uv[todo, 1])]] = False
     for cell in ctx.zones.outlines.values():
         todo = np.nonzero(outside)[0]
         if len(todo) == 0:
@@ -881,10 +934,15 @@ def _signed_clearance(face, points: np.ndarray, reach: float) -> np.ndarray:
 
     One unbounded search; ``far`` is what a search bounded by ``reach`` would not find
     (squared distance not below ``reach**2``), settled again by that search where the
-    distance is within rounding of ``reach``.
+    distance is within rounding of ``reach``. The search is the guided one: each query's
+    search is bounded from the start by the answer of the query searched before it (a
+    neighbour in grid order), which only prunes: the answers are exactly
+    :func:`~coverage.proximity.closest_points`' (a transit point is millimetres off the skin,
+    and an unguided search walks every cell between it and the skin before it finds a
+    candidate: 0.051 s instead of 0.027 s for the default plan's 9.5k transit points).
     """
     grid = _transit_grid(face)
-    tri, bary, dist = proximity.closest_points(grid, points)
+    tri, bary, dist = proximity.closest_points_guessed(grid, points)
     far = (tri < 0) | ~(dist < reach)
     unsure = np.nonzero(np.abs(dist - reach) <= 1e-9 * reach)[0]
     if len(unsure):
@@ -895,6 +953,35 @@ def _signed_clearance(face, points: np.ndarray, reach: float) -> np.ndarray:
     side = np.sign(np.einsum("ij,ij->i", points - closest, normal))
     signed = np.where(side < 0, -dist, dist)
     return np.where(far & (signed > 0), np.inf, signed)
+
+
+def _zone_dose(ctx: _Context, dm: DensityMap, index: int) -> dict:
+    """One zone's row of the report: what :meth:`DensityMap.zone_stats` gives for the keys
+    the report reads (area-weighted over the zone's treatable texels), computed as it
+    computes them, with one sort for both percentiles (``weighted_percentile`` sorts once
+    per percentile; zone_stats takes four, two of them for statistics the report drops)."""
+    name, dose = ctx.names[index], ctx.doses[index]
+    target, cap = dose.target_per_cm2, dose.cap_per_cm2
+    row = {"area_cm2": _num(ctx.zones.area_cm2(name)), "target_per_cm2": _num(target), "cap_per_cm2": _num(cap)}
+    sel = dm.grid.label == index
+    weight = dm.grid.area_mm2[sel]
+    nominal = dm.nominal_per_cm2[sel]
+    if weight.sum() <= 0:
+        return {**row, **dict.fromkeys(("mean", "p5", "p95", "max", "in_band_fraction", "over_cap_fraction"))}
+    total = weight.sum()
+    # chart.weighted_percentile's steps, the sort and the running weights shared
+    order = np.argsort(nominal, kind="stable")
+    cum = np.cumsum(weight[order])
+    ranked = nominal[order]
+
+    def pct(q):
+        k = int(np.searchsorted(cum, q / 100.0 * cum[-1], side="left"))
+        return float(ranked[min(k, len(ranked) - 1)])
+
+    return {**row, "mean": _num(float((nominal * weight).sum() / total)), "p5": _num(pct(5)), "p95": _num(pct(95)),
+            "max": _num(float(nominal.max())),
+            "in_band_fraction": _num(float(weight[(nominal >= IN_BAND_LOW * target) & (nominal <= cap)].sum() / total)),
+            "over_cap_fraction": _num(float(weight[nominal > cap].sum() / total))}
 
 
 def _check_off_treatable(ctx: _Context, dm: DensityMap):
@@ -1067,11 +1154,6 @@ def verify(plan, face=None) -> Verification:
         measured["passed"] = not found
         checks[rule] = measured
         violations.extend(found)
-    zones = {}
-    for name in ctx.names:
-        s = dm.zone_stats(name)
-        zones[name] = {key: _num(getattr(s, key)) for key in (
-            "area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p95", "max", "in_band_fraction",
-            "over_cap_fraction")}
+    zones = {name: _zone_dose(ctx, dm, index) for index, name in enumerate(ctx.names)}
     return Verification(not violations, violations, zones, checks, subject.source,
                         time.perf_counter() - start, dm)
