@@ -364,11 +364,26 @@ def test_skin_distances_are_exact_where_they_matter(default_face):
 
 
 def test_the_zone_rows_are_the_density_maps_own_statistics(verdict):
-    """The report's per-zone rows (one sort per zone) are DensityMap.zone_stats' values."""
+    """The report's per-zone rows are DensityMap.zone_stats' values."""
     for name, row in verdict.zones.items():
         stats = verdict.density.zone_stats(name)
         expect = {key: float(getattr(stats, key)) for key in row}
         assert row == {key: (value if np.isfinite(value) else None) for key, value in expect.items()}
+
+
+def test_weighted_percentiles_share_one_sort_and_match_one_by_one():
+    """Worked by hand: values 4, 1, 3, 2 weighing 1, 1, 2, 4 (sorted: 1, 2, 3, 4 with running
+    weights 1, 5, 7, 8 of 8). The 5th percentile (0.4 of 8) is 1, the 50th (4) is 2, the 95th
+    (7.6) is 4; the 62.5th (5, a tie with a running weight) takes the lower value, 2."""
+    from coverage.chart import weighted_percentile, weighted_percentiles
+
+    values, weights = np.array([4.0, 1.0, 3.0, 2.0]), np.array([1.0, 1.0, 2.0, 4.0])
+    assert weighted_percentiles(values, weights, (5, 50, 62.5, 95)) == [1.0, 2.0, 2.0, 4.0]
+    rng = np.random.default_rng(3)
+    v, w = rng.normal(size=500), rng.uniform(0, 2, 500)
+    qs = (0, 5, 50, 95, 100)
+    assert weighted_percentiles(v, w, qs) == [weighted_percentile(v, w, q) for q in qs]
+    assert all(np.isnan(x) for x in weighted_percentiles(v, np.zeros(500), qs))
 
 
 def test_the_slab_box_test_keeps_what_the_full_box_test_keeps():

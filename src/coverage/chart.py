@@ -124,14 +124,23 @@ def distortion(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> dict:
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """The q-th percentile (0..100) of values under non-negative weights (lower value at ties)."""
+    return weighted_percentiles(values, weights, (q,))[0]
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs) -> list:
+    """:func:`weighted_percentile` at each of ``qs``, with one sort of the values."""
     values = np.asarray(values, dtype=np.float64).ravel()
     weights = np.asarray(weights, dtype=np.float64).ravel()
     if values.size == 0 or weights.sum() <= 0:
-        return float("nan")
+        return [float("nan")] * len(qs)
     order = np.argsort(values, kind="stable")
     cum = np.cumsum(weights[order])
-    k = int(np.searchsorted(cum, q / 100.0 * cum[-1], side="left"))
-    return float(values[order][min(k, len(values) - 1)])
+    ranked = values[order]
+    out = []
+    for q in qs:
+        k = int(np.searchsorted(cum, q / 100.0 * cum[-1], side="left"))
+        out.append(float(ranked[min(k, len(values) - 1)]))
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._ext import density as _kernel
-from .chart import weighted_percentile
+from .chart import weighted_percentile, weighted_percentiles
 
 WINDOW_MM2 = 100.0        # 1 cm^2
 DEFAULT_TEXEL_MM = 0.5
@@ -455,22 +455,19 @@ class DensityMap:
             nan = math.nan
             return ZoneStats(name, self.zones.area_cm2(name), target, cap, nan, nan, nan, nan, nan, nan, nan, nan, nan)
         total = weight.sum()
-
-        def pct(x, q):
-            return weighted_percentile(x, weight, q)
-
+        p5, p50, p95 = weighted_percentiles(nominal, weight, (5, 50, 95))    # one sort for the three
         return ZoneStats(
             name=name,
             area_cm2=self.zones.area_cm2(name),
             target_per_cm2=target,
             cap_per_cm2=cap,
             mean=float((nominal * weight).sum() / total),
-            p5=pct(nominal, 5), p50=pct(nominal, 50), p95=pct(nominal, 95),
+            p5=p5, p50=p50, p95=p95,
             max=float(nominal.max()),
             in_band_fraction=float(weight[(nominal >= IN_BAND_LOW * target) & (nominal <= cap)].sum() / total),
             over_cap_fraction=float(weight[nominal > cap].sum() / total),
             distinct_mean=float((distinct * weight).sum() / total),
-            distinct_p5=pct(distinct, 5),
+            distinct_p5=weighted_percentile(distinct, weight, 5),
         )
 
     def stats(self) -> dict:

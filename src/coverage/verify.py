@@ -45,7 +45,7 @@ from scipy.spatial import cKDTree
 
 from . import proximity, regions
 from . import roller as _roller
-from .density import IN_BAND_LOW, DensityMap, density, texel_grid
+from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
 from .plan import Plan
 from .planio import read_plan_files
@@ -955,35 +955,6 @@ def _signed_clearance(face, points: np.ndarray, reach: float) -> np.ndarray:
     return np.where(far & (signed > 0), np.inf, signed)
 
 
-def _zone_dose(ctx: _Context, dm: DensityMap, index: int) -> dict:
-    """One zone's row of the report: what :meth:`DensityMap.zone_stats` gives for the keys
-    the report reads (area-weighted over the zone's treatable texels), computed as it
-    computes them, with one sort for both percentiles (``weighted_percentile`` sorts once
-    per percentile; zone_stats takes four, two of them for statistics the report drops)."""
-    name, dose = ctx.names[index], ctx.doses[index]
-    target, cap = dose.target_per_cm2, dose.cap_per_cm2
-    row = {"area_cm2": _num(ctx.zones.area_cm2(name)), "target_per_cm2": _num(target), "cap_per_cm2": _num(cap)}
-    sel = dm.grid.label == index
-    weight = dm.grid.area_mm2[sel]
-    nominal = dm.nominal_per_cm2[sel]
-    if weight.sum() <= 0:
-        return {**row, **dict.fromkeys(("mean", "p5", "p95", "max", "in_band_fraction", "over_cap_fraction"))}
-    total = weight.sum()
-    # chart.weighted_percentile's steps, the sort and the running weights shared
-    order = np.argsort(nominal, kind="stable")
-    cum = np.cumsum(weight[order])
-    ranked = nominal[order]
-
-    def pct(q):
-        k = int(np.searchsorted(cum, q / 100.0 * cum[-1], side="left"))
-        return float(ranked[min(k, len(ranked) - 1)])
-
-    return {**row, "mean": _num(float((nominal * weight).sum() / total)), "p5": _num(pct(5)), "p95": _num(pct(95)),
-            "max": _num(float(nominal.max())),
-            "in_band_fraction": _num(float(weight[(nominal >= IN_BAND_LOW * target) & (nominal <= cap)].sum() / total)),
-            "over_cap_fraction": _num(float(weight[nominal > cap].sum() / total))}
-
-
 def _check_off_treatable(ctx: _Context, dm: DensityMap):
     """No puncture off treatable skin (the density map's count)."""
     count = dm.punctures_outside_treatable
@@ -1154,6 +1125,11 @@ def verify(plan, face=None) -> Verification:
         measured["passed"] = not found
         checks[rule] = measured
         violations.extend(found)
-    zones = {name: _zone_dose(ctx, dm, index) for index, name in enumerate(ctx.names)}
+    zones = {}
+    for name in ctx.names:
+        s = dm.zone_stats(name)
+        zones[name] = {key: _num(getattr(s, key)) for key in (
+            "area_cm2", "target_per_cm2", "cap_per_cm2", "mean", "p5", "p95", "max", "in_band_fraction",
+            "over_cap_fraction")}
     return Verification(not violations, violations, zones, checks, subject.source,
                         time.perf_counter() - start, dm)
