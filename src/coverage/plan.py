@@ -210,18 +210,26 @@ def _path_frames(face, lifted, across: bool = True):
     """:func:`chart_path_frames` of a chart path already lifted (``face.lift(uv)``)."""
     if not lifted.inside.all():
         raise ValueError("a stroke path leaves the chart")
-    pts, nrm = lifted.points, lifted.normals
-    tangent = np.gradient(pts, axis=0)
-    tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
-    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    pts = lifted.points
+    tangent, chart_across = _tangent_frames(face, lifted, np.gradient(pts, axis=0), across)
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    return lifted, tangent, s, chart_across
+
+
+def _tangent_frames(face, lifted, gradient: np.ndarray, across: bool):
+    """Unit tangents at lifted samples (their points' ``gradient`` less its part along the
+    normal) and the chart vector of one skin millimetre to the left of travel at each (None
+    unless ``across``)."""
+    nrm = lifted.normals
+    tangent = gradient - np.einsum("ij,ij->i", gradient, nrm)[:, None] * nrm
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     if not across:
-        return lifted, tangent, s, None
+        return tangent, None
     left = np.cross(nrm, tangent)
     # the triangles' pseudo-inverses, computed once per face and triangle (equal bit for bit
     # to np.linalg.pinv of the gathered Jacobians)
     pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
-    return lifted, tangent, s, np.einsum("kij,kj->ki", pinv, left)
+    return tangent, np.einsum("kij,kj->ki", pinv, left)
 
 
 def signed_clearance(face, points: np.ndarray, reach=np.inf) -> np.ndarray:
@@ -1018,19 +1026,14 @@ def _run_path_frames(face, paths: list, across: bool = True) -> list:
     if not lifted.inside.all():
         raise ValueError("a stroke path leaves the chart")
     pts, nrm = lifted.points, lifted.normals
-    tangent = _roller.path_gradient(pts, starts)      # np.gradient of each path
-    tangent -= np.einsum("ij,ij->i", tangent, nrm)[:, None] * nrm
-    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    # np.gradient of each path
+    tangent, chart_across = _tangent_frames(face, lifted, _roller.path_gradient(pts, starts), across)
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
-    if across:
-        left = np.cross(nrm, tangent)
-        pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
-        across = np.einsum("kij,kj->ki", pinv, left)
     out = []
     for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
         part = Lifted(pts[a:b].copy(), nrm[a:b].copy(), lifted.tri[a:b].copy(), lifted.bary[a:b].copy())
         s = np.concatenate([[0.0], np.cumsum(seg[a:b - 1])])
-        out.append((part, tangent[a:b].copy(), s, across[a:b].copy() if across is not False else None))
+        out.append((part, tangent[a:b].copy(), s, None if chart_across is None else chart_across[a:b].copy()))
     return out
 
 
