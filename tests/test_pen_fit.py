@@ -89,6 +89,48 @@ def test_stamp_effect_by_hand():
     np.testing.assert_allclose(d, [-10.0, 5.0, 20.0])
 
 
+def test_swap_effects_weigh_a_move_as_removing_then_adding(rng):
+    h, w, m = 17, 23, 50
+    for _ in range(8):
+        effects = _random_effects(rng, h, w, m)
+        d = rng.random(h * w) * 3
+        gone, come = rng.integers(0, m, 30), rng.integers(0, m, 30)
+        got = effects.swap_effects(gone, come, d)
+        # the pair as one stamp of signed counts, weighed by the NumPy twin
+        csc = sparse.csc_array((effects.counts, effects.texels, effects.indptr), shape=(h * w, m))
+        signed = sparse.hstack([csc[:, [c]] - csc[:, [g]] for g, c in zip(gone, come)], format="csc")
+        twin = density_mod.StampEffects(signed, (h, w), effects.per_count, effects.half_u, effects.half_v,
+                                        effects.low, effects.high, effects.area)
+        np.testing.assert_allclose(got, twin.effects_reference(np.arange(len(gone)), 1.0, d), atol=1e-9)
+        # and as the removal then the addition, each applied by the reference
+        for k in range(5):
+            after = effects.apply_reference(come[k], 1.0, effects.apply_reference(gone[k], -1.0, d))
+            lo, hi, area = effects.low, effects.high, effects.area
+            band = lambda x: ((x >= lo) & (x <= hi)).astype(float)
+            assert got[k, 0] == pytest.approx(area @ (band(after) - band(d)), abs=1e-9)
+            assert got[k, 1] == pytest.approx(area @ ((after > hi).astype(float) - (d > hi)), abs=1e-9)
+
+
+def test_swap_effect_by_hand():
+    # a 1 x 3 strip, windows of one texel either side, 10 per cm^2 per puncture, band
+    # [15, 30], areas 1, 2, 4; stamp 0: 2 punctures on texel 0, stamp 1: 1 on texel 2
+    stamps = sparse.csc_array(np.array([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]]))
+    effects = density_mod.StampEffects(stamps, (1, 3), np.full(3, 10.0), np.ones(3, dtype=np.int64),
+                                       np.zeros(3, dtype=np.int64), np.full(3, 15.0), np.full(3, 30.0),
+                                       np.array([1.0, 2.0, 4.0]))
+    d = np.array([10.0, 35.0, 20.0])
+    (g, o, f), (g2, o2, f2) = effects.swap_effects([0, 1], [1, 0], d)
+    # 0 -> 1: texel 0 10 -> -10 (under still; its shortfall grows 5 -> 25: -20/15 of area 1),
+    # texel 1 35 -> 25 (into the band from over: +2, 2 less over), texel 2 20 -> 30 (in band)
+    assert (g, o) == (2.0, -2.0)
+    assert f == pytest.approx(-20.0 / 15.0)
+    # 1 -> 0: texel 0 10 -> 30 (into the band: +1, shortfall 5 filled: +1/3), texel 1 35 -> 45
+    # (over still), texel 2 20 -> 10 (leaves the band: -4, a shortfall of 5 opens: -4/3)
+    assert (g2, o2) == (1.0 - 4.0, 0.0)
+    assert f2 == pytest.approx(1.0 / 3.0 - 4.0 / 3.0)
+    np.testing.assert_array_equal(d, [10.0, 35.0, 20.0])     # weighed, not applied
+
+
 # --- the pieces of the fit -------------------------------------------------------------------
 
 def test_candidates_every_half_millimetre_along_a_path():
@@ -214,6 +256,46 @@ def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
     after = op.density((spread @ mended.astype(float)).reshape(1, n))
     assert (after <= 125.0).all()
     assert (after >= IN_BAND_LOW * 100.0).all()
+
+
+def test_repair_moves_stamps_along_their_paths_without_costing_band_or_cap():
+    # the shift step alone (no add/drop rounds) on random two-zone strips: stamps of 1 to 3
+    # punctures a texel or two wide, four paths of candidates in travel order. Each move
+    # keeps a path's number of fired stamps, goes at most SHIFT_STEPS candidates along it,
+    # never adds skin over the repair's mark and never takes skin out of band overall
+    n, per_path = 60, 40
+    zone_of = np.where(np.arange(n) < 27, 0, 1)
+    grid = _strip_grid(n=n, half=3, zone_of=zone_of)
+    zones = _Zones({"low": (100.0, 125.0), "high": (180.0, 225.0)})
+    target, cap = np.where(zone_of == 0, 100.0, 180.0), np.where(zone_of == 0, 125.0, 225.0)
+    op = pen_fit.WindowedDose(grid)
+    rng = np.random.default_rng(11)
+    gained = 0.0
+    for _ in range(12):
+        m = 4 * per_path
+        groups = np.repeat(np.arange(4), per_path)
+        start = np.sort(rng.uniform(0, n - 2, (4, per_path)), axis=1).ravel().astype(int)
+        rows = np.concatenate([start, start + 1])
+        cols = np.concatenate([np.arange(m), np.arange(m)])
+        vals = np.concatenate([rng.integers(1, 3, m), rng.integers(0, 2, m)]).astype(float)
+        spread = sparse.csc_array((vals, (rows, cols)), shape=(n, m))
+        fire = rng.random(m) < 0.3
+
+        def state(f):
+            d = op.density((spread @ f.astype(float)).reshape(1, n))[0]
+            band = (d >= IN_BAND_LOW * target) & (d <= pen_fit.REPAIR_CAP_RATIO * cap)
+            return band.sum(), (d > pen_fit.REPAIR_CAP_RATIO * cap).sum()
+
+        moved = pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire, rounds=0, groups=groups)
+        np.testing.assert_array_equal(np.bincount(groups[moved], minlength=4), np.bincount(groups[fire], minlength=4))
+        for g in range(4):
+            was, now = np.nonzero(fire & (groups == g))[0], np.nonzero(moved & (groups == g))[0]
+            assert np.abs(np.sort(now) - np.sort(was)).max(initial=0) <= pen_fit.SHIFT_STEPS * len(was)
+        (band0, over0), (band1, over1) = state(fire), state(moved)
+        assert band1 >= band0 and over1 <= over0
+        gained += band1 - band0
+        assert pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire, rounds=0).tolist() == fire.tolist()
+    assert gained > 0          # the step does move stamps
 
 
 # --- the fit's compiled objective against its reference ----------------------------------

@@ -23,7 +23,9 @@ are fitted with the real needles instead:
    crosses ``k + 1/2`` (error diffusion): every stamp sits on a simulated candidate, its
    needles and all, and each stretch of a stroke keeps its fitted dose to half a stamp.
 4. **Repair.** Windows that rounding left outside their band are mended stamp by stamp,
-   each change weighed exactly (:class:`density.StampEffects`).
+   each change weighed exactly (:class:`density.StampEffects`): stamps dropped, added,
+   and last moved a candidate or two along their path, where a millimetre decides which
+   windows a stamp's needles count in.
 
 The plan's cap guard runs on the result as on any stamps.
 """
@@ -425,8 +427,9 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     for _, with_candidates, stamps, kept in found:
         groups.append(stamps.path[kept] + paths_before)
         paths_before += len(with_candidates)
-    fire = round_along(x, np.concatenate(groups) if groups else np.empty(0, np.int64))
-    fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap)
+    groups = np.concatenate(groups) if groups else np.empty(0, np.int64)
+    fire = round_along(x, groups)
+    fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups)
     sets, offset = [], 0
     for (cartridge, with_candidates, stamps, kept), (_, field_, _, _) in zip(found, cartridges):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
@@ -506,10 +509,15 @@ REPAIR_CAP_RATIO = 0.98   # the repair keeps every window this far under its cap
 REPAIR_TRIES = 40     # candidate stamps weighed exactly per patch and round
 REPAIR_TRIES_STALLED = 120  # ... once a round with that many moved nothing: the gradient's first
                            # picks are then the stamps that would lift a window over its cap
+SHIFT_STEPS = 2          # a fired stamp may move this many candidates along its path (1 mm) ...
+SHIFT_TRIES = 30         # ... this many moves weighed exactly per patch and round ...
+SHIFT_ROUNDS = 20        # ... for at most this many rounds ...
+SHIFT_ZONE_BELOW = 0.98  # ... in the zones with less of their skin in band than this
 
 
 def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, fire: np.ndarray,
-           rounds: int = REPAIR_ROUNDS, cap: np.ndarray | None = None) -> np.ndarray:
+           rounds: int = REPAIR_ROUNDS, cap: np.ndarray | None = None,
+           groups: np.ndarray | None = None) -> np.ndarray:
     """Mend, stamp by stamp and exactly, the windows that rounding left outside their band.
 
     Each round takes the worst window of every separate patch of skin over
@@ -519,7 +527,9 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     first, each exactly); then the worst window of every patch under 0.9 x target gets the
     unfired stamp that brings the most skin into band (or fills the most shortfall) without
     lifting any window over its cap. Each patch weighs ``REPAIR_TRIES`` stamps; once a
-    round moves nothing, ``REPAIR_TRIES_STALLED`` before giving up. ``cap``: per texel
+    round moves nothing, ``REPAIR_TRIES_STALLED`` before giving up. Then, given each
+    candidate's path (``groups (m,)``, candidates in travel order), fired stamps move along
+    their paths where that brings skin into band (:func:`_shift`). ``cap``: per texel
     (h, w), instead of each zone's. Returns the new ``fire (m,) bool``.
     """
     fire = fire.copy()
@@ -618,4 +628,66 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
                 n_tries = REPAIR_TRIES_STALLED
                 continue
             break
+    if groups is not None:
+        _shift(grid, zones, groups, fire, d, effects, band_gradient, worst_per_patch, window_columns, low, high, area)
     return fire
+
+
+def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, effects: StampEffects,
+           band_gradient, worst_per_patch, window_columns, low, high, area) -> None:
+    """The repair's last step, in place on ``fire`` and ``d``: move fired stamps along their
+    path to a neighbouring candidate (:data:`SHIFT_STEPS` each way) where that brings skin
+    into band without lifting any window over its mark.
+
+    Rounding puts each stamp wherever the running sum crosses a half; between two zones
+    whose bands do not meet (a cheek's floor, 225 /cm^2, over a periorbital band's cap,
+    187.5) the density must climb within a window's width, and there a millimetre decides
+    which side of a window's edge a stamp's needles fall. Each round, in the zones with
+    less than :data:`SHIFT_ZONE_BELOW` of their skin in band, the worst window of every
+    patch under its floor weighs the moves of the stamps with needles in it, the
+    :data:`SHIFT_TRIES` the band penalty's gradient ranks first each exactly
+    (:meth:`StampEffects.swap_effects`), and takes the one bringing the most skin into band.
+    """
+    m, w = len(fire), grid.shape[1]
+    label = grid.label.ravel()
+    treat = label >= 0
+    lab = np.maximum(label, 0)
+    n_zones = len(zones.names)
+    total = np.bincount(lab[treat], area[treat], minlength=n_zones)
+    steps = np.array([t for t in range(-SHIFT_STEPS, SHIFT_STEPS + 1) if t])
+    for _ in range(SHIFT_ROUNDS):
+        over, under = d > high, treat & (d < low)
+        ok = treat & ~over & ~under
+        weak = np.bincount(lab[ok], area[ok], minlength=n_zones) < SHIFT_ZONE_BELOW * total
+        focus = under & ~over & weak[lab]
+        if not focus.any():
+            break
+        grad = band_gradient(d)
+        moves = 0
+        for k in worst_per_patch(focus, low - d):
+            cols = window_columns(k)
+            fired = cols[fire[cols]]
+            gone = np.repeat(fired, len(steps))
+            come = gone + np.tile(steps, len(fired))
+            keep = (come >= 0) & (come < m)
+            gone, come = gone[keep], come[keep]
+            keep = (groups[come] == groups[gone]) & ~fire[come]
+            gone, come = gone[keep], come[keep]
+            if len(gone) > SHIFT_TRIES:
+                # the gradient's estimate of each move's change to the band penalty, least first
+                first = np.argsort(grad[come] - grad[gone], kind="stable")[:SHIFT_TRIES]
+                gone, come = gone[first], come[first]
+            if not len(gone):
+                continue
+            gained, more_over, filled = effects.swap_effects(gone, come, d).T
+            useful = (more_over <= 0) & ((gained > 0) | ((gained == 0) & (filled > 0)))
+            order = np.lexsort((-filled, -gained))
+            order = order[useful[order]]
+            if len(order):
+                best = int(order[0])
+                fire[gone[best]], fire[come[best]] = False, True
+                effects.apply(gone[best], -1.0, d)
+                effects.apply(come[best], 1.0, d)
+                moves += 1
+        if not moves:
+            break
