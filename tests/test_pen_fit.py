@@ -298,6 +298,55 @@ def test_repair_moves_stamps_along_their_paths_without_costing_band_or_cap():
     assert gained > 0          # the step does move stamps
 
 
+def test_repair_takes_down_a_window_over_by_several_stamps_and_adds_none_to_it():
+    # 1 puncture per candidate, windows of 5 texels (1 puncture = 20 per cm^2), target 100,
+    # cap 125 (the repair's mark 0.98 x 125 = 122.5). One candidate on every texel, all
+    # fired: 100 everywhere. Three more fired on texel 15 lift the windows of texels 13..17
+    # to 160: dropping any one stamp leaves each of them over (140), so no single drop takes
+    # skin off the mark; the repair must still drop down to it (two drops: 120). Texels 3 and 4 lose their
+    # stamps: windows 1..6 fall to 60-80, and the stamps that could fill them (on texels
+    # 3, 4) sit in no window that is over
+    n = 30
+    grid = _strip_grid(n=n)
+    zones = _Zones({"strip": (100.0, 125.0)})
+    spread = sparse.hstack([sparse.identity(n, format="csc") * 1.0,
+                            sparse.csc_array((np.ones(3), ([15, 15, 15], [0, 1, 2])), shape=(n, 3))], format="csc")
+    fire = np.ones(n + 3, dtype=bool)
+    fire[[3, 4]] = False
+    op = pen_fit.WindowedDose(grid)
+    before = op.density((spread @ fire.astype(float)).reshape(1, n))[0]
+    np.testing.assert_allclose(before[13:18], 160.0)
+    mended = pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire)
+    after = op.density((spread @ mended.astype(float)).reshape(1, n))[0]
+    assert after.max() <= pen_fit.REPAIR_CAP_RATIO * 125.0
+    assert after.min() >= IN_BAND_LOW * 100.0
+    # two of the three dropped (6 punctures a window: 120), the two gaps filled
+    assert mended.sum() == n + 3 - 2 and mended[3] and mended[4]
+
+
+def test_repair_adds_no_stamp_to_a_window_over_its_mark():
+    # as above with six stamps stacked on texel 15 (windows 13..17 at 100 + 6 x 20 = 220)
+    # and the gap at texel 12 (windows 10..12 hold 4: 80, under; 13 and 14 hold 4 + 6: 200).
+    # Texel 12's stamp would fill the gap and lift 13 and 14 from 200 to 220: no more skin
+    # over the mark (it is over already), only deeper over it. One round drops one stamp
+    # and must not add it; the full repair ends with every window in band
+    n = 30
+    grid = _strip_grid(n=n)
+    zones = _Zones({"strip": (100.0, 125.0)})
+    spread = sparse.hstack([sparse.identity(n, format="csc") * 1.0,
+                            sparse.csc_array((np.ones(6), ([15] * 6, range(6))), shape=(n, 6))], format="csc")
+    fire = np.ones(n + 6, dtype=bool)
+    fire[12] = False
+    op = pen_fit.WindowedDose(grid)
+    before = op.density((spread @ fire.astype(float)).reshape(1, n))[0]
+    np.testing.assert_allclose(before[10:18], [80, 80, 80, 200, 200, 220, 220, 220])
+    first = pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire, rounds=1)
+    assert not first[12] and first.sum() == fire.sum() - 1
+    mended = pen_fit.repair(grid, zones, np.zeros((1, n)), spread, fire)
+    after = op.density((spread @ mended.astype(float)).reshape(1, n))[0]
+    assert after.max() <= pen_fit.REPAIR_CAP_RATIO * 125.0 and after.min() >= IN_BAND_LOW * 100.0
+
+
 # --- the fit's compiled objective against its reference ----------------------------------
 
 def _random_fit_problem(rng, h, w, m, fmt, counts=True):

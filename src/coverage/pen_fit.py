@@ -563,6 +563,25 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         i, j = divmod(int(k), w)
         return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
 
+    def in_window(cols, k):
+        # each of stamps cols' punctures in texel k's window
+        i, j = divmod(int(k), w)
+        owner, take = _column_entries(effects, cols)
+        t = effects.texels[take]
+        inside = (np.abs(t // w - i) <= grid.half_v[i, j]) & (np.abs(t % w - j) <= grid.half_u[i, j])
+        return np.bincount(owner, effects.counts[take] * inside, minlength=len(cols))
+
+    def raises(mask):
+        # which of stamps cols (-> (k,) bool) put a puncture in the window of a texel of mask
+        if not mask.any():
+            return lambda cols: np.zeros(len(cols), dtype=bool)
+        hit = window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
+
+        def test(cols):
+            owner, take = _column_entries(effects, cols)
+            return np.bincount(owner, hit[effects.texels[take]], minlength=len(cols)) > 0
+        return test
+
     def worst_per_patch(mask, badness):
         # the patches are labelled on the box around the mask only (labels go in scan
         # order there as on the whole grid)
@@ -602,14 +621,22 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             # higher zone's rim needs
             order = np.lexsort((more_over, -gained))
             order = order[more_over[order] < 0]
+            if not len(order):
+                # over by more than any one stamp takes off: the stamp with the most needles in
+                # the window (then keeping the most skin in band)
+                inside = in_window(tries, k)
+                order = np.lexsort((-gained, -inside))[:1]
+                order = order[inside[order] > 0]
             if len(order):
                 best = int(order[0])
                 fire[tries[best]] = False
                 effects.apply(tries[best], -1.0, d)
                 moves += 1
+        deepens = raises(over)
         for k in worst_per_patch(under & ~over, low - d):
             cols = window_columns(k)
             cols = cols[~fire[cols] & ~blocked[cols]]
+            cols = cols[~deepens(cols)]    # no stamp adds to a window over its mark
             if not len(cols):
                 continue
             tries = cols[np.argsort(grad[cols])][:n_tries]
@@ -629,12 +656,20 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
                 continue
             break
     if groups is not None:
-        _shift(grid, zones, groups, fire, d, effects, band_gradient, worst_per_patch, window_columns, low, high, area)
+        _shift(grid, zones, groups, fire, d, effects, band_gradient, worst_per_patch, window_columns, raises, low, high,
+               area)
     return fire
 
 
+def _column_entries(effects: StampEffects, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries (texels, counts) of stamps ``cols``: ``(position in cols, entry index)``."""
+    lens = effects.indptr[cols + 1] - effects.indptr[cols]
+    take = np.repeat(effects.indptr[cols] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+    return np.repeat(np.arange(len(cols)), lens), take
+
+
 def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, effects: StampEffects,
-           band_gradient, worst_per_patch, window_columns, low, high, area) -> None:
+           band_gradient, worst_per_patch, window_columns, raises, low, high, area) -> None:
     """The repair's last step, in place on ``fire`` and ``d``: move fired stamps along their
     path to a neighbouring candidate (:data:`SHIFT_STEPS` each way) where that brings skin
     into band without lifting any window over its mark.
@@ -663,6 +698,7 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
         if not focus.any():
             break
         grad = band_gradient(d)
+        deepens = raises(over)
         moves = 0
         for k in worst_per_patch(focus, low - d):
             cols = window_columns(k)
@@ -672,6 +708,8 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
             keep = (come >= 0) & (come < m)
             gone, come = gone[keep], come[keep]
             keep = (groups[come] == groups[gone]) & ~fire[come]
+            gone, come = gone[keep], come[keep]
+            keep = ~deepens(come)
             gone, come = gone[keep], come[keep]
             if len(gone) > SHIFT_TRIES:
                 # the gradient's estimate of each move's change to the band penalty, least first
