@@ -473,29 +473,8 @@ def merge_channels(const double[:, ::1] points, double radius, int64_t[::1] out_
 # window sums (_window_sums' table and corners), the shortfall's pieces, its gradient
 # pulled back through the window spread (_window_spread's corners and running sums) and
 # A^T (each stamp's texels in the order A's columns hold them). The work is bound by
-# memory traffic and branches, so it is fused into few passes over narrow arrays: 32-bit
-# indices and window half-sizes, A's values as float32 when that holds them exactly
-# (needle counts).
-#
-# The passes run on a team of OpenMP threads (team_size), every output value computed by
-# one thread with the serial loop's additions in the serial loop's order, so the results
-# are the same bit for bit on any number of threads (and without OpenMP):
-#   A. A x scattered into texel bands (fit_bands: A's entries grouped by the band of rows
-#      their texel lies in, in column order within a band: each texel's terms in the
-#      column scatter's order), a thread per group of bands; then each of its rows'
-#      running sums (base + A x) into the summed-area table;
-#   B. the table's sums down the columns (columns split over the threads);
-#   C. the density, shortfall and gradient per texel, the texels split at multiples of
-#      EINSUM_BUFFER (each run's sums of squares on one thread, the runs' sums added in
-#      order after); each texel adds its gradient to its window's corners (a 2D
-#      difference array) directly in the corner rows no other thread's texels reach, and
-#      then those rows' running sums; rows two threads reach ("shared", near the seams)
-#   D. are filled by one thread replaying, in texel order, the texels that reach them;
-#   E. the running sums down the columns fill the windows in (columns split);
-#   F. A^T, each stamp's texels (stamps split).
-
-from cython.parallel cimport parallel, prange
-from _threads cimport OPENMP_BUILD, barrier, team_size
+# memory traffic, so it is fused into few passes over narrow arrays: 32-bit indices and
+# window half-sizes, A's values as float32 when that holds them exactly (needle counts).
 
 ctypedef fused stored_t:
     float
@@ -504,46 +483,6 @@ ctypedef fused stored_t:
 # the iterator buffer numpy.einsum sums through (numpy's default buffer size)
 cdef enum:
     EINSUM_BUFFER = 8192
-
-# the fewest texels worth a team of threads in the fit's passes; the bands of texel rows
-# A's entries are grouped in (fit_bands)
-cdef enum:
-    MIN_PARALLEL_TEXELS = 4096
-    FIT_BANDS = 64
-
-
-FIT_BANDS_COUNT = FIT_BANDS
-
-
-def _env_threads():
-    import os
-    try:
-        return max(int(os.environ.get("COVERAGE_THREADS", "0") or 0), 0)
-    except ValueError:
-        return 0
-
-
-cdef int _forced_threads = _env_threads()
-
-#: True when this module was compiled with OpenMP
-openmp = bool(OPENMP_BUILD)
-
-
-def set_threads(int n):
-    """Threads for this module's threaded kernels: n > 0 forces n, 0 follows OpenMP
-    (OMP_NUM_THREADS, else the machine's cores). Results do not depend on it."""
-    global _forced_threads
-    _forced_threads = n if n > 0 else 0
-
-
-def get_threads():
-    """The forced thread count (set_threads; COVERAGE_THREADS at import), 0 if none."""
-    return _forced_threads
-
-
-def max_threads():
-    """The team a large call would get now (1 without OpenMP)."""
-    return team_size(_forced_threads, 1, 0)
 
 
 cdef inline double _band(double d, double low, double high, double scale, double over_weight, double per_count,
@@ -557,436 +496,82 @@ cdef inline double _band(double d, double low, double high, double scale, double
     return ((2.0 * scale) * (over_weight * over[0] - under[0])) * per_count
 
 
-cdef inline Py_ssize_t _part(Py_ssize_t n, Py_ssize_t t, Py_ssize_t nt) noexcept nogil:
-    # the start of part t of nt equal parts of range(n)
-    return (n * t) // nt
-
-
-cdef inline Py_ssize_t _run_start(Py_ssize_t t, Py_ssize_t nt, Py_ssize_t n) noexcept nogil:
-    # thread t's first texel in the passes over texels: EINSUM_BUFFER runs split evenly
-    cdef Py_ssize_t p = _part((n + EINSUM_BUFFER - 1) // EINSUM_BUFFER, t, nt) * EINSUM_BUFFER
-    return p if p < n else n
-
-
-cdef void _scatter_bands(const int64_t* band_ptr, const int32_t* seg_stamp, const int64_t* seg_ptr,
-                         const int32_t* e_texel, const stored_t* e_data, const double* x, const double* base,
-                         Py_ssize_t h, Py_ssize_t w, Py_ssize_t b_lo, Py_ssize_t b_hi, double* ax,
-                         double* sat) noexcept nogil:
-    # pass A for bands [b_lo, b_hi) (texel rows [_part(h, b_lo, FIT_BANDS), ...)): A x into
-    # ax (zeroed first) as the column scatter adds it, then each row's running sums of
-    # base + A x into sat's row i + 1 (after a zero in column 0)
-    cdef Py_ssize_t i, j, t, k, g, s = w + 1
-    cdef Py_ssize_t r0 = _part(h, b_lo, FIT_BANDS), r1 = _part(h, b_hi, FIT_BANDS)
-    cdef double row0, row1, xs
-    for t in range(r0 * w, r1 * w):
-        ax[t] = 0.0
-    for g in range(band_ptr[b_lo], band_ptr[b_hi]):
-        xs = x[seg_stamp[g]]
-        for k in range(seg_ptr[g], seg_ptr[g + 1]):
-            ax[e_texel[k]] += <double>e_data[k] * xs
-    # two rows at a time: their chains of additions interleaved
-    i = r0
-    while i + 1 < r1:
-        sat[(i + 1) * s] = 0.0
-        sat[(i + 2) * s] = 0.0
-        row0 = 0.0
-        row1 = 0.0
-        for j in range(w):
-            row0 += base[i * w + j] + ax[i * w + j]
-            row1 += base[(i + 1) * w + j] + ax[(i + 1) * w + j]
-            sat[(i + 1) * s + j + 1] = row0
-            sat[(i + 2) * s + j + 1] = row1
-        i += 2
-    if i < r1:
-        sat[(i + 1) * s] = 0.0
-        row0 = 0.0
-        for j in range(w):
-            row0 += base[i * w + j] + ax[i * w + j]
-            sat[(i + 1) * s + j + 1] = row0
-
-
-cdef void _texel_reach(const int32_t* hv, const uint8_t* mask, Py_ssize_t p0, Py_ssize_t p1,
-                       int64_t* reach) noexcept nogil:
-    # the largest |half_v| of a treated texel in [p0, p1) (a branch-free loop)
-    cdef Py_ssize_t p
-    cdef int32_t far = 0, r
-    for p in range(p0, p1):
-        r = hv[p] if hv[p] >= 0 else -hv[p]
-        r = r if mask[p] != 0 else 0
-        far = r if r > far else far
-    reach[0] = far
-
-
-cdef inline void _running_rows(double* a, Py_ssize_t s, Py_ssize_t w, Py_ssize_t r_lo, Py_ssize_t r_hi,
-                               const uint8_t* only) noexcept nogil:
-    # each row r in [r_lo, r_hi) (only[r] set, if only is given) of a (row stride s), columns
-    # [0, w), replaced by its running sums, two rows at a time (their chains interleaved)
-    cdef Py_ssize_t i = r_lo, i2, j
-    cdef double row0, row1
-    while i < r_hi:
-        if only != NULL and not only[i]:
-            i += 1
-            continue
-        i2 = i + 1
-        while i2 < r_hi and only != NULL and not only[i2]:
-            i2 += 1
-        if i2 < r_hi:
-            row0 = 0.0
-            row1 = 0.0
-            for j in range(w):
-                row0 += a[i * s + j]
-                row1 += a[i2 * s + j]
-                a[i * s + j] = row0
-                a[i2 * s + j] = row1
-            i = i2 + 1
-        else:
-            row0 = 0.0
-            for j in range(w):
-                row0 += a[i * s + j]
-                a[i * s + j] = row0
-            i = r_hi
-
-
-cdef void _down_columns(double* a, Py_ssize_t rows, Py_ssize_t s, Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
-    # a[i, j] = a[i - 1, j] + a[i, j] for rows 1 .. rows - 1 in order, columns [j_lo, j_hi)
-    # (row stride s): _summed_area's sums down the columns
-    cdef Py_ssize_t i, j
-    for i in range(1, rows):
-        for j in range(j_lo, j_hi):
-            a[i * s + j] = a[(i - 1) * s + j] + a[i * s + j]
-
-
-cdef void _plan_seams(const int64_t* reach, Py_ssize_t nreach, Py_ssize_t nt, Py_ssize_t h, Py_ssize_t w,
-                      Py_ssize_t n, int64_t* own, uint8_t* shared, uint8_t* replay) noexcept nogil:
-    # Which corner rows (0..h) each thread of pass C writes alone: own[2t], own[2t + 1] (its
-    # rows [own[2t], own[2t + 1]), maybe empty); shared[r]: corner row r is reached by the
-    # texels of two threads or more; replay[i]: a window of a treated texel of row i can
-    # have a corner in a shared row (its texels are replayed in pass D).
-    cdef Py_ssize_t t, s, r, i, p0, p1, a, b
-    cdef int64_t far = 0
-    cdef int64_t* lo = own          # each thread's reach [lo, hi], then its own rows
-    for t in range(nreach):
-        if reach[t] > far:
-            far = reach[t]
-    for t in range(nt):
-        p0 = _run_start(t, nt, n)
-        p1 = _run_start(t + 1, nt, n)
-        if p1 <= p0:
-            lo[2 * t] = 0
-            lo[2 * t + 1] = -1
-            continue
-        a = p0 // w - far
-        b = (p1 - 1) // w + far + 1
-        lo[2 * t] = a if a > 0 else 0
-        lo[2 * t + 1] = b if b < h else h
-    for r in range(h + 1):
-        shared[r] = 0
-    # a row two threads' reaches hold is shared
-    for t in range(nt):
-        for s in range(t + 1, nt):
-            a = lo[2 * t] if lo[2 * t] > lo[2 * s] else lo[2 * s]
-            b = lo[2 * t + 1] if lo[2 * t + 1] < lo[2 * s + 1] else lo[2 * s + 1]
-            for r in range(a, b + 1):
-                shared[r] = 1
-    # a thread's own rows: its reach without the shared rows (one interval: the reaches are
-    # intervals in thread order, the shared rows those at its ends)
-    for t in range(nt):
-        a = lo[2 * t]
-        b = lo[2 * t + 1]
-        while a <= b and shared[a]:
-            a += 1
-        while b >= a and shared[b]:
-            b -= 1
-        own[2 * t] = a
-        own[2 * t + 1] = b + 1
-    for i in range(h):
-        replay[i] = 0
-        a = i - far if i - far > 0 else 0
-        b = i + far + 1 if i + far + 1 < h else h
-        for r in range(a, b + 1):
-            if shared[r]:
-                replay[i] = 1
-                break
-
-
-cdef void _band_spread(const double* sat, const double* density, const int32_t* hu, const int32_t* hv,
-                       const uint8_t* mask, const double* pc, const double* low, const double* high,
-                       const double* scale, double over_weight, Py_ssize_t h, Py_ssize_t w, Py_ssize_t p0,
-                       Py_ssize_t p1, Py_ssize_t r_lo, Py_ssize_t r_hi, const uint8_t* replay,
-                       double* corners, double* v_out, double* run_sums) noexcept nogil:
-    # Pass C over texels [p0, p1) (p0 a multiple of EINSUM_BUFFER): the density (from the
-    # summed-area table sat, or given: density), the shortfall's sums of squares per run of
-    # EINSUM_BUFFER texels (run_sums[2r], [2r + 1] for the run starting at texel r x
-    # EINSUM_BUFFER; objective only) and its gradient v, added to the corners of the
-    # texel's window that lie in this thread's own corner rows [r_lo, r_hi) (cleared
-    # first); v kept in v_out for the texels of the rows pass D replays (0 if nothing is
-    # spread); then the running sums along the own rows (< h), in place.
-    cdef Py_ssize_t p, i = p0 // w, j = p0 - (p0 // w) * w, s = w + 1, q
-    cdef int64_t i0 = 0, i1 = 0, j0 = 0, j1 = 0
-    cdef double d, u, o, v, acc_u = 0.0, acc_o = 0.0, row
-    cdef bint spreads
-    for q in range(r_lo * s, r_hi * s):
-        corners[q] = 0.0
-    for p in range(p0, p1):
-        if density == NULL:
-            if mask[p]:
-                _window(i, j, hu[p], hv[p], h, w, &i0, &i1, &j0, &j1)
-                d = pc[p] * (sat[i1 * s + j1] - sat[i0 * s + j1] - sat[i1 * s + j0] + sat[i0 * s + j0])
-            else:
-                d = pc[p] * 0.0
-            v = _band(d, low[p], high[p], scale[p], over_weight, pc[p], &u, &o)
-            acc_u = acc_u + (scale[p] * u) * u
-            acc_o = acc_o + (scale[p] * o) * o
-            if (p + 1) % EINSUM_BUFFER == 0 or p + 1 == p1:
-                run_sums[2 * (p // EINSUM_BUFFER)] = acc_u
-                run_sums[2 * (p // EINSUM_BUFFER) + 1] = acc_o
-                acc_u = 0.0
-                acc_o = 0.0
-            spreads = mask[p] and not (v == 0.0)
-        elif mask[p]:
-            v = _band(density[p], low[p], high[p], scale[p], over_weight, pc[p], &u, &o)
-            spreads = not (v == 0.0)
-            if spreads:
-                _window(i, j, hu[p], hv[p], h, w, &i0, &i1, &j0, &j1)
-        else:
-            spreads = False
-        if replay[i]:
-            v_out[p] = v if spreads else 0.0
-        if spreads:
-            if i0 >= r_lo and i0 < r_hi:
-                corners[i0 * s + j0] += v
-                corners[i0 * s + j1] -= v
-            if i1 >= r_lo and i1 < r_hi:
-                corners[i1 * s + j0] -= v
-                corners[i1 * s + j1] += v
-        j += 1
-        if j == w:
-            j = 0
-            i += 1
-    _running_rows(corners, s, w, r_lo, r_hi if r_hi < h else h, NULL)
-
-
-cdef void _replay_seams(const double* v, const int32_t* hu, const int32_t* hv, Py_ssize_t h, Py_ssize_t w,
-                        const uint8_t* shared, const uint8_t* replay, double* corners) noexcept nogil:
-    # Pass D: the shared corner rows, cleared, then every texel of a replayed row adds its v
-    # (kept by pass C) to its window's corners in them, in texel order; then their running
-    # sums along the rows (< h), in place
-    cdef Py_ssize_t i, j, p, s = w + 1, q
-    cdef int64_t i0, i1, j0, j1
-    cdef double x, row
-    for i in range(h + 1):
-        if shared[i]:
-            for q in range(i * s, (i + 1) * s):
-                corners[q] = 0.0
-    for i in range(h):
-        if not replay[i]:
-            continue
-        for j in range(w):
-            p = i * w + j
-            x = v[p]
-            if x == 0.0:
-                continue
-            _window(i, j, hu[p], hv[p], h, w, &i0, &i1, &j0, &j1)
-            if shared[i0]:
-                corners[i0 * s + j0] += x
-                corners[i0 * s + j1] -= x
-            if shared[i1]:
-                corners[i1 * s + j0] -= x
-                corners[i1 * s + j1] += x
-    _running_rows(corners, s, w, 0, h, shared)
-
-
-cdef void _fill_columns(const double* rows, Py_ssize_t h, Py_ssize_t w, double* out, Py_ssize_t j_lo,
-                        Py_ssize_t j_hi) noexcept nogil:
-    # Pass E: out[i, j] = rows[i, j] + (out[i - 1, j] if i > 0 else 0) for columns
-    # [j_lo, j_hi), rows (stride w + 1) holding the running sums along each row:
-    # _fill_windows' sums
-    cdef Py_ssize_t i, j
-    for j in range(j_lo, j_hi):
-        out[j] = rows[j] + 0.0
-    for i in range(1, h):
-        for j in range(j_lo, j_hi):
-            out[i * w + j] = rows[i * (w + 1) + j] + out[(i - 1) * w + j]
-
-
-cdef void _transposed_rows(const int32_t* cp, const int32_t* ci, const stored_t* cd, const double* spread,
-                           Py_ssize_t r_lo, Py_ssize_t r_hi, double* grad) noexcept nogil:
-    # Pass F: grad[r_lo:r_hi] = A^T spread, each stamp's texels in the order A's columns
-    # hold them
+cdef inline void _transposed_product(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices,
+                                     const stored_t[::1] cols_data, const double[:, ::1] spread,
+                                     Py_ssize_t h, Py_ssize_t w, double[::1] grad) noexcept nogil:
+    # grad = A^T spread: each stamp's texels, in the order A's columns hold them
     cdef Py_ssize_t r, k
     cdef double s
-    for r in range(r_lo, r_hi):
-        s = 0.0
-        for k in range(cp[r], cp[r + 1]):
-            s = s + <double>cd[k] * spread[ci[k]]
-        grad[r] = s
-
-
-def fit_bands(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, Py_ssize_t h, Py_ssize_t w,
-              int64_t[::1] band_ptr, int32_t[::1] seg_stamp, int64_t[::1] seg_ptr, int32_t[::1] e_texel,
-              int64_t[::1] order):
-    """A (texels h x w by stamps, given by columns: cols_indptr, cols_indices) grouped for
-    fit_objective's pass A: FIT_BANDS bands of texel rows (band b: rows
-    [h b // FIT_BANDS, h (b + 1) // FIT_BANDS)), band b holding segments
-    band_ptr[b]:band_ptr[b + 1], segment g the entries seg_ptr[g]:seg_ptr[g + 1] of
-    column seg_stamp[g] in the band (e_texel: the texel; order: the entry's place in the
-    columns' arrays, the values being cols_data[order]), in the order the column scatter
-    meets them (column by column, each column's entries in order); each segment ends where
-    the next begins (seg_ptr[nseg] = the entries). Returns nseg, the segments (seg_stamp
-    and seg_ptr need room for nnz and nnz + 1)."""
-    cdef Py_ssize_t r, k, t, b, g, m = cols_indptr.shape[0] - 1, nseg = 0, n = 0
-    cdef int64_t* count = <int64_t*>malloc((FIT_BANDS + 1) * sizeof(int64_t))
-    cdef int64_t* last = <int64_t*>malloc(FIT_BANDS * sizeof(int64_t))
-    cdef int64_t* fill = <int64_t*>malloc(FIT_BANDS * sizeof(int64_t))
-    if count == NULL or last == NULL or fill == NULL:
-        free(count)
-        free(last)
-        free(fill)
-        raise MemoryError("fit_bands: out of memory")
-    with nogil:
-        # segments per band (a column's entries in one band, consecutive in column order,
-        # are one segment), entries per band
-        for b in range(FIT_BANDS + 1):
-            band_ptr[b] = 0
-            count[b] = 0
-        for b in range(FIT_BANDS):
-            last[b] = -1
-        for r in range(m):
+    cdef const double* out
+    if h > 0 and w > 0:
+        out = &spread[0, 0]
+        for r in range(grad.shape[0]):
+            s = 0.0
             for k in range(cols_indptr[r], cols_indptr[r + 1]):
-                b = _texel_band(cols_indices[k], h, w)
-                count[b + 1] += 1
-                if last[b] != r:
-                    last[b] = r
-                    band_ptr[b + 1] += 1
-        for b in range(FIT_BANDS):
-            band_ptr[b + 1] += band_ptr[b]
-            count[b + 1] += count[b]
-        nseg = band_ptr[FIT_BANDS]
-        # fill: segments of band b from band_ptr[b], entries from count[b]
-        for b in range(FIT_BANDS):
-            last[b] = -1
-            fill[b] = band_ptr[b]
-        for r in range(m):
-            for k in range(cols_indptr[r], cols_indptr[r + 1]):
-                b = _texel_band(cols_indices[k], h, w)
-                if last[b] != r:
-                    last[b] = r
-                    g = fill[b]
-                    fill[b] += 1
-                    seg_stamp[g] = <int32_t>r
-                    seg_ptr[g] = count[b]
-                e_texel[count[b]] = cols_indices[k]
-                order[count[b]] = k
-                count[b] += 1
-        # each segment ends where the next of its band starts, a band's last where the band's
-        # entries end (count[b], now the band's end)
-        seg_ptr[nseg] = count[FIT_BANDS - 1]
-    free(count)
-    free(last)
-    free(fill)
-    return nseg
-
-
-cdef inline Py_ssize_t _texel_band(Py_ssize_t texel, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
-    # the band (fit_bands) of texel row texel // w: the b with h b // FIT_BANDS <= row
-    cdef Py_ssize_t row = texel // w, b = (row * FIT_BANDS) // h if h > 0 else 0
-    while b > 0 and _part(h, b, FIT_BANDS) > row:
-        b -= 1
-    while b + 1 < FIT_BANDS and _part(h, b + 1, FIT_BANDS) <= row:
-        b += 1
-    return b
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+            grad[r] = s
+    else:
+        for r in range(grad.shape[0]):
+            grad[r] = 0.0
 
 
 def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
-                  const int64_t[::1] band_ptr, const int32_t[::1] seg_stamp, const int64_t[::1] seg_ptr,
-                  const int32_t[::1] e_texel, const stored_t[::1] e_data, int64_t reach, const double[::1] x, const double[:, ::1] base,
-                  const int32_t[:, ::1] half_u, const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
-                  const double[:, ::1] per_count, const double[:, ::1] low, const double[:, ::1] high,
-                  const double[:, ::1] scale, double over_weight, double[:, ::1] sat, double[:, ::1] corners,
-                  double[:, ::1] spread, double[::1] grad):
+                  const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
+                  const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
+                  const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
+                  double over_weight, double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread,
+                  double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
     over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
-    per_count). A is given by stamp columns (CSC as the fit holds it) and grouped by texel
-    bands (fit_bands: e_data = cols_data[order]): A x adds each texel's stamps column by
-    column as scipy's CSC product does. reach: at least the largest |half_v| of a texel in
-    mask (where the threads' windows can meet). Returns (sum scale under under, sum scale over
-    over), each summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within
-    runs of EINSUM_BUFFER texels, the runs' sums added up in order. On a team of threads
-    (see above), with the same results on any number of threads."""
-    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], n = base.shape[0] * base.shape[1]
-    cdef Py_ssize_t m = grad.shape[0], k, t, nruns
-    cdef int nt
-    cdef double sum_u = 0.0, sum_o = 0.0
-    if h == 0 or w == 0:
-        sat[...] = 0.0
-        corners[...] = 0.0
-        grad[...] = 0.0
-        return sum_u, sum_o
-    nt = team_size(_forced_threads, n, MIN_PARALLEL_TEXELS)
-    nruns = (n + EINSUM_BUFFER - 1) // EINSUM_BUFFER
-    cdef double* run_sums = <double*>malloc(2 * nruns * sizeof(double))
-    cdef int64_t* own = <int64_t*>malloc(2 * nt * sizeof(int64_t))
-    cdef uint8_t* seams = <uint8_t*>malloc(2 * h + 1)
-    if run_sums == NULL or own == NULL or seams == NULL:
-        free(run_sums)
-        free(own)
-        free(seams)
-        raise MemoryError("fit_objective: out of memory")
-    cdef const int32_t* cp = &cols_indptr[0]
-    cdef const int32_t* ci = &cols_indices[0] if cols_indices.shape[0] else NULL
-    cdef const stored_t* cd = &cols_data[0] if cols_data.shape[0] else NULL
-    cdef const int32_t* et = &e_texel[0] if e_texel.shape[0] else NULL
-    cdef const int32_t* ss = &seg_stamp[0] if seg_stamp.shape[0] else NULL
-    cdef const stored_t* ed = &e_data[0] if e_data.shape[0] else NULL
-    cdef const double* xp = &x[0] if x.shape[0] else NULL
-    cdef const int32_t* hu = &half_u[0, 0]
-    cdef const int32_t* hv = &half_v[0, 0]
-    cdef const uint8_t* mk = &mask[0, 0]
-    cdef double* st = &sat[0, 0]
-    cdef double* cn = &corners[0, 0]
-    cdef double* sp = &spread[0, 0]
-    cdef double* g = &grad[0] if m else NULL
+    per_count). A is given by stamp columns (CSC as the fit holds it): A x adds each stamp's
+    punctures column by column as scipy's CSC product does. Returns (sum scale under under, sum scale over over), each
+    summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
+    EINSUM_BUFFER texels, the runs' sums added up in order."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
+    cdef int64_t i0, i1, j0, j1
+    cdef double s, d, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    cdef double* ax
     with nogil:
-        for k in range(w + 1):
-            st[k] = 0.0
-        with parallel(num_threads=nt):
-            # A. counts = base + A x, each row's running sums
-            for t in prange(nt, schedule="static"):
-                _scatter_bands(&band_ptr[0], ss, &seg_ptr[0], et, ed, xp, &base[0, 0], h, w, _part(FIT_BANDS, t, nt),
-                               _part(FIT_BANDS, t + 1, nt), sp, st)
-            barrier()
-            # B. the summed-area table's sums down the columns; the seams between the
-            # threads' corner rows in pass C
-            for t in prange(nt, schedule="static"):
-                _down_columns(st, h + 1, w + 1, 1 + _part(w, t, nt), 1 + _part(w, t + 1, nt))
-                if t == 0:
-                    _plan_seams(&reach, 1, nt, h, w, n, own, seams, seams + h + 1)
-            barrier()
-            # C. the density, the shortfall's sums and its gradient, spread over the
-            # windows' corners in each thread's own rows
-            for t in prange(nt, schedule="static"):
-                _band_spread(st, NULL, hu, hv, mk, &per_count[0, 0], &low[0, 0], &high[0, 0], &scale[0, 0],
-                             over_weight, h, w, _run_start(t, nt, n), _run_start(t + 1, nt, n), own[2 * t],
-                             own[2 * t + 1], seams + h + 1, cn, sp, run_sums)
-            barrier()
-            # D. the shared rows
-            for t in prange(nt, schedule="static"):
-                if t == 0 and nt > 1:
-                    _replay_seams(sp, hu, hv, h, w, seams, seams + h + 1, cn)
-            barrier()
-            # E. the windows filled in
-            for t in prange(nt, schedule="static"):
-                _fill_columns(cn, h, w, sp, _part(w, t, nt), _part(w, t + 1, nt))
-            barrier()
-            # F. A^T: each stamp's texels
-            for t in prange(nt, schedule="static"):
-                _transposed_rows(cp, ci, cd, sp, _part(m, t, nt), _part(m, t + 1, nt), g)
-        for k in range(nruns):
-            sum_u = sum_u + run_sums[2 * k]
-            sum_o = sum_o + run_sums[2 * k + 1]
-    free(run_sums)
-    free(own)
-    free(seams)
+        # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
+        # straight into the summed-area table
+        if h > 0 and w > 0:
+            ax = &spread[0, 0]
+            for k in range(h * w):
+                ax[k] = 0.0
+            for r in range(x.shape[0]):
+                s = x[r]
+                for k in range(cols_indptr[r], cols_indptr[r + 1]):
+                    ax[cols_indices[k]] += <double>cols_data[k] * s
+        _summed_area(base, spread, True, h, w, sat)
+        # 2. the density, the shortfall and its gradient, spread over each window's corners
+        _clear_corners(corners, h, w)
+        for i in range(h):
+            for j in range(w):
+                if mask[i, j]:
+                    _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                    d = per_count[i, j] * _window_total(sat, i0, i1, j0, j1)
+                else:
+                    d = per_count[i, j] * 0.0
+                v = _band(d, low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
+                acc_u = acc_u + (scale[i, j] * u) * u
+                acc_o = acc_o + (scale[i, j] * o) * o
+                run = run + 1
+                if run == EINSUM_BUFFER:
+                    sum_u = sum_u + acc_u
+                    sum_o = sum_o + acc_o
+                    acc_u = 0.0
+                    acc_o = 0.0
+                    run = 0
+                if not mask[i, j] or v == 0.0:
+                    continue
+                _add_window(corners, i0, i1, j0, j1, v)
+        if run:
+            sum_u = sum_u + acc_u
+            sum_o = sum_o + acc_o
+        # 3. the running sums fill the windows in: the spread gradient per texel
+        _fill_windows(corners, h, w, spread)
+        # 4. A^T: each stamp's texels
+        _transposed_product(cols_indptr, cols_indices, cols_data, spread, h, w, grad)
     return sum_u, sum_o
 
 
@@ -1016,59 +601,21 @@ def band_gradient(const double[:, ::1] density, const int32_t[:, ::1] half_u, co
                   const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const double[::1] cols_data,
                   double[:, ::1] corners, double[:, ::1] spread, double[::1] grad):
     """The gradient of the band penalty at a given density, as the fit's objective pulls it
-    back (fit_objective, passes C to F, without the sums): grad = A^T window_spread((2 scale
-    (over_weight max(d - high, 0) - max(low - d, 0))) per_count). On a team of threads as
-    fit_objective, with the same results on any number of threads."""
-    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], n = density.shape[0] * density.shape[1]
-    cdef Py_ssize_t m = grad.shape[0], t
-    cdef int nt
-    if h == 0 or w == 0:
-        corners[...] = 0.0
-        grad[...] = 0.0
-        return
-    nt = team_size(_forced_threads, n, MIN_PARALLEL_TEXELS)
-    cdef int64_t* reach = <int64_t*>malloc(nt * sizeof(int64_t))
-    cdef int64_t* own = <int64_t*>malloc(2 * nt * sizeof(int64_t))
-    cdef uint8_t* seams = <uint8_t*>malloc(2 * h + 1)
-    if reach == NULL or own == NULL or seams == NULL:
-        free(reach)
-        free(own)
-        free(seams)
-        raise MemoryError("band_gradient: out of memory")
-    cdef const int32_t* cp = &cols_indptr[0]
-    cdef const int32_t* ci = &cols_indices[0] if cols_indices.shape[0] else NULL
-    cdef const double* cd = &cols_data[0] if cols_data.shape[0] else NULL
-    cdef const int32_t* hu = &half_u[0, 0]
-    cdef const int32_t* hv = &half_v[0, 0]
-    cdef const uint8_t* mk = &mask[0, 0]
-    cdef double* cn = &corners[0, 0]
-    cdef double* sp = &spread[0, 0]
-    cdef double* g = &grad[0] if m else NULL
-    with nogil, parallel(num_threads=nt):
-        # the windows' reach, the seams between the threads' corner rows
-        for t in prange(nt, schedule="static"):
-            _texel_reach(hv, mk, _part(n, t, nt), _part(n, t + 1, nt), reach + t)
-        barrier()
-        for t in prange(nt, schedule="static"):
-            if t == 0:
-                _plan_seams(reach, nt, nt, h, w, n, own, seams, seams + h + 1)
-        barrier()
-        # the gradient per texel spread over its window's corners (C, D), the windows
-        # filled in (E), A^T (F)
-        for t in prange(nt, schedule="static"):
-            _band_spread(NULL, &density[0, 0], hu, hv, mk, &per_count[0, 0], &low[0, 0], &high[0, 0],
-                         &scale[0, 0], over_weight, h, w, _run_start(t, nt, n), _run_start(t + 1, nt, n),
-                         own[2 * t], own[2 * t + 1], seams + h + 1, cn, sp, NULL)
-        barrier()
-        for t in prange(nt, schedule="static"):
-            if t == 0 and nt > 1:
-                _replay_seams(sp, hu, hv, h, w, seams, seams + h + 1, cn)
-        barrier()
-        for t in prange(nt, schedule="static"):
-            _fill_columns(cn, h, w, sp, _part(w, t, nt), _part(w, t + 1, nt))
-        barrier()
-        for t in prange(nt, schedule="static"):
-            _transposed_rows(cp, ci, cd, sp, _part(m, t, nt), _part(m, t + 1, nt), g)
-    free(reach)
-    free(own)
-    free(seams)
+    back (fit_objective, steps 2 to 4, without the sums): grad = A^T window_spread((2 scale
+    (over_weight max(d - high, 0) - max(low - d, 0))) per_count)."""
+    cdef Py_ssize_t h = density.shape[0], w = density.shape[1], i, j
+    cdef int64_t i0, i1, j0, j1
+    cdef double u, o, v
+    with nogil:
+        _clear_corners(corners, h, w)
+        for i in range(h):
+            for j in range(w):
+                if not mask[i, j]:
+                    continue
+                v = _band(density[i, j], low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
+                if v == 0.0:
+                    continue
+                _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                _add_window(corners, i0, i1, j0, j1, v)
+        _fill_windows(corners, h, w, spread)
+        _transposed_product(cols_indptr, cols_indices, cols_data, spread, h, w, grad)

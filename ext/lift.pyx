@@ -4,39 +4,6 @@ from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t
 from _locate cimport _locate_one
 from _prefetch cimport prefetch
-from cython.parallel cimport prange
-from _threads cimport OPENMP_BUILD, team_size
-
-# interpolate splits its points over a team of OpenMP threads from this many points on
-# (each point computed by one thread, as on one: the same results on any number)
-cdef enum:
-    MIN_PARALLEL_POINTS = 16384
-
-
-def _env_threads():
-    import os
-    try:
-        return max(int(os.environ.get("COVERAGE_THREADS", "0") or 0), 0)
-    except ValueError:
-        return 0
-
-
-cdef int _forced_threads = _env_threads()
-
-#: True when this module was compiled with OpenMP
-openmp = bool(OPENMP_BUILD)
-
-
-def set_threads(int n):
-    """Threads for this module's threaded kernels: n > 0 forces n, 0 follows OpenMP
-    (OMP_NUM_THREADS, else the machine's cores). Results do not depend on it."""
-    global _forced_threads
-    _forced_threads = n if n > 0 else 0
-
-
-def get_threads():
-    """The forced thread count (set_threads; COVERAGE_THREADS at import), 0 if none."""
-    return _forced_threads
 
 
 def locate(const double[:, ::1] affine, const double[:, ::1] query,
@@ -154,19 +121,9 @@ def interpolate(const double[:, ::1] values, const int64_t[:, ::1] faces,
     if n == 0:
         return
     # (the 3-column kernel reads faces[0] for rows outside the chart: it needs a triangle)
-    cdef int nt, t
-    cdef Py_ssize_t lo, hi
     if values.shape[1] == 3 and faces.shape[0] > 0:
-        nt = team_size(_forced_threads, n, MIN_PARALLEL_POINTS)
         with nogil:
-            if nt == 1:
-                _interpolate3(&values[0, 0], &faces[0, 0], &tri[0], &bary[0, 0], n, normalize, &out[0, 0])
-            else:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    lo = (n * t) // nt
-                    hi = (n * (t + 1)) // nt
-                    _interpolate3(&values[0, 0], &faces[0, 0], &tri[lo], &bary[lo, 0], hi - lo, normalize,
-                                  &out[lo, 0])
+            _interpolate3(&values[0, 0], &faces[0, 0], &tri[0], &bary[0, 0], n, normalize, &out[0, 0])
         return
     with nogil:
         for i in range(n):

@@ -126,31 +126,9 @@ def window_spread_reference(values, half_u, half_v, mask):
     return out
 
 
-def fit_bands(cols_indptr: np.ndarray, cols_indices: np.ndarray, cols_data: np.ndarray, shape: tuple,
-              half_v: np.ndarray, mask: np.ndarray) -> tuple:
-    """The fit's matrix A (texels of a ``shape`` grid by stamps), given by columns (int32
-    ``cols_indptr``, ``cols_indices``, and ``cols_data``), grouped by bands of texel rows
-    for :func:`fit_objective`'s threads: ``(band_ptr, seg_stamp, seg_ptr, e_texel, e_data,
-    reach)``, each band's entries in segments of one column, in the order a scatter column
-    by column meets them (so every texel adds its terms in that order on any number of
-    threads), and ``reach`` the largest window half-height (``half_v``) in ``mask``."""
-    h, w = shape
-    cols_indptr = np.ascontiguousarray(cols_indptr, dtype=np.int32)
-    cols_indices = np.ascontiguousarray(cols_indices, dtype=np.int32)
-    n = int(cols_indptr[-1] - cols_indptr[0]) if len(cols_indptr) else 0
-    band_ptr = np.empty(_kernel.FIT_BANDS_COUNT + 1, dtype=np.int64)
-    seg_stamp, seg_ptr = np.empty(n, dtype=np.int32), np.empty(n + 1, dtype=np.int64)
-    e_texel, order = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int64)
-    nseg = _kernel.fit_bands(cols_indptr, cols_indices, h, w, band_ptr, seg_stamp, seg_ptr, e_texel, order)
-    reach = int(np.abs(np.asarray(half_v, dtype=np.int64)[np.asarray(mask, dtype=bool)]).max(initial=0))
-    return (band_ptr, seg_stamp[:nseg].copy(), seg_ptr[:nseg + 1].copy(), e_texel,
-            np.ascontiguousarray(np.asarray(cols_data)[order]), reach)
-
-
 def fit_objective(*args) -> tuple[float, float]:
     """The pen fit's objective in one compiled pass: see :class:`coverage.pen_fit.FitObjective`
-    (its NumPy twin is :func:`coverage.pen_fit.objective_reference`). Threaded (OpenMP),
-    with the same result on any number of threads: see :func:`set_kernel_threads`."""
+    (its NumPy twin is :func:`coverage.pen_fit.objective_reference`)."""
     return _kernel.fit_objective(*args)
 
 

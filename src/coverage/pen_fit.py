@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
-from .density import IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, fit_bands, window_spread, window_sums
+from .density import IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, window_spread, window_sums
 
 CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
 LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
@@ -215,7 +215,6 @@ class FitObjective:
                            c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
                            c(targets.scale, dtype=np.float64))
         h, w = shape
-        self.bands = fit_bands(*self.cols, shape, *self.fixed_args[1:3])    # A by texel rows, for the threads
         self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
         self.spread_out = np.empty(shape)
 
@@ -226,7 +225,7 @@ class FitObjective:
 
         grad = np.empty(self.spread.shape[1])
         # the two sums of squares as shortfall's einsums add them
-        under, over = fit_objective(*self.cols, *self.bands, np.ascontiguousarray(x, dtype=np.float64), self.base,
+        under, over = fit_objective(*self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
                                     *self.fixed_args, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
         return float(under + OVER_WEIGHT * over), grad
 
