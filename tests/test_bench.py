@@ -95,6 +95,11 @@ def test_treatment_time_against_the_minimum_by_hand():
     assert total["min_s"] == pytest.approx(4.2)
     assert total["ratio"] == pytest.approx(8.0 / 4.2)
     assert total["idle_s"] == 0.0
+    # the pen's contact by pattern: its one stroke has none named, so it stands as "pen"
+    assert tt["pen_patterns"] == {"pen": {"strokes": 1, "punctures": 360, "stamps": 30, "contact_s": 1.0,
+                                          "min_contact_s": pytest.approx(0.2), "contact_ratio": pytest.approx(5.0)}}
+    pen.pattern = "touch-up"
+    assert set(bench.treatment_time(plan)["pen_patterns"]) == {"touch-up"}
 
 
 # --- the stage clock on a fake clock -------------------------------------------------------------

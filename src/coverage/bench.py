@@ -46,7 +46,8 @@ the whole face's zone map is built, the roller being the planner's costliest sta
 the JSON and the table.
 
 **Treatment time** (``treatment_time``): the plan's time against the physical minimum, per
-device and overall (:data:`TIME_DEFINITION`); ``executed``: the session as the exported
+device and overall (:data:`TIME_DEFINITION`), and the pen's contact by stroke pattern
+(``pen_patterns``: raster, contour and the fine cartridge's touch-up loops); ``executed``: the session as the exported
 trajectory runs it within the tool's speed, acceleration and turn-rate limits, against the
 same minimum.
 
@@ -446,7 +447,8 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def treatment_time(plan) -> dict:
-    """Planned time vs the physical minimum (see :data:`TIME_DEFINITION`), in total and per device."""
+    """Planned time vs the physical minimum (see :data:`TIME_DEFINITION`), in total and per device,
+    and the pen's contact per stroke pattern."""
     protocol = plan.protocol
     pen_hz_max = protocol.pen.stamp_hz_max
     transit_speed = protocol.session.transit_speed_mm_s
@@ -454,12 +456,20 @@ def treatment_time(plan) -> dict:
     device_of = {s.id: s.device for s in strokes}
     sums = ("strokes", "punctures", "contact_s", "moves_s", "min_contact_s", "min_moves_s", "min_contact_by_stamps_s")
     rows = {}
+    patterns = {}      # the pen's contact by stroke pattern (raster, contour, touch-up)
     previous = None
     for s in strokes:
         r = rows.setdefault(s.device, dict.fromkeys(sums, 0))
         if s.device == "pen":
             rate = s.cartridge["needles"] * pen_hz_max
             r["min_contact_by_stamps_s"] += len(s.stamp_uv) / pen_hz_max
+            q = patterns.setdefault(getattr(s, "pattern", "pen"), dict.fromkeys(
+                ("strokes", "punctures", "stamps", "contact_s", "min_contact_s"), 0))
+            q["strokes"] += 1
+            q["punctures"] += int(s.punctures)
+            q["stamps"] += len(s.stamp_uv)
+            q["contact_s"] += s.duration_s
+            q["min_contact_s"] += s.punctures / rate
         else:
             rate = s.puncture_rate_hz
             r["min_contact_by_stamps_s"] += s.punctures / rate
@@ -482,7 +492,10 @@ def treatment_time(plan) -> dict:
         r["ratio"] = _ratio(r["planned_s"], r["min_s"])
         r["contact_ratio"] = _ratio(r["contact_s"], r["min_contact_s"])
         r["moves_ratio"] = _ratio(r["moves_s"], r["min_moves_s"])
-    return {"pen_stamp_hz_max": pen_hz_max, "transit_speed_mm_s": transit_speed, "devices": rows, "total": total}
+    for q in patterns.values():
+        q["contact_ratio"] = _ratio(q["contact_s"], q["min_contact_s"])
+    return {"pen_stamp_hz_max": pen_hz_max, "transit_speed_mm_s": transit_speed, "devices": rows, "total": total,
+            "pen_patterns": patterns}
 
 
 def executed_time(plan, min_s: float) -> dict:
@@ -1422,6 +1435,9 @@ def time_table(tt: dict) -> str:
         rows.append(f"{name:<8}{r['strokes']:8d}{r['punctures']:11d}{r['planned_s']:11.1f}{r['min_s']:9.1f}"
                     f"{_num(r['ratio'], '.2f', 8)}{_num(r['contact_ratio'], '.2f', 11)}"
                     f"{_num(r['moves_ratio'], '.2f', 9)}")
+    for name, q in sorted(tt.get("pen_patterns", {}).items()):
+        rows.append(f"  pen {name:<9} {q['strokes']:4d} strokes, {q['stamps']:6d} stamps, {q['contact_s']:7.1f} s in "
+                    f"contact ({_num(q['contact_ratio'], '.2f', 0)}x its punctures at the top rate)")
     rows.append(f"idle (planned time outside strokes and moves): {round(tt['total']['idle_s'], 1) + 0.0:.1f} s")
     ex = tt.get("executed")
     if ex:
