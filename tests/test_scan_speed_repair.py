@@ -169,3 +169,13 @@ def test_component_labels_do_not_depend_on_edge_order(rng):
         np.testing.assert_array_equal(again, labels)
     first = np.unique(labels, return_index=True)[1]
     assert np.all(np.diff(first) > 0)     # label k's lowest node comes before label k + 1's
+
+
+def test_unique_counts_equal_numpys_unique(rng):
+    keys = [rng.integers(0, 50, 2000), rng.integers(-5, 5, 300), np.sort(rng.integers(0, 10 ** 12, 5000)),
+            np.array([7]), np.array([], dtype=np.int64), np.array([3, 3, 3, 1, 1, 9])]
+    for k in keys:
+        got, want = scan._unique_counts(k), np.unique(k, return_counts=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert scan._unique_counts(np.array([3, 3, 3, 1, 1, 9]))[1].tolist() == [2, 3, 1]

