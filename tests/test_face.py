@@ -210,6 +210,11 @@ def test_neighbour_pairs_equal_scipys_sparse_distance_matrix(default_face, rng):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         assert not (got[0] == got[1]).any()
+    # a non-finite vertex is refused, as SciPy's tree refuses it
+    bad = lattice.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        curvature.neighbour_pairs(bad, np.arange(0, len(bad) - 2, 3), 2.0)
     # the lattice really has pairs at exactly the radius
     i, j = curvature.neighbour_pairs(lattice, np.arange(0, len(lattice) - 2, 3), 2.0)
     assert (np.linalg.norm(lattice[i] - lattice[j], axis=1) == 2.0).sum() > 50

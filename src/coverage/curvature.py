@@ -88,6 +88,8 @@ def neighbour_pairs(vertices: np.ndarray, support: np.ndarray, radius_mm: float)
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     support = np.asarray(support, dtype=np.int64)
     radius_mm = float(radius_mm)
+    if not (np.isfinite(vertices).all() and radius_mm >= 0):
+        return neighbour_pairs_reference(vertices, support, radius_mm)   # as it does (SciPy refuses NaN)
     tree_order = cKDTree(vertices[support]).indices.astype(np.int64)
     others = np.ascontiguousarray(vertices[support[tree_order]])   # the support in tree order
     # cells a hair wider than the radius: a pair within it never lies two cells apart
