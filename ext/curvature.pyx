@@ -148,3 +148,117 @@ def quadric_normal_equations(const double[:, ::1] vertices, const double[:, ::1]
     if bad:
         raise ValueError("quadric_normal_equations: a pair names a vertex outside the mesh")
     return a_arr, rhs_arr, count_arr
+
+
+# --- neighbour pairs ---------------------------------------------------------------------
+
+from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.string cimport memcpy
+
+
+cdef int _compare_int64(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*>a)[0], y = (<const int64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+def ball_pairs(const double[:, ::1] points, const int64_t[::1] order, const int64_t[:, ::1] cells,
+               const double[:, ::1] others, const int64_t[::1] ids, const int64_t[::1] cell_start,
+               const int64_t[::1] cell_items, const int64_t[::1] dims, double radius):
+    """``(i, j)`` int64: each point ``i`` with the id ``j = ids[k]`` of each of ``others`` (row
+    ``k``) within ``radius`` (squared distance ``((0 + dx^2) + dy^2) + dz^2 <= radius^2``,
+    SciPy's cKDTree test), leaving out ``j == i``; the points in ``order`` (each point's pairs
+    together), a point's pairs by ascending ``k``.
+
+    ``others`` are binned into a grid of ``dims`` cells of side at least ``radius`` (cell id
+    ``(z * ny + y) * nx + x``): cell c holds ``cell_items[cell_start[c]:cell_start[c + 1]]``.
+    ``cells`` ``(n, 3)`` is each point's cell, clipped to ``-1 .. dims``: everything within
+    ``radius`` of a point lies in the 27 cells around it. Points of one cell come one after
+    another in ``order`` and share their candidates (sorted by ``k`` once, then gathered)."""
+    cdef Py_ssize_t n = points.shape[0], s = others.shape[0], ii, jj, c, q, kk
+    cdef int64_t nx = dims[0], ny = dims[1], nz = dims[2]
+    if order.shape[0] != n or cells.shape[0] != n or cells.shape[1] != 3 or points.shape[1] != 3:
+        raise ValueError("ball_pairs: order and cells need one row per point, points (n, 3)")
+    if (others.shape[1] != 3 or cell_items.shape[0] != s or ids.shape[0] != s
+            or cell_start.shape[0] != nx * ny * nz + 1):
+        raise ValueError("ball_pairs: others (s, 3), ids and cell_items (s,), cell_start (cells + 1,)")
+    for ii in range(n):
+        if order[ii] < 0 or order[ii] >= n:
+            raise ValueError("ball_pairs: order names a point outside the points")
+    cdef double r2 = radius * radius, d, e, f, px, py, pz
+    cdef int64_t x, y, z, gx = -2, gy = -2, gz = -2, v, ncand = 0
+    cdef Py_ssize_t cap = n * 48 + 1024, m = 0
+    cdef int64_t* cand = <int64_t*>malloc((s + 1) * sizeof(int64_t))
+    cdef int64_t* cand_id = <int64_t*>malloc((s + 1) * sizeof(int64_t))
+    cdef double* cand_xyz = <double*>malloc((3 * s + 3) * sizeof(double))
+    cdef int64_t* out_i = <int64_t*>malloc(cap * sizeof(int64_t))
+    cdef int64_t* out_j = <int64_t*>malloc(cap * sizeof(int64_t))
+    cdef int64_t* grown
+    cdef bint failed = cand == NULL or cand_id == NULL or cand_xyz == NULL or out_i == NULL or out_j == NULL
+    with nogil:
+        for ii in range(n):
+            if failed:
+                break
+            v = order[ii]
+            if cells[v, 0] != gx or cells[v, 1] != gy or cells[v, 2] != gz:
+                # a new cell: its candidates, the others in the 27 cells around it, by k
+                gx, gy, gz = cells[v, 0], cells[v, 1], cells[v, 2]
+                ncand = 0
+                for z in range(gz - 1, gz + 2):
+                    if z < 0 or z >= nz:
+                        continue
+                    for y in range(gy - 1, gy + 2):
+                        if y < 0 or y >= ny:
+                            continue
+                        for x in range(gx - 1, gx + 2):
+                            if x < 0 or x >= nx:
+                                continue
+                            c = (z * ny + y) * nx + x
+                            for q in range(cell_start[c], cell_start[c + 1]):
+                                cand[ncand] = cell_items[q]
+                                ncand += 1
+                qsort(cand, ncand, sizeof(int64_t), _compare_int64)
+                for jj in range(ncand):
+                    kk = cand[jj]
+                    cand_id[jj] = ids[kk]
+                    cand_xyz[jj] = others[kk, 0]
+                    cand_xyz[s + 1 + jj] = others[kk, 1]
+                    cand_xyz[2 * s + 2 + jj] = others[kk, 2]
+            if m + ncand > cap:
+                while m + ncand > cap:
+                    cap *= 2
+                grown = <int64_t*>realloc(out_i, cap * sizeof(int64_t))
+                if grown == NULL:
+                    failed = True
+                    break
+                out_i = grown
+                grown = <int64_t*>realloc(out_j, cap * sizeof(int64_t))
+                if grown == NULL:
+                    failed = True
+                    break
+                out_j = grown
+            px = points[v, 0]
+            py = points[v, 1]
+            pz = points[v, 2]
+            # every candidate written, the next overwriting it unless it is within reach
+            for jj in range(ncand):
+                d = px - cand_xyz[jj]
+                e = py - cand_xyz[s + 1 + jj]
+                f = pz - cand_xyz[2 * s + 2 + jj]
+                out_i[m] = v
+                out_j[m] = cand_id[jj]
+                m += (((0.0 + d * d) + e * e) + f * f <= r2) & (cand_id[jj] != v)
+    try:
+        if failed:
+            raise MemoryError("ball_pairs: out of memory")
+        i_arr = np.empty(m, dtype=np.int64)
+        j_arr = np.empty(m, dtype=np.int64)
+        if m:
+            memcpy(cnp.PyArray_DATA(i_arr), out_i, m * sizeof(int64_t))
+            memcpy(cnp.PyArray_DATA(j_arr), out_j, m * sizeof(int64_t))
+        return i_arr, j_arr
+    finally:
+        free(cand)
+        free(cand_id)
+        free(cand_xyz)
+        free(out_i)
+        free(out_j)

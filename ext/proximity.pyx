@@ -448,3 +448,75 @@ def closest_points(const double[:, ::1] triangles,
     with nogil:
         _closest(triangles, query, order, cell_start, cell_items, origin, cell, dims, max_dist,
                  out_tri, out_bary, out_dist)
+
+
+# --- search order ------------------------------------------------------------------------
+
+from libc.stdlib cimport malloc, free
+
+
+def cell_order(const double[:, ::1] query, const double[::1] origin, double cell, const int64_t[::1] dims,
+               int64_t[::1] out):
+    """out = the queries' indices sorted by grid cell id ``(z * ny + y) * nx + x`` (each axis's
+    ``floor((q - origin) / cell)`` clipped to the grid, NaN read as 0), ties in index order:
+    ``numpy.argsort(key, kind="stable")``, by a least-significant-digit radix sort of the
+    keys, 11 bits a pass (two passes up to 4M cells)."""
+    cdef Py_ssize_t k = query.shape[0], i, j, passes = 0
+    cdef int64_t ncell = dims[0] * dims[1] * dims[2], key, x, y, z, total, c
+    cdef double q
+    cdef int axis
+    cdef int64_t xyz[3]
+    if query.shape[1] != 3 or out.shape[0] != k or origin.shape[0] != 3 or dims.shape[0] != 3:
+        raise ValueError("cell_order: query (k, 3), origin (3,), dims (3,) and out (k,)")
+    while (<int64_t>1 << (11 * passes)) < ncell:
+        passes += 1
+    if k == 0:
+        return
+    cdef int64_t* keys = <int64_t*>malloc(k * sizeof(int64_t))
+    cdef int64_t* tmp = <int64_t*>malloc(k * sizeof(int64_t))
+    cdef int64_t* count = <int64_t*>malloc(2048 * sizeof(int64_t))
+    if keys == NULL or tmp == NULL or count == NULL:
+        free(keys)
+        free(tmp)
+        free(count)
+        raise MemoryError("cell_order: out of memory")
+    cdef int64_t* src
+    cdef int64_t* dst
+    cdef int64_t* swap
+    with nogil:
+        for i in range(k):
+            for axis in range(3):
+                q = floor((query[i, axis] - origin[axis]) / cell)
+                if not (q == q) or q < 0.0:          # NaN (as nan_to_num) or below the grid
+                    q = 0.0
+                if q > <double>(dims[axis] - 1):     # above it (and +inf)
+                    q = <double>(dims[axis] - 1)
+                xyz[axis] = <int64_t>q
+            keys[i] = (xyz[2] * dims[1] + xyz[1]) * dims[0] + xyz[0]
+            out[i] = i
+        # stable passes, 11 bits at a time, between out and tmp
+        src = &out[0]
+        dst = tmp
+        for j in range(passes):
+            for c in range(2048):
+                count[c] = 0
+            for i in range(k):
+                count[(keys[src[i]] >> (11 * j)) & 2047] += 1
+            total = 0
+            for c in range(2048):
+                key = count[c]
+                count[c] = total
+                total += key
+            for i in range(k):
+                c = (keys[src[i]] >> (11 * j)) & 2047
+                dst[count[c]] = src[i]
+                count[c] += 1
+            swap = src
+            src = dst
+            dst = swap
+        if src != &out[0]:
+            for i in range(k):
+                out[i] = src[i]
+    free(keys)
+    free(tmp)
+    free(count)

@@ -182,6 +182,56 @@ def test_quadric_normal_equations_equal_the_reference(default_face, rng):
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12 * np.abs(r).max())
 
 
+def _by_vertex(i, j):
+    """Pairs regrouped by vertex, each vertex's in their own order (all the fits read)."""
+    order = np.argsort(i, kind="stable")
+    return i[order], j[order]
+
+
+def test_neighbour_pairs_equal_scipys_sparse_distance_matrix(default_face, rng):
+    from coverage import curvature
+
+    cases = []
+    # random clouds, stretched, the support a random subset, several radii
+    for _ in range(4):
+        points = rng.normal(size=(2000, 3)) * rng.uniform(1.0, 5.0, 3)
+        cases.append((points, np.sort(rng.choice(2000, 500, replace=False)), float(rng.uniform(0.3, 2.0))))
+    # a lattice: many pairs exactly at the radius (kept: the test is <=), and points far
+    # outside the support's grid
+    lattice = np.stack(np.meshgrid(*[np.arange(6.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    lattice = np.concatenate([lattice, [[40.0, 0, 0], [-30.0, 2, 2]]])
+    cases.append((lattice, np.arange(0, len(lattice) - 2, 3), 2.0))
+    v = default_face.vertices
+    cases.append((v, curvature.voxel_subsample(v, 5.0 / 3.0), 5.0))
+    for points, support, radius in cases:
+        got = _by_vertex(*curvature.neighbour_pairs(points, support, radius))
+        want = _by_vertex(*curvature.neighbour_pairs_reference(points, support, radius))
+        assert len(want[0]) > 100
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert not (got[0] == got[1]).any()
+    # a non-finite vertex is refused, as SciPy's tree refuses it
+    bad = lattice.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        curvature.neighbour_pairs(bad, np.arange(0, len(bad) - 2, 3), 2.0)
+    # the lattice really has pairs at exactly the radius
+    i, j = curvature.neighbour_pairs(lattice, np.arange(0, len(lattice) - 2, 3), 2.0)
+    assert (np.linalg.norm(lattice[i] - lattice[j], axis=1) == 2.0).sum() > 50
+
+
+def test_face_curvature_same_from_either_pair_finder(default_face, monkeypatch):
+    from coverage import curvature
+
+    v, n = default_face.vertices, default_face.normals
+    support = curvature.voxel_subsample(v, 5.0 / 3.0)
+    got = curvature.principal_curvatures(v, n, 5.0, support=support)
+    monkeypatch.setattr(curvature, "neighbour_pairs", curvature.neighbour_pairs_reference)
+    want = curvature.principal_curvatures(v, n, 5.0, support=support)
+    for name in ("k1", "k2", "d1", "d2"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+
+
 def test_face_curvature_signs_where_anatomy_says(default_face):
     c = default_face.curvature()
     # the nose tip is convex in every direction; the nasolabial fold side of the nose (ala

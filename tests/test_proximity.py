@@ -1,4 +1,6 @@
 """Closest points on a mesh: kernel vs NumPy reference, hand cases, search limits."""
+import types
+
 import numpy as np
 import pytest
 import trimesh
@@ -105,6 +107,26 @@ def test_search_order_does_not_change_answers():
         shuffle = rng.permutation(len(query))
         for got, expect in zip(proximity.closest_points(grid, query[shuffle], max_dist), whole):
             np.testing.assert_array_equal(got, expect[shuffle])
+
+
+def test_search_order_equals_the_reference(rng):
+    """The kernel's order is the reference's stable sort of cell ids, NaN, infinities and
+    points beyond the grid included, on grids small and large (one, two and three radix
+    passes)."""
+    rng2, vertices, faces = _noisy_sphere(5)
+    query = np.concatenate([rng.normal(size=(5000, 3)) * 30.0,
+                            vertices[rng.integers(0, len(vertices), 800)],
+                            [[np.nan, 0.0, 0.0], [np.inf, 1.0, 2.0], [-np.inf, 0.0, 0.0], [1e6, -1e6, 0.0]]])
+    grids = [proximity.build_grid(vertices, faces, cell=cell) for cell in (None, 50.0)]
+    # search_order reads only the grid's frame: frames of 500k and 9M cells need two and three passes
+    for cell, dims in ((0.8, [100, 100, 50]), (0.2, [300, 300, 100])):
+        grids.append(types.SimpleNamespace(origin=np.array([-40.0, -30.0, -20.0]), cell=cell, dims=np.array(dims)))
+    for grid in grids:
+        got = proximity.search_order(grid, query)
+        np.testing.assert_array_equal(got, proximity.search_order_reference(grid, query))
+        assert sorted(got.tolist()) == list(range(len(query)))
+    sizes = [int(np.prod(grid.dims)) for grid in grids]
+    assert max(sizes[:2]) <= 2 ** 11 < sizes[2] <= 2 ** 22 < sizes[3]
 
 
 def test_grid_keeps_each_triangle_as_one_record():

@@ -150,3 +150,30 @@ def test_headland_ends_read_from_the_ends_equal_the_whole_run(default_face, seed
         for x, y in zip(g, r):
             assert np.array_equal(x.uv, y.uv) and np.array_equal(x.tri, y.tri)
             assert np.array_equal(x.swath_mm, y.swath_mm)
+
+
+def test_headland_cut_contours_equal_the_whole_rasters(default_face):
+    from coverage import ZoneMap, roller
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    zones = ZoneMap.default(default_face, protocol)
+    clearance = roller.keepout_clearance(zones)
+    cut_somewhere = False
+    for region in roller.roller_regions(zones, protocol)[:2]:
+        drum = roller.Drum.from_protocol(protocol, protocol.zone(region.zones[0]).roller_needle_length_mm)
+        headland = roller.Headland(zones, region, drum, clearance)
+        top = float(headland.border.values.max())
+        for low in (-2.0, 0.0, 3.0, 10.5, 0.9 * top):
+            cut = headland._contours_above(low)
+            cut_somewhere |= cut is not headland._contours
+            for level in (low, low + 0.37, low + 2.3, 0.5 * (low + top), top):
+                want = headland._contours.lines(level)
+                got = cut.lines(level)
+                assert len(got) == len(want)
+                assert all(np.array_equal(a, b) for a, b in zip(got, want))
+            # every value is -1 or more: no lines below that, lines above it
+            assert (len(headland._contours.lines(low + 0.37)) > 0) == (low >= 0)
+        # nothing reaches a level above the raster's largest value
+        assert headland._contours_above(top + 1.0) is None and headland._contours.lines(top + 1.0) == []
+    assert cut_somewhere

@@ -169,3 +169,39 @@ def test_component_labels_do_not_depend_on_edge_order(rng):
         np.testing.assert_array_equal(again, labels)
     first = np.unique(labels, return_index=True)[1]
     assert np.all(np.diff(first) > 0)     # label k's lowest node comes before label k + 1's
+
+
+def test_unique_counts_equal_numpys_unique(rng):
+    keys = [rng.integers(0, 50, 2000), rng.integers(-5, 5, 300), np.sort(rng.integers(0, 10 ** 12, 5000)),
+            np.array([7]), np.array([], dtype=np.int64), np.array([3, 3, 3, 1, 1, 9])]
+    for k in keys:
+        got, want = scan._unique_counts(k), np.unique(k, return_counts=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert scan._unique_counts(np.array([3, 3, 3, 1, 1, 9]))[1].tolist() == [2, 3, 1]
+
+
+def test_vertex_normals_equal_trimeshs(default_face, rng):
+    import trimesh
+
+    from coverage.synthetic import deformed_face, make_scan
+
+    meshes = [(default_face.vertices, default_face.faces)]
+    sc = make_scan(deformed_face(default_face), units="mm", seed=1)
+    meshes.append((sc.vertices, sc.faces))
+    # a soup with degenerate triangles (repeated and collinear corners: no normal, no
+    # angles) and vertices no triangle uses
+    v = rng.normal(size=(300, 3)) * 10.0
+    f = rng.integers(0, 250, (400, 3))
+    f[:20, 1] = f[:20, 0]
+    v[260:270] = v[250] + np.outer(np.arange(10.0), [1.0, 2.0, 3.0])
+    f[20:25] = [[260, 262, 265], [261, 263, 269], [250, 260, 268], [262, 264, 266], [260, 261, 262]]
+    meshes.append((v, f))
+    for vertices, faces in meshes:
+        want = trimesh.Trimesh(vertices, faces, process=False, validate=False).vertex_normals
+        got = scan.vertex_normals(vertices, faces)
+        np.testing.assert_array_equal(got, want)
+    # the soup really has faces without a normal and vertices without a face
+    cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    assert (np.linalg.norm(cross, axis=1) < 1e-9).sum() >= 20
+    assert not np.linalg.norm(scan.vertex_normals(v, f)[270:], axis=1).any()

@@ -76,7 +76,44 @@ def first_of_rows(keys: np.ndarray) -> np.ndarray:
 
 def neighbour_pairs(vertices: np.ndarray, support: np.ndarray, radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """``(i, j)`` int64: each vertex ``i`` with each support vertex ``j`` within ``radius_mm``
-    (itself left out), in the order of SciPy's sparse distance matrix."""
+    (itself left out); each vertex's pairs together, its ``j`` in the order of SciPy's sparse
+    distance matrix (:func:`neighbour_pairs_reference`), which is all the fits' sums depend on.
+
+    That order is the support's KD-tree order: the matrix's dual-tree walk visits, for any
+    one vertex, the support tree's leaves less child first, and each leaf's points in the
+    tree's index order. The kernel (``ball_pairs``) finds the pairs in a grid of cells of
+    side ``radius_mm`` instead, with SciPy's distance test, and sorts each cell's candidates
+    by their place in that tree once (the tree of the support alone is cheap to build).
+    """
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    support = np.asarray(support, dtype=np.int64)
+    radius_mm = float(radius_mm)
+    if not (np.isfinite(vertices).all() and radius_mm >= 0):
+        return neighbour_pairs_reference(vertices, support, radius_mm)   # as it does (SciPy refuses NaN)
+    tree_order = cKDTree(vertices[support]).indices.astype(np.int64)
+    others = np.ascontiguousarray(vertices[support[tree_order]])   # the support in tree order
+    # cells a hair wider than the radius: a pair within it never lies two cells apart
+    cell = radius_mm * (1.0 + 1e-9) if radius_mm > 0 else 1.0
+    origin = others.min(axis=0) if len(others) else np.zeros(3)
+    dims = (np.floor((others.max(axis=0) - origin) / cell).astype(np.int64) + 1 if len(others)
+            else np.ones(3, dtype=np.int64))
+    own = np.clip(np.floor((others - origin) / cell).astype(np.int64), 0, dims - 1)
+    flat = (own[:, 2] * dims[1] + own[:, 1]) * dims[0] + own[:, 0]
+    items = np.argsort(flat, kind="stable")                          # by cell, then tree order
+    start = np.zeros(int(np.prod(dims)) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat, minlength=int(np.prod(dims))), out=start[1:])
+    cells = np.clip(np.floor((vertices - origin) / cell), -1, dims).astype(np.int64)
+    key = ((cells[:, 2] + 1) * (dims[1] + 2) + cells[:, 1] + 1) * (dims[0] + 2) + cells[:, 0] + 1
+    order = np.argsort(key, kind="stable")
+    return _kernel.ball_pairs(vertices, order, np.ascontiguousarray(cells), others, support[tree_order], start,
+                              items, dims, radius_mm)
+
+
+def neighbour_pairs_reference(vertices: np.ndarray, support: np.ndarray,
+                              radius_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`neighbour_pairs`: SciPy's sparse distance matrix between the
+    vertices' KD-tree and the support's, in its own order (the same pairs, each vertex's in
+    the same order; the vertices interleaved differently)."""
     near = cKDTree(vertices).sparse_distance_matrix(cKDTree(vertices[support]), radius_mm, output_type="coo_matrix")
     i = near.row.astype(np.int64)
     j = np.asarray(support, dtype=np.int64)[near.col]

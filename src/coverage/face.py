@@ -178,7 +178,8 @@ class Face:
         A vertex all of whose triangles collapsed (a scan can pull several template points
         onto one scan point) has no normal of its own: it takes the mean of its neighbours'.
         """
-        normals = np.array(self.mesh.vertex_normals, dtype=np.float64)
+        # trimesh's vertex normals, bit for bit, without building the mesh object
+        normals = np.array(scan.vertex_normals(self.vertices, self.faces), dtype=np.float64)
         bad = ~(np.linalg.norm(normals, axis=1) > 0.5)
         if bad.any():
             from scipy import sparse
