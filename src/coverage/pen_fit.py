@@ -524,10 +524,12 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     ``REPAIR_CAP_RATIO x`` its cap and
     drops the fired stamp with needles in it whose loss keeps the most skin in band and
     takes the most off the cap (weighing the stamps the band penalty's gradient ranks
-    first, each exactly); then the worst window of every patch under 0.9 x target gets the
-    unfired stamp that brings the most skin into band (or fills the most shortfall) without
-    lifting any window over its cap. Each patch weighs ``REPAIR_TRIES`` stamps; once a
-    round moves nothing, ``REPAIR_TRIES_STALLED`` before giving up. Then, given each
+    first, each exactly; where no single drop takes skin off the mark, the stamp with the
+    most needles in the window); then the worst window of every patch under 0.9 x target
+    gets the unfired stamp that brings the most skin into band (or fills the most shortfall)
+    without lifting any window over its cap or adding to one already over it. Each patch
+    weighs ``REPAIR_TRIES`` stamps; once a round moves nothing, ``REPAIR_TRIES_STALLED``
+    before giving up. Then, given each
     candidate's path (``groups (m,)``, candidates in travel order), fired stamps move along
     their paths where that brings skin into band (:func:`_shift`). ``cap``: per texel
     (h, w), instead of each zone's. Returns the new ``fire (m,) bool``.
@@ -683,7 +685,7 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
     :data:`SHIFT_TRIES` the band penalty's gradient ranks first each exactly
     (:meth:`StampEffects.swap_effects`), and takes the one bringing the most skin into band.
     """
-    m, w = len(fire), grid.shape[1]
+    m = len(fire)
     label = grid.label.ravel()
     treat = label >= 0
     lab = np.maximum(label, 0)
