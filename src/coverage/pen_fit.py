@@ -48,7 +48,10 @@ OVER_WEIGHT = 2.0         # a window over its high mark weighs this much more th
                           # the lower-target zone win every border with a higher one: on the
                           # synthetic scans the cheeks' rims fell 1 to 2 points further)
 FIT_ITERATIONS = 150
-FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm)
+FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm) ...
+FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
+                                # (the widest window half over it until stop 14: scan sessions
+                                # 8 to 15 % longer, their least zones no better)
 
 
 # --- targets and the window operator ----------------------------------------------------
@@ -385,15 +388,17 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
                                        exclusions=problem.clearance)
         # the fine cartridge goes where no needle of the main one can land, and along every
         # keep-out (exclusions, margins, unobserved skin) where the main footprint's needles
-        # thin out: within FINE_NEAR_KEEPOUT_MM of it; the fit decides what it stamps there
+        # thin out: within FINE_NEAR_KEEPOUT_MM of it; its loops cover that skin and
+        # FINE_BEYOND_UNREACHED_MM around it, and the fit decides what it stamps there
         r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
         main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
         keepout = (grid.tri >= 0) & (grid.label < 0)
         near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
         unreached = need & pen_zone & (~main_reach | near_keepout)
         if unreached.any():
-            half = int(grid.half_u[unreached].max())
-            region = (ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * half + 1) > 0) & fine_problem.allowed
+            beyond = max(int(round(FINE_BEYOND_UNREACHED_MM / grid.cell_mm)), 1)
+            region = ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * beyond + 1) > 0
+            region &= fine_problem.allowed
             fine_settings = {n: _pen.pen_settings(fine, zones.dose(n)) for n in pen_zones}
             first = {n: settings[n].passes for n in pen_zones}
             # loops at constant distances from the forbidden skin: a few long strokes around
