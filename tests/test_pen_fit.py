@@ -71,13 +71,18 @@ def test_stamp_effects_and_apply_equal_their_references(rng):
                 np.testing.assert_allclose(after, effects.apply_reference(c, sign, d), atol=1e-12)
 
 
+def _strip_effects(punctures):
+    """Stamps on a 1 x 3 strip (``punctures``: texel x stamp), windows of one texel either
+    side, 10 per cm^2 per puncture, band [15, 30] everywhere, areas 1, 2, 4."""
+    return density_mod.StampEffects(sparse.csc_array(np.array(punctures)), (1, 3), np.full(3, 10.0),
+                                    np.ones(3, dtype=np.int64), np.zeros(3, dtype=np.int64), np.full(3, 15.0),
+                                    np.full(3, 30.0), np.array([1.0, 2.0, 4.0]))
+
+
 def test_stamp_effect_by_hand():
     # stamp 0: 2 punctures on texel 0 of a 1 x 3 strip; stamp 1: none. Windows of one texel
     # either side, 10 per cm^2 per puncture; band [15, 30] everywhere, areas 1, 2, 4
-    stamps = sparse.csc_array(np.array([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
-    effects = density_mod.StampEffects(stamps, (1, 3), np.full(3, 10.0), np.ones(3, dtype=np.int64),
-                                       np.zeros(3, dtype=np.int64), np.full(3, 15.0), np.full(3, 30.0),
-                                       np.array([1.0, 2.0, 4.0]))
+    effects = _strip_effects([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     d = np.array([10.0, 25.0, 20.0])
     # it reaches the windows of texels 0 and 1: texel 0 rises 10 -> 30 (into the band: +1),
     # texel 1 25 -> 45 (over: leaves the band, -2, and 2 more over)
@@ -114,10 +119,7 @@ def test_swap_effects_weigh_a_move_as_removing_then_adding(rng):
 def test_swap_effect_by_hand():
     # a 1 x 3 strip, windows of one texel either side, 10 per cm^2 per puncture, band
     # [15, 30], areas 1, 2, 4; stamp 0: 2 punctures on texel 0, stamp 1: 1 on texel 2
-    stamps = sparse.csc_array(np.array([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]]))
-    effects = density_mod.StampEffects(stamps, (1, 3), np.full(3, 10.0), np.ones(3, dtype=np.int64),
-                                       np.zeros(3, dtype=np.int64), np.full(3, 15.0), np.full(3, 30.0),
-                                       np.array([1.0, 2.0, 4.0]))
+    effects = _strip_effects([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
     d = np.array([10.0, 35.0, 20.0])
     (g, o, f), (g2, o2, f2) = effects.swap_effects([0, 1], [1, 0], d)
     # 0 -> 1: texel 0 10 -> -10 (under still; its shortfall grows 5 -> 25: -20/15 of area 1),

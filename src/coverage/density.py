@@ -218,26 +218,28 @@ class StampEffects:
         _kernel.stamp_apply(self.indptr, self.texels, self.counts, int(column), float(sign), density,
                             self.per_count, self.half_u, self.half_v, h, w, self.reach)
 
+    def entries(self, columns) -> tuple[np.ndarray, np.ndarray]:
+        """Where stamps ``columns`` keep their punctures: ``(position in columns, index into
+        texels and counts)`` of every entry, column by column."""
+        columns = np.asarray(columns, dtype=np.int64)
+        lengths = self.indptr[columns + 1] - self.indptr[columns]
+        take = np.repeat(self.indptr[columns] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        return np.repeat(np.arange(len(columns)), lengths), take
+
     def swap_effects(self, removed, added, density: np.ndarray) -> np.ndarray:
         """``(k, 3)`` like :meth:`effects` for removing stamp ``removed[i]`` and adding
         ``added[i]`` together (a stamp moved to another candidate): the pair is weighed as one
         stamp whose punctures are ``added``'s minus ``removed``'s."""
-        removed = np.asarray(removed, dtype=np.int64)
-        added = np.asarray(added, dtype=np.int64)
-        ptr = self.indptr
-        n_rm, n_add = ptr[removed + 1] - ptr[removed], ptr[added + 1] - ptr[added]
-        indptr = np.zeros(len(removed) + 1, dtype=np.int64)
-        np.cumsum(n_rm + n_add, out=indptr[1:])
+        pairs = np.stack([np.asarray(removed, dtype=np.int64), np.asarray(added, dtype=np.int64)], axis=1)
         # each pair's punctures: the removed stamp's (negated), then the added one's
-        starts = np.stack([ptr[removed], ptr[added]], axis=1).ravel()
-        lengths = np.stack([n_rm, n_add], axis=1).ravel()
-        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-        sign = np.repeat(np.tile([-1.0, 1.0], len(removed)), lengths)
+        owner, take = self.entries(pairs.ravel())
+        indptr = np.zeros(len(pairs) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner // 2, minlength=len(pairs)), out=indptr[1:])
         texels = np.ascontiguousarray(self.texels[take])
-        counts = np.ascontiguousarray(self.counts[take] * sign)
-        out = np.empty((len(removed), 3))
+        counts = np.ascontiguousarray(np.where(owner % 2 == 0, -self.counts[take], self.counts[take]))
+        out = np.empty((len(pairs), 3))
         h, w = self.shape
-        _kernel.stamp_effects(indptr, texels, counts, np.arange(len(removed), dtype=np.int64), 1.0, density,
+        _kernel.stamp_effects(indptr, texels, counts, np.arange(len(pairs), dtype=np.int64), 1.0, density,
                               self.low, self.high, self.area, self.per_count, self.half_u, self.half_v, h, w,
                               self.reach, out, self.finite)
         return out

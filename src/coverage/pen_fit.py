@@ -573,7 +573,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     def in_window(cols, k):
         # each of stamps cols' punctures in texel k's window
         i, j = divmod(int(k), w)
-        owner, take = _column_entries(effects, cols)
+        owner, take = effects.entries(cols)
         t = effects.texels[take]
         inside = (np.abs(t // w - i) <= grid.half_v[i, j]) & (np.abs(t % w - j) <= grid.half_u[i, j])
         return np.bincount(owner, effects.counts[take] * inside, minlength=len(cols))
@@ -585,7 +585,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         hit = window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
 
         def test(cols):
-            owner, take = _column_entries(effects, cols)
+            owner, take = effects.entries(cols)
             return np.bincount(owner, hit[effects.texels[take]], minlength=len(cols)) > 0
         return test
 
@@ -666,13 +666,6 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         _shift(grid, zones, groups, fire, d, effects, band_gradient, worst_per_patch, window_columns, raises, low, high,
                area)
     return fire
-
-
-def _column_entries(effects: StampEffects, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The entries (texels, counts) of stamps ``cols``: ``(position in cols, entry index)``."""
-    lens = effects.indptr[cols + 1] - effects.indptr[cols]
-    take = np.repeat(effects.indptr[cols] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-    return np.repeat(np.arange(len(cols)), lens), take
 
 
 def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, effects: StampEffects,
