@@ -1,6 +1,17 @@
 """Shared fixtures: the default face and its zone map are built once per test session."""
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
+
+# the suite's own chart cache (coverage.chart.cache_dir), shared with the commands it runs and
+# removed at the end: nothing read from or left in the user's
+_CHART_CACHE = tempfile.mkdtemp(prefix="coverage-test-cache-")
+os.environ["COVERAGE_CACHE_DIR"] = _CHART_CACHE
+atexit.register(shutil.rmtree, _CHART_CACHE, True)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 on a fake clock, and the structure of a tiny run's document. No timing is asserted."""
 import json
 import math
+import os
 import time
 from types import SimpleNamespace
 
@@ -234,6 +235,14 @@ def test_tiny_run_document(tiny_doc):
         assert set(t) >= {"what", "limit", "measured", "unit", "met"}
         assert t["met"] in (True, False, None)
     assert "[this run: the roller plan of cheek_left]" in doc["targets"]["default_plan_s"]["what"]
+    # the canonical chart: solved once (timed), then read from the suite's cache file by the runs
+    cache = doc["chart_cache"]
+    assert cache["file_written"] and cache["dir"] == os.environ["COVERAGE_CACHE_DIR"]
+    assert cache["solve"]["median_s"] > 0
+    from coverage import chart
+
+    assert chart.chart_cache_file(cache["subdivisions"]).is_file()
+    assert "read from its cache file" in doc["targets"]["scan_plan_s"]["what"]
     assert any("kernels against" in line for line in doc["_progress"])
 
 

@@ -7,14 +7,26 @@ overall, with +u the subject's left, +v up and the nose tip at the origin. It is
 once per resolution and shared by every face (same topology); each face converts chart
 lengths and areas to skin with its own per-triangle metric.
 
+The solve takes ~0.25 s at the working resolution, so the chart is kept between processes in
+a cache directory (:func:`cache_dir`): a file named by a SHA-256 over everything the chart
+is computed from (the placed template, the pins, this module's code, the NumPy and SciPy
+versions), so a hit returns exactly the array the solve would, and anything unreadable,
+mismatched or unwritable falls back to the solve.
+
 Do not plan in a frontal projection: on the canonical face it has angle ratio p95 4.9 and
 area scale p5 0.2 (shared DESIGN.md), against ~1.02 and ~0.7 here.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import tempfile
+import zipfile
+from pathlib import Path
 
 import numpy as np
+import scipy
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import threadpoolctl
@@ -143,18 +155,113 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs) -> list:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def canonical_chart(subdivisions: int) -> np.ndarray:
-    """Chart coordinates ``(v, 2) float`` (mm) of the canonical face at one resolution."""
+CACHE_ENV = "COVERAGE_CACHE_DIR"
+CACHE_FORMAT = b"coverage canonical chart 1"
+
+
+def cache_dir() -> Path | None:
+    """Where canonical charts are kept between processes: ``$COVERAGE_CACHE_DIR`` (empty: no
+    cache), else ``$XDG_CACHE_HOME/coverage``, else ``~/.cache/coverage``."""
+    given = os.environ.get(CACHE_ENV)
+    if given is not None:
+        return Path(given).expanduser() if given.strip() else None
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "coverage"
+
+
+def _chart_inputs(subdivisions: int) -> tuple:
     tpl = _template.template(subdivisions)
     base, _, _ = _template.canonical()
     vertices = tpl.place(base)
     pins = np.asarray(PIN_LANDMARKS)
-    uv = lscm(vertices, tpl.faces, pins, base[pins, :2])
+    return vertices, tpl.faces, pins, base[pins, :2]
+
+
+def chart_key(subdivisions: int) -> str:
+    """SHA-256 (hex) of everything :func:`canonical_chart` at this resolution is computed from:
+    the canonical face, the code that refines, places and flattens it, and the library
+    versions."""
+    digest = hashlib.sha256(CACHE_FORMAT)
+    code = (Path(__file__).read_bytes(), Path(_template.__file__).read_bytes())
+    for part in (str(subdivisions), str(PIN_LANDMARKS), np.__version__, scipy.__version__, *code):
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    for array in _template.canonical()[:2]:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def chart_cache_file(subdivisions: int) -> Path | None:
+    """The cache file of the canonical chart at this resolution (None with the cache off)."""
+    where = cache_dir()
+    return None if where is None else _cache_file(where, subdivisions, chart_key(subdivisions))
+
+
+def _cache_file(where: Path, subdivisions: int, key: str) -> Path:
+    return where / f"chart-s{subdivisions}-{key[:32]}.npz"
+
+
+def compute_canonical_chart(subdivisions: int) -> np.ndarray:
+    """The canonical chart at one resolution, solved (no cache): see :func:`canonical_chart`."""
+    vertices, faces, pins, pin_uv = _chart_inputs(subdivisions)
+    uv = lscm(vertices, faces, pins, pin_uv)
     # chart area equal to skin area overall, nose tip at the origin
-    skin = 0.5 * np.linalg.norm(np.cross(vertices[tpl.faces[:, 1]] - vertices[tpl.faces[:, 0]],
-                                         vertices[tpl.faces[:, 2]] - vertices[tpl.faces[:, 0]]), axis=1)
-    chart = np.abs(signed_chart_areas(uv, tpl.faces))
-    uv = (uv - uv[ORIGIN_LANDMARK]) * np.sqrt(skin.sum() / chart.sum())
+    skin = 0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
+                                         vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1)
+    chart = np.abs(signed_chart_areas(uv, faces))
+    return (uv - uv[ORIGIN_LANDMARK]) * np.sqrt(skin.sum() / chart.sum())
+
+
+def _read_cached(path: Path, key: str, n_vertices: int) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:  # the zip's CRCs catch a damaged file
+            if str(stored["key"]) != key:
+                return None
+            uv = np.array(stored["uv"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if uv.dtype != np.float64 or uv.shape != (n_vertices, 2) or not np.isfinite(uv).all():
+        return None
+    return uv
+
+
+def _write_cached(path: Path, key: str, uv: np.ndarray) -> None:
+    """Write atomically (a reader sees the old file or the whole new one); a cache that
+    cannot be written is skipped."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as fh:
+            tmp = fh.name
+            np.savez(fh, key=np.array(key), uv=uv)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+@functools.lru_cache(maxsize=4)
+def canonical_chart(subdivisions: int) -> np.ndarray:
+    """Chart coordinates ``(v, 2) float`` (mm) of the canonical face at one resolution
+    (read-only), from the cache directory when it holds them (:func:`cache_dir`), else solved
+    (:func:`compute_canonical_chart`) and stored there."""
+    where = cache_dir()
+    path = key = uv = None
+    if where is not None:
+        key = chart_key(subdivisions)
+        path = _cache_file(where, subdivisions, key)
+        uv = _read_cached(path, key, _template.template(subdivisions).n_vertices)
+    if uv is None:
+        uv = compute_canonical_chart(subdivisions)
+        if path is not None:
+            _write_cached(path, key, uv)
     uv.setflags(write=False)
     return uv
