@@ -194,3 +194,36 @@ def test_memo_drops_the_least_recently_used():
     memo.get("c", make("c"))                          # drops b
     assert memo.get("b", make("b2")) == "b2"
     assert calls == ["a", "b", "c", "b2"]
+
+
+def test_distance_to_region_equals_a_search_of_every_vertex(default_face):
+    """The region's corner vertices read 0 without a search: every vertex reads what one
+    search of the region's grid, from every vertex, reads (bit for bit), on a canonical
+    region and on a region cut across triangles."""
+    from coverage import proximity
+
+    eye = canonical_exclusion_regions(default_face.subdivisions)["eye_left"][0][1]
+    across = shapely.affinity.rotate(eye, 17.0, origin="centroid")   # boundary off the mesh edges
+    for region in (eye, across):
+        for reach in (0.5, 3.0, 9.0):
+            got = regions.distance_to_region(default_face, region, reach)
+            grid = regions.region_grid(default_face, region)
+            tri, _, dist = proximity.closest_points(grid, default_face.vertices, max_dist=reach)
+            want = np.where(tri >= 0, dist, np.inf)
+            assert np.array_equal(got, want)
+            assert (got == 0).sum() > 0
+
+
+def test_region_grid_is_kept_per_face_and_shared_with_the_pen(default_zones):
+    """The footprint clearance searches the grids the keep-outs were searched on."""
+    from coverage import pen
+
+    face = default_zones.face
+    clearance = pen.FootprintClearance(default_zones)
+    standard = canonical_exclusion_regions(face.subdivisions)
+    grids = [regions.region_grid(face, region) for name, parts in standard.items() if name in default_zones.exclusions
+             for _, region in parts]
+    assert len(grids) == len(clearance.parts)
+    assert all(g is mesh for g, (mesh, _) in zip(grids, clearance.parts))
+    tris = regions.region_triangles_3d(face, standard["lips"][0][1])
+    assert np.array_equal(regions.region_grid(face, standard["lips"][0][1]).vertices, tris.reshape(-1, 3))

@@ -401,7 +401,7 @@ class FootprintClearance:
     near the nostrils, where it stretches most) against margin + footprint radius."""
 
     def __init__(self, zones):
-        from . import proximity, regions
+        from . import regions
         from .zones import canonical_exclusion_regions
 
         self.face = zones.face
@@ -410,10 +410,9 @@ class FootprintClearance:
         for name, exc in zones.exclusions.items():
             regions_by_part = dict(standard.get(name, ()))
             for part, margin in exc.margins_mm:
-                tris = regions.region_triangles_3d(self.face, regions_by_part.get(part, exc.region))
-                if len(tris):
-                    vertices = np.ascontiguousarray(tris.reshape(-1, 3))
-                    mesh = proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
+                # the part's own surface, binned: the grid its keep-out was searched on
+                mesh = regions.region_grid(self.face, regions_by_part.get(part, exc.region))
+                if mesh is not None:
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
         # each part's box: a point farther than the reach from it along any axis is farther

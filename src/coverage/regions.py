@@ -290,14 +290,34 @@ def region_triangles_3d(face, region: BaseGeometry) -> np.ndarray:
     return np.concatenate([whole, np.einsum("kpj,kjd->kpd", bary, corners_3d)])
 
 
+def region_grid(face, region: BaseGeometry):
+    """The region's own surface (:func:`region_triangles_3d`, corner-distinct triangles) binned
+    for closest-point searches (:func:`coverage.proximity.build_grid`), None where it has no
+    triangle. Kept with the face, keyed by the region's WKB: the keep-outs search it, and
+    the pen's footprint clearance searches the same exclusion parts again."""
+    if region.is_empty:
+        return None
+    memo = _grids_of(face)
+    if memo is None:
+        return _region_grid(face, region)
+    return memo.get(region_key(region), lambda: _region_grid(face, region))
+
+
+def _region_grid(face, region: BaseGeometry):
+    tris = region_triangles_3d(face, region)
+    if len(tris) == 0:
+        return None
+    vertices = np.ascontiguousarray(tris.reshape(-1, 3))
+    return proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
+
+
 def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.ndarray:
     """3D distance (mm) from every face vertex to the region's surface; inf beyond max_dist."""
-    tris = region_triangles_3d(face, region)
+    grid = region_grid(face, region)
     out = np.full(len(face.vertices), np.inf)
-    if len(tris) == 0:
+    if grid is None:
         return out
-    vertices = tris.reshape(-1, 3)
-    faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
+    vertices = grid.vertices
     # only vertices within max_dist of the region's box can be within max_dist of it
     query = np.arange(len(face.vertices))
     if np.isfinite(max_dist_mm):
@@ -305,9 +325,18 @@ def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.nda
         v = face.vertices
         query = np.flatnonzero((v[:, 0] >= lo[0]) & (v[:, 0] <= hi[0]) & (v[:, 1] >= lo[1]) & (v[:, 1] <= hi[1])
                                & (v[:, 2] >= lo[2]) & (v[:, 2] <= hi[2]))
+    if max_dist_mm > 0:
+        # a vertex that is the first or second corner of a whole triangle of the region is
+        # at distance 0 exactly, as the search finds it: the closest-point walk puts such a
+        # point in that corner's own region (p = a: d1 = d2 = 0; p = b: d3 = d4 = 0, or
+        # a = b), and its point there is the corner itself, p - p = 0 (see
+        # closest_on_triangle); no distance is below 0, and 0 is below max_dist
+        corner = np.zeros(len(face.vertices), dtype=bool)
+        corner[face.faces[_cut(face.subdivisions, region).inside][:, :2]] = True
+        out[corner] = 0.0
+        query = query[~corner[query]]
     if len(query) == 0:
         return out
-    grid = proximity.build_grid(vertices, faces)
     tri, _, dist = proximity.closest_points(grid, face.vertices[query], max_dist=max_dist_mm)
     found = tri >= 0
     out[query[found]] = dist[found]
@@ -399,6 +428,22 @@ def _keepouts_of(face) -> Memo | None:
             memo = _KEEPOUTS.get(face)
             if memo is None:
                 memo = _KEEPOUTS[face] = Memo(KEEPOUTS_PER_FACE)
+        except TypeError:   # not hashable or not weakly referenceable
+            return None
+    return memo
+
+
+_GRIDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _grids_of(face) -> Memo | None:
+    """The region grids already made on this face (:func:`region_grid`), as
+    :func:`_keepouts_of`."""
+    with _KEEPOUTS_LOCK:
+        try:
+            memo = _GRIDS.get(face)
+            if memo is None:
+                memo = _GRIDS[face] = Memo(KEEPOUTS_PER_FACE)
         except TypeError:   # not hashable or not weakly referenceable
             return None
     return memo
