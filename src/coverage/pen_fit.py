@@ -608,6 +608,9 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
+    # d changes only through effects.apply from here on: the effects are weighed against it
+    # by the tracked kernels (the same values, most texels passed over)
+    effects.track(d)
     n_tries = REPAIR_TRIES
     for _ in range(rounds):
         over, under = d > high, treat.ravel() & (d < low)
