@@ -736,6 +736,22 @@ def stamp_apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, co
     return -1 if failed else 0
 
 
+def stamps_touching(const int64_t[::1] indptr, const int64_t[::1] texels, const int64_t[::1] columns,
+                    const uint8_t[::1] mask, uint8_t[::1] out):
+    """out[c] = 1 if stamp columns[c] has a puncture on a texel of mask (texels[indptr[s]:
+    indptr[s + 1]] its texels), else 0."""
+    cdef Py_ssize_t c, k
+    cdef uint8_t hit
+    with nogil:
+        for c in range(columns.shape[0]):
+            hit = 0
+            for k in range(indptr[columns[c]], indptr[columns[c] + 1]):
+                if mask[texels[k]]:
+                    hit = 1
+                    break
+            out[c] = hit
+
+
 # --- distinct channels -------------------------------------------------------------------
 # Greedy, in firing order: a puncture within `radius` of an earlier channel's first
 # puncture joins that channel; otherwise it opens a new one. A spatial hash of cells of

@@ -138,3 +138,16 @@ def test_reach_extents_cover_every_window_holding_a_texel(rng):
             for tj in range(max(pj - hu, 0), min(pj + hu + 1, w)):
                 t = ti * w + tj
                 assert abs(pi - ti) <= ext_v[t] and abs(pj - tj) <= ext_u[t]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 12), (30, 41)])
+def test_stamps_touching_a_mask_equal_their_reference(rng, shape):
+    h, w = shape
+    for _ in range(5):
+        m = int(rng.integers(1, 80))
+        effects = _effects(rng, h, w, m)
+        mask = rng.random(h * w) < rng.random()
+        columns = rng.integers(0, m, int(rng.integers(0, 50)))
+        got = effects.touching(columns, mask)
+        assert got.dtype == bool
+        np.testing.assert_array_equal(got, effects.touching_reference(columns, mask))

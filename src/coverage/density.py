@@ -244,6 +244,19 @@ class StampEffects:
         take = np.repeat(self.indptr[columns] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         return np.repeat(np.arange(len(columns)), lengths), take
 
+    def touching(self, columns, mask: np.ndarray) -> np.ndarray:
+        """``(k,) bool``: which stamps of ``columns`` have a puncture on a texel of ``mask``
+        (h * w,) (uint8 or bool, contiguous)."""
+        columns = np.ascontiguousarray(columns, dtype=np.int64)
+        out = np.empty(len(columns), dtype=np.uint8)
+        _kernel.stamps_touching(self.indptr, self.texels, columns, mask.view(np.uint8), out)
+        return out.view(bool)
+
+    def touching_reference(self, columns, mask: np.ndarray) -> np.ndarray:
+        """NumPy twin of :meth:`touching`."""
+        owner, take = self.entries(columns)
+        return np.bincount(owner, np.asarray(mask, dtype=bool)[self.texels[take]], minlength=len(columns)) > 0
+
     def swap_effects(self, removed, added, density: np.ndarray) -> np.ndarray:
         """``(k, 3)`` like :meth:`effects` for removing stamp ``removed[i]`` and adding
         ``added[i]`` together (a stamp moved to another candidate): the pair is weighed as one
