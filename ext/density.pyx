@@ -437,8 +437,7 @@ cdef void _rooms(const double* den, const double* pc, const double* lw, const do
                  Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t w,
                  int32_t* up, int32_t* down, int32_t* block_up, int32_t* block_down) noexcept nogil:
     # the rooms of texels rows [i0, i1), columns [j0, j1), and the least of the runs they lie in
-    cdef Py_ssize_t i, j, p, q, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK, b, e
-    cdef int32_t mu, md
+    cdef Py_ssize_t i, j, p
     for i in range(i0, i1):
         for j in range(j0, j1):
             p = i * w + j
@@ -449,17 +448,25 @@ cdef void _rooms(const double* den, const double* pc, const double* lw, const do
             else:
                 up[p] = _room(den[p], pc[p], 1.0, lw[p], hg[p], cap)
                 down[p] = _room(den[p], pc[p], -1.0, lw[p], hg[p], cap)
-        for b in range(j0 // ROOM_BLOCK, (j1 + ROOM_BLOCK - 1) // ROOM_BLOCK):
-            e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < w else w
-            mu = 2147483647
-            md = 2147483647
-            for q in range(i * w + b * ROOM_BLOCK, i * w + e):
-                if up[q] < mu:
-                    mu = up[q]
-                if down[q] < md:
-                    md = down[q]
-            block_up[i * nb + b] = mu
-            block_down[i * nb + b] = md
+        _block_rooms(up, down, i, j0, j1, w, block_up, block_down)
+
+
+cdef inline void _block_rooms(const int32_t* up, const int32_t* down, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1,
+                              Py_ssize_t w, int32_t* block_up, int32_t* block_down) noexcept nogil:
+    # the least rooms of the runs of row i that columns [j0, j1) lie in
+    cdef Py_ssize_t q, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK, b, e
+    cdef int32_t mu, md
+    for b in range(j0 // ROOM_BLOCK, (j1 + ROOM_BLOCK - 1) // ROOM_BLOCK):
+        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < w else w
+        mu = 2147483647
+        md = 2147483647
+        for q in range(i * w + b * ROOM_BLOCK, i * w + e):
+            if up[q] < mu:
+                mu = up[q]
+            if down[q] < md:
+                md = down[q]
+        block_up[i * nb + b] = mu
+        block_down[i * nb + b] = md
 
 
 def stamp_rooms(const double[::1] density, const double[::1] per_count, const double[::1] low,
@@ -717,6 +724,7 @@ def stamp_apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, co
     cdef Py_ssize_t box[4]
     cdef Py_ssize_t ebox[4]
     cdef double* table = NULL
+    cdef double delta
     cdef bint failed = False
     if density.shape[0] == 0:
         return 0
@@ -728,10 +736,14 @@ def stamp_apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, co
                 for pj in range(box[2], box[3]):
                     p = pi * w + pj
                     if per_count[p] != 0.0:
-                        density[p] = density[p] + sign * per_count[p] * _in_window(table, stride, ebox, pi, pj,
-                                                                                    half_u[p], half_v[p])
-            _rooms(&density[0], &per_count[0], &low[0], &high[0], cap, box[0], box[1], box[2], box[3], w,
-                   &room_up[0], &room_down[0], &block_up[0], &block_down[0])
+                        delta = _in_window(table, stride, ebox, pi, pj, half_u[p], half_v[p])
+                        if delta != 0.0:
+                            # (a window without the stamp's punctures keeps its density, as
+                            # stamp_apply's + 0 leaves it, and its rooms)
+                            density[p] = density[p] + sign * per_count[p] * delta
+                            room_up[p] = _room(density[p], per_count[p], 1.0, low[p], high[p], cap)
+                            room_down[p] = _room(density[p], per_count[p], -1.0, low[p], high[p], cap)
+                _block_rooms(&room_up[0], &room_down[0], pi, box[2], box[3], w, &block_up[0], &block_down[0])
         free(table)
     return -1 if failed else 0
 

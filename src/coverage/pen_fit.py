@@ -564,11 +564,18 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     base = np.asarray(fixed, dtype=np.float64).ravel()
 
     stamps_in_window = WindowStamps(by_texel, shape)
+    window_cache = {}    # the same worst windows come back round after round
 
     def window_columns(k):
-        # the stamps with a puncture in texel k's window
-        i, j = divmod(int(k), w)
-        return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
+        # the stamps with a puncture in texel k's window (read-only: the cache's)
+        k = int(k)
+        cols = window_cache.get(k)
+        if cols is None:
+            i, j = divmod(k, w)
+            cols = stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
+            cols.setflags(write=False)
+            window_cache[k] = cols
+        return cols
 
     def in_window(cols, k):
         # each of stamps cols' punctures in texel k's window
