@@ -125,6 +125,9 @@ def test_only_whole_counts_and_one_density_are_tracked(rng):
     plain.apply(3, 1.0, plain_other)
     np.testing.assert_array_equal(other, plain_other)
     np.testing.assert_array_equal(effects.effects(np.arange(m), -1.0, other), plain.effects(np.arange(m), -1.0, other))
+    with pytest.raises(ValueError):
+        effects.swap_effects([1, 2], [3], d)
+    assert effects.swap_effects([], [], d).shape == (0, 3)
 
 
 def test_reach_extents_cover_every_window_holding_a_texel(rng):

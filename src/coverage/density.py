@@ -246,10 +246,11 @@ class StampEffects:
 
     def touching(self, columns, mask: np.ndarray) -> np.ndarray:
         """``(k,) bool``: which stamps of ``columns`` have a puncture on a texel of ``mask``
-        (h * w,) (uint8 or bool, contiguous)."""
+        (h * w,) bool."""
         columns = np.ascontiguousarray(columns, dtype=np.int64)
         out = np.empty(len(columns), dtype=np.uint8)
-        _kernel.stamps_touching(self.indptr, self.texels, columns, mask.view(np.uint8), out)
+        _kernel.stamps_touching(self.indptr, self.texels, columns, np.ascontiguousarray(mask, dtype=bool).view(np.uint8),
+                                out)
         return out.view(bool)
 
     def touching_reference(self, columns, mask: np.ndarray) -> np.ndarray:
@@ -263,9 +264,12 @@ class StampEffects:
         stamp whose punctures are ``added``'s minus ``removed``'s."""
         if density is self._tracked:
             removed = np.ascontiguousarray(removed, dtype=np.int64)
+            added = np.ascontiguousarray(added, dtype=np.int64)
+            if removed.shape != added.shape or removed.ndim != 1:
+                raise ValueError(f"{len(removed)} stamps removed and {len(added)} added; give them in pairs")
             out = np.empty((len(removed), 3))
             if len(removed):
-                self._effects_tracked(np.ascontiguousarray(added, dtype=np.int64), removed, 1.0, out)
+                self._effects_tracked(added, removed, 1.0, out)
             return out
         pairs = np.stack([np.asarray(removed, dtype=np.int64), np.asarray(added, dtype=np.int64)], axis=1)
         # each pair's punctures: the removed stamp's (negated), then the added one's
@@ -371,7 +375,6 @@ class StampEffects:
             padded[:, :w] = room.reshape(h, w)
             out.append(padded.reshape(h, nb, 8).min(axis=2).ravel())
         return tuple(out)
-
 
     def _change_reference(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """``(texels, density change)`` of one stamp over the box its windows can reach."""

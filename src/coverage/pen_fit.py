@@ -589,8 +589,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         # which of stamps cols (-> (k,) bool) put a puncture in the window of a texel of mask
         if not mask.any():
             return lambda cols: np.zeros(len(cols), dtype=bool)
-        hit = np.ascontiguousarray(window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v,
-                                                 treat).ravel() > 0)
+        hit = window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
         return lambda cols: effects.touching(cols, hit)
 
     def worst_per_patch(mask, badness):
