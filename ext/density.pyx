@@ -600,30 +600,82 @@ cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texe
     return s
 
 
+cdef inline void _weigh(double before, double sign, double pc, double delta, double lo, double hi, double ar,
+                        double* gained, double* over, double* filled) noexcept nogil:
+    # one texel's part of stamp_effects' sums (finite mode), in its operations and order
+    cdef double after = before + sign * pc * delta
+    cdef int in_after = (after >= lo) & (after <= hi)
+    cdef int in_before = (before >= lo) & (before <= hi)
+    cdef int more
+    cdef double a, b
+    if in_after != in_before:
+        gained[0] = gained[0] + ar * (in_after - in_before)
+    more = (after > hi) - (before > hi)
+    if more != 0:
+        over[0] = over[0] + ar * more
+    a = lo - before if lo > before else 0.0
+    b = lo - after if lo > after else 0.0
+    if lo > 0.0 and a != b:
+        filled[0] = filled[0] + ar * (a - b) / lo
+
+
+ctypedef struct _Unsettled:
+    # a texel some stamp of a call may move out of its state, with what weighing it reads
+    double den, lo, hi, area, pc
+    int32_t pj, hu, hv, up, down, pad
+
+
+cdef inline void _needs(const int32_t[::1] totals, int64_t plus, int64_t minus, double sign, int32_t* need_up,
+                        int32_t* need_down) noexcept nogil:
+    # the counts a window can gain and lose by adding plus and removing minus (-1: none), or
+    # (no minus) adding (sign +1) or removing plus
+    if minus >= 0:
+        need_up[0] = totals[plus]
+        need_down[0] = totals[minus]
+    elif sign > 0:
+        need_up[0] = totals[plus]
+        need_down[0] = 0
+    else:
+        need_up[0] = 0
+        need_down[0] = totals[plus]
+
+
 def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
                           const int32_t[::1] totals, const int64_t[::1] plus, const int64_t[::1] minus,
                           double sign, const double[::1] density, const double[::1] low, const double[::1] high,
                           const double[::1] area, const double[::1] per_count, const int64_t[::1] half_u,
                           const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v,
                           const int32_t[::1] room_up, const int32_t[::1] room_down, const int32_t[::1] block_up,
-                          const int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w, double[:, ::1] out):
+                          const int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w, double[:, ::1] out,
+                          int shared=-1):
     """stamp_effects (finite mode) for counts that are whole numbers >= 0 and per_count >= 0,
     given the rooms (room_up, room_down, block_up, block_down) stamp_rooms gives of this
     density, and ext_u/ext_v as above. minus empty: out[c] for adding (sign +1) or removing
     (-1) stamp plus[c] alone. Else (sign +1): for adding plus[c] and removing minus[c]
     together, weighed as stamp_effects weighs the pair as one stamp of counts plus's minus
-    minus's. totals: each stamp's count. Returns 0 (-1: out of memory)."""
+    minus's. totals: each stamp's count. Returns 0 (-1: out of memory).
+
+    The stamps of a call mostly lie close together (the repair weighs those of one window):
+    with shared (1; -1: where the box around all their reaches is no larger than their
+    reaches together, 0: never), the texels of that box whose rooms do not hold the largest
+    count are gathered once, side by side with what weighing them reads, and each stamp
+    goes through those of its reach."""
     cdef Py_ssize_t c, n = plus.shape[0], pi, pj, p, stride, size = 0, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK
-    cdef Py_ssize_t b, e, q0, k, n_row, size_row = 0
+    cdef Py_ssize_t b, e, q0, k, n_row, size_row = 0, n_set, union_area, reach_area
     cdef Py_ssize_t box[4]
     cdef Py_ssize_t ebox[4]
+    cdef Py_ssize_t ubox[4]
     cdef Py_ssize_t* texels_row = NULL
     cdef Py_ssize_t* row
+    cdef Py_ssize_t* boxes = NULL
+    cdef Py_ssize_t* row_start = NULL
+    cdef _Unsettled* unsettled = NULL
+    cdef _Unsettled* u
     cdef bint pairs = minus.shape[0] > 0
     cdef int64_t other
-    cdef int32_t need_up, need_down
-    cdef double before, after, delta, gained, over, filled, a, bb, lo, hi
-    cdef int in_after, in_before, more, failed = 0
+    cdef int32_t need_up, need_down, most_up = 0, most_down = 0
+    cdef double delta, gained, over, filled
+    cdef int failed = 0
     cdef double* table = NULL
     if density.shape[0] == 0:
         for c in range(n):
@@ -643,27 +695,88 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
     cdef const int32_t* bup = &block_up[0]
     cdef const int32_t* bdown = &block_down[0]
     with nogil:
-        for c in range(n):
+        # each stamp's reach (box[1] = -1: none), the box around them all, the largest counts
+        boxes = <Py_ssize_t*>malloc((4 * n + 1) * sizeof(Py_ssize_t))
+        if boxes == NULL:
+            failed = 1
+        ubox[0] = h
+        ubox[1] = -1
+        ubox[2] = w
+        ubox[3] = -1
+        reach_area = 0
+        for c in range(n if not failed else 0):
+            other = minus[c] if pairs else -1
+            if not _reach(indptr, texels, plus[c], other, h, w, &ext_u[0], &ext_v[0], &boxes[4 * c]):
+                boxes[4 * c + 1] = -1
+                continue
+            _needs(totals, plus[c], other, sign, &need_up, &need_down)
+            most_up = need_up if need_up > most_up else most_up
+            most_down = need_down if need_down > most_down else most_down
+            reach_area += (boxes[4 * c + 1] - boxes[4 * c]) * (boxes[4 * c + 3] - boxes[4 * c + 2])
+            ubox[0] = boxes[4 * c] if boxes[4 * c] < ubox[0] else ubox[0]
+            ubox[1] = boxes[4 * c + 1] if boxes[4 * c + 1] > ubox[1] else ubox[1]
+            ubox[2] = boxes[4 * c + 2] if boxes[4 * c + 2] < ubox[2] else ubox[2]
+            ubox[3] = boxes[4 * c + 3] if boxes[4 * c + 3] > ubox[3] else ubox[3]
+        union_area = (ubox[1] - ubox[0]) * (ubox[3] - ubox[2]) if ubox[1] >= 0 else 0
+        if shared < 0:
+            shared = union_area <= reach_area
+        if not failed and shared and union_area > 0:
+            # the unsettled texels of the box around all reaches, row by row
+            unsettled = <_Unsettled*>malloc(union_area * sizeof(_Unsettled))
+            row_start = <Py_ssize_t*>malloc((ubox[1] - ubox[0] + 1) * sizeof(Py_ssize_t))
+            if unsettled == NULL or row_start == NULL:
+                failed = 1
+            else:
+                n_set = 0
+                for pi in range(ubox[0], ubox[1]):
+                    row_start[pi - ubox[0]] = n_set
+                    for b in range(ubox[2] // ROOM_BLOCK, (ubox[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
+                        if bup[pi * nb + b] >= most_up and bdown[pi * nb + b] >= most_down:
+                            continue
+                        q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > ubox[2] else ubox[2]
+                        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < ubox[3] else ubox[3]
+                        for p in range(pi * w + q0, pi * w + e):
+                            if up[p] < most_up or down[p] < most_down:
+                                u = &unsettled[n_set]
+                                u.den = den[p]
+                                u.lo = lw[p]
+                                u.hi = hg[p]
+                                u.area = ar[p]
+                                u.pc = pc[p]
+                                u.pj = <int32_t>(p - pi * w)
+                                u.hu = <int32_t>hu[p]
+                                u.hv = <int32_t>hv[p]
+                                u.up = up[p]
+                                u.down = down[p]
+                                n_set += 1
+                row_start[ubox[1] - ubox[0]] = n_set
+        for c in range(n if not failed else 0):
             gained = 0.0
             over = 0.0
             filled = 0.0
             other = minus[c] if pairs else -1
-            # the counts a window can gain and lose
-            if pairs:
-                need_up = totals[plus[c]]
-                need_down = totals[other]
-            elif sign > 0:
-                need_up = totals[plus[c]]
-                need_down = 0
-            else:
-                need_up = 0
-                need_down = totals[plus[c]]
+            _needs(totals, plus[c], other, sign, &need_up, &need_down)
             stride = _extent_table(indptr, texels, counts, plus[c], other, w, ebox, &table, &size)
-            if not stride and (plus[c] >= 0 and indptr[plus[c] + 1] > indptr[plus[c]]
-                               or other >= 0 and indptr[other + 1] > indptr[other]):
+            if not stride and (indptr[plus[c] + 1] > indptr[plus[c]] or other >= 0 and indptr[other + 1] > indptr[other]):
                 failed = 1
                 break
-            if stride and _reach(indptr, texels, plus[c], other, h, w, &ext_u[0], &ext_v[0], box):
+            box[0] = boxes[4 * c]
+            box[1] = boxes[4 * c + 1]
+            box[2] = boxes[4 * c + 2]
+            box[3] = boxes[4 * c + 3]
+            if stride and box[1] >= 0 and shared:
+                for pi in range(box[0], box[1]):
+                    # (each row's texels in column order)
+                    for k in range(row_start[pi - ubox[0]], row_start[pi - ubox[0] + 1]):
+                        u = &unsettled[k]
+                        if u.pj >= box[3]:
+                            break
+                        if u.pj < box[2] or (u.up >= need_up and u.down >= need_down):
+                            continue
+                        delta = _in_window(table, stride, ebox, pi, u.pj, u.hu, u.hv)
+                        if delta != 0.0:
+                            _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, &gained, &over, &filled)
+            elif stride and box[1] >= 0:
                 if box[3] - box[2] > size_row:
                     row = <Py_ssize_t*>realloc(texels_row, (box[3] - box[2]) * sizeof(Py_ssize_t))
                     if row == NULL:
@@ -685,29 +798,17 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
                             n_row = n_row + ((up[p] < need_up) | (down[p] < need_down))
                     for k in range(n_row):
                         p = texels_row[k]
-                        pj = p - pi * w
-                        delta = _in_window(table, stride, ebox, pi, pj, hu[p], hv[p])
+                        delta = _in_window(table, stride, ebox, pi, p - pi * w, hu[p], hv[p])
                         if delta != 0.0:
-                            before = den[p]
-                            after = before + sign * pc[p] * delta
-                            lo = lw[p]
-                            hi = hg[p]
-                            in_after = (after >= lo) & (after <= hi)
-                            in_before = (before >= lo) & (before <= hi)
-                            if in_after != in_before:
-                                gained = gained + ar[p] * (in_after - in_before)
-                            more = (after > hi) - (before > hi)
-                            if more != 0:
-                                over = over + ar[p] * more
-                            a = lo - before if lo > before else 0.0
-                            bb = lo - after if lo > after else 0.0
-                            if lo > 0.0 and a != bb:
-                                filled = filled + ar[p] * (a - bb) / lo
+                            _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], &gained, &over, &filled)
             out[c, 0] = gained
             out[c, 1] = over
             out[c, 2] = filled
         free(table)
         free(texels_row)
+        free(boxes)
+        free(row_start)
+        free(unsettled)
     return -1 if failed else 0
 
 

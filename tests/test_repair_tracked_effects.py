@@ -60,6 +60,20 @@ def test_stamp_room_holds_every_count_up_to_it(rng):
             assert not np.any(same[counted & (k == room + 1)])
 
 
+def _each_way(effects, plus, minus, sign, d):
+    # the tracked kernel with and without the texels gathered once for all stamps of a call
+    h, w = effects.shape
+    outs = []
+    for shared in (0, 1, -1):
+        out = np.empty((len(plus), 3))
+        assert density_mod._kernel.stamp_effects_tracked(
+            effects.indptr, effects.texels, effects.counts, effects.totals, np.asarray(plus, dtype=np.int64),
+            np.asarray(minus, dtype=np.int64), sign, d, effects.low, effects.high, effects.area, effects.per_count,
+            effects.half_u, effects.half_v, effects._ext_u, effects._ext_v, *effects._rooms, h, w, out, shared) == 0
+        outs.append(out)
+    return outs
+
+
 def _plain(effects):
     twin = density_mod.StampEffects.__new__(density_mod.StampEffects)
     twin.__dict__.update(effects.__dict__)
@@ -79,10 +93,20 @@ def test_tracked_stamp_effects_equal_the_plain_kernel_bit_for_bit(rng, shape):
         plain = _plain(effects)
         for step in range(25):
             columns = rng.integers(0, m, int(rng.integers(0, 30)))
-            for sign in (1.0, -1.0):
-                np.testing.assert_array_equal(effects.effects(columns, sign, d), plain.effects(columns, sign, plain_d))
+            # nearby stamps (as the repair weighs them) and stamps anywhere
+            near = np.clip(int(rng.integers(0, m)) + rng.integers(-3, 4, 12), 0, m - 1)
+            for cols in (columns, near):
+                for sign in (1.0, -1.0):
+                    want = plain.effects(cols, sign, plain_d)
+                    np.testing.assert_array_equal(effects.effects(cols, sign, d), want)
+                    for got in _each_way(effects, cols, [], sign, d):
+                        np.testing.assert_array_equal(got, want)
             gone, come = rng.integers(0, m, 12), rng.integers(0, m, 12)
-            np.testing.assert_array_equal(effects.swap_effects(gone, come, d), plain.swap_effects(gone, come, plain_d))
+            for gone, come in ((gone, come), (near, np.clip(near + rng.integers(-2, 3, len(near)), 0, m - 1))):
+                want = plain.swap_effects(gone, come, plain_d)
+                np.testing.assert_array_equal(effects.swap_effects(gone, come, d), want)
+                for got in _each_way(effects, come, gone, 1.0, d):
+                    np.testing.assert_array_equal(got, want)
             # a stamp applied to both: the same densities, and the rooms follow
             c, sign = int(rng.integers(0, m)), float(rng.choice([-1.0, 1.0]))
             effects.apply(c, sign, d)
