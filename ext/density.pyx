@@ -383,6 +383,488 @@ def stamp_apply(const int64_t[::1] indptr, const int64_t[::1] texels, const doub
                                                                                     half_u[p], half_v[p])
         free(table)
 
+# --- stamp effects on a tracked density ----------------------------------------------------
+# The repair weighs thousands of stamps against one density map that changes only where it
+# applies a stamp. With whole puncture counts (needles) every window count is exact, however
+# it is summed, and most texels of a stamp's reach cannot change state: stamp_rooms keeps,
+# per texel, how many punctures its window may gain (room_up) or lose (room_down) with the
+# texel adding nothing to any sum of stamp_effects (finite mode), and the least of each over
+# runs of ROOM_BLOCK texels of a row. stamp_effects_tracked passes over every texel (and
+# run) whose room holds the stamp's whole count, and visits only the texels whose windows
+# can hold one of its punctures (ext_u/ext_v: per texel, the widest window half of a
+# counted texel within reach). Its sums are stamp_effects' bit for bit: the same texels
+# contribute, in the same order, the same values.
+
+cdef enum:
+    ROOM_BLOCK = 8
+
+
+cdef inline bint _unchanged(double before, double after, double lo, double hi) noexcept nogil:
+    # the texel adds nothing to any of stamp_effects' sums (finite mode) going before -> after
+    cdef int in_after = (after >= lo) & (after <= hi)
+    cdef int in_before = (before >= lo) & (before <= hi)
+    cdef double a, b
+    if in_after != in_before:
+        return False
+    if (after > hi) != (before > hi):
+        return False
+    a = lo - before if lo > before else 0.0
+    b = lo - after if lo > after else 0.0
+    return not (lo > 0.0 and a != b)
+
+
+cdef inline int32_t _room(double before, double pc, double sign, double lo, double hi, int32_t cap) noexcept nogil:
+    # the largest k <= cap with the texel unchanged at after = before + sign * pc * k (as
+    # stamp_effects computes it), hence at every count 0..k: after is monotone in k, and the
+    # afters that leave the texel unchanged form an interval around before
+    cdef int32_t good, bad, mid
+    if _unchanged(before, before + sign * pc * <double>cap, lo, hi):
+        return cap
+    if not _unchanged(before, before + sign * pc * 1.0, lo, hi):
+        return 0
+    good = 1
+    bad = cap
+    while bad - good > 1:
+        mid = good + (bad - good) // 2
+        if _unchanged(before, before + sign * pc * <double>mid, lo, hi):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+cdef void _rooms(const double* den, const double* pc, const double* lw, const double* hg, int32_t cap,
+                 Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t w,
+                 int32_t* up, int32_t* down, int32_t* block_up, int32_t* block_down) noexcept nogil:
+    # the rooms of texels rows [i0, i1), columns [j0, j1), and the least of the runs they lie in
+    cdef Py_ssize_t i, j, p
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            p = i * w + j
+            if pc[p] == 0.0:
+                # never weighed
+                up[p] = 2147483647
+                down[p] = 2147483647
+            else:
+                up[p] = _room(den[p], pc[p], 1.0, lw[p], hg[p], cap)
+                down[p] = _room(den[p], pc[p], -1.0, lw[p], hg[p], cap)
+        _block_rooms(up, down, i, j0, j1, w, block_up, block_down)
+
+
+cdef inline void _block_rooms(const int32_t* up, const int32_t* down, Py_ssize_t i, Py_ssize_t j0, Py_ssize_t j1,
+                              Py_ssize_t w, int32_t* block_up, int32_t* block_down) noexcept nogil:
+    # the least rooms of the runs of row i that columns [j0, j1) lie in
+    cdef Py_ssize_t q, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK, b, e
+    cdef int32_t mu, md
+    for b in range(j0 // ROOM_BLOCK, (j1 + ROOM_BLOCK - 1) // ROOM_BLOCK):
+        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < w else w
+        mu = 2147483647
+        md = 2147483647
+        for q in range(i * w + b * ROOM_BLOCK, i * w + e):
+            if up[q] < mu:
+                mu = up[q]
+            if down[q] < md:
+                md = down[q]
+        block_up[i * nb + b] = mu
+        block_down[i * nb + b] = md
+
+
+def stamp_rooms(const double[::1] density, const double[::1] per_count, const double[::1] low,
+                const double[::1] high, int32_t cap, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
+                Py_ssize_t w, int32_t[::1] room_up, int32_t[::1] room_down, int32_t[::1] block_up,
+                int32_t[::1] block_down):
+    """For texels rows [i0, i1), columns [j0, j1): room_up[p] (room_down[p]) = the largest
+    k <= cap such that density[p] + per_count[p] * k (- per_count[p] * k) leaves the texel
+    unchanged for stamp_effects (in band or not, over high or not, its shortfall the same),
+    as at every count 0..k; 2^31 - 1 for texels with per_count 0 (per_count >= 0, cap >= 0).
+    block_up[i * nb + b] (block_down) = the least room_up (room_down) of texels i * w + 8 b
+    ... + 8 b + 7 (within the row), nb = ceil(w / 8), for the runs the texels lie in."""
+    if density.shape[0] == 0:
+        return
+    with nogil:
+        _rooms(&density[0], &per_count[0], &low[0], &high[0], cap, i0, i1, j0, j1, w, &room_up[0], &room_down[0],
+               &block_up[0], &block_down[0])
+
+
+cdef inline void _reach_box(const int64_t[::1] texels, Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t w,
+                            const int32_t* ext_u, const int32_t* ext_v, Py_ssize_t* box) noexcept nogil:
+    # widen box [i0, i1, j0, j1] (unclipped) over the texels whose windows can hold one of
+    # texels[k0:k1]
+    cdef Py_ssize_t k
+    cdef int64_t t, ti, tj
+    for k in range(k0, k1):
+        t = texels[k]
+        ti = t // w
+        tj = t - ti * w
+        if ti - ext_v[t] < box[0]:
+            box[0] = ti - ext_v[t]
+        if ti + ext_v[t] + 1 > box[1]:
+            box[1] = ti + ext_v[t] + 1
+        if tj - ext_u[t] < box[2]:
+            box[2] = tj - ext_u[t]
+        if tj + ext_u[t] + 1 > box[3]:
+            box[3] = tj + ext_u[t] + 1
+
+
+cdef inline bint _reach(const int64_t[::1] indptr, const int64_t[::1] texels, int64_t plus, int64_t minus,
+                        Py_ssize_t h, Py_ssize_t w, const int32_t* ext_u, const int32_t* ext_v,
+                        Py_ssize_t* box) noexcept nogil:
+    # the box of texels whose windows can hold a puncture of stamp plus or stamp minus (-1:
+    # none), clipped to the grid; False if it is empty
+    box[0] = h
+    box[1] = -1
+    box[2] = w
+    box[3] = -1
+    if plus >= 0:
+        _reach_box(texels, indptr[plus], indptr[plus + 1], w, ext_u, ext_v, box)
+    if minus >= 0:
+        _reach_box(texels, indptr[minus], indptr[minus + 1], w, ext_u, ext_v, box)
+    if box[1] < 0:
+        return False
+    if box[0] < 0:
+        box[0] = 0
+    if box[1] > h:
+        box[1] = h
+    if box[2] < 0:
+        box[2] = 0
+    if box[3] > w:
+        box[3] = w
+    return box[1] > box[0] and box[3] > box[2]
+
+
+cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                              int64_t plus, int64_t minus, Py_ssize_t w, Py_ssize_t* box, double** table,
+                              Py_ssize_t* size) noexcept nogil:
+    # stamp plus's punctures minus stamp minus's (-1: none) as a summed-area table over the
+    # box of their texels only (box = [i0, i1, j0, j1]), with a zero first row and column:
+    # with whole counts, _in_window of it gives every window's count exactly. Returns its
+    # row length (0: no punctures, or no memory)
+    cdef Py_ssize_t k, r, c, bh, bw, need, s, i0, j0, q
+    cdef int64_t ti, tj, col
+    cdef double* t
+    cdef double mult
+    box[0] = 0
+    box[1] = -1
+    box[2] = 0
+    box[3] = -1
+    for q in range(2):
+        col = minus if q == 0 else plus
+        if col < 0:
+            continue
+        for k in range(indptr[col], indptr[col + 1]):
+            ti = texels[k] // w
+            tj = texels[k] - ti * w
+            if box[1] < 0:
+                box[0] = ti
+                box[1] = ti + 1
+                box[2] = tj
+                box[3] = tj + 1
+            else:
+                if ti < box[0]:
+                    box[0] = ti
+                if ti + 1 > box[1]:
+                    box[1] = ti + 1
+                if tj < box[2]:
+                    box[2] = tj
+                if tj + 1 > box[3]:
+                    box[3] = tj + 1
+    if box[1] < 0:
+        return 0
+    i0 = box[0]
+    j0 = box[2]
+    bh = box[1] - i0
+    bw = box[3] - j0
+    need = (bh + 1) * (bw + 1)
+    if need > size[0]:
+        t = <double*>realloc(table[0], need * sizeof(double))
+        if t == NULL:
+            return 0
+        table[0] = t
+        size[0] = need
+    t = table[0]
+    for k in range(need):
+        t[k] = 0.0
+    s = bw + 1
+    for q in range(2):
+        col = minus if q == 0 else plus
+        mult = -1.0 if q == 0 else 1.0
+        if col < 0:
+            continue
+        for k in range(indptr[col], indptr[col + 1]):
+            ti = texels[k] // w
+            tj = texels[k] - ti * w
+            t[(ti - i0 + 1) * s + (tj - j0 + 1)] += mult * counts[k]
+    for r in range(1, bh + 1):
+        for c in range(1, bw + 1):
+            t[r * s + c] = t[r * s + c] + ((t[(r - 1) * s + c] + t[r * s + c - 1]) - t[(r - 1) * s + c - 1])
+    return s
+
+
+cdef inline void _weigh(double before, double sign, double pc, double delta, double lo, double hi, double ar,
+                        double* gained, double* over, double* filled) noexcept nogil:
+    # one texel's part of stamp_effects' sums (finite mode), in its operations and order
+    cdef double after = before + sign * pc * delta
+    cdef int in_after = (after >= lo) & (after <= hi)
+    cdef int in_before = (before >= lo) & (before <= hi)
+    cdef int more
+    cdef double a, b
+    if in_after != in_before:
+        gained[0] = gained[0] + ar * (in_after - in_before)
+    more = (after > hi) - (before > hi)
+    if more != 0:
+        over[0] = over[0] + ar * more
+    a = lo - before if lo > before else 0.0
+    b = lo - after if lo > after else 0.0
+    if lo > 0.0 and a != b:
+        filled[0] = filled[0] + ar * (a - b) / lo
+
+
+ctypedef struct _Unsettled:
+    # a texel some stamp of a call may move out of its state, with what weighing it reads
+    double den, lo, hi, area, pc
+    int32_t pj, hu, hv, up, down, pad
+
+
+cdef inline void _needs(const int32_t[::1] totals, int64_t plus, int64_t minus, double sign, int32_t* need_up,
+                        int32_t* need_down) noexcept nogil:
+    # the counts a window can gain and lose by adding plus and removing minus (-1: none), or
+    # (no minus) adding (sign +1) or removing plus
+    if minus >= 0:
+        need_up[0] = totals[plus]
+        need_down[0] = totals[minus]
+    elif sign > 0:
+        need_up[0] = totals[plus]
+        need_down[0] = 0
+    else:
+        need_up[0] = 0
+        need_down[0] = totals[plus]
+
+
+def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                          const int32_t[::1] totals, const int64_t[::1] plus, const int64_t[::1] minus,
+                          double sign, const double[::1] density, const double[::1] low, const double[::1] high,
+                          const double[::1] area, const double[::1] per_count, const int64_t[::1] half_u,
+                          const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v,
+                          const int32_t[::1] room_up, const int32_t[::1] room_down, const int32_t[::1] block_up,
+                          const int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w, double[:, ::1] out,
+                          int shared=-1):
+    """stamp_effects (finite mode) for counts that are whole numbers >= 0 and per_count >= 0,
+    given the rooms (room_up, room_down, block_up, block_down) stamp_rooms gives of this
+    density, and ext_u/ext_v as above. minus empty: out[c] for adding (sign +1) or removing
+    (-1) stamp plus[c] alone. Else (sign +1): for adding plus[c] and removing minus[c]
+    together, weighed as stamp_effects weighs the pair as one stamp of counts plus's minus
+    minus's. totals: each stamp's count. Returns 0 (-1: out of memory).
+
+    The stamps of a call mostly lie close together (the repair weighs those of one window):
+    with shared (1; -1: where the box around all their reaches is no larger than their
+    reaches together, 0: never), the texels of that box whose rooms do not hold the largest
+    count are gathered once, side by side with what weighing them reads, and each stamp
+    goes through those of its reach."""
+    cdef Py_ssize_t c, n = plus.shape[0], pi, pj, p, stride, size = 0, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK
+    cdef Py_ssize_t b, e, q0, k, n_row, size_row = 0, n_set, union_area, reach_area
+    cdef Py_ssize_t box[4]
+    cdef Py_ssize_t ebox[4]
+    cdef Py_ssize_t ubox[4]
+    cdef Py_ssize_t* texels_row = NULL
+    cdef Py_ssize_t* row
+    cdef Py_ssize_t* boxes = NULL
+    cdef Py_ssize_t* row_start = NULL
+    cdef _Unsettled* unsettled = NULL
+    cdef _Unsettled* u
+    cdef bint pairs = minus.shape[0] > 0
+    cdef int64_t other
+    cdef int32_t need_up, need_down, most_up = 0, most_down = 0
+    cdef double delta, gained, over, filled
+    cdef int failed = 0
+    cdef double* table = NULL
+    if density.shape[0] == 0:
+        for c in range(n):
+            out[c, 0] = 0.0
+            out[c, 1] = 0.0
+            out[c, 2] = 0.0
+        return 0
+    cdef const double* pc = &per_count[0]
+    cdef const double* den = &density[0]
+    cdef const double* lw = &low[0]
+    cdef const double* hg = &high[0]
+    cdef const double* ar = &area[0]
+    cdef const int64_t* hu = &half_u[0]
+    cdef const int64_t* hv = &half_v[0]
+    cdef const int32_t* up = &room_up[0]
+    cdef const int32_t* down = &room_down[0]
+    cdef const int32_t* bup = &block_up[0]
+    cdef const int32_t* bdown = &block_down[0]
+    with nogil:
+        # each stamp's reach (box[1] = -1: none), the box around them all, the largest counts
+        boxes = <Py_ssize_t*>malloc((4 * n + 1) * sizeof(Py_ssize_t))
+        if boxes == NULL:
+            failed = 1
+        ubox[0] = h
+        ubox[1] = -1
+        ubox[2] = w
+        ubox[3] = -1
+        reach_area = 0
+        for c in range(n if not failed else 0):
+            other = minus[c] if pairs else -1
+            if not _reach(indptr, texels, plus[c], other, h, w, &ext_u[0], &ext_v[0], &boxes[4 * c]):
+                boxes[4 * c + 1] = -1
+                continue
+            _needs(totals, plus[c], other, sign, &need_up, &need_down)
+            most_up = need_up if need_up > most_up else most_up
+            most_down = need_down if need_down > most_down else most_down
+            reach_area += (boxes[4 * c + 1] - boxes[4 * c]) * (boxes[4 * c + 3] - boxes[4 * c + 2])
+            ubox[0] = boxes[4 * c] if boxes[4 * c] < ubox[0] else ubox[0]
+            ubox[1] = boxes[4 * c + 1] if boxes[4 * c + 1] > ubox[1] else ubox[1]
+            ubox[2] = boxes[4 * c + 2] if boxes[4 * c + 2] < ubox[2] else ubox[2]
+            ubox[3] = boxes[4 * c + 3] if boxes[4 * c + 3] > ubox[3] else ubox[3]
+        union_area = (ubox[1] - ubox[0]) * (ubox[3] - ubox[2]) if ubox[1] >= 0 else 0
+        if shared < 0:
+            shared = union_area <= reach_area
+        if not failed and shared and union_area > 0:
+            # the unsettled texels of the box around all reaches, row by row
+            unsettled = <_Unsettled*>malloc(union_area * sizeof(_Unsettled))
+            row_start = <Py_ssize_t*>malloc((ubox[1] - ubox[0] + 1) * sizeof(Py_ssize_t))
+            if unsettled == NULL or row_start == NULL:
+                failed = 1
+            else:
+                n_set = 0
+                for pi in range(ubox[0], ubox[1]):
+                    row_start[pi - ubox[0]] = n_set
+                    for b in range(ubox[2] // ROOM_BLOCK, (ubox[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
+                        if bup[pi * nb + b] >= most_up and bdown[pi * nb + b] >= most_down:
+                            continue
+                        q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > ubox[2] else ubox[2]
+                        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < ubox[3] else ubox[3]
+                        for p in range(pi * w + q0, pi * w + e):
+                            if up[p] < most_up or down[p] < most_down:
+                                u = &unsettled[n_set]
+                                u.den = den[p]
+                                u.lo = lw[p]
+                                u.hi = hg[p]
+                                u.area = ar[p]
+                                u.pc = pc[p]
+                                u.pj = <int32_t>(p - pi * w)
+                                u.hu = <int32_t>hu[p]
+                                u.hv = <int32_t>hv[p]
+                                u.up = up[p]
+                                u.down = down[p]
+                                n_set += 1
+                row_start[ubox[1] - ubox[0]] = n_set
+        for c in range(n if not failed else 0):
+            gained = 0.0
+            over = 0.0
+            filled = 0.0
+            other = minus[c] if pairs else -1
+            _needs(totals, plus[c], other, sign, &need_up, &need_down)
+            stride = _extent_table(indptr, texels, counts, plus[c], other, w, ebox, &table, &size)
+            if not stride and (indptr[plus[c] + 1] > indptr[plus[c]] or other >= 0 and indptr[other + 1] > indptr[other]):
+                failed = 1
+                break
+            box[0] = boxes[4 * c]
+            box[1] = boxes[4 * c + 1]
+            box[2] = boxes[4 * c + 2]
+            box[3] = boxes[4 * c + 3]
+            if stride and box[1] >= 0 and shared:
+                for pi in range(box[0], box[1]):
+                    # (each row's texels in column order)
+                    for k in range(row_start[pi - ubox[0]], row_start[pi - ubox[0] + 1]):
+                        u = &unsettled[k]
+                        if u.pj >= box[3]:
+                            break
+                        if u.pj < box[2] or (u.up >= need_up and u.down >= need_down):
+                            continue
+                        delta = _in_window(table, stride, ebox, pi, u.pj, u.hu, u.hv)
+                        if delta != 0.0:
+                            _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, &gained, &over, &filled)
+            elif stride and box[1] >= 0:
+                if box[3] - box[2] > size_row:
+                    row = <Py_ssize_t*>realloc(texels_row, (box[3] - box[2]) * sizeof(Py_ssize_t))
+                    if row == NULL:
+                        failed = 1
+                        break
+                    texels_row = row
+                    size_row = box[3] - box[2]
+                for pi in range(box[0], box[1]):
+                    # the row's texels whose rooms do not hold the stamp's counts (texels with
+                    # per_count 0 have room for any), gathered without branching on each
+                    n_row = 0
+                    for b in range(box[2] // ROOM_BLOCK, (box[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
+                        if bup[pi * nb + b] >= need_up and bdown[pi * nb + b] >= need_down:
+                            continue
+                        q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > box[2] else box[2]
+                        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < box[3] else box[3]
+                        for p in range(pi * w + q0, pi * w + e):
+                            texels_row[n_row] = p
+                            n_row = n_row + ((up[p] < need_up) | (down[p] < need_down))
+                    for k in range(n_row):
+                        p = texels_row[k]
+                        delta = _in_window(table, stride, ebox, pi, p - pi * w, hu[p], hv[p])
+                        if delta != 0.0:
+                            _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], &gained, &over, &filled)
+            out[c, 0] = gained
+            out[c, 1] = over
+            out[c, 2] = filled
+        free(table)
+        free(texels_row)
+        free(boxes)
+        free(row_start)
+        free(unsettled)
+    return -1 if failed else 0
+
+
+def stamp_apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                        Py_ssize_t s, double sign, double[::1] density, const double[::1] per_count,
+                        const double[::1] low, const double[::1] high, const int64_t[::1] half_u,
+                        const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v,
+                        int32_t cap, int32_t[::1] room_up, int32_t[::1] room_down, int32_t[::1] block_up,
+                        int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w):
+    """stamp_apply (whole counts) over the texels whose windows can hold one of stamp s's
+    punctures (no other changes), then their rooms renewed (stamp_rooms). Returns 0 (-1: out
+    of memory)."""
+    cdef Py_ssize_t pi, pj, p, stride, size = 0
+    cdef Py_ssize_t box[4]
+    cdef Py_ssize_t ebox[4]
+    cdef double* table = NULL
+    cdef double delta
+    cdef bint failed = False
+    if density.shape[0] == 0:
+        return 0
+    with nogil:
+        stride = _extent_table(indptr, texels, counts, s, -1, w, ebox, &table, &size)
+        failed = not stride and indptr[s + 1] > indptr[s]
+        if stride and _reach(indptr, texels, s, -1, h, w, &ext_u[0], &ext_v[0], box):
+            for pi in range(box[0], box[1]):
+                for pj in range(box[2], box[3]):
+                    p = pi * w + pj
+                    if per_count[p] != 0.0:
+                        delta = _in_window(table, stride, ebox, pi, pj, half_u[p], half_v[p])
+                        if delta != 0.0:
+                            # (a window without the stamp's punctures keeps its density, as
+                            # stamp_apply's + 0 leaves it, and its rooms)
+                            density[p] = density[p] + sign * per_count[p] * delta
+                            room_up[p] = _room(density[p], per_count[p], 1.0, low[p], high[p], cap)
+                            room_down[p] = _room(density[p], per_count[p], -1.0, low[p], high[p], cap)
+                _block_rooms(&room_up[0], &room_down[0], pi, box[2], box[3], w, &block_up[0], &block_down[0])
+        free(table)
+    return -1 if failed else 0
+
+
+def stamps_touching(const int64_t[::1] indptr, const int64_t[::1] texels, const int64_t[::1] columns,
+                    const uint8_t[::1] mask, uint8_t[::1] out):
+    """out[c] = 1 if stamp columns[c] has a puncture on a texel of mask (texels[indptr[s]:
+    indptr[s + 1]] its texels), else 0."""
+    cdef Py_ssize_t c, k
+    cdef uint8_t hit
+    with nogil:
+        for c in range(columns.shape[0]):
+            hit = 0
+            for k in range(indptr[columns[c]], indptr[columns[c] + 1]):
+                if mask[texels[k]]:
+                    hit = 1
+                    break
+            out[c] = hit
+
+
 # --- distinct channels -------------------------------------------------------------------
 # Greedy, in firing order: a puncture within `radius` of an earlier channel's first
 # puncture joins that channel; otherwise it opens a new one. A spatial hash of cells of

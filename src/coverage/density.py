@@ -198,6 +198,15 @@ class StampEffects:
         self.reach = int(max(self.half_u[counted].max(initial=0), self.half_v[counted].max(initial=0)))
         # finite areas and floors: a texel whose state does not change adds exactly 0 (skipped)
         self.finite = bool(np.isfinite(self.area).all() and np.isfinite(self.low).all())
+        # each stamp's punctures; whole counts >= 0 (needles) and per_count >= 0 make every
+        # window count exact whatever box it is summed over (the tracked kernels' terms)
+        m = len(self.indptr) - 1
+        totals = np.bincount(np.repeat(np.arange(m), np.diff(self.indptr)), self.counts, minlength=m)
+        self.whole = bool(self.finite and np.all(self.counts >= 0) and np.array_equal(self.counts, np.floor(self.counts))
+                          and totals.max(initial=0) < 2 ** 30 and np.all(self.per_count >= 0)
+                          and np.isfinite(self.per_count).all())
+        self.totals = np.ascontiguousarray(totals, dtype=np.int32) if self.whole else None
+        self._tracked = None
 
     def effects(self, columns, sign: float, density: np.ndarray) -> np.ndarray:
         """``(k, 3)`` for adding (``sign`` +1) or removing (-1) each stamp of ``columns`` alone to
@@ -207,6 +216,9 @@ class StampEffects:
         columns = np.ascontiguousarray(columns, dtype=np.int64)
         out = np.empty((len(columns), 3))
         h, w = self.shape
+        if density is self._tracked:
+            self._effects_tracked(columns, np.empty(0, dtype=np.int64), float(sign), out)
+            return out
         _kernel.stamp_effects(self.indptr, self.texels, self.counts, columns, float(sign), density, self.low,
                               self.high, self.area, self.per_count, self.half_u, self.half_v, h, w, self.reach, out,
                               self.finite)
@@ -215,6 +227,12 @@ class StampEffects:
     def apply(self, column: int, sign: float, density: np.ndarray) -> None:
         """Add (``sign`` +1) or remove (-1) stamp ``column``'s punctures to ``density`` in place."""
         h, w = self.shape
+        if density is self._tracked:
+            if _kernel.stamp_apply_tracked(self.indptr, self.texels, self.counts, int(column), float(sign), density,
+                                           self.per_count, self.low, self.high, self.half_u, self.half_v, self._ext_u,
+                                           self._ext_v, self._cap, *self._rooms, h, w):
+                raise MemoryError("StampEffects.apply: out of memory")
+            return
         _kernel.stamp_apply(self.indptr, self.texels, self.counts, int(column), float(sign), density,
                             self.per_count, self.half_u, self.half_v, h, w, self.reach)
 
@@ -226,10 +244,33 @@ class StampEffects:
         take = np.repeat(self.indptr[columns] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         return np.repeat(np.arange(len(columns)), lengths), take
 
+    def touching(self, columns, mask: np.ndarray) -> np.ndarray:
+        """``(k,) bool``: which stamps of ``columns`` have a puncture on a texel of ``mask``
+        (h * w,) bool."""
+        columns = np.ascontiguousarray(columns, dtype=np.int64)
+        out = np.empty(len(columns), dtype=np.uint8)
+        _kernel.stamps_touching(self.indptr, self.texels, columns, np.ascontiguousarray(mask, dtype=bool).view(np.uint8),
+                                out)
+        return out.view(bool)
+
+    def touching_reference(self, columns, mask: np.ndarray) -> np.ndarray:
+        """NumPy twin of :meth:`touching`."""
+        owner, take = self.entries(columns)
+        return np.bincount(owner, np.asarray(mask, dtype=bool)[self.texels[take]], minlength=len(columns)) > 0
+
     def swap_effects(self, removed, added, density: np.ndarray) -> np.ndarray:
         """``(k, 3)`` like :meth:`effects` for removing stamp ``removed[i]`` and adding
         ``added[i]`` together (a stamp moved to another candidate): the pair is weighed as one
         stamp whose punctures are ``added``'s minus ``removed``'s."""
+        if density is self._tracked:
+            removed = np.ascontiguousarray(removed, dtype=np.int64)
+            added = np.ascontiguousarray(added, dtype=np.int64)
+            if removed.shape != added.shape or removed.ndim != 1:
+                raise ValueError(f"{len(removed)} stamps removed and {len(added)} added; give them in pairs")
+            out = np.empty((len(removed), 3))
+            if len(removed):
+                self._effects_tracked(added, removed, 1.0, out)
+            return out
         pairs = np.stack([np.asarray(removed, dtype=np.int64), np.asarray(added, dtype=np.int64)], axis=1)
         # each pair's punctures: the removed stamp's (negated), then the added one's
         owner, take = self.entries(pairs.ravel())
@@ -244,7 +285,96 @@ class StampEffects:
                               self.reach, out, self.finite)
         return out
 
+    def track(self, density: np.ndarray) -> bool:
+        """Weigh stamps against ``density`` (h * w,) (float64, contiguous) from now on with the
+        tracked kernels, which give :meth:`effects`, :meth:`swap_effects` and :meth:`apply` bit
+        for bit: each texel's room (:meth:`rooms`) lets them pass over the texels a stamp's
+        punctures cannot move out of their state, and each stamp is weighed only over the
+        texels whose windows can hold one of its punctures. ``density`` must from then on
+        change only through :meth:`apply` (which keeps the rooms). Only with whole puncture
+        counts >= 0 and per_count >= 0 (:attr:`whole`); returns whether it is tracked."""
+        self._tracked = None
+        h, w = self.shape
+        if not (self.whole and isinstance(density, np.ndarray) and density.dtype == np.float64
+                and density.ndim == 1 and density.flags.c_contiguous and len(density) == h * w):
+            return False
+        if not hasattr(self, "_ext_u"):
+            self._ext_u, self._ext_v = self.reach_extents()
+            self._cap = int(self.totals.max(initial=0))
+        self._rooms = self.rooms(density)
+        self._tracked = density
+        return True
+
+    def reach_extents(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ext_u, ext_v)`` (h * w,) int32: per texel t, the widest window half (along u, along
+        v) of a counted texel within reach of t; every texel whose window holds t lies within
+        ``ext_v`` rows and ``ext_u`` columns of it."""
+        from scipy import ndimage
+
+        h, w = self.shape
+        counted = self.per_count != 0
+        hu = np.where(counted, self.half_u, 0).reshape(h, w)
+        hv = np.where(counted, self.half_v, 0).reshape(h, w)
+        ru, rv = int(hu.max(initial=0)), int(hv.max(initial=0))
+        size = (2 * rv + 1, 2 * ru + 1)
+        ext_u = ndimage.maximum_filter(hu, size=size, mode="constant", cval=0)
+        ext_v = ndimage.maximum_filter(hv, size=size, mode="constant", cval=0)
+        return (np.ascontiguousarray(ext_u.ravel(), dtype=np.int32),
+                np.ascontiguousarray(ext_v.ravel(), dtype=np.int32))
+
+    def rooms(self, density: np.ndarray, cap: int | None = None) -> tuple:
+        """``(up, down, block_up, block_down)`` int32: per texel (h * w,) the most punctures (up
+        to ``cap``, default the most any stamp has) its window may gain, or lose, with the
+        texel adding nothing to :meth:`effects`' sums, and the least of each over every run
+        of 8 texels of a row (h * ceil(w / 8),) (:func:`coverage._ext.density.stamp_rooms`).
+        Only with :attr:`whole` counts."""
+        h, w = self.shape
+        cap = int(self.totals.max(initial=0)) if cap is None else int(cap)
+        up, down = np.empty(h * w, dtype=np.int32), np.empty(h * w, dtype=np.int32)
+        nb = -(-w // 8)
+        block_up, block_down = np.empty(h * nb, dtype=np.int32), np.empty(h * nb, dtype=np.int32)
+        _kernel.stamp_rooms(np.ascontiguousarray(density, dtype=np.float64), self.per_count, self.low, self.high, cap,
+                            0, h, 0, w, w, up, down, block_up, block_down)
+        return up, down, block_up, block_down
+
+    def _effects_tracked(self, plus, minus, sign, out):
+        h, w = self.shape
+        if _kernel.stamp_effects_tracked(self.indptr, self.texels, self.counts, self.totals, plus, minus, sign,
+                                         self._tracked, self.low, self.high, self.area, self.per_count, self.half_u,
+                                         self.half_v, self._ext_u, self._ext_v, *self._rooms, h, w, out):
+            raise MemoryError("StampEffects.effects: out of memory")
+
     # --- NumPy twins ----------------------------------------------------------------------
+
+    def _unchanged_reference(self, before, after, p):
+        lo, hi = self.low[p], self.high[p]
+        a = np.where(lo > before, lo - before, 0.0)
+        b = np.where(lo > after, lo - after, 0.0)
+        in_b, in_a = (before >= lo) & (before <= hi), (after >= lo) & (after <= hi)
+        return (in_a == in_b) & ((after > hi) == (before > hi)) & ~((lo > 0) & (a != b))
+
+    def rooms_reference(self, density: np.ndarray, cap: int | None = None) -> tuple:
+        """NumPy twin of :meth:`rooms`: every count 0..cap tried."""
+        cap = int(self.totals.max(initial=0)) if cap is None else int(cap)
+        p = np.arange(len(self.per_count))
+        density = np.asarray(density, dtype=np.float64)
+        out = []
+        for sign in (1.0, -1.0):
+            room = np.full(len(p), cap, dtype=np.int64)
+            still = np.ones(len(p), dtype=bool)
+            for k in range(1, cap + 1):
+                changed = still & ~self._unchanged_reference(density, density + sign * self.per_count * float(k), p)
+                room[changed] = k - 1
+                still &= ~changed
+            room[self.per_count == 0] = 2 ** 31 - 1
+            out.append(room.astype(np.int32))
+        h, w = self.shape
+        nb = -(-w // 8)
+        for room in out[:2]:
+            padded = np.full((h, nb * 8), 2 ** 31 - 1, dtype=np.int32)
+            padded[:, :w] = room.reshape(h, w)
+            out.append(padded.reshape(h, nb, 8).min(axis=2).ravel())
+        return tuple(out)
 
     def _change_reference(self, column: int) -> tuple[np.ndarray, np.ndarray]:
         """``(texels, density change)`` of one stamp over the box its windows can reach."""

@@ -564,11 +564,18 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     base = np.asarray(fixed, dtype=np.float64).ravel()
 
     stamps_in_window = WindowStamps(by_texel, shape)
+    window_cache = {}    # the same worst windows come back round after round
 
     def window_columns(k):
-        # the stamps with a puncture in texel k's window
-        i, j = divmod(int(k), w)
-        return stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
+        # the stamps with a puncture in texel k's window (read-only: the cache's)
+        k = int(k)
+        cols = window_cache.get(k)
+        if cols is None:
+            i, j = divmod(k, w)
+            cols = stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
+            cols.setflags(write=False)
+            window_cache[k] = cols
+        return cols
 
     def in_window(cols, k):
         # each of stamps cols' punctures in texel k's window
@@ -583,11 +590,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         if not mask.any():
             return lambda cols: np.zeros(len(cols), dtype=bool)
         hit = window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
-
-        def test(cols):
-            owner, take = effects.entries(cols)
-            return np.bincount(owner, hit[effects.texels[take]], minlength=len(cols)) > 0
-        return test
+        return lambda cols: effects.touching(cols, hit)
 
     def worst_per_patch(mask, badness):
         # the patches are labelled on the box around the mask only (labels go in scan
@@ -608,6 +611,9 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
+    # d changes only through effects.apply from here on: the effects are weighed against it
+    # by the tracked kernels (the same values, most texels passed over)
+    effects.track(d)
     n_tries = REPAIR_TRIES
     for _ in range(rounds):
         over, under = d > high, treat.ravel() & (d < low)
