@@ -373,24 +373,27 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
 
     # the travel: straight between the raised ends, sampled every TRANSIT_STEP_MM; all the
     # moves' samples end to end, move i's from first[i] to first[i] + count[i]
-    bases = []
-    for a, b in zip(raised[:m], raised[m:]):
-        n = max(2, int(math.ceil(np.linalg.norm(b - a) / TRANSIT_STEP_MM)) + 1)
-        f = np.linspace(0.0, 1.0, n)[:, None]
-        bases.append((1 - f) * a + f * b)
-    count = np.array([len(b) for b in bases])
+    # (each move's np.linspace(0, 1, n) for all moves at once, as linspace computes it:
+    # index * (1 / (n - 1)) + 0, the last sample 1 exactly; each move's length as before)
+    count = np.array([max(2, int(math.ceil(np.linalg.norm(b - a) / TRANSIT_STEP_MM)) + 1)
+                      for a, b in zip(raised[:m], raised[m:])], dtype=np.int64)
     first = np.concatenate([[0], np.cumsum(count)[:-1]])
-    base = np.concatenate(bases)
     owner = np.repeat(np.arange(m), count)
-    at = np.arange(len(base)) - first[owner]                  # index within its move
-    inner = (at > 0) & (at < count[owner] - 1)                # the raised ends stay put
+    at = np.arange(int(count.sum())) - first[owner]           # index within its move
+    f = at.astype(np.float64) * (1.0 / (count - 1).astype(np.float64))[owner]
+    f += 0.0
+    last = at == count[owner] - 1
+    f[last] = 1.0
+    f = f[:, None]
+    base = (1 - f) * raised[:m][owner] + f * raised[m:][owner]
+    inner = (at > 0) & ~last                                  # the raised ends stay put
     forward = face.pose[:3, :3] @ np.array([0.0, 0.0, 1.0])
     forward /= np.linalg.norm(forward)
     lift = np.zeros(len(base))
     near = np.full(len(base), -1)
     moving = np.arange(m)
+    rows = np.arange(len(base))    # the samples of the moving moves (each round keeps its own)
     for _ in range(TRANSIT_PUSH_STEPS):
-        rows = np.flatnonzero(np.repeat(np.isin(np.arange(m), moving), count))
         # the raised ends stay put and count as clear: only the samples between are searched
         ask = rows[inner[rows]]
         gap = np.zeros(len(rows))
@@ -416,11 +419,17 @@ def _moving_max(values: np.ndarray, rows: np.ndarray, first: np.ndarray, count: 
     samples start, and how many): per move, ``ndimage.maximum_filter1d(size=TRANSIT_SMOOTH,
     mode="nearest")``, exactly (a largest value is a comparison, not a sum)."""
     at = rows - first
+    end = count - 1
     out = values[rows]
     half = TRANSIT_SMOOTH // 2
     for d in range(-half, half + 1):
         if d:
-            out = np.maximum(out, values[first + np.clip(at + d, 0, count - 1)])
+            # first + clip(at + d, 0, count - 1), in place
+            index = at + d
+            np.maximum(index, 0, out=index)
+            np.minimum(index, end, out=index)
+            index += first
+            np.maximum(out, values[index], out=out)
     return out
 
 
