@@ -3,6 +3,7 @@
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc
+from libc.string cimport memset
 from _prefetch cimport prefetch
 
 
@@ -997,57 +998,107 @@ cdef inline void _transposed_product(const int32_t[::1] cols_indptr, const int32
             grad[r] = 0.0
 
 
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    /* a if not (a <= 0) else +0.0 (NaN stays NaN), without a branch */
+    static inline double coverage_positive(double a) {
+        __m128d x = _mm_set_sd(a);
+        return _mm_cvtsd_f64(_mm_andnot_pd(_mm_cmple_sd(x, _mm_setzero_pd()), x));
+    }
+    #else
+    static inline double coverage_positive(double a) { return !(a <= 0.0) ? a : 0.0; }
+    #endif
+    """
+    double _positive "coverage_positive"(double a) noexcept nogil
+
+
 def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
-                  const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
-                  const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
-                  const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
-                  double over_weight, double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread,
-                  double[::1] grad):
+                  const double[::1] x, const double[:, ::1] base, const int32_t[::1] runs,
+                  const int32_t[:, ::1] windows, const double[:, ::1] consts, double over_weight,
+                  double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread, double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
     over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
     per_count). A is given by stamp columns (CSC as the fit holds it): A x adds each stamp's
     punctures column by column as scipy's CSC product does. Returns (sum scale under under, sum scale over over), each
     summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
-    EINSUM_BUFFER texels, the runs' sums added up in order."""
-    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
-    cdef int64_t i0, i1, j0, j1
-    cdef double s, d, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    EINSUM_BUFFER texels, the runs' sums added up in order.
+
+    The texels are given as coverage.density.fit_texels lays them out: runs, flat [a, b)
+    pairs ascending, the texels whose terms can be other than 0 (every other one adds +-0
+    to both sums and nothing to the gradient: it is passed over, counted in its einsum run);
+    per such texel in order, windows (the offset of its window's first corner (i0, j0) in
+    the (h + 1, w + 1) tables, j1 - j0, (i1 - i0) (w + 1); offset -1 off the mask) and
+    consts (per_count, low, high, scale)."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, q, t, a, b, e, p = 0
+    cdef Py_ssize_t n = h * w, W = w + 1, boundary = EINSUM_BUFFER
+    cdef double s, d, u, o, v, pc, sc, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef double* ax
+    cdef double* S = &sat[0, 0]
+    cdef double* C = &corners[0, 0]
+    cdef const int32_t* wn
+    cdef const double* cs
+    cdef int32_t off, dj, dim
     with nogil:
         # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
         # straight into the summed-area table
         if h > 0 and w > 0:
             ax = &spread[0, 0]
-            for k in range(h * w):
-                ax[k] = 0.0
+            memset(ax, 0, n * sizeof(double))
             for r in range(x.shape[0]):
                 s = x[r]
                 for k in range(cols_indptr[r], cols_indptr[r + 1]):
                     ax[cols_indices[k]] += <double>cols_data[k] * s
         _summed_area(base, spread, True, h, w, sat)
-        # 2. the density, the shortfall and its gradient, spread over each window's corners
-        _clear_corners(corners, h, w)
-        for i in range(h):
-            for j in range(w):
-                if mask[i, j]:
-                    _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
-                    d = per_count[i, j] * _window_total(sat, i0, i1, j0, j1)
-                else:
-                    d = per_count[i, j] * 0.0
-                v = _band(d, low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
-                acc_u = acc_u + (scale[i, j] * u) * u
-                acc_o = acc_o + (scale[i, j] * o) * o
-                run = run + 1
-                if run == EINSUM_BUFFER:
+        # 2. the density, the shortfall and its gradient, spread over each window's corners;
+        # a zero gradient is added too: no corner is ever -0 (it starts +0, and sums of
+        # nonzero numbers round to +0), so adding +-0 leaves every corner as it is
+        memset(C, 0, (h + 1) * W * sizeof(double))
+        for q in range(0, runs.shape[0] - 1, 2):
+            t = runs[q]
+            b = runs[q + 1]
+            while t < b:
+                # the einsum runs ended before texel t (the texels passed over added +-0)
+                while boundary <= t:
                     sum_u = sum_u + acc_u
                     sum_o = sum_o + acc_o
                     acc_u = 0.0
                     acc_o = 0.0
-                    run = 0
-                if not mask[i, j] or v == 0.0:
-                    continue
-                _add_window(corners, i0, i1, j0, j1, v)
-        if run:
+                    boundary += EINSUM_BUFFER
+                e = b if b < boundary else boundary
+                for k in range(t, e):
+                    wn = &windows[p, 0]
+                    cs = &consts[p, 0]
+                    p += 1
+                    off = wn[0]
+                    pc = cs[0]
+                    if off >= 0:
+                        dj = wn[1]
+                        dim = wn[2]
+                        d = pc * (((S[off + dim + dj] - S[off + dj]) - S[off + dim]) + S[off])
+                    else:
+                        d = pc * 0.0
+                    sc = cs[3]
+                    # _band's pieces
+                    u = _positive(cs[1] - d)
+                    o = _positive(d - cs[2])
+                    v = ((2.0 * sc) * (over_weight * o - u)) * pc
+                    acc_u = acc_u + (sc * u) * u
+                    acc_o = acc_o + (sc * o) * o
+                    if off >= 0:
+                        C[off] += v
+                        C[off + dj] -= v
+                        C[off + dim] -= v
+                        C[off + dim + dj] += v
+                t = e
+        while boundary <= n:
+            sum_u = sum_u + acc_u
+            sum_o = sum_o + acc_o
+            acc_u = 0.0
+            acc_o = 0.0
+            boundary += EINSUM_BUFFER
+        if n % EINSUM_BUFFER:
             sum_u = sum_u + acc_u
             sum_o = sum_o + acc_o
         # 3. the running sums fill the windows in: the spread gradient per texel
