@@ -71,12 +71,29 @@ cdef inline void _window(Py_ssize_t i, Py_ssize_t j, int64_t hu, int64_t hv, Py_
 
 cdef inline void _summed_area(const double[:, ::1] a, const double[:, ::1] b, bint plus_b, Py_ssize_t h,
                               Py_ssize_t w, double[:, ::1] sat) noexcept nogil:
-    # the summed-area table of a (of a + b with plus_b), with a zero first row and column
-    cdef Py_ssize_t i, j
-    cdef double row, x
+    # the summed-area table of a (of a + b with plus_b), with a zero first row and column;
+    # two rows at a time (each row's running sum is its own chain of additions)
+    cdef Py_ssize_t i = 0, j
+    cdef double row, row2, x, x2
     for j in range(w + 1):
         sat[0, j] = 0.0
-    for i in range(h):
+    while i + 1 < h:
+        sat[i + 1, 0] = 0.0
+        sat[i + 2, 0] = 0.0
+        row = 0.0
+        row2 = 0.0
+        for j in range(w):
+            x = a[i, j]
+            x2 = a[i + 1, j]
+            if plus_b:
+                x = x + b[i, j]
+                x2 = x2 + b[i + 1, j]
+            row += x
+            row2 += x2
+            sat[i + 1, j + 1] = sat[i, j + 1] + row
+            sat[i + 2, j + 1] = sat[i + 1, j + 1] + row2
+        i += 2
+    if i < h:
         sat[i + 1, 0] = 0.0
         row = 0.0
         for j in range(w):
@@ -112,14 +129,30 @@ cdef inline void _add_window(double[:, ::1] corners, int64_t i0, int64_t i1, int
 
 cdef inline void _fill_windows(const double[:, ::1] corners, Py_ssize_t h, Py_ssize_t w,
                                double[:, ::1] out) noexcept nogil:
-    # the running sums over rows and columns of the difference array fill its windows in
-    cdef Py_ssize_t i, j
-    cdef double row
-    for i in range(h):
+    # the running sums over rows and columns of the difference array fill its windows in;
+    # two rows at a time (each row's running sum is its own chain of additions)
+    cdef Py_ssize_t i = 1, j
+    cdef double row, row2
+    if h <= 0:
+        return
+    row = 0.0
+    for j in range(w):
+        row += corners[0, j]
+        out[0, j] = row + 0.0
+    while i + 1 < h:
+        row = 0.0
+        row2 = 0.0
+        for j in range(w):
+            row += corners[i, j]
+            row2 += corners[i + 1, j]
+            out[i, j] = row + out[i - 1, j]
+            out[i + 1, j] = row2 + out[i, j]
+        i += 2
+    if i < h:
         row = 0.0
         for j in range(w):
             row += corners[i, j]
-            out[i, j] = row + (out[i - 1, j] if i > 0 else 0.0)
+            out[i, j] = row + out[i - 1, j]
 
 
 cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
@@ -982,19 +1015,41 @@ cdef inline double _band(double d, double low, double high, double scale, double
 cdef inline void _transposed_product(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices,
                                      const stored_t[::1] cols_data, const double[:, ::1] spread,
                                      Py_ssize_t h, Py_ssize_t w, double[::1] grad) noexcept nogil:
-    # grad = A^T spread: each stamp's texels, in the order A's columns hold them
-    cdef Py_ssize_t r, k
-    cdef double s
+    # grad = A^T spread: each stamp's texels, in the order A's columns hold them; two stamps
+    # at a time (each stamp's sum is its own chain of additions)
+    cdef Py_ssize_t r = 0, m = grad.shape[0], k, k1, l, l1
+    cdef double s, s2
     cdef const double* out
     if h > 0 and w > 0:
         out = &spread[0, 0]
-        for r in range(grad.shape[0]):
+        while r + 1 < m:
+            k = cols_indptr[r]
+            k1 = cols_indptr[r + 1]
+            l = k1
+            l1 = cols_indptr[r + 2]
+            s = 0.0
+            s2 = 0.0
+            while k < k1 and l < l1:
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+                s2 = s2 + <double>cols_data[l] * out[cols_indices[l]]
+                k += 1
+                l += 1
+            while k < k1:
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+                k += 1
+            while l < l1:
+                s2 = s2 + <double>cols_data[l] * out[cols_indices[l]]
+                l += 1
+            grad[r] = s
+            grad[r + 1] = s2
+            r += 2
+        if r < m:
             s = 0.0
             for k in range(cols_indptr[r], cols_indptr[r + 1]):
                 s = s + <double>cols_data[k] * out[cols_indices[k]]
             grad[r] = s
     else:
-        for r in range(grad.shape[0]):
+        for r in range(m):
             grad[r] = 0.0
 
 
