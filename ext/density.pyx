@@ -1069,6 +1069,66 @@ cdef extern from *:
     double _positive "coverage_positive"(double a) noexcept nogil
 
 
+cdef inline bint _fit_texel_counts(uint8_t on, double pc, double lo, double hi, double sc) noexcept nogil:
+    # whether a texel's terms can be other than 0 (coverage.density.fit_texels_reference)
+    cdef double d, u, o
+    if on:
+        return True
+    d = pc * 0.0
+    u = _positive(lo - d)
+    o = _positive(d - hi)
+    return not ((sc * u) * u == 0.0 and (sc * o) * o == 0.0)
+
+
+def fit_texels(const int64_t[:, ::1] half_u, const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
+               const double[:, ::1] per_count, const double[:, ::1] low, const double[:, ::1] high,
+               const double[:, ::1] scale, int32_t[::1] runs, int32_t[:, ::1] windows, double[:, ::1] consts):
+    """coverage.density.fit_texels' layout: with runs of size 0, returns (2 x the number of
+    runs, the number of texels in them); else fills runs, windows and consts (of those sizes)
+    and returns the same, or (-1, -1) where a window's corner lies past 2^31 - 1."""
+    cdef Py_ssize_t h = mask.shape[0], w = mask.shape[1], i, j, nr = 0, nt = 0
+    cdef int64_t i0, i1, j0, j1, W = w + 1, limit = 2147483648
+    cdef bint fill = runs.shape[0] > 0, prev = False, live, bad = False
+    with nogil:
+        for i in range(h):
+            if bad:
+                break
+            for j in range(w):
+                live = _fit_texel_counts(mask[i, j], per_count[i, j], low[i, j], high[i, j], scale[i, j])
+                if live != prev:
+                    if fill:
+                        runs[nr] = <int32_t>(i * w + j)
+                    nr += 1
+                    prev = live
+                if not live:
+                    continue
+                if fill:
+                    if mask[i, j]:
+                        _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                        if i0 * W + j0 + (j1 - j0) + (i1 - i0) * W >= limit or i0 * W + j0 < 0:
+                            bad = True
+                            break
+                        windows[nt, 0] = <int32_t>(i0 * W + j0)
+                        windows[nt, 1] = <int32_t>(j1 - j0)
+                        windows[nt, 2] = <int32_t>((i1 - i0) * W)
+                    else:
+                        windows[nt, 0] = -1
+                        windows[nt, 1] = 0
+                        windows[nt, 2] = 0
+                    consts[nt, 0] = per_count[i, j]
+                    consts[nt, 1] = low[i, j]
+                    consts[nt, 2] = high[i, j]
+                    consts[nt, 3] = scale[i, j]
+                nt += 1
+        if prev and not bad:
+            if fill:
+                runs[nr] = <int32_t>(h * w)
+            nr += 1
+    if bad:
+        return -1, -1
+    return nr, nt
+
+
 def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
                   const double[::1] x, const double[:, ::1] base, const int32_t[::1] runs,
                   const int32_t[:, ::1] windows, const double[:, ::1] consts, double over_weight,

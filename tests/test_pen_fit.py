@@ -431,11 +431,34 @@ def test_fit_objective_equals_its_reference_off_the_mask_and_across_einsum_runs(
                 _sums_in_runs(x, grid, targets, base, spread)))
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (6, 9), (40, 53)])
+def test_fit_texels_equal_their_reference(rng, shape):
+    from coverage.density import fit_texels, fit_texels_reference
+
+    h, w = shape
+    for _ in range(6):
+        half_u, half_v, mask = _random_windows(rng, h, w, most=int(rng.integers(1, 2 * max(h, w) + 2)))
+        mask &= rng.random((h, w)) < rng.random()
+        per_count = np.where(mask, rng.uniform(0.5, 2.0, (h, w)), 0.0)
+        low = np.where(rng.random((h, w)) < 0.2, rng.uniform(-1.0, 3.0, (h, w)), 0.0)
+        high = np.where(rng.random((h, w)) < 0.2, rng.uniform(-1.0, 3.0, (h, w)), np.inf)
+        scale = np.where(rng.random((h, w)) < 0.5, rng.uniform(-1.0, 1.0, (h, w)), 0.0)
+        for a, special in ((per_count, [np.nan, np.inf, -np.inf, -0.0]), (low, [np.nan, -0.0, np.inf]),
+                           (high, [np.nan, -np.inf, -0.0]), (scale, [np.nan, np.inf, -0.0, 1e-300])):
+            pick = rng.random((h, w)) < 0.05
+            a[pick] = rng.choice(special, pick.sum())
+        got = fit_texels(half_u, half_v, mask, per_count, low, high, scale)
+        want = fit_texels_reference(half_u, half_v, mask, per_count, low, high, scale)
+        for g, r in zip(got, want):
+            assert g.dtype == r.dtype and g.shape == r.shape
+            np.testing.assert_array_equal(g.view(np.uint8), r.view(np.uint8))
+
+
 def test_fit_texels_by_hand():
     # 2 x 3 texels, windows 1 across and 3 along each row (clipped at the grid's edges);
     # texels (0, 0) and (1, 2) on the mask; (0, 2) off it with low 5 and scale 1 (its
     # under term is 25 whatever the weights), the others off it adding 0
-    from coverage.density import fit_texels
+    from coverage.density import fit_texels, fit_texels_reference
 
     half_u, half_v = np.ones((2, 3), dtype=np.int64), np.zeros((2, 3), dtype=np.int64)
     mask = np.array([[1, 0, 0], [0, 0, 1]], dtype=bool)
@@ -443,12 +466,13 @@ def test_fit_texels_by_hand():
     low = np.array([[10.0, 0.0, 5.0], [0.0, 0.0, 20.0]])
     high = np.where(mask, 30.0, np.inf)
     scale = np.array([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
-    runs, windows, consts = fit_texels(half_u, half_v, mask, per_count, low, high, scale)
-    assert runs.tolist() == [0, 1, 2, 3, 5, 6]
-    # (0, 0): rows [0, 1), columns [0, 2): corner 0, 2 across, 1 row of the 4-wide tables;
-    # (1, 2): rows [1, 2), columns [1, 3): corner 1 x 4 + 1
-    assert windows.tolist() == [[0, 2, 4], [-1, 0, 0], [5, 2, 4]]
-    assert consts.tolist() == [[0.5, 10.0, 30.0, 2.0], [0.0, 5.0, np.inf, 1.0], [0.5, 20.0, 30.0, 3.0]]
+    for layout in (fit_texels, fit_texels_reference):
+        runs, windows, consts = layout(half_u, half_v, mask, per_count, low, high, scale)
+        assert runs.tolist() == [0, 1, 2, 3, 5, 6]
+        # (0, 0): rows [0, 1), columns [0, 2): corner 0, 2 across, 1 row of the 4-wide tables;
+        # (1, 2): rows [1, 2), columns [1, 3): corner 1 x 4 + 1
+        assert windows.tolist() == [[0, 2, 4], [-1, 0, 0], [5, 2, 4]]
+        assert consts.tolist() == [[0.5, 10.0, 30.0, 2.0], [0.0, 5.0, np.inf, 1.0], [0.5, 20.0, 30.0, 3.0]]
     # the objective on these texels: counts 4 on (0, 0), 8 on (1, 1): windows of (0, 0) and
     # (1, 2) hold 4 and 8, densities 2 and 4, under 8 and 16: 2 x 64 + 25 + 3 x 256
     grid = TexelGrid(np.zeros(2), 0.5, np.zeros((2, 3), dtype=np.int64), np.ones((2, 3)), np.where(mask, 0, -1),

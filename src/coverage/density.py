@@ -152,6 +152,22 @@ def fit_texels(half_u: np.ndarray, half_v: np.ndarray, mask: np.ndarray, per_cou
     h, w = np.shape(mask)
     if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT:
         raise ValueError("fit_texels: grid too large for 32-bit offsets")
+    c = np.ascontiguousarray
+    args = (c(half_u, dtype=np.int64), c(half_v, dtype=np.int64), c(np.asarray(mask) != 0, dtype=np.uint8),
+            *(c(a, dtype=np.float64) for a in (per_count, low, high, scale)))
+    n_runs, n = _kernel.fit_texels(*args, np.empty(0, dtype=np.int32), np.empty((0, 3), dtype=np.int32),
+                                   np.empty((0, 4)))
+    runs, windows, consts = np.empty(n_runs, dtype=np.int32), np.empty((n, 3), dtype=np.int32), np.empty((n, 4))
+    if n_runs and _kernel.fit_texels(*args, runs, windows, consts)[0] < 0:
+        raise ValueError("fit_texels: windows too large for 32-bit offsets")
+    return runs, windows, consts
+
+
+def fit_texels_reference(half_u, half_v, mask, per_count, low, high, scale):
+    """NumPy twin of :func:`fit_texels`."""
+    h, w = np.shape(mask)
+    if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT:
+        raise ValueError("fit_texels: grid too large for 32-bit offsets")
     mask = np.asarray(mask).ravel() != 0
     pc, lo, hi, sc = (np.asarray(a, dtype=np.float64).ravel() for a in (per_count, low, high, scale))
     with np.errstate(all="ignore"):
