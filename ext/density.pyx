@@ -1065,8 +1065,68 @@ cdef extern from *:
     #else
     static inline double coverage_positive(double a) { return !(a <= 0.0) ? a : 0.0; }
     #endif
+
+    /* one texel of fit_objective's texel pass: its density from the summed-area table S, the
+       shortfall's terms added to the sums, its gradient over its window's corners C */
+    static inline void coverage_band_one(const double* S, double* C, const int32_t* wn, const double* cs,
+                                         double ow, double* acc_u, double* acc_o) {
+        int32_t off = wn[0], dj = wn[1], dim = wn[2];
+        double pc = cs[0], sc = cs[3];
+        double d = pc * (((S[off + dim + dj] - S[off + dj]) - S[off + dim]) + S[off]);
+        double u = coverage_positive(cs[1] - d), o = coverage_positive(d - cs[2]);
+        double v = ((2.0 * sc) * (ow * o - u)) * pc;
+        *acc_u = *acc_u + (sc * u) * u;
+        *acc_o = *acc_o + (sc * o) * o;
+        C[off] += v;
+        C[off + dj] -= v;
+        C[off + dim] -= v;
+        C[off + dim + dj] += v;
+    }
+
+    /* two consecutive texels: the same operations, each pair of them in one instruction (the
+       terms then added to the sums one texel after the other, the corners likewise) */
+    static inline void coverage_band_two(const double* S, double* C, const int32_t* wn, const double* cs,
+                                         double ow, double* acc_u, double* acc_o) {
+    #if defined(__SSE2__)
+        int32_t o0 = wn[0], j0 = wn[1], m0 = wn[2], o1 = wn[3], j1 = wn[4], m1 = wn[5];
+        __m128d zero = _mm_setzero_pd();
+        __m128d a = _mm_set_pd(S[o1 + m1 + j1], S[o0 + m0 + j0]);
+        __m128d b = _mm_set_pd(S[o1 + j1], S[o0 + j0]);
+        __m128d c = _mm_set_pd(S[o1 + m1], S[o0 + m0]);
+        __m128d e = _mm_set_pd(S[o1], S[o0]);
+        __m128d pc = _mm_set_pd(cs[4], cs[0]);
+        __m128d lo = _mm_set_pd(cs[5], cs[1]);
+        __m128d hi = _mm_set_pd(cs[6], cs[2]);
+        __m128d sc = _mm_set_pd(cs[7], cs[3]);
+        __m128d d = _mm_mul_pd(pc, _mm_add_pd(_mm_sub_pd(_mm_sub_pd(a, b), c), e));
+        __m128d x = _mm_sub_pd(lo, d), y = _mm_sub_pd(d, hi);
+        __m128d u = _mm_andnot_pd(_mm_cmple_pd(x, zero), x);
+        __m128d o = _mm_andnot_pd(_mm_cmple_pd(y, zero), y);
+        __m128d v = _mm_mul_pd(_mm_mul_pd(_mm_mul_pd(_mm_set1_pd(2.0), sc),
+                                          _mm_sub_pd(_mm_mul_pd(_mm_set1_pd(ow), o), u)), pc);
+        __m128d tu = _mm_mul_pd(_mm_mul_pd(sc, u), u), to = _mm_mul_pd(_mm_mul_pd(sc, o), o);
+        double v0 = _mm_cvtsd_f64(v), v1 = _mm_cvtsd_f64(_mm_unpackhi_pd(v, v));
+        *acc_u = (*acc_u + _mm_cvtsd_f64(tu)) + _mm_cvtsd_f64(_mm_unpackhi_pd(tu, tu));
+        *acc_o = (*acc_o + _mm_cvtsd_f64(to)) + _mm_cvtsd_f64(_mm_unpackhi_pd(to, to));
+        C[o0] += v0;
+        C[o0 + j0] -= v0;
+        C[o0 + m0] -= v0;
+        C[o0 + m0 + j0] += v0;
+        C[o1] += v1;
+        C[o1 + j1] -= v1;
+        C[o1 + m1] -= v1;
+        C[o1 + m1 + j1] += v1;
+    #else
+        coverage_band_one(S, C, wn, cs, ow, acc_u, acc_o);
+        coverage_band_one(S, C, wn + 3, cs + 4, ow, acc_u, acc_o);
+    #endif
+    }
     """
     double _positive "coverage_positive"(double a) noexcept nogil
+    void _band_one "coverage_band_one"(const double* S, double* C, const int32_t* wn, const double* cs, double ow,
+                                        double* acc_u, double* acc_o) noexcept nogil
+    void _band_two "coverage_band_two"(const double* S, double* C, const int32_t* wn, const double* cs, double ow,
+                                        double* acc_u, double* acc_o) noexcept nogil
 
 
 cdef inline bint _fit_texel_counts(uint8_t on, double pc, double lo, double hi, double sc) noexcept nogil:
@@ -1112,7 +1172,7 @@ def fit_texels(const int64_t[:, ::1] half_u, const int64_t[:, ::1] half_v, const
                         windows[nt, 1] = <int32_t>(j1 - j0)
                         windows[nt, 2] = <int32_t>((i1 - i0) * W)
                     else:
-                        windows[nt, 0] = -1
+                        windows[nt, 0] = <int32_t>w
                         windows[nt, 1] = 0
                         windows[nt, 2] = 0
                     consts[nt, 0] = per_count[i, j]
@@ -1144,17 +1204,27 @@ def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indice
     pairs ascending, the texels whose terms can be other than 0 (every other one adds +-0
     to both sums and nothing to the gradient: it is passed over, counted in its einsum run);
     per such texel in order, windows (the offset of its window's first corner (i0, j0) in
-    the (h + 1, w + 1) tables, j1 - j0, (i1 - i0) (w + 1); offset -1 off the mask) and
-    consts (per_count, low, high, scale)."""
-    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, q, t, a, b, e, p = 0
+    the (h + 1, w + 1) tables, j1 - j0, (i1 - i0) (w + 1); off the mask w, 0, 0: the table's
+    first row is +0, so the density is per_count x 0.0, and the corners' last column is never
+    read) and consts (per_count, low, high, scale)."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], r, k, q, t, b, e = 0, p = 0
     cdef Py_ssize_t n = h * w, W = w + 1, boundary = EINSUM_BUFFER
-    cdef double s, d, u, o, v, pc, sc, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    cdef double s, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef double* ax
     cdef double* S = &sat[0, 0]
     cdef double* C = &corners[0, 0]
     cdef const int32_t* wn
     cdef const double* cs
-    cdef int32_t off, dj, dim
+    # the layout must hold the runs' texels (fit_texels')
+    for q in range(0, runs.shape[0] - 1, 2):
+        if not (p <= runs[q] <= runs[q + 1] <= n):
+            raise ValueError("fit_objective: runs out of order")
+        p = runs[q + 1]
+        e += runs[q + 1] - runs[q]
+    if (runs.shape[0] % 2 or windows.shape[0] != e or consts.shape[0] != e or windows.shape[1] != 3
+            or consts.shape[1] != 4):
+        raise ValueError("fit_objective: runs, windows and consts do not match")
+    p = 0
     with nogil:
         # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
         # straight into the summed-area table
@@ -1182,30 +1252,18 @@ def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indice
                     acc_o = 0.0
                     boundary += EINSUM_BUFFER
                 e = b if b < boundary else boundary
-                for k in range(t, e):
-                    wn = &windows[p, 0]
-                    cs = &consts[p, 0]
-                    p += 1
-                    off = wn[0]
-                    pc = cs[0]
-                    if off >= 0:
-                        dj = wn[1]
-                        dim = wn[2]
-                        d = pc * (((S[off + dim + dj] - S[off + dj]) - S[off + dim]) + S[off])
-                    else:
-                        d = pc * 0.0
-                    sc = cs[3]
-                    # _band's pieces
-                    u = _positive(cs[1] - d)
-                    o = _positive(d - cs[2])
-                    v = ((2.0 * sc) * (over_weight * o - u)) * pc
-                    acc_u = acc_u + (sc * u) * u
-                    acc_o = acc_o + (sc * o) * o
-                    if off >= 0:
-                        C[off] += v
-                        C[off + dj] -= v
-                        C[off + dim] -= v
-                        C[off + dim + dj] += v
+                wn = &windows[p, 0]
+                cs = &consts[p, 0]
+                p += e - t
+                # two texels at a time (coverage_band_two), the odd one last
+                k = t
+                while k + 1 < e:
+                    _band_two(S, C, wn, cs, over_weight, &acc_u, &acc_o)
+                    wn += 6
+                    cs += 8
+                    k += 2
+                if k < e:
+                    _band_one(S, C, wn, cs, over_weight, &acc_u, &acc_o)
                 t = e
         while boundary <= n:
             sum_u = sum_u + acc_u

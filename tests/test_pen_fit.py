@@ -471,7 +471,7 @@ def test_fit_texels_by_hand():
         assert runs.tolist() == [0, 1, 2, 3, 5, 6]
         # (0, 0): rows [0, 1), columns [0, 2): corner 0, 2 across, 1 row of the 4-wide tables;
         # (1, 2): rows [1, 2), columns [1, 3): corner 1 x 4 + 1
-        assert windows.tolist() == [[0, 2, 4], [-1, 0, 0], [5, 2, 4]]
+        assert windows.tolist() == [[0, 2, 4], [3, 0, 0], [5, 2, 4]]     # (0, 2) off the mask: 3 = w
         assert consts.tolist() == [[0.5, 10.0, 30.0, 2.0], [0.0, 5.0, np.inf, 1.0], [0.5, 20.0, 30.0, 3.0]]
     # the objective on these texels: counts 4 on (0, 0), 8 on (1, 1): windows of (0, 0) and
     # (1, 2) hold 4 and 8, densities 2 and 4, under 8 and 16: 2 x 64 + 25 + 3 x 256
@@ -485,6 +485,21 @@ def test_fit_texels_by_hand():
     # the gradient: (2 scale (-under)) per_count = -16 and -48 over the windows of (0, 0)
     # and (1, 2); stamp 0's texels (0, 0) in the first, (1, 1) in the second
     assert grad.tolist() == [4 * -16.0 + 8 * -48.0]
+
+
+def test_fit_objective_refuses_a_layout_that_does_not_hold_its_runs():
+    from coverage.density import fit_objective, fit_texels
+
+    rng = np.random.default_rng(3)
+    grid, targets, base, spread = _random_fit_problem(rng, 6, 9, 5, "csc")
+    objective = pen_fit.FitObjective(grid, targets, base, spread)
+    runs, windows, consts = objective.texels
+    assert len(runs) >= 2
+    for bad in ((runs, windows[:-1], consts[:-1]), (runs[::-1].copy(), windows, consts),
+                (np.append(runs[:-1], 55).astype(np.int32), windows, consts)):
+        with pytest.raises(ValueError):
+            fit_objective(*objective.cols, np.zeros(5), objective.base, *bad, 2.0, objective.sat, objective.corners,
+                          objective.spread_out, np.empty(5))
 
 
 def _sums_in_runs(x, grid, targets, base, spread, run=8192):

@@ -147,7 +147,9 @@ def fit_texels(half_u: np.ndarray, half_v: np.ndarray, mask: np.ndarray, per_cou
     kernel passes it over. ``runs (2 r,) int32``: the other texels as flat ``[a, b)`` pairs,
     ascending; per texel of the runs in order, ``windows (k, 3) int32``: the offset of its
     window's first corner ``(i0, j0)`` in the ``(h + 1, w + 1)`` tables, ``j1 - j0`` and
-    ``(i1 - i0) (w + 1)`` (the window clipped to the grid), or -1, 0, 0 off the mask;
+    ``(i1 - i0) (w + 1)`` (the window clipped to the grid), or ``w, 0, 0`` off the mask (the
+    first row of the summed-area table is +0 throughout: its density is ``per_count x 0.0``;
+    and the last column of the corners is never read: its gradient goes nowhere);
     ``consts (k, 4) float64``: its ``per_count, low, high, scale``."""
     h, w = np.shape(mask)
     if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT:
@@ -187,7 +189,7 @@ def fit_texels_reference(half_u, half_v, mask, per_count, low, high, scale):
     i0, i1 = np.maximum(i - hv, 0), np.minimum(i + hv + 1, h)
     j0, j1 = np.maximum(j - hu, 0), np.minimum(j + hu + 1, w)
     on = mask[idx]
-    windows = np.stack([np.where(on, i0 * (w + 1) + j0, -1), np.where(on, j1 - j0, 0),
+    windows = np.stack([np.where(on, i0 * (w + 1) + j0, w), np.where(on, j1 - j0, 0),
                         np.where(on, (i1 - i0) * (w + 1), 0)], axis=1)
     if windows.size and (windows[:, 0] + windows[:, 1] + windows[:, 2]).max() >= FIT_TEXEL_LIMIT:
         raise ValueError("fit_texels: windows too large for 32-bit offsets")
