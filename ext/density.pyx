@@ -3,6 +3,7 @@
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc
+from libc.string cimport memset
 from _prefetch cimport prefetch
 
 
@@ -70,12 +71,29 @@ cdef inline void _window(Py_ssize_t i, Py_ssize_t j, int64_t hu, int64_t hv, Py_
 
 cdef inline void _summed_area(const double[:, ::1] a, const double[:, ::1] b, bint plus_b, Py_ssize_t h,
                               Py_ssize_t w, double[:, ::1] sat) noexcept nogil:
-    # the summed-area table of a (of a + b with plus_b), with a zero first row and column
-    cdef Py_ssize_t i, j
-    cdef double row, x
+    # the summed-area table of a (of a + b with plus_b), with a zero first row and column;
+    # two rows at a time (each row's running sum is its own chain of additions)
+    cdef Py_ssize_t i = 0, j
+    cdef double row, row2, x, x2
     for j in range(w + 1):
         sat[0, j] = 0.0
-    for i in range(h):
+    while i + 1 < h:
+        sat[i + 1, 0] = 0.0
+        sat[i + 2, 0] = 0.0
+        row = 0.0
+        row2 = 0.0
+        for j in range(w):
+            x = a[i, j]
+            x2 = a[i + 1, j]
+            if plus_b:
+                x = x + b[i, j]
+                x2 = x2 + b[i + 1, j]
+            row += x
+            row2 += x2
+            sat[i + 1, j + 1] = sat[i, j + 1] + row
+            sat[i + 2, j + 1] = sat[i + 1, j + 1] + row2
+        i += 2
+    if i < h:
         sat[i + 1, 0] = 0.0
         row = 0.0
         for j in range(w):
@@ -111,14 +129,30 @@ cdef inline void _add_window(double[:, ::1] corners, int64_t i0, int64_t i1, int
 
 cdef inline void _fill_windows(const double[:, ::1] corners, Py_ssize_t h, Py_ssize_t w,
                                double[:, ::1] out) noexcept nogil:
-    # the running sums over rows and columns of the difference array fill its windows in
-    cdef Py_ssize_t i, j
-    cdef double row
-    for i in range(h):
+    # the running sums over rows and columns of the difference array fill its windows in;
+    # two rows at a time (each row's running sum is its own chain of additions)
+    cdef Py_ssize_t i = 1, j
+    cdef double row, row2
+    if h <= 0:
+        return
+    row = 0.0
+    for j in range(w):
+        row += corners[0, j]
+        out[0, j] = row + 0.0
+    while i + 1 < h:
+        row = 0.0
+        row2 = 0.0
+        for j in range(w):
+            row += corners[i, j]
+            row2 += corners[i + 1, j]
+            out[i, j] = row + out[i - 1, j]
+            out[i + 1, j] = row2 + out[i, j]
+        i += 2
+    if i < h:
         row = 0.0
         for j in range(w):
             row += corners[i, j]
-            out[i, j] = row + (out[i - 1, j] if i > 0 else 0.0)
+            out[i, j] = row + out[i - 1, j]
 
 
 cdef void _window_sums(const double[:, ::1] values, const int64_t[:, ::1] half_u,
@@ -981,73 +1015,263 @@ cdef inline double _band(double d, double low, double high, double scale, double
 cdef inline void _transposed_product(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices,
                                      const stored_t[::1] cols_data, const double[:, ::1] spread,
                                      Py_ssize_t h, Py_ssize_t w, double[::1] grad) noexcept nogil:
-    # grad = A^T spread: each stamp's texels, in the order A's columns hold them
-    cdef Py_ssize_t r, k
-    cdef double s
+    # grad = A^T spread: each stamp's texels, in the order A's columns hold them; two stamps
+    # at a time (each stamp's sum is its own chain of additions)
+    cdef Py_ssize_t r = 0, m = grad.shape[0], k, k1, l, l1
+    cdef double s, s2
     cdef const double* out
     if h > 0 and w > 0:
         out = &spread[0, 0]
-        for r in range(grad.shape[0]):
+        while r + 1 < m:
+            k = cols_indptr[r]
+            k1 = cols_indptr[r + 1]
+            l = k1
+            l1 = cols_indptr[r + 2]
+            s = 0.0
+            s2 = 0.0
+            while k < k1 and l < l1:
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+                s2 = s2 + <double>cols_data[l] * out[cols_indices[l]]
+                k += 1
+                l += 1
+            while k < k1:
+                s = s + <double>cols_data[k] * out[cols_indices[k]]
+                k += 1
+            while l < l1:
+                s2 = s2 + <double>cols_data[l] * out[cols_indices[l]]
+                l += 1
+            grad[r] = s
+            grad[r + 1] = s2
+            r += 2
+        if r < m:
             s = 0.0
             for k in range(cols_indptr[r], cols_indptr[r + 1]):
                 s = s + <double>cols_data[k] * out[cols_indices[k]]
             grad[r] = s
     else:
-        for r in range(grad.shape[0]):
+        for r in range(m):
             grad[r] = 0.0
 
 
+cdef extern from *:
+    """
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    /* a if not (a <= 0) else +0.0 (NaN stays NaN), without a branch */
+    static inline double coverage_positive(double a) {
+        __m128d x = _mm_set_sd(a);
+        return _mm_cvtsd_f64(_mm_andnot_pd(_mm_cmple_sd(x, _mm_setzero_pd()), x));
+    }
+    #else
+    static inline double coverage_positive(double a) { return !(a <= 0.0) ? a : 0.0; }
+    #endif
+
+    /* one texel of fit_objective's texel pass: its density from the summed-area table S, the
+       shortfall's terms added to the sums, its gradient over its window's corners C */
+    static inline void coverage_band_one(const double* S, double* C, const int32_t* wn, const double* cs,
+                                         double ow, double* acc_u, double* acc_o) {
+        int32_t off = wn[0], dj = wn[1], dim = wn[2];
+        double pc = cs[0], sc = cs[3];
+        double d = pc * (((S[off + dim + dj] - S[off + dj]) - S[off + dim]) + S[off]);
+        double u = coverage_positive(cs[1] - d), o = coverage_positive(d - cs[2]);
+        double v = ((2.0 * sc) * (ow * o - u)) * pc;
+        *acc_u = *acc_u + (sc * u) * u;
+        *acc_o = *acc_o + (sc * o) * o;
+        C[off] += v;
+        C[off + dj] -= v;
+        C[off + dim] -= v;
+        C[off + dim + dj] += v;
+    }
+
+    /* two consecutive texels: the same operations, each pair of them in one instruction (the
+       terms then added to the sums one texel after the other, the corners likewise) */
+    static inline void coverage_band_two(const double* S, double* C, const int32_t* wn, const double* cs,
+                                         double ow, double* acc_u, double* acc_o) {
+    #if defined(__SSE2__)
+        int32_t o0 = wn[0], j0 = wn[1], m0 = wn[2], o1 = wn[3], j1 = wn[4], m1 = wn[5];
+        __m128d zero = _mm_setzero_pd();
+        __m128d a = _mm_set_pd(S[o1 + m1 + j1], S[o0 + m0 + j0]);
+        __m128d b = _mm_set_pd(S[o1 + j1], S[o0 + j0]);
+        __m128d c = _mm_set_pd(S[o1 + m1], S[o0 + m0]);
+        __m128d e = _mm_set_pd(S[o1], S[o0]);
+        __m128d pc = _mm_set_pd(cs[4], cs[0]);
+        __m128d lo = _mm_set_pd(cs[5], cs[1]);
+        __m128d hi = _mm_set_pd(cs[6], cs[2]);
+        __m128d sc = _mm_set_pd(cs[7], cs[3]);
+        __m128d d = _mm_mul_pd(pc, _mm_add_pd(_mm_sub_pd(_mm_sub_pd(a, b), c), e));
+        __m128d x = _mm_sub_pd(lo, d), y = _mm_sub_pd(d, hi);
+        __m128d u = _mm_andnot_pd(_mm_cmple_pd(x, zero), x);
+        __m128d o = _mm_andnot_pd(_mm_cmple_pd(y, zero), y);
+        __m128d v = _mm_mul_pd(_mm_mul_pd(_mm_mul_pd(_mm_set1_pd(2.0), sc),
+                                          _mm_sub_pd(_mm_mul_pd(_mm_set1_pd(ow), o), u)), pc);
+        __m128d tu = _mm_mul_pd(_mm_mul_pd(sc, u), u), to = _mm_mul_pd(_mm_mul_pd(sc, o), o);
+        double v0 = _mm_cvtsd_f64(v), v1 = _mm_cvtsd_f64(_mm_unpackhi_pd(v, v));
+        *acc_u = (*acc_u + _mm_cvtsd_f64(tu)) + _mm_cvtsd_f64(_mm_unpackhi_pd(tu, tu));
+        *acc_o = (*acc_o + _mm_cvtsd_f64(to)) + _mm_cvtsd_f64(_mm_unpackhi_pd(to, to));
+        C[o0] += v0;
+        C[o0 + j0] -= v0;
+        C[o0 + m0] -= v0;
+        C[o0 + m0 + j0] += v0;
+        C[o1] += v1;
+        C[o1 + j1] -= v1;
+        C[o1 + m1] -= v1;
+        C[o1 + m1 + j1] += v1;
+    #else
+        coverage_band_one(S, C, wn, cs, ow, acc_u, acc_o);
+        coverage_band_one(S, C, wn + 3, cs + 4, ow, acc_u, acc_o);
+    #endif
+    }
+    """
+    double _positive "coverage_positive"(double a) noexcept nogil
+    void _band_one "coverage_band_one"(const double* S, double* C, const int32_t* wn, const double* cs, double ow,
+                                        double* acc_u, double* acc_o) noexcept nogil
+    void _band_two "coverage_band_two"(const double* S, double* C, const int32_t* wn, const double* cs, double ow,
+                                        double* acc_u, double* acc_o) noexcept nogil
+
+
+cdef inline bint _fit_texel_counts(uint8_t on, double pc, double lo, double hi, double sc) noexcept nogil:
+    # whether a texel's terms can be other than 0 (coverage.density.fit_texels_reference)
+    cdef double d, u, o
+    if on:
+        return True
+    d = pc * 0.0
+    u = _positive(lo - d)
+    o = _positive(d - hi)
+    return not ((sc * u) * u == 0.0 and (sc * o) * o == 0.0)
+
+
+def fit_texels(const int64_t[:, ::1] half_u, const int64_t[:, ::1] half_v, const uint8_t[:, ::1] mask,
+               const double[:, ::1] per_count, const double[:, ::1] low, const double[:, ::1] high,
+               const double[:, ::1] scale, int32_t[::1] runs, int32_t[:, ::1] windows, double[:, ::1] consts):
+    """coverage.density.fit_texels' layout: with runs of size 0, returns (2 x the number of
+    runs, the number of texels in them); else fills runs, windows and consts (of those sizes)
+    and returns the same, or (-1, -1) where a window's corner lies past 2^31 - 1."""
+    cdef Py_ssize_t h = mask.shape[0], w = mask.shape[1], i, j, nr = 0, nt = 0
+    cdef int64_t i0, i1, j0, j1, W = w + 1, limit = 2147483648
+    cdef bint fill = runs.shape[0] > 0, prev = False, live, bad = False
+    with nogil:
+        for i in range(h):
+            if bad:
+                break
+            for j in range(w):
+                live = _fit_texel_counts(mask[i, j], per_count[i, j], low[i, j], high[i, j], scale[i, j])
+                if live != prev:
+                    if fill:
+                        runs[nr] = <int32_t>(i * w + j)
+                    nr += 1
+                    prev = live
+                if not live:
+                    continue
+                if fill:
+                    if mask[i, j]:
+                        _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
+                        if i0 * W + j0 + (j1 - j0) + (i1 - i0) * W >= limit or i0 * W + j0 < 0:
+                            bad = True
+                            break
+                        windows[nt, 0] = <int32_t>(i0 * W + j0)
+                        windows[nt, 1] = <int32_t>(j1 - j0)
+                        windows[nt, 2] = <int32_t>((i1 - i0) * W)
+                    else:
+                        windows[nt, 0] = <int32_t>w
+                        windows[nt, 1] = 0
+                        windows[nt, 2] = 0
+                    consts[nt, 0] = per_count[i, j]
+                    consts[nt, 1] = low[i, j]
+                    consts[nt, 2] = high[i, j]
+                    consts[nt, 3] = scale[i, j]
+                nt += 1
+        if prev and not bad:
+            if fill:
+                runs[nr] = <int32_t>(h * w)
+            nr += 1
+    if bad:
+        return -1, -1
+    return nr, nt
+
+
 def fit_objective(const int32_t[::1] cols_indptr, const int32_t[::1] cols_indices, const stored_t[::1] cols_data,
-                  const double[::1] x, const double[:, ::1] base, const int32_t[:, ::1] half_u,
-                  const int32_t[:, ::1] half_v, const uint8_t[:, ::1] mask, const double[:, ::1] per_count,
-                  const double[:, ::1] low, const double[:, ::1] high, const double[:, ::1] scale,
-                  double over_weight, double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread,
-                  double[::1] grad):
+                  const double[::1] x, const double[:, ::1] base, const int32_t[::1] runs,
+                  const int32_t[:, ::1] windows, const double[:, ::1] consts, double over_weight,
+                  double[:, ::1] sat, double[:, ::1] corners, double[:, ::1] spread, double[::1] grad):
     """counts = base + A x; d = per_count * window_sums(counts); under = max(low - d, 0),
     over = max(d - high, 0); grad = A^T window_spread((2 scale (over_weight over - under))
     per_count). A is given by stamp columns (CSC as the fit holds it): A x adds each stamp's
     punctures column by column as scipy's CSC product does. Returns (sum scale under under, sum scale over over), each
     summed as numpy.einsum("ij,ij,ij->") sums: (scale * v) * v in order within runs of
-    EINSUM_BUFFER texels, the runs' sums added up in order."""
-    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], i, j, r, k, run = 0
-    cdef int64_t i0, i1, j0, j1
-    cdef double s, d, u, o, v, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
+    EINSUM_BUFFER texels, the runs' sums added up in order.
+
+    The texels are given as coverage.density.fit_texels lays them out: runs, flat [a, b)
+    pairs ascending, the texels whose terms can be other than 0 (every other one adds +-0
+    to both sums and nothing to the gradient: it is passed over, counted in its einsum run);
+    per such texel in order, windows (the offset of its window's first corner (i0, j0) in
+    the (h + 1, w + 1) tables, j1 - j0, (i1 - i0) (w + 1); off the mask w, 0, 0: the table's
+    first row is +0, so the density is per_count x 0.0, and the corners' last column is never
+    read) and consts (per_count, low, high, scale)."""
+    cdef Py_ssize_t h = base.shape[0], w = base.shape[1], r, k, q, t, b, e = 0, p = 0
+    cdef Py_ssize_t n = h * w, W = w + 1, boundary = EINSUM_BUFFER
+    cdef double s, acc_u = 0.0, acc_o = 0.0, sum_u = 0.0, sum_o = 0.0
     cdef double* ax
+    cdef double* S = &sat[0, 0]
+    cdef double* C = &corners[0, 0]
+    cdef const int32_t* wn
+    cdef const double* cs
+    # the layout must hold the runs' texels (fit_texels')
+    for q in range(0, runs.shape[0] - 1, 2):
+        if not (p <= runs[q] <= runs[q + 1] <= n):
+            raise ValueError("fit_objective: runs out of order")
+        p = runs[q + 1]
+        e += runs[q + 1] - runs[q]
+    if (runs.shape[0] % 2 or windows.shape[0] != e or consts.shape[0] != e or windows.shape[1] != 3
+            or consts.shape[1] != 4):
+        raise ValueError("fit_objective: runs, windows and consts do not match")
+    p = 0
     with nogil:
         # 1. counts = base + A x (A x scattered into the spread buffer, unused until step 3),
         # straight into the summed-area table
         if h > 0 and w > 0:
             ax = &spread[0, 0]
-            for k in range(h * w):
-                ax[k] = 0.0
+            memset(ax, 0, n * sizeof(double))
             for r in range(x.shape[0]):
                 s = x[r]
                 for k in range(cols_indptr[r], cols_indptr[r + 1]):
                     ax[cols_indices[k]] += <double>cols_data[k] * s
         _summed_area(base, spread, True, h, w, sat)
-        # 2. the density, the shortfall and its gradient, spread over each window's corners
-        _clear_corners(corners, h, w)
-        for i in range(h):
-            for j in range(w):
-                if mask[i, j]:
-                    _window(i, j, half_u[i, j], half_v[i, j], h, w, &i0, &i1, &j0, &j1)
-                    d = per_count[i, j] * _window_total(sat, i0, i1, j0, j1)
-                else:
-                    d = per_count[i, j] * 0.0
-                v = _band(d, low[i, j], high[i, j], scale[i, j], over_weight, per_count[i, j], &u, &o)
-                acc_u = acc_u + (scale[i, j] * u) * u
-                acc_o = acc_o + (scale[i, j] * o) * o
-                run = run + 1
-                if run == EINSUM_BUFFER:
+        # 2. the density, the shortfall and its gradient, spread over each window's corners;
+        # a zero gradient is added too: no corner is ever -0 (it starts +0, and sums of
+        # nonzero numbers round to +0), so adding +-0 leaves every corner as it is
+        memset(C, 0, (h + 1) * W * sizeof(double))
+        for q in range(0, runs.shape[0] - 1, 2):
+            t = runs[q]
+            b = runs[q + 1]
+            while t < b:
+                # the einsum runs ended before texel t (the texels passed over added +-0)
+                while boundary <= t:
                     sum_u = sum_u + acc_u
                     sum_o = sum_o + acc_o
                     acc_u = 0.0
                     acc_o = 0.0
-                    run = 0
-                if not mask[i, j] or v == 0.0:
-                    continue
-                _add_window(corners, i0, i1, j0, j1, v)
-        if run:
+                    boundary += EINSUM_BUFFER
+                e = b if b < boundary else boundary
+                wn = &windows[p, 0]
+                cs = &consts[p, 0]
+                p += e - t
+                # two texels at a time (coverage_band_two), the odd one last
+                k = t
+                while k + 1 < e:
+                    _band_two(S, C, wn, cs, over_weight, &acc_u, &acc_o)
+                    wn += 6
+                    cs += 8
+                    k += 2
+                if k < e:
+                    _band_one(S, C, wn, cs, over_weight, &acc_u, &acc_o)
+                t = e
+        while boundary <= n:
+            sum_u = sum_u + acc_u
+            sum_o = sum_o + acc_o
+            acc_u = 0.0
+            acc_o = 0.0
+            boundary += EINSUM_BUFFER
+        if n % EINSUM_BUFFER:
             sum_u = sum_u + acc_u
             sum_o = sum_o + acc_o
         # 3. the running sums fill the windows in: the spread gradient per texel

@@ -391,6 +391,117 @@ def test_fit_objective_equals_its_reference_exactly(rng, fmt, shape, counts):
             assert value == _sums_in_runs(x, grid, targets, base, spread)
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (97, 130), (61, 301)])
+def test_fit_objective_equals_its_reference_off_the_mask_and_across_einsum_runs(rng, shape):
+    # targets that leave some texels off the mask with terms other than 0 (low over 0, or
+    # high under 0, with a scale), a sparse mask (the texels passed over span einsum runs
+    # and runs of them end on a run's boundary), and NaN, inf and -0 among the targets
+    h, w = shape
+    for trial in range(3):
+        m = int(rng.integers(1, 80))
+        grid, targets, base, spread = _random_fit_problem(rng, h, w, m, "csc")
+        keep = rng.random((h, w)) < (0.05 if trial else 0.5)
+        label = np.where(keep, grid.label, -1)
+        if trial == 2:
+            label[:, : w // 2] = -1     # long stretches passed over
+        grid = TexelGrid(grid.origin, grid.cell_mm, grid.tri, grid.area_mm2, label, grid.half_u, grid.half_v,
+                         grid.window_area_mm2)
+        off = label < 0
+        low, high, scale = targets.low.copy(), targets.high.copy(), targets.scale.copy()
+        pick = off & (rng.random((h, w)) < 0.1)
+        low[pick] = rng.uniform(1.0, 5.0, pick.sum())
+        scale[pick] = rng.uniform(-1.0, 1.0, pick.sum())
+        pick = off & (rng.random((h, w)) < 0.05)
+        high[pick] = -rng.uniform(1.0, 5.0, pick.sum())
+        scale[pick] = rng.uniform(0.5, 1.0, pick.sum())
+        pick = off & (rng.random((h, w)) < 0.02)
+        scale[pick] = -0.0
+        pick = off & (rng.random((h, w)) < 0.01)
+        low[pick] = np.nan
+        pick = ~off & (rng.random((h, w)) < 0.01)
+        high[pick] = np.inf
+        targets = pen_fit.DoseTargets(low, high, scale, ~off)
+        objective = pen_fit.FitObjective(grid, targets, base, spread)
+        assert objective.compiled
+        for x in (np.zeros(m), rng.random(m) * 30):
+            value, grad = objective(x)
+            _, ref_grad = pen_fit.objective_reference(x, grid, targets, base, spread)
+            np.testing.assert_array_equal(grad, ref_grad)
+            assert value == _sums_in_runs(x, grid, targets, base, spread) or (np.isnan(value) and np.isnan(
+                _sums_in_runs(x, grid, targets, base, spread)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (6, 9), (40, 53)])
+def test_fit_texels_equal_their_reference(rng, shape):
+    from coverage.density import fit_texels, fit_texels_reference
+
+    h, w = shape
+    for _ in range(6):
+        half_u, half_v, mask = _random_windows(rng, h, w, most=int(rng.integers(1, 2 * max(h, w) + 2)))
+        mask &= rng.random((h, w)) < rng.random()
+        per_count = np.where(mask, rng.uniform(0.5, 2.0, (h, w)), 0.0)
+        low = np.where(rng.random((h, w)) < 0.2, rng.uniform(-1.0, 3.0, (h, w)), 0.0)
+        high = np.where(rng.random((h, w)) < 0.2, rng.uniform(-1.0, 3.0, (h, w)), np.inf)
+        scale = np.where(rng.random((h, w)) < 0.5, rng.uniform(-1.0, 1.0, (h, w)), 0.0)
+        for a, special in ((per_count, [np.nan, np.inf, -np.inf, -0.0]), (low, [np.nan, -0.0, np.inf]),
+                           (high, [np.nan, -np.inf, -0.0]), (scale, [np.nan, np.inf, -0.0, 1e-300])):
+            pick = rng.random((h, w)) < 0.05
+            a[pick] = rng.choice(special, pick.sum())
+        got = fit_texels(half_u, half_v, mask, per_count, low, high, scale)
+        want = fit_texels_reference(half_u, half_v, mask, per_count, low, high, scale)
+        for g, r in zip(got, want):
+            assert g.dtype == r.dtype and g.shape == r.shape
+            np.testing.assert_array_equal(g.view(np.uint8), r.view(np.uint8))
+
+
+def test_fit_texels_by_hand():
+    # 2 x 3 texels, windows 1 across and 3 along each row (clipped at the grid's edges);
+    # texels (0, 0) and (1, 2) on the mask; (0, 2) off it with low 5 and scale 1 (its
+    # under term is 25 whatever the weights), the others off it adding 0
+    from coverage.density import fit_texels, fit_texels_reference
+
+    half_u, half_v = np.ones((2, 3), dtype=np.int64), np.zeros((2, 3), dtype=np.int64)
+    mask = np.array([[1, 0, 0], [0, 0, 1]], dtype=bool)
+    per_count = np.where(mask, 0.5, 0.0)
+    low = np.array([[10.0, 0.0, 5.0], [0.0, 0.0, 20.0]])
+    high = np.where(mask, 30.0, np.inf)
+    scale = np.array([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+    for layout in (fit_texels, fit_texels_reference):
+        runs, windows, consts = layout(half_u, half_v, mask, per_count, low, high, scale)
+        assert runs.tolist() == [0, 1, 2, 3, 5, 6]
+        # (0, 0): rows [0, 1), columns [0, 2): corner 0, 2 across, 1 row of the 4-wide tables;
+        # (1, 2): rows [1, 2), columns [1, 3): corner 1 x 4 + 1
+        assert windows.tolist() == [[0, 2, 4], [3, 0, 0], [5, 2, 4]]     # (0, 2) off the mask: 3 = w
+        assert consts.tolist() == [[0.5, 10.0, 30.0, 2.0], [0.0, 5.0, np.inf, 1.0], [0.5, 20.0, 30.0, 3.0]]
+    # the objective on these texels: counts 4 on (0, 0), 8 on (1, 1): windows of (0, 0) and
+    # (1, 2) hold 4 and 8, densities 2 and 4, under 8 and 16: 2 x 64 + 25 + 3 x 256
+    grid = TexelGrid(np.zeros(2), 0.5, np.zeros((2, 3), dtype=np.int64), np.ones((2, 3)), np.where(mask, 0, -1),
+                     half_u, half_v, np.where(mask, 200.0, 0.0))
+    targets = pen_fit.DoseTargets(low, high, scale, mask)
+    spread = sparse.csc_array(np.array([[4.0], [0], [0], [0], [8.0], [0]]))
+    objective = pen_fit.FitObjective(grid, targets, np.zeros((2, 3)), spread)
+    value, grad = objective(np.ones(1))
+    assert value == 2 * 64 + 25 + 3 * 256
+    # the gradient: (2 scale (-under)) per_count = -16 and -48 over the windows of (0, 0)
+    # and (1, 2); stamp 0's texels (0, 0) in the first, (1, 1) in the second
+    assert grad.tolist() == [4 * -16.0 + 8 * -48.0]
+
+
+def test_fit_objective_refuses_a_layout_that_does_not_hold_its_runs():
+    from coverage.density import fit_objective, fit_texels
+
+    rng = np.random.default_rng(3)
+    grid, targets, base, spread = _random_fit_problem(rng, 6, 9, 5, "csc")
+    objective = pen_fit.FitObjective(grid, targets, base, spread)
+    runs, windows, consts = objective.texels
+    assert len(runs) >= 2
+    for bad in ((runs, windows[:-1], consts[:-1]), (runs[::-1].copy(), windows, consts),
+                (np.append(runs[:-1], 55).astype(np.int32), windows, consts)):
+        with pytest.raises(ValueError):
+            fit_objective(*objective.cols, np.zeros(5), objective.base, *bad, 2.0, objective.sat, objective.corners,
+                          objective.spread_out, np.empty(5))
+
+
 def _sums_in_runs(x, grid, targets, base, spread, run=8192):
     """The objective's value summed as the kernel documents it (numpy.einsum's order on
     NumPy 1.x and 2.x): ``(scale * v) * v`` added in texel order within runs of ``run``

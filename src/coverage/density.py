@@ -132,6 +132,71 @@ def fit_objective(*args) -> tuple[float, float]:
     return _kernel.fit_objective(*args)
 
 
+FIT_TEXEL_LIMIT = 2 ** 31   # fit_texels' offsets into the (h + 1, w + 1) tables are 32-bit
+
+
+def fit_texels(half_u: np.ndarray, half_v: np.ndarray, mask: np.ndarray, per_count: np.ndarray, low: np.ndarray,
+               high: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The texels of an ``(h, w)`` grid as :func:`fit_objective` goes through them, fixed for
+    a fit: ``(runs, windows, consts)``.
+
+    A texel off the mask has the density ``per_count x 0.0`` whatever the weights; where both
+    its terms ``(scale x under) x under`` and ``(scale x over) x over`` are then +-0 it adds
+    nothing to the sums (neither is ever -0: they start at +0 and sums of nonzero numbers
+    round to +0) and nothing to the gradient (the mask keeps it out of the windows), and the
+    kernel passes it over. ``runs (2 r,) int32``: the other texels as flat ``[a, b)`` pairs,
+    ascending; per texel of the runs in order, ``windows (k, 3) int32``: the offset of its
+    window's first corner ``(i0, j0)`` in the ``(h + 1, w + 1)`` tables, ``j1 - j0`` and
+    ``(i1 - i0) (w + 1)`` (the window clipped to the grid), or ``w, 0, 0`` off the mask (the
+    first row of the summed-area table is +0 throughout: its density is ``per_count x 0.0``;
+    and the last column of the corners is never read: its gradient goes nowhere);
+    ``consts (k, 4) float64``: its ``per_count, low, high, scale``."""
+    h, w = np.shape(mask)
+    if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT:
+        raise ValueError("fit_texels: grid too large for 32-bit offsets")
+    c = np.ascontiguousarray
+    args = (c(half_u, dtype=np.int64), c(half_v, dtype=np.int64), c(np.asarray(mask) != 0, dtype=np.uint8),
+            *(c(a, dtype=np.float64) for a in (per_count, low, high, scale)))
+    n_runs, n = _kernel.fit_texels(*args, np.empty(0, dtype=np.int32), np.empty((0, 3), dtype=np.int32),
+                                   np.empty((0, 4)))
+    runs, windows, consts = np.empty(n_runs, dtype=np.int32), np.empty((n, 3), dtype=np.int32), np.empty((n, 4))
+    if n_runs and _kernel.fit_texels(*args, runs, windows, consts)[0] < 0:
+        raise ValueError("fit_texels: windows too large for 32-bit offsets")
+    return runs, windows, consts
+
+
+def fit_texels_reference(half_u, half_v, mask, per_count, low, high, scale):
+    """NumPy twin of :func:`fit_texels`."""
+    h, w = np.shape(mask)
+    if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT:
+        raise ValueError("fit_texels: grid too large for 32-bit offsets")
+    mask = np.asarray(mask).ravel() != 0
+    pc, lo, hi, sc = (np.asarray(a, dtype=np.float64).ravel() for a in (per_count, low, high, scale))
+    with np.errstate(all="ignore"):
+        # the terms off the mask, computed as the kernel computes them
+        d = pc * 0.0
+        a, b = lo - d, d - hi
+        u = np.where(a <= 0.0, 0.0, a)
+        o = np.where(b <= 0.0, 0.0, b)
+        live = mask | ~(((sc * u) * u == 0.0) & ((sc * o) * o == 0.0))
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], live, [False]]).astype(np.int8)))
+    runs = edges.astype(np.int32)
+    idx = np.flatnonzero(live)
+    i, j = np.divmod(idx, w) if w else (idx, idx)
+    hu = np.asarray(half_u).ravel()[idx].astype(np.int64)
+    hv = np.asarray(half_v).ravel()[idx].astype(np.int64)
+    # _window's clipping
+    i0, i1 = np.maximum(i - hv, 0), np.minimum(i + hv + 1, h)
+    j0, j1 = np.maximum(j - hu, 0), np.minimum(j + hu + 1, w)
+    on = mask[idx]
+    windows = np.stack([np.where(on, i0 * (w + 1) + j0, w), np.where(on, j1 - j0, 0),
+                        np.where(on, (i1 - i0) * (w + 1), 0)], axis=1)
+    if windows.size and (windows[:, 0] + windows[:, 1] + windows[:, 2]).max() >= FIT_TEXEL_LIMIT:
+        raise ValueError("fit_texels: windows too large for 32-bit offsets")
+    consts = np.stack([pc[idx], lo[idx], hi[idx], sc[idx]], axis=1)
+    return runs, np.ascontiguousarray(windows, dtype=np.int32), np.ascontiguousarray(consts)
+
+
 def band_gradient(*args) -> None:
     """The repair's band gradient in one compiled pass: see :class:`coverage.pen_fit.BandGradient`."""
     _kernel.band_gradient(*args)

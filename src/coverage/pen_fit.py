@@ -38,7 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, sparse
 
-from .density import IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, window_spread, window_sums
+from .density import (FIT_TEXEL_LIMIT, IN_BAND_LOW, StampEffects, TexelGrid, WindowStamps, fit_texels, window_spread,
+                      window_sums)
 
 CANDIDATE_MM = 0.5        # chart travel between candidate stamps along a path
 LOW_RATIO = 1.0           # fit the density up to this x target (0.9 is the band's floor)
@@ -202,8 +203,10 @@ class FitObjective:
         # once (A^T as a converted CSR then lists them so)
         st = self.spread_t
         usable = spread.format == "csc" or (spread.format == "csr" and spread.has_canonical_format)
+        h, w = shape
         small = (usable and st.format == "csr" and max(st.nnz, *spread.shape) < 2 ** 31
-                 and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31)
+                 and max(int(np.max(grid.half_u, initial=0)), int(np.max(grid.half_v, initial=0))) < 2 ** 31
+                 and (h + 1) * (w + 1) < FIT_TEXEL_LIMIT // 2)
         self.compiled = bool(small)
         if not self.compiled:
             return
@@ -214,12 +217,9 @@ class FitObjective:
         i32 = np.int32
         self.cols = (np.ascontiguousarray(st.indptr, dtype=i32), np.ascontiguousarray(st.indices, dtype=i32),
                      np.ascontiguousarray(st.data, dtype=narrow))
-        c = np.ascontiguousarray
-        self.fixed_args = (c(grid.half_u, dtype=i32), c(grid.half_v, dtype=i32),
-                           c(self.op.treat, dtype=np.uint8), c(self.op.per_count, dtype=np.float64),
-                           c(targets.low, dtype=np.float64), c(targets.high, dtype=np.float64),
-                           c(targets.scale, dtype=np.float64))
-        h, w = shape
+        # the texels whose terms can be other than 0, each with its window and constants
+        self.texels = fit_texels(grid.half_u, grid.half_v, self.op.treat, self.op.per_count, targets.low,
+                                 targets.high, targets.scale)
         self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
         self.spread_out = np.empty(shape)
 
@@ -231,7 +231,7 @@ class FitObjective:
         grad = np.empty(self.spread.shape[1])
         # the two sums of squares as shortfall's einsums add them
         under, over = fit_objective(*self.cols, np.ascontiguousarray(x, dtype=np.float64), self.base,
-                                    *self.fixed_args, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
+                                    *self.texels, OVER_WEIGHT, self.sat, self.corners, self.spread_out, grad)
         return float(under + OVER_WEIGHT * over), grad
 
 
