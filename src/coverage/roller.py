@@ -1572,22 +1572,34 @@ class Headland:
     def _loops_many(self, levels_mm, min_samples: int = 0) -> list:
         """:meth:`_loops` of each level, in order: every level's paths lifted and resampled
         in one pass (each path as alone: the lift is per point, the resampling per path)."""
-        per_level = []
         # one generator for every level: the raster cut to what the lowest one needs
         contours = self._contours_above(min(levels_mm)) if len(levels_mm) else None
-        for level_mm in levels_mm:
-            lines = []
-            for line in (contours.lines(level_mm) if contours is not None else []):
-                keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
-                if keep.sum() >= 3:
-                    lines.append((line, line[keep]))
-            per_level.append(lines)
+        raw = [contours.lines(level_mm) if contours is not None else [] for level_mm in levels_mm]
+        # each line's points that move (more than 1e-9 from the one before; its first always),
+        # for every line of every level at once (a scan's border has hundreds of crumbs): the
+        # steps between consecutive lines are not read, each line's first point is kept
+        flat = [line for lines in raw for line in lines]
+        enough = np.zeros(0, dtype=bool)
+        if flat:
+            joined = np.concatenate(flat)
+            sizes = np.array([len(line) for line in flat], dtype=np.int64)
+            heads = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            moves = np.empty(len(joined), dtype=bool)
+            moves[1:] = np.linalg.norm(np.diff(joined, axis=0), axis=1) > 1e-9
+            moves[heads[sizes > 0]] = True
+            total = np.concatenate([[0], np.cumsum(moves)])
+            counts = total[heads + sizes] - total[heads]
+            enough = counts >= 3
+        per_level, g = [], 0
+        for lines in raw:
+            per_level.append([(line, None) for line, ok in zip(lines, enough[g:g + len(lines)].tolist()) if ok])
+            g += len(lines)
         every = [item for lines in per_level for item in lines]
         if not every:
             return [[] for _ in per_level]
-        # all resampled at once (each as alone)
-        chart = np.concatenate([kept for _, kept in every])
-        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in every])]).astype(np.int64)
+        # all resampled at once (each as alone): the moving points of the lines kept
+        chart = joined[moves & np.repeat(enough, sizes)]
+        starts = np.concatenate([[0], np.cumsum(counts[enough])]).astype(np.int64)
         resampled, out_starts = _paths.resample(chart, self.face.lift(chart).points, starts, PATH_STEP_MM)
         out, k = [], 0
         for lines in per_level:
