@@ -1,5 +1,6 @@
 """Roller speed work (fifth round): each change equal to what it replaces."""
 import numpy as np
+import pytest
 
 from test_roller_speed4 import _loops_alone
 
@@ -60,3 +61,169 @@ def test_headland_loops_many_keeps_the_moving_points_of_each_line_as_alone(defau
                 for a, b in zip(got, ref):
                     assert (a is None and b is None) or np.array_equal(a, b)
         assert headland._loops_many([2.0], 0) == [[]]
+
+
+# --- sweep frame fields made where the lines read them (roller.sweep_frame_fields_lazy) ----------
+
+def _lazy_equals_eager(face, chart, inside, conform, rows, rng):
+    """Every point of a lazily made frame, made in a random order and in random batches, is
+    sweep_frame_fields' (scale and band) and its code is the band's index in the levels."""
+    import types  # noqa: F401
+    from coverage import roller
+
+    scale, band = roller.sweep_frame_fields(face, chart, inside, conform, rows)
+    fields = roller.sweep_frame_fields_lazy(face, chart, inside, conform, rows)
+    n = len(chart)
+    assert not fields.known.any()
+    order = rng.permutation(n)
+    for part in np.array_split(order, 5)[:3]:
+        fields.fill(part)
+        fields.fill(part[: len(part) // 2])     # made again: nothing changes
+    fields.fill_all()
+    assert fields.known.all()
+    assert np.array_equal(fields.scale.reshape(-1), scale)
+    assert np.array_equal(fields.band.reshape(-1), band, equal_nan=True)
+    works = ~np.isnan(band)
+    codes = fields.codes.reshape(-1)
+    assert (codes[~works] == -1).all()
+    assert np.array_equal(fields.levels[codes[works]], band[works])
+    assert np.all(np.diff(fields.levels) > 0)
+    return fields, band
+
+
+def test_lazy_frame_fields_hand_worked_square():
+    import types
+
+    from coverage import lifting, roller
+
+    # test_roller_speed3_frame_fields' square: T0 (0,0) (1,0) (1,1), T1 (0,0) (1,1) (0,1)
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    grid = lifting.build_grid(uv, faces)
+    face = types.SimpleNamespace(chart_grid=grid, faces=faces, vertices=np.zeros((4, 3)),
+                                 linear_scale=np.array([2.0, 3.0]),
+                                 locate=lambda p, eps=1e-9: lifting.locate(grid, p, eps))
+    values = np.full((4, 4), 0.3)
+    values[0, 0] = -1.0
+    inside = roller.ChartRaster(np.zeros(2), 0.5, values)
+    chart = np.array([[0.75, 0.25], [0.4, 0.1], [0.25, 0.75], [5.0, 5.0], [np.nan, 0.5], [0.9, 0.6]])
+    conform = roller.Conformity(0.0, np.zeros(4), np.zeros(4), np.array([4.0, 5.0, 6.0, 0.0]), np.ones(4, bool))
+    fields = roller.sweep_frame_fields_lazy(face, chart, inside, conform, 2)       # 2 rows of 3
+    assert fields.levels.tolist() == [4.0, 5.0, 6.0]       # the conforming swaths above 0
+    fields.fill([0])
+    assert fields.known.reshape(-1).tolist() == [1, 0, 0, 0, 0, 0]
+    assert (fields.scale[0, 0], fields.band[0, 0], fields.codes[0, 0]) == (2.0, 4.0, 0)
+    fields.fill_row(1)
+    assert fields.known.reshape(-1).tolist() == [1, 0, 0, 1, 1, 1]
+    assert fields.scale[1].tolist() == [1.0, 1.0, 2.0]
+    assert fields.codes[1].tolist() == [-1, -1, 0]          # (0.9, 0.6): T0, band min(4, 5, 6)
+    fields.fill_all()
+    assert fields.scale.reshape(-1).tolist() == [2.0, 2.0, 3.0, 1.0, 1.0, 2.0]
+    assert fields.codes.reshape(-1).tolist() == [0, -1, -1, -1, -1, 0]
+    # a band that is none of the levels reads the code past them (which the line kernels refuse)
+    kernel = roller._raster_kernel.FrameFill(
+        chart, grid.affine, grid.start, grid.items, float(grid.origin[0]), float(grid.origin[1]),
+        float(grid.cell), int(grid.shape[0]), int(grid.shape[1]), 1e-9, np.array([2.0, 3.0]), faces, values,
+        0.0, 0.0, 0.5, np.array([4.0, 5.0, 6.0, 0.0]), np.ones(4, np.uint8), np.array([5.0, 6.0]),
+        np.zeros(6, np.uint8), np.empty(6), np.empty(6), np.empty(6, np.int64))
+    kernel.fill_points(np.arange(6, dtype=np.int64))
+    with pytest.raises(IndexError):
+        kernel.fill_points(np.array([6], dtype=np.int64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lazy_frame_fields_random(default_face, seed):
+    from coverage import roller
+
+    rng = np.random.default_rng(seed)
+    face = default_face
+    nv = len(face.vertices)
+    lo, hi = face.uv.min(axis=0) - 5, face.uv.max(axis=0) + 5
+    rows, cols = 150, 80
+    chart = rng.uniform(lo, hi, (rows * cols, 2))
+    chart[rng.random(len(chart)) < 0.01] = np.nan
+    chart[50:150] = face.uv[rng.integers(0, nv, 100)]      # on vertices and edges: ties
+    swath = rng.choice([0.0, 10.0, 15.0, 20.0, np.nan, np.inf, -5.0], nv, p=[.2, .2, .2, .3, .04, .03, .03])
+    conforms = rng.random(nv) < 0.8
+    cell = float(rng.choice([0.5, 0.75, 1.0, 2.0]))
+    w, h = (int(x) for x in (hi - lo) / cell * rng.uniform(0.6, 1.1, 2))
+    inside = roller.ChartRaster(lo + rng.uniform(-3, 3, 2), cell, rng.uniform(-1.5, 3.0, (h, w)))
+    conform = roller.Conformity(0.0, np.zeros(nv), np.zeros(nv), swath, conforms)
+    _, band = _lazy_equals_eager(face, chart, inside, conform, rows, rng)
+    assert (~np.isnan(band)).sum() > 100
+
+
+def _eager_lines(frame, sweeps, offset):
+    """ZoneSweeps.lines as it was: the whole fields made first, the codes into the distinct
+    bands the frame shows (np.unique)."""
+    from coverage import raster, roller
+
+    scale, code, levels = frame.scale.copy(), frame.swath_code, frame.swath_levels
+
+    def design(v):
+        if sweeps.forced_design is not None:
+            return sweeps.forced_design
+        mode = raster.column_mode(code, v, sweeps.v_rows[0], roller.ROW_STEP_MM, len(levels))
+        return sweeps.drum.width_mm if mode < 0 else float(levels[mode])
+
+    row = int(np.clip(np.searchsorted(sweeps.v_rows, sweeps.v_mid), 0, len(sweeps.v_rows) - 1))
+    v0 = np.full(len(sweeps.u_cols), sweeps.v_mid)
+    w0 = design(v0)
+    v0 = v0 + offset * w0 / scale[row]
+    w0 = design(v0)
+    found = [(0, v0, w0)]
+    weights = roller.gaussian_weights(roller.LINE_SMOOTH_MM / roller.COLUMN_STEP_MM)
+    for sign in (1.0, -1.0):
+        walked = raster.line_walk(scale, code, levels, v0, sweeps.v_rows[0], roller.ROW_STEP_MM, sign, w0,
+                                  sweeps.forced_design, sweeps.drum.width_mm, weights,
+                                  float(sweeps.v_rows[0]), float(sweeps.v_rows[-1]))
+        found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
+    found.sort(key=lambda item: item[0])
+    return [(k, np.stack([sweeps.u_cols, v], axis=1) @ sweeps.to_chart.T, w) for k, v, w in found]
+
+
+@pytest.mark.parametrize("region_index, direction", [(0, 0), (1, 1), (0, 2), (1, 3)])
+def test_lazy_frame_lines_equal_the_whole_fields(default_face, default_zones, region_index, direction):
+    from coverage import Protocol, roller
+
+    protocol = Protocol.default()
+    clearance = roller.keepout_clearance(default_zones)
+    region = roller.roller_regions(default_zones, protocol)[region_index]
+    dose = protocol.zone(region.zones[0])
+    drum = roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+    theta = dose.directions_deg[direction]
+    conform = roller.conformity(default_face, drum, theta)
+    widths = [None] + roller.band_widths(default_face, default_zones, region, conform)
+    for design in widths:
+        for offset in (0.0, 0.25, 0.6):
+            fresh = roller.Region(region.name, region.zones, region.polygon)    # its frame made anew
+            sweeps = roller.ZoneSweeps(default_zones, fresh, drum, theta, conform, clearance, design)
+            got = sweeps.lines(offset)
+            assert 0 < sweeps.fields.known.mean() < 1            # made where read
+            eager = roller.SweepFrame.build(default_face, fresh, theta, conform)
+            ref = _eager_lines(eager, sweeps, offset)
+            assert len(got) == len(ref) > 1
+            for (k, a, w), (kr, b, wr) in zip(got, ref):
+                assert k == kr and w == wr and np.array_equal(a, b, equal_nan=True)
+    # every point of the frame the lines made in part, made in full: the eager fields
+    fields = sweeps.fields
+    scale, band = roller.sweep_frame_fields(default_face, np.stack(np.broadcast_arrays(
+        sweeps.u_cols[None, :], sweeps.v_rows[:, None]), axis=-1).reshape(-1, 2) @ sweeps.to_chart.T,
+        fresh.inside, conform, len(sweeps.v_rows))
+    fields.fill_all()
+    assert np.array_equal(fields.scale.reshape(-1), scale)
+    assert np.array_equal(fields.band.reshape(-1), band, equal_nan=True)
+
+
+def test_lazy_fields_refuse_other_arrays():
+    from coverage import raster
+
+    class Stub:
+        scale = np.ones((3, 2))
+        codes = np.zeros((3, 2), dtype=np.int64)
+        kernel = None
+    with pytest.raises(ValueError, match="own"):
+        raster.column_mode(Stub.codes.copy(), np.zeros(2), 0.0, 1.0, 1, lazy=Stub())
+    with pytest.raises(ValueError, match="own"):
+        raster.line_step(Stub.scale.copy(), Stub.codes, [1.0], np.zeros(2), 0.0, 1.0, 1.0, 1.0, None, 1.0,
+                         np.array([0.25, 0.5, 0.25]), lazy=Stub())

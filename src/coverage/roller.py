@@ -477,11 +477,40 @@ class SweepFrame:
     to_chart: np.ndarray      # (2, 2) (u', v') -> chart
     u_cols: np.ndarray        # (cols,) u' of the grid columns
     v_rows: np.ndarray        # (rows,) v' of the grid rows
-    works_swath: np.ndarray   # (rows, cols) band where the drum works (NaN elsewhere), mm
-    scale: np.ndarray         # (rows, cols) skin mm per chart mm (1 off the chart)
     v_mid: float              # v' of the region's centroid
-    swath_levels: np.ndarray  # (m,) the distinct bands of works_swath, ascending, mm
-    swath_code: np.ndarray    # (rows, cols) int: works_swath as an index into swath_levels (-1: NaN)
+    # the fields (sweep_frame_fields at the grid's chart points, row by row), each point made
+    # where a line first reads it (the lines read about a quarter of the grid): scale, band
+    # and the band's index into fields.levels, every band a point can show (see the
+    # properties below for the whole fields)
+    fields: raster.FrameFields
+
+    @property
+    def scale(self) -> np.ndarray:
+        """``(rows, cols)`` skin mm per chart mm (1 off the chart), every point made."""
+        self.fields.fill_all()
+        return self.fields.scale
+
+    @property
+    def works_swath(self) -> np.ndarray:
+        """``(rows, cols)`` band where the drum works (NaN elsewhere), mm, every point made."""
+        self.fields.fill_all()
+        return self.fields.band
+
+    @property
+    def swath_levels(self) -> np.ndarray:
+        """``(m,)`` the distinct bands of works_swath, ascending, mm."""
+        band = self.works_swath
+        return np.unique(band[~np.isnan(band)])
+
+    @property
+    def swath_code(self) -> np.ndarray:
+        """``(rows, cols) int``: works_swath as an index into swath_levels (-1: NaN)."""
+        band = self.works_swath
+        works = ~np.isnan(band)
+        _, code = np.unique(band[works], return_inverse=True)
+        out = np.full(band.shape, -1, dtype=np.int64)
+        out[works] = code.reshape(-1)
+        return out
 
     @classmethod
     def build(cls, face, region: Region, theta_deg: float, conform: Conformity) -> "SweepFrame":
@@ -501,15 +530,48 @@ class SweepFrame:
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
         with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
-        # the band where the drum works: on the chart, in the region, every corner conforming
-        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform, len(v_rows))
-        works = ~np.isnan(works_swath)
-        levels, code = np.unique(works_swath[works], return_inverse=True)
-        swath_code = np.full(len(chart), -1, dtype=np.int64)
-        swath_code[works] = code.reshape(-1)
+        # the band where the drum works: on the chart, in the region, every corner conforming;
+        # made where the lines read it
+        fields = sweep_frame_fields_lazy(face, chart, region.inside, conform, len(v_rows))
         centre = np.asarray(polygon.centroid.coords[0]) @ to_frame.T
-        return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, works_swath.reshape(uu.shape),
-                   scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
+        return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, float(centre[1]), fields)
+
+
+def _frame_field_args(face, inside: ChartRaster, conform: Conformity) -> tuple:
+    """The arrays frame_fields and FrameFill read, checked to agree in size."""
+    grid = face.chart_grid
+    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
+    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
+    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
+    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
+    values = np.ascontiguousarray(inside.values, dtype=np.float64)
+    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
+            or len(conforms) != len(face.vertices) or values.ndim != 2):
+        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
+                         "region raster do not agree in size")
+    return grid, faces, swath, conforms, linear_scale, values
+
+
+def sweep_frame_fields_lazy(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity,
+                            rows: int) -> raster.FrameFields:
+    """:func:`sweep_frame_fields` of a grid of chart points ``(rows * cols, 2)`` (row by row)
+    as fields made point by point where first read (:class:`raster.FrameFields`), each
+    point exactly as sweep_frame_fields makes it. The band's codes index every band a point
+    can show: the least of a triangle's corners' swaths where all three conform and it is
+    above 0 is one of the conforming vertices' swaths above 0."""
+    chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
+    grid, faces, swath, conforms, linear_scale, values = _frame_field_args(face, inside, conform)
+    n = len(chart)
+    if rows <= 0 or n % rows:
+        raise ValueError(f"{n} chart points are not a grid of {rows} rows")
+    levels = np.unique(swath[conforms & (swath > 0)])
+    known, scale, band, code = np.zeros(n, dtype=np.uint8), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
+    kernel = _raster_kernel.FrameFill(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
+                                      float(grid.origin[1]), float(grid.cell), int(grid.shape[0]),
+                                      int(grid.shape[1]), 1e-9, linear_scale, faces, values,
+                                      float(inside.origin[0]), float(inside.origin[1]), float(inside.cell), swath,
+                                      conforms.view(np.uint8), levels, known, scale, band, code)
+    return raster.FrameFields(kernel, rows, n // rows, levels, known, scale, band, code)
 
 
 def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity, rows: int = 1) -> tuple:
@@ -521,16 +583,7 @@ def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Co
     equal to :func:`sweep_frame_fields_reference`. ``rows``: the points are a grid of that
     many rows, row by row (only the order they are visited in: column by column, faster)."""
     chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
-    grid = face.chart_grid
-    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
-    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
-    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
-    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
-    values = np.ascontiguousarray(inside.values, dtype=np.float64)
-    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
-            or len(conforms) != len(face.vertices) or values.ndim != 2):
-        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
-                         "region raster do not agree in size")
+    grid, faces, swath, conforms, linear_scale, values = _frame_field_args(face, inside, conform)
     scale, band = np.empty(len(chart)), np.empty(len(chart))
     _raster_kernel.frame_fields(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
                                 float(grid.origin[1]), float(grid.cell), int(grid.shape[0]), int(grid.shape[1]),
@@ -583,21 +636,30 @@ class ZoneSweeps:
         frame = region.sweep_frames.get(theta_deg)
         if frame is None or frame.face is not face or frame.conform is not conform:
             frame = region.sweep_frames[theta_deg] = SweepFrame.build(face, region, theta_deg, conform)
+        self.frame = frame
         self.angle = frame.angle
         self.to_frame, self.to_chart = frame.to_frame, frame.to_chart
         self.u_cols, self.v_rows = frame.u_cols, frame.v_rows
-        self.works_swath, self.scale, self.v_mid = frame.works_swath, frame.scale, frame.v_mid
-        self.swath_levels, self.swath_code = frame.swath_levels, frame.swath_code
+        self.v_mid = frame.v_mid
+        self.fields = frame.fields      # made where the lines read them
+
+    # the frame's whole fields (every point made)
+    works_swath = property(lambda self: self.frame.works_swath)
+    scale = property(lambda self: self.frame.scale)
+    swath_levels = property(lambda self: self.frame.swath_levels)
+    swath_code = property(lambda self: self.frame.swath_code)
 
     def _design(self, v: np.ndarray) -> float:
         """A line's design swath: the band the drum shows over most of it where it works."""
         if self.forced_design is not None:
             return self.forced_design
-        # the most frequent band of works_swath read at v (the smallest on a tie)
-        mode = raster.column_mode(self.swath_code, v, self.v_rows[0], ROW_STEP_MM, len(self.swath_levels))
+        # the most frequent band of works_swath read at v (the smallest on a tie: the levels
+        # ascend, and a level no column reads is never the mode)
+        f = self.fields
+        mode = raster.column_mode(f.codes, v, self.v_rows[0], ROW_STEP_MM, len(f.levels), lazy=f)
         if mode < 0:
             return self.drum.width_mm
-        return float(self.swath_levels[mode])
+        return float(f.levels[mode])
 
     def _step(self, v: np.ndarray, w0: float, sign: float) -> tuple[np.ndarray, float]:
         """The next line beyond ``v`` and its design: (w0 + w1) / 2 apart on the skin."""
@@ -605,9 +667,10 @@ class ZoneSweeps:
         # when another round would place the same line again) of v + c / lam, lam the chart
         # scale averaged over both lines, then _smooth_nan of the line: all in one kernel
         # call, exactly as the rounds of raster.column_step, _design and _smooth_nan
-        return raster.line_step(self.scale, self.swath_code, self.swath_levels, v, self.v_rows[0], ROW_STEP_MM,
+        f = self.fields
+        return raster.line_step(f.scale, f.codes, f.levels, v, self.v_rows[0], ROW_STEP_MM,
                                 sign, w0, self.forced_design, self.drum.width_mm,
-                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM))
+                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM), lazy=f)
 
     def lines(self, offset: float) -> list[tuple[int, np.ndarray, float]]:
         """``[(k, chart points (n, 2), design swath mm)]`` of every line, in order.
@@ -618,16 +681,18 @@ class ZoneSweeps:
         row = int(np.clip(np.searchsorted(self.v_rows, self.v_mid), 0, len(self.v_rows) - 1))
         v0 = np.full(len(self.u_cols), self.v_mid)
         w0 = self._design(v0)
-        v0 = v0 + offset * w0 / self.scale[row]
+        f = self.fields
+        f.fill_row(row)
+        v0 = v0 + offset * w0 / f.scale[row]
         w0 = self._design(v0)
         found = [(0, v0, w0)]
         for sign in (1.0, -1.0):
             # self._step after self._step while a line has a column on the grid's rows, in
             # one kernel call (raster.line_walk)
-            walked = raster.line_walk(self.scale, self.swath_code, self.swath_levels, v0, self.v_rows[0],
+            walked = raster.line_walk(f.scale, f.codes, f.levels, v0, self.v_rows[0],
                                       ROW_STEP_MM, sign, w0, self.forced_design, self.drum.width_mm,
                                       gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM),
-                                      float(self.v_rows[0]), float(self.v_rows[-1]))
+                                      float(self.v_rows[0]), float(self.v_rows[-1]), lazy=f)
             found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
         found.sort(key=lambda item: item[0])
         # every line's (u', v') points @ to_chart.T in one stacked product: numpy multiplies
