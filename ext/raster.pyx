@@ -980,3 +980,42 @@ def within_reach(const unsigned char[::1] ok, const int64_t[::1] starts, Py_ssiz
                 if hi < b:
                     count += ok[hi]
             live[p] = total > 0
+
+
+def grid_crossings(const double[:, ::1] seg, const double[::1] x, const double[::1] y,
+                   const int64_t[::1] row_lo, const int64_t[::1] row_hi, const int64_t[::1] row_start,
+                   double tol, double[::1] xc, unsigned char[:, ::1] inside, unsigned char[:, ::1] unsure):
+    """Even-odd fill of a grid (points x[j], y[i], both ascending) from boundary segments
+    seg[s] = (ax, ay, bx, by): segment s crosses rows row_lo[s] .. row_hi[s] - 1 (those with
+    min(ay, by) <= y < max(ay, by)), at xc = ax + (y - ay) * (bx - ax) / (by - ay);
+    ``row_start`` (rows + 1) places each row's crossings in ``xc`` (scratch, one per crossing).
+    inside[i, j] = 1 where an odd count of a row's crossings lies right of x[j]; unsure[i, j]
+    = 1 where a crossing lies within ``tol`` of x[j] (the caller asks those points again, and
+    the points near vertices and on horizontal segments, which it marks itself)."""
+    cdef Py_ssize_t s, i, j, k, a, b, h = y.shape[0], w = x.shape[0], m = seg.shape[0]
+    cdef int64_t[::1] at
+    cdef double t, yy
+    at = row_start[:h].copy()
+    with nogil:
+        for s in range(m):
+            for i in range(row_lo[s], row_hi[s]):
+                yy = y[i]
+                xc[at[i]] = seg[s, 0] + (yy - seg[s, 1]) * (seg[s, 2] - seg[s, 0]) / (seg[s, 3] - seg[s, 1])
+                at[i] += 1
+        for i in range(h):
+            a = row_start[i]
+            b = row_start[i + 1]
+            # insertion sort of the row's crossings (a handful)
+            for k in range(a + 1, b):
+                t = xc[k]
+                j = k - 1
+                while j >= a and xc[j] > t:
+                    xc[j + 1] = xc[j]
+                    j -= 1
+                xc[j + 1] = t
+            k = a        # crossings xc[a:k] lie at or left of x[j]
+            for j in range(w):
+                while k < b and xc[k] <= x[j]:
+                    k += 1
+                inside[i, j] = (b - k) & 1
+                unsure[i, j] = ((k > a and x[j] - xc[k - 1] <= tol) or (k < b and xc[k] - x[j] <= tol))

@@ -227,3 +227,101 @@ def test_lazy_fields_refuse_other_arrays():
     with pytest.raises(ValueError, match="own"):
         raster.line_step(Stub.scale.copy(), Stub.codes, [1.0], np.zeros(2), 0.0, 1.0, 1.0, 1.0, None, 1.0,
                          np.array([0.25, 0.5, 0.25]), lazy=Stub())
+
+
+# --- contains_grid by the even-odd count of each row's crossings ------------------------------------
+
+def _contains_reference(region, x, y):
+    import shapely
+    uu, vv = np.meshgrid(x, y)
+    return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(len(y), len(x))
+
+
+def test_grid_crossings_hand_worked():
+    from coverage import raster
+
+    # the square [0, 2] x [0, 2] (counter-clockwise), a grid across it
+    sq = np.array([[0, 0, 2, 0], [2, 0, 2, 2], [2, 2, 0, 2], [0, 2, 0, 0]], dtype=float)
+    x = np.array([-0.5, 0.5, 1.5, 2.5, 2.0])[:4]
+    y = np.array([-1.0, 0.0, 0.5, 1.5, 2.0, 3.0])
+    inside, unsure = raster.grid_crossings(sq, x, y, 1e-9)
+    # rows 0.0 <= y < 2.0 cross the two sides at x = 0 and x = 2 (the horizontal edges never)
+    assert inside.astype(int).tolist() == [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0],
+                                           [0, 0, 0, 0]]
+    assert not unsure.any()
+    inside, unsure = raster.grid_crossings(sq, np.array([0.0, 1.0, 2.0 + 1e-10, 2.1]), np.array([1.0]), 1e-9)
+    assert inside.astype(int).tolist() == [[1, 1, 0, 0]]       # x = 0: the crossing at 0 is not right of it
+    assert unsure.astype(int).tolist() == [[1, 0, 1, 0]]
+    for tol in (1e-9, 0.6):
+        got = raster.grid_crossings(sq, x, y, tol)
+        ref = raster.grid_crossings_reference(sq, x, y, tol)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grid_crossings_random(seed):
+    from coverage import raster
+
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        m = int(rng.integers(0, 30))
+        seg = rng.uniform(-10, 10, (m, 4))
+        flat = rng.random(m) < 0.2
+        seg[flat, 3] = seg[flat, 1]                           # horizontal edges
+        x = np.sort(rng.uniform(-12, 12, int(rng.integers(1, 40))))
+        y = np.unique(np.concatenate([rng.uniform(-12, 12, int(rng.integers(1, 40))), seg[:3, 1]]))
+        tol = float(rng.choice([1e-9, 0.3]))
+        got = raster.grid_crossings(seg, x, y, tol)
+        ref = raster.grid_crossings_reference(seg, x, y, tol)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+
+
+def _boundary_cases(rng):
+    import shapely
+    yield shapely.Polygon([(0, 0), (4, 0), (4, 4), (0, 4)])                        # edges on grid rows, columns
+    yield shapely.Polygon([(2, 0), (4, 2), (2, 4), (0, 2)])                         # diagonal edges through points
+    yield shapely.Polygon([(0, 0), (4, 0), (2, 3)])                                 # apex on a grid point
+    yield shapely.Polygon([(0, 0), (2, 2), (4, 0), (4, 4), (0, 4)])                 # a reflex vertex on a point
+    yield shapely.Polygon([(-1, -1), (5, -1), (5, 5), (-1, 5)], [[(0, 0), (0, 3), (3, 3), (3, 0)]])  # hole on points
+    yield shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(1, 1, 2.5, 2)])   # parts touching at a point
+    yield shapely.Polygon(rng.uniform(0, 4, (3, 2)).round(1))                       # vertices on a 0.1 grid
+    # a self-intersecting bow tie (invalid: the blocks path answers)
+    yield shapely.Polygon([(0, 0), (4, 4), (4, 0), (0, 4)])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_contains_grid_scan_on_the_boundary(seed):
+    from coverage import roller
+
+    rng = np.random.default_rng(seed)
+    for region in _boundary_cases(rng):
+        for step in (0.5, 0.25, 0.1, 1.0 / 3.0):
+            x = -1.0 + np.arange(int(7 / step)) * step
+            y = -1.5 + np.arange(int(8 / step)) * step
+            ref = _contains_reference(region, x, y)
+            assert np.array_equal(roller.contains_grid(region, x, y), ref)
+            if region.is_valid:
+                assert np.array_equal(roller.contains_grid_scan(region, x, y), ref)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_contains_grid_scan_random_blobs(seed):
+    import shapely
+
+    from coverage import roller
+
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            c, r, n = rng.uniform(-20, 20, 2), rng.uniform(3, 12), int(rng.integers(5, 60))
+            angle = np.sort(rng.uniform(0, 2 * np.pi, n))
+            rad = r * rng.uniform(0.4, 1.0, n)
+            parts.append(shapely.Polygon(np.stack([c[0] + rad * np.cos(angle), c[1] + rad * np.sin(angle)], axis=1)))
+        region = shapely.union_all(parts)
+        hole = shapely.Point(rng.uniform(-10, 10, 2)).buffer(rng.uniform(1, 4))
+        region = region.difference(hole)
+        cell = float(rng.choice([0.25, 0.5, 0.3]))
+        x = -35.0 + (np.arange(int(70 / cell)) + 0.5) * cell
+        y = -33.0 + (np.arange(int(66 / cell)) + 0.5) * cell
+        assert np.array_equal(roller.contains_grid(region, x, y), _contains_reference(region, x, y))

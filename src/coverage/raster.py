@@ -536,3 +536,42 @@ def window_min_reference(values, first, stop, reach: int) -> np.ndarray:
         if b > a:
             out[a:b] = ndimage.minimum_filter1d(out[a:b], size=2 * int(reach) + 1, mode="nearest")
     return out
+
+
+def grid_crossings(seg: np.ndarray, x, y, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, unsure)`` ``(len(y), len(x)) bool`` of a grid (``x``, ``y`` ascending) against
+    boundary segments ``seg (m, 4)`` = (ax, ay, bx, by): a segment crosses the rows
+    ``min(ay, by) <= y < max(ay, by)`` at ``ax + (y - ay) * (bx - ax) / (by - ay)``; inside
+    where an odd count of a row's crossings lies right of the point (``xc > x``), unsure where
+    one lies within ``tol`` of it. One compiled pass (``coverage._ext.raster.grid_crossings``):
+    equal to :func:`grid_crossings_reference`."""
+    seg = np.ascontiguousarray(seg, dtype=np.float64).reshape(-1, 4)
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    h, w = len(y), len(x)
+    lo_y, hi_y = np.minimum(seg[:, 1], seg[:, 3]), np.maximum(seg[:, 1], seg[:, 3])
+    row_lo = np.searchsorted(y, lo_y, "left").astype(np.int64)      # first row at or above lo_y
+    row_hi = np.searchsorted(y, hi_y, "left").astype(np.int64)      # first row at or above hi_y
+    per_row = np.zeros(h + 1, dtype=np.int64)
+    np.add.at(per_row, row_lo, 1)
+    np.add.at(per_row, row_hi, -1)
+    row_start = np.concatenate([[0], np.cumsum(np.cumsum(per_row)[:h])]).astype(np.int64)
+    inside, unsure = np.empty((h, w), dtype=np.uint8), np.empty((h, w), dtype=np.uint8)
+    _kernel.grid_crossings(seg, x, y, row_lo, row_hi, row_start, float(tol), np.empty(int(row_start[-1])), inside,
+                           unsure)
+    return inside.view(bool), unsure.view(bool)
+
+
+def grid_crossings_reference(seg: np.ndarray, x, y, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`grid_crossings`: each row's crossings, then every point against them."""
+    seg = np.asarray(seg, dtype=np.float64).reshape(-1, 4)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    inside = np.zeros((len(y), len(x)), dtype=bool)
+    unsure = np.zeros((len(y), len(x)), dtype=bool)
+    ax, ay, bx, by = seg.T
+    for i, yy in enumerate(y.tolist()):
+        on = (np.minimum(ay, by) <= yy) & (yy < np.maximum(ay, by))
+        xc = ax[on] + (yy - ay[on]) * (bx[on] - ax[on]) / (by[on] - ay[on])
+        inside[i] = ((xc[None, :] > x[:, None]).sum(axis=1) % 2) == 1
+        unsure[i] = (np.abs(xc[None, :] - x[:, None]) <= tol).any(axis=1)
+    return inside, unsure

@@ -310,6 +310,66 @@ GRID_BLOCK = 8    # grid points per side of the blocks contains_grid decides at 
 
 
 def contains_grid(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical.
+
+    A valid (multi)polygon on a grid of finite, ascending points: by the even-odd count of
+    its boundary's crossings of each row (:func:`contains_grid_scan`); anything else by
+    :func:`contains_grid_blocks`."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if (xs.ndim == 1 and ys.ndim == 1 and len(xs) and len(ys) and np.isfinite(xs).all() and np.isfinite(ys).all()
+            and (np.diff(xs) > 0).all() and (np.diff(ys) > 0).all()
+            and shapely.get_type_id(region) in (3, 6) and not shapely.is_empty(region)
+            and shapely.is_valid(region)):
+        c = shapely.get_coordinates(region)
+        if len(c) and np.isfinite(c).all():
+            return contains_grid_scan(region, xs, ys)
+    return contains_grid_blocks(region, x, y)
+
+
+SCAN_TOLERANCE = 1e-9    # of the grid's and boundary's largest coordinate (at least 1): a point
+                         # this near a crossing, a vertex or a horizontal edge is asked of shapely
+
+
+def contains_grid_scan(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`contains_grid` of a valid Polygon or MultiPolygon (finite coordinates) on finite,
+    strictly ascending ``x`` and ``y``, asking shapely about the points on or next to the
+    boundary only (``coverage._ext.raster.grid_crossings``).
+
+    A valid polygon's interior is where a ray to the right crosses its rings (every ring of
+    every part) an odd number of times, counting an edge at the heights
+    ``min(ay, by) <= y < max(ay, by)`` (a point off the boundary: each crossing on its
+    ray is counted once). The count is exact wherever each crossing's side is: a crossing
+    ``ax + (y - ay) * (bx - ax) / (by - ay)`` is within a few rounding units of the
+    coordinates of its exact value, far below the tolerance. A point within the tolerance
+    of a crossing, of a vertex (where an edge's excluded end is) or of a horizontal edge (never
+    counted) may be on the boundary, where contains_xy reads False: those are asked."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rings = shapely.get_rings(shapely.get_parts(region))
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[:-1] == ring[1:]          # consecutive vertices of one ring: an edge
+    a, b = coords[:-1][same], coords[1:][same]
+    tol = SCAN_TOLERANCE * max(1.0, float(np.abs(coords).max(initial=0.0)), float(np.abs(x).max()),
+                               float(np.abs(y).max()))
+    out, unsure = raster.grid_crossings(np.concatenate([a, b], axis=1), x, y, tol)
+    # the grid points within the tolerance of a vertex (in both coordinates) ...
+    i0, i1 = np.searchsorted(y, coords[:, 1] - tol, "left"), np.searchsorted(y, coords[:, 1] + tol, "right")
+    j0, j1 = np.searchsorted(x, coords[:, 0] - tol, "left"), np.searchsorted(x, coords[:, 0] + tol, "right")
+    for k in np.flatnonzero((i1 > i0) & (j1 > j0)).tolist():
+        unsure[i0[k]:i1[k], j0[k]:j1[k]] = True
+    # ... and of a horizontal edge
+    flat = np.flatnonzero(a[:, 1] == b[:, 1])
+    i0, i1 = np.searchsorted(y, a[flat, 1] - tol, "left"), np.searchsorted(y, a[flat, 1] + tol, "right")
+    j0 = np.searchsorted(x, np.minimum(a[flat, 0], b[flat, 0]) - tol, "left")
+    j1 = np.searchsorted(x, np.maximum(a[flat, 0], b[flat, 0]) + tol, "right")
+    for k in np.flatnonzero((i1 > i0) & (j1 > j0)).tolist():
+        unsure[i0[k]:i1[k], j0[k]:j1[k]] = True
+    ii, jj = np.nonzero(unsure)
+    if len(ii):
+        out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+    return out
+
+
+def contains_grid_blocks(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical,
     asking shapely about few points: the grid in blocks of ``GRID_BLOCK`` x ``GRID_BLOCK``
     points; a block whose closed bounding box meets no boundary segment's bounding box lies
