@@ -325,3 +325,77 @@ def test_contains_grid_scan_random_blobs(seed):
         x = -35.0 + (np.arange(int(70 / cell)) + 0.5) * cell
         y = -33.0 + (np.arange(int(66 / cell)) + 0.5) * cell
         assert np.array_equal(roller.contains_grid(region, x, y), _contains_reference(region, x, y))
+
+
+# --- headland_ends: every run's ends checked together, round after round ---------------------------
+
+def _headland_ends_one_by_one(face, drum, runs):
+    """roller.headland_ends as it was: each run trimmed alone, its two ends read as two paths."""
+    import dataclasses
+
+    from coverage import roller
+
+    curvature = face.curvature(roller.drum_curvature_radius_mm(drum))
+    out = []
+    for line_runs in runs:
+        kept = []
+        for r in line_runs:
+            a, b = 0, len(r.uv)
+            while (b - a - 1) * roller.PATH_STEP_MM >= roller.MIN_STROKE_MM:
+                along, cross, on = roller.path_curvatures(face, curvature, r.uv[[a, a + 1, b - 2, b - 1]],
+                                                          starts=np.array([0, 2, 4], dtype=np.int64))
+                ends = np.array([0, 3])
+                good = drum.conforms(roller.planned(cross[ends]), roller.planned(along[ends])) & on[ends]
+                if good.all():
+                    break
+                a, b = a + (not good[0]), b - (not good[1])
+            if (b - a - 1) * roller.PATH_STEP_MM < roller.MIN_STROKE_MM:
+                continue
+            if (a, b) == (0, len(r.uv)):
+                kept.append(r)
+                continue
+            kept.append(dataclasses.replace(r, uv=r.uv[a:b], swath_mm=r.swath_mm[a:b], kappa_cross=r.kappa_cross[a:b],
+                                            meta=dict(r.meta), tri=None if r.tri is None else r.tri[a:b]))
+        if kept:
+            out.append(kept)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_headland_ends_together_equal_one_by_one(default_face, seed):
+    from coverage import roller
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    rng = np.random.default_rng(seed)
+    uv_all = default_face.uv
+    trimmed = dropped = 0
+    for needle in (0.5, 1.5):
+        drum = roller.Drum.from_protocol(protocol, needle)
+        runs = []
+        for _ in range(8):
+            line = []
+            for _ in range(int(rng.integers(0, 5))):
+                start = uv_all[rng.integers(len(uv_all))]
+                steps = rng.normal(0, 0.5, (int(rng.integers(2, 120)), 2)) + rng.normal(0, 0.4, 2)
+                uv = start + np.cumsum(steps, axis=0)
+                n = len(uv)
+                line.append(roller.Run("z", 0.0, 0, 0, uv, np.full(n, 10.0), np.zeros(n), meta={"family": -1},
+                                       tri=default_face.locate(uv)[0] if rng.random() < 0.8 else None))
+            runs.append(line)
+        got = roller.headland_ends(default_face, drum, runs)
+        ref = _headland_ends_one_by_one(default_face, drum, runs)
+        assert len(got) == len(ref)
+        for g, r in zip(got, ref):
+            assert len(g) == len(r)
+            for x, y in zip(g, r):
+                assert np.array_equal(x.uv, y.uv) and np.array_equal(x.swath_mm, y.swath_mm)
+                assert np.array_equal(x.kappa_cross, y.kappa_cross)
+                assert (x.tri is None) == (y.tri is None) and (x.tri is None or np.array_equal(x.tri, y.tri))
+                assert x.meta == y.meta and x.phase_mm == y.phase_mm
+        total = sum(len(line) for line in runs)
+        kept = sum(len(line) for line in ref)
+        dropped += total - kept
+        trimmed += sum(len(x.uv) < len(o.uv) for line, rl in zip(runs, ref) for x in rl for o in line
+                       if x.uv[0].tolist() in o.uv.tolist())
+    assert dropped > 0 and trimmed > 0

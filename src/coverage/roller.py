@@ -1814,7 +1814,6 @@ class Headland:
         return out
 
 
-_TWO_ENDS = np.array([0, 2, 4], dtype=np.int64)   # two paths of two samples each
 
 
 def headland_ends(face, drum: Drum, runs: list) -> list:
@@ -1827,22 +1826,34 @@ def headland_ends(face, drum: Drum, runs: list) -> list:
     inner samples read as they did on the path. A run left shorter than
     :data:`MIN_STROKE_MM` is dropped."""
     curvature = face.curvature(drum_curvature_radius_mm(drum))
-    out = []
+    every = [r for line_runs in runs for r in line_runs]
+    first, stop = [0] * len(every), [len(r.uv) for r in every]
+    # every run still trimming checked at once, round after round (each run's ends read as
+    # alone: every step is per sample or per two-sample path)
+    todo = [i for i in range(len(every)) if (stop[i] - first[i] - 1) * PATH_STEP_MM >= MIN_STROKE_MM]
+    while todo:
+        # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is its
+        # own sample and the one beside it (np.gradient's one-sided ends), so the two-sample
+        # stretches at the ends, each a path alone, read the same
+        pts = np.concatenate([every[i].uv[[first[i], first[i] + 1, stop[i] - 2, stop[i] - 1]] for i in todo])
+        along, cross, on = path_curvatures(face, curvature, pts,
+                                           starts=np.arange(0, 4 * len(todo) + 1, 2, dtype=np.int64))
+        ends = (4 * np.arange(len(todo))[:, None] + np.array([0, 3])).reshape(-1)
+        good = (drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]).reshape(-1, 2).tolist()
+        again = []
+        for i, (head, tail) in zip(todo, good):
+            if head and tail:
+                continue
+            first[i], stop[i] = first[i] + (not head), stop[i] - (not tail)
+            if (stop[i] - first[i] - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
+                again.append(i)
+        todo = again
+    out, k = [], 0
     for line_runs in runs:
         kept = []
         for r in line_runs:
-            a, b = 0, len(r.uv)
-            while (b - a - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
-                # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is
-                # its own sample and the one beside it (np.gradient's one-sided ends), so the
-                # two-sample stretches at the ends, each a path alone, read the same
-                along, cross, on = path_curvatures(face, curvature, r.uv[[a, a + 1, b - 2, b - 1]],
-                                                   starts=_TWO_ENDS)
-                ends = np.array([0, 3])
-                good = drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]
-                if good.all():
-                    break
-                a, b = a + (not good[0]), b - (not good[1])
+            a, b = first[k], stop[k]
+            k += 1
             if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                 continue
             if (a, b) == (0, len(r.uv)):
