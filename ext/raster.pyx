@@ -1019,3 +1019,28 @@ def grid_crossings(const double[:, ::1] seg, const double[::1] x, const double[:
                     k += 1
                 inside[i, j] = (b - k) & 1
                 unsure[i, j] = ((k > a and x[j] - xc[k - 1] <= tol) or (k < b and xc[k] - x[j] <= tol))
+
+
+def border_values(const double[:, ::1] values, double u0, double v0, double cell, const double[:, ::1] affine,
+                  const int64_t[::1] cell_start, const int64_t[::1] cell_items, double gu0, double gv0,
+                  double gcell, int64_t nu, int64_t nv, double eps, const double[::1] linear_scale,
+                  double[:, ::1] out):
+    """out[i, j] = values[i, j] * the chart scale of the triangle under the cell's centre
+    (origin + ((j, i) + 0.5) * cell, located as coverage.lifting.locate locates: _locate_one;
+    1 off the chart) where values[i, j] >= 0, else -1."""
+    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1]
+    cdef int64_t t
+    cdef double x, s
+    cdef double bary[3]
+    cdef double ginv = 1.0 / gcell
+    with nogil:
+        for i in range(h):
+            for j in range(w):
+                x = values[i, j]
+                if x >= 0.0:
+                    t = _locate_one(affine, u0 + (<double>j + 0.5) * cell, v0 + (<double>i + 0.5) * cell,
+                                    cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
+                    s = linear_scale[t] if t >= 0 else 1.0
+                    out[i, j] = x * s
+                else:
+                    out[i, j] = -1.0

@@ -399,3 +399,66 @@ def test_headland_ends_together_equal_one_by_one(default_face, seed):
         trimmed += sum(len(x.uv) < len(o.uv) for line, rl in zip(runs, ref) for x in rl for o in line
                        if x.uv[0].tolist() in o.uv.tolist())
     assert dropped > 0 and trimmed > 0
+
+
+# --- border_distance in one compiled pass ------------------------------------------------------------
+
+def _square_face():
+    import types
+
+    from coverage import lifting
+
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    grid = lifting.build_grid(uv, faces)
+    return types.SimpleNamespace(chart_grid=grid, faces=faces, vertices=np.zeros((4, 3)),
+                                 linear_scale=np.array([2.0, 3.0]),
+                                 locate=lambda p, eps=1e-9: lifting.locate(grid, p, eps))
+
+
+def test_border_distance_hand_worked():
+    import types
+
+    from coverage import roller
+
+    face = _square_face()
+    # 0.5 mm cells from (0, 0): centres (0.25, 0.25) T0 or T1 (on the diagonal: the first in
+    # its cell), (0.75, 0.25) T0, (0.25, 0.75) T1, (0.75, 0.75) on the diagonal; a third
+    # column off the chart
+    values = np.array([[1.0, 2.0, 4.0], [-1.0, 0.5, np.nan]])
+    region = types.SimpleNamespace(inside=roller.ChartRaster(np.zeros(2), 0.5, values))
+    got = roller.border_distance(face, region)
+    ref = roller.border_distance_reference(face, region)
+    assert np.array_equal(got.values, ref.values)
+    tri, _ = face.locate(np.array([[0.25, 0.25], [0.75, 0.25], [1.25, 0.25], [0.75, 0.75]]))
+    s = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
+    assert got.values.tolist() == [[1.0 * s[0], 2.0 * 2.0, 4.0], [-1.0, 0.5 * s[3], -1.0]]
+    assert got.values[0, 2] == 4.0 and tri[2] == -1            # off the chart: scale 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_border_distance_random(default_face, seed):
+    import types
+
+    from coverage import roller
+
+    rng = np.random.default_rng(seed)
+    lo, hi = default_face.uv.min(axis=0) - 5, default_face.uv.max(axis=0) + 5
+    for cell in (0.25, 0.3, 1.0):
+        w, h = (int(x) for x in (hi - lo) / cell * rng.uniform(0.3, 0.7, 2))
+        values = rng.uniform(-2.0, 30.0, (h, w))
+        values[rng.random((h, w)) < 0.02] = np.nan
+        values[rng.random((h, w)) < 0.05] = 0.0
+        region = types.SimpleNamespace(inside=roller.ChartRaster(lo + rng.uniform(0, 40, 2), cell, values))
+        got = roller.border_distance(default_face, region)
+        ref = roller.border_distance_reference(default_face, region)
+        assert np.array_equal(got.values, ref.values) and got.cell == ref.cell
+        assert np.array_equal(got.origin, ref.origin)
+
+
+def test_border_distance_of_the_default_regions(default_face, default_zones):
+    from coverage import Protocol, roller
+
+    for region in roller.roller_regions(default_zones, Protocol.default()):
+        got = roller.border_distance(default_face, region)
+        assert np.array_equal(got.values, roller.border_distance_reference(default_face, region).values)
