@@ -248,6 +248,20 @@ cdef inline double _column_read(const double[:, ::1] field, double x, Py_ssize_t
     return nan
 
 
+cdef inline double _column_read_lazy(const double[:, ::1] field, double x, Py_ssize_t k, double v0, double step,
+                                     double nan, FrameFill lazy) noexcept nogil:
+    # _column_read, the cell filled first where ``lazy`` (the field's FrameFill) has not yet
+    cdef double r = rint((x - v0) / step)
+    cdef Py_ssize_t i
+    if r >= 0.0 and r < <double>field.shape[0]:
+        if lazy is not None:
+            i = <Py_ssize_t>r * field.shape[1] + k
+            if not lazy.known[i]:
+                lazy.fill(i)
+        return field[<Py_ssize_t>r, k]
+    return nan
+
+
 def column_values(const double[:, ::1] field, const double[::1] v, double v0, double step, double[::1] out):
     """out[k] = field[rint((v[k] - v0) / step), k]: column k read at height v[k], NaN off the
     rows or at NaN."""
@@ -309,8 +323,8 @@ def band_take(unsigned char[:, ::1] taken, const double[:, ::1] uv, const double
 
 
 cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
-                             int64_t[::1] counts) noexcept nogil:
-    cdef Py_ssize_t k, rows = codes.shape[0], levels = counts.shape[0], best = -1
+                             int64_t[::1] counts, FrameFill lazy=None) noexcept nogil:
+    cdef Py_ssize_t k, i, rows = codes.shape[0], levels = counts.shape[0], best = -1
     cdef double r
     cdef int64_t c
     for k in range(levels):
@@ -318,6 +332,10 @@ cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, d
     for k in range(v.shape[0]):
         r = rint((v[k] - v0) / step)
         if r >= 0.0 and r < <double>rows:
+            if lazy is not None:
+                i = <Py_ssize_t>r * codes.shape[1] + k
+                if not lazy.known[i]:
+                    lazy.fill(i)
             c = codes[<Py_ssize_t>r, k]
             if c >= levels:
                 return -2       # a code beyond the levels: the caller refuses it
@@ -330,25 +348,25 @@ cdef Py_ssize_t _column_mode(const int64_t[:, ::1] codes, const double[::1] v, d
 
 
 def column_mode(const int64_t[:, ::1] codes, const double[::1] v, double v0, double step,
-                int64_t[::1] counts):
+                int64_t[::1] counts, FrameFill lazy=None):
     """The most frequent code >= 0 among codes[rint((v[k] - v0) / step), k] over the columns
     k (rows off the grid or at NaN and negative codes skipped), the smallest on a tie; -1 if
     none. ``counts`` (one per code) is scratch."""
     cdef Py_ssize_t best
     with nogil:
-        best = _column_mode(codes, v, v0, step, counts)
+        best = _column_mode(codes, v, v0, step, counts, lazy)
     return best
 
 
 cdef void _column_step(const double[:, ::1] scale, const double[::1] v, double v0, double step, double c,
-                       double[::1] out) noexcept nogil:
+                       double[::1] out, FrameFill lazy=None) noexcept nogil:
     cdef Py_ssize_t k
     cdef double lam, nxt, lam_next
     cdef double nan = NAN
     for k in range(v.shape[0]):
-        lam = _column_read(scale, v[k], k, v0, step, nan)
+        lam = _column_read_lazy(scale, v[k], k, v0, step, nan, lazy)
         nxt = v[k] + c / lam
-        lam_next = _column_read(scale, nxt, k, v0, step, nan)
+        lam_next = _column_read_lazy(scale, nxt, k, v0, step, nan, lazy)
         if lam_next - lam_next == 0.0:      # finite (inf - inf and NaN - NaN are NaN)
             out[k] = v[k] + c / ((lam + lam_next) / 2.0)
         else:
@@ -376,7 +394,7 @@ cdef double _line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, 
                        const double[::1] v, double v0, double step, double sign, double w0, bint forced,
                        double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
                        double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out,
-                       int64_t[::1] status) noexcept nogil:
+                       int64_t[::1] status, FrameFill lazy=None) noexcept nogil:
     """:func:`line_step`'s body (status[0] = 1 and an early return on a code beyond the levels)."""
     cdef Py_ssize_t it, k, jj, n = v.shape[0], r = weights.shape[0] // 2
     cdef Py_ssize_t mode
@@ -384,12 +402,12 @@ cdef double _line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, 
     cdef bint any_finite = False
     cdef double nan = NAN
     for it in range(3):
-        _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt)
+        _column_step(scale, v, v0, step, sign * ((w0 + w1) / 2.0), nxt, lazy)
         was = w1
         if forced:
             w1 = forced_mm
         else:
-            mode = _column_mode(codes, nxt, v0, step, counts)
+            mode = _column_mode(codes, nxt, v0, step, counts, lazy)
             if mode == -2:
                 status[0] = 1
                 return w1
@@ -425,7 +443,8 @@ cdef double _line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, 
 def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const double[::1] levels,
               const double[::1] v, double v0, double step, double sign, double w0, bint forced,
               double forced_mm, double fallback_mm, const double[::1] weights, int64_t[::1] counts,
-              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out, int64_t[::1] status):
+              double[::1] nxt, double[::1] ok, double[::1] val, double[::1] out, int64_t[::1] status,
+              FrameFill lazy=None):
     """One step of the roller's line placement; returns the next line's design w1 and writes
     the next line, smoothed, to ``out``.
 
@@ -442,7 +461,7 @@ def line_step(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
     cdef double w1
     with nogil:
         w1 = _line_step(scale, codes, levels, v, v0, step, sign, w0, forced, forced_mm, fallback_mm, weights,
-                        counts, nxt, ok, val, out, status)
+                        counts, nxt, ok, val, out, status, lazy)
     return w1
 
 
@@ -450,7 +469,7 @@ def line_walk(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
               const double[::1] v, double v0, double step, double sign, double w0, bint forced,
               double forced_mm, double fallback_mm, const double[::1] weights, double lo, double hi,
               int64_t[::1] counts, double[::1] nxt, double[::1] ok, double[::1] val,
-              double[:, ::1] lines, double[::1] designs, int64_t[::1] status):
+              double[:, ::1] lines, double[::1] designs, int64_t[::1] status, FrameFill lazy=None):
     """Lines stepped one after another from ``v`` (design ``w0``) by :func:`line_step`, each
     from the one before, into ``lines[i]`` and ``designs[i]``, while a line has a column
     inside ``[lo, hi]`` (finite): returns how many were kept. The first line with no
@@ -463,10 +482,10 @@ def line_walk(const double[:, ::1] scale, const int64_t[:, ::1] codes, const dou
         while i < cap:
             if i == 0:
                 w = _line_step(scale, codes, levels, v, v0, step, sign, w, forced, forced_mm, fallback_mm, weights,
-                               counts, nxt, ok, val, lines[0], status)
+                               counts, nxt, ok, val, lines[0], status, lazy)
             else:
                 w = _line_step(scale, codes, levels, lines[i - 1], v0, step, sign, w, forced, forced_mm,
-                               fallback_mm, weights, counts, nxt, ok, val, lines[i], status)
+                               fallback_mm, weights, counts, nxt, ok, val, lines[i], status, lazy)
             if status[0]:
                 break
             inside = False
@@ -776,38 +795,129 @@ def frame_fields(const double[:, ::1] chart, const double[:, ::1] affine, const 
     The points are a (rows, n / rows) grid, row by row; they are visited column by column
     (each point's answer is its own): a column's neighbours share the chart grid's cell and
     its candidate triangles, which then stay in cache."""
-    cdef Py_ssize_t i, j, k, n = chart.shape[0], h = inside.shape[0], w = inside.shape[1]
+    cdef Py_ssize_t i, k, n = chart.shape[0]
     cdef Py_ssize_t cols = n // rows if rows > 0 else 0
-    cdef int64_t t, c
-    cdef double b, x, u, v
-    cdef double bary[3]
     cdef double ginv = 1.0 / gcell
     cdef double inv = _inverse(icell)
-    cdef double nan = NAN
     if rows <= 0 or rows * cols != n:
         rows = 1
         cols = n
     with nogil:
         for k in range(n):
             i = (k % rows) * cols + k // rows
-            u = chart[i, 0]
-            v = chart[i, 1]
-            t = _locate_one(affine, u, v, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
-            band_out[i] = nan
-            if t < 0:
-                scale_out[i] = 1.0
-                continue
-            scale_out[i] = linear_scale[t]
-            c = _cell(u, v, iu0, iv0, icell, inv, w, h) if h > 0 and w > 0 else -1
-            if c < 0 or not (inside[c // w, c % w] >= 0.0):
-                continue
-            if not (conforms[faces[t, 0]] and conforms[faces[t, 1]] and conforms[faces[t, 2]]):
-                continue
-            b = 0.0
-            for j in range(3):
-                b = _least(b, swath[faces[t, j]], j)
-            if b > 0.0:
-                band_out[i] = b
+            _frame_point(chart[i, 0], chart[i, 1], affine, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps,
+                         linear_scale, faces, inside, iu0, iv0, icell, inv, swath, conforms, &scale_out[i],
+                         &band_out[i])
+
+
+cdef inline int64_t _frame_point(double u, double v, const double[:, ::1] affine, const int64_t[::1] cell_start,
+                                 const int64_t[::1] cell_items, double gu0, double gv0, double ginv, int64_t nu,
+                                 int64_t nv, double eps, const double[::1] linear_scale,
+                                 const int64_t[:, ::1] faces, const double[:, ::1] inside, double iu0, double iv0,
+                                 double icell, double inv, const double[::1] swath,
+                                 const unsigned char[::1] conforms, double* scale_out,
+                                 double* band_out) noexcept nogil:
+    """One point of frame_fields (its scale and band; returns its triangle, -1 off the chart)."""
+    cdef Py_ssize_t j, h = inside.shape[0], w = inside.shape[1]
+    cdef int64_t t, c
+    cdef double b
+    cdef double bary[3]
+    t = _locate_one(affine, u, v, cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
+    band_out[0] = NAN
+    if t < 0:
+        scale_out[0] = 1.0
+        return t
+    scale_out[0] = linear_scale[t]
+    c = _cell(u, v, iu0, iv0, icell, inv, w, h) if h > 0 and w > 0 else -1
+    if c < 0 or not (inside[c // w, c % w] >= 0.0):
+        return t
+    if not (conforms[faces[t, 0]] and conforms[faces[t, 1]] and conforms[faces[t, 2]]):
+        return t
+    b = 0.0
+    for j in range(3):
+        b = _least(b, swath[faces[t, j]], j)
+    if b > 0.0:
+        band_out[0] = b
+    return t
+
+
+cdef class FrameFill:
+    """A sweep frame's fields (frame_fields' scale and band at each grid point, and the band's
+    code: its index in ``levels``, -1 where NaN) made point by point when first read: the
+    line kernels (column_mode, line_step, line_walk given this as ``lazy``) fill each cell
+    they read before reading it, each exactly as frame_fields makes it (_frame_point). The
+    lines read about a quarter of a frame's points.
+
+    ``levels``: ascending, every band a point can show (a band not among them reads the code
+    len(levels), which the line kernels refuse). ``known``, ``scale``, ``band``, ``code``: the
+    fields, flat (rows * cols, the grid row by row, as ``chart``), ``known`` 0 where not yet
+    made."""
+    cdef const double[:, ::1] chart
+    cdef const double[:, ::1] affine
+    cdef const int64_t[::1] cell_start
+    cdef const int64_t[::1] cell_items
+    cdef double gu0, gv0, ginv, eps, iu0, iv0, icell, inv
+    cdef int64_t nu, nv
+    cdef const double[::1] linear_scale
+    cdef const int64_t[:, ::1] faces
+    cdef const double[:, ::1] inside
+    cdef const double[::1] swath
+    cdef const unsigned char[::1] conforms
+    cdef const double[::1] levels
+    cdef unsigned char[::1] known
+    cdef double[::1] scale
+    cdef double[::1] band
+    cdef int64_t[::1] code
+
+    def __init__(self, const double[:, ::1] chart, const double[:, ::1] affine, const int64_t[::1] cell_start,
+                 const int64_t[::1] cell_items, double gu0, double gv0, double gcell, int64_t nu, int64_t nv,
+                 double eps, const double[::1] linear_scale, const int64_t[:, ::1] faces,
+                 const double[:, ::1] inside, double iu0, double iv0, double icell, const double[::1] swath,
+                 const unsigned char[::1] conforms, const double[::1] levels, unsigned char[::1] known,
+                 double[::1] scale, double[::1] band, int64_t[::1] code):
+        n = chart.shape[0]
+        if known.shape[0] != n or scale.shape[0] != n or band.shape[0] != n or code.shape[0] != n:
+            raise ValueError("FrameFill: one known flag, scale, band and code per chart point")
+        self.chart, self.affine, self.cell_start, self.cell_items = chart, affine, cell_start, cell_items
+        self.gu0, self.gv0, self.ginv, self.nu, self.nv, self.eps = gu0, gv0, 1.0 / gcell, nu, nv, eps
+        self.linear_scale, self.faces, self.inside = linear_scale, faces, inside
+        self.iu0, self.iv0, self.icell, self.inv = iu0, iv0, icell, _inverse(icell)
+        self.swath, self.conforms, self.levels = swath, conforms, levels
+        self.known, self.scale, self.band, self.code = known, scale, band, code
+
+    cdef void fill(self, Py_ssize_t i) noexcept nogil:
+        """Make point i's scale, band and code (i in range)."""
+        cdef Py_ssize_t lo = 0, hi = self.levels.shape[0], mid
+        cdef double b
+        _frame_point(self.chart[i, 0], self.chart[i, 1], self.affine, self.cell_start, self.cell_items, self.gu0,
+                     self.gv0, self.ginv, self.nu, self.nv, self.eps, self.linear_scale, self.faces, self.inside,
+                     self.iu0, self.iv0, self.icell, self.inv, self.swath, self.conforms, &self.scale[i],
+                     &self.band[i])
+        b = self.band[i]
+        if b != b:
+            self.code[i] = -1
+        else:
+            # the first level not below b: b's index where it is one of them
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.levels[mid] < b:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            self.code[i] = lo if lo < self.levels.shape[0] and self.levels[lo] == b else self.levels.shape[0]
+        self.known[i] = 1
+
+    def fill_points(self, const int64_t[::1] points):
+        """Make every point of ``points`` not made yet."""
+        cdef Py_ssize_t k, i, n = self.known.shape[0]
+        for k in range(points.shape[0]):
+            if not (points[k] >= 0 and points[k] < n):
+                raise IndexError(f"point {points[k]} of a frame of {n}")
+        with nogil:
+            for k in range(points.shape[0]):
+                i = points[k]
+                if not self.known[i]:
+                    self.fill(i)
 
 
 def ends_blocked(const double[:, ::1] values, double u0, double v0, double cell,
@@ -870,3 +980,67 @@ def within_reach(const unsigned char[::1] ok, const int64_t[::1] starts, Py_ssiz
                 if hi < b:
                     count += ok[hi]
             live[p] = total > 0
+
+
+def grid_crossings(const double[:, ::1] seg, const double[::1] x, const double[::1] y,
+                   const int64_t[::1] row_lo, const int64_t[::1] row_hi, const int64_t[::1] row_start,
+                   double tol, double[::1] xc, unsigned char[:, ::1] inside, unsigned char[:, ::1] unsure):
+    """Even-odd fill of a grid (points x[j], y[i], both ascending) from boundary segments
+    seg[s] = (ax, ay, bx, by): segment s crosses rows row_lo[s] .. row_hi[s] - 1 (those with
+    min(ay, by) <= y < max(ay, by)), at xc = ax + (y - ay) * (bx - ax) / (by - ay);
+    ``row_start`` (rows + 1) places each row's crossings in ``xc`` (scratch, one per crossing).
+    inside[i, j] = 1 where an odd count of a row's crossings lies right of x[j]; unsure[i, j]
+    = 1 where a crossing lies within ``tol`` of x[j] (the caller asks those points again, and
+    the points near vertices and on horizontal segments, which it marks itself)."""
+    cdef Py_ssize_t s, i, j, k, a, b, h = y.shape[0], w = x.shape[0], m = seg.shape[0]
+    cdef int64_t[::1] at
+    cdef double t, yy
+    at = row_start[:h].copy()
+    with nogil:
+        for s in range(m):
+            for i in range(row_lo[s], row_hi[s]):
+                yy = y[i]
+                xc[at[i]] = seg[s, 0] + (yy - seg[s, 1]) * (seg[s, 2] - seg[s, 0]) / (seg[s, 3] - seg[s, 1])
+                at[i] += 1
+        for i in range(h):
+            a = row_start[i]
+            b = row_start[i + 1]
+            # insertion sort of the row's crossings (a handful)
+            for k in range(a + 1, b):
+                t = xc[k]
+                j = k - 1
+                while j >= a and xc[j] > t:
+                    xc[j + 1] = xc[j]
+                    j -= 1
+                xc[j + 1] = t
+            k = a        # crossings xc[a:k] lie at or left of x[j]
+            for j in range(w):
+                while k < b and xc[k] <= x[j]:
+                    k += 1
+                inside[i, j] = (b - k) & 1
+                unsure[i, j] = ((k > a and x[j] - xc[k - 1] <= tol) or (k < b and xc[k] - x[j] <= tol))
+
+
+def border_values(const double[:, ::1] values, double u0, double v0, double cell, const double[:, ::1] affine,
+                  const int64_t[::1] cell_start, const int64_t[::1] cell_items, double gu0, double gv0,
+                  double gcell, int64_t nu, int64_t nv, double eps, const double[::1] linear_scale,
+                  double[:, ::1] out):
+    """out[i, j] = values[i, j] * the chart scale of the triangle under the cell's centre
+    (origin + ((j, i) + 0.5) * cell, located as coverage.lifting.locate locates: _locate_one;
+    1 off the chart) where values[i, j] >= 0, else -1."""
+    cdef Py_ssize_t i, j, h = values.shape[0], w = values.shape[1]
+    cdef int64_t t
+    cdef double x, s
+    cdef double bary[3]
+    cdef double ginv = 1.0 / gcell
+    with nogil:
+        for i in range(h):
+            for j in range(w):
+                x = values[i, j]
+                if x >= 0.0:
+                    t = _locate_one(affine, u0 + (<double>j + 0.5) * cell, v0 + (<double>i + 0.5) * cell,
+                                    cell_start, cell_items, gu0, gv0, ginv, nu, nv, eps, bary)
+                    s = linear_scale[t] if t >= 0 else 1.0
+                    out[i, j] = x * s
+                else:
+                    out[i, j] = -1.0

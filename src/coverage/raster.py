@@ -203,11 +203,45 @@ def column_step(scale: np.ndarray, v, v0: float, step: float, c: float) -> np.nd
     return out
 
 
-def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> int:
+def _lazy_fields(lazy, *fields) -> None:
+    """Refuse fields that are not ``lazy``'s own (a :class:`FrameFields`): its kernel fills the
+    cells of its own arrays, so the fields read must be those arrays, not copies."""
+    if lazy is not None and not all(f is own for f, own in zip(fields, (lazy.scale, lazy.codes)) if f is not None):
+        raise ValueError("lazy fields: pass the FrameFields' own scale and codes arrays")
+
+
+class FrameFields:
+    """A sweep frame's fields made point by point when first read (``coverage._ext.raster.FrameFill``):
+    ``scale`` and ``codes`` ``(rows, cols)`` and the band behind each code, ``band``, each
+    made as ``frame_fields`` makes it where a line kernel given this as ``lazy`` reads it
+    (:func:`column_mode`, :func:`line_step`, :func:`line_walk`); ``codes`` index ``levels``,
+    every band a point can show, ascending (-1: NaN). :meth:`fill` makes the points asked,
+    :meth:`fill_all` every point."""
+
+    def __init__(self, kernel, rows: int, cols: int, levels: np.ndarray, known: np.ndarray, scale: np.ndarray,
+                 band: np.ndarray, codes: np.ndarray):
+        self.kernel, self.levels = kernel, levels
+        self.known = known.reshape(rows, cols)
+        self.scale, self.band, self.codes = scale.reshape(rows, cols), band.reshape(rows, cols), codes.reshape(rows, cols)
+
+    def fill(self, points) -> None:
+        self.kernel.fill_points(np.ascontiguousarray(points, dtype=np.int64).reshape(-1))
+
+    def fill_row(self, row: int) -> None:
+        cols = self.scale.shape[1]
+        self.fill(np.arange(cols, dtype=np.int64) + int(row) * cols)
+
+    def fill_all(self) -> None:
+        self.fill(np.flatnonzero(self.known.reshape(-1) == 0))
+
+
+def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int, lazy: FrameFields | None = None) -> int:
     """The most frequent code of a field ``codes (rows, cols) int`` (each in ``[0, levels)``,
     or negative for none) read once per column at heights ``v (cols,)`` as
     :func:`column_values` reads; the smallest code on a tie, -1 if no column reads one. A code
-    read at or beyond ``levels`` is refused (ValueError)."""
+    read at or beyond ``levels`` is refused (ValueError). ``lazy``: the codes are its own,
+    each cell made where first read."""
+    _lazy_fields(lazy, None, codes)
     codes = np.ascontiguousarray(codes, dtype=np.int64)
     if codes.ndim != 2:
         raise ValueError(f"codes is a (rows, cols) field; got shape {codes.shape}")
@@ -217,7 +251,8 @@ def column_mode(codes: np.ndarray, v, v0: float, step: float, levels: int) -> in
     # the kernel reports a code read at or beyond the levels (-2): the codes are refused then.
     # A code no column reads does not change the mode, so the whole field is not scanned for
     # one on every call (the roller asks each of its lines' designs of one frame's field)
-    mode = int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64)))
+    mode = int(_kernel.column_mode(codes, v, float(v0), float(step), np.empty(max(int(levels), 0), dtype=np.int64),
+                                   None if lazy is None else lazy.kernel))
     if mode == -2:
         raise ValueError(f"codes run up to {int(codes.max())}; levels = {levels} must exceed them")
     return mode
@@ -237,7 +272,7 @@ def _line_arrays(scale, codes, levels, weights, v) -> tuple:
 
 
 def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
-              forced_mm, fallback_mm: float, weights) -> tuple[np.ndarray, float]:
+              forced_mm, fallback_mm: float, weights, lazy: FrameFields | None = None) -> tuple[np.ndarray, float]:
     """One step of the roller's line placement across the columns of a turned grid:
     ``(next line (cols,), its design w1)``.
 
@@ -251,11 +286,15 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
 
     scale : (rows, cols) float; codes : (rows, cols) int, each < len(levels); levels : (m,) float
     v : (cols,) float
+    lazy : the fields are its own, each cell made where first read
     """
+    _lazy_fields(lazy, scale, codes)
     scale, codes, levels, weights, v = _line_arrays(scale, codes, levels, weights, v)
     cols = len(v)
     # scipy's symmetric path (an odd count, pairs within DBL_EPSILON); any other: the reference
     if not _kernel.symmetric(weights):
+        if lazy is not None:
+            lazy.fill_all()
         return line_step_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights)
     out = np.empty(cols)
     scratch = np.empty((3, cols))
@@ -263,22 +302,27 @@ def line_step(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
     w1 = _kernel.line_step(scale, codes, levels, v, float(v0), float(step), float(sign), float(w0),
                            forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
                            float(fallback_mm), weights, np.empty(len(levels), dtype=np.int64),
-                           scratch[0], scratch[1], scratch[2], out, status)
+                           scratch[0], scratch[1], scratch[2], out, status, None if lazy is None else lazy.kernel)
     if status[0]:
         raise ValueError(f"codes read up to {int(codes.max())}; levels ({len(levels)}) must exceed them")
     return out, float(w1)
 
 
 def line_walk(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: float, sign: float, w0: float,
-              forced_mm, fallback_mm: float, weights, lo: float, hi: float, chunk: int = 64) -> list:
+              forced_mm, fallback_mm: float, weights, lo: float, hi: float, chunk: int = 64,
+              lazy: FrameFields | None = None) -> list:
     """Lines stepped from ``v`` (design ``w0``) one after another by :func:`line_step`, each
     from the one before, while a line has a finite column within ``[lo, hi]``:
     ``[(line (cols,), its design), ...]`` in order (the first line with none ends the walk,
     unkept). All steps in one kernel call per ``chunk`` lines. See :func:`line_walk_reference`.
+    ``lazy``: the fields are its own, each cell made where first read.
     """
+    _lazy_fields(lazy, scale, codes)
     scale, codes, levels, weights, v = _line_arrays(scale, codes, levels, weights, v)
     cols = len(v)
     if not _kernel.symmetric(weights):
+        if lazy is not None:
+            lazy.fill_all()
         return line_walk_reference(scale, codes, levels, v, v0, step, sign, w0, forced_mm, fallback_mm, weights,
                                    lo, hi)
     chunk = max(int(chunk), 1)
@@ -289,7 +333,7 @@ def line_walk(scale: np.ndarray, codes: np.ndarray, levels, v, v0: float, step: 
         kept = _kernel.line_walk(scale, codes, levels, v, float(v0), float(step), float(sign), w,
                                  forced_mm is not None, 0.0 if forced_mm is None else float(forced_mm),
                                  float(fallback_mm), weights, float(lo), float(hi), counts, scratch[0], scratch[1],
-                                 scratch[2], lines, designs, status)
+                                 scratch[2], lines, designs, status, None if lazy is None else lazy.kernel)
         if status[0]:
             raise ValueError(f"codes read up to {int(codes.max())}; levels ({len(levels)}) must exceed them")
         found += [(lines[i], float(designs[i])) for i in range(kept)]
@@ -492,3 +536,42 @@ def window_min_reference(values, first, stop, reach: int) -> np.ndarray:
         if b > a:
             out[a:b] = ndimage.minimum_filter1d(out[a:b], size=2 * int(reach) + 1, mode="nearest")
     return out
+
+
+def grid_crossings(seg: np.ndarray, x, y, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, unsure)`` ``(len(y), len(x)) bool`` of a grid (``x``, ``y`` ascending) against
+    boundary segments ``seg (m, 4)`` = (ax, ay, bx, by): a segment crosses the rows
+    ``min(ay, by) <= y < max(ay, by)`` at ``ax + (y - ay) * (bx - ax) / (by - ay)``; inside
+    where an odd count of a row's crossings lies right of the point (``xc > x``), unsure where
+    one lies within ``tol`` of it. One compiled pass (``coverage._ext.raster.grid_crossings``):
+    equal to :func:`grid_crossings_reference`."""
+    seg = np.ascontiguousarray(seg, dtype=np.float64).reshape(-1, 4)
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    h, w = len(y), len(x)
+    lo_y, hi_y = np.minimum(seg[:, 1], seg[:, 3]), np.maximum(seg[:, 1], seg[:, 3])
+    row_lo = np.searchsorted(y, lo_y, "left").astype(np.int64)      # first row at or above lo_y
+    row_hi = np.searchsorted(y, hi_y, "left").astype(np.int64)      # first row at or above hi_y
+    per_row = np.zeros(h + 1, dtype=np.int64)
+    np.add.at(per_row, row_lo, 1)
+    np.add.at(per_row, row_hi, -1)
+    row_start = np.concatenate([[0], np.cumsum(np.cumsum(per_row)[:h])]).astype(np.int64)
+    inside, unsure = np.empty((h, w), dtype=np.uint8), np.empty((h, w), dtype=np.uint8)
+    _kernel.grid_crossings(seg, x, y, row_lo, row_hi, row_start, float(tol), np.empty(int(row_start[-1])), inside,
+                           unsure)
+    return inside.view(bool), unsure.view(bool)
+
+
+def grid_crossings_reference(seg: np.ndarray, x, y, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`grid_crossings`: each row's crossings, then every point against them."""
+    seg = np.asarray(seg, dtype=np.float64).reshape(-1, 4)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    inside = np.zeros((len(y), len(x)), dtype=bool)
+    unsure = np.zeros((len(y), len(x)), dtype=bool)
+    ax, ay, bx, by = seg.T
+    for i, yy in enumerate(y.tolist()):
+        on = (np.minimum(ay, by) <= yy) & (yy < np.maximum(ay, by))
+        xc = ax[on] + (yy - ay[on]) * (bx[on] - ax[on]) / (by[on] - ay[on])
+        inside[i] = ((xc[None, :] > x[:, None]).sum(axis=1) % 2) == 1
+        unsure[i] = (np.abs(xc[None, :] - x[:, None]) <= tol).any(axis=1)
+    return inside, unsure

@@ -310,6 +310,66 @@ GRID_BLOCK = 8    # grid points per side of the blocks contains_grid decides at 
 
 
 def contains_grid(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical.
+
+    A valid (multi)polygon on a grid of finite, ascending points: by the even-odd count of
+    its boundary's crossings of each row (:func:`contains_grid_scan`); anything else by
+    :func:`contains_grid_blocks`."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if (xs.ndim == 1 and ys.ndim == 1 and len(xs) and len(ys) and np.isfinite(xs).all() and np.isfinite(ys).all()
+            and (np.diff(xs) > 0).all() and (np.diff(ys) > 0).all()
+            and shapely.get_type_id(region) in (3, 6) and not shapely.is_empty(region)
+            and shapely.is_valid(region)):
+        c = shapely.get_coordinates(region)
+        if len(c) and np.isfinite(c).all():
+            return contains_grid_scan(region, xs, ys)
+    return contains_grid_blocks(region, x, y)
+
+
+SCAN_TOLERANCE = 1e-9    # of the grid's and boundary's largest coordinate (at least 1): a point
+                         # this near a crossing, a vertex or a horizontal edge is asked of shapely
+
+
+def contains_grid_scan(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`contains_grid` of a valid Polygon or MultiPolygon (finite coordinates) on finite,
+    strictly ascending ``x`` and ``y``, asking shapely about the points on or next to the
+    boundary only (``coverage._ext.raster.grid_crossings``).
+
+    A valid polygon's interior is where a ray to the right crosses its rings (every ring of
+    every part) an odd number of times, counting an edge at the heights
+    ``min(ay, by) <= y < max(ay, by)`` (a point off the boundary: each crossing on its
+    ray is counted once). The count is exact wherever each crossing's side is: a crossing
+    ``ax + (y - ay) * (bx - ax) / (by - ay)`` is within a few rounding units of the
+    coordinates of its exact value, far below the tolerance. A point within the tolerance
+    of a crossing, of a vertex (where an edge's excluded end is) or of a horizontal edge (never
+    counted) may be on the boundary, where contains_xy reads False: those are asked."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rings = shapely.get_rings(shapely.get_parts(region))
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same = ring[:-1] == ring[1:]          # consecutive vertices of one ring: an edge
+    a, b = coords[:-1][same], coords[1:][same]
+    tol = SCAN_TOLERANCE * max(1.0, float(np.abs(coords).max(initial=0.0)), float(np.abs(x).max()),
+                               float(np.abs(y).max()))
+    out, unsure = raster.grid_crossings(np.concatenate([a, b], axis=1), x, y, tol)
+    # the grid points within the tolerance of a vertex (in both coordinates) ...
+    i0, i1 = np.searchsorted(y, coords[:, 1] - tol, "left"), np.searchsorted(y, coords[:, 1] + tol, "right")
+    j0, j1 = np.searchsorted(x, coords[:, 0] - tol, "left"), np.searchsorted(x, coords[:, 0] + tol, "right")
+    for k in np.flatnonzero((i1 > i0) & (j1 > j0)).tolist():
+        unsure[i0[k]:i1[k], j0[k]:j1[k]] = True
+    # ... and of a horizontal edge
+    flat = np.flatnonzero(a[:, 1] == b[:, 1])
+    i0, i1 = np.searchsorted(y, a[flat, 1] - tol, "left"), np.searchsorted(y, a[flat, 1] + tol, "right")
+    j0 = np.searchsorted(x, np.minimum(a[flat, 0], b[flat, 0]) - tol, "left")
+    j1 = np.searchsorted(x, np.maximum(a[flat, 0], b[flat, 0]) + tol, "right")
+    for k in np.flatnonzero((i1 > i0) & (j1 > j0)).tolist():
+        unsure[i0[k]:i1[k], j0[k]:j1[k]] = True
+    ii, jj = np.nonzero(unsure)
+    if len(ii):
+        out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+    return out
+
+
+def contains_grid_blocks(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``shapely.contains_xy(region, *meshgrid(x, y))`` ``(len(y), len(x)) bool``, identical,
     asking shapely about few points: the grid in blocks of ``GRID_BLOCK`` x ``GRID_BLOCK``
     points; a block whose closed bounding box meets no boundary segment's bounding box lies
@@ -477,11 +537,40 @@ class SweepFrame:
     to_chart: np.ndarray      # (2, 2) (u', v') -> chart
     u_cols: np.ndarray        # (cols,) u' of the grid columns
     v_rows: np.ndarray        # (rows,) v' of the grid rows
-    works_swath: np.ndarray   # (rows, cols) band where the drum works (NaN elsewhere), mm
-    scale: np.ndarray         # (rows, cols) skin mm per chart mm (1 off the chart)
     v_mid: float              # v' of the region's centroid
-    swath_levels: np.ndarray  # (m,) the distinct bands of works_swath, ascending, mm
-    swath_code: np.ndarray    # (rows, cols) int: works_swath as an index into swath_levels (-1: NaN)
+    # the fields (sweep_frame_fields at the grid's chart points, row by row), each point made
+    # where a line first reads it (the lines read about a quarter of the grid): scale, band
+    # and the band's index into fields.levels, every band a point can show (see the
+    # properties below for the whole fields)
+    fields: raster.FrameFields
+
+    @property
+    def scale(self) -> np.ndarray:
+        """``(rows, cols)`` skin mm per chart mm (1 off the chart), every point made."""
+        self.fields.fill_all()
+        return self.fields.scale
+
+    @property
+    def works_swath(self) -> np.ndarray:
+        """``(rows, cols)`` band where the drum works (NaN elsewhere), mm, every point made."""
+        self.fields.fill_all()
+        return self.fields.band
+
+    @property
+    def swath_levels(self) -> np.ndarray:
+        """``(m,)`` the distinct bands of works_swath, ascending, mm."""
+        band = self.works_swath
+        return np.unique(band[~np.isnan(band)])
+
+    @property
+    def swath_code(self) -> np.ndarray:
+        """``(rows, cols) int``: works_swath as an index into swath_levels (-1: NaN)."""
+        band = self.works_swath
+        works = ~np.isnan(band)
+        _, code = np.unique(band[works], return_inverse=True)
+        out = np.full(band.shape, -1, dtype=np.int64)
+        out[works] = code.reshape(-1)
+        return out
 
     @classmethod
     def build(cls, face, region: Region, theta_deg: float, conform: Conformity) -> "SweepFrame":
@@ -501,15 +590,48 @@ class SweepFrame:
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
         with _blas_controller().limit(limits=1, user_api="blas"):
             chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
-        # the band where the drum works: on the chart, in the region, every corner conforming
-        scale, works_swath = sweep_frame_fields(face, chart, region.inside, conform, len(v_rows))
-        works = ~np.isnan(works_swath)
-        levels, code = np.unique(works_swath[works], return_inverse=True)
-        swath_code = np.full(len(chart), -1, dtype=np.int64)
-        swath_code[works] = code.reshape(-1)
+        # the band where the drum works: on the chart, in the region, every corner conforming;
+        # made where the lines read it
+        fields = sweep_frame_fields_lazy(face, chart, region.inside, conform, len(v_rows))
         centre = np.asarray(polygon.centroid.coords[0]) @ to_frame.T
-        return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, works_swath.reshape(uu.shape),
-                   scale.reshape(uu.shape), float(centre[1]), levels, swath_code.reshape(uu.shape))
+        return cls(face, conform, angle, to_frame, to_chart, u_cols, v_rows, float(centre[1]), fields)
+
+
+def _frame_field_args(face, inside: ChartRaster, conform: Conformity) -> tuple:
+    """The arrays frame_fields and FrameFill read, checked to agree in size."""
+    grid = face.chart_grid
+    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
+    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
+    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
+    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
+    values = np.ascontiguousarray(inside.values, dtype=np.float64)
+    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
+            or len(conforms) != len(face.vertices) or values.ndim != 2):
+        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
+                         "region raster do not agree in size")
+    return grid, faces, swath, conforms, linear_scale, values
+
+
+def sweep_frame_fields_lazy(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity,
+                            rows: int) -> raster.FrameFields:
+    """:func:`sweep_frame_fields` of a grid of chart points ``(rows * cols, 2)`` (row by row)
+    as fields made point by point where first read (:class:`raster.FrameFields`), each
+    point exactly as sweep_frame_fields makes it. The band's codes index every band a point
+    can show: the least of a triangle's corners' swaths where all three conform and it is
+    above 0 is one of the conforming vertices' swaths above 0."""
+    chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
+    grid, faces, swath, conforms, linear_scale, values = _frame_field_args(face, inside, conform)
+    n = len(chart)
+    if rows <= 0 or n % rows:
+        raise ValueError(f"{n} chart points are not a grid of {rows} rows")
+    levels = np.unique(swath[conforms & (swath > 0)])
+    known, scale, band, code = np.zeros(n, dtype=np.uint8), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
+    kernel = _raster_kernel.FrameFill(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
+                                      float(grid.origin[1]), float(grid.cell), int(grid.shape[0]),
+                                      int(grid.shape[1]), 1e-9, linear_scale, faces, values,
+                                      float(inside.origin[0]), float(inside.origin[1]), float(inside.cell), swath,
+                                      conforms.view(np.uint8), levels, known, scale, band, code)
+    return raster.FrameFields(kernel, rows, n // rows, levels, known, scale, band, code)
 
 
 def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity, rows: int = 1) -> tuple:
@@ -521,16 +643,7 @@ def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Co
     equal to :func:`sweep_frame_fields_reference`. ``rows``: the points are a grid of that
     many rows, row by row (only the order they are visited in: column by column, faster)."""
     chart = np.ascontiguousarray(chart, dtype=np.float64).reshape(-1, 2)
-    grid = face.chart_grid
-    faces = np.ascontiguousarray(face.faces, dtype=np.int64)
-    swath = np.ascontiguousarray(conform.swath_mm, dtype=np.float64).reshape(-1)
-    conforms = np.ascontiguousarray(conform.conforms, dtype=bool).reshape(-1)
-    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
-    values = np.ascontiguousarray(inside.values, dtype=np.float64)
-    if (len(linear_scale) != len(faces) or len(grid.affine) != len(faces) or len(swath) != len(face.vertices)
-            or len(conforms) != len(face.vertices) or values.ndim != 2):
-        raise ValueError("sweep_frame_fields: the face's triangles, its vertices' conformity and the "
-                         "region raster do not agree in size")
+    grid, faces, swath, conforms, linear_scale, values = _frame_field_args(face, inside, conform)
     scale, band = np.empty(len(chart)), np.empty(len(chart))
     _raster_kernel.frame_fields(chart, grid.affine, grid.start, grid.items, float(grid.origin[0]),
                                 float(grid.origin[1]), float(grid.cell), int(grid.shape[0]), int(grid.shape[1]),
@@ -583,21 +696,30 @@ class ZoneSweeps:
         frame = region.sweep_frames.get(theta_deg)
         if frame is None or frame.face is not face or frame.conform is not conform:
             frame = region.sweep_frames[theta_deg] = SweepFrame.build(face, region, theta_deg, conform)
+        self.frame = frame
         self.angle = frame.angle
         self.to_frame, self.to_chart = frame.to_frame, frame.to_chart
         self.u_cols, self.v_rows = frame.u_cols, frame.v_rows
-        self.works_swath, self.scale, self.v_mid = frame.works_swath, frame.scale, frame.v_mid
-        self.swath_levels, self.swath_code = frame.swath_levels, frame.swath_code
+        self.v_mid = frame.v_mid
+        self.fields = frame.fields      # made where the lines read them
+
+    # the frame's whole fields (every point made)
+    works_swath = property(lambda self: self.frame.works_swath)
+    scale = property(lambda self: self.frame.scale)
+    swath_levels = property(lambda self: self.frame.swath_levels)
+    swath_code = property(lambda self: self.frame.swath_code)
 
     def _design(self, v: np.ndarray) -> float:
         """A line's design swath: the band the drum shows over most of it where it works."""
         if self.forced_design is not None:
             return self.forced_design
-        # the most frequent band of works_swath read at v (the smallest on a tie)
-        mode = raster.column_mode(self.swath_code, v, self.v_rows[0], ROW_STEP_MM, len(self.swath_levels))
+        # the most frequent band of works_swath read at v (the smallest on a tie: the levels
+        # ascend, and a level no column reads is never the mode)
+        f = self.fields
+        mode = raster.column_mode(f.codes, v, self.v_rows[0], ROW_STEP_MM, len(f.levels), lazy=f)
         if mode < 0:
             return self.drum.width_mm
-        return float(self.swath_levels[mode])
+        return float(f.levels[mode])
 
     def _step(self, v: np.ndarray, w0: float, sign: float) -> tuple[np.ndarray, float]:
         """The next line beyond ``v`` and its design: (w0 + w1) / 2 apart on the skin."""
@@ -605,9 +727,10 @@ class ZoneSweeps:
         # when another round would place the same line again) of v + c / lam, lam the chart
         # scale averaged over both lines, then _smooth_nan of the line: all in one kernel
         # call, exactly as the rounds of raster.column_step, _design and _smooth_nan
-        return raster.line_step(self.scale, self.swath_code, self.swath_levels, v, self.v_rows[0], ROW_STEP_MM,
+        f = self.fields
+        return raster.line_step(f.scale, f.codes, f.levels, v, self.v_rows[0], ROW_STEP_MM,
                                 sign, w0, self.forced_design, self.drum.width_mm,
-                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM))
+                                gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM), lazy=f)
 
     def lines(self, offset: float) -> list[tuple[int, np.ndarray, float]]:
         """``[(k, chart points (n, 2), design swath mm)]`` of every line, in order.
@@ -618,16 +741,18 @@ class ZoneSweeps:
         row = int(np.clip(np.searchsorted(self.v_rows, self.v_mid), 0, len(self.v_rows) - 1))
         v0 = np.full(len(self.u_cols), self.v_mid)
         w0 = self._design(v0)
-        v0 = v0 + offset * w0 / self.scale[row]
+        f = self.fields
+        f.fill_row(row)
+        v0 = v0 + offset * w0 / f.scale[row]
         w0 = self._design(v0)
         found = [(0, v0, w0)]
         for sign in (1.0, -1.0):
             # self._step after self._step while a line has a column on the grid's rows, in
             # one kernel call (raster.line_walk)
-            walked = raster.line_walk(self.scale, self.swath_code, self.swath_levels, v0, self.v_rows[0],
+            walked = raster.line_walk(f.scale, f.codes, f.levels, v0, self.v_rows[0],
                                       ROW_STEP_MM, sign, w0, self.forced_design, self.drum.width_mm,
                                       gaussian_weights(LINE_SMOOTH_MM / COLUMN_STEP_MM),
-                                      float(self.v_rows[0]), float(self.v_rows[-1]))
+                                      float(self.v_rows[0]), float(self.v_rows[-1]), lazy=f)
             found += [(int(sign) * (i + 1), v, w) for i, (v, w) in enumerate(walked)]
         found.sort(key=lambda item: item[0])
         # every line's (u', v') points @ to_chart.T in one stacked product: numpy multiplies
@@ -1424,7 +1549,25 @@ HEADLAND_INSET_MM = 0.5              # the band's outer edge stays this far insi
 
 
 def border_distance(face, region: Region) -> ChartRaster:
-    """Skin distance (mm, approximate) from each cell inside a region to the region's border."""
+    """Skin distance (mm, approximate) from each cell inside a region to the region's border:
+    the region raster's chart distance times the chart scale of the triangle under each
+    cell's centre (1 off the chart), -1 outside. One compiled pass over the cells
+    (``coverage._ext.raster.border_values``): equal to :func:`border_distance_reference`."""
+    r = region.inside
+    values = np.ascontiguousarray(r.values, dtype=np.float64)
+    grid = face.chart_grid
+    linear_scale = np.ascontiguousarray(face.linear_scale, dtype=np.float64).reshape(-1)
+    if values.ndim != 2 or len(linear_scale) != len(grid.affine):
+        return border_distance_reference(face, region)
+    out = np.empty(values.shape)
+    _raster_kernel.border_values(values, float(r.origin[0]), float(r.origin[1]), float(r.cell), grid.affine,
+                                 grid.start, grid.items, float(grid.origin[0]), float(grid.origin[1]),
+                                 float(grid.cell), int(grid.shape[0]), int(grid.shape[1]), 1e-9, linear_scale, out)
+    return ChartRaster(r.origin, r.cell, out)
+
+
+def border_distance_reference(face, region: Region) -> ChartRaster:
+    """NumPy twin of :func:`border_distance`."""
     r = region.inside
     h, w = r.values.shape
     # only the cells inside are scaled (the others read -1): locate their centres alone
@@ -1572,22 +1715,34 @@ class Headland:
     def _loops_many(self, levels_mm, min_samples: int = 0) -> list:
         """:meth:`_loops` of each level, in order: every level's paths lifted and resampled
         in one pass (each path as alone: the lift is per point, the resampling per path)."""
-        per_level = []
         # one generator for every level: the raster cut to what the lowest one needs
         contours = self._contours_above(min(levels_mm)) if len(levels_mm) else None
-        for level_mm in levels_mm:
-            lines = []
-            for line in (contours.lines(level_mm) if contours is not None else []):
-                keep = np.concatenate([[True], np.linalg.norm(np.diff(line, axis=0), axis=1) > 1e-9])
-                if keep.sum() >= 3:
-                    lines.append((line, line[keep]))
-            per_level.append(lines)
+        raw = [contours.lines(level_mm) if contours is not None else [] for level_mm in levels_mm]
+        # each line's points that move (more than 1e-9 from the one before; its first always),
+        # for every line of every level at once (a scan's border has hundreds of crumbs): the
+        # steps between consecutive lines are not read, each line's first point is kept
+        flat = [line for lines in raw for line in lines]
+        enough = np.zeros(0, dtype=bool)
+        if flat:
+            joined = np.concatenate(flat)
+            sizes = np.array([len(line) for line in flat], dtype=np.int64)
+            heads = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            moves = np.empty(len(joined), dtype=bool)
+            moves[1:] = np.linalg.norm(np.diff(joined, axis=0), axis=1) > 1e-9
+            moves[heads[sizes > 0]] = True
+            total = np.concatenate([[0], np.cumsum(moves)])
+            counts = total[heads + sizes] - total[heads]
+            enough = counts >= 3
+        per_level, g = [], 0
+        for lines in raw:
+            per_level.append([(line, None) for line, ok in zip(lines, enough[g:g + len(lines)].tolist()) if ok])
+            g += len(lines)
         every = [item for lines in per_level for item in lines]
         if not every:
             return [[] for _ in per_level]
-        # all resampled at once (each as alone)
-        chart = np.concatenate([kept for _, kept in every])
-        starts = np.concatenate([[0], np.cumsum([len(kept) for _, kept in every])]).astype(np.int64)
+        # all resampled at once (each as alone): the moving points of the lines kept
+        chart = joined[moves & np.repeat(enough, sizes)]
+        starts = np.concatenate([[0], np.cumsum(counts[enough])]).astype(np.int64)
         resampled, out_starts = _paths.resample(chart, self.face.lift(chart).points, starts, PATH_STEP_MM)
         out, k = [], 0
         for lines in per_level:
@@ -1677,7 +1832,6 @@ class Headland:
         return out
 
 
-_TWO_ENDS = np.array([0, 2, 4], dtype=np.int64)   # two paths of two samples each
 
 
 def headland_ends(face, drum: Drum, runs: list) -> list:
@@ -1690,22 +1844,34 @@ def headland_ends(face, drum: Drum, runs: list) -> list:
     inner samples read as they did on the path. A run left shorter than
     :data:`MIN_STROKE_MM` is dropped."""
     curvature = face.curvature(drum_curvature_radius_mm(drum))
-    out = []
+    every = [r for line_runs in runs for r in line_runs]
+    first, stop = [0] * len(every), [len(r.uv) for r in every]
+    # every run still trimming checked at once, round after round (each run's ends read as
+    # alone: every step is per sample or per two-sample path)
+    todo = [i for i in range(len(every)) if (stop[i] - first[i] - 1) * PATH_STEP_MM >= MIN_STROKE_MM]
+    while todo:
+        # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is its
+        # own sample and the one beside it (np.gradient's one-sided ends), so the two-sample
+        # stretches at the ends, each a path alone, read the same
+        pts = np.concatenate([every[i].uv[[first[i], first[i] + 1, stop[i] - 2, stop[i] - 1]] for i in todo])
+        along, cross, on = path_curvatures(face, curvature, pts,
+                                           starts=np.arange(0, 4 * len(todo) + 1, 2, dtype=np.int64))
+        ends = (4 * np.arange(len(todo))[:, None] + np.array([0, 3])).reshape(-1)
+        good = (drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]).reshape(-1, 2).tolist()
+        again = []
+        for i, (head, tail) in zip(todo, good):
+            if head and tail:
+                continue
+            first[i], stop[i] = first[i] + (not head), stop[i] - (not tail)
+            if (stop[i] - first[i] - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
+                again.append(i)
+        todo = again
+    out, k = [], 0
     for line_runs in runs:
         kept = []
         for r in line_runs:
-            a, b = 0, len(r.uv)
-            while (b - a - 1) * PATH_STEP_MM >= MIN_STROKE_MM:
-                # the two ends as path_curvatures of r.uv[a:b] reads them: each end's travel is
-                # its own sample and the one beside it (np.gradient's one-sided ends), so the
-                # two-sample stretches at the ends, each a path alone, read the same
-                along, cross, on = path_curvatures(face, curvature, r.uv[[a, a + 1, b - 2, b - 1]],
-                                                   starts=_TWO_ENDS)
-                ends = np.array([0, 3])
-                good = drum.conforms(planned(cross[ends]), planned(along[ends])) & on[ends]
-                if good.all():
-                    break
-                a, b = a + (not good[0]), b - (not good[1])
+            a, b = first[k], stop[k]
+            k += 1
             if (b - a - 1) * PATH_STEP_MM < MIN_STROKE_MM:
                 continue
             if (a, b) == (0, len(r.uv)):
