@@ -148,3 +148,15 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
                     x = _linspace(i, n, s_end, step, div)
                     if not (xk < x and x < xk1):
                         break
+
+
+def segment_lengths(const double[:, ::1] uv, double[::1] out):
+    """out[i] = numpy.linalg.norm(uv[i + 1] - uv[i]) for i < len(uv) - 1 (its arithmetic on
+    two columns: sqrt(dx * dx + dy * dy), dx = uv[i + 1, 0] - uv[i, 0])."""
+    cdef Py_ssize_t i, n = uv.shape[0]
+    cdef double dx, dy
+    with nogil:
+        for i in range(n - 1):
+            dx = uv[i + 1, 0] - uv[i, 0]
+            dy = uv[i + 1, 1] - uv[i, 1]
+            out[i] = sqrt(dx * dx + dy * dy)

@@ -445,13 +445,13 @@ class FootprintClearance:
         widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
         all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
         all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
-        some = np.flatnonzero(((points >= all_lo) & (points <= all_hi)).all(axis=1))
+        some = np.flatnonzero(_in_box(points, all_lo, all_hi))
         if not len(some):
             return ok
         candidates = points[some]
         for (mesh, _), (lo, hi), need in zip(self.parts, self.boxes, reaches):
             reach = need + 1e-6 * (1.0 + need)
-            inside = ((candidates >= lo - reach) & (candidates <= hi + reach)).all(axis=1)
+            inside = _in_box(candidates, lo - reach, hi + reach)
             if not inside.any():
                 continue
             near = some[inside]
@@ -471,6 +471,18 @@ class FootprintClearance:
             tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
             ok &= ~((tri >= 0) & (dist < need))
         return ok
+
+
+def _in_box(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``((points >= lo) & (points <= hi)).all(axis=1)`` of points ``(k, 3)``, a column at a
+    time (the same comparisons, without the slow reduction along rows)."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    return (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1]) & (z >= lo[2]) & (z <= hi[2])
+
+
+def _in_box_reference(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`_in_box` (the expression it stands for)."""
+    return ((points >= lo) & (points <= hi)).all(axis=1)
 
 
 def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
@@ -610,7 +622,10 @@ class StampPlacer:
         cum = count + carry
         # cum is non-decreasing; where it is flat no stamp can land, so interp is well defined
         at = np.interp(ks, cum, s)
-        return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
+        out = np.empty((len(at), 2))
+        out[:, 0] = np.interp(at, s, uv[:, 0])
+        out[:, 1] = np.interp(at, s, uv[:, 1])
+        return out, at
 
 
 def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
@@ -888,20 +903,23 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     for i, p in enumerate(paths):
         if not joins.get(i, False):
             out.append(p)
-            lengths = _Lengths(np.linalg.norm(np.diff(p.uv, axis=0), axis=1))
-            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], lengths))
+            # the path's own segment lengths: worked out when a path first joins it
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], None))
             continue
         uvs, stamp_uvs, stamp_ss, segs = chains[-1]
+        if segs is None:
+            segs = _Lengths(_segment_lengths(uvs[0]))
+            chains[-1] = (uvs, stamp_uvs, stamp_ss, segs)
         move = moves[i]
         # prev.chart_length of the joined path so far: the same segment lengths, summed whole
-        offset = segs.total() + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        offset = segs.total() + float(_segment_lengths(move).sum())
         last = uvs[-1][-1]
         # a run that starts where the last one ended (a loop split at its seam) joins
         # without repeating that point
-        start = 1 if np.linalg.norm(p.uv[0] - last) <= 1e-12 else 0
-        more = np.concatenate([move[1:-1], p.uv[start:]])
-        uvs.append(more)
-        segs.append(np.linalg.norm(np.diff(np.concatenate([last[None], more]), axis=0), axis=1))
+        start = 1 if _point_distance(last, p.uv[0]) <= 1e-12 else 0
+        more = np.concatenate([last[None], move[1:-1], p.uv[start:]])
+        uvs.append(more[1:])
+        segs.append(_segment_lengths(more))
         stamp_uvs.append(p.stamp_uv)
         stamp_ss.append(p.stamp_s + offset)
     for p, (uvs, stamp_uvs, stamp_ss, _) in zip(out, chains):
@@ -910,6 +928,34 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             p.stamp_uv = np.concatenate(stamp_uvs)
             p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+def _segment_lengths(uv) -> np.ndarray:
+    """``np.linalg.norm(np.diff(uv, axis=0), axis=1)`` of chart points ``(n, 2)``: for float64
+    points by the compiled loop (:func:`coverage._ext.paths.segment_lengths`, the same
+    arithmetic row by row), else by :func:`_segment_lengths_reference`."""
+    from ._ext import paths as _paths_kernel
+
+    uv = np.asarray(uv)
+    if uv.dtype != np.float64 or uv.ndim != 2 or uv.shape[1] != 2:
+        return _segment_lengths_reference(uv)
+    out = np.empty(max(len(uv) - 1, 0))
+    _paths_kernel.segment_lengths(np.ascontiguousarray(uv), out)
+    return out
+
+
+def _segment_lengths_reference(uv) -> np.ndarray:
+    """NumPy twin of :func:`_segment_lengths`."""
+    return np.linalg.norm(np.diff(uv, axis=0), axis=1)
+
+
+def _point_distance(a, b) -> float:
+    """``np.linalg.norm(b - a)`` of two chart points ``(2,)``, as it computes it for float64
+    (``sqrt(d.dot(d))``) without its checks."""
+    d = np.asarray(b) - np.asarray(a)
+    if d.dtype != np.float64 or d.ndim != 1:
+        return float(np.linalg.norm(d))
+    return math.sqrt(float(d.dot(d)))
 
 
 class _Lengths:
@@ -940,7 +986,7 @@ def joinable(a, b) -> bool:
     setting and cartridge, and ``b`` starting within :data:`MAX_GLIDE_MM` (chart) of where
     ``a`` ends (whether the glide between them is safe is :func:`glides_ok`'s question)."""
     return ((a.zone, a.pass_index, a.depth_mm, a.needles) == (b.zone, b.pass_index, b.depth_mm, b.needles)
-            and bool(np.linalg.norm(b.uv[0] - a.uv[-1]) <= MAX_GLIDE_MM))
+            and bool(_point_distance(a.uv[-1], b.uv[0]) <= MAX_GLIDE_MM))
 
 
 def glide_moves(froms, tos) -> list:
