@@ -80,3 +80,26 @@ def test_place_along_equals_stacked_interp():
         np.testing.assert_array_equal(at, want_at)
         np.testing.assert_array_equal(stamps, np.stack([np.interp(want_at, s, uv[:, 0]),
                                                         np.interp(want_at, s, uv[:, 1])], axis=1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_glide_moves_equal_resampled_stacks(seed):
+    rng = np.random.default_rng(seed)
+    froms = [rng.normal(size=2) * 20 for _ in range(60)]
+    tos = [a + rng.normal(size=2) * 10.0 ** rng.uniform(-14, 1.5) for a in froms]
+    tos[3] = froms[3].copy()                     # a glide of no length
+    tos[7] = froms[7] + [1e-13, 0.0]
+    got = pen.glide_moves(froms, tos)
+    samples, starts = pen._resample_lines([np.stack([a, b]) for a, b in zip(froms, tos)], pen.SAMPLE_MM / 2)
+    want = [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    assert len(got) == len(want)
+    for g, w, a, b in zip(got, want, froms, tos):
+        np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(g, pen._resample(np.stack([a, b]), pen.SAMPLE_MM / 2))
+    # all of one kind: every glide of no length, and none
+    same = pen.glide_moves(froms[:4], [a.copy() for a in froms[:4]])
+    for g, a in zip(same, froms[:4]):
+        np.testing.assert_array_equal(g, a[None])
+    assert pen.glide_moves([], []) == []
+    by_hand = pen.glide_moves([np.array([0.0, 0.0])], [np.array([0.25, 0.0])])
+    np.testing.assert_array_equal(by_hand[0], [[0.0, 0.0], [0.125, 0.0], [0.25, 0.0]])

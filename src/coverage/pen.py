@@ -832,18 +832,25 @@ def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon,
 def _resample_lines(lines: list, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Every line as :func:`_resample` gives it, side by side: ``(samples (n, 2), starts)``,
     line i at rows ``starts[i]:starts[i + 1]``."""
-    from . import paths as _paths
-
     lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
     sizes = np.array([len(line) for line in lines], dtype=np.int64)
-    uv = np.concatenate(lines)
+    return _resample_packed(np.concatenate(lines), sizes, step, lines)
+
+
+def _resample_packed(uv: np.ndarray, sizes: np.ndarray, step: float, lines: list | None = None):
+    """:func:`_resample_lines` of the lines ``uv`` holds side by side (float64 ``(n, 2)``,
+    line i ``sizes[i]`` rows long; ``lines``: those rows as arrays, if at hand)."""
+    from . import paths as _paths
+
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     seg = np.zeros(len(uv))
     seg[1:] = np.linalg.norm(np.diff(uv, axis=0), axis=1)
     seg[starts[:-1]] = 0.0
     # a line of no length is its first point (paths.resample would give it twice): those
     # one by one
-    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(lines), dtype=bool)
+    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(sizes), dtype=bool)
+    if flat.any() and lines is None:
+        lines = [uv[a:b] for a, b in zip(starts[:-1], starts[1:])]
     if flat.all():
         pieces = [_resample(line, step) for line in lines]
         return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
@@ -994,7 +1001,11 @@ def glide_moves(froms, tos) -> list:
     point of ``tos``, sampled every half :data:`SAMPLE_MM`, both ends included."""
     if not len(froms):
         return []
-    samples, starts = _resample_lines([np.stack([a, b]) for a, b in zip(froms, tos)], SAMPLE_MM / 2)
+    # line i is rows 2i, 2i + 1: np.stack([froms[i], tos[i]]) as float64
+    uv = np.empty((len(froms), 2, 2))
+    uv[:, 0] = np.asarray(froms, dtype=np.float64).reshape(-1, 2)
+    uv[:, 1] = np.asarray(tos, dtype=np.float64).reshape(-1, 2)
+    samples, starts = _resample_packed(uv.reshape(-1, 2), np.full(len(froms), 2, dtype=np.int64), SAMPLE_MM / 2)
     return [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
 
