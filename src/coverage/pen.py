@@ -707,12 +707,50 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         step = np.zeros(len(samples))
         step[1:] = 0.5 * (per_mm[1:] + per_mm[:-1]) * seg
         count, arc = _run_cumsum(step, bounds), _run_cumsum(np.concatenate([[0.0], seg]), bounds)
+        placed = _place_runs(placer, samples, count, arc, bounds)
         for i, (j, uv, run_depth) in enumerate(runs):
-            a, b = bounds[i], bounds[i + 1]
-            stamps, at = placer.place_along(uv, count[a:b], arc[a:b])
+            stamps, at = placed[i]
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _place_runs(placer: StampPlacer, samples: np.ndarray, count: np.ndarray, arc: np.ndarray,
+                bounds: np.ndarray) -> list:
+    """``[placer.place_along(samples[a:b], count[a:b], arc[a:b])]`` for the runs ``a:b`` of
+    ``bounds`` one after the other (the carry passed on), in one compiled pass
+    (:func:`coverage._ext.paths.place_fill`, numpy.interp's arithmetic) where every value is
+    finite and the running counts and arc lengths do not fall within a run; else by
+    :func:`_place_runs_reference`."""
+    from ._ext import paths as _paths_kernel
+
+    samples = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1, 2)
+    count = np.ascontiguousarray(count, dtype=np.float64)
+    arc = np.ascontiguousarray(arc, dtype=np.float64)
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    carry = placer.carry
+    rising = np.ones(max(len(count) - 1, 0), dtype=bool)
+    rising[bounds[1:-1] - 1] = False                      # from one run to the next: unread
+    if not (len(count) == len(arc) == len(samples) == bounds[-1] and bounds[0] == 0 and math.isfinite(carry)
+            and np.isfinite(samples).all() and np.isfinite(count).all() and np.isfinite(arc).all()
+            and (np.diff(count)[rising] >= 0).all() and (np.diff(arc)[rising] >= 0).all()):
+        return _place_runs_reference(placer, samples, count, arc, bounds)
+    m = np.empty(len(bounds) - 1, dtype=np.int64)
+    last = _paths_kernel.place_counts(count, bounds, float(carry), m)
+    out_starts = np.zeros(len(m) + 1, dtype=np.int64)
+    np.cumsum(m, out=out_starts[1:])
+    out_uv = np.empty((int(out_starts[-1]), 2))
+    out_at = np.empty(int(out_starts[-1]))
+    _paths_kernel.place_fill(samples, count, arc, bounds, float(carry), out_starts, np.empty(len(count)), out_uv,
+                             out_at)
+    placer.carry = last
+    return [(out_uv[a:b], out_at[a:b]) for a, b in zip(out_starts[:-1].tolist(), out_starts[1:].tolist())]
+
+
+def _place_runs_reference(placer: StampPlacer, samples: np.ndarray, count: np.ndarray, arc: np.ndarray,
+                          bounds: np.ndarray) -> list:
+    """NumPy twin of :func:`_place_runs`: place_along run by run."""
+    return [placer.place_along(samples[a:b], count[a:b], arc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _zone_box(grid: TexelGrid, k: int, pad: int):
