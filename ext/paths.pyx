@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.paths.
 # The arithmetic is NumPy's, one rounding per operation in its order (numpy.cumsum,
 # numpy.linspace, numpy.interp): no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport ceil, sqrt
+from libc.math cimport ceil, floor, sqrt
 from libc.stdint cimport int64_t
 
 
@@ -148,3 +148,132 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
                     x = _linspace(i, n, s_end, step, div)
                     if not (xk < x and x < xk1):
                         break
+
+
+def segment_lengths(const double[:, ::1] uv, double[::1] out):
+    """out[i] = numpy.linalg.norm(uv[i + 1] - uv[i]) for i < len(uv) - 1 (its arithmetic on
+    two columns: sqrt(dx * dx + dy * dy), dx = uv[i + 1, 0] - uv[i, 0])."""
+    cdef Py_ssize_t i, n = uv.shape[0]
+    cdef double dx, dy
+    with nogil:
+        for i in range(n - 1):
+            dx = uv[i + 1, 0] - uv[i, 0]
+            dy = uv[i + 1, 1] - uv[i, 1]
+            out[i] = sqrt(dx * dx + dy * dy)
+
+
+# --- stamps by distance travelled (coverage.pen.StampPlacer.place_along, run after run) ------
+
+cdef inline Py_ssize_t _last_at_or_below(double x, const double[::1] xp, Py_ssize_t a, Py_ssize_t last,
+                                         Py_ssize_t j) noexcept nogil:
+    # the last row of xp[a:last + 1] (non-decreasing) with xp <= x, for xp[a] <= x <= xp[last],
+    # walked from row j (numpy.interp's binary search finds the same row)
+    if j < a or j > last:
+        j = a
+    while j < last and xp[j + 1] <= x:
+        j += 1
+    while j > a and xp[j] > x:
+        j -= 1
+    return j
+
+
+cdef inline double _interp_1d(double x, const double[::1] xp, const double[::1] fp, Py_ssize_t a,
+                              Py_ssize_t last, Py_ssize_t* k) noexcept nogil:
+    # numpy.interp(x, xp[a:last + 1], fp[a:last + 1]) for a non-decreasing xp of two rows or more
+    cdef Py_ssize_t j
+    cdef double slope, r
+    if x != x:
+        return x
+    if x > xp[last]:
+        return fp[last]
+    if x < xp[a]:
+        return fp[a]
+    j = _last_at_or_below(x, xp, a, last, k[0])
+    k[0] = j
+    if j == last or xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    r = slope * (x - xp[j]) + fp[j]
+    if r != r:
+        r = slope * (x - xp[j + 1]) + fp[j + 1]
+        if r != r and fp[j] == fp[j + 1]:
+            r = fp[j]
+    return r
+
+
+cdef inline double _interp_col(double x, const double[::1] xp, const double[:, ::1] fp, Py_ssize_t c,
+                               Py_ssize_t a, Py_ssize_t last, Py_ssize_t* k) noexcept nogil:
+    # numpy.interp(x, xp[a:last + 1], fp[a:last + 1, c]), as _interp_1d
+    cdef Py_ssize_t j
+    cdef double slope, r
+    if x != x:
+        return x
+    if x > xp[last]:
+        return fp[last, c]
+    if x < xp[a]:
+        return fp[a, c]
+    j = _last_at_or_below(x, xp, a, last, k[0])
+    k[0] = j
+    if j == last or xp[j] == x:
+        return fp[j, c]
+    slope = (fp[j + 1, c] - fp[j, c]) / (xp[j + 1] - xp[j])
+    r = slope * (x - xp[j]) + fp[j, c]
+    if r != r:
+        r = slope * (x - xp[j + 1]) + fp[j + 1, c]
+        if r != r and fp[j, c] == fp[j + 1, c]:
+            r = fp[j, c]
+    return r
+
+
+def place_counts(const double[::1] count, const int64_t[::1] bounds, double carry, int64_t[::1] out_m):
+    """Run i (rows bounds[i]:bounds[i + 1] of count, its running stamp count before the carry):
+    out_m[i] = floor(count[last] + carry) stamps (0 for a run under two rows, which leaves the
+    carry as it is), the carry then count[last] + carry - floor(...). Returns the last carry."""
+    cdef Py_ssize_t i, a, b
+    cdef double total, whole
+    with nogil:
+        for i in range(bounds.shape[0] - 1):
+            a = bounds[i]
+            b = bounds[i + 1]
+            out_m[i] = 0
+            if b - a < 2:
+                continue
+            total = count[b - 1] + carry
+            whole = floor(total)
+            out_m[i] = <int64_t>whole if whole > 0.0 else 0
+            carry = total - whole
+    return carry
+
+
+def place_fill(const double[:, ::1] uv, const double[::1] count, const double[::1] arc,
+               const int64_t[::1] bounds, double carry, const int64_t[::1] out_starts, double[::1] cum,
+               double[:, ::1] out_uv, double[::1] out_at):
+    """Run i's stamps into rows out_starts[i]:out_starts[i + 1] (place_counts' counts) as
+    StampPlacer.place_along places them: cum = count + carry, at = numpy.interp(k, cum, arc)
+    for k = 1, 2, ..., the stamp numpy.interp(at, arc, uv[:, c]) per column; the carry passed on
+    as place_counts passes it. cum: scratch, one row per row of count. Inputs finite, arc and
+    count non-decreasing per run."""
+    cdef Py_ssize_t i, a, b, last, j, o, m, k1, k2, k3
+    cdef double total, whole, at
+    with nogil:
+        for i in range(bounds.shape[0] - 1):
+            a = bounds[i]
+            b = bounds[i + 1]
+            if b - a < 2:
+                continue
+            last = b - 1
+            total = count[last] + carry
+            whole = floor(total)
+            o = out_starts[i]
+            m = out_starts[i + 1] - o
+            for j in range(a, b):
+                cum[j] = count[j] + carry
+            carry = total - whole
+            k1 = a
+            k2 = a
+            k3 = a
+            for j in range(m):
+                at = _interp_1d(<double>(j + 1), cum, arc, a, last, &k1)
+                out_at[o + j] = at
+                out_uv[o + j, 0] = _interp_col(at, arc, uv, 0, a, last, &k2)
+                out_uv[o + j, 1] = _interp_col(at, arc, uv, 1, a, last, &k3)

@@ -445,13 +445,13 @@ class FootprintClearance:
         widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
         all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
         all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
-        some = np.flatnonzero(((points >= all_lo) & (points <= all_hi)).all(axis=1))
+        some = np.flatnonzero(_in_box(points, all_lo, all_hi))
         if not len(some):
             return ok
         candidates = points[some]
         for (mesh, _), (lo, hi), need in zip(self.parts, self.boxes, reaches):
             reach = need + 1e-6 * (1.0 + need)
-            inside = ((candidates >= lo - reach) & (candidates <= hi + reach)).all(axis=1)
+            inside = _in_box(candidates, lo - reach, hi + reach)
             if not inside.any():
                 continue
             near = some[inside]
@@ -471,6 +471,18 @@ class FootprintClearance:
             tri, _, dist = proximity.closest_points(mesh, points, max_dist=need)
             ok &= ~((tri >= 0) & (dist < need))
         return ok
+
+
+def _in_box(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``((points >= lo) & (points <= hi)).all(axis=1)`` of points ``(k, 3)``, a column at a
+    time (the same comparisons, without the slow reduction along rows)."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    return (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1]) & (z >= lo[2]) & (z <= hi[2])
+
+
+def _in_box_reference(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`_in_box` (the expression it stands for)."""
+    return ((points >= lo) & (points <= hi)).all(axis=1)
 
 
 def _footprint_clear(grid: TexelGrid, allowed: np.ndarray, linear: np.ndarray,
@@ -610,7 +622,10 @@ class StampPlacer:
         cum = count + carry
         # cum is non-decreasing; where it is flat no stamp can land, so interp is well defined
         at = np.interp(ks, cum, s)
-        return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
+        out = np.empty((len(at), 2))
+        out[:, 0] = np.interp(at, s, uv[:, 0])
+        out[:, 1] = np.interp(at, s, uv[:, 1])
+        return out, at
 
 
 def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
@@ -692,12 +707,50 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
         step = np.zeros(len(samples))
         step[1:] = 0.5 * (per_mm[1:] + per_mm[:-1]) * seg
         count, arc = _run_cumsum(step, bounds), _run_cumsum(np.concatenate([[0.0], seg]), bounds)
+        placed = _place_runs(placer, samples, count, arc, bounds)
         for i, (j, uv, run_depth) in enumerate(runs):
-            a, b = bounds[i], bounds[i + 1]
-            stamps, at = placer.place_along(uv, count[a:b], arc[a:b])
+            stamps, at = placed[i]
             paths.append(PenPath(name, first_pass + p, j, theta, pattern, run_depth, settings.speed_mm_s,
                                  uv, stamps, at, problem.needles, problem.footprint_mm))
     return [p for p in paths if len(p.stamp_uv)]
+
+
+def _place_runs(placer: StampPlacer, samples: np.ndarray, count: np.ndarray, arc: np.ndarray,
+                bounds: np.ndarray) -> list:
+    """``[placer.place_along(samples[a:b], count[a:b], arc[a:b])]`` for the runs ``a:b`` of
+    ``bounds`` one after the other (the carry passed on), in one compiled pass
+    (:func:`coverage._ext.paths.place_fill`, numpy.interp's arithmetic) where every value is
+    finite and the running counts and arc lengths do not fall within a run; else by
+    :func:`_place_runs_reference`."""
+    from ._ext import paths as _paths_kernel
+
+    samples = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1, 2)
+    count = np.ascontiguousarray(count, dtype=np.float64)
+    arc = np.ascontiguousarray(arc, dtype=np.float64)
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    carry = placer.carry
+    rising = np.ones(max(len(count) - 1, 0), dtype=bool)
+    rising[bounds[1:-1] - 1] = False                      # from one run to the next: unread
+    if not (len(count) == len(arc) == len(samples) == bounds[-1] and bounds[0] == 0 and math.isfinite(carry)
+            and np.isfinite(samples).all() and np.isfinite(count).all() and np.isfinite(arc).all()
+            and (np.diff(count)[rising] >= 0).all() and (np.diff(arc)[rising] >= 0).all()):
+        return _place_runs_reference(placer, samples, count, arc, bounds)
+    m = np.empty(len(bounds) - 1, dtype=np.int64)
+    last = _paths_kernel.place_counts(count, bounds, float(carry), m)
+    out_starts = np.zeros(len(m) + 1, dtype=np.int64)
+    np.cumsum(m, out=out_starts[1:])
+    out_uv = np.empty((int(out_starts[-1]), 2))
+    out_at = np.empty(int(out_starts[-1]))
+    _paths_kernel.place_fill(samples, count, arc, bounds, float(carry), out_starts, np.empty(len(count)), out_uv,
+                             out_at)
+    placer.carry = last
+    return [(out_uv[a:b], out_at[a:b]) for a, b in zip(out_starts[:-1].tolist(), out_starts[1:].tolist())]
+
+
+def _place_runs_reference(placer: StampPlacer, samples: np.ndarray, count: np.ndarray, arc: np.ndarray,
+                          bounds: np.ndarray) -> list:
+    """NumPy twin of :func:`_place_runs`: place_along run by run."""
+    return [placer.place_along(samples[a:b], count[a:b], arc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _zone_box(grid: TexelGrid, k: int, pad: int):
@@ -817,18 +870,25 @@ def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon,
 def _resample_lines(lines: list, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Every line as :func:`_resample` gives it, side by side: ``(samples (n, 2), starts)``,
     line i at rows ``starts[i]:starts[i + 1]``."""
-    from . import paths as _paths
-
     lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
     sizes = np.array([len(line) for line in lines], dtype=np.int64)
-    uv = np.concatenate(lines)
+    return _resample_packed(np.concatenate(lines), sizes, step, lines)
+
+
+def _resample_packed(uv: np.ndarray, sizes: np.ndarray, step: float, lines: list | None = None):
+    """:func:`_resample_lines` of the lines ``uv`` holds side by side (float64 ``(n, 2)``,
+    line i ``sizes[i]`` rows long; ``lines``: those rows as arrays, if at hand)."""
+    from . import paths as _paths
+
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     seg = np.zeros(len(uv))
     seg[1:] = np.linalg.norm(np.diff(uv, axis=0), axis=1)
     seg[starts[:-1]] = 0.0
     # a line of no length is its first point (paths.resample would give it twice): those
     # one by one
-    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(lines), dtype=bool)
+    flat = ~(np.maximum.reduceat(seg, starts[:-1]) > 0) if (sizes > 0).all() else np.ones(len(sizes), dtype=bool)
+    if flat.any() and lines is None:
+        lines = [uv[a:b] for a, b in zip(starts[:-1], starts[1:])]
     if flat.all():
         pieces = [_resample(line, step) for line in lines]
         return np.concatenate(pieces), np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
@@ -888,20 +948,23 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     for i, p in enumerate(paths):
         if not joins.get(i, False):
             out.append(p)
-            lengths = _Lengths(np.linalg.norm(np.diff(p.uv, axis=0), axis=1))
-            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], lengths))
+            # the path's own segment lengths: worked out when a path first joins it
+            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], None))
             continue
         uvs, stamp_uvs, stamp_ss, segs = chains[-1]
+        if segs is None:
+            segs = _Lengths(_segment_lengths(uvs[0]))
+            chains[-1] = (uvs, stamp_uvs, stamp_ss, segs)
         move = moves[i]
         # prev.chart_length of the joined path so far: the same segment lengths, summed whole
-        offset = segs.total() + float(np.linalg.norm(np.diff(move, axis=0), axis=1).sum())
+        offset = segs.total() + float(_segment_lengths(move).sum())
         last = uvs[-1][-1]
         # a run that starts where the last one ended (a loop split at its seam) joins
         # without repeating that point
-        start = 1 if np.linalg.norm(p.uv[0] - last) <= 1e-12 else 0
-        more = np.concatenate([move[1:-1], p.uv[start:]])
-        uvs.append(more)
-        segs.append(np.linalg.norm(np.diff(np.concatenate([last[None], more]), axis=0), axis=1))
+        start = 1 if _point_distance(last, p.uv[0]) <= 1e-12 else 0
+        more = np.concatenate([last[None], move[1:-1], p.uv[start:]])
+        uvs.append(more[1:])
+        segs.append(_segment_lengths(more))
         stamp_uvs.append(p.stamp_uv)
         stamp_ss.append(p.stamp_s + offset)
     for p, (uvs, stamp_uvs, stamp_ss, _) in zip(out, chains):
@@ -910,6 +973,34 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
             p.stamp_uv = np.concatenate(stamp_uvs)
             p.stamp_s = np.concatenate(stamp_ss)
     return out
+
+
+def _segment_lengths(uv) -> np.ndarray:
+    """``np.linalg.norm(np.diff(uv, axis=0), axis=1)`` of chart points ``(n, 2)``: for float64
+    points by the compiled loop (:func:`coverage._ext.paths.segment_lengths`, the same
+    arithmetic row by row), else by :func:`_segment_lengths_reference`."""
+    from ._ext import paths as _paths_kernel
+
+    uv = np.asarray(uv)
+    if uv.dtype != np.float64 or uv.ndim != 2 or uv.shape[1] != 2:
+        return _segment_lengths_reference(uv)
+    out = np.empty(max(len(uv) - 1, 0))
+    _paths_kernel.segment_lengths(np.ascontiguousarray(uv), out)
+    return out
+
+
+def _segment_lengths_reference(uv) -> np.ndarray:
+    """NumPy twin of :func:`_segment_lengths`."""
+    return np.linalg.norm(np.diff(uv, axis=0), axis=1)
+
+
+def _point_distance(a, b) -> float:
+    """``np.linalg.norm(b - a)`` of two chart points ``(2,)``, as it computes it for float64
+    (``sqrt(d.dot(d))``) without its checks."""
+    d = np.asarray(b) - np.asarray(a)
+    if d.dtype != np.float64 or d.ndim != 1:
+        return float(np.linalg.norm(d))
+    return math.sqrt(float(d.dot(d)))
 
 
 class _Lengths:
@@ -940,7 +1031,7 @@ def joinable(a, b) -> bool:
     setting and cartridge, and ``b`` starting within :data:`MAX_GLIDE_MM` (chart) of where
     ``a`` ends (whether the glide between them is safe is :func:`glides_ok`'s question)."""
     return ((a.zone, a.pass_index, a.depth_mm, a.needles) == (b.zone, b.pass_index, b.depth_mm, b.needles)
-            and bool(np.linalg.norm(b.uv[0] - a.uv[-1]) <= MAX_GLIDE_MM))
+            and bool(_point_distance(a.uv[-1], b.uv[0]) <= MAX_GLIDE_MM))
 
 
 def glide_moves(froms, tos) -> list:
@@ -948,7 +1039,11 @@ def glide_moves(froms, tos) -> list:
     point of ``tos``, sampled every half :data:`SAMPLE_MM`, both ends included."""
     if not len(froms):
         return []
-    samples, starts = _resample_lines([np.stack([a, b]) for a, b in zip(froms, tos)], SAMPLE_MM / 2)
+    # line i is rows 2i, 2i + 1: np.stack([froms[i], tos[i]]) as float64
+    uv = np.empty((len(froms), 2, 2))
+    uv[:, 0] = np.asarray(froms, dtype=np.float64).reshape(-1, 2)
+    uv[:, 1] = np.asarray(tos, dtype=np.float64).reshape(-1, 2)
+    samples, starts = _resample_packed(uv.reshape(-1, 2), np.full(len(froms), 2, dtype=np.int64), SAMPLE_MM / 2)
     return [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
 
