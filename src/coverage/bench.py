@@ -30,7 +30,9 @@ its caller's stage. ``steps`` breaks each stage down by wrapped function.
 **Kernels** (``kernel_speedup``: name -> NumPy reference time / kernel time, measured in the
 same run on the same seeded input; ``kernels``: both times in ms and whether the results
 agree): ``locate``, ``lift`` (locate + positions + unit normals), ``interpolate``,
-``closest_points``, ``splat``, ``window_sums``, ``merge_channels``, ``roll`` (the drum, on
+``closest_points``, ``splat``, ``window_sums``, ``merge_channels``, ``stamp_effect`` and
+``stamp_effect_tracked`` (the pen repair's weighing, plain and against a tracked density),
+``fit_objective`` (the pen fit's objective and gradient), ``roll`` (the drum, on
 the default plan's own runs), ``stamp`` (the pen cartridge, random stamps), the roller's
 ``frame_fields``, ``ends_blocked`` and ``within_reach`` (on one sweep frame of the bundled
 face's plan data), ``bin_boxes`` (the triangle boxes of the 0.7 mm face) and ``label_lookup``
@@ -112,7 +114,7 @@ verify_mod = sys.modules["coverage.verify"]
 PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
-           "stamp_effect", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp",
+           "stamp_effect", "stamp_effect_tracked", "fit_objective", "raster_lookup", "rect_min", "resample", "merge_channels", "roll", "stamp",
            "curvature_fit", "frame_fields", "ends_blocked", "within_reach", "bin_boxes", "label_lookup")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
@@ -784,27 +786,74 @@ def _window_args(grid, crop: int | None) -> tuple:
     return (values, half_u, half_v, mask), f"{mask.shape[0]}x{mask.shape[1]} texels" + (", central crop" if crop else "")
 
 
-def stamp_effect_case(grid, n: int) -> Case:
-    """What single stamps do to the windowed density (the pen fit's repair weighs them so):
-    ``n`` stamps of 12 punctures scattered over the treatable texels, against a random density."""
+def random_stamps(grid, n: int, rng):
+    """``(h * w, n)`` CSC: ``n`` stamps of 12 punctures, each scattered within 7 texels of a
+    random treatable texel (the pen's 7 mm footprint on the 0.5 mm grid)."""
     from scipy import sparse
 
+    treat = grid.treatable.ravel()
+    h, w = grid.shape
+    ci, cj = np.divmod(rng.choice(np.nonzero(treat)[0], n), w)
+    rows = (np.clip(ci[:, None] + rng.integers(-7, 8, (n, 12)), 0, h - 1) * w
+            + np.clip(cj[:, None] + rng.integers(-7, 8, (n, 12)), 0, w - 1)).ravel()
+    return sparse.csc_array((np.ones(12 * n), (rows, np.repeat(np.arange(n), 12))), shape=(h * w, n))
+
+
+def stamp_effect_cases(grid, n: int) -> list:
+    """What single stamps do to the windowed density (the pen fit's repair weighs them so):
+    ``n`` stamps of 12 punctures scattered over the treatable texels, against a random density;
+    ``stamp_effect`` the plain kernel, ``stamp_effect_tracked`` the one the repair uses (each
+    texel's room before its band state changes kept with the density: :meth:`StampEffects.track`)."""
     rng = np.random.default_rng(0)
     treat = grid.treatable.ravel()
     h, w = grid.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         per_count = np.where(treat, 100.0 / grid.window_area_mm2.ravel(), 0.0)
-    ci, cj = np.divmod(rng.choice(np.nonzero(treat)[0], n), w)
-    rows = (np.clip(ci[:, None] + rng.integers(-7, 8, (n, 12)), 0, h - 1) * w
-            + np.clip(cj[:, None] + rng.integers(-7, 8, (n, 12)), 0, w - 1)).ravel()
-    stamps = sparse.csc_array((np.ones(12 * n), (rows, np.repeat(np.arange(n), 12))), shape=(h * w, n))
-    effects = dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
-                                np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+    stamps = random_stamps(grid, n, rng)
+
+    def effects_on():
+        return dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
+                                 np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+
+    effects, tracked = effects_on(), effects_on()
     density = rng.uniform(100.0, 300.0, h * w)
+    tracked_density = density.copy()
+    if not tracked.track(tracked_density):  # pragma: no cover - whole counts always track
+        raise RuntimeError("stamp_effect_tracked: the stamps did not track")
     columns = np.arange(n)
-    return Case("stamp_effect", f"{n} stamps x 12 punctures, {h}x{w} texels",
-                lambda: effects.effects(columns, 1.0, density), lambda: effects.effects_reference(columns, 1.0, density),
-                lambda k, r: bool(np.allclose(k, r)))
+    size = f"{n} stamps x 12 punctures, {h}x{w} texels"
+
+    def reference():
+        return effects.effects_reference(columns, 1.0, density)
+
+    return [Case("stamp_effect", size, lambda: effects.effects(columns, 1.0, density), reference,
+                 lambda k, r: bool(np.allclose(k, r))),
+            Case("stamp_effect_tracked", size, lambda: tracked.effects(columns, 1.0, tracked_density), reference,
+                 lambda k, r: bool(np.allclose(k, r)))]
+
+
+def fit_objective_case(zones, grid, n: int) -> Case:
+    """The pen fit's objective and gradient (:class:`coverage.pen_fit.FitObjective`, the
+    compiled pass the fit calls ~200 times a plan) against its NumPy twin
+    (:func:`coverage.pen_fit.objective_reference`: scipy's sparse products, the windowed
+    density and the band penalty): ``n`` random stamps of 12 punctures at random weights over
+    a random base, the bundled face's own dose targets."""
+    from . import pen_fit
+
+    rng = np.random.default_rng(1)
+    spread = random_stamps(grid, n, rng)
+    targets = pen_fit.dose_targets(zones, grid)
+    base = rng.integers(0, 3, grid.shape).astype(np.float64)
+    x = rng.uniform(0.0, 1.0, n)
+    objective = pen_fit.FitObjective(grid, targets, base, spread)
+    if not objective.compiled:  # pragma: no cover - a CSC matrix of this size always is
+        raise RuntimeError("fit_objective: the objective did not compile")
+
+    def agree(k, r):
+        return bool(np.isclose(k[0], r[0], rtol=1e-9) and np.allclose(k[1], r[1], rtol=1e-9, atol=1e-12))
+
+    return Case("fit_objective", f"{n} stamps x 12 punctures, {grid.shape[0]}x{grid.shape[1]} texels",
+                lambda: objective(x), lambda: pen_fit.objective_reference(x, grid, targets, base, spread), agree)
 
 
 def raster_cases(grid, n: int) -> list:
@@ -1014,7 +1063,8 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
     cases = [locate_case(face, cfg.points), lift_case(face, cfg.points), interpolate_case(face, cfg.points),
              closest_case(face, cfg.closest), splat_case(face, grid, cfg.splat),
              window_sums_case(grid, cfg.window_crop), window_spread_case(grid, cfg.window_crop),
-             stamp_effect_case(grid, 2_000), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
+             *stamp_effect_cases(grid, 2_000),
+             fit_objective_case(zones, grid, cfg.stamps), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
              merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm), *roller_cases(face, zones),
              bin_boxes_case(cfg.bins_edge_mm), label_lookup_case(face, zones, cfg.points)]
     missing = []
@@ -1426,9 +1476,10 @@ def steps_table(doc: dict, top: int = 4) -> str:
 
 def kernel_table(doc: dict) -> str:
     kernels = doc.get("kernels", {})
-    rows = [f"{'kernel':<16}{'input':<40}{'kernel ms':>10}{'ref ms':>10}{'speedup':>9}{'agree':>7}"]
+    width = max([16, *(len(name) + 1 for name in kernels)])
+    rows = [f"{'kernel':<{width}}{'input':<40}{'kernel ms':>10}{'ref ms':>10}{'speedup':>9}{'agree':>7}"]
     for name, k in kernels.items():
-        rows.append(f"{name:<16}{k['input'][:39]:<40}{k['kernel']['median_ms']:10.2f}"
+        rows.append(f"{name:<{width}}{k['input'][:39]:<40}{k['kernel']['median_ms']:10.2f}"
                     f"{k['reference']['median_ms']:10.1f}"
                     f"{k['speedup']:8.1f}x{'yes' if k['agree'] else 'NO':>7}")
     return "\n".join(rows)
