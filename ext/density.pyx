@@ -238,10 +238,9 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
     # The stamp's punctures (texels/counts[k0:k1]) as a summed-area table over its box
     # (_stamp_box), the table (i1 - i0 + 1) x (j1 - j0 + 1) with a zero first row and
     # column. Returns the table's row length (0: no punctures, or no memory).
-    cdef Py_ssize_t k, i0, i1, j0, j1, bw, bh, r, c, need, s
+    cdef Py_ssize_t k, i0, i1, j0, j1, bw, bh
     cdef int64_t ti, tj
     cdef double* t
-    cdef double left0, left1, x0, x1
     if not _stamp_box(texels, k0, k1, h, w, reach, box):
         return 0
     i0 = box[0]
@@ -250,24 +249,39 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
     j1 = box[3]
     bh = i1 - i0
     bw = j1 - j0
-    need = (bh + 1) * (bw + 1)
+    t = _zeroed_table(bh, bw, table, size)
+    if t == NULL:
+        return 0
+    for k in range(k0, k1):
+        ti = texels[k] // w
+        tj = texels[k] - ti * w
+        t[(ti - i0 + 1) * (bw + 1) + (tj - j0 + 1)] += counts[k]
+    _running_sums(t, bh, bw)
+    return bw + 1
+
+
+cdef double* _zeroed_table(Py_ssize_t bh, Py_ssize_t bw, double** table, Py_ssize_t* size) noexcept nogil:
+    # the (bh + 1) x (bw + 1) table, grown if need be and zeroed (NULL: no memory)
+    cdef Py_ssize_t k, need = (bh + 1) * (bw + 1)
+    cdef double* t
     if need > size[0]:
         t = <double*>realloc(table[0], need * sizeof(double))
         if t == NULL:
-            return 0
+            return NULL
         table[0] = t
         size[0] = need
     t = table[0]
     for k in range(need):
         t[k] = 0.0
-    for k in range(k0, k1):
-        ti = texels[k] // w
-        tj = texels[k] - ti * w
-        t[(ti - i0 + 1) * (bw + 1) + (tj - j0 + 1)] += counts[k]
-    # the running sums t[r, c] += (t[r - 1, c] + t[r, c - 1]) - t[r - 1, c - 1], two rows at a
-    # time: each row's last value kept in a register (not reloaded from the store just
-    # made), the two rows' chains of additions interleaved
-    s = bw + 1
+    return t
+
+
+cdef void _running_sums(double* t, Py_ssize_t bh, Py_ssize_t bw) noexcept nogil:
+    # the running sums t[r, c] += (t[r - 1, c] + t[r, c - 1]) - t[r - 1, c - 1] over rows and
+    # columns 1.., two rows at a time: each row's last value kept in a register (not reloaded
+    # from the store just made), the two rows' chains of additions interleaved
+    cdef Py_ssize_t r, c, s = bw + 1
+    cdef double left0, left1, x0, x1
     r = 1
     while r < bh:
         left0 = 0.0   # t[r, c - 1], t[r + 1, c - 1] (column 0 is zero)
@@ -286,7 +300,6 @@ cdef Py_ssize_t _stamp_table(const int64_t[::1] texels, const double[::1] counts
             x0 = t[r * s + c] + ((t[(r - 1) * s + c] + left0) - t[(r - 1) * s + c - 1])
             t[r * s + c] = x0
             left0 = x0
-    return s
 
 
 cdef inline double _in_window(const double* t, Py_ssize_t stride, const Py_ssize_t* box, Py_ssize_t pi,
@@ -573,7 +586,7 @@ cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texe
     # box of their texels only (box = [i0, i1, j0, j1]), with a zero first row and column:
     # with whole counts, _in_window of it gives every window's count exactly. Returns its
     # row length (0: no punctures, or no memory)
-    cdef Py_ssize_t k, r, c, bh, bw, need, s, i0, j0, q
+    cdef Py_ssize_t k, bh, bw, s, i0, j0, q
     cdef int64_t ti, tj, col
     cdef double* t
     cdef double mult
@@ -608,16 +621,9 @@ cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texe
     j0 = box[2]
     bh = box[1] - i0
     bw = box[3] - j0
-    need = (bh + 1) * (bw + 1)
-    if need > size[0]:
-        t = <double*>realloc(table[0], need * sizeof(double))
-        if t == NULL:
-            return 0
-        table[0] = t
-        size[0] = need
-    t = table[0]
-    for k in range(need):
-        t[k] = 0.0
+    t = _zeroed_table(bh, bw, table, size)
+    if t == NULL:
+        return 0
     s = bw + 1
     for q in range(2):
         col = minus if q == 0 else plus
@@ -628,9 +634,7 @@ cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texe
             ti = texels[k] // w
             tj = texels[k] - ti * w
             t[(ti - i0 + 1) * s + (tj - j0 + 1)] += mult * counts[k]
-    for r in range(1, bh + 1):
-        for c in range(1, bw + 1):
-            t[r * s + c] = t[r * s + c] + ((t[(r - 1) * s + c] + t[r * s + c - 1]) - t[(r - 1) * s + c - 1])
+    _running_sums(t, bh, bw)
     return s
 
 
