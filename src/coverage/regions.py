@@ -297,7 +297,7 @@ def region_grid(face, region: BaseGeometry):
     the pen's footprint clearance searches the same exclusion parts again."""
     if region.is_empty:
         return None
-    memo = _grids_of(face)
+    memo = _memo_of(_GRIDS, face)
     if memo is None:
         return _region_grid(face, region)
     return memo.get(region_key(region), lambda: _region_grid(face, region))
@@ -420,33 +420,20 @@ _KEEPOUTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _KEEPOUTS_LOCK = threading.Lock()
 
 
-def _keepouts_of(face) -> Memo | None:
-    """The keep-outs already made on this face (kept as long as the face lives, as its own
-    cached properties are); None for a face that cannot carry them."""
+def _memo_of(store: "weakref.WeakKeyDictionary", face) -> Memo | None:
+    """The results already kept in ``store`` for this face (kept as long as the face lives,
+    as its own cached properties are); None for a face that cannot carry them."""
     with _KEEPOUTS_LOCK:
         try:
-            memo = _KEEPOUTS.get(face)
+            memo = store.get(face)
             if memo is None:
-                memo = _KEEPOUTS[face] = Memo(KEEPOUTS_PER_FACE)
+                memo = store[face] = Memo(KEEPOUTS_PER_FACE)
         except TypeError:   # not hashable or not weakly referenceable
             return None
     return memo
 
 
-_GRIDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _grids_of(face) -> Memo | None:
-    """The region grids already made on this face (:func:`region_grid`), as
-    :func:`_keepouts_of`."""
-    with _KEEPOUTS_LOCK:
-        try:
-            memo = _GRIDS.get(face)
-            if memo is None:
-                memo = _GRIDS[face] = Memo(KEEPOUTS_PER_FACE)
-        except TypeError:   # not hashable or not weakly referenceable
-            return None
-    return memo
+_GRIDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # face -> its region grids (region_grid)
 
 
 def keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
@@ -460,7 +447,7 @@ def keepout(face, region: BaseGeometry, margin_mm: float) -> BaseGeometry:
         return empty()
     if margin_mm <= 0:
         return region
-    memo = _keepouts_of(face)
+    memo = _memo_of(_KEEPOUTS, face)
     if memo is None:
         return _keepout(face, region, margin_mm)
     return memo.get((region_key(region), float(margin_mm)), lambda: _keepout(face, region, margin_mm))
