@@ -337,6 +337,26 @@ cdef inline void _fetch_row(const double* den, const double* lw, const double* h
         prefetch(hv + q)
 
 
+cdef inline void _weigh(double before, double sign, double pc, double delta, double lo, double hi, double ar,
+                        bint finite, double* gained, double* over, double* filled) noexcept nogil:
+    # one texel's part of stamp_effects' sums; finite: a term whose state does not change
+    # adds exactly 0 (every area and floor finite) and is passed over
+    cdef double after = before + sign * pc * delta
+    cdef int in_after = (after >= lo) & (after <= hi)
+    cdef int in_before = (before >= lo) & (before <= hi)
+    cdef int more
+    cdef double a, b
+    if in_after != in_before or not finite:
+        gained[0] = gained[0] + ar * (in_after - in_before)
+    more = (after > hi) - (before > hi)
+    if more != 0 or not finite:
+        over[0] = over[0] + ar * more
+    a = lo - before if lo > before else 0.0
+    b = lo - after if lo > after else 0.0
+    if lo > 0.0 and (a != b or not finite):
+        filled[0] = filled[0] + ar * (a - b) / lo
+
+
 def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
                   const int64_t[::1] columns, double sign, const double[::1] density, const double[::1] low,
                   const double[::1] high, const double[::1] area, const double[::1] per_count,
@@ -354,8 +374,7 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
     cdef Py_ssize_t box[4]
     cdef Py_ssize_t nbox[4]
     cdef bint ahead
-    cdef double before, after, delta, gained, over, filled, a, b, lo, hi
-    cdef int in_after, in_before, more
+    cdef double delta, gained, over, filled
     cdef double* table = NULL
     if density.shape[0] == 0:
         for c in range(columns.shape[0]):
@@ -390,21 +409,8 @@ def stamp_effects(const int64_t[::1] indptr, const int64_t[::1] texels, const do
                         if pc[p] != 0.0:
                             delta = _in_window(table, stride, box, pi, pj, hu[p], hv[p])
                             if delta != 0.0:
-                                before = den[p]
-                                after = before + sign * pc[p] * delta
-                                lo = lw[p]
-                                hi = hg[p]
-                                in_after = (after >= lo) & (after <= hi)
-                                in_before = (before >= lo) & (before <= hi)
-                                if in_after != in_before or not finite:
-                                    gained = gained + ar[p] * (in_after - in_before)
-                                more = (after > hi) - (before > hi)
-                                if more != 0 or not finite:
-                                    over = over + ar[p] * more
-                                a = lo - before if lo > before else 0.0
-                                b = lo - after if lo > after else 0.0
-                                if lo > 0.0 and (a != b or not finite):
-                                    filled = filled + ar[p] * (a - b) / lo
+                                _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], finite, &gained, &over,
+                                       &filled)
                         p += 1
             out[c, 0] = gained
             out[c, 1] = over
@@ -638,25 +644,6 @@ cdef Py_ssize_t _extent_table(const int64_t[::1] indptr, const int64_t[::1] texe
     return s
 
 
-cdef inline void _weigh(double before, double sign, double pc, double delta, double lo, double hi, double ar,
-                        double* gained, double* over, double* filled) noexcept nogil:
-    # one texel's part of stamp_effects' sums (finite mode), in its operations and order
-    cdef double after = before + sign * pc * delta
-    cdef int in_after = (after >= lo) & (after <= hi)
-    cdef int in_before = (before >= lo) & (before <= hi)
-    cdef int more
-    cdef double a, b
-    if in_after != in_before:
-        gained[0] = gained[0] + ar * (in_after - in_before)
-    more = (after > hi) - (before > hi)
-    if more != 0:
-        over[0] = over[0] + ar * more
-    a = lo - before if lo > before else 0.0
-    b = lo - after if lo > after else 0.0
-    if lo > 0.0 and a != b:
-        filled[0] = filled[0] + ar * (a - b) / lo
-
-
 ctypedef struct _Unsettled:
     # a texel some stamp of a call may move out of its state, with what weighing it reads
     double den, lo, hi, area, pc
@@ -813,7 +800,7 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
                             continue
                         delta = _in_window(table, stride, ebox, pi, u.pj, u.hu, u.hv)
                         if delta != 0.0:
-                            _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, &gained, &over, &filled)
+                            _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, True, &gained, &over, &filled)
             elif stride and box[1] >= 0:
                 if box[3] - box[2] > size_row:
                     row = <Py_ssize_t*>realloc(texels_row, (box[3] - box[2]) * sizeof(Py_ssize_t))
@@ -838,7 +825,7 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
                         p = texels_row[k]
                         delta = _in_window(table, stride, ebox, pi, p - pi * w, hu[p], hv[p])
                         if delta != 0.0:
-                            _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], &gained, &over, &filled)
+                            _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], True, &gained, &over, &filled)
             out[c, 0] = gained
             out[c, 1] = over
             out[c, 2] = filled
