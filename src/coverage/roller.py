@@ -36,6 +36,7 @@ import shapely
 import threadpoolctl
 from scipy import ndimage
 
+from . import lifting
 from . import paths as _paths
 from . import raster
 from ._ext import drum as _drum_kernel
@@ -654,12 +655,13 @@ def sweep_frame_fields(face, chart: np.ndarray, inside: ChartRaster, conform: Co
 
 
 def sweep_frame_fields_reference(face, chart: np.ndarray, inside: ChartRaster, conform: Conformity) -> tuple:
-    """NumPy twin of :func:`sweep_frame_fields`."""
-    tri, _ = face.locate(chart)
+    """NumPy twin of :func:`sweep_frame_fields` (NumPy throughout: the chart location and the
+    raster read by their own NumPy twins, not the compiled ``face.locate`` and ``inside.at``)."""
+    tri, _ = lifting.locate_reference(face.chart_grid, chart)
     on = tri >= 0
     scale = np.ones(len(chart))
     scale[on] = face.linear_scale[tri[on]]
-    in_region = inside.at(chart, outside=-1.0) >= 0
+    in_region = raster.lookup_reference(inside.values, inside.origin, inside.cell, chart, -1.0) >= 0
     cand = np.nonzero(on & in_region)[0]
     corners = face.faces[tri[cand]]
     band = conform.swath_mm[corners].min(axis=1)
@@ -1162,10 +1164,11 @@ def ends_blocked(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, acro
 
 def ends_blocked_reference(clearance: ChartRaster, uv: np.ndarray, along: np.ndarray, across: np.ndarray,
                            sign: np.ndarray, ahead: np.ndarray, steps: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`ends_blocked`."""
+    """NumPy twin of :func:`ends_blocked` (the raster read by :func:`coverage.raster.lookup_reference`)."""
     tip = uv[:, None, :] + (sign[:, None] * ahead[None, :])[:, :, None] * along[:, None, :]
     edge = tip[:, :, None, :] + steps[None, None, :, None] * across[:, None, None, :]
-    beyond = clearance.at(edge.reshape(-1, 2), outside=np.inf).reshape(len(uv), -1)
+    beyond = raster.lookup_reference(clearance.values, clearance.origin, clearance.cell, edge.reshape(-1, 2),
+                                     np.inf).reshape(len(uv), -1)
     return (beyond < need[:, None]).any(axis=1)
 
 
@@ -1573,7 +1576,7 @@ def border_distance_reference(face, region: Region) -> ChartRaster:
     # only the cells inside are scaled (the others read -1): locate their centres alone
     ii, jj = np.nonzero(r.values >= 0)
     centres = r.origin + (np.stack([jj, ii], -1) + 0.5) * r.cell
-    tri, _ = face.locate(centres)
+    tri, _ = lifting.locate_reference(face.chart_grid, centres)
     scale = np.where(tri >= 0, face.linear_scale[np.maximum(tri, 0)], 1.0)
     values = np.full((h, w), -1.0)
     values[ii, jj] = r.values[ii, jj] * scale
