@@ -127,6 +127,7 @@ class _Resolution:
         corners = self.uv[self.faces]
         self.corners = np.ascontiguousarray(corners.reshape(-1, 6))   # ax, ay, bx, by, cx, cy (contacts)
         self.polys = ring_polygons(corners)
+        self.top_corner = self.faces.max(axis=1)     # the vertex a cut asks for a whole triangle
         self.tree = shapely.STRtree(self.polys)
         self.area = np.abs(signed_chart_areas(self.uv, self.faces))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
@@ -225,7 +226,8 @@ def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarr
     The general path asks both predicates of every triangle near the region. For a
     polygonal region most triangles need neither: a triangle that meets no segment or
     vertex of the region's boundary lies wholly in the region's interior or wholly outside
-    it (a triangle is connected), and one corner tells which (``contains_xy``). Nor do most
+    it (a triangle is connected), and any one corner tells which (``contains_xy``, each
+    vertex asked once for the triangles it answers for). Nor do most
     triangles the boundary does meet: where it meets only their edges and corners (an
     outline drawn along mesh edges, through mesh vertices), the interior again lies wholly
     on one side, and an interior point tells which; such a triangle intersects the region
@@ -250,11 +252,17 @@ def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarr
     crossed = res.thin.copy()                    # ... and may meet its interior
     crossed[tri[codes >= contact.INTERIOR]] = True
     ask = general[candidates]
-    free = candidates[~ask]
-    corner = res.uv[res.faces[free, 0]]
+    # any corner of a triangle the boundary misses answers for all of it: each is asked at
+    # its highest-numbered corner, and each such vertex once (about 3 triangles a vertex)
+    corner = res.top_corner[candidates[~ask]]
+    asked = np.zeros(len(res.uv), dtype=bool)
+    asked[corner] = True
+    asked = np.flatnonzero(asked)
+    holds = np.zeros(len(res.uv), dtype=bool)
+    holds[asked] = shapely.contains_xy(region, res.uv[asked, 0], res.uv[asked, 1])
     meets = np.empty(len(candidates), dtype=bool)
     within = np.empty(len(candidates), dtype=bool)
-    within[~ask] = meets[~ask] = shapely.contains_xy(region, corner[:, 0], corner[:, 1])
+    within[~ask] = meets[~ask] = holds[corner]
     known = np.zeros(len(candidates), dtype=bool)
     touched = np.flatnonzero(ask)
     touched = touched[~crossed[candidates[touched]]]
