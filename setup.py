@@ -3,7 +3,7 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["lift", "proximity", "density", "drum", "pen", "raster", "paths", "curvature"]
+KERNELS = ["lift", "proximity", "density", "drum", "pen", "raster", "paths", "curvature", "contact"]
 
 extensions = [
     Extension(

@@ -1,5 +1,6 @@
 """The default face: frame, landmarks, refinement, chart distortion, curvature."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -274,3 +275,22 @@ def test_skin_frame_follows_an_anisotropic_chart(default_face):
     np.testing.assert_allclose(np.linalg.norm(skin_along, axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(np.linalg.norm(skin_across, axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(np.einsum("ki,ki->k", skin_along, skin_across), 0.0, atol=1e-9)
+
+
+
+def test_longest_edges_equal_the_norms_of_the_edges(default_face, rng):
+    """triangle_longest_edge_mm (per axis, the longest before the root) is, bit for bit, the
+    largest np.linalg.norm of the three edge vectors, on the default face and on a mesh of
+    random corners of every magnitude (some triangles with a repeated corner)."""
+    def norms(vertices, faces):
+        p = vertices[faces]
+        return np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2).max(axis=1)
+
+    vertices = rng.normal(size=(3000, 3)) * 10.0 ** rng.uniform(-4, 4, size=(3000, 1))
+    faces = rng.integers(3000, size=(50000, 3))
+    faces[:10, 1] = faces[:10, 0]
+    random_mesh = SimpleNamespace(vertices=vertices, faces=faces)
+    for face in (default_face, random_mesh):
+        got = Face.triangle_longest_edge_mm.func(face)
+        assert np.array_equal(got.view(np.int64), norms(face.vertices, face.faces).view(np.int64))
+    assert default_face.triangle_longest_edge_mm.max() == default_face.longest_edge_mm

@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("lift", "proximity", "density", "drum", "pen", "raster", "paths", "curvature")
+KERNELS = ("lift", "proximity", "density", "drum", "pen", "raster", "paths", "curvature", "contact")
 MESH_FILES = ("canonical_face_model.obj", "landmarks.json", "NOTICE", "LICENSE-mediapipe.txt")
 SDIST_REQUIRED = (
     *(f"ext/{name}.pyx" for name in KERNELS), "ext/_geom.pxd", "ext/_locate.pxd", "ext/_prefetch.pxd",

@@ -84,6 +84,20 @@ def test_classification_equals_the_general_path(request, rng, coarse_face, defau
         np.testing.assert_array_equal(got_within, within)
 
 
+def test_boundary_contacts_decide_the_outlines_triangles(default_face):
+    """An exclusion's outline runs along mesh edges: the triangles it meets are decided from
+    its exact contacts (coverage.contact), not asked the general predicates, and what they
+    are said to be is what the predicates say (within, or touching only)."""
+    res = regions._resolution(default_face.subdivisions)
+    for parts in canonical_exclusion_regions(default_face.subdivisions).values():
+        for _, region in parts:
+            got, within, known = regions._classify_contacts(res, region)
+            boundary = shapely.intersects(shapely.boundary(region), res.polys[got])
+            assert known[boundary].mean() > 0.9
+            assert shapely.within(res.polys[got[known & within]], region).all()
+            assert shapely.touches(region, res.polys[got[known & ~within]]).all()
+
+
 def test_classification_of_sliver_triangles(coarse_face, rng):
     """Triangles marked as slivers take the general predicates, with the same answers."""
     res = copy.copy(regions._resolution(coarse_face.subdivisions))

@@ -30,7 +30,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from . import proximity
+from . import contact, proximity
 from . import template as _template
 from .chart import canonical_chart, signed_chart_areas
 
@@ -124,7 +124,10 @@ class _Resolution:
     def __init__(self, subdivisions: int):
         self.uv = canonical_chart(subdivisions)
         self.faces = _template.template(subdivisions).faces
-        self.polys = ring_polygons(self.uv[self.faces])
+        corners = self.uv[self.faces]
+        self.corners = np.ascontiguousarray(corners.reshape(-1, 6))   # ax, ay, bx, by, cx, cy (contacts)
+        self.polys = ring_polygons(corners)
+        self.top_corner = self.faces.max(axis=1)     # the vertex a cut asks for a whole triangle
         self.tree = shapely.STRtree(self.polys)
         self.area = np.abs(signed_chart_areas(self.uv, self.faces))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
@@ -190,13 +193,16 @@ def _cut(subdivisions: int, region: BaseGeometry) -> _Cut:
 def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
     """Cut a region: the triangles within it, and the others' pieces of positive area."""
     shapely.prepare(region)
-    intersecting, within = _classify(res, region)
+    intersecting, within, known = _classify_contacts(res, region)
     inside = intersecting[within]
     partial = intersecting[~within]
     # a triangle that only touches the region (a shared edge or corner, interiors apart)
-    # has a piece of no area, which is dropped below: the prepared predicate says so
-    # several times faster than the overlay would (slivers are cut all the same)
-    touching = shapely.touches(region, res.polys[partial]) & ~res.thin[partial]
+    # has a piece of no area, which is dropped below: where the boundary's contacts did not
+    # already say so, the prepared predicate does, several times faster than the overlay
+    # would (slivers are cut all the same)
+    touching = known[~within]
+    ask = np.flatnonzero(~touching)
+    touching[ask] = shapely.touches(region, res.polys[partial[ask]]) & ~res.thin[partial[ask]]
     partial = partial[~touching]
     pieces = shapely.intersection(res.polys[partial], region)
     area = shapely.area(pieces)
@@ -206,35 +212,75 @@ def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
 
 def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
     """The chart triangles that intersect a (prepared) region, in the order of
-    ``tree.query(region, predicate="intersects")``, and whether each lies within it.
+    ``tree.query(region, predicate="intersects")``, and whether each lies within it (see
+    :func:`_classify_contacts`)."""
+    return _classify_contacts(res, region)[:2]
+
+
+def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chart triangles that intersect a (prepared) region, in the order of
+    ``tree.query(region, predicate="intersects")``, whether each lies within it, and whether
+    its contact with the region is known without the general predicates (such a triangle,
+    when not within the region, only touches it: interiors apart).
 
     The general path asks both predicates of every triangle near the region. For a
     polygonal region most triangles need neither: a triangle that meets no segment or
-    vertex of the region's boundary (each tested exactly against the few triangles in its
-    own bounding box) lies wholly in the region's interior or wholly outside it (a
-    triangle is connected), and one corner tells which (``contains_xy``). The triangles on
-    the boundary, and any sliver of a chart triangle, are asked the general predicates.
+    vertex of the region's boundary lies wholly in the region's interior or wholly outside
+    it (a triangle is connected), and any one corner tells which (``contains_xy``, each
+    vertex asked once for the triangles it answers for). Nor do most
+    triangles the boundary does meet: where it meets only their edges and corners (an
+    outline drawn along mesh edges, through mesh vertices), the interior again lies wholly
+    on one side, and an interior point tells which; such a triangle intersects the region
+    (it meets its boundary), and lies within it or only touches it. Which triangles the
+    boundary meets, and where, is decided exactly pair by pair (:func:`coverage.contact.contacts`,
+    each segment and vertex with the triangles whose boxes meet its box). The triangles
+    whose interiors it crosses, any whose contact or interior point is not certain, and any
+    sliver of a chart triangle are asked the general predicates.
     """
     if shapely.get_type_id(region) not in (3, 6):
         candidates = res.tree.query(region, predicate="intersects")
-        return candidates, shapely.within(res.polys[candidates], region)
+        return candidates, shapely.within(res.polys[candidates], region), np.zeros(len(candidates), dtype=bool)
     candidates = res.tree.query(region)          # bounding boxes meet; the tree's order
     coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
     edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
-    segments = shapely.linestrings(np.stack([coords[:-1][edge], coords[1:][edge]], axis=1))
-    general = res.thin.copy()
-    general[res.tree.query(segments, predicate="intersects")[1]] = True
-    general[res.tree.query(shapely.points(coords), predicate="intersects")[1]] = True
+    # the boundary's segments, then its vertices (segments of no length)
+    ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
+    seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+    codes = contact.contacts(res.corners, ends, tri, seg)
+    general = res.thin.copy()                    # the boundary meets it (or may)
+    general[tri[codes != contact.DISJOINT]] = True
+    crossed = res.thin.copy()                    # ... and may meet its interior
+    crossed[tri[codes >= contact.INTERIOR]] = True
     ask = general[candidates]
-    free = candidates[~ask]
-    corner = res.uv[res.faces[free, 0]]
+    # any corner of a triangle the boundary misses answers for all of it: each is asked at
+    # its highest-numbered corner, and each such vertex once (about 3 triangles a vertex)
+    corner = res.top_corner[candidates[~ask]]
+    asked = np.zeros(len(res.uv), dtype=bool)
+    asked[corner] = True
+    asked = np.flatnonzero(asked)
+    holds = np.zeros(len(res.uv), dtype=bool)
+    holds[asked] = shapely.contains_xy(region, res.uv[asked, 0], res.uv[asked, 1])
     meets = np.empty(len(candidates), dtype=bool)
     within = np.empty(len(candidates), dtype=bool)
-    within[~ask] = meets[~ask] = shapely.contains_xy(region, corner[:, 0], corner[:, 1])
-    near = res.polys[candidates[ask]]
-    meets[ask] = shapely.intersects(region, near)
-    within[ask] = shapely.within(near, region)
-    return candidates[meets], within[meets]
+    within[~ask] = meets[~ask] = holds[corner]
+    known = np.zeros(len(candidates), dtype=bool)
+    touched = np.flatnonzero(ask)
+    touched = touched[~crossed[candidates[touched]]]
+    if len(touched):
+        # an interior point of each: the centroid, where it is certainly inside
+        t = res.corners[candidates[touched]]
+        centre = np.stack([(t[:, 0] + t[:, 2] + t[:, 4]) / 3.0, (t[:, 1] + t[:, 3] + t[:, 5]) / 3.0], axis=1)
+        own = np.arange(len(t))
+        inner = contact.contacts(t, np.hstack([centre, centre]), own, own) == contact.INTERIOR
+        touched = touched[inner]
+        meets[touched] = True
+        within[touched] = shapely.contains_xy(region, centre[inner, 0], centre[inner, 1])
+        known[touched] = True
+    rest = ask & ~known
+    near = res.polys[candidates[rest]]
+    meets[rest] = shapely.intersects(region, near)
+    within[rest] = shapely.within(near, region)
+    return candidates[meets], within[meets], known[meets]
 
 
 def _split_triangles(face, region: BaseGeometry):
