@@ -41,3 +41,19 @@ def test_label_lookup_case_agrees(default_face, default_zones):
     labels, rest = case.kernel()
     assert (labels >= 0).any() and len(rest)
     assert case.agree((labels, rest), case.reference())
+
+
+def test_contacts_case_pairs_the_keepout_outline_with_the_triangles_it_meets(default_face, default_zones):
+    from coverage import contact
+
+    case = bench.contacts_case(default_face, default_zones)
+    codes = case.kernel()
+    assert case.agree(codes, case.reference())
+    # boxes meet for every pair, so the answers span apart, touching and crossing; the
+    # outline runs along mesh edges, so touching (BOUNDARY) pairs are common, and on the
+    # bundled face every pair is decided
+    found = set(np.unique(codes).tolist())
+    assert {contact.DISJOINT, contact.BOUNDARY, contact.INTERIOR} <= found
+    assert contact.UNDECIDED not in found
+    assert not case.agree(np.where(codes == contact.BOUNDARY, contact.INTERIOR, codes).astype(codes.dtype),
+                          case.reference())

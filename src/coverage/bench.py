@@ -96,6 +96,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import shapely
 
 from . import __version__, chart, lifting, paths, proximity, raster, simulate, synthetic
 from .errors import CoverageError
@@ -116,7 +117,7 @@ STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
            "stamp_effect", "stamp_effect_tracked", "fit_objective", "raster_lookup", "rect_min", "resample",
            "merge_channels", "roll", "stamp", "curvature_fit", "frame_fields", "ends_blocked", "within_reach",
-           "bin_boxes", "label_lookup")
+           "bin_boxes", "label_lookup", "contacts")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
@@ -957,6 +958,30 @@ def bin_boxes_case(edge_mm: float) -> Case:
                 lambda: lifting.bin_boxes(*args), lambda: lifting.bin_boxes_reference(*args), agree)
 
 
+def contacts_case(face: Face, zones: ZoneMap) -> Case:
+    """The region cuts' exact contacts (:func:`coverage.contact.contacts`): every segment and
+    vertex of each exclusion's outline (eyes, lips, nostrils: loops through mesh vertices)
+    paired with the chart triangles whose boxes meet its box, as a region cut pairs them,
+    every exclusion's pairs in one call."""
+    from . import contact, regions
+
+    res = regions._resolution(face.subdivisions)
+    ends_all, tri_all, seg_all = [], [], []
+    for exclusion in zones.exclusions.values():
+        parts = shapely.get_parts(exclusion.region)
+        coords, index = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
+        edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
+        ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
+        seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+        seg_all.append(seg + sum(len(e) for e in ends_all))
+        ends_all.append(ends)
+        tri_all.append(tri)
+    args = (res.corners, np.concatenate(ends_all), np.concatenate(tri_all), np.concatenate(seg_all))
+    return Case("contacts", f"{_k(len(args[2]))} (triangle, outline segment) pairs",
+                lambda: contact.contacts(*args), lambda: contact.contacts_reference(*args),
+                lambda k, r: bool(np.array_equal(k, r)))
+
+
 def label_lookup_case(face: Face, zones: ZoneMap, n: int) -> Case:
     """The zone map's label cells (``ZoneMap.label_at``'s first step) at ``n`` random chart points
     on the face."""
@@ -1067,7 +1092,7 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
              *stamp_effect_cases(grid, 2_000),
              fit_objective_case(zones, grid, cfg.stamps), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
              merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm), *roller_cases(face, zones),
-             bin_boxes_case(cfg.bins_edge_mm), label_lookup_case(face, zones, cfg.points)]
+             bin_boxes_case(cfg.bins_edge_mm), label_lookup_case(face, zones, cfg.points), contacts_case(face, zones)]
     missing = []
     if "roll" in captured and captured["roll"][1]:
         cases.append(roll_case(*captured["roll"]))
