@@ -568,8 +568,11 @@ def texel_grid(zones, cell_mm: float = DEFAULT_TEXEL_MM, window_mm2: float = WIN
     centres = texel_centres(origin, cell_mm, (h, w))
     tri, _ = face.locate(centres)
     scale = np.where(tri >= 0, face.area_scale[np.maximum(tri, 0)], 0.0)
-    label = zones.label_at(centres)
-    label[tri < 0] = -1
+    # a texel off the chart is in no zone whatever its centre's label: the zones are asked
+    # only about the centres on the chart (label_at answers each point on its own)
+    on_chart = tri >= 0
+    label = np.full(len(centres), -1, dtype=np.int64)
+    label[on_chart] = zones.label_at(centres[on_chart])
     area = scale * cell_mm * cell_mm
     treat_area = np.where(label >= 0, area, 0.0)
 
@@ -587,7 +590,10 @@ def texel_grid(zones, cell_mm: float = DEFAULT_TEXEL_MM, window_mm2: float = WIN
         sub = (centres[idx][:, None, :] + offsets[None] * cell_mm).reshape(-1, 2)
         sub_tri, _ = face.locate(sub)
         sub_scale = np.where(sub_tri >= 0, face.area_scale[np.maximum(sub_tri, 0)], 0.0)
-        sub_treat = (zones.label_at(sub) >= 0) & (sub_tri >= 0)
+        # likewise a sub-sample off the chart is not treatable: only those on it are asked
+        sub_on = sub_tri >= 0
+        sub_treat = np.zeros(len(sub), dtype=bool)
+        sub_treat[sub_on] = zones.label_at(sub[sub_on]) >= 0
         sub_area = (sub_scale * (cell_mm / k) ** 2).reshape(len(idx), k * k)
         area[idx] = sub_area.sum(axis=1)
         treat_area[idx] = (sub_area * sub_treat.reshape(len(idx), k * k)).sum(axis=1)
