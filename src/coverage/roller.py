@@ -1549,6 +1549,8 @@ def claim_reference(face, lines: list[list[Run]], occupancy: Occupancy) -> list[
 HEADLAND_MIN_TURN_RADIUS_MM = 30.0   # a rigid drum steered tighter than this skids sideways
 HEADLAND_SMOOTH_MM = 4.0             # smoothing of border paths along their length
 HEADLAND_INSET_MM = 0.5              # the band's outer edge stays this far inside the border
+CONTOUR_REUSE_AREA = 1.25            # a cut contour generator serves a higher level while its box
+                                     # is at most this many times the level's own
 
 
 def border_distance(face, region: Region) -> ChartRaster:
@@ -1705,9 +1707,25 @@ class Headland:
         c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
         if (r0, r1, c0, c1) == (0, h, 0, w):
             return self._contours
+        # a generator cut for a level at or below this one serves it as exactly (its box holds
+        # this one's, and its cut sides read below both): the design's, at half the drum's
+        # width, serves the sweeps' levels above it. Taken while its box is not much larger
+        # (each line search walks the box; a new generator costs about three searches)
+        area = (r1 - r0) * (c1 - c0)
+        for low, box, cut in self._cuts:
+            if low <= level_mm and (box[1] - box[0]) * (box[3] - box[2]) <= CONTOUR_REUSE_AREA * area:
+                return cut
         x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
         y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
-        return contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], line_type="Separate")
+        cut = contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], line_type="Separate")
+        self._cuts.append((float(level_mm), (r0, r1, c0, c1), cut))
+        return cut
+
+    @functools.cached_property
+    def _cuts(self) -> list:
+        """``[(level, (r0, r1, c0, c1), generator)]``: the cut generators :meth:`_contours_above`
+        built, each with the level it was cut for and its box of the raster."""
+        return []
 
     def _loops(self, level_mm: float, min_samples: int = 0) -> list:
         """The border paths at ``level_mm`` (chart ``(n, 2)``), in contour order; a path of
