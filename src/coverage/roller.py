@@ -39,9 +39,10 @@ from scipy import ndimage
 from . import lifting
 from . import paths as _paths
 from . import raster
+from ._ext import curvature as _curvature_kernel
 from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
-from .curvature import Curvature
+from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
@@ -1589,18 +1590,79 @@ def path_curvatures(face, curvature: Curvature, uv: np.ndarray, lifted=None,
                     starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normal curvature along and across a chart path's own travel direction, and its lift
     (``lifted``: ``face.lift(uv)``, if already known). Several paths at once: ``starts
-    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone)."""
+    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone).
+
+    From the travel's gradient on, one compiled pass per sample
+    (``coverage._ext.curvature.path_normal_curvatures``: its six Euler curvatures at the
+    triangle's corners and their sums, with NumPy's arithmetic in its order) for the arrays a
+    lift gives (C-contiguous): equal to :func:`path_curvatures_reference` bit for bit."""
     lifted = face.lift(uv) if lifted is None else lifted
     if starts is None:
         tangent = np.gradient(lifted.points, axis=0)
     else:
         tangent = path_gradient(lifted.points, np.asarray(starts, dtype=np.int64))
+    arrays = curvature.kernel_arrays() if isinstance(curvature, Curvature) else None
+    n = len(tangent)
+    normals, tri, bary = lifted.normals, np.asarray(lifted.tri), lifted.bary
+    if (arrays is None or not all(isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == (n, 3)
+                                  and x.flags.c_contiguous for x in (tangent, normals, bary))
+            or tri.shape != (n,) or tri.dtype != np.int64 or not _faces_in_range(face, tri, len(arrays[0]))):
+        return _path_curvatures_from(face, curvature.normal_curvature, lifted, tangent)
+    along, cross = np.empty(n), np.empty(n)
+    _curvature_kernel.path_normal_curvatures(*arrays, _faces_int64(face), tangent, normals, np.ascontiguousarray(tri),
+                                             bary, along, cross)
+    return along, cross, lifted.inside
+
+
+def _faces_int64(face) -> np.ndarray:
+    return np.ascontiguousarray(face.faces, dtype=np.int64)
+
+
+_CORNER_SPAN = weakref.WeakKeyDictionary()   # face -> (its faces array, least and largest corner index)
+
+
+def _faces_in_range(face, tri: np.ndarray, vertices: int) -> bool:
+    """Whether every ``max(tri, 0)`` names a triangle of the face whose corners are vertices
+    ``0 .. vertices - 1`` (as the kernels read them without checking)."""
+    faces = face.faces
+    try:
+        entry = _CORNER_SPAN.get(face)
+    except TypeError:       # not weakly referable: not kept
+        entry = None
+    if entry is None or entry[0] is not faces:
+        array = np.asarray(faces)
+        if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+            return False
+        entry = (faces, int(array.min()), int(array.max()))
+        try:
+            _CORNER_SPAN[face] = entry
+        except TypeError:
+            pass
+    if len(tri) and int(tri.max()) >= len(entry[0]):
+        return False
+    return 0 <= entry[1] and entry[2] < vertices
+
+
+def path_curvatures_reference(face, curvature: Curvature, uv: np.ndarray, lifted=None,
+                              starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`path_curvatures`."""
+    lifted = face.lift(uv) if lifted is None else lifted
+    if starts is None:
+        tangent = np.gradient(lifted.points, axis=0)
+    else:
+        tangent = path_gradient(lifted.points, np.asarray(starts, dtype=np.int64))
+    return _path_curvatures_from(face, functools.partial(normal_curvature_reference, curvature), lifted, tangent)
+
+
+def _path_curvatures_from(face, normal_curvature, lifted, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`path_curvatures_reference` from the travel's gradient ``tangent`` on (changed in
+    place), the corners' curvatures by ``normal_curvature(vertex, direction)``."""
     tangent -= np.einsum("ij,ij->i", tangent, lifted.normals)[:, None] * lifted.normals
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     across = np.cross(lifted.normals, tangent)
     corners = face.faces[np.maximum(lifted.tri, 0)]
-    along = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], tangent) for j in range(3))
-    cross = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], across) for j in range(3))
+    along = sum(lifted.bary[:, j] * normal_curvature(corners[:, j], tangent) for j in range(3))
+    cross = sum(lifted.bary[:, j] * normal_curvature(corners[:, j], across) for j in range(3))
     return along, cross, lifted.inside
 
 
