@@ -587,11 +587,16 @@ class SweepFrame:
         lo, hi = local.min(axis=0) - 1.0, local.max(axis=0) + 1.0
         u_cols = np.arange(lo[0], hi[0] + COLUMN_STEP_MM, COLUMN_STEP_MM)
         v_rows = np.arange(lo[1], hi[1] + ROW_STEP_MM, ROW_STEP_MM)
-        uu, vv = np.meshgrid(u_cols, v_rows)               # (rows, cols)
+        # the grid's (u', v') points row by row, (rows * cols, 2): np.stack of the raveled
+        # np.meshgrid(u_cols, v_rows), written in place (the same array, without the three
+        # intermediate copies)
+        grid = np.empty((len(v_rows), len(u_cols), 2))
+        grid[:, :, 0] = u_cols
+        grid[:, :, 1] = v_rows[:, None]
         # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
         with _blas_controller().limit(limits=1, user_api="blas"):
-            chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
+            chart = grid.reshape(-1, 2) @ to_chart.T
         # the band where the drum works: on the chart, in the region, every corner conforming;
         # made where the lines read it
         fields = sweep_frame_fields_lazy(face, chart, region.inside, conform, len(v_rows))
