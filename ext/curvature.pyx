@@ -8,7 +8,7 @@ the vertex's weighted least-squares system for ``z = a x^2 + b xy + c y^2 + d x 
 """
 import numpy as np
 cimport numpy as cnp
-from libc.math cimport exp
+from libc.math cimport exp, sqrt
 from libc.stdint cimport int64_t
 from _prefetch cimport prefetch_w
 
@@ -262,3 +262,87 @@ def ball_pairs(const double[:, ::1] points, const int64_t[::1] order, const int6
         free(cand_xyz)
         free(out_i)
         free(out_j)
+
+
+# --- normal curvatures -------------------------------------------------------------------
+
+
+cdef inline double _dot3(double a0, double a1, double a2, double b0, double b1, double b2) noexcept nogil:
+    """numpy.einsum("ij,ij->i") of one row of two C-contiguous (n, 3) float64 operands: its
+    two-lane sum from zero pairs the first and last products, then adds the middle one."""
+    cdef double s = 0.0
+    s += a0 * b0 + a2 * b2
+    s += a1 * b1
+    return s
+
+
+cdef inline double _euler(const double[::1] k1, const double[::1] k2, const double[:, ::1] d1,
+                          const double[:, ::1] d2, Py_ssize_t v, double t0, double t1, double t2) noexcept nogil:
+    """Curvature.normal_curvature at vertex v along (t0, t1, t2), in NumPy's order."""
+    cdef double c1 = _dot3(t0, t1, t2, d1[v, 0], d1[v, 1], d1[v, 2])
+    cdef double c2 = _dot3(t0, t1, t2, d2[v, 0], d2[v, 1], d2[v, 2])
+    cdef double norm2 = c1 * c1 + c2 * c2
+    if norm2 > 0.0:
+        return (k1[v] * c1 * c1 + k2[v] * c2 * c2) / norm2
+    return 0.0
+
+
+def normal_curvature(const double[::1] k1, const double[::1] k2, const double[:, ::1] d1,
+                     const double[:, ::1] d2, const int64_t[::1] vertex, const double[:, ::1] direction,
+                     double[::1] out):
+    """``out[i]``: the normal curvature at vertex ``vertex[i]`` (each in range) along
+    ``direction[i]`` (C-contiguous ``(n, 3)``), Euler's ``k1 cos^2 + k2 sin^2`` with NumPy's
+    arithmetic in :meth:`coverage.curvature.Curvature.normal_curvature`'s order: ``c1``,
+    ``c2`` summed as einsum sums a row of three, ``(k1 c1 c1 + k2 c2 c2) / (c1 c1 + c2 c2)``
+    where that denominator is above 0, else 0."""
+    cdef Py_ssize_t i, v
+    with nogil:
+        for i in range(vertex.shape[0]):
+            v = vertex[i]
+            out[i] = _euler(k1, k2, d1, d2, v, direction[i, 0], direction[i, 1], direction[i, 2])
+
+
+def path_normal_curvatures(const double[::1] k1, const double[::1] k2, const double[:, ::1] d1,
+                           const double[:, ::1] d2, const int64_t[:, ::1] faces, const double[:, ::1] gradient,
+                           const double[:, ::1] normals, const int64_t[::1] tri, const double[:, ::1] bary,
+                           double[::1] along, double[::1] cross):
+    """Normal curvature along each path sample's travel and across it, interpolated over its
+    triangle's corners (``coverage.roller.path_curvatures_reference`` from its gradient on, in
+    NumPy's order): the travel ``gradient[k]`` less its component along the unit normal
+    (einsum's dot), divided by the larger of its norm (``sqrt((s0 + s1) + s2)``) and 1e-12;
+    across it ``normal x travel`` (``a1 b2 - a2 b1``, ...); at the corners of triangle
+    ``max(tri[k], 0)`` (each in range) the curvatures as :func:`normal_curvature`, summed
+    ``((0 + b0 n0) + b1 n1) + b2 n2`` with the barycentrics. All (n, 3) arrays C-contiguous."""
+    cdef Py_ssize_t k, j, t, v
+    cdef double n0, n1, n2, g0, g1, g2, dot, nrm, a0, a1, a2, x0, x1, x2, sa, sc, b
+    with nogil:
+        for k in range(gradient.shape[0]):
+            n0 = normals[k, 0]
+            n1 = normals[k, 1]
+            n2 = normals[k, 2]
+            g0 = gradient[k, 0]
+            g1 = gradient[k, 1]
+            g2 = gradient[k, 2]
+            dot = _dot3(g0, g1, g2, n0, n1, n2)
+            g0 = g0 - dot * n0
+            g1 = g1 - dot * n1
+            g2 = g2 - dot * n2
+            nrm = sqrt((g0 * g0 + g1 * g1) + g2 * g2)
+            if not (nrm != nrm or nrm >= 1e-12):     # numpy.maximum keeps a NaN
+                nrm = 1e-12
+            g0 = g0 / nrm
+            g1 = g1 / nrm
+            g2 = g2 / nrm
+            x0 = n1 * g2 - n2 * g1
+            x1 = n2 * g0 - n0 * g2
+            x2 = n0 * g1 - n1 * g0
+            t = tri[k] if tri[k] > 0 else 0
+            sa = 0.0
+            sc = 0.0
+            for j in range(3):
+                v = faces[t, j]
+                b = bary[k, j]
+                sa = sa + b * _euler(k1, k2, d1, d2, v, g0, g1, g2)
+                sc = sc + b * _euler(k1, k2, d1, d2, v, x0, x1, x2)
+            along[k] = sa
+            cross[k] = sc

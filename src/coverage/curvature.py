@@ -33,15 +33,43 @@ class Curvature:
         """Normal curvature (1/mm, convex > 0) at vertices ``(k,)`` along tangents ``(k, 3)``.
 
         Euler's formula ``k1 cos^2 + k2 sin^2``; the direction is projected onto the
-        tangent plane first and need not be unit length.
+        tangent plane first and need not be unit length. One compiled pass
+        (``coverage._ext.curvature.normal_curvature``) for C-contiguous ``(k, 3)`` float64
+        directions at vertices in range: equal to :func:`normal_curvature_reference` bit for
+        bit (its einsum sums a row in an order that depends on the operands' layout, so any
+        other layout is left to it).
         """
         vertex = np.asarray(vertex, dtype=np.int64)
         direction = np.asarray(direction, dtype=np.float64)
-        c1 = np.einsum("ij,ij->i", direction, self.d1[vertex])
-        c2 = np.einsum("ij,ij->i", direction, self.d2[vertex])
-        norm2 = c1 * c1 + c2 * c2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(norm2 > 0, (self.k1[vertex] * c1 * c1 + self.k2[vertex] * c2 * c2) / norm2, 0.0)
+        arrays = self.kernel_arrays()
+        if (arrays is None or vertex.ndim != 1 or direction.shape != (len(vertex), 3)
+                or not direction.flags.c_contiguous
+                or (len(vertex) and not (0 <= int(vertex.min()) and int(vertex.max()) < len(arrays[0])))):
+            return normal_curvature_reference(self, vertex, direction)
+        out = np.empty(len(vertex))
+        _kernel.normal_curvature(*arrays, np.ascontiguousarray(vertex), direction, out)
+        return out
+
+    def kernel_arrays(self) -> tuple | None:
+        """``(k1, k2, d1, d2)`` C-contiguous float64 as the kernels read them (one row per
+        vertex, d1 and d2 ``(n, 3)``), or None where they are not such arrays."""
+        k1, k2, d1, d2 = (np.asarray(x) for x in (self.k1, self.k2, self.d1, self.d2))
+        n = len(k1)
+        if not (k1.shape == k2.shape == (n,) and d1.shape == d2.shape == (n, 3)
+                and all(x.dtype == np.float64 for x in (k1, k2, d1, d2))):
+            return None
+        return tuple(np.ascontiguousarray(x) for x in (k1, k2, d1, d2))
+
+
+def normal_curvature_reference(curvature: Curvature, vertex: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """NumPy twin of :meth:`Curvature.normal_curvature`."""
+    vertex = np.asarray(vertex, dtype=np.int64)
+    direction = np.asarray(direction, dtype=np.float64)
+    c1 = np.einsum("ij,ij->i", direction, curvature.d1[vertex])
+    c2 = np.einsum("ij,ij->i", direction, curvature.d2[vertex])
+    norm2 = c1 * c1 + c2 * c2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm2 > 0, (curvature.k1[vertex] * c1 * c1 + curvature.k2[vertex] * c2 * c2) / norm2, 0.0)
 
 
 def tangent_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

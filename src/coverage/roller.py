@@ -39,9 +39,10 @@ from scipy import ndimage
 from . import lifting
 from . import paths as _paths
 from . import raster
+from ._ext import curvature as _curvature_kernel
 from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
-from .curvature import Curvature
+from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
@@ -586,11 +587,16 @@ class SweepFrame:
         lo, hi = local.min(axis=0) - 1.0, local.max(axis=0) + 1.0
         u_cols = np.arange(lo[0], hi[0] + COLUMN_STEP_MM, COLUMN_STEP_MM)
         v_rows = np.arange(lo[1], hi[1] + ROW_STEP_MM, ROW_STEP_MM)
-        uu, vv = np.meshgrid(u_cols, v_rows)               # (rows, cols)
+        # the grid's (u', v') points row by row, (rows * cols, 2): np.stack of the raveled
+        # np.meshgrid(u_cols, v_rows), written in place (the same array, without the three
+        # intermediate copies)
+        grid = np.empty((len(v_rows), len(u_cols), 2))
+        grid[:, :, 0] = u_cols
+        grid[:, :, 1] = v_rows[:, None]
         # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
         with _blas_controller().limit(limits=1, user_api="blas"):
-            chart = np.stack([uu.ravel(), vv.ravel()], axis=1) @ to_chart.T
+            chart = grid.reshape(-1, 2) @ to_chart.T
         # the band where the drum works: on the chart, in the region, every corner conforming;
         # made where the lines read it
         fields = sweep_frame_fields_lazy(face, chart, region.inside, conform, len(v_rows))
@@ -1549,6 +1555,8 @@ def claim_reference(face, lines: list[list[Run]], occupancy: Occupancy) -> list[
 HEADLAND_MIN_TURN_RADIUS_MM = 30.0   # a rigid drum steered tighter than this skids sideways
 HEADLAND_SMOOTH_MM = 4.0             # smoothing of border paths along their length
 HEADLAND_INSET_MM = 0.5              # the band's outer edge stays this far inside the border
+CONTOUR_REUSE_AREA = 1.25            # a cut contour generator serves a higher level while its box
+                                     # is at most this many times the level's own
 
 
 def border_distance(face, region: Region) -> ChartRaster:
@@ -1587,18 +1595,79 @@ def path_curvatures(face, curvature: Curvature, uv: np.ndarray, lifted=None,
                     starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normal curvature along and across a chart path's own travel direction, and its lift
     (``lifted``: ``face.lift(uv)``, if already known). Several paths at once: ``starts
-    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone)."""
+    (p + 1,) int`` puts path i at rows ``starts[i]:starts[i + 1]`` (each as alone).
+
+    From the travel's gradient on, one compiled pass per sample
+    (``coverage._ext.curvature.path_normal_curvatures``: its six Euler curvatures at the
+    triangle's corners and their sums, with NumPy's arithmetic in its order) for the arrays a
+    lift gives (C-contiguous): equal to :func:`path_curvatures_reference` bit for bit."""
     lifted = face.lift(uv) if lifted is None else lifted
     if starts is None:
         tangent = np.gradient(lifted.points, axis=0)
     else:
         tangent = path_gradient(lifted.points, np.asarray(starts, dtype=np.int64))
+    arrays = curvature.kernel_arrays() if isinstance(curvature, Curvature) else None
+    n = len(tangent)
+    normals, tri, bary = lifted.normals, np.asarray(lifted.tri), lifted.bary
+    if (arrays is None or not all(isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == (n, 3)
+                                  and x.flags.c_contiguous for x in (tangent, normals, bary))
+            or tri.shape != (n,) or tri.dtype != np.int64 or not _faces_in_range(face, tri, len(arrays[0]))):
+        return _path_curvatures_from(face, curvature.normal_curvature, lifted, tangent)
+    along, cross = np.empty(n), np.empty(n)
+    _curvature_kernel.path_normal_curvatures(*arrays, _faces_int64(face), tangent, normals, np.ascontiguousarray(tri),
+                                             bary, along, cross)
+    return along, cross, lifted.inside
+
+
+def _faces_int64(face) -> np.ndarray:
+    return np.ascontiguousarray(face.faces, dtype=np.int64)
+
+
+_CORNER_SPAN = weakref.WeakKeyDictionary()   # face -> (its faces array, least and largest corner index)
+
+
+def _faces_in_range(face, tri: np.ndarray, vertices: int) -> bool:
+    """Whether every ``max(tri, 0)`` names a triangle of the face whose corners are vertices
+    ``0 .. vertices - 1`` (as the kernels read them without checking)."""
+    faces = face.faces
+    try:
+        entry = _CORNER_SPAN.get(face)
+    except TypeError:       # not weakly referable: not kept
+        entry = None
+    if entry is None or entry[0] is not faces:
+        array = np.asarray(faces)
+        if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+            return False
+        entry = (faces, int(array.min()), int(array.max()))
+        try:
+            _CORNER_SPAN[face] = entry
+        except TypeError:
+            pass
+    if len(tri) and int(tri.max()) >= len(entry[0]):
+        return False
+    return 0 <= entry[1] and entry[2] < vertices
+
+
+def path_curvatures_reference(face, curvature: Curvature, uv: np.ndarray, lifted=None,
+                              starts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`path_curvatures`."""
+    lifted = face.lift(uv) if lifted is None else lifted
+    if starts is None:
+        tangent = np.gradient(lifted.points, axis=0)
+    else:
+        tangent = path_gradient(lifted.points, np.asarray(starts, dtype=np.int64))
+    return _path_curvatures_from(face, functools.partial(normal_curvature_reference, curvature), lifted, tangent)
+
+
+def _path_curvatures_from(face, normal_curvature, lifted, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`path_curvatures_reference` from the travel's gradient ``tangent`` on (changed in
+    place), the corners' curvatures by ``normal_curvature(vertex, direction)``."""
     tangent -= np.einsum("ij,ij->i", tangent, lifted.normals)[:, None] * lifted.normals
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
     across = np.cross(lifted.normals, tangent)
     corners = face.faces[np.maximum(lifted.tri, 0)]
-    along = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], tangent) for j in range(3))
-    cross = sum(lifted.bary[:, j] * curvature.normal_curvature(corners[:, j], across) for j in range(3))
+    along = sum(lifted.bary[:, j] * normal_curvature(corners[:, j], tangent) for j in range(3))
+    cross = sum(lifted.bary[:, j] * normal_curvature(corners[:, j], across) for j in range(3))
     return along, cross, lifted.inside
 
 
@@ -1705,9 +1774,25 @@ class Headland:
         c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
         if (r0, r1, c0, c1) == (0, h, 0, w):
             return self._contours
+        # a generator cut for a level at or below this one serves it as exactly (its box holds
+        # this one's, and its cut sides read below both): the design's, at half the drum's
+        # width, serves the sweeps' levels above it. Taken while its box is not much larger
+        # (each line search walks the box; a new generator costs about three searches)
+        area = (r1 - r0) * (c1 - c0)
+        for low, box, cut in self._cuts:
+            if low <= level_mm and (box[1] - box[0]) * (box[3] - box[2]) <= CONTOUR_REUSE_AREA * area:
+                return cut
         x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
         y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
-        return contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], line_type="Separate")
+        cut = contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], line_type="Separate")
+        self._cuts.append((float(level_mm), (r0, r1, c0, c1), cut))
+        return cut
+
+    @functools.cached_property
+    def _cuts(self) -> list:
+        """``[(level, (r0, r1, c0, c1), generator)]``: the cut generators :meth:`_contours_above`
+        built, each with the level it was cut for and its box of the raster."""
+        return []
 
     def _loops(self, level_mm: float, min_samples: int = 0) -> list:
         """The border paths at ``level_mm`` (chart ``(n, 2)``), in contour order; a path of
