@@ -170,7 +170,8 @@ def config(quick: bool, repeats: int | None = None) -> Config:
                       stamps=5_000, window_crop=120, scaling_edges_mm=(2.0, 1.35, 1.0), scaling_zones=("cheek_left",),
                       scaling_device="roller", density_edge_mm=2.0, budget_s=QUICK_BUDGET_S,
                       relift_deformed=False)
-    return Config("full", repeats or 3, kernel_repeats=7, reference_repeats=3)
+    return Config("full", repeats or 3, kernel_repeats=7, reference_repeats=3,
+                  parts=("faces", "kernels", "plan_kernels", "scaling", "relift"))
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -1114,6 +1115,25 @@ def bench_kernels(cfg: Config, captured: dict, progress) -> tuple[dict, list]:
     return out, missing
 
 
+PLAN_KERNELS_WHAT = ("every wrapper of a compiled kernel that has a NumPy twin, wrapped while one cold automatic "
+                     "plan of the bundled face runs; the input of its longest call is kept, then the wrapper and "
+                     "its twin are timed on it (kernel: median of the kernel repeats after one warm-up; twin: up "
+                     "to 3 calls, fewer past 2 s; ms), with their agreement (coverage.kernel_calls)")
+
+
+def bench_plan_kernels(cfg: Config) -> dict:
+    """:func:`coverage.kernel_calls.plan_kernels` on a cold plan of the bundled face."""
+    from . import kernel_calls
+
+    clear_caches()
+    face = Face.default(cfg.edge_mm)
+    _ = face.uv, face.chart_grid
+    protocol = Protocol.default()
+    found = kernel_calls.plan_kernels(lambda: make_plan(face, protocol, cfg.plan_zones, cfg.plan_device),
+                                      cfg.kernel_repeats)
+    return {"what": PLAN_KERNELS_WHAT, **found}
+
+
 # --- scaling -----------------------------------------------------------------------------------
 
 def scaling_point(cfg: Config, edge_mm: float, factor: float) -> dict:
@@ -1298,6 +1318,15 @@ def targets(doc: dict) -> dict:
                         KERNEL_TARGET, speedup[worst], "x", better="above")
         out["kernels_speedup"] = {**entry, "slowest": worst,
                                   "below": sorted(k for k, v in speedup.items() if v < KERNEL_TARGET)}
+    called = {name: e["speedup"] for name, e in doc.get("plan_kernels", {}).get("pairs", {}).items()
+              if e.get("speedup")}
+    if called:
+        worst = min(called, key=called.get)
+        entry = _target(f"the same for every compiled wrapper with a NumPy twin, on the default plan's own "
+                        f"longest call ({len(called)} called; the slowest ratio)", KERNEL_TARGET, called[worst], "x",
+                        better="above")
+        out["plan_kernels_speedup"] = {**entry, "slowest": worst,
+                                       "below": sorted(k for k, v in called.items() if v < KERNEL_TARGET)}
     lift = doc.get("kernels", {}).get("lift")
     if lift:
         out["lift_chart_points_ms"] = _target(f"face.lift of {lift['input']} (no limit given: reported)", None,
@@ -1380,6 +1409,9 @@ def _measure_parts(cfg: Config, doc: dict, progress, deadline: float | None) -> 
         doc["kernel_speedup"] = {name: k["speedup"] for name, k in kernels.items()}
         for note in missing:
             doc["skipped"][f"kernels.{note.split(':')[0]}"] = note
+    if "plan_kernels" in cfg.parts:
+        progress("every compiled kernel with a NumPy twin, on the default plan's own calls")
+        doc["plan_kernels"] = bench_plan_kernels(cfg)
     if "scaling" in cfg.parts:
         progress("scaling")
         doc["scaling"] = bench_scaling(cfg, progress, faces.get("default"))
@@ -1578,6 +1610,8 @@ def report(doc: dict) -> str:
                 + (cache["dir"] if cache["file_written"] else "nowhere (no cache file: solved every run)"), ""]
     if "kernels" in doc:
         out += [kernel_table(doc), ""]
+    if "plan_kernels" in doc:
+        out += [plan_kernel_table(doc), ""]
     if "scaling" in doc:
         out += [scaling_table(doc), ""]
     for name, tt in doc.get("treatment_time", {}).items():
@@ -1597,6 +1631,25 @@ def report(doc: dict) -> str:
     return "\n".join(out)
 
 
+def plan_kernel_table(doc: dict) -> str:
+    """``plan_kernels`` as text: one row per wrapper, by ratio."""
+    found = doc["plan_kernels"]
+    pairs = found.get("pairs", {})
+    width = max([len("wrapper")] + [len(name) for name in pairs])
+    rows = [f"every compiled kernel on the default plan's own calls ({found.get('what', '')})",
+            f"{'wrapper':<{width}} {'calls':>6} {'input MB':>9} {'kernel ms':>10} {'twin ms':>10} {'speedup':>8}"
+            "  agree"]
+    for name, e in sorted(pairs.items(), key=lambda kv: kv[1].get("speedup") or 0):
+        if "error" in e:
+            rows.append(f"{name:<{width}} {e['calls']:>6} FAILED: {e['error']}")
+            continue
+        rows.append(f"{name:<{width}} {e['calls']:>6} {e['input_bytes'] / 1e6:>9.2f} {e['kernel_ms']:>10.3f} "
+                    f"{e['reference_ms']:>10.2f} {e['speedup']:>7.1f}x  {'yes' if e['agree'] else 'NO'}")
+    if found.get("not_called"):
+        rows.append(f"not called by the plan: {', '.join(found['not_called'])}")
+    return "\n".join(rows)
+
+
 def markdown(doc: dict) -> str:
     """README tables of a run (medians): stages, kernels, scaling and targets, in Markdown.
 
@@ -1612,6 +1665,12 @@ def markdown(doc: dict) -> str:
     rows += ["", "| kernel | input | kernel ms | NumPy reference ms | speed-up |", "|---|---|---:|---:|---:|"]
     rows += [f"| `{name}` | {k['input']} | {k['kernel']['median_ms']:.2f} | {k['reference']['median_ms']:.1f} | "
              f"{k['speedup']:.0f}x |" for name, k in doc.get("kernels", {}).items()]
+    pairs = doc.get("plan_kernels", {}).get("pairs", {})
+    if pairs:
+        rows += ["", "| compiled wrapper, on the default plan's own longest call | calls | kernel ms | twin ms | "
+                     "speed-up |", "|---|---:|---:|---:|---:|"]
+        rows += [f"| `{name}` | {e['calls']} | {e['kernel_ms']:.3f} | {e['reference_ms']:.2f} | {e['speedup']:.1f}x |"
+                 for name, e in sorted(pairs.items(), key=lambda kv: kv[1].get("speedup") or 0) if "error" not in e]
     rows += ["", "| scaling | sizes | seconds (median) | growth exponent |", "|---|---|---|---:|"]
     for name, s in doc.get("scaling", {}).items():
         sizes = ", ".join(f"{n:,.0f}" for n in s["n"]) + f" {s['unit']}"
