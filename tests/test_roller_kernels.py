@@ -280,6 +280,20 @@ def test_window_min_matches_reference(seed):
         raster.window_min(np.zeros(3), [0], [4], 1)
 
 
+def test_window_min_by_hand():
+    # rows 0:5 and 6:8 are paths, row 5 is in none (kept); the window is clipped to its path
+    values = np.array([5.0, 3.0, 8.0, 7.0, 1.0, -4.0, 9.0, 2.0])
+    out = raster.window_min(values, [0, 6], [5, 8], 1)
+    np.testing.assert_array_equal(out, [3.0, 3.0, 3.0, 1.0, 1.0, -4.0, 2.0, 2.0])
+    np.testing.assert_array_equal(raster.window_min(values, [0, 6], [5, 8], 0), values)
+    # a reach longer than the path: every row its path's least
+    np.testing.assert_array_equal(raster.window_min(values, [0, 6], [5, 8], 50),
+                                  [1.0, 1.0, 1.0, 1.0, 1.0, -4.0, 2.0, 2.0])
+    # a value rising after the least leaves the deque's front only when the window passes it
+    rising = np.array([4.0, 0.0, 1.0, 2.0, 3.0, 5.0, 6.0])
+    np.testing.assert_array_equal(raster.window_min(rising, [0], [7], 2), [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0])
+
+
 @pytest.mark.parametrize("cell", [0.25, 1.0, 4.0, 2.0 ** -30, 0.3, 0.7, 1e-310, 3.0])
 def test_reads_match_reference_for_any_cell(cell):
     """Power-of-two cells are read by multiplying with their inverse (the same number as the
