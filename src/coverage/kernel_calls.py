@@ -13,8 +13,10 @@ input). The twin is called with the arguments its own signature names (:data:`AD
 and :data:`TWINS` where it takes them in another form).
 
 Left out, and why: methods of objects whose state the calls change
-(:class:`coverage.density.StampEffects`: the bench's ``stamp_effect`` cases time them),
-and wrappers no plan calls (listed under ``not_called``).
+(:class:`coverage.density.StampEffects`: the bench's ``stamp_effect`` cases time them), a
+wrapper that changes an object it is given (:func:`coverage.roller.claim` takes each run's
+band from its ``Occupancy``), and wrappers the plan does not call (listed under
+``not_called``).
 """
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ STATEFUL = ("density.StampEffects",)   # owners whose methods change their own s
 # wrappers whose arguments hold state the call changes (not arrays: not copied per call)
 CHANGES_ITS_ARGUMENTS = ("roller.claim",)     # takes each run's band from the Occupancy it is given
 KERNEL_REPEATS = 5
-# twins that take the wrapper's input in another form: label -> (wrapper's bound arguments ->
-# the twin's keyword arguments)
 # wrappers whose arguments must stay the caller's own objects (the lazy sweep fields check
 # that they are given their own arrays): neither kept as copies nor copied per call
 SHARED = ("raster.line_walk", "raster.column_mode")
+# twins that take the wrapper's input in another form: label -> (wrapper's bound arguments ->
+# the twin's keyword arguments)
 ADAPTERS = {
     # the twin searches the mesh itself, not the wrapper's grid of it
     "proximity.closest_points": lambda a: {"vertices": a["grid"].vertices, "faces": a["grid"].faces,
@@ -57,8 +59,7 @@ class Pair:
 
 
 def _package_modules() -> list:
-    import coverage._ext  # noqa: F401  (the compiled modules, to tell them apart)
-
+    """Every module of the package (the compiled ones and this one aside), imported."""
     names = [m.name for m in pkgutil.iter_modules(coverage.__path__) if not m.name.startswith("_")]
     out = []
     for name in sorted(names):
