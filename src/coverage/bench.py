@@ -96,7 +96,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import shapely
 
 from . import __version__, chart, lifting, paths, proximity, raster, simulate, synthetic
 from .errors import CoverageError
@@ -969,11 +968,7 @@ def contacts_case(face: Face, zones: ZoneMap) -> Case:
     res = regions._resolution(face.subdivisions)
     ends_all, tri_all, seg_all = [], [], []
     for exclusion in zones.exclusions.values():
-        parts = shapely.get_parts(exclusion.region)
-        coords, index = shapely.get_coordinates(shapely.get_rings(parts), return_index=True)
-        edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
-        ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
-        seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+        ends, seg, tri = regions.boundary_pairs(res, exclusion.region)
         seg_all.append(seg + sum(len(e) for e in ends_all))
         ends_all.append(ends)
         tri_all.append(tri)

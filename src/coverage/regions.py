@@ -217,6 +217,18 @@ def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.nd
     return _classify_contacts(res, region)[:2]
 
 
+def boundary_pairs(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A polygonal region's boundary paired with the chart triangles near it, as a cut decides
+    their contacts: ``(ends (s, 4), seg (k,), tri (k,))``, the boundary's segments then its
+    vertices (segments of no length) as ``px, py, qx, qy``, and each pair of a segment and a
+    chart triangle whose boxes meet (the tree's order)."""
+    coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
+    edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
+    ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
+    seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+    return ends, seg, tri
+
+
 def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chart triangles that intersect a (prepared) region, in the order of
     ``tree.query(region, predicate="intersects")``, whether each lies within it, and whether
@@ -241,11 +253,7 @@ def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarr
         candidates = res.tree.query(region, predicate="intersects")
         return candidates, shapely.within(res.polys[candidates], region), np.zeros(len(candidates), dtype=bool)
     candidates = res.tree.query(region)          # bounding boxes meet; the tree's order
-    coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
-    edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
-    # the boundary's segments, then its vertices (segments of no length)
-    ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
-    seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+    ends, seg, tri = boundary_pairs(res, region)
     codes = contact.contacts(res.corners, ends, tri, seg)
     general = res.thin.copy()                    # the boundary meets it (or may)
     general[tri[codes != contact.DISJOINT]] = True
