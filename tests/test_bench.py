@@ -298,3 +298,21 @@ def test_budget_skips_the_scan_plan_but_times_its_load():
     assert "skipped" in scan and "plan" not in scan
     assert set(scan["stages"]) == {"load", "chart", "zones", "total"}
     assert math.isfinite(scan["stages"]["load"].median_s)
+
+
+def test_same_plan_compares_every_puncture_stroke_and_move(auto_plan):
+    import copy
+
+    assert bench.same_plan(auto_plan, auto_plan)
+    moved = copy.copy(auto_plan)
+    points = auto_plan.puncture_points.copy()
+    points[7, 1] = np.nextafter(points[7, 1], np.inf)          # one coordinate, one ulp
+    moved.puncture_points = points
+    assert not bench.same_plan(auto_plan, moved)
+    fewer = copy.copy(auto_plan)
+    fewer.transitions = auto_plan.transitions[:-1]
+    assert not bench.same_plan(auto_plan, fewer)
+    later = copy.copy(auto_plan)
+    later.strokes = [copy.copy(s) for s in auto_plan.strokes]
+    later.strokes[3].times_s = auto_plan.strokes[3].times_s + 1e-9
+    assert not bench.same_plan(auto_plan, later)

@@ -98,3 +98,25 @@ def test_a_plan_in_another_process_with_another_hash_seed_is_identical(other_pro
             assert_same_array(theirs[name], ours[name], name)
     assert out.read_bytes() == mine.read_bytes()
     assert Path(out).with_suffix(".npz").read_bytes() == mine.with_suffix(".npz").read_bytes()
+
+
+def test_a_plan_on_one_thread_equals_the_plan_on_two(tmp_path):
+    """The plan's pieces on two threads (coverage.tasks: the drum's conformity beside the zone
+    map, the roller's regions side by side, its safe moves beside the pen's dose, the pen's
+    two cartridges) give the one-thread plan bit for bit, from a cold face each time (the
+    face's own caches filled by whichever thread gets there first)."""
+    from coverage.face import _default_face
+    from coverage.template import subdivisions_for_edge
+
+    files = []
+    for threads in (1, 2):
+        face = _default_face.__wrapped__(subdivisions_for_edge(1.0))    # a new face, nothing cached on it
+        made = plan(face, threads=threads)
+        (tmp_path / f"threads{threads}").mkdir()
+        files.append(made.save(tmp_path / f"threads{threads}" / "PLAN.json")[0])
+    one, two = files
+    with np.load(one.with_suffix(".npz")) as a, np.load(two.with_suffix(".npz")) as b:
+        assert sorted(a.files) == sorted(b.files) and "punctures" in a.files
+        for name in a.files:
+            assert_same_array(a[name], b[name], name)
+    assert one.read_bytes() == two.read_bytes()

@@ -106,7 +106,7 @@ def _failure(name: str, mesh, error: str, kind: str, seconds: float = 0.0) -> di
 
 
 def plan_one(mesh, landmarks, out_dir, protocol_path=None, device: str = "auto", units: str = "auto",
-             edge_mm: float = 1.0) -> dict:
+             edge_mm: float = 1.0, threads: int | None = None) -> dict:
     """Plan one scan, save ``out_dir/NAME.json`` + ``.npz``, verify the saved plan; never raises.
 
     Returns the summary row (a JSON-ready dict): ``name``, ``mesh``, ``status`` (one of
@@ -135,7 +135,7 @@ def plan_one(mesh, landmarks, out_dir, protocol_path=None, device: str = "auto",
                                     f"as {name}{LANDMARK_SUFFIXES[0]} or {name}{LANDMARK_SUFFIXES[1]} "
                                     "(only a canonical 468-vertex mesh needs none)") from exc
             raise
-        result = plan(face, protocol, device=device)
+        result = plan(face, protocol, device=device, threads=threads)
         json_path, _ = result.save(Path(out_dir) / f"{name}.json")
         verdict = verify(json_path, face=face)
     except CoverageError as exc:
@@ -210,7 +210,10 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
         def log(line):
             print(line, file=sys.stderr)
 
-    settings = {"protocol_path": protocol_path, "device": device, "units": units, "edge_mm": float(edge_mm)}
+    # scans planned side by side (worker processes, or a Dask worker's threads) use one
+    # thread each: the cores are already shared out
+    settings = {"protocol_path": protocol_path, "device": device, "units": units, "edge_mm": float(edge_mm),
+                "threads": None if workers == 1 and scheduler is None else 1}
     rows = []
     jobs = [(s.name, str(Path(s.mesh).resolve()), None if s.landmarks is None else str(Path(s.landmarks).resolve()))
             for s in scans if not s.problem]

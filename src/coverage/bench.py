@@ -90,6 +90,7 @@ import platform
 import shlex
 import statistics
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, chart, lifting, paths, proximity, raster, simulate, synthetic
+from . import __version__, chart, lifting, paths, proximity, raster, simulate, synthetic, tasks
 from .errors import CoverageError
 from .face import Face
 from .fileio import atomic_path, check_output
@@ -300,12 +301,16 @@ class StageClock:
 
     A wrapped function may open a stage (the roller, the pen...); its callees are charged
     to that stage until it returns. Time a function spends in wrapped callees is theirs.
+    Only the thread that runs the plan is timed: a piece the plan runs on its other thread
+    (:mod:`coverage.tasks`) is not, and the time this thread waits for it is charged to the
+    step it waits in (the stages add up to the plan's wall clock, not to its CPU time).
     ``captured[key]`` keeps the arguments of the first call of a function wrapped with
     ``capture=key`` (the drum kernel is benchmarked on the bundled face's plan's own runs).
     """
 
     def __init__(self):
         self.active = False
+        self.owner = None
         self.stage = "other"
         self.stack = []      # frames [step, resumed_at, stage to restore or None]
         self.seconds = {}    # (stage, step) -> s
@@ -339,7 +344,7 @@ class StageClock:
         """``fn`` timed as ``step`` (opening ``stage``; switching stage ``then[0]`` to ``then[1]`` after)."""
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            if not self.active:
+            if not self.active or threading.get_ident() != self.owner:
                 return fn(*args, **kwargs)
             if capture:
                 self.captured.setdefault(capture, args)
@@ -353,6 +358,7 @@ class StageClock:
     def run(self, fn):
         """``fn()`` with the clock on, from zero: (result, {(stage, step): s}, wall s)."""
         self.seconds, self.stack, self.stage, self.active = {}, [], "other", True
+        self.owner = threading.get_ident()
         start = time.perf_counter()
         try:
             self.enter("coverage.plan + build_plan (own)")
@@ -371,9 +377,12 @@ def _patches():
         (ZoneMap, "default", "ZoneMap.default", "zones", None, None),
         (plan_mod, "_roller_part", "_roller_part (own: lift, counts)", "roller", None, None),
         (plan_mod, "roller_runs", "roller_runs (pass lines, headlands)", None, None, None),
-        (plan_mod, "roller_strokes", "roller_strokes (own: frames, timing)", None, None, None),
+        (plan_mod, "_roller_frames", "_roller_frames (lift, frames)", None, None, None),
+        (plan_mod, "_roller_finish", "_roller_finish (strokes, timing)", "roller", None, None),
+        (plan_mod, "_roller_timed", "_roller_timed (own: timing)", None, None, None),
         (plan_mod, "_simulate_runs", "_simulate_runs (drum simulation)", None, None, "roll"),
         (plan_mod, "transit_paths", "transit_paths (safe moves)", None, None, None),
+        (plan_mod, "_pen_fields", "_pen_fields (own)", "pen", None, None),
         (plan_mod, "texel_grid", "texel_grid", "pen", None, None),
         (plan_mod, "_pen_part", "_pen_part (own: status)", "pen", None, None),
         (pen_fit_mod, "fitted_pen", "pen_fit.fitted_pen (own: regions, rounding)", None, None, None),
@@ -427,12 +436,13 @@ def restrict_zones(zones: ZoneMap, names) -> ZoneMap:
     return ZoneMap(zones.face, zones.protocol, {n: zones.outlines[n] for n in names}, zones.exclusions)
 
 
-def make_plan(face: Face, protocol: Protocol, zone_names, device: str):
-    """``coverage.plan`` of the face (every zone), or of the zones ``zone_names`` only."""
+def make_plan(face: Face, protocol: Protocol, zone_names, device: str, threads: int | None = None):
+    """``coverage.plan`` of the face (every zone), or of the zones ``zone_names`` only
+    (``threads``: as ``coverage.plan``'s; default, the cores available)."""
     if zone_names is None:
-        return plan_mod.plan(face, protocol, device=device)
+        return plan_mod.plan(face, protocol, device=device, threads=threads)
     zones = restrict_zones(ZoneMap.default(face, protocol), zone_names)
-    return plan_mod.plan(face, protocol, zones, device=device)
+    return plan_mod.plan(face, protocol, zones, device=device, threads=threads)
 
 
 def scaled_protocol(factor: float) -> Protocol:
@@ -568,6 +578,22 @@ def _plan_facts(plan, verdict) -> dict:
     return out
 
 
+def same_plan(a, b) -> bool:
+    """Whether two plans are the same bit for bit: every puncture, stroke path and time, and move."""
+    def arrays(p):
+        out = [p.puncture_points, p.puncture_uv, p.puncture_stroke, p.puncture_depth_mm]
+        for s in p.strokes:
+            out += [s.uv, s.times_s] + ([] if s.stamp_uv is None else [s.stamp_uv])
+        for t in p.transitions:
+            out += [t.points, t.times_s]
+        return out
+
+    one, two = arrays(a), arrays(b)
+    return (len(a.strokes) == len(b.strokes) and len(a.transitions) == len(b.transitions) and len(one) == len(two)
+            and all(x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
+                    for x, y in zip(map(np.asarray, one), map(np.asarray, two))))
+
+
 def _stage_summary(per_run: list, walls: list) -> tuple[dict, dict]:
     """({stage: Timing} with ``plan`` and ``total``, {stage: {step: Timing}}) over the runs."""
     keys = list(dict.fromkeys(k for run in per_run for k in run))
@@ -590,9 +616,13 @@ def _stage_summary(per_run: list, walls: list) -> tuple[dict, dict]:
 def run_face(case: FaceCase, cfg: Config, clock: StageClock, progress, plan_it: bool = True) -> dict:
     """``cfg.repeats`` cold runs of one face: stage timings, plan facts and treatment time.
 
+    Each run plans twice from a cold start: on one thread with every stage timed (where
+    the time goes: ``plan_one_thread``), then with the default threads untimed inside
+    (``plan``: what a caller waits), whose plan must equal the first bit for bit.
     With ``plan_it`` False only load, chart and zones are timed.
     """
     per_run, walls, plan, verdict = [], [], None, None
+    threads, walls_threads, identical = tasks.thread_count(), [], []
     for i in range(cfg.repeats):
         clear_caches()
         seconds = {}
@@ -609,9 +639,18 @@ def run_face(case: FaceCase, cfg: Config, clock: StageClock, progress, plan_it: 
             seconds[("zones", "ZoneMap.default")] = time.perf_counter() - start
             per_run.append(seconds)
             continue
-        plan, staged, wall = clock.run(lambda f=face, p=protocol: make_plan(f, p, cfg.plan_zones, cfg.plan_device))
+        plan, staged, wall = clock.run(lambda f=face, p=protocol: make_plan(f, p, cfg.plan_zones, cfg.plan_device,
+                                                                            threads=1))
         seconds.update(staged)
         walls.append(wall)
+        if threads > 1:
+            clear_caches()
+            again = case.load()
+            _ = again.uv, again.chart_grid
+            start = time.perf_counter()
+            other = make_plan(again, Protocol.default(), cfg.plan_zones, cfg.plan_device, threads=threads)
+            walls_threads.append(time.perf_counter() - start)
+            identical.append(same_plan(plan, other))
         start = time.perf_counter()
         _ = plan.density
         seconds[("density", "Plan.density")] = time.perf_counter() - start
@@ -620,10 +659,16 @@ def run_face(case: FaceCase, cfg: Config, clock: StageClock, progress, plan_it: 
             verdict = verify_mod.verify(plan)
             seconds[("verify", "coverage.verify")] = time.perf_counter() - start
         per_run.append(seconds)
-        progress(f"  {case.name} run {i + 1}/{cfg.repeats}: plan {wall:.1f} s, end to end "
-                 f"{sum(seconds.values()):.1f} s (load average {(load_average() or ['?'])[0]})")
-    stages, steps = _stage_summary(per_run, walls)
-    entry = {"title": case.title, "runs": cfg.repeats, "input": case.facts, "stages": stages, "steps": steps}
+        on_threads = f", on {threads} threads {walls_threads[-1]:.1f} s" if walls_threads else ""
+        progress(f"  {case.name} run {i + 1}/{cfg.repeats}: plan on one thread {wall:.1f} s{on_threads}, end to "
+                 f"end {sum(seconds.values()):.1f} s (load average {(load_average() or ['?'])[0]})")
+    stages, steps = _stage_summary(per_run, walls_threads or walls)
+    if walls:
+        stages["plan_one_thread"] = summarise(walls)
+    entry = {"title": case.title, "runs": cfg.repeats, "input": case.facts, "stages": stages, "steps": steps,
+             "threads": threads if walls_threads else 1}
+    if identical:
+        entry["threads_identical"] = all(identical)
     if plan is not None:
         entry["plan"] = _plan_facts(plan, verdict)
         entry["treatment_time"] = treatment_time(plan)
@@ -1124,7 +1169,7 @@ def bench_plan_kernels(cfg: Config) -> dict:
     face = Face.default(cfg.edge_mm)
     _ = face.uv, face.chart_grid
     protocol = Protocol.default()
-    found = kernel_calls.plan_kernels(lambda: make_plan(face, protocol, cfg.plan_zones, cfg.plan_device),
+    found = kernel_calls.plan_kernels(lambda: make_plan(face, protocol, cfg.plan_zones, cfg.plan_device, threads=1),
                                       cfg.kernel_repeats)
     return {"what": PLAN_KERNELS_WHAT, **found}
 
@@ -1488,12 +1533,14 @@ def stage_table(doc: dict) -> str:
     head = f"{'stage (s; cold caches every run)':<36}" + "".join(f"{e['title'][:22]:>24}" for e in faces.values())
     sub = f"{'':<36}" + "".join(f"{'median':>12}{'min':>12}" for _ in faces)
     rows = [head, sub]
-    for stage in (*STAGES, "plan", "total"):
+    threads = max((e.get("threads", 1) for e in faces.values()), default=1)
+    for stage in (*STAGES, "plan_one_thread", "plan", "total"):
         cells = []
         for entry in faces.values():
             t = entry["stages"].get(stage)
             cells.append(f"{t['median_s']:12.3f}{t['min_s']:12.3f}" if t else f"{'-':>12}{'-':>12}")
-        label = {"plan": "plan (coverage.plan wall)", "total": "total (every stage)"}.get(stage, stage)
+        label = {"plan": f"plan (coverage.plan wall, {threads} thr.)", "plan_one_thread": "plan on 1 thread (above)",
+                 "total": "total (every stage, 1 thread)"}.get(stage, stage)
         rows.append(f"{label:<36}" + "".join(cells))
     for name, entry in faces.items():
         facts = entry.get("plan")
@@ -1503,6 +1550,10 @@ def stage_table(doc: dict) -> str:
                      f" punctures, session {facts['time_s']:.0f} s; verify ok {facts.get('verify_ok')}")
             if facts.get("verify_failed"):
                 line += f" (failed: {', '.join(facts['verify_failed'])})"
+        if "threads_identical" in entry:
+            line += (f"; the plan on {entry['threads']} threads "
+                     + ("equals the one-thread plan bit for bit" if entry["threads_identical"] else
+                        "DIFFERS from the one-thread plan (a bug: report it)"))
         if entry.get("input"):
             i = entry["input"]
             line += f"; scan {i['vertices']} vertices, pitch {i['pitch_mm']:.3f} mm, made in {i['make_s']:.1f} s"
@@ -1653,9 +1704,12 @@ def markdown(doc: dict) -> str:
     faces = {name: e for name, e in doc.get("stages", {}).items() if "stages" in e}
     rows = ["| stage (s, median) | " + " | ".join(e["title"] for e in faces.values()) + " |",
             "|---|" + "---:|" * len(faces)]
-    for stage in (*STAGES, "plan", "total"):
+    threads = max((e.get("threads", 1) for e in faces.values()), default=1)
+    for stage in (*STAGES, "plan_one_thread", "plan", "total"):
         cells = [f"{e['stages'][stage]['median_s']:.2f}" if stage in e["stages"] else "-" for e in faces.values()]
-        label = {"plan": "**plan** (`coverage.plan`)", "total": "**end to end**"}.get(stage, stage)
+        label = {"plan": f"**plan** (`coverage.plan`, {threads} threads)",
+                 "plan_one_thread": "plan on one thread (the stages above)",
+                 "total": "**end to end** (the stages above)"}.get(stage, stage)
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     rows += ["", "| kernel | input | kernel ms | NumPy reference ms | speed-up |", "|---|---|---:|---:|---:|"]
     rows += [f"| `{name}` | {k['input']} | {k['kernel']['median_ms']:.2f} | {k['reference']['median_ms']:.1f} | "

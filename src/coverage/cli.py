@@ -94,12 +94,14 @@ def cmd_zones(args) -> int:
 def cmd_plan(args) -> int:
     from .fileio import check_output
     from .plan import plan, report_text
+    from .tasks import thread_count
 
     check_output(args.out, (".json",))
+    threads = thread_count(args.threads)     # a bad count refused before the face is loaded
     protocol = _load_protocol(args)
     start = time.perf_counter()
     face = _load_face(args)
-    result = plan(face, protocol, device=args.device, start_corner=args.start_corner)
+    result = plan(face, protocol, device=args.device, start_corner=args.start_corner, threads=threads)
     elapsed = time.perf_counter() - start
     for note in face.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     planner.add_argument("--start-corner", choices=["auto", "bottom_left", "bottom_right", "top_left", "top_right"],
                          help="where each zone's sweeps start (the subject's left/right; default: the protocol's)")
     planner.add_argument("--out", required=True, metavar="PLAN.json", help="the plan to write (PLAN.npz goes beside it)")
+    planner.add_argument("--threads", type=int, metavar="N",
+                         help="threads for the plan's independent pieces (default: $COVERAGE_THREADS, else the "
+                              "cores available, at most 2); the plan is the same on any number")
     planner.set_defaults(func=cmd_plan)
 
     report = sub.add_parser("report", help="print a plan's per-zone table",

@@ -345,8 +345,22 @@ def candidate_stamps(face, zones, protocol, grid: TexelGrid, paths: list, pen, f
     return with_candidates, stamps, np.nonzero(stamps.keep)[0]
 
 
+def dose_fields(zones, grid: TexelGrid, protocol, pen_zones: list, base: np.ndarray | None = None) -> tuple:
+    """The pen's dose problems over ``base`` (punctures per texel already planned; None: to
+    be given, as :func:`fitted_pen` does): ``(the main cartridge's, the fine one's or None)``.
+    Nothing in them but their ``base`` reads the punctures, so a plan builds them while the
+    roller is planned."""
+    from . import pen as _pen
+
+    main = _pen.dose_field(zones, grid, protocol, base, set(pen_zones))
+    fine = _pen.fine_cartridge(protocol.pen)
+    if fine is None:
+        return main, None
+    return main, _pen.dose_field(zones, grid, protocol, base, set(pen_zones), pen=fine, exclusions=main.clearance)
+
+
 def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zones: list,
-               completion: bool = False):
+               completion: bool = False, tasks=None, fields: tuple | None = None):
     """The pen's stamps over the punctures ``fixed`` (per texel) already planned: main passes
     (crossed raster lines or contour loops per zone) and fine-cartridge touch-up loops along
     the keep-outs and wherever the main footprint cannot reach, their stamps fitted to the
@@ -357,15 +371,25 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     them may fire (skin at dose is left alone), and a window the delivery already put over
     its cap gets nothing more (its cap is what it holds).
 
+    ``tasks``: the plan's threads (:class:`coverage.tasks.Tasks`; default one): the fine
+    cartridge's paths and candidates are built on them beside the main one's.
+    ``fields``: :func:`dose_fields` of these zones, grid and pen zones, if already built
+    (their ``base`` is set to ``fixed`` here).
+
     Returns ``(stamp sets [main cartridge, fine cartridge], settings per zone, the main
     dose field, stamps dropped as unsafe, stamps dropped for the cap)``.
     """
     from . import pen as _pen
+    from .tasks import serial
+
+    tasks = tasks or serial()
 
     pen = protocol.pen
     names = zones.names
     pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
-    problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones))
+    if fields is None:
+        fields = dose_fields(zones, grid, protocol, pen_zones)
+    problem, fine_problem = (None if f is None else dataclasses.replace(f, base=fixed) for f in fields)
     delivered = WindowedDose(grid).density(fixed)     # what the fixed punctures give every window
     share = pen_share(zones, grid, delivered, pen_zones)
     settings = {n: _pen.pen_settings(pen, zones.dose(n), share[n]) for n in pen_zones}
@@ -381,36 +405,23 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         targets.low = np.where(under, targets.low, np.minimum(targets.low, delivered))
         helps = window_spread(under.astype(np.float64), grid.half_u, grid.half_v, grid.label >= 0) > 0
     need = _needs_pen(grid, problem, delivered, pen_zone, targets)
-    cartridges = [(pen, problem, settings, _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings))]
+    # the fine cartridge's paths read nothing of the main one's: built beside them on the
+    # plan's threads; then each cartridge's candidates (the fine stamps' rotations count on
+    # from the main one's)
     fine = _pen.fine_cartridge(pen)
-    if fine is not None:
-        fine_problem = _pen.dose_field(zones, grid, protocol, fixed, set(pen_zones), pen=fine,
-                                       exclusions=problem.clearance)
-        # the fine cartridge goes where no needle of the main one can land, and along every
-        # keep-out (exclusions, margins, unobserved skin) where the main footprint's needles
-        # thin out: within FINE_NEAR_KEEPOUT_MM of it; its loops cover that skin and
-        # FINE_BEYOND_UNREACHED_MM around it, and the fit decides what it stamps there
-        r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
-        main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
-        keepout = (grid.tri >= 0) & (grid.label < 0)
-        near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
-        unreached = need & pen_zone & (~main_reach | near_keepout)
-        if unreached.any():
-            beyond = max(int(round(FINE_BEYOND_UNREACHED_MM / grid.cell_mm)), 1)
-            region = ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * beyond + 1) > 0
-            region &= fine_problem.allowed
-            fine_settings = {n: _pen.pen_settings(fine, zones.dose(n)) for n in pen_zones}
-            first = {n: settings[n].passes for n in pen_zones}
-            # loops at constant distances from the forbidden skin: a few long strokes around
-            # each keep-out rather than a raster's many short runs across a thin band
-            paths = _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings, pattern="touch-up",
-                                     passes=1, first_pass=first, loops=True)
-            cartridges.append((fine, fine_problem, fine_settings, paths))
+    fine_part = None if fine is None else tasks.submit(
+        _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
+    cartridges = [(pen, problem, settings, _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings))]
+    if fine_part is not None and (got := fine_part.result()) is not None:
+        cartridges.append((fine, fine_problem, *got))
+    first_stamps = np.cumsum([0] + [sum(len(candidate_arcs(p.uv)[1]) for p in c[3]) for c in cartridges[:-1]])
+    candidates = [tasks.submit(candidate_stamps, face, zones, protocol, grid, paths, cartridge, int(first))
+                  for (cartridge, _, _, paths), first in zip(cartridges[1:], first_stamps[1:])]
+    candidates = [candidate_stamps(face, zones, protocol, grid, cartridges[0][3], pen, 0)] + [
+        c.result() for c in candidates]
     # every candidate of every cartridge in one fit
-    found, blocks, first_stamp = [], [], 0
-    for cartridge, _, _, paths in cartridges:
-        with_candidates, stamps, kept = candidate_stamps(face, zones, protocol, grid, paths, cartridge, first_stamp)
-        first_stamp += len(stamps.uv)
+    found, blocks = [], []
+    for (cartridge, *_), (with_candidates, stamps, kept) in zip(cartridges, candidates):
         if helps is not None and len(kept):
             # a completion fires no stamp whose needles all count only in windows at dose
             f = np.floor((stamps.hits.uv - grid.origin) / grid.cell_mm)
@@ -444,6 +455,34 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
+
+
+def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_problem, settings: dict,
+                need: np.ndarray, pen_zone: np.ndarray):
+    """The fine cartridge's paths in :func:`fitted_pen` and their settings per zone
+    ``(settings, paths)``, or None where it has nothing to do (``pen``: the main cartridge)."""
+    from . import pen as _pen
+
+    # the fine cartridge goes where no needle of the main one can land, and along every
+    # keep-out (exclusions, margins, unobserved skin) where the main footprint's needles
+    # thin out: within FINE_NEAR_KEEPOUT_MM of it; its loops cover that skin and
+    # FINE_BEYOND_UNREACHED_MM around it, and the fit decides what it stamps there
+    r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
+    main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
+    keepout = (grid.tri >= 0) & (grid.label < 0)
+    near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
+    unreached = need & pen_zone & (~main_reach | near_keepout)
+    if not unreached.any():
+        return None
+    beyond = max(int(round(FINE_BEYOND_UNREACHED_MM / grid.cell_mm)), 1)
+    region = ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * beyond + 1) > 0
+    region &= fine_problem.allowed
+    fine_settings = {n: _pen.pen_settings(fine, zones.dose(n)) for n in pen_zones}
+    first = {n: settings[n].passes for n in pen_zones}
+    # loops at constant distances from the forbidden skin: a few long strokes around
+    # each keep-out rather than a raster's many short runs across a thin band
+    return fine_settings, _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings,
+                                           pattern="touch-up", passes=1, first_pass=first, loops=True)
 
 
 def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dict:

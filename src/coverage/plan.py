@@ -25,6 +25,8 @@ from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
 from .face import Lifted
 from .protocol import Protocol
+from .tasks import Once, Tasks
+from .tasks import serial as serial_tasks
 from .zones import ZoneMap
 
 DEVICES = ("auto", "roller", "pen")
@@ -558,8 +560,18 @@ def _rigid_drum_runs_many(face, drum, region, clearance, batches: list) -> list:
     return done
 
 
-def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None):
-    """Every roller run of the plan in treatment order, and each zone's roller status."""
+def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None = None,
+                tasks: Tasks | None = None, conformity: "Conformity | None" = None, then=None):
+    """Every roller run of the plan in treatment order, and each zone's roller status.
+
+    tasks : the plan's :class:`coverage.tasks.Tasks` (default: one thread): the regions'
+        sweeps are built on its threads, then ordered here one region after the other.
+    conformity : the face's drum conformity (:class:`Conformity`), shared with a task that
+        may already be computing it.
+    then : called once the regions are handed to the threads (the plan hands them more work).
+    """
+    tasks = tasks or serial_tasks()
+    conformity = conformity or Conformity(face, protocol)
     corner = start_corner or protocol.session.start_corner
     clearance = _roller.keepout_clearance(zones)
     runs, status = [], {}
@@ -569,62 +581,15 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
             status[name] = {"roller": {"status": "not allowed", "reason": "the protocol does not allow the roller here"}}
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
+    regions = _roller.roller_regions(zones, protocol)
+    # each region's sweeps do not depend on another's: built on the plan's threads
+    swept = tasks.map(lambda region: _region_sweeps(face, zones, protocol, region, clearance, conformity), regions,
+                      then)
     position = None
-    conform_cache, zone_triangles = {}, {}
-    curvatures = {}     # (drum curvature radius, theta) -> vertex curvatures: drums of one width share them
-    for region in _roller.roller_regions(zones, protocol):
+    for region, (drum, per_direction, conforming, sweeps) in zip(regions, swept):
         dose = protocol.zone(region.zones[0])
-        drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
-        per_direction = _roller.passes_for_target(drum, dose.target_per_cm2, dose.cap_per_cm2, len(dose.directions_deg))
-        planned, region_runs = {}, []
-        conforming = {n: {} for n in region.zones}
-        # every sweep rolls its lines, then the region's border (headland) where they left it free
-        headland = _roller.Headland(zones, region, drum, clearance)
-        total_sweeps = sum(per_direction)
-        # the headland of every sweep, built together (it does not depend on the claims)
-        borders = iter(headland.runs_many(range(total_sweeps), total_sweeps))
-        # every sweep's skin claimed (lines, then border) in order; the rigid-drum check of
-        # all of them together (it reads each run alone and takes nothing), then each sweep
-        # rolled cell by cell, nearest first
-        claimed = []     # (theta, [claimed lines of each family], claimed border)
-        for theta, n_sweeps in zip(dose.directions_deg, per_direction):
-            key = (drum, theta)
-            if key not in conform_cache:
-                bend = (_roller.drum_curvature_radius_mm(drum), theta)
-                if bend not in curvatures:
-                    curvatures[bend] = _roller.vertex_curvatures(face, theta, drum)
-                conform_cache[key] = _roller.conformity(face, drum, theta, curvatures[bend])
-            conform = conform_cache[key]
-            for n in region.zones:
-                if n not in zone_triangles:
-                    zone_triangles[n] = _zone_triangles(face, zones, n)
-                conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms, zone_triangles[n])
-            # the main family (each line at the band it mostly shows), then one family per other
-            # band width for the patches the main lines had to skip; no two bands overlap
-            families = []
-            if n_sweeps:
-                families.append(_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance))
-                families += [_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance, width)
-                             for width in _roller.band_widths(face, zones, region, conform)]
-            # the main family's phase is searched; the others fill what it leaves wherever they fall
-            offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
-            # every sweep's lines of every family, built together (they do not depend on the claims)
-            swept = iter(_roller.sweep_runs_many([(family, j, n_sweeps, offset) for j in range(n_sweeps)
-                                                  for family, offset in zip(families, offsets)]))
-            planned[f"{theta:g}"] = 0
-            for j in range(n_sweeps):
-                occupancy = _roller.Occupancy(region.polygon.bounds)
-                lines = [_roller.claim(face, next(swept), occupancy) for _ in families]
-                # then the border: the headland rolls only where the lines left the skin free
-                border = _roller.claim(face, next(borders), occupancy)
-                claimed.append((theta, lines, border))
-        checked = iter(_rigid_drum_runs_many(face, drum, region, clearance,
-                                             [part for _, lines, border in claimed for part in (*lines, border)]))
-        for theta, lines, border in claimed:
-            cells = []
-            for _ in lines:
-                cells += _sweep_cells(next(checked))
-            cells += [[r] for runs in _roller.headland_ends(face, drum, next(checked)) for r in runs]
+        planned, region_runs = {f"{theta:g}": 0 for theta in dose.directions_deg}, []
+        for theta, cells in sweeps:
             # the sweep's skin is claimed; it is rolled cell by cell, nearest first
             ordered = _order_cells(cells, position, corner, region.polygon.bounds)
             if ordered:
@@ -646,6 +611,85 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     return runs, status
 
 
+class Conformity:
+    """Where the drum of each (drum, direction) conforms to the face (:func:`coverage.roller.conformity`),
+    computed once whichever thread asks first; drums of one bend share the vertex curvatures."""
+
+    def __init__(self, face, protocol: Protocol):
+        self.face, self.protocol = face, protocol
+        self._conform, self._curvatures = Once(), Once()
+
+    def keys(self) -> list:
+        """Every (drum, direction) the protocol's roller zones may ask for, in protocol order."""
+        keys = {}
+        for name in self.protocol.zones:
+            dose = self.protocol.zone(name)
+            if "roller" in dose.devices:
+                drum = _roller.Drum.from_protocol(self.protocol, dose.roller_needle_length_mm)
+                keys.update(((drum, theta), None) for theta in dose.directions_deg)
+        return list(keys)
+
+    def get(self, drum, theta: float):
+        return self._conform.get((drum, theta), lambda: _roller.conformity(
+            self.face, drum, theta, self._curvatures.get((_roller.drum_curvature_radius_mm(drum), theta),
+                                                         lambda: _roller.vertex_curvatures(self.face, theta, drum))))
+
+    def all(self) -> None:
+        """Every key's conformity (a task while the zone map is built: it reads only the face)."""
+        for drum, theta in self.keys():
+            self.get(drum, theta)
+
+
+def _region_sweeps(face, zones: ZoneMap, protocol: Protocol, region, clearance, conformity: Conformity):
+    """One roller region's sweeps, before their order: ``(drum, sweeps per direction,
+    conforming fraction per zone and direction, [(theta, cells of the sweep)] in sweep order)``."""
+    dose = protocol.zone(region.zones[0])
+    drum = _roller.Drum.from_protocol(protocol, dose.roller_needle_length_mm)
+    per_direction = _roller.passes_for_target(drum, dose.target_per_cm2, dose.cap_per_cm2, len(dose.directions_deg))
+    conforming = {n: {} for n in region.zones}
+    zone_triangles = {n: _zone_triangles(face, zones, n) for n in region.zones}
+    # every sweep rolls its lines, then the region's border (headland) where they left it free
+    headland = _roller.Headland(zones, region, drum, clearance)
+    total_sweeps = sum(per_direction)
+    # the headland of every sweep, built together (it does not depend on the claims)
+    borders = iter(headland.runs_many(range(total_sweeps), total_sweeps))
+    # every sweep's skin claimed (lines, then border) in order; the rigid-drum check of
+    # all of them together (it reads each run alone and takes nothing), then each sweep's cells
+    claimed = []     # (theta, [claimed lines of each family], claimed border)
+    for theta, n_sweeps in zip(dose.directions_deg, per_direction):
+        conform = conformity.get(drum, theta)
+        for n in region.zones:
+            conforming[n][f"{theta:g}"] = _zone_fraction(face, zones, n, conform.conforms, zone_triangles[n])
+        # the main family (each line at the band it mostly shows), then one family per other
+        # band width for the patches the main lines had to skip; no two bands overlap
+        families = []
+        if n_sweeps:
+            families.append(_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance))
+            families += [_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance, width)
+                         for width in _roller.band_widths(face, zones, region, conform)]
+        # the main family's phase is searched; the others fill what it leaves wherever they fall
+        offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
+        # every sweep's lines of every family, built together (they do not depend on the claims)
+        swept = iter(_roller.sweep_runs_many([(family, j, n_sweeps, offset) for j in range(n_sweeps)
+                                              for family, offset in zip(families, offsets)]))
+        for j in range(n_sweeps):
+            occupancy = _roller.Occupancy(region.polygon.bounds)
+            lines = [_roller.claim(face, next(swept), occupancy) for _ in families]
+            # then the border: the headland rolls only where the lines left the skin free
+            border = _roller.claim(face, next(borders), occupancy)
+            claimed.append((theta, lines, border))
+    checked = iter(_rigid_drum_runs_many(face, drum, region, clearance,
+                                         [part for _, lines, border in claimed for part in (*lines, border)]))
+    sweeps = []
+    for theta, lines, border in claimed:
+        cells = []
+        for _ in lines:
+            cells += _sweep_cells(next(checked))
+        cells += [[r] for runs in _roller.headland_ends(face, drum, next(checked)) for r in runs]
+        sweeps.append((theta, cells))
+    return drum, per_direction, conforming, sweeps
+
+
 def _zone_fraction(face, zones: ZoneMap, name: str, vertex_mask: np.ndarray, triangles=None) -> float:
     """Share of a zone's treatable skin whose triangles have every vertex in the mask
     (``triangles``: :func:`_zone_triangles` of the zone, if already known)."""
@@ -662,33 +706,61 @@ def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
     return face.faces[inside], area, area.sum()
 
 
-def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None):
-    """Roller strokes, transitions and punctures (chart, depth, stroke) with the zone status."""
-    runs, status = roller_runs(face, zones, protocol, start_corner)
-    strokes, transitions, packed, drums = roller_strokes(face, zones, protocol, runs)
+def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
+                 conformity: Conformity | None = None, then=None):
+    """The roller's punctures (chart, depth, stroke) with the zone status, and a call that
+    gives its strokes and transitions: their safe moves are built on the plan's threads
+    while the pen's dose is planned over the punctures (nothing of the pen reads them)."""
+    tasks = tasks or serial_tasks()
+    runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
+    frames, packed, drums = _roller_frames(face, protocol, runs)
+    moves = tasks.submit(_roller_moves, face, zones, runs, frames)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
     uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
-    counts = np.bincount(stroke_of, minlength=len(strokes))
-    for stroke in strokes:
-        mine = stroke_of == stroke.id
-        stroke.punctures = int(counts[stroke.id])
-        if mine.any():
-            stroke.depth_mm = float(depth[mine].max())
-    return strokes, transitions, uv, depth, stroke_of, status
+
+    def strokes_and_moves():
+        strokes, transitions = _roller_timed(zones, protocol, runs, frames, drums, moves.result())
+        counts = np.bincount(stroke_of, minlength=len(strokes))
+        for stroke in strokes:
+            mine = stroke_of == stroke.id
+            stroke.punctures = int(counts[stroke.id])
+            if mine.any():
+                stroke.depth_mm = float(depth[mine].max())
+        return strokes, transitions
+
+    return strokes_and_moves, uv, depth, stroke_of, status
 
 
-def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corner: str | None = None) -> Plan:
-    """Plan with one device or both (``auto``: the roller, then the pen and its touch-ups)."""
+def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corner: str | None = None,
+               tasks: Tasks | None = None, conformity: Conformity | None = None) -> Plan:
+    """Plan with one device or both (``auto``: the roller, then the pen and its touch-ups);
+    ``tasks``: the plan's threads (default: one)."""
+    tasks = tasks or serial_tasks()
     strokes, transitions, status = [], [], {}
     uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
-    if device in ("roller", "auto"):
-        strokes, transitions, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner)
+    roller_strokes_and_moves, pen_fields = None, None
     if device in ("pen", "auto"):
-        grid = texel_grid(zones)
-        sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv))
+        # the pen's texel grid and dose problems read the zone map, not the roller's punctures:
+        # built beside the roller (asked for once its regions are under way)
+        def start_pen():
+            nonlocal pen_fields
+            pen_fields = tasks.submit(_pen_fields, zones, protocol)
+    else:
+        start_pen = None
+    if device in ("roller", "auto"):
+        roller_strokes_and_moves, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner,
+                                                                             tasks, conformity, start_pen)
+    elif start_pen is not None:
+        start_pen()
+    if device in ("pen", "auto"):
+        grid, fields = pen_fields.result()
+        sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields)
         for name, state in pen_status.items():
             status.setdefault(name, {}).update(state)
+    if roller_strokes_and_moves is not None:
+        strokes, transitions = _roller_finish(roller_strokes_and_moves)
+    if device in ("pen", "auto"):
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
         more, moves, hits = pen_strokes(face, zones, protocol, sets, len(strokes), t0,
                                         strokes[-1] if strokes else None)
@@ -709,14 +781,32 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
                 depth, status, lifted.tri.astype(np.int64), lifted.bary.reshape(-1, 3))
 
 
-def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray):
+def _roller_finish(strokes_and_moves):
+    """The roller's strokes and transitions once its safe moves are built (:func:`_roller_part`)."""
+    return strokes_and_moves()
+
+
+def _pen_zones(zones: ZoneMap) -> list:
+    """The zones the pen plans: allowed there, with treatable skin left."""
+    return [n for n in zones.names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
+
+
+def _pen_fields(zones: ZoneMap, protocol: Protocol):
+    """The pen's texel grid and its dose problems (:func:`coverage.pen_fit.dose_fields`)."""
+    grid = texel_grid(zones)
+    return grid, pen_fit.dose_fields(zones, grid, protocol, _pen_zones(zones))
+
+
+def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray, tasks: Tasks | None = None,
+              fields: tuple | None = None):
     """The pen's stamps and each zone's pen status: main passes (crossed raster lines or
     contour loops) and fine-cartridge touch-up lines where the main footprint cannot reach,
     their stamps fitted needle by needle to every window's band over the punctures
     ``fixed`` (per texel) already planned, the roller's (:func:`coverage.pen_fit.fitted_pen`)."""
     names = zones.names
-    pen_zones = [n for n in names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
-    sets, settings, _, unsafe, capped = pen_fit.fitted_pen(face, zones, protocol, grid, fixed, pen_zones)
+    pen_zones = _pen_zones(zones)
+    sets, settings, _, unsafe, capped = pen_fit.fitted_pen(face, zones, protocol, grid, fixed, pen_zones, tasks=tasks,
+                                                           fields=fields)
     status = {}
     for n in pen_zones:
         st = settings[n]
@@ -982,7 +1072,15 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
 
 def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
     """Timed strokes and transitions of roller runs, and the runs packed for the simulation."""
-    strokes, transitions = [], []
+    frames, packed, drums = _roller_frames(face, protocol, runs)
+    strokes, transitions = _roller_timed(zones, protocol, runs, frames, drums,
+                                         _roller_moves(face, zones, runs, frames))
+    return strokes, transitions, packed, drums
+
+
+def _roller_frames(face, protocol: Protocol, runs: list):
+    """Each roller run lifted and framed ``[(lifted, tangent, s)]``, the runs packed for the
+    simulation, and each run's drum."""
     packed = {"s": [], "uv": [], "across": [], "kappa": [], "phase": [], "lengths": []}
     drums, frames = [], []
     for run, (lifted, tangent, s, across) in zip(runs, _run_path_frames(face, [run.uv for run in runs])):
@@ -993,11 +1091,20 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
             packed[key].append(value)
         packed["phase"].append(run.phase_mm)
         packed["lengths"].append(len(s))
-    # the move into each run after the first: where it goes does not depend on when, so all
-    # are built at once, then timed in order
-    moves = transit_paths(face, [f[0].points[-1] for f in frames[:-1]], [f[0].normals[-1] for f in frames[:-1]],
-                          [f[0].points[0] for f in frames[1:]], [f[0].normals[0] for f in frames[1:]],
-                          [transit_clearance(zones, a.uv[-1], b.uv[0]) for a, b in zip(runs[:-1], runs[1:])])
+    return frames, packed, drums
+
+
+def _roller_moves(face, zones: ZoneMap, runs: list, frames: list) -> list:
+    """The safe move into each roller run after the first: where it goes does not depend on
+    when, so all are built at once (and timed in order by :func:`_roller_timed`)."""
+    return transit_paths(face, [f[0].points[-1] for f in frames[:-1]], [f[0].normals[-1] for f in frames[:-1]],
+                         [f[0].points[0] for f in frames[1:]], [f[0].normals[0] for f in frames[1:]],
+                         [transit_clearance(zones, a.uv[-1], b.uv[0]) for a, b in zip(runs[:-1], runs[1:])])
+
+
+def _roller_timed(zones: ZoneMap, protocol: Protocol, runs: list, frames: list, drums: list, moves: list):
+    """The roller runs as timed strokes, with the transitions between them."""
+    strokes, transitions = [], []
     # every run's zone labels in one lookup (each point's label is its own)
     sizes = [len(run.uv) for run in runs]
     run_labels = np.split(zones.label_at(np.concatenate([run.uv for run in runs])) if runs
@@ -1020,7 +1127,7 @@ def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
                               puncture_rate_hz=drum.rings * drum.needles_per_ring * drum.speed_mm_s
                               / (math.pi * drum.diameter_mm)))
         t = float(times[-1])
-    return strokes, transitions, packed, drums
+    return strokes, transitions
 
 
 def _run_path_frames(face, paths: list, across: bool = True) -> list:
@@ -1133,19 +1240,29 @@ def report_text(doc: dict) -> str:
 
 
 def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, device: str = "auto",
-         start_corner: str | None = None) -> Plan:
+         start_corner: str | None = None, threads: int | None = None) -> Plan:
     """Plan a session on a face.
 
     device : ``"auto"`` (default: the roller where the protocol allows it and the drum
         conforms, then the pen for the rest and touch-ups), ``"roller"`` or ``"pen"``
     start_corner : ``auto``, ``bottom_left``, ``bottom_right``, ``top_left`` or ``top_right``
         (the subject's left and right); default: the protocol's ``session.start_corner``.
+    threads : how many threads the plan's independent pieces run on (the conformity and
+        the zone map, the roller's regions, its safe moves and the pen's dose, the pen's two
+        cartridges); default ``$COVERAGE_THREADS``, else the cores available, at most 2. The
+        plan is the same bit for bit on any number (:mod:`coverage.tasks`).
     """
     protocol = Protocol.default() if protocol is None else protocol
     if device not in DEVICES:
         raise CoverageError(f"device = {device!r} is not available; use one of {', '.join(DEVICES)}")
     if start_corner is not None and start_corner not in ("auto", *CORNERS):
         raise CoverageError(f"start_corner = {start_corner!r} is not known; use auto, {', '.join(CORNERS)}")
-    if zones is None:
-        zones = ZoneMap.default(face, protocol)
-    return build_plan(face, zones, protocol, device, start_corner)
+    with Tasks(threads) as tasks:
+        conformity = Conformity(face, protocol) if device in ("roller", "auto") else None
+        if zones is None:
+            if conformity is not None:
+                # the drum's conformity reads only the face: built while the zone map is
+                # (its result is read by the roller, where any error it met shows)
+                tasks.submit(conformity.all)
+            zones = ZoneMap.default(face, protocol)
+        return build_plan(face, zones, protocol, device, start_corner, tasks, conformity)

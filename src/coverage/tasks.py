@@ -1,0 +1,228 @@
+"""A plan's coarse tasks on the machine's cores: threads, with results that do not depend on them.
+
+A plan has a few pieces of work that do not read each other's results: the face's drum
+conformity and the zone map; the roller's regions; the roller's safe moves and the pen's
+dose; the pen's two cartridges. :class:`Tasks` runs such pieces on threads. The compiled
+kernels and most NumPy and shapely calls release the GIL, so two pieces overlap on two
+cores (about 1.5 times the work of one thread per second here; Python's own steps still
+take turns).
+
+Every piece is a pure function of its inputs: it computes what the serial code computes,
+in the same order within itself, so the plan is the same bit for bit on any number of
+threads (``threads=1`` runs each piece as a plain call where its result is first read, in
+the order the serial code reads them). Only the thread that made a :class:`Tasks` hands
+work to its pool; a piece asked for from another thread runs where it is read, so no piece
+ever waits for one queued behind it.
+
+The number of threads: the ``threads`` argument, else ``$COVERAGE_THREADS``, else the
+cores this process may run on; at most :data:`MAX_THREADS` (a plan never has more pieces
+at once). A batch of scans in worker processes plans each scan on one thread.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import os
+import threading
+
+from .errors import CoverageError
+
+THREADS_ENV = "COVERAGE_THREADS"
+MAX_THREADS = 2
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def thread_count(threads: int | None = None) -> int:
+    """The threads a plan uses: ``threads``, else ``$COVERAGE_THREADS``, else the cores
+    available, at most :data:`MAX_THREADS`."""
+    where = "threads"
+    if threads is None:
+        text = os.environ.get(THREADS_ENV, "").strip()
+        if not text:
+            return min(available_cores(), MAX_THREADS)
+        where = f"${THREADS_ENV}"
+        try:
+            threads = int(text)
+        except ValueError:
+            raise CoverageError(f"{where} = {text!r} is not a whole number; give 1 or more threads, or leave "
+                                f"it unset to use the cores available") from None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise CoverageError(f"{where} = {threads!r} is not a number of threads; give a whole number, 1 or more "
+                            f"(--threads N on the command line)")
+    return min(threads, MAX_THREADS)
+
+
+class _Later:
+    """A piece run as a plain call when its result is first read, like a future: one
+    thread runs every piece in the order the serial code reads them, and a piece nobody
+    reads (a head start on work that is asked for again) is never run."""
+
+    def __init__(self, fn, args, kwargs):
+        self._call = (fn, args, kwargs)
+        self._value, self._error = None, None
+
+    def result(self):
+        if self._call is not None:
+            fn, args, kwargs = self._call
+            self._call = None
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as error:   # kept and raised to every reader, as a future does
+                self._error = error
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Piece:
+    """A piece handed to the pool: run by a pool thread, or by a thread that needs its
+    result before a pool thread has taken it."""
+
+    def __init__(self, fn, args, kwargs):
+        self.call = (fn, args, kwargs)
+        self.done = threading.Event()
+        self._value, self._error = None, None
+        self._tasks = None
+
+    def run(self) -> None:
+        fn, args, kwargs = self.call
+        self.call = None
+        try:
+            self._value = fn(*args, **kwargs)
+        except BaseException as error:   # kept and raised to every reader, as a future does
+            self._error = error
+        finally:
+            self.done.set()
+
+    def result(self):
+        if not self.done.is_set():
+            self._tasks._help_until(self)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Tasks:
+    """Pieces of one plan run on ``threads`` threads: the caller's and a pool of the others.
+
+    ``with Tasks(threads) as tasks:`` ... ``tasks.submit(fn, *args)`` gives a future-like
+    piece whose ``result()`` is ``fn(*args)``; ``tasks.map(fn, items)`` gives ``[fn(item)
+    ...]`` in order, the first on the caller's thread. A thread that waits for a piece first
+    runs it itself if no pool thread has taken it yet, else the pieces still queued, oldest
+    first (``concurrent.futures`` has no pool that lends the waiting thread a hand, which is
+    why this one is written here). Leaving the block drops the pieces never taken and waits
+    for the ones running.
+    """
+
+    def __init__(self, threads: int | None = None):
+        self.threads = thread_count(threads)
+        self._owner = threading.get_ident()
+        self._queue: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._workers = [threading.Thread(target=self._work, name=f"coverage-plan-{i + 1}", daemon=True)
+                         for i in range(self.threads - 1)]
+        for worker in self._workers:
+            worker.start()
+
+    def __enter__(self) -> "Tasks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._queue.clear()
+            self._ready.notify_all()
+        for worker in self._workers:
+            worker.join()
+        self._workers = []
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                piece = self._queue.popleft()
+            piece.run()
+
+    def _take(self, piece=None):
+        """``piece`` out of the queue if no thread has taken it, else the oldest queued (or None)."""
+        with self._ready:
+            if piece is not None:
+                try:
+                    self._queue.remove(piece)
+                    return piece
+                except ValueError:
+                    pass
+            return self._queue.popleft() if self._queue else None
+
+    def _help_until(self, piece: _Piece) -> None:
+        while not piece.done.is_set():
+            other = self._take(piece)
+            if other is None:
+                piece.done.wait()
+                return
+            other.run()
+
+    def submit(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the pool; with one thread, or asked from a thread other
+        than the one that made the tasks, a plain call when its result is first read."""
+        if not self._workers or threading.get_ident() != self._owner:
+            return _Later(fn, args, kwargs)
+        piece = _Piece(fn, args, kwargs)
+        piece._tasks = self
+        with self._ready:
+            self._queue.append(piece)
+            self._ready.notify()
+        return piece
+
+    def map(self, fn, items, then=None) -> list:
+        """``[fn(item) for item in items]``: the first item on this thread, the others on the
+        pool; ``then()`` is called once they are handed to it (before the first item runs)."""
+        items = list(items)
+        rest = [self.submit(fn, item) for item in items[1:]]
+        if then is not None:
+            then()
+        if not items:
+            return []
+        first = fn(items[0])
+        return [first] + [f.result() for f in rest]
+
+
+def serial() -> Tasks:
+    """Tasks that run every piece as a plain call, on the caller's thread."""
+    return Tasks(1)
+
+
+class Once:
+    """Values computed once per key, whichever thread asks first; a thread that asks for a
+    value another is computing waits for it. Only pure results are kept."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cells: dict = {}
+
+    def get(self, key, make):
+        with self._lock:
+            cell = self._cells.get(key)
+            mine = cell is None
+            if mine:
+                cell = self._cells[key] = cf.Future()
+        if mine:
+            try:
+                cell.set_result(make())
+            except BaseException as error:
+                cell.set_exception(error)
+        return cell.result()

@@ -1,0 +1,194 @@
+"""coverage.tasks: the plan's pieces on threads, and the number of threads.
+
+The plan itself on one and on two threads is compared bit for bit in test_determinism.py.
+"""
+import threading
+
+import pytest
+
+from coverage import tasks
+from coverage.errors import CoverageError
+
+
+# --- how many threads --------------------------------------------------------------------------
+
+def test_thread_count_takes_the_argument_then_the_environment_then_the_cores(monkeypatch):
+    monkeypatch.delenv(tasks.THREADS_ENV, raising=False)
+    assert tasks.thread_count(1) == 1
+    assert tasks.thread_count(2) == 2
+    assert tasks.thread_count(64) == tasks.MAX_THREADS == 2     # a plan never has more pieces at once
+    monkeypatch.setattr(tasks, "available_cores", lambda: 1)
+    assert tasks.thread_count() == 1
+    monkeypatch.setattr(tasks, "available_cores", lambda: 8)
+    assert tasks.thread_count() == 2
+    monkeypatch.setenv(tasks.THREADS_ENV, " 1 ")
+    assert tasks.thread_count() == 1
+    assert tasks.thread_count(2) == 2            # the argument before the environment
+    monkeypatch.setenv(tasks.THREADS_ENV, "")
+    assert tasks.thread_count() == 2             # empty: unset
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "2"])
+def test_a_bad_thread_count_names_the_argument_and_the_fix(value):
+    with pytest.raises(CoverageError, match=r"threads = .* is not a number of threads; give a whole number, "
+                                            r"1 or more \(--threads N"):
+        tasks.thread_count(value)
+
+
+@pytest.mark.parametrize("text, message", [("two", "is not a whole number"),
+                                           ("0", "is not a number of threads")])
+def test_a_bad_environment_value_names_the_variable(monkeypatch, text, message):
+    monkeypatch.setenv(tasks.THREADS_ENV, text)
+    with pytest.raises(CoverageError, match=rf"\$COVERAGE_THREADS = .*{message}"):
+        tasks.thread_count()
+
+
+# --- one thread: plain calls where the result is read ---------------------------------------------
+
+def test_one_thread_runs_a_piece_when_its_result_is_read_and_never_if_unread():
+    ran = []
+    with tasks.Tasks(1) as pool:
+        assert pool.threads == 1
+        first = pool.submit(lambda x: ran.append(x) or x * 2, 3)
+        pool.submit(ran.append, "never read")
+        assert ran == []
+        assert first.result() == 6 and first.result() == 6
+        assert ran == [3]                                        # once, however often it is read
+    assert ran == [3]
+
+
+def test_an_error_is_raised_where_the_result_is_read_every_time():
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise ValueError("bad piece")
+
+    for threads in (1, 2):
+        calls.clear()
+        with tasks.Tasks(threads) as pool:
+            piece = pool.submit(fail)
+            for _ in range(2):
+                with pytest.raises(ValueError, match="bad piece"):
+                    piece.result()
+        assert calls == [1]
+
+
+def test_map_keeps_the_order_and_calls_then_before_the_first_item():
+    for threads in (1, 2):
+        events = []
+        with tasks.Tasks(threads) as pool:
+            out = pool.map(lambda x: events.append(("item", x)) or x * x, [1, 2, 3],
+                           then=lambda: events.append(("then",)))
+        assert out == [1, 4, 9]
+        assert events.index(("then",)) < events.index(("item", 1))
+        with tasks.Tasks(threads) as pool:
+            assert pool.map(abs, [], then=lambda: events.append("empty")) == []
+        assert events[-1] == "empty"
+
+
+# --- two threads ----------------------------------------------------------------------------------
+
+def test_two_threads_run_a_piece_on_the_other_thread():
+    with tasks.Tasks(2) as pool:
+        assert pool.threads == 2
+        ran = threading.Event()
+        piece = pool.submit(lambda: (ran.set(), threading.current_thread())[1])
+        assert ran.wait(10)           # read only once it ran (a piece still queued is run by its reader)
+        where = piece.result()
+        assert where is not threading.current_thread()
+        assert where.name.startswith("coverage-plan-")
+        # map: the first item on this thread, the second on the pool's (it is free)
+        names = pool.map(lambda _: threading.current_thread().name, [0, 1])
+        assert names[0] == threading.current_thread().name
+
+
+def test_a_waiting_thread_runs_a_queued_piece_itself():
+    """The pool's thread is busy: a piece queued behind it is run by the thread that needs it,
+    and so is another queued piece while it waits for the busy one."""
+    release, started = threading.Event(), threading.Event()
+    me = threading.current_thread()
+
+    def busy():
+        started.set()
+        release.wait(10)
+        return "busy done"
+
+    with tasks.Tasks(2) as pool:
+        blocking = pool.submit(busy)
+        assert started.wait(10)
+        queued = pool.submit(threading.current_thread)
+        assert queued.result() is me                 # taken out of the queue and run here
+        other = pool.submit(threading.current_thread)
+        # waiting for the busy piece: the queued one runs here meanwhile, then the wait
+        threading.Timer(0.2, release.set).start()
+        assert blocking.result() == "busy done"
+        assert other.done.is_set() and other.result() is me
+
+
+def test_leaving_drops_the_pieces_never_taken_and_waits_for_the_running_ones():
+    release, started = threading.Event(), threading.Event()
+    ran = []
+
+    def busy():
+        started.set()
+        release.wait(10)
+        ran.append("busy")
+
+    with tasks.Tasks(2) as pool:
+        workers = list(pool._workers)
+        pool.submit(busy)
+        assert started.wait(10)
+        pool.submit(ran.append, "queued")
+        threading.Timer(0.2, release.set).start()
+    assert ran == ["busy"]                            # the running piece finished before leaving
+    assert len(workers) == 1 and not workers[0].is_alive()
+
+
+def test_a_piece_asked_from_another_thread_runs_where_it_is_read():
+    with tasks.Tasks(2) as pool:
+        def inner():
+            piece = pool.submit(threading.current_thread)
+            assert isinstance(piece, tasks._Later)
+            return threading.current_thread(), piece.result()
+
+        ran = threading.Event()
+        piece = pool.submit(lambda: (ran.set(), inner())[1])
+        assert ran.wait(10)
+        outer, inner_thread = piece.result()
+        assert outer is inner_thread and outer is not threading.current_thread()
+
+
+# --- values computed once -------------------------------------------------------------------------
+
+def test_once_computes_each_key_once_whichever_thread_asks_first():
+    once, calls, gate = tasks.Once(), [], threading.Barrier(4)
+
+    def make():
+        calls.append(1)
+        return object()
+
+    got = []
+
+    def ask():
+        gate.wait(10)
+        got.append(once.get("key", make))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+    assert once.get("other", lambda: 5) == 5 and once.get("other", lambda: 6) == 5
+
+
+def test_once_gives_an_error_to_every_reader():
+    once = tasks.Once()
+
+    def fail():
+        raise KeyError("no such drum")
+
+    for _ in range(2):
+        with pytest.raises(KeyError, match="no such drum"):
+            once.get("k", fail)
