@@ -192,3 +192,46 @@ def test_once_gives_an_error_to_every_reader():
     for _ in range(2):
         with pytest.raises(KeyError, match="no such drum"):
             once.get("k", fail)
+
+
+# --- BLAS limits ----------------------------------------------------------------------------------
+
+def _blas_threads():
+    import threadpoolctl
+
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_blas_limits_taken_by_two_threads_at_once_are_restored():
+    import numpy as np
+    import threadpoolctl
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        inside, gate = [], threading.Barrier(2)
+
+        def limit_many():
+            gate.wait(10)
+            for _ in range(30):
+                with tasks.one_blas_thread():
+                    inside.append(_blas_threads())
+                    np.ones((8, 2)) @ np.ones((2, 2))
+
+        threads = [threading.Thread(target=limit_many) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(inside) == 60
+        assert _blas_threads() == before
+
+
+def test_a_plan_on_two_threads_leaves_the_blas_threads_as_they_were(default_face, default_zones):
+    import threadpoolctl
+
+    from coverage import plan
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        plan(default_face, zones=default_zones, device="roller", threads=2)
+        assert _blas_threads() == before

@@ -32,6 +32,7 @@ import scipy.sparse.linalg as spla
 import threadpoolctl
 
 from . import template as _template
+from .tasks import BLAS_LOCK
 
 # outer eye corners (subject's right, left): far apart, on stable skin, symmetric
 PIN_LANDMARKS = (33, 263)
@@ -71,7 +72,7 @@ def lscm(vertices: np.ndarray, faces: np.ndarray, pins, pin_uv: np.ndarray) -> n
     normal_matrix = (m_free.conj().T @ m_free).tocsc()
     # one BLAS thread: SuperLU's dense kernels gain nothing from more on a system this size,
     # and threaded OpenBLAS stalls for seconds when the cores are busy (measured: 0.7 s -> 13-28 s)
-    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    with BLAS_LOCK, threadpoolctl.threadpool_limits(1, user_api="blas"):   # one limiting thread at a time
         solution = spla.splu(normal_matrix).solve(m_free.conj().T @ rhs)
     z = np.empty(nv, dtype=np.complex128)
     z[free] = solution

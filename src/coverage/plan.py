@@ -745,7 +745,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         # built beside the roller (asked for once its regions are under way)
         def start_pen():
             nonlocal pen_fields
-            pen_fields = tasks.submit(_pen_fields, zones, protocol)
+            pen_fields = tasks.submit(_pen_fields, zones, protocol, lend=False)
     else:
         start_pen = None
     if device in ("roller", "auto"):

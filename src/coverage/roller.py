@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
-import threadpoolctl
 from scipy import ndimage
 
 from . import lifting
@@ -44,6 +43,7 @@ from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
 from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
+from .tasks import one_blas_thread
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
 PATH_STEP_MM = 0.5         # path samples along a pass, on the skin
@@ -515,13 +515,6 @@ def chart_angle(face, theta_deg: float, uv_samples: np.ndarray) -> float:
     return float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()))
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> threadpoolctl.ThreadpoolController:
-    """The loaded thread pools, inspected once: ``threadpool_limits`` inspects them on every
-    entry (about a millisecond), its controller's ``limit`` only sets them."""
-    return threadpoolctl.ThreadpoolController()
-
-
 @dataclass(frozen=True, eq=False)
 class SweepFrame:
     """The turned frame of one region and direction, and its swath and chart scale fields.
@@ -595,7 +588,7 @@ class SweepFrame:
         grid[:, :, 1] = v_rows[:, None]
         # one BLAS thread: a split product is the same product, but threaded OpenBLAS spins
         # its idle threads long after this (measured: ~40 ms of CPU per build on two cores)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             chart = grid.reshape(-1, 2) @ to_chart.T
         # the band where the drum works: on the chart, in the region, every corner conforming;
         # made where the lines read it

@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
+import functools
 import os
 import threading
+
+import threadpoolctl
 
 from .errors import CoverageError
 
 THREADS_ENV = "COVERAGE_THREADS"
 MAX_THREADS = 2
+BLAS_LOCK = threading.RLock()   # held while BLAS is limited to one thread (see one_blas_thread)
 
 
 def available_cores() -> int:
@@ -85,8 +90,9 @@ class _Piece:
     """A piece handed to the pool: run by a pool thread, or by a thread that needs its
     result before a pool thread has taken it."""
 
-    def __init__(self, fn, args, kwargs):
+    def __init__(self, fn, args, kwargs, lend: bool = True):
         self.call = (fn, args, kwargs)
+        self.lend = lend
         self.done = threading.Event()
         self._value, self._error = None, None
         self._tasks = None
@@ -115,9 +121,9 @@ class Tasks:
     ``with Tasks(threads) as tasks:`` ... ``tasks.submit(fn, *args)`` gives a future-like
     piece whose ``result()`` is ``fn(*args)``; ``tasks.map(fn, items)`` gives ``[fn(item)
     ...]`` in order, the first on the caller's thread. A thread that waits for a piece first
-    runs it itself if no pool thread has taken it yet, else the pieces still queued, oldest
-    first (``concurrent.futures`` has no pool that lends the waiting thread a hand, which is
-    why this one is written here). Leaving the block drops the pieces never taken and waits
+    runs it itself if no pool thread has taken it yet, else the pieces still queued that may
+    be lent, oldest first (``concurrent.futures`` has no pool that lends the waiting thread a
+    hand, which is why this one is written here). Leaving the block drops the pieces never taken and waits
     for the ones running.
     """
 
@@ -157,16 +163,20 @@ class Tasks:
                 piece = self._queue.popleft()
             piece.run()
 
-    def _take(self, piece=None):
-        """``piece`` out of the queue if no thread has taken it, else the oldest queued (or None)."""
+    def _take(self, piece):
+        """``piece`` out of the queue if no thread has taken it, else the oldest queued piece
+        that may be lent to a waiting thread (or None)."""
         with self._ready:
-            if piece is not None:
-                try:
-                    self._queue.remove(piece)
-                    return piece
-                except ValueError:
-                    pass
-            return self._queue.popleft() if self._queue else None
+            try:
+                self._queue.remove(piece)
+                return piece
+            except ValueError:
+                pass
+            for other in self._queue:
+                if other.lend:
+                    self._queue.remove(other)
+                    return other
+            return None
 
     def _help_until(self, piece: _Piece) -> None:
         while not piece.done.is_set():
@@ -176,12 +186,17 @@ class Tasks:
                 return
             other.run()
 
-    def submit(self, fn, *args, **kwargs):
+    def submit(self, fn, *args, lend: bool = True, **kwargs):
         """``fn(*args, **kwargs)`` on the pool; with one thread, or asked from a thread other
-        than the one that made the tasks, a plain call when its result is first read."""
+        than the one that made the tasks, a plain call when its result is first read.
+
+        lend : whether a thread waiting for another piece may run this one meanwhile (False
+            for a long piece that the pool's thread should take when it is free: the waiting
+            thread would otherwise start it just before what it waits for is done, and leave
+            the pool idle)."""
         if not self._workers or threading.get_ident() != self._owner:
             return _Later(fn, args, kwargs)
-        piece = _Piece(fn, args, kwargs)
+        piece = _Piece(fn, args, kwargs, lend)
         piece._tasks = self
         with self._ready:
             self._queue.append(piece)
@@ -226,3 +241,21 @@ class Once:
             except BaseException as error:
                 cell.set_exception(error)
         return cell.result()
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    """The loaded thread pools, inspected once: ``threadpool_limits`` inspects them on every
+    entry (about a millisecond), its controller's ``limit`` only sets them."""
+    return threadpoolctl.ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread inside the block, for one thread of the process at a time.
+
+    threadpoolctl's limits are the process's own: two threads limiting and restoring them
+    at once could leave them limited after both (the second restores what the first set),
+    so the blocks take turns (:data:`BLAS_LOCK`)."""
+    with BLAS_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+        yield
