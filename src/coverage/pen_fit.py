@@ -349,14 +349,25 @@ def dose_fields(zones, grid: TexelGrid, protocol, pen_zones: list, base: np.ndar
     """The pen's dose problems over ``base`` (punctures per texel already planned; None: to
     be given, as :func:`fitted_pen` does): ``(the main cartridge's, the fine one's or None)``.
     Nothing in them but their ``base`` reads the punctures, so a plan builds them while the
-    roller is planned."""
+    roller is planned (each on its own: :func:`dose_field_of`)."""
     from . import pen as _pen
 
-    main = _pen.dose_field(zones, grid, protocol, base, set(pen_zones))
-    fine = _pen.fine_cartridge(protocol.pen)
-    if fine is None:
-        return main, None
-    return main, _pen.dose_field(zones, grid, protocol, base, set(pen_zones), pen=fine, exclusions=main.clearance)
+    clearance = _pen.FootprintClearance(zones)
+    return tuple(dose_field_of(zones, grid, protocol, pen_zones, cartridge, clearance, base)
+                 for cartridge in ("main", "fine"))
+
+
+def dose_field_of(zones, grid: TexelGrid, protocol, pen_zones: list, cartridge: str, clearance,
+                  base: np.ndarray | None = None):
+    """The dose problem of one of the pen's cartridges (``"main"``, or ``"fine"``: None if the
+    protocol's pen has none) over ``base``; ``clearance``: the zone map's
+    :class:`coverage.pen.FootprintClearance`, which both share."""
+    from . import pen as _pen
+
+    pen = protocol.pen if cartridge == "main" else _pen.fine_cartridge(protocol.pen)
+    if pen is None:
+        return None
+    return _pen.dose_field(zones, grid, protocol, base, set(pen_zones), pen=pen, exclusions=clearance)
 
 
 def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zones: list,

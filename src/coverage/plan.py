@@ -714,7 +714,8 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
     tasks = tasks or serial_tasks()
     runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
     frames, packed, drums = _roller_frames(face, protocol, runs)
-    moves = tasks.submit(_roller_moves, face, zones, runs, frames)
+    # for the pool's thread: the pen's fit has it idle, and nothing reads the moves before
+    moves = tasks.submit(_roller_moves, face, zones, runs, frames, lend=False)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
     uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
@@ -745,7 +746,11 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         # built beside the roller (asked for once its regions are under way)
         def start_pen():
             nonlocal pen_fields
-            pen_fields = tasks.submit(_pen_fields, zones, protocol, lend=False)
+            # the grid for the pool's thread; either cartridge's field for whichever thread
+            # is free or waiting (each reads the grid)
+            grid = tasks.submit(_pen_grid, zones, lend=False)
+            pen_fields = (grid, [tasks.submit(_pen_field, zones, protocol, grid, cartridge)
+                                 for cartridge in ("main", "fine")])
     else:
         start_pen = None
     if device in ("roller", "auto"):
@@ -754,7 +759,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
-        grid, fields = pen_fields.result()
+        grid, fields = pen_fields[0].result()[0], tuple(f.result() for f in pen_fields[1])
         sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields)
         for name, state in pen_status.items():
             status.setdefault(name, {}).update(state)
@@ -791,10 +796,16 @@ def _pen_zones(zones: ZoneMap) -> list:
     return [n for n in zones.names if "pen" in zones.dose(n).devices and not zones.polygons[n].is_empty]
 
 
-def _pen_fields(zones: ZoneMap, protocol: Protocol):
-    """The pen's texel grid and its dose problems (:func:`coverage.pen_fit.dose_fields`)."""
-    grid = texel_grid(zones)
-    return grid, pen_fit.dose_fields(zones, grid, protocol, _pen_zones(zones))
+def _pen_grid(zones: ZoneMap):
+    """The pen's texel grid and the zone map's footprint clearance (both cartridges' fields read them)."""
+    return texel_grid(zones), _pen.FootprintClearance(zones)
+
+
+def _pen_field(zones: ZoneMap, protocol: Protocol, grid, cartridge: str):
+    """One cartridge's dose field (:func:`coverage.pen_fit.dose_field_of`) once ``grid``
+    (a piece giving :func:`_pen_grid`) is built."""
+    texels, clearance = grid.result()
+    return pen_fit.dose_field_of(zones, texels, protocol, _pen_zones(zones), cartridge, clearance)
 
 
 def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray, tasks: Tasks | None = None,
