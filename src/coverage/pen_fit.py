@@ -371,7 +371,7 @@ def dose_field_of(zones, grid: TexelGrid, protocol, pen_zones: list, cartridge: 
 
 
 def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zones: list,
-               completion: bool = False, tasks=None, fields: tuple | None = None):
+               completion: bool = False, tasks=None, fields: tuple | None = None, before_fit=None):
     """The pen's stamps over the punctures ``fixed`` (per texel) already planned: main passes
     (crossed raster lines or contour loops per zone) and fine-cartridge touch-up loops along
     the keep-outs and wherever the main footprint cannot reach, their stamps fitted to the
@@ -385,7 +385,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     ``tasks``: the plan's threads (:class:`coverage.tasks.Tasks`; default one): the fine
     cartridge's paths and candidates are built on them beside the main one's.
     ``fields``: :func:`dose_fields` of these zones, grid and pen zones, if already built
-    (their ``base`` is set to ``fixed`` here).
+    (their ``base`` is set to ``fixed`` here). ``before_fit()`` is called once every
+    candidate is made, before the fit (a plan hands its other thread work there).
 
     Returns ``(stamp sets [main cartridge, fine cartridge], settings per zone, the main
     dose field, stamps dropped as unsafe, stamps dropped for the cap)``.
@@ -447,6 +448,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
                                     np.arange(len(kept)), len(kept)))
         found.append((cartridge, with_candidates, stamps, kept))
     spread = sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
+    if before_fit is not None:
+        before_fit()
     x = fit(grid, targets, fixed, spread)
     # round along each path, then mend the windows rounding left outside their band; the
     # stamps that fire are the candidates themselves (as simulated, needles and all)

@@ -714,14 +714,20 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
     tasks = tasks or serial_tasks()
     runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
     frames, packed, drums = _roller_frames(face, protocol, runs)
-    # for the pool's thread: the pen's fit has it idle, and nothing reads the moves before
-    moves = tasks.submit(_roller_moves, face, zones, runs, frames, lend=False)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
     uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
+    moves = []
+
+    def start_moves():
+        # for the pool's thread while the pen's fit runs (it has nothing else then), and
+        # nothing reads the moves before the fit ends
+        if not moves:
+            moves.append(tasks.submit(_roller_moves, face, zones, runs, frames, lend=False))
 
     def strokes_and_moves():
-        strokes, transitions = _roller_timed(zones, protocol, runs, frames, drums, moves.result())
+        start_moves()
+        strokes, transitions = _roller_timed(zones, protocol, runs, frames, drums, moves[0].result())
         counts = np.bincount(stroke_of, minlength=len(strokes))
         for stroke in strokes:
             mine = stroke_of == stroke.id
@@ -730,6 +736,7 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
                 stroke.depth_mm = float(depth[mine].max())
         return strokes, transitions
 
+    strokes_and_moves.start_moves = start_moves
     return strokes_and_moves, uv, depth, stroke_of, status
 
 
@@ -760,7 +767,8 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         start_pen()
     if device in ("pen", "auto"):
         grid, fields = pen_fields[0].result()[0], tuple(f.result() for f in pen_fields[1])
-        sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields)
+        sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields,
+                                     None if roller_strokes_and_moves is None else roller_strokes_and_moves.start_moves)
         for name, state in pen_status.items():
             status.setdefault(name, {}).update(state)
     if roller_strokes_and_moves is not None:
@@ -809,7 +817,7 @@ def _pen_field(zones: ZoneMap, protocol: Protocol, grid, cartridge: str):
 
 
 def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray, tasks: Tasks | None = None,
-              fields: tuple | None = None):
+              fields: tuple | None = None, before_fit=None):
     """The pen's stamps and each zone's pen status: main passes (crossed raster lines or
     contour loops) and fine-cartridge touch-up lines where the main footprint cannot reach,
     their stamps fitted needle by needle to every window's band over the punctures
@@ -817,7 +825,7 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray,
     names = zones.names
     pen_zones = _pen_zones(zones)
     sets, settings, _, unsafe, capped = pen_fit.fitted_pen(face, zones, protocol, grid, fixed, pen_zones, tasks=tasks,
-                                                           fields=fields)
+                                                           fields=fields, before_fit=before_fit)
     status = {}
     for n in pen_zones:
         st = settings[n]
