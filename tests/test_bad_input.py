@@ -411,3 +411,21 @@ def test_plan_output_that_cannot_be_written(case, tmp_path, capsys):
     assert not (tmp_path / "PLAN.npz").exists()
     if target.is_dir():
         assert list(target.iterdir()) == []
+
+
+# --- threads ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, env, fragment", [
+    (["--threads", "0"], None, "threads = 0 is not a number of threads"),
+    (["--threads", "-2"], None, "threads = -2 is not a number of threads"),
+    ([], "many", "$COVERAGE_THREADS = 'many' is not a whole number"),
+    ([], "0", "$COVERAGE_THREADS = 0 is not a number of threads"),
+])
+def test_a_bad_thread_count_refuses_a_plan(argv, env, fragment, tmp_path, capsys, monkeypatch):
+    if env is None:
+        monkeypatch.delenv("COVERAGE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("COVERAGE_THREADS", env)
+    target = tmp_path / "PLAN.json"
+    code, out, err = run(["plan", *COARSE, *argv, "--out", target], capsys)
+    assert_refused(code, out, err, [target, target.with_suffix(".npz")], fragment)

@@ -142,6 +142,15 @@ def test_batch_refusals(case, fragment, scans_dir, tmp_path, capsys):
     assert not out_dir.exists()
 
 
+def test_a_bad_thread_count_in_the_environment_refuses_a_batch_planned_here(scans_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.setenv("COVERAGE_THREADS", "lots")
+    out_dir = tmp_path / "plans"
+    code, out, err = run_cli(["batch", scans_dir, "--out", out_dir, *FAST], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "$COVERAGE_THREADS = 'lots' is not a whole number" in err and not out_dir.exists()
+
+
 def test_output_folder_whose_parent_is_missing(scans_dir, tmp_path, capsys):
     out_dir = tmp_path / "missing" / "plans"
     code, _, err = run_cli(["batch", scans_dir, "--out", out_dir, *FAST], capsys)

@@ -33,6 +33,7 @@ from pathlib import Path
 from .errors import CoverageError, LandmarkError
 from .fileio import write_text
 from .scan import MESH_SUFFIXES
+from .tasks import thread_count
 
 LANDMARK_SUFFIXES = (".landmarks.npy", ".landmarks.json")
 SUMMARY_NAME = "batch_summary.json"
@@ -191,6 +192,11 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
     if units != "auto" and units not in UNITS_TO_MM:
         raise CoverageError(f"units = {units!r} is not known; use auto, {', '.join(UNITS_TO_MM)}")
     subdivisions_for_edge(float(edge_mm))
+    # scans planned side by side (worker processes, or a Dask worker's threads) use one
+    # thread each: the cores are already shared out
+    alone = workers == 1 and scheduler is None
+    if alone:
+        thread_count()         # a bad $COVERAGE_THREADS would fail every scan: refuse it now
     if protocol_path is not None:
         Protocol.load(protocol_path)        # one bad protocol would fail every scan: refuse it now
         protocol_path = str(Path(protocol_path).resolve())
@@ -210,10 +216,8 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
         def log(line):
             print(line, file=sys.stderr)
 
-    # scans planned side by side (worker processes, or a Dask worker's threads) use one
-    # thread each: the cores are already shared out
     settings = {"protocol_path": protocol_path, "device": device, "units": units, "edge_mm": float(edge_mm),
-                "threads": None if workers == 1 and scheduler is None else 1}
+                "threads": None if alone else 1}
     rows = []
     jobs = [(s.name, str(Path(s.mesh).resolve()), None if s.landmarks is None else str(Path(s.landmarks).resolve()))
             for s in scans if not s.problem]
