@@ -2,9 +2,12 @@
 
 The plan itself on one and on two threads is compared bit for bit in test_determinism.py.
 """
+import concurrent.futures as cf
 import threading
 
+import numpy as np
 import pytest
+import shapely
 
 from coverage import tasks
 from coverage.errors import CoverageError
@@ -139,10 +142,13 @@ def test_leaving_drops_the_pieces_never_taken_and_waits_for_the_running_ones():
         workers = list(pool._workers)
         pool.submit(busy)
         assert started.wait(10)
-        pool.submit(ran.append, "queued")
+        dropped = pool.submit(ran.append, "queued")
         threading.Timer(0.2, release.set).start()
     assert ran == ["busy"]                            # the running piece finished before leaving
     assert len(workers) == 1 and not workers[0].is_alive()
+    assert dropped.done.is_set()                       # a dropped piece says so, rather than hang
+    with pytest.raises(cf.CancelledError):
+        dropped.result()
 
 
 def test_a_piece_asked_from_another_thread_runs_where_it_is_read():
@@ -235,3 +241,80 @@ def test_a_plan_on_two_threads_leaves_the_blas_threads_as_they_were(default_face
         before = _blas_threads()
         plan(default_face, zones=default_zones, device="roller", threads=2)
         assert _blas_threads() == before
+
+
+
+def test_an_interrupt_in_a_piece_the_waiting_thread_took_goes_on_up_at_once():
+    """Ctrl-C while the waiting thread runs a lent piece is not kept for a later reader."""
+    release, started = threading.Event(), threading.Event()
+
+    def busy():
+        started.set()
+        release.wait(10)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with tasks.Tasks(2) as pool:
+        blocking = pool.submit(busy)
+        assert started.wait(10)
+        lent = pool.submit(interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            blocking.result()            # runs the lent piece meanwhile: the interrupt comes out here
+        release.set()
+        assert lent.done.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            lent.result()
+
+
+def test_one_thread_does_not_keep_an_interrupt_for_later():
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with tasks.Tasks(1) as pool:
+        piece = pool.submit(interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            piece.result()
+
+
+# --- GEOS predicates on shared geometries take turns ----------------------------------------------
+
+def _waits_for_the_geos_lock(call):
+    """Whether ``call()`` on another thread waits while this thread holds GEOS_LOCK, then ends."""
+    done = threading.Event()
+    errors = []
+
+    def run():
+        try:
+            call()
+        except Exception as error:     # reported below
+            errors.append(error)
+        done.set()
+
+    with tasks.GEOS_LOCK:
+        worker = threading.Thread(target=run)
+        worker.start()
+        waited = not done.wait(0.3)
+    finished = done.wait(30)
+    worker.join(30)
+    assert not errors, errors
+    return waited and finished
+
+
+def test_zone_lookups_and_region_cuts_take_turns_on_geos(default_face, default_zones):
+    """Two threads asking a freshly prepared polygon at once corrupted GEOS's heap (shapely
+    2.2, GEOS 3.14): the planner's predicates on shared geometries hold coverage.tasks.GEOS_LOCK."""
+    from coverage import regions, roller
+    from coverage.zones import ZoneMap
+
+    uv = default_face.uv[default_face.faces].mean(axis=1)[::7]
+    assert _waits_for_the_geos_lock(lambda: ZoneMap.label_at(default_zones, uv))
+    region = shapely.box(-10.0, -5.0, 12.5, 7.5)            # a region no cache holds yet
+    shapely.prepare(region)
+    res = regions._resolution(default_face.subdivisions)
+    assert _waits_for_the_geos_lock(lambda: regions._make_cut(res, region))
+    polygon = default_zones.polygons["forehead"]
+    x0, y0, x1, y1 = polygon.bounds
+    x, y = np.linspace(x0 - 5, x1 + 5, 200), np.linspace(y0 - 5, y1 + 5, 150)     # across its border
+    # (contains_grid_scan asks shapely only about points within rounding of the border)
+    assert _waits_for_the_geos_lock(lambda: roller.contains_grid_blocks(polygon, x, y))

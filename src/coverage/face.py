@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ class Flattened:
 
 
 LINEAR_SCALE_FLOOR = 0.05   # skin mm per chart mm below which a triangle counts as collapsed
+_CURVATURE_LOCK = threading.Lock()   # one curvature fit at a time (Face.curvature)
 
 
 @functools.lru_cache(maxsize=4)
@@ -300,12 +302,17 @@ class Face:
         return _chart.distortion(self.vertices, self.faces, self.uv)
 
     def curvature(self, radius_mm: float = 5.0) -> Curvature:
-        """Principal curvatures and directions per vertex, fitted over ``radius_mm``."""
+        """Principal curvatures and directions per vertex, fitted over ``radius_mm`` (once per
+        radius: a thread that asks while another fits it waits for that fit)."""
         key = float(radius_mm)
-        if key not in self._curvature:
-            self._curvature[key] = principal_curvatures(self.vertices, self.normals, key,
-                                                        support=_curvature_support(self.subdivisions, key))
-        return self._curvature[key]
+        found = self._curvature.get(key)
+        if found is None:
+            with _CURVATURE_LOCK:
+                found = self._curvature.get(key)
+                if found is None:
+                    found = self._curvature[key] = principal_curvatures(
+                        self.vertices, self.normals, key, support=_curvature_support(self.subdivisions, key))
+        return found
 
     # --- chart <-> surface ----------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
 from .roller import ChartRaster
+from .tasks import GEOS_LOCK
 
 AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
 CAP_SAFETY = 0.92        # the dose field keeps every window this far under its cap
@@ -843,7 +844,8 @@ def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon,
     samples, starts = _resample_lines(raw, SAMPLE_MM)
     inside = _lookup(grid, active, samples, False).astype(bool)
     # texel labels go by texel centre: the zone's own polygon has the last word
-    inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
+    with GEOS_LOCK:
+        inside[inside] = shapely.contains_xy(polygon, samples[inside, 0], samples[inside, 1])
     if problem.clearance is not None and problem.near_exclusion is not None:
         # near an exclusion a sample off its texel centre is checked in 3D itself
         check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
@@ -1072,7 +1074,8 @@ def glides_ok(moves: list, zone_names: list, problem: DoseField, zones) -> np.nd
     for name in set(zone_names):
         sel = np.repeat(whole & (names == name), sizes)
         if sel.any():
-            ok[sel] = shapely.contains_xy(zones.polygons[name], pts[sel, 0], pts[sel, 1])
+            with GEOS_LOCK:
+                ok[sel] = shapely.contains_xy(zones.polygons[name], pts[sel, 0], pts[sel, 1])
     return np.logical_and.reduceat(ok, bounds[:-1])
 
 

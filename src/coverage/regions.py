@@ -33,6 +33,7 @@ from shapely.geometry.base import BaseGeometry
 from . import contact, proximity
 from . import template as _template
 from .chart import canonical_chart, signed_chart_areas
+from .tasks import GEOS_LOCK
 
 # Cuts and unions of triangles kept per resolution, keep-outs per face (least recently used
 # dropped first): a plan reads ~30 regions (exclusion parts, zones, keep-outs), and the
@@ -192,8 +193,9 @@ def _cut(subdivisions: int, region: BaseGeometry) -> _Cut:
 
 def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
     """Cut a region: the triangles within it, and the others' pieces of positive area."""
-    shapely.prepare(region)
-    intersecting, within, known = _classify_contacts(res, region)
+    with GEOS_LOCK:     # the region may be another thread's too: see coverage.tasks.GEOS_LOCK
+        shapely.prepare(region)
+        intersecting, within, known = _classify_contacts(res, region)
     inside = intersecting[within]
     partial = intersecting[~within]
     # a triangle that only touches the region (a shared edge or corner, interiors apart)
@@ -202,7 +204,8 @@ def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
     # would (slivers are cut all the same)
     touching = known[~within]
     ask = np.flatnonzero(~touching)
-    touching[ask] = shapely.touches(region, res.polys[partial[ask]]) & ~res.thin[partial[ask]]
+    with GEOS_LOCK:
+        touching[ask] = shapely.touches(region, res.polys[partial[ask]]) & ~res.thin[partial[ask]]
     partial = partial[~touching]
     pieces = shapely.intersection(res.polys[partial], region)
     area = shapely.area(pieces)
@@ -214,7 +217,8 @@ def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.nd
     """The chart triangles that intersect a (prepared) region, in the order of
     ``tree.query(region, predicate="intersects")``, and whether each lies within it (see
     :func:`_classify_contacts`)."""
-    return _classify_contacts(res, region)[:2]
+    with GEOS_LOCK:
+        return _classify_contacts(res, region)[:2]
 
 
 def boundary_pairs(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
 from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
-from .tasks import one_blas_thread
+from .tasks import GEOS_LOCK, one_blas_thread
 
 MIN_STROKE_MM = 10.0       # shorter runs are not worth a touch-down
 PATH_STEP_MM = 0.5         # path samples along a pass, on the skin
@@ -367,7 +367,8 @@ def contains_grid_scan(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         unsure[i0[k]:i1[k], j0[k]:j1[k]] = True
     ii, jj = np.nonzero(unsure)
     if len(ii):
-        out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+        with GEOS_LOCK:
+            out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
     return out
 
 
@@ -383,7 +384,8 @@ def contains_grid_blocks(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if w * h <= 4 * b * b or not (np.isfinite(x).all() and np.isfinite(y).all()
                                   and (np.diff(x) > 0).all() and (np.diff(y) > 0).all()):
         uu, vv = np.meshgrid(x, y)
-        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+        with GEOS_LOCK:
+            return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
     j0, i0 = np.arange(0, w, b), np.arange(0, h, b)
     j1, i1 = np.minimum(j0 + b, w) - 1, np.minimum(i0 + b, h) - 1
     # the blocks any boundary segment's bounding box reaches (consecutive vertices of all
@@ -391,7 +393,8 @@ def contains_grid_blocks(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     c = shapely.get_coordinates(region)
     if len(c) == 0 or not np.isfinite(c).all():
         uu, vv = np.meshgrid(x, y)
-        return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
+        with GEOS_LOCK:
+            return shapely.contains_xy(region, uu.ravel(), vv.ravel()).reshape(h, w)
     a, z = (c[:-1], c[1:]) if len(c) > 1 else (c, c)
     lo, hi = np.minimum(a, z), np.maximum(a, z)
     ja, jb = np.searchsorted(x[j1], lo[:, 0], "left"), np.searchsorted(x[j0], hi[:, 0], "right") - 1
@@ -405,10 +408,12 @@ def contains_grid_blocks(region, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     np.add.at(marks, (ib + 1, jb + 1), 1)
     # a block one point wide or tall is asked in full as well
     mixed = (marks.cumsum(axis=0).cumsum(axis=1)[:-1, :-1] > 0) | (j1 == j0)[None, :] | (i1 == i0)[:, None]
-    first = shapely.contains_xy(region, *np.broadcast_arrays(x[j0][None, :], y[i0][:, None]))
+    with GEOS_LOCK:
+        first = shapely.contains_xy(region, *np.broadcast_arrays(x[j0][None, :], y[i0][:, None]))
     out = np.repeat(np.repeat(first, b, axis=0), b, axis=1)[:h, :w]
     ii, jj = np.nonzero(np.repeat(np.repeat(mixed, b, axis=0), b, axis=1)[:h, :w])
-    out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
+    with GEOS_LOCK:
+        out[ii, jj] = shapely.contains_xy(region, x[jj], y[ii])
     return out
 
 
@@ -459,8 +464,9 @@ def roller_regions(zones, protocol: Protocol) -> list[Region]:
         union = shapely.union_all([zones.polygons[n] for n in names])
         for part in sorted(shapely.get_parts(union), key=lambda g: -g.area):
             # a zone apart from the part (no point in common) has no area in it: not asked
-            members = tuple(n for n in names if shapely.intersects(zones.polygons[n], part)
-                            and shapely.intersection(zones.polygons[n], part).area > 1e-6)
+            with GEOS_LOCK:
+                members = tuple(n for n in names if shapely.intersects(zones.polygons[n], part)
+                                and shapely.intersection(zones.polygons[n], part).area > 1e-6)
             regions.append(Region("+".join(members), members, part))
     order = {n: i for i, n in enumerate(zones.names)}
     return sorted(regions, key=lambda r: order[r.zones[0]])
@@ -570,7 +576,8 @@ class SweepFrame:
     @classmethod
     def build(cls, face, region: Region, theta_deg: float, conform: Conformity) -> "SweepFrame":
         polygon = region.polygon
-        shapely.prepare(polygon)
+        with GEOS_LOCK:
+            shapely.prepare(polygon)
         minx, miny, maxx, maxy = polygon.bounds
         probe = _grid_in(polygon, max(2.0, min(maxx - minx, maxy - miny) / 12.0))
         angle = chart_angle(face, theta_deg, probe)
@@ -1296,7 +1303,8 @@ def _grid_in(polygon, step: float) -> np.ndarray:
     minx, miny, maxx, maxy = polygon.bounds
     uu, vv = np.meshgrid(np.arange(minx, maxx + step, step), np.arange(miny, maxy + step, step))
     pts = np.stack([uu.ravel(), vv.ravel()], axis=1)
-    inside = shapely.contains_xy(polygon, pts[:, 0], pts[:, 1])
+    with GEOS_LOCK:
+        inside = shapely.contains_xy(polygon, pts[:, 0], pts[:, 1])
     return pts[inside] if inside.any() else np.asarray([polygon.representative_point().coords[0]])
 
 

@@ -34,6 +34,13 @@ from .errors import CoverageError
 THREADS_ENV = "COVERAGE_THREADS"
 MAX_THREADS = 2
 BLAS_LOCK = threading.RLock()   # held while BLAS is limited to one thread (see one_blas_thread)
+# Held around GEOS predicates (and shapely.prepare) on geometries a plan's pieces may share:
+# the zone map's polygons and keep-outs, and the regions cut from them. A prepared geometry
+# builds its indexes when first asked, and shapely releases the GIL in its predicates: two
+# threads asking a fresh one at once corrupted GEOS's heap in a stress test (shapely 2.2,
+# GEOS 3.14: "malloc(): unsorted double linked list corrupted"). Each call is short; the
+# lock makes them take turns.
+GEOS_LOCK = threading.RLock()
 
 
 def available_cores() -> int:
@@ -74,12 +81,13 @@ class _Later:
         self._value, self._error = None, None
 
     def result(self):
+        # read by one thread only (the tasks hand one out where they are not shared)
         if self._call is not None:
             fn, args, kwargs = self._call
             self._call = None
             try:
                 self._value = fn(*args, **kwargs)
-            except BaseException as error:   # kept and raised to every reader, as a future does
+            except Exception as error:   # kept and raised to every reader, as a future does
                 self._error = error
         if self._error is not None:
             raise self._error
@@ -102,10 +110,21 @@ class _Piece:
         self.call = None
         try:
             self._value = fn(*args, **kwargs)
-        except BaseException as error:   # kept and raised to every reader, as a future does
+        except Exception as error:   # kept and raised to every reader, as a future does
             self._error = error
+        except BaseException as error:
+            # an interrupt (Ctrl-C) in a piece this thread took on: its readers get it too,
+            # and it goes on up at once rather than waiting for someone to read the piece
+            self._error = error
+            raise
         finally:
             self.done.set()
+
+    def cancel(self) -> None:
+        """Drop a piece never run: its readers get ``CancelledError`` rather than waiting."""
+        self.call = None
+        self._error = cf.CancelledError("the plan's tasks closed before this piece ran")
+        self.done.set()
 
     def result(self):
         if not self.done.is_set():
@@ -123,8 +142,8 @@ class Tasks:
     ...]`` in order, the first on the caller's thread. A thread that waits for a piece first
     runs it itself if no pool thread has taken it yet, else the pieces still queued that may
     be lent, oldest first (``concurrent.futures`` has no pool that lends the waiting thread a
-    hand, which is why this one is written here). Leaving the block drops the pieces never taken and waits
-    for the ones running.
+    hand, which is why this one is written here). Leaving the block drops the pieces never
+    taken (reading one then raises ``CancelledError``) and waits for the ones running.
     """
 
     def __init__(self, threads: int | None = None):
@@ -147,8 +166,11 @@ class Tasks:
     def close(self) -> None:
         with self._ready:
             self._closed = True
+            dropped = list(self._queue)
             self._queue.clear()
             self._ready.notify_all()
+        for piece in dropped:
+            piece.cancel()
         for worker in self._workers:
             worker.join()
         self._workers = []
@@ -184,7 +206,11 @@ class Tasks:
             if other is None:
                 piece.done.wait()
                 return
-            other.run()
+            try:
+                other.run()
+            finally:
+                if not other.done.is_set():      # interrupted before it started
+                    other.cancel()
 
     def submit(self, fn, *args, lend: bool = True, **kwargs):
         """``fn(*args, **kwargs)`` on the pool; with one thread, or asked from a thread other

@@ -24,6 +24,7 @@ from . import template as _template
 from .chart import canonical_chart
 from .errors import ProtocolError
 from .protocol import Lesion, Protocol
+from .tasks import GEOS_LOCK
 
 # Boundary chains of the partition on the subject's right; the left side is their mirror.
 # Chosen on the canonical face (see docs/zones.md for the picture and the reasoning).
@@ -302,7 +303,8 @@ def _label_by_polygon(polygons, uv: np.ndarray, out: np.ndarray, rest: np.ndarra
         ask = todo[near]
         if not len(ask):
             continue
-        hit = shapely.contains_xy(poly, uv[ask, 0], uv[ask, 1])
+        with GEOS_LOCK:
+            hit = shapely.contains_xy(poly, uv[ask, 0], uv[ask, 1])
         out[ask[hit]] = index
         todo = np.concatenate([todo[~near], ask[~hit]])
     return out
