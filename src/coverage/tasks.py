@@ -1,8 +1,9 @@
 """A plan's coarse tasks on the machine's cores: threads, with results that do not depend on them.
 
 A plan has a few pieces of work that do not read each other's results: the face's drum
-conformity and the zone map; the roller's regions; the roller's safe moves and the pen's
-dose; the pen's two cartridges. :class:`Tasks` runs such pieces on threads. The compiled
+conformity and the zone map; the roller's regions, the pen's texel grid and its two dose
+fields; the pen's two cartridges' paths and candidates; the roller's safe moves and the
+pen's fit. :class:`Tasks` runs such pieces on threads. The compiled
 kernels and most NumPy and shapely calls release the GIL, so two pieces overlap on two
 cores (about 1.5 times the work of one thread per second here; Python's own steps still
 take turns).
