@@ -708,36 +708,47 @@ def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
                  conformity: Conformity | None = None, then=None):
-    """The roller's punctures (chart, depth, stroke) with the zone status, and a call that
-    gives its strokes and transitions: their safe moves are built on the plan's threads
-    while the pen's dose is planned over the punctures (nothing of the pen reads them)."""
+    """The roller's punctures (chart, depth, stroke) with the zone status, and its
+    :class:`_RollerStrokes` (the strokes and transitions, once their safe moves are built:
+    on the plan's other thread while the pen's fit runs, since nothing of the pen reads them)."""
     tasks = tasks or serial_tasks()
     runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
     frames, packed, drums = _roller_frames(face, protocol, runs)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
     uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
-    moves = []
+    return _RollerStrokes(tasks, face, zones, protocol, runs, frames, drums, depth, stroke_of), uv, depth, stroke_of, \
+        status
 
-    def start_moves():
-        # for the pool's thread while the pen's fit runs (it has nothing else then), and
-        # nothing reads the moves before the fit ends
-        if not moves:
-            moves.append(tasks.submit(_roller_moves, face, zones, runs, frames, lend=False))
 
-    def strokes_and_moves():
-        start_moves()
-        strokes, transitions = _roller_timed(zones, protocol, runs, frames, drums, moves[0].result())
-        counts = np.bincount(stroke_of, minlength=len(strokes))
+class _RollerStrokes:
+    """The roller's timed strokes and transitions, made when asked (:meth:`finish`); their
+    safe moves are handed to the plan's threads by :meth:`start_moves` (at the latest by
+    :meth:`finish`)."""
+
+    def __init__(self, tasks: Tasks, face, zones: ZoneMap, protocol: Protocol, runs: list, frames: list,
+                 drums: list, depth: np.ndarray, stroke_of: np.ndarray):
+        self.tasks, self.face, self.zones, self.protocol = tasks, face, zones, protocol
+        self.runs, self.frames, self.drums, self.depth, self.stroke_of = runs, frames, drums, depth, stroke_of
+        self.moves = None
+
+    def start_moves(self) -> None:
+        # for the pool's thread alone (lend=False): the pen's fit leaves it idle, and nothing
+        # reads the moves before the fit ends
+        if self.moves is None:
+            self.moves = self.tasks.submit(_roller_moves, self.face, self.zones, self.runs, self.frames, lend=False)
+
+    def finish(self) -> tuple[list, list]:
+        self.start_moves()
+        strokes, transitions = _roller_timed(self.zones, self.protocol, self.runs, self.frames, self.drums,
+                                             self.moves.result())
+        counts = np.bincount(self.stroke_of, minlength=len(strokes))
         for stroke in strokes:
-            mine = stroke_of == stroke.id
+            mine = self.stroke_of == stroke.id
             stroke.punctures = int(counts[stroke.id])
             if mine.any():
-                stroke.depth_mm = float(depth[mine].max())
+                stroke.depth_mm = float(self.depth[mine].max())
         return strokes, transitions
-
-    strokes_and_moves.start_moves = start_moves
-    return strokes_and_moves, uv, depth, stroke_of, status
 
 
 def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corner: str | None = None,
@@ -747,7 +758,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     tasks = tasks or serial_tasks()
     strokes, transitions, status = [], [], {}
     uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
-    roller_strokes_and_moves, pen_fields = None, None
+    roller, pen_fields = None, None
     if device in ("pen", "auto"):
         # the pen's texel grid and dose problems read the zone map, not the roller's punctures:
         # built beside the roller (asked for once its regions are under way)
@@ -761,18 +772,18 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     else:
         start_pen = None
     if device in ("roller", "auto"):
-        roller_strokes_and_moves, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner,
-                                                                             tasks, conformity, start_pen)
+        roller, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner, tasks, conformity,
+                                                           start_pen)
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
         grid, fields = pen_fields[0].result()[0], tuple(f.result() for f in pen_fields[1])
         sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields,
-                                     None if roller_strokes_and_moves is None else roller_strokes_and_moves.start_moves)
+                                     None if roller is None else roller.start_moves)
         for name, state in pen_status.items():
             status.setdefault(name, {}).update(state)
-    if roller_strokes_and_moves is not None:
-        strokes, transitions = _roller_finish(roller_strokes_and_moves)
+    if roller is not None:
+        strokes, transitions = _roller_finish(roller)
     if device in ("pen", "auto"):
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
         more, moves, hits = pen_strokes(face, zones, protocol, sets, len(strokes), t0,
@@ -794,9 +805,9 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
                 depth, status, lifted.tri.astype(np.int64), lifted.bary.reshape(-1, 3))
 
 
-def _roller_finish(strokes_and_moves):
+def _roller_finish(roller: _RollerStrokes) -> tuple[list, list]:
     """The roller's strokes and transitions once its safe moves are built (:func:`_roller_part`)."""
-    return strokes_and_moves()
+    return roller.finish()
 
 
 def _pen_zones(zones: ZoneMap) -> list:
@@ -1266,10 +1277,11 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
         conforms, then the pen for the rest and touch-ups), ``"roller"`` or ``"pen"``
     start_corner : ``auto``, ``bottom_left``, ``bottom_right``, ``top_left`` or ``top_right``
         (the subject's left and right); default: the protocol's ``session.start_corner``.
-    threads : how many threads the plan's independent pieces run on (the conformity and
-        the zone map, the roller's regions, its safe moves and the pen's dose, the pen's two
-        cartridges); default ``$COVERAGE_THREADS``, else the cores available, at most 2. The
-        plan is the same bit for bit on any number (:mod:`coverage.tasks`).
+    threads : how many threads the plan's independent pieces run on (the conformity beside
+        the zone map; the roller's regions, the pen's texel grid and dose fields; the pen's
+        two cartridges' paths; the roller's safe moves beside the pen's fit); default
+        ``$COVERAGE_THREADS``, else the cores available, at most 2. The plan is the same
+        bit for bit on any number (:mod:`coverage.tasks`).
     """
     protocol = Protocol.default() if protocol is None else protocol
     if device not in DEVICES:
