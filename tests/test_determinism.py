@@ -120,3 +120,13 @@ def test_a_plan_on_one_thread_equals_the_plan_on_two(tmp_path):
         for name in a.files:
             assert_same_array(a[name], b[name], name)
     assert one.read_bytes() == two.read_bytes()
+
+
+@pytest.mark.parametrize("device", ["roller", "pen"])
+def test_each_device_alone_plans_the_same_on_one_and_two_threads(default_face, default_zones, device):
+    from coverage.bench import same_plan
+
+    one = plan(default_face, zones=default_zones, device=device, threads=1)
+    two = plan(default_face, zones=default_zones, device=device, threads=2)
+    assert len(one.strokes) > 10 and len(one.puncture_points) > 1000
+    assert same_plan(one, two)
