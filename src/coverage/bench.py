@@ -22,7 +22,12 @@ canonical zone cells are built again). Stages, each charged only its own time:
 - ``other``: ``coverage.plan``'s own glue (lifting the punctures, status);
 - ``density``: ``Plan.density``; ``verify``: ``coverage.verify(plan)``.
 
-``plan`` is ``coverage.plan``'s wall clock (zones to other); ``total`` is every stage.
+Each run plans twice, from a cold start each time: on one thread with the stages timed
+(``plan_one_thread``: that plan's wall clock, zones to other), then on the default threads
+(:mod:`coverage.tasks`) with nothing timed inside (``plan``: its wall clock, what a caller
+waits; the speed target). The entry records ``threads`` and ``threads_identical``: whether
+every run's two plans were the same bit for bit (:func:`same_plan`). ``total`` is every
+stage of the one-thread run.
 The stages are timed by wrapping the planner's functions for the run (:class:`StageClock`);
 a function the planner no longer has is listed under ``stages_unwrapped`` and its time stays with
 its caller's stage. ``steps`` breaks each stage down by wrapped function.
