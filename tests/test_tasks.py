@@ -273,8 +273,9 @@ def test_one_thread_does_not_keep_an_interrupt_for_later():
 
     with tasks.Tasks(1) as pool:
         piece = pool.submit(interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            piece.result()
+        for _ in range(2):            # and a later reader gets it too, not None
+            with pytest.raises(KeyboardInterrupt):
+                piece.result()
 
 
 # --- GEOS predicates on shared geometries take turns ----------------------------------------------

@@ -90,6 +90,9 @@ class _Later:
                 self._value = fn(*args, **kwargs)
             except Exception as error:   # kept and raised to every reader, as a future does
                 self._error = error
+            except BaseException as error:   # an interrupt: up at once, and to any later reader
+                self._error = error
+                raise
         if self._error is not None:
             raise self._error
         return self._value
