@@ -72,55 +72,57 @@ def thread_count(threads: int | None = None) -> int:
     return min(threads, MAX_THREADS)
 
 
-class _Later:
-    """A piece run as a plain call when its result is first read, like a future: one
-    thread runs every piece in the order the serial code reads them, and a piece nobody
-    reads (a head start on work that is asked for again) is never run."""
+class _Call:
+    """One call of a piece and its outcome, kept for every reader as a future keeps it."""
 
     def __init__(self, fn, args, kwargs):
-        self._call = (fn, args, kwargs)
+        self.call = (fn, args, kwargs)
         self._value, self._error = None, None
 
-    def result(self):
-        # read by one thread only (the tasks hand one out where they are not shared)
-        if self._call is not None:
-            fn, args, kwargs = self._call
-            self._call = None
-            try:
-                self._value = fn(*args, **kwargs)
-            except Exception as error:   # kept and raised to every reader, as a future does
-                self._error = error
-            except BaseException as error:   # an interrupt: up at once, and to any later reader
-                self._error = error
-                raise
+    def _run(self) -> None:
+        fn, args, kwargs = self.call
+        self.call = None
+        try:
+            self._value = fn(*args, **kwargs)
+        except Exception as error:   # kept and raised to every reader
+            self._error = error
+        except BaseException as error:
+            # an interrupt (Ctrl-C): its readers get it too, and it goes on up at once
+            # rather than waiting for someone to read the piece
+            self._error = error
+            raise
+
+    def _outcome(self):
         if self._error is not None:
             raise self._error
         return self._value
 
 
-class _Piece:
+class _Later(_Call):
+    """A piece run as a plain call when its result is first read, like a future: one
+    thread runs every piece in the order the serial code reads them, and a piece nobody
+    reads (a head start on work that is asked for again) is never run."""
+
+    def result(self):
+        # read by one thread only (the tasks hand one out where they are not shared)
+        if self.call is not None:
+            self._run()
+        return self._outcome()
+
+
+class _Piece(_Call):
     """A piece handed to the pool: run by a pool thread, or by a thread that needs its
     result before a pool thread has taken it."""
 
     def __init__(self, fn, args, kwargs, lend: bool = True):
-        self.call = (fn, args, kwargs)
+        super().__init__(fn, args, kwargs)
         self.lend = lend
         self.done = threading.Event()
-        self._value, self._error = None, None
         self._tasks = None
 
     def run(self) -> None:
-        fn, args, kwargs = self.call
-        self.call = None
         try:
-            self._value = fn(*args, **kwargs)
-        except Exception as error:   # kept and raised to every reader, as a future does
-            self._error = error
-        except BaseException as error:
-            # an interrupt (Ctrl-C) in a piece this thread took on: its readers get it too,
-            # and it goes on up at once rather than waiting for someone to read the piece
-            self._error = error
-            raise
+            self._run()
         finally:
             self.done.set()
 
@@ -133,9 +135,7 @@ class _Piece:
     def result(self):
         if not self.done.is_set():
             self._tasks._help_until(self)
-        if self._error is not None:
-            raise self._error
-        return self._value
+        return self._outcome()
 
 
 class Tasks:
