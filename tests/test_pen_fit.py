@@ -195,6 +195,51 @@ def test_fit_brings_a_strip_into_its_band():
     assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
 
 
+def test_fit_holds_weights_at_their_bound_where_the_band_asks_for_more():
+    # the strip of the test above, each candidate capped at 1 puncture where the band
+    # asks for ~2.5: every weight ends at its bound (the one minimum of this convex problem)
+    grid = _strip_grid()
+    zones = _Zones({"strip": (250.0, 312.5)})
+    n = grid.shape[1]
+    spread = sparse.csc_array(sparse.identity(n, format="csc") * 1.0)
+    x = pen_fit.fit(grid, pen_fit.dose_targets(zones, grid), np.zeros((1, n)), spread)
+    assert np.array_equal(x, np.ones(n))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_reaches_the_minimum_scipy_finds(seed):
+    # the objective is convex: given steps enough the fit ends at SciPy's L-BFGS-B minimum,
+    # and there every weight strictly inside the box has a zero gradient and every weight on
+    # a bound a gradient pointing out of the box (the KKT conditions)
+    from scipy.optimize import Bounds, minimize
+
+    m = 60
+    grid, targets, base, spread = _random_fit_problem(np.random.default_rng(seed), 12, 16, m, "csc")
+    upper = np.full(m, 1.5)
+    objective = pen_fit.FitObjective(grid, targets, base, spread)
+    x = pen_fit.fit(grid, targets, base, spread, upper=upper, iterations=400)
+    best = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B", bounds=Bounds(0.0, upper),
+                    options=dict(maxiter=5000, ftol=1e-15, gtol=1e-12))
+    f, g = objective(x)
+    assert f <= best.fun * (1 + 1e-6) + 1e-9
+    scale = np.abs(g).max()
+    inside = (x > 1e-9) & (x < upper - 1e-9)
+    assert inside.any() and (x <= 1e-9).any() and (x >= upper - 1e-9).any()
+    assert np.abs(g[inside]).max() <= 1e-5 * scale
+    assert (g[x <= 1e-9] >= -1e-5 * scale).all() and (g[x >= upper - 1e-9] <= 1e-5 * scale).all()
+
+
+def test_fit_direction_is_zero_on_weights_held_at_a_bound():
+    # x = [0, 1, 0.5, 0, 1] in [0, 1] with gradient [+, -, +, -, +]: the first two are held
+    # (the gradient pushes them out of the box), the other three move against it; with no
+    # pair yet the step is -g on the free ones times 1 / max |clip(x - g, 0, 1) - x|
+    x = np.array([0.0, 1.0, 0.5, 0.0, 1.0])
+    g = np.array([2.0, -3.0, 4.0, -0.25, 1.0])
+    d = pen_fit._lbfgs_direction(x, g, np.ones(5), [])
+    # clip(x - g, 0, 1) - x = [0, 0, -0.5, 0.25, -1]: its largest move is 1, so d = -g there
+    assert np.array_equal(d, np.array([0.0, 0.0, -4.0, 0.25, -1.0]))
+
+
 def test_pen_share_is_what_the_pen_adds_to_reach_the_middle_of_the_band():
     # three zones on a strip of 1 mm^2 texels, windows of 5: a (texels 0-13, target 100),
     # b (14-26, target 200), c (27-39, target 150); one puncture per texel of a already

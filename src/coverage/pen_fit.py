@@ -17,8 +17,9 @@ are fitted with the real needles instead:
    density ``D = c W(base + A x)`` (``W`` the 1 cm^2 window sums, ``c`` 100 / treatable
    window area) is pushed into ``[low, high]`` per texel, inside each zone's band with a
    margin for rounding: squared shortfalls, a window over ``high`` weighing
-   :data:`OVER_WEIGHT` times more, minimised by a spectral projected gradient whose
-   gradient pulls the window sums back with their adjoint (:func:`density.window_spread`).
+   :data:`OVER_WEIGHT` times more, minimised by a projected quasi-Newton method (L-BFGS
+   steps over the weights not held at a bound) whose gradient pulls the window sums back
+   with their adjoint (:func:`density.window_spread`).
 3. **Rounding.** Along each stroke the running sum of ``x`` fires a stamp each time it
    crosses ``k + 1/2`` (error diffusion): every stamp sits on a simulated candidate, its
    needles and all, and each stretch of a stroke keeps its fitted dose to half a stamp.
@@ -31,6 +32,7 @@ The plan's cap guard runs on the result as on any stamps.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -48,7 +50,8 @@ CAP_RATIO = 0.93          # ... or this x cap, whichever is lower
 OVER_WEIGHT = 2.0         # a window over its high mark weighs this much more than a shortfall (5 let
                           # the lower-target zone win every border with a higher one: on the
                           # synthetic scans the cheeks' rims fell 1 to 2 points further)
-FIT_ITERATIONS = 150
+FIT_ITERATIONS = 60       # the fit's steps (at 40 some zone of the synthetic scans fell 0.3 points in band)
+FIT_MEMORY = 5            # the L-BFGS pairs the fit keeps
 FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm) ...
 FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
                                 # (the widest window half over it until stop 14: scan sessions
@@ -149,10 +152,16 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     """Stamp weights ``x (m,)`` in ``[0, upper]`` (default 1) whose punctures
     ``base + spread @ x`` bring the windowed density into ``targets``.
 
-    A spectral projected gradient (Birgin, Martinez and Raydan 2000): projected steps of
-    Barzilai-Borwein length with a non-monotone backtracking check, one objective
-    evaluation per step almost always. (SciPy's L-BFGS-B spends ~50 ms a step of its own
-    bookkeeping on the ~10^5 variables here, ten times the objective.)
+    A projected quasi-Newton method (the two-metric projection of Bertsekas 1982 with
+    limited-memory BFGS steps, as in Kim, Sra and Dhillon 2010): each step holds the
+    weights at a bound whose gradient pushes them out of the box, takes an L-BFGS direction
+    over the others (:data:`FIT_MEMORY` pairs, restricted to those weights), projects it
+    onto the box and backtracks until the objective falls enough; one objective evaluation
+    per step almost always. Neighbouring stamps' windows overlap, so the problem is badly
+    conditioned: on the bundled face a spectral projected gradient took 198 evaluations to
+    reach what this reaches in 46. SciPy's L-BFGS-B matches this step for step but spends more in its own
+    Cauchy-point bookkeeping than the objective costs (1.9 ms a step against 1.6 ms on the
+    bundled face's 22,508 stamps).
     """
     m = spread.shape[1]
     if not m:
@@ -162,27 +171,52 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
 
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     f, g = objective(x)
-    recent = [f]
-    step = 1.0 / max(float(np.abs(np.clip(x - g, 0.0, hi) - x).max()), 1e-12)
+    pairs = collections.deque(maxlen=FIT_MEMORY)      # the latest steps s and gradient changes y
     for _ in range(iterations):
-        d = np.clip(x - step * g, 0.0, hi) - x
+        d = _lbfgs_direction(x, g, hi, pairs)
         slope = _dot(g, d)
         if slope >= -1e-12 * max(abs(f), 1.0):
-            break
-        ceiling, lam = max(recent[-10:]), 1.0
+            break     # no descent left: every free weight's gradient is ~0
+        lam = 1.0
         while True:
-            x_new = x + lam * d
+            x_new = np.clip(x + lam * d, 0.0, hi)
             f_new, g_new = objective(x_new)
-            if f_new <= ceiling + 1e-4 * lam * slope or lam < 1e-6:
+            # Armijo's test along the projected path (its slope is g . (x_new - x))
+            if f_new <= f + 1e-4 * _dot(g, x_new - x) or lam < 1e-6:
                 break
             lam *= 0.5
         s, y = x_new - x, g_new - g
-        sy = _dot(s, y)
-        step = _dot(s, s) / sy if sy > 0 else 1e3 * step
-        step = min(max(step, 1e-10), 1e10)
+        if _dot(s, y) > 0.0:
+            pairs.append((s, y))
         x, f, g = x_new, f_new, g_new
-        recent.append(f)
     return x
+
+
+def _lbfgs_direction(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> np.ndarray:
+    """The fit's step ``(m,)`` from weights ``x`` with gradient ``g`` in the box ``[0, hi]``:
+    zero on the weights held at a bound (at 0 with ``g > 0``, at ``hi`` with ``g < 0``), the
+    L-BFGS two-loop product ``-H g`` over the others with the ``pairs`` ``(s, y)`` restricted
+    to them (a pair whose restricted ``s . y`` is not positive is left out); with no pair, the
+    projected gradient's step scaled so its largest move is 1."""
+    free = (~(((x <= 0.0) & (g > 0.0)) | ((x >= hi) & (g < 0.0)))).astype(np.float64)
+    q = -g * free
+    kept = []
+    for s, y in reversed(pairs):
+        sf, yf = s * free, y * free
+        sy = _dot(sf, yf)
+        if sy <= 0.0:
+            continue
+        a = _dot(sf, q) / sy
+        q -= a * yf
+        kept.append((a, sy, sf, yf))
+    if kept:
+        _, sy, _, yf = kept[0]
+        q *= sy / _dot(yf, yf)
+    else:
+        q *= 1.0 / max(float(np.abs(np.clip(x - g, 0.0, hi) - x).max()), 1e-12)
+    for a, sy, sf, yf in reversed(kept):
+        q += (a - _dot(yf, q) / sy) * sf
+    return q
 
 
 class FitObjective:
