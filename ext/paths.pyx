@@ -79,6 +79,65 @@ cdef inline double _linspace(Py_ssize_t i, Py_ssize_t n, double s_end, double st
     return <double>i * step + 0.0
 
 
+cdef inline void _resample_path(const double[:, ::1] uv, const double[::1] s, Py_ssize_t a, Py_ssize_t m,
+                                Py_ssize_t n, double[:, ::1] out, Py_ssize_t o) noexcept nogil:
+    # the path of rows a:a + m of uv (arc lengths s, m >= 2) resampled at n points into rows
+    # o:o + n of out (see resample)
+    cdef Py_ssize_t i, k, last
+    cdef double s_end, step, x, div, slope0, slope1, xk, xk1, u0, v0, r
+    last = a + m - 1
+    s_end = s[last]
+    div = <double>(n - 1)
+    step = s_end / div
+    k = a
+    i = 0
+    while i < n:
+        x = _linspace(i, n, s_end, step, div)
+        if x != x:
+            out[o + i, 0] = x
+            out[o + i, 1] = x
+            i += 1
+            continue
+        if x > s[last]:
+            out[o + i, 0] = uv[last, 0]
+            out[o + i, 1] = uv[last, 1]
+            i += 1
+            continue
+        if x < s[a]:
+            out[o + i, 0] = uv[a, 0]
+            out[o + i, 1] = uv[a, 1]
+            i += 1
+            continue
+        # the last row with s <= x (walked from the previous sample's)
+        while k < last and s[k + 1] <= x:
+            k += 1
+        while k > a and s[k] > x:
+            k -= 1
+        if k == last or s[k] == x:
+            out[o + i, 0] = uv[k, 0]
+            out[o + i, 1] = uv[k, 1]
+            i += 1
+            continue
+        # s[k] < x < s[k + 1]: this sample and the next ones between those rows
+        slope0 = _slope(s, uv, 0, k)
+        slope1 = _slope(s, uv, 1, k)
+        xk = s[k]
+        xk1 = s[k + 1]
+        u0 = uv[k, 0]
+        v0 = uv[k, 1]
+        while True:
+            r = slope0 * (x - xk) + u0
+            out[o + i, 0] = r if r == r else _lerp(x, s, uv, 0, k, slope0)
+            r = slope1 * (x - xk) + v0
+            out[o + i, 1] = r if r == r else _lerp(x, s, uv, 1, k, slope1)
+            i += 1
+            if i == n:
+                break
+            x = _linspace(i, n, s_end, step, div)
+            if not (xk < x and x < xk1):
+                break
+
+
 def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] starts,
              const int64_t[::1] out_starts, double[:, ::1] out):
     """Path p (rows starts[p]:starts[p + 1] of uv, arc lengths s) resampled into rows
@@ -89,65 +148,45 @@ def resample(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] st
     Once a sample is found strictly inside a segment (s[k] < x < s[k + 1]), the samples
     after it that are too are interpolated in a tight loop with the segment's slopes
     computed once (numpy.interp computes the same quotient for each of them)."""
-    cdef Py_ssize_t p, i, a, m, o, n, k, last
-    cdef double s_end, step, x, div, slope0, slope1, xk, xk1, u0, v0, r
+    cdef Py_ssize_t p, a, o
     with nogil:
         for p in range(starts.shape[0] - 1):
             a = starts[p]
-            m = starts[p + 1] - a
+            o = out_starts[p]
+            _resample_path(uv, s, a, starts[p + 1] - a, out_starts[p + 1] - o, out, o)
+
+
+def resample_on(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] starts,
+                const int64_t[::1] out_starts, const unsigned char[:, ::1] mask, double u0, double v0,
+                double cell, double[:, ::1] scratch, double[:, ::1] out, int64_t[::1] out_path,
+                int64_t[::1] out_index):
+    """The samples ``resample`` makes (path p's at rows out_starts[p]:out_starts[p + 1]),
+    only those on a nonzero cell of ``mask``: in order into the first rows of out, with
+    their path and their row among all the samples; returns how many. A sample's cell is
+    floor((sample - (u0, v0)) / cell), column from u, row from v (coverage.raster.lookup's
+    arithmetic); a sample off the mask's grid, or NaN, is not on it. scratch: at least as
+    many rows as the longest path has samples."""
+    cdef Py_ssize_t p, i, a, o, n, k = 0, h = mask.shape[0], w = mask.shape[1]
+    cdef double fu, fv, fw = <double>w, fh = <double>h
+    with nogil:
+        for p in range(starts.shape[0] - 1):
+            a = starts[p]
             o = out_starts[p]
             n = out_starts[p + 1] - o
-            last = a + m - 1
-            s_end = s[last]
-            div = <double>(n - 1)
-            step = s_end / div
-            k = a
-            i = 0
-            while i < n:
-                x = _linspace(i, n, s_end, step, div)
-                if x != x:
-                    out[o + i, 0] = x
-                    out[o + i, 1] = x
-                    i += 1
+            _resample_path(uv, s, a, starts[p + 1] - a, n, scratch, 0)
+            for i in range(n):
+                fu = (scratch[i, 0] - u0) / cell
+                fv = (scratch[i, 1] - v0) / cell
+                if not (fu >= 0.0 and fv >= 0.0 and fu < fw and fv < fh):
                     continue
-                if x > s[last]:
-                    out[o + i, 0] = uv[last, 0]
-                    out[o + i, 1] = uv[last, 1]
-                    i += 1
+                if mask[<Py_ssize_t>fv, <Py_ssize_t>fu] == 0:
                     continue
-                if x < s[a]:
-                    out[o + i, 0] = uv[a, 0]
-                    out[o + i, 1] = uv[a, 1]
-                    i += 1
-                    continue
-                # the last row with s <= x (walked from the previous sample's)
-                while k < last and s[k + 1] <= x:
-                    k += 1
-                while k > a and s[k] > x:
-                    k -= 1
-                if k == last or s[k] == x:
-                    out[o + i, 0] = uv[k, 0]
-                    out[o + i, 1] = uv[k, 1]
-                    i += 1
-                    continue
-                # s[k] < x < s[k + 1]: this sample and the next ones between those rows
-                slope0 = _slope(s, uv, 0, k)
-                slope1 = _slope(s, uv, 1, k)
-                xk = s[k]
-                xk1 = s[k + 1]
-                u0 = uv[k, 0]
-                v0 = uv[k, 1]
-                while True:
-                    r = slope0 * (x - xk) + u0
-                    out[o + i, 0] = r if r == r else _lerp(x, s, uv, 0, k, slope0)
-                    r = slope1 * (x - xk) + v0
-                    out[o + i, 1] = r if r == r else _lerp(x, s, uv, 1, k, slope1)
-                    i += 1
-                    if i == n:
-                        break
-                    x = _linspace(i, n, s_end, step, div)
-                    if not (xk < x and x < xk1):
-                        break
+                out[k, 0] = scratch[i, 0]
+                out[k, 1] = scratch[i, 1]
+                out_path[k] = p
+                out_index[k] = o + i
+                k += 1
+    return k
 
 
 def segment_lengths(const double[:, ::1] uv, double[::1] out):

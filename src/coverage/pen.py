@@ -838,7 +838,88 @@ def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 def _pass_runs(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon, raw: list) -> list:
     """The runs ``[(line, samples (n, 2), depth)]`` of one pass's lines or loops ``raw``: their
     stretches, sampled every :data:`SAMPLE_MM`, over ``active`` texels inside the zone's
-    polygon (and clear of the exclusions), split where the depth setting changes."""
+    polygon (and clear of the exclusions), split where the depth setting changes.
+
+    Only the samples on ``active`` texels are kept from the start (:func:`_line_samples_on`):
+    a contour loop runs round the whole face and most of its samples lie in other zones."""
+    if not raw:
+        return []
+    samples, line, index = _line_samples_on(raw, SAMPLE_MM, grid, active)
+    # texel labels go by texel centre: the zone's own polygon has the last word
+    with GEOS_LOCK:
+        inside = np.asarray(shapely.contains_xy(polygon, samples[:, 0], samples[:, 1]), dtype=bool)
+    if problem.clearance is not None and problem.near_exclusion is not None:
+        # near an exclusion a sample off its texel centre is checked in 3D itself
+        check = inside & _lookup(grid, problem.near_exclusion, samples, False).astype(bool)
+        if check.any():
+            inside[check] = problem.clearance.clear(samples[check], 0.5 * problem.footprint_mm)
+    samples, line, index = samples[inside], line[inside], index[inside]
+    # a run holds one depth setting: it splits where the stamps step down beside a
+    # shallower zone. A run starts at an inside sample that opens its line, does not follow
+    # the one before it or changes the depth (NaN != NaN: every NaN sample starts its own)
+    depth_at = _lookup(grid, problem.depth_mm, samples, np.nan)
+    begin = np.ones(len(samples), dtype=bool)
+    begin[1:] = (index[1:] != index[:-1] + 1) | (line[1:] != line[:-1]) | (depth_at[1:] != depth_at[:-1])
+    lo = np.flatnonzero(begin)
+    # a run continues over the samples until the next start
+    length = np.diff(np.append(lo, len(samples)))
+    keep = (length >= 2) & np.isfinite(depth_at[lo])
+    return [(int(j), samples[a:a + n], float(depth_at[a])) for j, a, n in zip(line[lo[keep]], lo[keep], length[keep])]
+
+
+def _line_samples_on(lines: list, step: float, grid: TexelGrid, mask: np.ndarray) -> tuple:
+    """The samples of :func:`_resample_lines` that lie on True texels of ``mask (h, w) bool``
+    (read as :func:`_lookup` reads it): ``(samples (k, 2), line (k,), index (k,))``, in
+    order, with each one's line and its row among all the samples. In one compiled pass
+    (:func:`coverage._ext.paths.resample_on`, the samples that ``paths.resample`` makes,
+    looked up as they are made) where every line has two points or more, some length and
+    finite values; else by :func:`_line_samples_on_reference`."""
+    from ._ext import paths as _paths_kernel
+
+    lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
+    sizes = np.array([len(line) for line in lines], dtype=np.int64)
+    mask = np.asarray(mask)
+    if not len(lines) or (sizes < 2).any() or mask.dtype != bool or mask.ndim != 2:
+        return _line_samples_on_reference(lines, step, grid, mask)
+    uv = np.ascontiguousarray(np.concatenate(lines))
+    starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    # paths.resample's segment lengths (sqrt((dx^2 + dy^2) + 0^2) of its lifted points at
+    # height 0 is sqrt(dx^2 + dy^2)), arc lengths and sample counts
+    seg = np.zeros(len(uv))
+    _paths_kernel.segment_lengths(uv, seg[1:])
+    step = float(step)
+    arc = np.empty(len(uv))
+    counts = np.empty(len(sizes), dtype=np.int64)
+    if not (step > 0 and np.isfinite(uv).all() and np.isfinite(seg).all()):
+        return _line_samples_on_reference(lines, step, grid, mask)
+    _paths_kernel.arc_lengths(seg, starts, step, arc, counts)
+    ends = arc[starts[1:] - 1]
+    if not (np.isfinite(ends).all() and (ends > 0).all()):
+        return _line_samples_on_reference(lines, step, grid, mask)
+    out_starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_starts[1:])
+    total = int(out_starts[-1])
+    out = np.empty((total, 2))
+    line = np.empty(total, dtype=np.int64)
+    index = np.empty(total, dtype=np.int64)
+    k = _paths_kernel.resample_on(uv, arc, starts, out_starts, np.ascontiguousarray(mask).view(np.uint8),
+                                  float(grid.origin[0]), float(grid.origin[1]), float(grid.cell_mm),
+                                  np.empty((int(counts.max()), 2)), out, line, index)
+    return out[:k], line[:k], index[:k]
+
+
+def _line_samples_on_reference(lines: list, step: float, grid: TexelGrid, mask: np.ndarray) -> tuple:
+    """NumPy twin of :func:`_line_samples_on`."""
+    if not len(lines):
+        return np.empty((0, 2)), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    samples, starts = _resample_lines(lines, step)
+    index = np.flatnonzero(_lookup(grid, mask, samples, False).astype(bool))
+    return samples[index], (np.searchsorted(starts, index, side="right") - 1).astype(np.int64), index.astype(np.int64)
+
+
+def _pass_runs_reference(problem: DoseField, grid: TexelGrid, active: np.ndarray, polygon, raw: list) -> list:
+    """NumPy twin of :func:`_pass_runs`: every sample of every line looked up."""
     if not raw:
         return []
     samples, starts = _resample_lines(raw, SAMPLE_MM)
