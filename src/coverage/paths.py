@@ -49,20 +49,29 @@ def resample(uv: np.ndarray, points: np.ndarray, starts, step_mm: float) -> tupl
     # whether every uv and seg is finite
     seg = np.empty(len(uv))
     finite = _kernel.segments(uv, points, seg)
-    arc = np.empty(len(uv))
-    counts = np.empty(len(sizes), dtype=np.int64)
     if not (finite and (sizes >= 2).all()):
         # what the kernel does not take (a path under two points, a non-finite value): per
         # path with the reference, which keeps or refuses it as it should
         pieces = [resample_reference(uv[a:b], points[a:b], step_mm) for a, b in zip(starts[:-1], starts[1:])]
         out_starts = np.concatenate([[0], np.cumsum([len(x) for x in pieces])]).astype(np.int64)
         return (np.concatenate(pieces) if pieces else np.empty((0, 2))), out_starts
-    _kernel.arc_lengths(seg, starts, step_mm, arc, counts)
-    out_starts = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out_starts[1:])
+    arc, out_starts = sample_layout(seg, starts, step_mm)
     out = np.empty((int(out_starts[-1]), 2))
     _kernel.resample(uv, arc, starts, out_starts, out)
     return out, out_starts
+
+
+def sample_layout(seg: np.ndarray, starts: np.ndarray, step_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the kernel's resampling puts each path's samples: ``(arc (n,) float, out_starts
+    (p + 1,) int)``, every point's arc length along its path and the rows of ``out`` path i
+    fills (``out_starts[i]:out_starts[i + 1]``), from the segment lengths ``seg (n,)`` (the
+    first point's of each path is not read) of paths of two points or more, finite."""
+    arc = np.empty(len(seg))
+    counts = np.empty(len(starts) - 1, dtype=np.int64)
+    _kernel.arc_lengths(seg, starts, step_mm, arc, counts)
+    out_starts = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_starts[1:])
+    return arc, out_starts
 
 
 # --- NumPy reference (tests compare the kernel with it) ------------------------------------

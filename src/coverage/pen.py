@@ -874,6 +874,7 @@ def _line_samples_on(lines: list, step: float, grid: TexelGrid, mask: np.ndarray
     (:func:`coverage._ext.paths.resample_on`, the samples that ``paths.resample`` makes,
     looked up as they are made) where every line has two points or more, some length and
     finite values; else by :func:`_line_samples_on_reference`."""
+    from . import paths as _paths
     from ._ext import paths as _paths_kernel
 
     lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
@@ -889,16 +890,13 @@ def _line_samples_on(lines: list, step: float, grid: TexelGrid, mask: np.ndarray
     seg = np.zeros(len(uv))
     _paths_kernel.segment_lengths(uv, seg[1:])
     step = float(step)
-    arc = np.empty(len(uv))
-    counts = np.empty(len(sizes), dtype=np.int64)
     if not (step > 0 and np.isfinite(uv).all() and np.isfinite(seg).all()):
         return _line_samples_on_reference(lines, step, grid, mask)
-    _paths_kernel.arc_lengths(seg, starts, step, arc, counts)
+    arc, out_starts = _paths.sample_layout(seg, starts, step)
     ends = arc[starts[1:] - 1]
     if not (np.isfinite(ends).all() and (ends > 0).all()):
         return _line_samples_on_reference(lines, step, grid, mask)
-    out_starts = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out_starts[1:])
+    counts = np.diff(out_starts)
     total = int(out_starts[-1])
     out = np.empty((total, 2))
     line = np.empty(total, dtype=np.int64)
