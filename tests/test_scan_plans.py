@@ -28,6 +28,12 @@ IN_BAND_SLACK = 0.05
 ON_SCAN_MM = 0.5        # a puncture this close to the scan's surface is on it
 UNIT_RTOL = 1e-6        # metres vs millimetres: relative to the size of the coordinates
 CLI_EDGE_MM = 1.5
+# the face between its vertices is flat: at CLI_EDGE_MM (median edge; the canonical face's
+# largest triangles, on the cheeks, refine to 4 to 6 mm edges) a triangle's interior sags off
+# the scan's noisy surface (0.15 mm depth noise) by up to about half a millimetre (0.513 mm
+# measured at the worst of 50,444 punctures, 99.9 % under 0.35 mm), its corners on the scan
+ON_SCAN_COARSE_MM = 0.75
+ON_SCAN_MEDIAN_MM = 0.1  # ... and most punctures far closer: no offset of the whole plan
 
 _TIMES = {}
 
@@ -253,7 +259,8 @@ def test_cli_plans_a_scan_file(metre_scan, tmp_path, capsys):
     # millimetres in the input mesh's frame: on the scan's surface once it is read in mm
     scan = trimesh.load(mesh_path, process=False)
     dist = _distance_to_mesh(np.asarray(scan.vertices) * 1000.0, np.asarray(scan.faces), punctures)
-    assert dist.max() < ON_SCAN_MM
+    assert dist.max() < ON_SCAN_COARSE_MM
+    assert np.median(dist) < ON_SCAN_MEDIAN_MM
     # and the same as the library's plan of the same files
     face = Face.load(mesh_path, lmk_path, units="m", edge_mm=CLI_EDGE_MM)
     same = _timed("plan scan file (edge 1.5)", lambda: plan(face))
