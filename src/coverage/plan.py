@@ -25,7 +25,7 @@ from .density import DensityMap, density, texel_grid
 from .errors import CoverageError
 from .face import Lifted
 from .protocol import Protocol
-from .tasks import Once, Tasks
+from .tasks import GEOS_LOCK, Once, Tasks
 from .tasks import serial as serial_tasks
 from .zones import ZoneMap
 
@@ -291,7 +291,9 @@ def transit_clearance(zones: ZoneMap, uv_from, uv_to) -> float:
     session = zones.protocol.session
     a, b = np.asarray(uv_from, dtype=np.float64), np.asarray(uv_to, dtype=np.float64)
     line = shapely.LineString([a, b]) if np.linalg.norm(b - a) > 1e-9 else shapely.Point(a)
-    if zones.keepout.intersects(line):
+    with GEOS_LOCK:     # the roller's moves are built beside the pen's glides (tasks.GEOS_LOCK)
+        crosses = zones.keepout.intersects(line)
+    if crosses:
         return session.clearance_mm
     return min(session.hop_clearance_mm, session.clearance_mm)
 
@@ -413,6 +415,27 @@ def transit_paths(face, starts, start_normals, ends, end_normals, clearances) ->
         lift[rows[~inner[rows]]] = 0.0
     high = base + lift[:, None] * forward
     return [np.concatenate([starts[i, None], high[first[i]:first[i] + count[i]], ends[i, None]]) for i in range(m)]
+
+
+def _transit_paths_halved(tasks: Tasks | None, face, starts, start_normals, ends, end_normals, clearances):
+    """:func:`transit_paths` of the moves, handed back as a call giving them: with more than
+    one thread the later half is built on the plan's other thread while the caller builds
+    the first (each move is built as alone, so the halves give the same paths as one batch)."""
+    m = len(starts)
+    if tasks is None or tasks.threads < 2 or m < 2:
+        return lambda: transit_paths(face, starts, start_normals, ends, end_normals, clearances)
+    # halves of about equal work: a move's search runs over its samples, about one per
+    # TRANSIT_STEP_MM of its length
+    work = np.linalg.norm(np.asarray(ends, dtype=np.float64).reshape(-1, 3)
+                          - np.asarray(starts, dtype=np.float64).reshape(-1, 3), axis=1) + 4 * TRANSIT_STEP_MM
+    half = int(np.clip(np.searchsorted(np.cumsum(work), 0.5 * work.sum()), 1, m - 1))
+    later = tasks.submit(transit_paths, face, starts[half:], start_normals[half:], ends[half:], end_normals[half:],
+                         clearances[half:])
+
+    def both():
+        return transit_paths(face, starts[:half], start_normals[:half], ends[:half], end_normals[:half],
+                             clearances[:half]) + later.result()
+    return both
 
 
 def _moving_max(values: np.ndarray, rows: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -722,26 +745,25 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
 
 
 class _RollerStrokes:
-    """The roller's timed strokes and transitions, made when asked (:meth:`finish`); their
-    safe moves are handed to the plan's threads by :meth:`start_moves` (at the latest by
-    :meth:`finish`)."""
+    """The roller's timed strokes and transitions, made when asked (:meth:`finish`): with
+    their safe moves, they are handed to the plan's threads by :meth:`start_moves` (at the
+    latest by :meth:`finish`)."""
 
     def __init__(self, tasks: Tasks, face, zones: ZoneMap, protocol: Protocol, runs: list, frames: list,
                  drums: list, depth: np.ndarray, stroke_of: np.ndarray):
         self.tasks, self.face, self.zones, self.protocol = tasks, face, zones, protocol
         self.runs, self.frames, self.drums, self.depth, self.stroke_of = runs, frames, drums, depth, stroke_of
-        self.moves = None
+        self.done = None
 
     def start_moves(self) -> None:
-        # for the pool's thread alone (lend=False): the pen's fit leaves it idle, and nothing
-        # reads the moves before the fit ends
-        if self.moves is None:
-            self.moves = self.tasks.submit(_roller_moves, self.face, self.zones, self.runs, self.frames, lend=False)
+        # for the pool's thread alone (lend=False): the pen's fit and repair leave it idle,
+        # and nothing reads the roller's strokes before they end
+        if self.done is None:
+            self.done = self.tasks.submit(self._strokes, lend=False)
 
-    def finish(self) -> tuple[list, list]:
-        self.start_moves()
-        strokes, transitions = _roller_timed(self.zones, self.protocol, self.runs, self.frames, self.drums,
-                                             self.moves.result())
+    def _strokes(self) -> tuple[list, list]:
+        moves = _roller_moves(self.face, self.zones, self.runs, self.frames)
+        strokes, transitions = _roller_timed(self.zones, self.protocol, self.runs, self.frames, self.drums, moves)
         counts = np.bincount(self.stroke_of, minlength=len(strokes))
         for stroke in strokes:
             mine = self.stroke_of == stroke.id
@@ -749,6 +771,10 @@ class _RollerStrokes:
             if mine.any():
                 stroke.depth_mm = float(self.depth[mine].max())
         return strokes, transitions
+
+    def finish(self) -> tuple[list, list]:
+        self.start_moves()
+        return self.done.result()
 
 
 def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corner: str | None = None,
@@ -787,7 +813,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     if device in ("pen", "auto"):
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
         more, moves, hits = pen_strokes(face, zones, protocol, sets, len(strokes), t0,
-                                        strokes[-1] if strokes else None)
+                                        strokes[-1] if strokes else None, tasks)
         strokes += more
         transitions += moves
         uv = np.concatenate([uv, hits[0]])
@@ -1006,9 +1032,12 @@ def _join_pen_items(face, a, b, move: np.ndarray, pen):
             np.concatenate([a[9], b[9]]))
 
 
-def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous):
+def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous,
+                tasks: Tasks | None = None):
     """Timed pen strokes (kept stamps only, each path trimmed to its first and last stamp),
-    their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order."""
+    their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order.
+    ``tasks``: the plan's threads (default one): the later half of the safe moves is built
+    on the other (each move is built as alone: the same moves either way)."""
     pen = protocol.pen
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
@@ -1056,14 +1085,15 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
         froms.append(tail)    # the tool's last contact (point, normal, chart point), if any
         tail = (it[4].points[-1], it[4].normals[-1], it[3][-1])
     pairs = [(f, it[4], it[3]) for f, it in zip(froms, items) if f is not None]
-    moves = iter(transit_paths(face, [f[0] for f, _, _ in pairs], [f[1] for f, _, _ in pairs],
-                               [lifted.points[0] for _, lifted, _ in pairs],
-                               [lifted.normals[0] for _, lifted, _ in pairs],
-                               [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs]))
+    moves = _transit_paths_halved(tasks, face, [f[0] for f, _, _ in pairs], [f[1] for f, _, _ in pairs],
+                                  [lifted.points[0] for _, lifted, _ in pairs],
+                                  [lifted.normals[0] for _, lifted, _ in pairs],
+                                  [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs])
     # every stroke's stamp centres lifted together (each point's lift is its own)
     stamp_uv = [it[0].uv[it[2]] for it in items]
     stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
                             np.cumsum([len(x) for x in stamp_uv])[:-1])
+    moves = iter(moves())
     t = t0
     sid = first_id
     for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
