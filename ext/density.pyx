@@ -1316,3 +1316,196 @@ def band_gradient(const double[:, ::1] density, const int32_t[:, ::1] half_u, co
                 _add_window(corners, i0, i1, j0, j1, v)
         _fill_windows(corners, h, w, spread)
         _transposed_product(cols_indptr, cols_indices, cols_data, spread, h, w, grad)
+
+
+# --- the fit's quasi-Newton step (coverage.pen_fit.fit) ---------------------------------
+# Every sum below is taken in one fixed order, whatever the machine: four running sums over
+# the elements i = 0, 4, 8, ... / 1, 5, 9, ... / 2, ... / 3, ... in turn (the last n % 4
+# elements onto the first), added as (s0 + s1) + (s2 + s3). (NumPy's einsum sums a dot
+# product in as many lanes as the machine's vector width, fused or not: another result on
+# another machine.)
+
+cdef inline double _sum4(double s0, double s1, double s2, double s3) noexcept nogil:
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef double _dot4(const double* a, const double* b, Py_ssize_t n) noexcept nogil:
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + a[i] * b[i]
+        s1 = s1 + a[i + 1] * b[i + 1]
+        s2 = s2 + a[i + 2] * b[i + 2]
+        s3 = s3 + a[i + 3] * b[i + 3]
+        i += 4
+    while i < n:
+        s0 = s0 + a[i] * b[i]
+        i += 1
+    return _sum4(s0, s1, s2, s3)
+
+
+cdef double _masked_dot4(const double* a, const double* b, const double* f, Py_ssize_t n) noexcept nogil:
+    # sum of (a_i f_i) (b_i f_i): the dot product of a and b restricted to f (0 or 1)
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + (a[i] * f[i]) * (b[i] * f[i])
+        s1 = s1 + (a[i + 1] * f[i + 1]) * (b[i + 1] * f[i + 1])
+        s2 = s2 + (a[i + 2] * f[i + 2]) * (b[i + 2] * f[i + 2])
+        s3 = s3 + (a[i + 3] * f[i + 3]) * (b[i + 3] * f[i + 3])
+        i += 4
+    while i < n:
+        s0 = s0 + (a[i] * f[i]) * (b[i] * f[i])
+        i += 1
+    return _sum4(s0, s1, s2, s3)
+
+
+cdef double _masked_dot4_q(const double* a, const double* f, const double* q, Py_ssize_t n) noexcept nogil:
+    # sum of (a_i f_i) q_i
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + (a[i] * f[i]) * q[i]
+        s1 = s1 + (a[i + 1] * f[i + 1]) * q[i + 1]
+        s2 = s2 + (a[i + 2] * f[i + 2]) * q[i + 2]
+        s3 = s3 + (a[i + 3] * f[i + 3]) * q[i + 3]
+        i += 4
+    while i < n:
+        s0 = s0 + (a[i] * f[i]) * q[i]
+        i += 1
+    return _sum4(s0, s1, s2, s3)
+
+
+def fit_dot(const double[::1] a, const double[::1] b):
+    """a . b, summed in the fixed order above."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError("fit_dot: the vectors differ in length")
+    cdef double out
+    with nogil:
+        out = _dot4(&a[0] if a.shape[0] else NULL, &b[0] if b.shape[0] else NULL, a.shape[0])
+    return out
+
+
+def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] hi, const double[:, ::1] s,
+                    const double[:, ::1] y, const int64_t[::1] rows, double[::1] q):
+    """The fit's step into q (coverage.pen_fit._lbfgs_direction_reference, its NumPy twin):
+    zero on the weights held at a bound (x <= 0 with g > 0, x >= hi with g < 0); over the
+    others the L-BFGS two-loop product -H g with the pairs (s[r], y[r]) for r in rows
+    (oldest first) restricted to them, a pair whose restricted s . y is not positive left
+    out; with no pair, the projected gradient's step scaled so its largest move is 1."""
+    cdef Py_ssize_t m = x.shape[0], k = rows.shape[0], i, p, nk = 0
+    if g.shape[0] != m or hi.shape[0] != m or q.shape[0] != m or s.shape[1] != m or y.shape[1] != m \
+            or s.shape[0] != y.shape[0]:
+        raise ValueError("lbfgs_direction: the vectors differ in length")
+    for p in range(k):
+        if not 0 <= rows[p] < s.shape[0]:
+            raise ValueError("lbfgs_direction: a pair's row is out of range")
+    if m == 0:
+        return
+    cdef double* f = <double*>malloc(m * sizeof(double))
+    cdef double* alpha = <double*>malloc((k + 1) * sizeof(double))
+    cdef double* rho = <double*>malloc((k + 1) * sizeof(double))
+    cdef int64_t* kept = <int64_t*>malloc((k + 1) * sizeof(int64_t))
+    if f == NULL or alpha == NULL or rho == NULL or kept == NULL:
+        free(f)
+        free(alpha)
+        free(rho)
+        free(kept)
+        raise MemoryError()
+    cdef double sy, a, b, scale, big, v
+    cdef const double* sr
+    cdef const double* yr
+    cdef double* qq = &q[0]
+    with nogil:
+        for i in range(m):
+            f[i] = 0.0 if ((x[i] <= 0.0 and g[i] > 0.0) or (x[i] >= hi[i] and g[i] < 0.0)) else 1.0
+            qq[i] = -g[i] * f[i]
+        for p in range(k - 1, -1, -1):
+            sr = &s[rows[p], 0]
+            yr = &y[rows[p], 0]
+            sy = _masked_dot4(sr, yr, f, m)
+            if not (sy > 0.0):
+                continue
+            a = _masked_dot4_q(sr, f, qq, m) / sy
+            for i in range(m):
+                qq[i] = qq[i] - a * (yr[i] * f[i])
+            kept[nk] = rows[p]
+            alpha[nk] = a
+            rho[nk] = sy
+            nk += 1
+        if nk:
+            yr = &y[kept[0], 0]
+            scale = rho[0] / _masked_dot4(yr, yr, f, m)
+        else:
+            big = 0.0
+            for i in range(m):
+                v = x[i] - g[i]
+                v = v if v > 0.0 else 0.0
+                v = v if v < hi[i] else hi[i]
+                v = v - x[i]
+                v = v if v >= 0.0 else -v
+                big = v if v > big else big
+            scale = 1.0 / (big if big > 1e-12 else 1e-12)
+        for i in range(m):
+            qq[i] = qq[i] * scale
+        for p in range(nk - 1, -1, -1):
+            sr = &s[kept[p], 0]
+            yr = &y[kept[p], 0]
+            b = _masked_dot4_q(yr, f, qq, m) / rho[p]
+            a = alpha[p] - b
+            for i in range(m):
+                qq[i] = qq[i] + a * (sr[i] * f[i])
+    free(f)
+    free(alpha)
+    free(rho)
+    free(kept)
+
+
+cdef double _dot_diff4(const double* g, const double* a, const double* b, Py_ssize_t n) noexcept nogil:
+    # sum of g_i (a_i - b_i)
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        s0 = s0 + g[i] * (a[i] - b[i])
+        s1 = s1 + g[i + 1] * (a[i + 1] - b[i + 1])
+        s2 = s2 + g[i + 2] * (a[i + 2] - b[i + 2])
+        s3 = s3 + g[i + 3] * (a[i + 3] - b[i + 3])
+        i += 4
+    while i < n:
+        s0 = s0 + g[i] * (a[i] - b[i])
+        i += 1
+    return _sum4(s0, s1, s2, s3)
+
+
+def projected_step(const double[::1] x, const double[::1] d, const double[::1] g, const double[::1] hi,
+                   double lam, double[::1] out):
+    """out = clip(x + lam d, 0, hi); returns g . (out - x) (the fixed order above)."""
+    cdef Py_ssize_t m = x.shape[0], i
+    if d.shape[0] != m or g.shape[0] != m or hi.shape[0] != m or out.shape[0] != m:
+        raise ValueError("projected_step: the vectors differ in length")
+    cdef double v, total = 0.0
+    with nogil:
+        for i in range(m):
+            v = x[i] + lam * d[i]
+            v = v if v > 0.0 else 0.0
+            out[i] = v if v < hi[i] else hi[i]
+        if m:
+            total = _dot_diff4(&g[0], &out[0], &x[0], m)
+    return total
+
+
+def step_pair(const double[::1] x_new, const double[::1] x, const double[::1] g_new, const double[::1] g,
+              double[::1] s_out, double[::1] y_out):
+    """s = x_new - x, y = g_new - g written into s_out and y_out; returns s . y."""
+    cdef Py_ssize_t m = x.shape[0], i
+    if x_new.shape[0] != m or g_new.shape[0] != m or g.shape[0] != m or s_out.shape[0] != m \
+            or y_out.shape[0] != m:
+        raise ValueError("step_pair: the vectors differ in length")
+    cdef double out = 0.0
+    with nogil:
+        for i in range(m):
+            s_out[i] = x_new[i] - x[i]
+            y_out[i] = g_new[i] - g[i]
+        if m:
+            out = _dot4(&s_out[0], &y_out[0], m)
+    return out
