@@ -1376,23 +1376,14 @@ cdef double _masked_dot4_q(const double* a, const double* f, const double* q, Py
     return _sum4(s0, s1, s2, s3)
 
 
-def fit_dot(const double[::1] a, const double[::1] b):
-    """a . b, summed in the fixed order above."""
-    if a.shape[0] != b.shape[0]:
-        raise ValueError("fit_dot: the vectors differ in length")
-    cdef double out
-    with nogil:
-        out = _dot4(&a[0] if a.shape[0] else NULL, &b[0] if b.shape[0] else NULL, a.shape[0])
-    return out
-
-
 def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] hi, const double[:, ::1] s,
                     const double[:, ::1] y, const int64_t[::1] rows, double[::1] q):
     """The fit's step into q (coverage.pen_fit._lbfgs_direction_reference, its NumPy twin):
     zero on the weights held at a bound (x <= 0 with g > 0, x >= hi with g < 0); over the
     others the L-BFGS two-loop product -H g with the pairs (s[r], y[r]) for r in rows
     (oldest first) restricted to them, a pair whose restricted s . y is not positive left
-    out; with no pair, the projected gradient's step scaled so its largest move is 1."""
+    out; with no pair, the projected gradient's step scaled so its largest move is 1.
+    Returns g . q (the step's slope)."""
     cdef Py_ssize_t m = x.shape[0], k = rows.shape[0], i, p, nk = 0
     if g.shape[0] != m or hi.shape[0] != m or q.shape[0] != m or s.shape[1] != m or y.shape[1] != m \
             or s.shape[0] != y.shape[0]:
@@ -1401,7 +1392,7 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
         if not 0 <= rows[p] < s.shape[0]:
             raise ValueError("lbfgs_direction: a pair's row is out of range")
     if m == 0:
-        return
+        return 0.0
     cdef double* f = <double*>malloc(m * sizeof(double))
     cdef double* alpha = <double*>malloc((k + 1) * sizeof(double))
     cdef double* rho = <double*>malloc((k + 1) * sizeof(double))
@@ -1412,7 +1403,7 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
         free(rho)
         free(kept)
         raise MemoryError()
-    cdef double sy, a, b, scale, big, v
+    cdef double sy, a, b, scale, big, v, slope
     cdef const double* sr
     cdef const double* yr
     cdef double* qq = &q[0]
@@ -1455,10 +1446,12 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
             a = alpha[p] - b
             for i in range(m):
                 qq[i] = qq[i] + a * (sr[i] * f[i])
+        slope = _dot4(&g[0], qq, m)
     free(f)
     free(alpha)
     free(rho)
     free(kept)
+    return slope
 
 
 cdef double _dot_diff4(const double* g, const double* a, const double* b, Py_ssize_t n) noexcept nogil:
@@ -1496,16 +1489,29 @@ def projected_step(const double[::1] x, const double[::1] d, const double[::1] g
 
 def step_pair(const double[::1] x_new, const double[::1] x, const double[::1] g_new, const double[::1] g,
               double[::1] s_out, double[::1] y_out):
-    """s = x_new - x, y = g_new - g written into s_out and y_out; returns s . y."""
-    cdef Py_ssize_t m = x.shape[0], i
+    """s = x_new - x, y = g_new - g written into s_out and y_out; returns s . y (the fixed
+    order above), in one pass."""
+    cdef Py_ssize_t m = x.shape[0], i = 0, j
     if x_new.shape[0] != m or g_new.shape[0] != m or g.shape[0] != m or s_out.shape[0] != m \
             or y_out.shape[0] != m:
         raise ValueError("step_pair: the vectors differ in length")
-    cdef double out = 0.0
+    cdef double acc[4]
+    cdef double a, b
+    acc[0] = acc[1] = acc[2] = acc[3] = 0.0
     with nogil:
-        for i in range(m):
-            s_out[i] = x_new[i] - x[i]
-            y_out[i] = g_new[i] - g[i]
-        if m:
-            out = _dot4(&s_out[0], &y_out[0], m)
-    return out
+        while i + 4 <= m:
+            for j in range(4):
+                a = x_new[i + j] - x[i + j]
+                b = g_new[i + j] - g[i + j]
+                s_out[i + j] = a
+                y_out[i + j] = b
+                acc[j] = acc[j] + a * b
+            i += 4
+        while i < m:
+            a = x_new[i] - x[i]
+            b = g_new[i] - g[i]
+            s_out[i] = a
+            y_out[i] = b
+            acc[0] = acc[0] + a * b
+            i += 1
+    return _sum4(acc[0], acc[1], acc[2], acc[3])

@@ -1,5 +1,5 @@
 """The pen fit's quasi-Newton step, compiled (coverage.density: lbfgs_direction,
-projected_step, step_pair, fit_dot) against its NumPy twins in coverage.pen_fit, a case
+projected_step, step_pair) against its NumPy twins in coverage.pen_fit, a case
 worked by hand, the fixed order of its sums, and the ring of pairs the fit keeps."""
 import numpy as np
 import pytest
@@ -31,9 +31,11 @@ def _problem(rng, m, n_pairs, negative=0):
 def test_direction_kernel_equals_its_numpy_twin(seed, m, n_pairs, negative):
     rng = np.random.default_rng(1000 * seed + m)
     x, g, hi, pairs = _problem(rng, m, n_pairs, negative)
-    d = pen_fit._lbfgs_direction(x, g, hi, pairs)
-    ref = pen_fit._lbfgs_direction_reference(x, g, hi, pairs)
+    d, slope = pen_fit._lbfgs_direction(x, g, hi, pairs)
+    ref, ref_slope = pen_fit._lbfgs_direction_reference(x, g, hi, pairs)
     np.testing.assert_allclose(d, ref, rtol=1e-11, atol=1e-12 * np.abs(ref).max(initial=1.0))
+    assert slope == pytest.approx(ref_slope, rel=1e-10, abs=1e-12 * np.abs(g).sum() * np.abs(ref).max(initial=1.0))
+    assert slope <= 0     # a descent direction (or none)
     held = ((x <= 0) & (g > 0)) | ((x >= hi) & (g < 0))
     assert (d[held] == 0).all()
     # from the ring the fit keeps, the same step
@@ -43,8 +45,8 @@ def test_direction_kernel_equals_its_numpy_twin(seed, m, n_pairs, negative):
         if np.dot(s, y) > 0:       # the pairs the fit would keep
             ring.add(x + s, x, g + y, g)
     kept = [(s, y) for s, y in pairs if np.dot(s, y) > 0][-pen_fit.FIT_MEMORY:]
-    np.testing.assert_allclose(pen_fit._lbfgs_direction(x, g, hi, ring),
-                               pen_fit._lbfgs_direction_reference(x, g, hi, kept), rtol=1e-11,
+    np.testing.assert_allclose(pen_fit._lbfgs_direction(x, g, hi, ring)[0],
+                               pen_fit._lbfgs_direction_reference(x, g, hi, kept)[0], rtol=1e-11,
                                atol=1e-12 * np.abs(ref).max(initial=1.0))
 
 
@@ -53,9 +55,10 @@ def test_direction_of_one_pair_by_hand():
     # s . y = 2, a = s . (-g) / 2 = -1/2, q = -g - a y = (0, -2); scaled by s.y / y.y = 1/2:
     # (0, -1); then b = y . q / 2 = 0 and q += (a - b) s = (-1/2, -1): -H g for the BFGS
     # matrix with curvature 2 along s and 1 / 0.5 across it
-    d = pen_fit._lbfgs_direction(np.array([0.5, 0.5]), np.array([1.0, 2.0]), np.ones(2),
-                                 [(np.array([1.0, 0.0]), np.array([2.0, 0.0]))])
+    d, slope = pen_fit._lbfgs_direction(np.array([0.5, 0.5]), np.array([1.0, 2.0]), np.ones(2),
+                                        [(np.array([1.0, 0.0]), np.array([2.0, 0.0]))])
     assert np.array_equal(d, np.array([-0.5, -1.0]))
+    assert slope == -2.5       # g . d = 1 x -0.5 + 2 x -1
 
 
 def test_a_pair_is_left_out_where_its_restricted_curvature_is_not_positive():
@@ -63,25 +66,40 @@ def test_a_pair_is_left_out_where_its_restricted_curvature_is_not_positive():
     # so the pair is dropped and the step is the scaled projected gradient
     x, g, hi = np.array([0.5, 0.0]), np.array([1.0, 1.0]), np.ones(2)
     pair = [(np.array([1.0, 1.0]), np.array([-1.0, 5.0]))]
-    d = pen_fit._lbfgs_direction(x, g, hi, pair)
+    d, _ = pen_fit._lbfgs_direction(x, g, hi, pair)
     # clip(x - g, 0, 1) - x = (-0.5, 0): largest move 0.5, so the step is -g / 0.5 on the free one
     assert np.array_equal(d, np.array([-2.0, 0.0]))
-    assert np.array_equal(d, pen_fit._lbfgs_direction_reference(x, g, hi, pair))
+    assert np.array_equal(d, pen_fit._lbfgs_direction_reference(x, g, hi, pair)[0])
 
 
-@pytest.mark.parametrize("n", [0, 1, 4, 10, 4099])
-def test_dot_sums_in_four_lanes_in_a_fixed_order(n):
-    rng = np.random.default_rng(n)
-    a, b = rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, n), rng.normal(size=n)
+def _four_lanes(a, b):
+    """sum of a_i b_i as the kernels take it: elements i, i + 4, ... on lane i % 4, the last
+    n % 4 on lane 0, then (lane 0 + lane 1) + (lane 2 + lane 3)."""
     lanes = [0.0, 0.0, 0.0, 0.0]
+    n = len(a)
     whole = n - n % 4
     for i in range(whole):
-        lanes[i % 4] += a[i] * b[i]
+        lanes[i % 4] += float(a[i]) * float(b[i])
     for i in range(whole, n):
-        lanes[0] += a[i] * b[i]
-    expected = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
-    assert pen_fit._fit_dot(a, b) == expected
-    assert pen_fit._fit_dot(a, b) == pytest.approx(pen_fit._fit_dot_reference(a, b), rel=1e-9, abs=1e-300)
+        lanes[0] += float(a[i]) * float(b[i])
+    return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+
+
+@pytest.mark.parametrize("n", [1, 4, 10, 4099])
+def test_sums_go_in_four_lanes_in_a_fixed_order(n):
+    # values over sixteen orders of magnitude: another order of the sum gives another result
+    rng = np.random.default_rng(n)
+    x_new, x = rng.normal(size=n) * 10.0 ** rng.integers(-8, 8, n), np.zeros(n)
+    g_new, g = rng.normal(size=n), np.zeros(n)
+    s, y = np.empty(n), np.empty(n)
+    assert pen_fit._step_pair(x_new, x, g_new, g, s, y) == _four_lanes(x_new, g_new)
+    # the step's slope: with no pair and every weight free, q = -g / max |clip(x - g) - x|
+    hi = np.full(n, 1e9)
+    x0 = np.full(n, 1e6)
+    q, slope = pen_fit._lbfgs_direction(x0, x_new, hi, [])
+    assert slope == _four_lanes(x_new, q)
+    step, moved = pen_fit._projected_step(x0, g_new, x_new, hi, 1.0)
+    assert moved == _four_lanes(x_new, step - x0)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -235,7 +235,7 @@ def test_fit_direction_is_zero_on_weights_held_at_a_bound():
     # pair yet the step is -g on the free ones times 1 / max |clip(x - g, 0, 1) - x|
     x = np.array([0.0, 1.0, 0.5, 0.0, 1.0])
     g = np.array([2.0, -3.0, 4.0, -0.25, 1.0])
-    d = pen_fit._lbfgs_direction(x, g, np.ones(5), [])
+    d, _ = pen_fit._lbfgs_direction(x, g, np.ones(5), [])
     # clip(x - g, 0, 1) - x = [0, 0, -0.5, 0.25, -1]: its largest move is 1, so d = -g there
     assert np.array_equal(d, np.array([0.0, 0.0, -4.0, 0.25, -1.0]))
 

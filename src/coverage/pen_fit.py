@@ -161,8 +161,8 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     conditioned: on the bundled face a spectral projected gradient took 198 evaluations to
     reach what this reaches in 46. SciPy's L-BFGS-B matches this step for step but spends more in its own
     Cauchy-point bookkeeping than the objective costs (1.9 ms a step against 1.6 ms on the
-    bundled face's 22,508 stamps). The step's own arithmetic (the two-loop product, the
-    projection, the new pair) is compiled too (:func:`_lbfgs_direction`,
+    bundled face's 22,508 stamps). The step's own arithmetic (the two-loop product and its
+    slope, the projection, the new pair) is compiled too (:func:`_lbfgs_direction`,
     :func:`_projected_step`, :func:`_step_pair`), each sum taken in one fixed order: the
     same weights on any machine, where NumPy's dot products sum in as many lanes as the
     machine's vectors hold.
@@ -177,8 +177,7 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     f, g = objective(x)
     pairs = _Pairs(m)       # the latest steps s and gradient changes y
     for _ in range(iterations):
-        d = _lbfgs_direction(x, g, hi, pairs)
-        slope = _fit_dot(g, d)
+        d, slope = _lbfgs_direction(x, g, hi, pairs)
         if slope >= -1e-12 * max(abs(f), 1.0):
             break     # no descent left: every free weight's gradient is ~0
         lam = 1.0
@@ -225,10 +224,10 @@ class _Pairs:
         return ((self.s[r], self.y[r]) for r in reversed(self.rows))
 
 
-def _lbfgs_direction(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> np.ndarray:
-    """The fit's step ``(m,)`` (:func:`_lbfgs_direction_reference`), in one compiled pass
-    (:func:`coverage.density.lbfgs_direction`, each sum in a fixed order on every machine);
-    ``pairs``: a :class:`_Pairs`, or ``(s, y)`` pairs oldest first."""
+def _lbfgs_direction(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> tuple:
+    """The fit's step ``(m,)`` and its slope ``g . step`` (:func:`_lbfgs_direction_reference`),
+    in one compiled pass (:func:`coverage.density.lbfgs_direction`, each sum in a fixed order
+    on every machine); ``pairs``: a :class:`_Pairs`, or ``(s, y)`` pairs oldest first."""
     from ._ext import density as _kernel
 
     if isinstance(pairs, _Pairs):
@@ -241,12 +240,14 @@ def _lbfgs_direction(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> np.
         rows = np.arange(len(pairs), dtype=np.int64)
     c = np.ascontiguousarray
     q = np.empty(len(x))
-    _kernel.lbfgs_direction(c(x, dtype=np.float64), c(g, dtype=np.float64), c(hi, dtype=np.float64), s, y, rows, q)
-    return q
+    slope = _kernel.lbfgs_direction(c(x, dtype=np.float64), c(g, dtype=np.float64), c(hi, dtype=np.float64), s, y,
+                                    rows, q)
+    return q, float(slope)
 
 
-def _lbfgs_direction_reference(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> np.ndarray:
-    """The fit's step ``(m,)`` from weights ``x`` with gradient ``g`` in the box ``[0, hi]``:
+def _lbfgs_direction_reference(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pairs) -> tuple:
+    """The fit's step ``(m,)`` from weights ``x`` with gradient ``g`` in the box ``[0, hi]``,
+    and its slope ``g . step``:
     zero on the weights held at a bound (at 0 with ``g > 0``, at ``hi`` with ``g < 0``), the
     L-BFGS two-loop product ``-H g`` over the others with the ``pairs`` ``(s, y)`` restricted
     to them (a pair whose restricted ``s . y`` is not positive is left out); with no pair, the
@@ -269,19 +270,7 @@ def _lbfgs_direction_reference(x: np.ndarray, g: np.ndarray, hi: np.ndarray, pai
         q *= 1.0 / max(float(np.abs(np.clip(x - g, 0.0, hi) - x).max()), 1e-12)
     for a, sy, sf, yf in reversed(kept):
         q += (a - _dot(yf, q) / sy) * sf
-    return q
-
-
-def _fit_dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``a . b`` (:func:`_fit_dot_reference`), summed in a fixed order on every machine."""
-    from ._ext import density as _kernel
-
-    return float(_kernel.fit_dot(np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)))
-
-
-def _fit_dot_reference(a: np.ndarray, b: np.ndarray) -> float:
-    """NumPy twin of :func:`_fit_dot`."""
-    return _dot(a, b)
+    return q, _dot(g, q)
 
 
 def _projected_step(x: np.ndarray, d: np.ndarray, g: np.ndarray, hi: np.ndarray, lam: float) -> tuple:
