@@ -76,3 +76,32 @@ def test_a_small_plan_times_every_wrapper_it_calls_and_they_agree():
         assert entry["calls"] >= 1 and entry["kernel_ms"] > 0 and entry["reference_ms"] > 0
     assert set(found["not_called"]).isdisjoint(pairs)
     assert "pen.fired_needles" in found["not_called"]      # a roller plan stamps nothing
+
+
+def test_each_side_gets_fresh_copies_made_outside_the_timed_call():
+    # a wrapper and a twin that write into their input and take a while to copy: each call
+    # must see the input as captured, and the copying must not be in either side's time
+    calls = []
+
+    def wrapper(a, out):
+        calls.append(("kernel", float(a[0]), float(out[0])))
+        out[0] = a[0] = -1.0
+        return a.sum()
+
+    def twin(a, out):
+        calls.append(("twin", float(a[0]), float(out[0])))
+        out[0] = a[0] = -1.0
+        return a.sum()
+
+    owner = type("Owner", (), {"f": staticmethod(wrapper), "f_reference": staticmethod(twin)})
+    pair = kernel_calls.Pair("owner.f", owner, "f", "f_reference")
+    big = np.ones(3_000_000)
+    slot = kernel_calls.Captured(calls=1, seconds=0.1, args=(big, np.zeros(1)))
+    kernel, reference = kernel_calls._twin_call(pair, slot)
+    for side in (kernel, reference, kernel, reference):
+        call = side()            # the copies are made here
+        assert call() == 3_000_000 - 2.0
+    # every call read the captured input, never what an earlier call wrote
+    assert [c[1:] for c in calls] == [(1.0, 0.0)] * 4 and big[0] == 1.0
+    entry = kernel_calls._time_pair(pair, slot, kernel_repeats=3, reference_budget_s=2.0)
+    assert entry["agree"] and [c[1:] for c in calls] == [(1.0, 0.0)] * len(calls)

@@ -9,7 +9,8 @@ the convention the tests compare them by) is wrapped while one automatic plan of
 bundled face runs; the input of the wrapper's longest call in that plan is kept (its array
 arguments copied before the call, as a kernel may write into them), and afterwards the
 wrapper and its twin are timed on it (fresh copies for every call, so each reads the same
-input). The twin is called with the arguments its own signature names (:data:`ADAPTERS`
+input, made before the timed call on both sides: until stop 19 the wrapper's copies were
+timed with it and the twin, given its input by keyword, got none). The twin is called with the arguments its own signature names (:data:`ADAPTERS`
 and :data:`TWINS` where it takes them in another form).
 
 Left out, and why: methods of objects whose state the calls change
@@ -149,7 +150,18 @@ def _copied(value):
         return tuple(_copied(v) for v in value)
     if isinstance(value, list):
         return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
     return value
+
+
+def _ready(fn, args: tuple, kwargs: dict, copy=_copied):
+    """``fn`` on fresh copies of ``args`` and ``kwargs``: ``() -> (() -> result)``, the copies
+    made by the outer call, so that only the inner one is timed."""
+    def prepare():
+        a, k = copy(args), copy(kwargs)
+        return lambda: fn(*a, **k)
+    return prepare
 
 
 @dataclasses.dataclass
@@ -228,7 +240,9 @@ def same(a, b) -> bool:
 
 
 def _twin_call(pair: Pair, slot: Captured):
-    """The twin, bound to the wrapper's call: ``() -> result`` (fresh copies each call)."""
+    """The wrapper and its twin bound to the wrapper's longest call: ``(kernel, reference)``,
+    each ``() -> (() -> result)`` (:func:`_ready`: fresh copies of the input for every call,
+    made before the call that is timed, on both sides alike)."""
     wrapper = getattr(pair.owner, pair.name)
     twin = getattr(pair.owner, pair.twin)
     is_method = inspect.isclass(pair.owner) and not isinstance(vars(pair.owner)[pair.name], staticmethod)
@@ -241,13 +255,11 @@ def _twin_call(pair: Pair, slot: Captured):
     if pair.label in ADAPTERS:
         arguments = ADAPTERS[pair.label](arguments)
     copy = _copied if pair.label not in SHARED else (lambda value: value)
+    kernel = _ready(wrapper, tuple(args), dict(slot.kwargs), copy)
     if pair.label in TWINS:
-        return (lambda: wrapper(*copy(args), **copy(slot.kwargs)),
-                lambda: TWINS[pair.label](copy(arguments)))
+        return kernel, _ready(TWINS[pair.label], (arguments,), {}, copy)
     accepted = inspect.signature(twin).parameters
-    kwargs = {k: v for k, v in arguments.items() if k in accepted}
-    return (lambda: wrapper(*copy(args), **copy(slot.kwargs)),
-            lambda: twin(**copy(kwargs)))
+    return kernel, _ready(twin, (), {k: v for k, v in arguments.items() if k in accepted}, copy)
 
 
 def time_pairs(pairs: list, captured: dict, kernel_repeats: int = KERNEL_REPEATS,
@@ -270,16 +282,18 @@ def time_pairs(pairs: list, captured: dict, kernel_repeats: int = KERNEL_REPEATS
 def _time_pair(pair: Pair, slot: Captured, kernel_repeats: int, reference_budget_s: float) -> dict:
     """One pair timed on its longest call's input (see :func:`time_pairs`)."""
     kernel, reference = _twin_call(pair, slot)
-    k_result = kernel()
+    k_result = kernel()()
     k_times = []
     for _ in range(kernel_repeats):
+        call = kernel()
         start = time.perf_counter()
-        kernel()
+        call()
         k_times.append(time.perf_counter() - start)
     r_times, r_result = [], None
     for _ in range(3):
+        call = reference()
         start = time.perf_counter()
-        result = reference()
+        result = call()
         r_times.append(time.perf_counter() - start)
         r_result = result if r_result is None else r_result
         if sum(r_times) >= reference_budget_s:
