@@ -1515,3 +1515,63 @@ def step_pair(const double[::1] x_new, const double[::1] x, const double[::1] g_
             acc[0] = acc[0] + a * b
             i += 1
     return _sum4(acc[0], acc[1], acc[2], acc[3])
+
+
+def needle_columns(const double[:, ::1] hits_uv, const uint8_t[::1] fired, Py_ssize_t needles, double u0,
+                   double v0, double cell, double inv_cell, Py_ssize_t h, Py_ssize_t w, int32_t[::1] indptr,
+                   int32_t[::1] indices, double[::1] data):
+    """The pen fit's needle matrix as CSC (coverage.pen_fit.needle_columns_reference, its
+    twin): column i holds stamp i's fired needles (rows i * needles ... of hits_uv) counted
+    in their texels, row ty * w + tx for the texel (tx, ty) = floor((uv - origin) / cell)
+    (a true division, as the twin's; multiplied by inv_cell instead where that is exact:
+    inv_cell > 0 only for a cell that is a power of two); a needle off the grid, unfired or
+    not finite counts nowhere. Each column's rows ascending, each once. Returns the entries written."""
+    cdef Py_ssize_t n = hits_uv.shape[0], k, i, j, a, b, t, nnz = 0
+    if needles < 1 or n % needles or fired.shape[0] != n or indptr.shape[0] != n // needles + 1 \
+            or indices.shape[0] < n or data.shape[0] < n or hits_uv.shape[1] != 2:
+        raise ValueError("needle_columns: the arrays do not match")
+    if h * w >= 2 ** 31 or n >= 2 ** 31:
+        raise ValueError("needle_columns: too many texels or needles for 32-bit indices")
+    k = n // needles
+    cdef int64_t* rows = <int64_t*>malloc((needles + 1) * sizeof(int64_t))
+    if rows == NULL:
+        raise MemoryError()
+    cdef double fx, fy
+    cdef int64_t r
+    cdef Py_ssize_t m
+    with nogil:
+        indptr[0] = 0
+        for i in range(k):
+            m = 0
+            for j in range(i * needles, (i + 1) * needles):
+                if not fired[j]:
+                    continue
+                if inv_cell > 0.0:
+                    fx = floor((hits_uv[j, 0] - u0) * inv_cell)
+                    fy = floor((hits_uv[j, 1] - v0) * inv_cell)
+                else:
+                    fx = floor((hits_uv[j, 0] - u0) / cell)
+                    fy = floor((hits_uv[j, 1] - v0) / cell)
+                # NaN fails every comparison; +-inf and far values fall outside the grid
+                if not (fx >= 0.0 and fy >= 0.0 and fx < <double>w and fy < <double>h):
+                    continue
+                r = <int64_t>fy * w + <int64_t>fx
+                # insertion into the stamp's sorted rows
+                a = m
+                while a > 0 and rows[a - 1] > r:
+                    rows[a] = rows[a - 1]
+                    a -= 1
+                rows[a] = r
+                m += 1
+            a = 0
+            while a < m:
+                b = a
+                while b + 1 < m and rows[b + 1] == rows[a]:
+                    b += 1
+                indices[nnz] = <int32_t>rows[a]
+                data[nnz] = <double>(b - a + 1)
+                nnz += 1
+                a = b + 1
+            indptr[i + 1] = <int32_t>nnz
+    free(rows)
+    return nnz
