@@ -72,9 +72,9 @@ def main_candidates(default_face, default_zones):
     seen = []
     real = pen_fit.candidate_stamps
 
-    def keep(face, zones, protocol, grid, paths, pen, first):
+    def keep(face, zones, protocol, grid, paths, pen, first, arcs=None):
         seen.append((face, zones, protocol, grid, list(paths), pen, first))
-        return real(face, zones, protocol, grid, paths, pen, first)
+        return real(face, zones, protocol, grid, paths, pen, first, arcs)
 
     pen_fit.candidate_stamps = keep
     try:
@@ -109,6 +109,9 @@ def test_candidates_made_in_two_parts_join_to_the_one_call(main_candidates, wher
     tail = pen_fit.candidate_stamps(face, zones, protocol, grid, paths[cut:], pen, first + len(head[1].uv))
     joined = pen_fit._joined_candidates(head, tail)
     _same_candidates(joined, whole)
+    # the candidate centres made beforehand (as the plan hands them to the parts) change nothing
+    arcs = [pen_fit.candidate_arcs(p.uv) for p in paths]
+    _same_candidates(pen_fit.candidate_stamps(face, zones, protocol, grid, paths, pen, first, arcs), whole)
     # the stamp numbers count on across the cut, as in one call (not from 0 again)
     assert joined[1].hits.stamp[-1] == len(whole[1].uv) - 1
 

@@ -481,19 +481,27 @@ def _needs_pen(grid: TexelGrid, problem, delivered: np.ndarray, pen_zone: np.nda
     return ndimage.maximum_filter(under.astype(np.uint8), size=2 * reach + 1) > 0
 
 
-def candidate_stamps(face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int):
+def candidate_stamps(face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int,
+                     arcs: list | None = None):
     """Candidate stamps every :data:`CANDIDATE_MM` along ``paths`` (one cartridge), simulated
     and checked needle by needle: ``(paths with their candidates as stamps, Stamps, kept
-    candidate rows)``."""
+    candidate rows)``; ``arcs``: each path's :func:`candidate_arcs`, if already made."""
     from . import pen as _pen
 
     with_candidates = []
-    for p in paths:
-        uv, s = candidate_arcs(p.uv)
+    for i, p in enumerate(paths):
+        uv, s = candidate_arcs(p.uv) if arcs is None else arcs[i]
         with_candidates.append(dataclasses.replace(p, stamp_uv=uv, stamp_s=s))
     stamps, _ = _pen.simulate_paths(face, zones, protocol, with_candidates, first_stamp=first_stamp, pen=pen,
                                     grid=grid)
     return with_candidates, stamps, np.nonzero(stamps.keep)[0]
+
+
+def _with_arcs(make, *args):
+    """``make(*args)`` (a tuple ending in a cartridge's paths, or None) with each path's
+    :func:`candidate_arcs` after it (made on the thread that made the paths)."""
+    got = make(*args)
+    return None if got is None else (*got, [candidate_arcs(p.uv) for p in got[-1]])
 
 
 def _joined_candidates(head: tuple, tail: tuple) -> tuple:
@@ -589,15 +597,20 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # plan's threads; then each cartridge's candidates (the fine stamps' rotations count on
     # from the main one's)
     fine = _pen.fine_cartridge(pen)
+    # (each cartridge's candidate centres along its paths made where its paths are: the
+    # counts number the stamps across the cartridges and the parts below)
     fine_part = None if fine is None else tasks.submit(
-        _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
-    cartridges = [(pen, problem, settings, _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings))]
+        _with_arcs, _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
+    main_paths = _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings)
+    cartridges, arcs = [(pen, problem, settings, main_paths)], [[candidate_arcs(p.uv) for p in main_paths]]
     if fine_part is not None and (got := fine_part.result()) is not None:
-        cartridges.append((fine, fine_problem, *got))
-    counts = [np.array([len(candidate_arcs(p.uv)[1]) for p in c[3]], dtype=np.int64) for c in cartridges]
+        fine_settings, fine_paths, fine_arcs = got
+        cartridges.append((fine, fine_problem, fine_settings, fine_paths))
+        arcs.append(fine_arcs)
+    counts = [np.array([len(a[1]) for a in per_path], dtype=np.int64) for per_path in arcs]
     first_stamps = np.cumsum([0] + [int(n.sum()) for n in counts[:-1]])
-    candidates = [tasks.submit(candidate_stamps, face, zones, protocol, grid, paths, cartridge, int(first))
-                  for (cartridge, _, _, paths), first in zip(cartridges[1:], first_stamps[1:])]
+    candidates = [tasks.submit(candidate_stamps, face, zones, protocol, grid, paths, cartridge, int(first), a)
+                  for (cartridge, _, _, paths), first, a in zip(cartridges[1:], first_stamps[1:], arcs[1:])]
     # the main cartridge's later paths on the plan's other thread too, so each thread
     # simulates about half the needles of every candidate (the stamps are simulated one by
     # one: the parts give what one call gives)
@@ -609,8 +622,9 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         cut = int(np.clip(np.searchsorted(np.cumsum(counts[0]) * (pen.needles + 14), 0.5 * sum(work)), 1,
                           len(main_paths) - 1))
     later = None if cut == len(main_paths) else tasks.submit(
-        candidate_stamps, face, zones, protocol, grid, main_paths[cut:], pen, int(counts[0][:cut].sum()))
-    main = candidate_stamps(face, zones, protocol, grid, main_paths[:cut], pen, 0)
+        candidate_stamps, face, zones, protocol, grid, main_paths[cut:], pen, int(counts[0][:cut].sum()),
+        arcs[0][cut:])
+    main = candidate_stamps(face, zones, protocol, grid, main_paths[:cut], pen, 0, arcs[0][:cut])
     if later is not None:
         main = _joined_candidates(main, later.result())
     candidates = [main] + [c.result() for c in candidates]
