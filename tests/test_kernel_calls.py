@@ -46,6 +46,14 @@ def test_a_disagreeing_twin_is_reported():
     assert not kernel_calls.same(np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-6]))
     assert not kernel_calls.same(np.array([1, 2]), np.array([1, 2, 3]))
     assert kernel_calls.same(1.0, 1.0 + 1e-12) and not kernel_calls.same(1.0, 1.1)
+    # sparse results by their entries: index types and cached flags aside, repeats summed
+    from scipy import sparse
+    a = sparse.csc_array((np.array([2.0, 1.0]), np.array([1, 3], np.int32), np.array([0, 2, 2], np.int32)),
+                         shape=(4, 2))
+    a.has_canonical_format = True
+    b = sparse.csr_array((np.ones(3), (np.array([3, 1, 1]), np.array([0, 0, 0]))), shape=(4, 2)).tocsc()
+    assert kernel_calls.same(a, b)
+    assert not kernel_calls.same(a, b * 2.0) and not kernel_calls.same(a, a.toarray())
     # the pairs of a neighbour search compared vertex by vertex (its twin interleaves them)
     k = (np.array([0, 1, 0, 1]), np.array([5, 6, 7, 8]))
     r = (np.array([1, 1, 0, 0]), np.array([6, 8, 5, 7]))

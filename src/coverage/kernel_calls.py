@@ -30,6 +30,7 @@ import time
 import types
 
 import numpy as np
+from scipy import sparse
 
 import coverage
 
@@ -222,6 +223,14 @@ def same(a, b) -> bool:
     if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
         a, b = list(a), list(b)
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if sparse.issparse(a) or sparse.issparse(b):
+        # by their entries, whatever their index types and cached flags
+        if not (sparse.issparse(a) and sparse.issparse(b)) or a.shape != b.shape:
+            return False
+        a, b = sparse.csc_array(a, copy=True), sparse.csc_array(b, copy=True)
+        a.sum_duplicates()
+        b.sum_duplicates()
+        return same([a.indptr, a.indices, a.data], [b.indptr, b.indices, b.data])
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:
