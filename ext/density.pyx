@@ -1344,24 +1344,9 @@ cdef double _dot4(const double* a, const double* b, Py_ssize_t n) noexcept nogil
     return _sum4(s0, s1, s2, s3)
 
 
-cdef double _masked_dot4(const double* a, const double* b, const double* f, Py_ssize_t n) noexcept nogil:
-    # sum of (a_i f_i) (b_i f_i): the dot product of a and b restricted to f (0 or 1)
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        s0 = s0 + (a[i] * f[i]) * (b[i] * f[i])
-        s1 = s1 + (a[i + 1] * f[i + 1]) * (b[i + 1] * f[i + 1])
-        s2 = s2 + (a[i + 2] * f[i + 2]) * (b[i + 2] * f[i + 2])
-        s3 = s3 + (a[i + 3] * f[i + 3]) * (b[i + 3] * f[i + 3])
-        i += 4
-    while i < n:
-        s0 = s0 + (a[i] * f[i]) * (b[i] * f[i])
-        i += 1
-    return _sum4(s0, s1, s2, s3)
-
-
-cdef double _masked_dot4_q(const double* a, const double* f, const double* q, Py_ssize_t n) noexcept nogil:
-    # sum of (a_i f_i) q_i
+cdef double _masked_dot4(const double* a, const double* f, const double* q, Py_ssize_t n) noexcept nogil:
+    # sum of (a_i f_i) q_i: with f 0 or 1, the dot product of a and q restricted to f (each
+    # term a_i q_i where f_i is 1, +-0 where it is 0, as (a_i f_i) (q_i f_i) gives)
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
     cdef Py_ssize_t i = 0
     while i + 4 <= n:
@@ -1414,10 +1399,10 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
         for p in range(k - 1, -1, -1):
             sr = &s[rows[p], 0]
             yr = &y[rows[p], 0]
-            sy = _masked_dot4(sr, yr, f, m)
+            sy = _masked_dot4(sr, f, yr, m)
             if not (sy > 0.0):
                 continue
-            a = _masked_dot4_q(sr, f, qq, m) / sy
+            a = _masked_dot4(sr, f, qq, m) / sy
             for i in range(m):
                 qq[i] = qq[i] - a * (yr[i] * f[i])
             kept[nk] = rows[p]
@@ -1426,7 +1411,7 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
             nk += 1
         if nk:
             yr = &y[kept[0], 0]
-            scale = rho[0] / _masked_dot4(yr, yr, f, m)
+            scale = rho[0] / _masked_dot4(yr, f, yr, m)
         else:
             big = 0.0
             for i in range(m):
@@ -1442,7 +1427,7 @@ def lbfgs_direction(const double[::1] x, const double[::1] g, const double[::1] 
         for p in range(nk - 1, -1, -1):
             sr = &s[kept[p], 0]
             yr = &y[kept[p], 0]
-            b = _masked_dot4_q(yr, f, qq, m) / rho[p]
+            b = _masked_dot4(yr, f, qq, m) / rho[p]
             a = alpha[p] - b
             for i in range(m):
                 qq[i] = qq[i] + a * (sr[i] * f[i])
