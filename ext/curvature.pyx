@@ -346,3 +346,161 @@ def path_normal_curvatures(const double[::1] k1, const double[::1] k2, const dou
                 sc = sc + b * _euler(k1, k2, d1, d2, v, x0, x1, x2)
             along[k] = sa
             cross[k] = sc
+
+
+# --- principal curvatures from the fits' normal equations -----------------------------------
+
+from libc.math cimport fabs, copysign, isfinite
+
+
+cdef inline bint _solve5(double* a, double* b, double* x) noexcept nogil:
+    """Solve the 5 x 5 system ``a x = b`` (row-major ``a``, both overwritten) by Gaussian
+    elimination with partial pivoting (the first row of largest ``|a[i, k]|``), in
+    :func:`coverage.curvature.principal_from_equations_reference`'s order; False where a
+    pivot is 0."""
+    cdef int k, i, j, p
+    cdef double best, t, piv, l, s
+    for k in range(5):
+        p = k
+        best = fabs(a[5 * k + k])
+        for i in range(k + 1, 5):
+            if fabs(a[5 * i + k]) > best:
+                best = fabs(a[5 * i + k])
+                p = i
+        if p != k:
+            for j in range(5):
+                t = a[5 * k + j]
+                a[5 * k + j] = a[5 * p + j]
+                a[5 * p + j] = t
+            t = b[k]
+            b[k] = b[p]
+            b[p] = t
+        piv = a[5 * k + k]
+        if piv == 0.0:
+            return False
+        for i in range(k + 1, 5):
+            l = a[5 * i + k] / piv
+            for j in range(k + 1, 5):
+                a[5 * i + j] = a[5 * i + j] - l * a[5 * k + j]
+            b[i] = b[i] - l * b[k]
+    for i in range(4, -1, -1):
+        s = b[i]
+        for j in range(i + 1, 5):
+            s = s - a[5 * i + j] * x[j]
+        x[i] = s / a[5 * i + i]
+    return True
+
+
+def principal_from_equations(const double[:, :, ::1] a_in, const double[:, ::1] rhs_in, const int64_t[::1] count,
+                             int64_t min_neighbours, const double[:, ::1] normals, const double[:, ::1] e1,
+                             const double[:, ::1] e2, double[::1] k1, double[::1] k2, double[:, ::1] d1,
+                             double[:, ::1] d2):
+    """Each vertex's principal curvatures and directions from its quadric fit's normal
+    equations (:func:`quadric_normal_equations`), as
+    :func:`coverage.curvature.principal_from_equations_reference` computes them, bit for bit:
+    a ridge of 1e-9 times the trace, the 5 x 5 solve (partial pivoting), the shape operator's
+    eigenvalues as the roots of ``det(II - l I) = 0`` (the larger-magnitude root from the
+    mean, the other as the product over it) and the direction of the smaller root (the
+    larger curvature, convex > 0) from the longer row of ``II - l I``. A vertex with fewer
+    than ``min_neighbours`` pairs, a non-finite sum or a zero pivot gets zero curvatures
+    (its directions those of zero curvature: ``d1 = e1``)."""
+    cdef Py_ssize_t n = count.shape[0], v, r, c
+    if (a_in.shape[0] != n or a_in.shape[1] != 5 or a_in.shape[2] != 5 or rhs_in.shape[0] != n
+            or rhs_in.shape[1] != 5 or normals.shape[0] != n or e1.shape[0] != n or e2.shape[0] != n
+            or normals.shape[1] != 3 or e1.shape[1] != 3 or e2.shape[1] != 3 or k1.shape[0] != n
+            or k2.shape[0] != n or d1.shape[0] != n or d2.shape[0] != n or d1.shape[1] != 3 or d2.shape[1] != 3):
+        raise ValueError("principal_from_equations: a (n, 5, 5), rhs (n, 5), count (n,), normals, e1, e2, "
+                         "d1, d2 (n, 3) and k1, k2 (n,) must agree")
+    cdef double a[25]
+    cdef double b[5]
+    cdef double x[5]
+    cdef double scale, ridge, ca, cb, cc, cd, ce, s, E, F, G, L, M, N, det, H, K, disc, root, q, la, lb
+    cdef double small, big, r00, r01, r11, n0, n1, v0, v1, x0, x1, x2, nrm, m0, m1, m2
+    cdef bint ok
+    with nogil:
+        for v in range(n):
+            ok = count[v] >= min_neighbours
+            if ok:
+                for r in range(5):
+                    for c in range(5):
+                        a[5 * r + c] = a_in[v, r, c]
+                        if not isfinite(a[5 * r + c]):
+                            ok = False
+                    b[r] = rhs_in[v, r]
+                    if not isfinite(b[r]):
+                        ok = False
+            if ok:
+                scale = (((a[0] + a[6]) + a[12]) + a[18]) + a[24]
+                if not (scale >= 1e-12):
+                    scale = 1e-12
+                ridge = 1e-9 * scale
+                for r in range(5):
+                    a[6 * r] = a[6 * r] + ridge
+                ok = _solve5(a, b, x)
+            if ok:
+                ca = x[0]
+                cb = x[1]
+                cc = x[2]
+                cd = x[3]
+                ce = x[4]
+            else:
+                ca = cb = cc = cd = ce = 0.0
+            # the graph's first and second fundamental forms at the origin
+            E = 1.0 + cd * cd
+            F = cd * ce
+            G = 1.0 + ce * ce
+            det = (1.0 + cd * cd) + ce * ce     # E G - F^2, without its cancellation
+            s = sqrt(det)
+            L = (2.0 * ca) / s
+            M = cb / s
+            N = (2.0 * cc) / s
+            H = ((E * N + G * L) - 2.0 * F * M) / (2.0 * det)
+            K = (L * N - M * M) / det
+            disc = H * H - K
+            if not (disc > 0.0):
+                disc = 0.0
+            root = sqrt(disc)
+            q = H + copysign(root, H)
+            if q == 0.0:
+                la = 0.0
+                lb = 0.0
+            else:
+                la = q
+                lb = K / q
+            small = la if la < lb else lb
+            big = lb if la < lb else la
+            # the direction of the smaller root: orthogonal to the longer row of II - l I
+            r00 = L - small * E
+            r01 = M - small * F
+            r11 = N - small * G
+            n0 = r00 * r00 + r01 * r01
+            n1 = r01 * r01 + r11 * r11
+            if n0 >= n1 and n0 > 0.0:
+                v0 = -r01
+                v1 = r00
+            elif n1 > 0.0:
+                v0 = -r11
+                v1 = r01
+            else:
+                v0 = 1.0
+                v1 = 0.0
+            x0 = v0 * e1[v, 0] + v1 * e2[v, 0]
+            x1 = v0 * e1[v, 1] + v1 * e2[v, 1]
+            x2 = v0 * e1[v, 2] + v1 * e2[v, 2]
+            nrm = sqrt((x0 * x0 + x1 * x1) + x2 * x2)
+            if not (nrm >= 1e-300):
+                nrm = 1e-300
+            x0 = x0 / nrm
+            x1 = x1 / nrm
+            x2 = x2 / nrm
+            d1[v, 0] = x0
+            d1[v, 1] = x1
+            d1[v, 2] = x2
+            m0 = normals[v, 0]
+            m1 = normals[v, 1]
+            m2 = normals[v, 2]
+            d2[v, 0] = m1 * x2 - m2 * x1
+            d2[v, 1] = m2 * x0 - m0 * x2
+            d2[v, 2] = m0 * x1 - m1 * x0
+            k1[v] = -small if ok else 0.0
+            k2[v] = -big if ok else 0.0

@@ -121,7 +121,7 @@ PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
            "stamp_effect", "stamp_effect_tracked", "fit_objective", "raster_lookup", "rect_min", "resample",
-           "merge_channels", "roll", "stamp", "curvature_fit", "frame_fields", "ends_blocked", "within_reach",
+           "merge_channels", "roll", "stamp", "curvature_fit", "principal", "frame_fields", "ends_blocked", "within_reach",
            "bin_boxes", "label_lookup", "contacts")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
@@ -1086,6 +1086,25 @@ def curvature_case(face: Face) -> Case:
                 lambda: curvature.quadric_normal_equations_reference(*args), agree)
 
 
+def principal_case(face: Face) -> Case:
+    """The quadric fits solved into principal curvatures and directions (the face's own
+    normal equations, 5 mm radius)."""
+    from . import curvature
+
+    v, n = face.vertices, face.normals
+    e1, e2 = curvature.tangent_frames(n)
+    i, j = curvature.neighbour_pairs(v, curvature.voxel_subsample(v, 5.0 / 3.0), 5.0)
+    a, rhs, count = curvature._kernel.quadric_normal_equations(v, n, e1, e2, i, j, 2.5, len(v))
+    args = (a, rhs, count, 8, n, e1, e2)
+
+    def agree(k, r):
+        return all(bool(np.array_equal(x, y)) for x, y in zip(k, r))
+
+    return Case("principal", f"{_k(len(v))} vertices' 5 x 5 fits",
+                lambda: curvature.principal_from_equations(*args),
+                lambda: curvature.principal_from_equations_reference(*args), agree)
+
+
 def roll_case(packed: dict, drums: list) -> Case:
     """The drum kernel on a plan's own runs (the drum with the most run samples)."""
     drum, _, runs = max(plan_mod.drum_groups(packed, drums), key=lambda g: len(g[2].s))
@@ -1146,7 +1165,7 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
     else:
         missing.append("roll: no roller plan ran (its runs are the input)")
     cases.append(stamp_case(face, on_chart_points(face, cfg.stamps, np.random.default_rng(0)), "random order"))
-    cases.append(curvature_case(face))
+    cases += [curvature_case(face), principal_case(face)]
     return cases, missing
 
 
