@@ -729,6 +729,14 @@ def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
     return face.faces[inside], area, area.sum()
 
 
+def _face_parts(face, conformity: Conformity) -> None:
+    """The drum's conformity, then the face's own parts the roller's regions and the pen's
+    texel grid read first (each cached on the face, whichever thread asks first builds it):
+    a task beside the zone map, which reads none of them."""
+    conformity.all()
+    _ = face.area_scale, face.linear_scale, face.triangle_area_mm2, face.jacobian_normal
+
+
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
                  conformity: Conformity | None = None, then=None):
     """The roller's punctures (chart, depth, stroke) with the zone status, and its
@@ -1323,7 +1331,8 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
         if zones is None:
             if conformity is not None:
                 # the drum's conformity reads only the face: built while the zone map is
-                # (its result is read by the roller, where any error it met shows)
-                tasks.submit(conformity.all)
+                # (its result is read by the roller, where any error it met shows), and with
+                # it the face's parts the roller's regions read first
+                tasks.submit(_face_parts, face, conformity)
             zones = ZoneMap.default(face, protocol)
         return build_plan(face, zones, protocol, device, start_corner, tasks, conformity)
