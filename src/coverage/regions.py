@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from . import contact, lifting, proximity
 from . import template as _template
-from .chart import canonical_chart, signed_chart_areas
+from .chart import canonical_chart
 from .tasks import GEOS_LOCK
 
 # Cuts and unions of triangles kept per resolution, keep-outs per face (least recently used
@@ -127,16 +127,17 @@ class _Resolution:
     def __init__(self, subdivisions: int):
         self.uv = canonical_chart(subdivisions)
         self.faces = _template.template(subdivisions).faces
-        corners = self.uv[self.faces]
-        self.corners = np.ascontiguousarray(corners.reshape(-1, 6))   # ax, ay, bx, by, cx, cy (contacts)
-        c = self.corners
+        # ax, ay, bx, by, cx, cy (contacts): uv[faces], gathered by np.take (~15 times faster
+        # here than NumPy's fancy indexing of rows)
+        self.corners = np.take(self.uv, self.faces, axis=0).reshape(-1, 6)
+        ax, ay, bx, by, cx, cy = np.ascontiguousarray(self.corners.T)
         # each triangle's chart box, axis by axis (contiguous: a box query reads four columns)
-        self.box = _frozen(np.minimum(np.minimum(c[:, 0], c[:, 2]), c[:, 4]),
-                           np.minimum(np.minimum(c[:, 1], c[:, 3]), c[:, 5]),
-                           np.maximum(np.maximum(c[:, 0], c[:, 2]), c[:, 4]),
-                           np.maximum(np.maximum(c[:, 1], c[:, 3]), c[:, 5]))
-        self.top_corner = self.faces.max(axis=1)     # the vertex a cut asks for a whole triangle
-        self.area = np.abs(signed_chart_areas(self.uv, self.faces))
+        self.box = _frozen(np.minimum(np.minimum(ax, bx), cx), np.minimum(np.minimum(ay, by), cy),
+                           np.maximum(np.maximum(ax, bx), cx), np.maximum(np.maximum(ay, by), cy))
+        f = self.faces
+        self.top_corner = np.maximum(np.maximum(f[:, 0], f[:, 1]), f[:, 2])   # the vertex a cut asks for a whole triangle
+        # chart.signed_chart_areas' arithmetic, column by column (the same values)
+        self.area = np.abs(0.5 * ((bx - ax) * (cy - ay) - (by - ay) * (cx - ax)))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
         # "within" what holds it, so these always take the general predicates
         self.thin = self.area <= 1e-9 * float(np.median(self.area))
