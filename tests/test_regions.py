@@ -19,7 +19,7 @@ def reference_split(face, region):
     """The general path: every chart triangle asked "intersects", then "within"."""
     polys = shapely.polygons(face.uv[face.faces])
     tree = shapely.STRtree(polys)
-    candidates = tree.query(region, predicate="intersects")
+    candidates = np.sort(tree.query(region, predicate="intersects"))     # ascending, as the cut lists them
     within = shapely.within(polys[candidates], region)
     inside, partial = candidates[within], candidates[~within]
     pieces = shapely.intersection(polys[partial], region)
@@ -76,10 +76,10 @@ def test_classification_equals_the_general_path(request, rng, coarse_face, defau
     res = regions._resolution(face.subdivisions)
     parts = [r for ps in canonical_exclusion_regions(face.subdivisions).values() for _, r in ps]
     for region in parts + drawn_regions(face, rng, 25 if which == "coarse" else 6):
-        candidates = res.tree.query(region, predicate="intersects")
-        within = shapely.within(res.polys[candidates], region)
+        candidates = np.sort(res.tree.query(region, predicate="intersects"))
+        within = shapely.within(res.polygons(candidates), region)
         got, got_within = regions._classify(res, region)
-        # the same triangles, in the same order (sums and arrays depend on it)
+        # the same triangles, ascending (sums and arrays depend on the order)
         np.testing.assert_array_equal(got, candidates)
         np.testing.assert_array_equal(got_within, within)
 
@@ -92,21 +92,21 @@ def test_boundary_contacts_decide_the_outlines_triangles(default_face):
     for parts in canonical_exclusion_regions(default_face.subdivisions).values():
         for _, region in parts:
             got, within, known = regions._classify_contacts(res, region)
-            boundary = shapely.intersects(shapely.boundary(region), res.polys[got])
+            boundary = shapely.intersects(shapely.boundary(region), res.polygons(got))
             assert known[boundary].mean() > 0.9
-            assert shapely.within(res.polys[got[known & within]], region).all()
-            assert shapely.touches(region, res.polys[got[known & ~within]]).all()
+            assert shapely.within(res.polygons(got[known & within]), region).all()
+            assert shapely.touches(region, res.polygons(got[known & ~within])).all()
 
 
 def test_classification_of_sliver_triangles(coarse_face, rng):
     """Triangles marked as slivers take the general predicates, with the same answers."""
     res = copy.copy(regions._resolution(coarse_face.subdivisions))
-    res.thin = rng.random(len(res.polys)) < 0.3
+    res.thin = rng.random(len(res.faces)) < 0.3
     for region in drawn_regions(coarse_face, rng, 5):
-        candidates = res.tree.query(region, predicate="intersects")
+        candidates = np.sort(res.tree.query(region, predicate="intersects"))
         got, within = regions._classify(res, region)
         np.testing.assert_array_equal(got, candidates)
-        np.testing.assert_array_equal(within, shapely.within(res.polys[candidates], region))
+        np.testing.assert_array_equal(within, shapely.within(res.polygons(candidates), region))
 
 
 def test_classification_of_other_geometry_types(coarse_face):
@@ -115,8 +115,8 @@ def test_classification_of_other_geometry_types(coarse_face):
     mixed = shapely.GeometryCollection([shapely.Point(c).buffer(10), shapely.LineString([c + 20, c + 30])])
     for region in (mixed, shapely.LineString([c - 10, c + 10])):
         got, within = regions._classify(res, region)
-        np.testing.assert_array_equal(got, res.tree.query(region, predicate="intersects"))
-        np.testing.assert_array_equal(within, shapely.within(res.polys[got], region))
+        np.testing.assert_array_equal(got, np.sort(res.tree.query(region, predicate="intersects")))
+        np.testing.assert_array_equal(within, shapely.within(res.polygons(got), region))
 
 
 def test_cut_equals_the_general_path_and_is_kept(coarse_face, rng):

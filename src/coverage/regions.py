@@ -30,9 +30,9 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from . import contact, proximity
+from . import contact, lifting, proximity
 from . import template as _template
-from .chart import canonical_chart, signed_chart_areas
+from .chart import canonical_chart
 from .tasks import GEOS_LOCK
 
 # Cuts and unions of triangles kept per resolution, keep-outs per face (least recently used
@@ -119,23 +119,177 @@ class _Cut:
 
 
 class _Resolution:
-    """The chart triangles of one resolution as shapely polygons, their STRtree and chart
-    areas, and the cuts of regions already made on it."""
+    """The chart triangles of one resolution: their corners, bounding boxes and chart areas,
+    their shapely polygons (made when first asked for, :meth:`polygons`), box queries over
+    them (:meth:`query_box`, :meth:`query_boxes`: the sets an STRtree's envelope query gives),
+    and the cuts of regions already made on it."""
 
     def __init__(self, subdivisions: int):
         self.uv = canonical_chart(subdivisions)
         self.faces = _template.template(subdivisions).faces
-        corners = self.uv[self.faces]
-        self.corners = np.ascontiguousarray(corners.reshape(-1, 6))   # ax, ay, bx, by, cx, cy (contacts)
-        self.polys = ring_polygons(corners)
-        self.top_corner = self.faces.max(axis=1)     # the vertex a cut asks for a whole triangle
-        self.tree = shapely.STRtree(self.polys)
-        self.area = np.abs(signed_chart_areas(self.uv, self.faces))
+        # ax, ay, bx, by, cx, cy (contacts): uv[faces], gathered by np.take (~15 times faster
+        # here than NumPy's fancy indexing of rows)
+        self.corners = np.take(self.uv, self.faces, axis=0).reshape(-1, 6)
+        ax, ay, bx, by, cx, cy = np.ascontiguousarray(self.corners.T)
+        # each triangle's chart box, axis by axis (contiguous: a box query reads four columns)
+        self.box = _frozen(np.minimum(np.minimum(ax, bx), cx), np.minimum(np.minimum(ay, by), cy),
+                           np.maximum(np.maximum(ax, bx), cx), np.maximum(np.maximum(ay, by), cy))
+        f = self.faces
+        self.top_corner = np.maximum(np.maximum(f[:, 0], f[:, 1]), f[:, 2])   # the vertex a cut asks for a whole triangle
+        # chart.signed_chart_areas' arithmetic, column by column (the same values)
+        self.area = np.abs(0.5 * ((bx - ax) * (cy - ay) - (by - ay) * (cx - ax)))
         # slivers (none on the bundled chart): a triangle of (almost) no area may not be
         # "within" what holds it, so these always take the general predicates
         self.thin = self.area <= 1e-9 * float(np.median(self.area))
         self.cuts = Memo(CUTS_PER_RESOLUTION)
         self.unions = Memo(UNIONS_PER_RESOLUTION)
+        # the polygons made so far (``made``) and the grid of the boxes, each made once
+        # whichever thread asks first (pieces of a plan run on two threads)
+        self._polys = np.empty(len(self.faces), dtype=object)
+        self._made = np.zeros(len(self.faces), dtype=bool)
+        self._grid = None
+        self._lock = threading.Lock()
+
+    # --- the triangles' polygons ----------------------------------------------------------
+
+    def polygons(self, idx=None) -> np.ndarray:
+        """The chart triangles' shapely polygons at ``idx`` (indices, or a boolean mask over
+        the triangles; None: all), as ``ring_polygons(corners)`` makes them (the same WKB).
+        Each is made once, when first asked for, and is the same object on every later call
+        (from any thread: the making takes a lock; no GEOS predicate runs under it)."""
+        m = len(self._polys)
+        if idx is None:
+            idx = np.arange(m)
+        else:
+            idx = np.asarray(idx)
+            idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64, copy=False)
+        made = self._made
+        if not made[idx].all():
+            with self._lock:
+                todo = idx[~made[idx]]
+                if len(todo):
+                    todo = np.unique(np.where(todo < 0, todo + m, todo))
+                    self._polys[todo] = ring_polygons(self.corners[todo].reshape(-1, 3, 2))
+                    made[todo] = True        # after the polygons: a reader that sees it finds them
+        return self._polys[idx]
+
+    @property
+    def polys(self) -> np.ndarray:
+        """Every chart triangle's polygon (:meth:`polygons`; all of them made)."""
+        return self.polygons()
+
+    @functools.cached_property
+    def tree(self) -> shapely.STRtree:
+        """An STRtree of every chart triangle's polygon, for callers that want one; the
+        package's own queries use :meth:`query_box` and :meth:`query_boxes` instead."""
+        return shapely.STRtree(self.polygons())
+
+    # --- box queries ------------------------------------------------------------------------
+
+    def query_box(self, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
+        """The chart triangles whose boxes meet the box ``[xmin, xmax] x [ymin, ymax]``
+        (closed: boxes that only touch meet), ascending: the set an STRtree's
+        ``query(geometry)`` gives for a geometry of that envelope. A NaN bound meets nothing."""
+        lx, ly, hx, hy = self.box
+        return np.flatnonzero((lx <= xmax) & (hx >= xmin) & (ly <= ymax) & (hy >= ymin))
+
+    def query_region(self, region: BaseGeometry) -> np.ndarray:
+        """The chart triangles whose boxes meet the region's envelope, ascending (an empty
+        region meets none)."""
+        if region.is_empty:
+            return np.empty(0, dtype=np.int64)
+        return self.query_box(*shapely.bounds(region))
+
+    def query_boxes(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each of the boxes ``[lo, hi]`` (``(s, 2) float``) paired with the chart triangles
+        whose boxes meet it (closed): ``(box (k,), tri (k,))`` sorted by box, then triangle;
+        the pairs an STRtree's ``query(geometries)`` gives for geometries of those
+        envelopes. A box with a NaN bound meets nothing.
+
+        The triangles' boxes are binned into a uniform grid (:class:`_BoxGrid`); a box
+        meeting ``[lo, hi]`` shares a cell with it (the cell of a coordinate,
+        ``floor((x - origin) / cell)`` clipped to the grid as :func:`coverage.lifting.bin_boxes`
+        bins, is monotone in it; clipped before the cast, so however far out it is), so
+        the exact box test of the triangles listed in the cells over ``[lo, hi]`` finds
+        every pair; one met in several cells is kept once."""
+        lo = np.asarray(lo, dtype=np.float64).reshape(-1, 2)
+        hi = np.asarray(hi, dtype=np.float64).reshape(-1, 2)
+        q = np.stack([lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]])       # (4, s): rows xmin, ymin, xmax, ymax
+        ok = None
+        nan = np.isnan(q).any(axis=0)
+        if nan.any():
+            ok = np.flatnonzero(~nan)
+            q = np.ascontiguousarray(q[:, ok])
+        m = len(self.faces)
+        if q.shape[1] == 0 or m == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        g = self._box_grid()
+        x0, y0, x1, y1 = np.clip(np.floor((q - g.origin4) / g.cell), 0, g.upper4).astype(np.int64)
+        qlx, qly, qhx, qhy = q
+        width = x1 - x0 + 1
+        cells = width * (y1 - y0 + 1)
+        # long boxes (many cells) are taken a part at a time, so that no part lists too many
+        # (box, cell) and (box, triangle) pairs
+        bounds = [0, len(cells)]
+        if int(cells.sum()) * (g.most + 1) > _PAIRS_PER_PART:
+            weight = np.cumsum(cells) * (g.most + 1)
+            cuts = np.searchsorted(weight, np.arange(_PAIRS_PER_PART, int(weight[-1]), _PAIRS_PER_PART), side="right")
+            bounds = np.unique(np.concatenate([bounds, cuts]).astype(np.int64))
+        lx, ly, hx, hy = self.box
+        keys = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a >= b:
+                continue
+            n = cells[a:b]
+            box = np.repeat(np.arange(a, b), n)
+            local = np.arange(len(box)) - np.repeat(np.cumsum(n) - n, n)
+            w = width.take(box)
+            cell = (x0.take(box) + local % w) + (y0.take(box) + local // w) * g.shape[0]
+            first = g.start.take(cell)
+            count = g.start.take(cell + 1) - first
+            box = np.repeat(box, count)
+            tri = g.items.take(np.repeat(first - (np.cumsum(count) - count), count) + np.arange(len(box)))
+            meet = ((lx.take(tri) <= qhx.take(box)) & (hx.take(tri) >= qlx.take(box))
+                    & (ly.take(tri) <= qhy.take(box)) & (hy.take(tri) >= qly.take(box)))
+            keys.append((box * m + tri)[meet])
+        key = np.sort(np.concatenate(keys))
+        if len(key) > 1:
+            key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+        box, tri = np.divmod(key, m)
+        return (box if ok is None else ok.take(box)), tri
+
+    def _box_grid(self) -> "_BoxGrid":
+        if self._grid is None:
+            with self._lock:
+                if self._grid is None:
+                    self._grid = _BoxGrid(*self.box)
+        return self._grid
+
+
+# a box query lists at most about this many (box, cell) and (box, triangle) pairs at once
+_PAIRS_PER_PART = 1 << 20
+
+
+class _BoxGrid:
+    """The chart triangles' boxes binned into a uniform grid (:func:`coverage.lifting.bin_boxes`):
+    cell ``c`` (x fastest) lists ``items[start[c]:start[c + 1]]``, ascending, every triangle
+    whose box meets the cell; ``most``: the longest list. The cell is the mean triangle
+    box's longer side (a few triangles a cell), at most about four cells a triangle."""
+
+    def __init__(self, lx, ly, hx, hy):
+        m = len(lx)
+        self.origin = np.array([lx.min(), ly.min()]) if m else np.zeros(2)
+        top = np.array([hx.max(), hy.max()]) if m else np.zeros(2)
+        extent = np.maximum(top - self.origin, 1e-9)
+        side = float(np.maximum(hx - lx, hy - ly).mean()) if m else 0.0
+        self.cell = max(side, float(np.sqrt(np.prod(extent) / (4.0 * max(m, 1)))), 1e-9)
+        self.shape = tuple(int(n) for n in np.floor(extent / self.cell).astype(np.int64) + 1)
+        self.start, self.items = lifting.bin_boxes(np.stack([lx, ly], axis=1), np.stack([hx, hy], axis=1),
+                                                   self.origin, self.cell, self.shape)
+        self.most = int(np.diff(self.start).max(initial=0))
+        # per row of a (4, s) array of boxes (xmin, ymin, xmax, ymax): the origin, the last cell
+        self.origin4 = self.origin[[0, 1, 0, 1], None]
+        self.upper4 = np.array([self.shape[0] - 1, self.shape[1] - 1] * 2, dtype=np.float64)[:, None]
 
 
 def ring_polygons(corners: np.ndarray) -> np.ndarray:
@@ -171,7 +325,8 @@ def _resolution(subdivisions: int) -> _Resolution:
 
 
 def _chart_triangles(subdivisions: int):
-    """Chart triangles as shapely polygons, their STRtree and chart areas (per resolution)."""
+    """Chart triangles as shapely polygons, their STRtree and chart areas (per resolution):
+    every polygon made, and the tree built, on the first call (see :class:`_Resolution`)."""
     res = _resolution(subdivisions)
     return res.polys, res.tree, res.area
 
@@ -205,18 +360,17 @@ def _make_cut(res: _Resolution, region: BaseGeometry) -> _Cut:
     touching = known[~within]
     ask = np.flatnonzero(~touching)
     with GEOS_LOCK:
-        touching[ask] = shapely.touches(region, res.polys[partial[ask]]) & ~res.thin[partial[ask]]
+        touching[ask] = shapely.touches(region, res.polygons(partial[ask])) & ~res.thin[partial[ask]]
     partial = partial[~touching]
-    pieces = shapely.intersection(res.polys[partial], region)
+    pieces = shapely.intersection(res.polygons(partial), region)
     area = shapely.area(pieces)
     keep = area > 0
     return _Cut(inside, partial[keep], pieces[keep], area[keep])
 
 
 def _classify(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """The chart triangles that intersect a (prepared) region, in the order of
-    ``tree.query(region, predicate="intersects")``, and whether each lies within it (see
-    :func:`_classify_contacts`)."""
+    """The chart triangles that intersect a (prepared) region, ascending, and whether each
+    lies within it (see :func:`_classify_contacts`)."""
     with GEOS_LOCK:
         return _classify_contacts(res, region)[:2]
 
@@ -225,17 +379,17 @@ def boundary_pairs(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, 
     """A polygonal region's boundary paired with the chart triangles near it, as a cut decides
     their contacts: ``(ends (s, 4), seg (k,), tri (k,))``, the boundary's segments then its
     vertices (segments of no length) as ``px, py, qx, qy``, and each pair of a segment and a
-    chart triangle whose boxes meet (the tree's order)."""
+    chart triangle whose boxes meet (closed boxes), sorted by segment, then triangle."""
     coords, index = shapely.get_coordinates(shapely.get_rings(shapely.get_parts(region)), return_index=True)
     edge = (index[1:] == index[:-1]) & (coords[:-1] != coords[1:]).any(axis=1)
     ends = np.concatenate([np.hstack([coords[:-1][edge], coords[1:][edge]]), np.hstack([coords, coords])])
-    seg, tri = res.tree.query(shapely.linestrings(ends.reshape(-1, 2, 2)))
+    seg, tri = res.query_boxes(np.minimum(ends[:, :2], ends[:, 2:]), np.maximum(ends[:, :2], ends[:, 2:]))
     return ends, seg, tri
 
 
 def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chart triangles that intersect a (prepared) region, in the order of
-    ``tree.query(region, predicate="intersects")``, whether each lies within it, and whether
+    """The chart triangles that intersect a (prepared) region, ascending (the set of an
+    STRtree's ``query(region, predicate="intersects")``), whether each lies within it, and whether
     its contact with the region is known without the general predicates (such a triangle,
     when not within the region, only touches it: interiors apart).
 
@@ -254,9 +408,12 @@ def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarr
     sliver of a chart triangle are asked the general predicates.
     """
     if shapely.get_type_id(region) not in (3, 6):
-        candidates = res.tree.query(region, predicate="intersects")
-        return candidates, shapely.within(res.polys[candidates], region), np.zeros(len(candidates), dtype=bool)
-    candidates = res.tree.query(region)          # bounding boxes meet; the tree's order
+        candidates = res.query_region(region)    # bounding boxes meet, then the predicate
+        near = res.polygons(candidates)
+        meets = shapely.intersects(region, near)
+        candidates = candidates[meets]
+        return candidates, shapely.within(near[meets], region), np.zeros(len(candidates), dtype=bool)
+    candidates = res.query_region(region)        # bounding boxes meet; ascending
     ends, seg, tri = boundary_pairs(res, region)
     codes = contact.contacts(res.corners, ends, tri, seg)
     general = res.thin.copy()                    # the boundary meets it (or may)
@@ -289,7 +446,7 @@ def _classify_contacts(res: _Resolution, region: BaseGeometry) -> tuple[np.ndarr
         within[touched] = shapely.contains_xy(region, centre[inner, 0], centre[inner, 1])
         known[touched] = True
     rest = ask & ~known
-    near = res.polys[candidates[rest]]
+    near = res.polygons(candidates[rest])
     meets[rest] = shapely.intersects(region, near)
     within[rest] = shapely.within(near, region)
     return candidates[meets], within[meets], known[meets]
@@ -413,7 +570,7 @@ def sublevel_region(face, field: np.ndarray, level: float) -> BaseGeometry:
     uv = face.uv
     below = (field < level)[faces]   # per vertex, then gathered: fewer comparisons
     count = below[:, 0].astype(np.int64) + below[:, 1] + below[:, 2]
-    polys = [_resolution(face.subdivisions).polys[count == 3]]   # whole triangles: the chart's own
+    polys = [_resolution(face.subdivisions).polygons(count == 3)]   # whole triangles: the chart's own
 
     def crossing(a, b):
         lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -460,7 +617,7 @@ def triangles_region(face, mask: np.ndarray) -> BaseGeometry:
     if not mask.any():
         return empty()
     key = (mask.shape, np.packbits(mask).tobytes())
-    return res.unions.get(key, lambda: _union_of_pieces(res.polys[mask]))
+    return res.unions.get(key, lambda: _union_of_pieces(res.polygons(mask)))
 
 
 def interpolation_slack_mm(longest_edge_mm: float, margin_mm: float) -> float:
