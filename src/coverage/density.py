@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+import weakref
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -554,6 +556,31 @@ def texel_centres(origin: np.ndarray, cell_mm: float, shape: tuple) -> np.ndarra
 SUPERSAMPLE = 4  # per texel side, on texels at a chart or zone boundary
 
 
+_LAYOUTS = weakref.WeakKeyDictionary()    # face -> {cell_mm: texel_layout}
+_LAYOUT_LOCK = threading.Lock()
+
+
+def texel_layout(face, cell_mm: float = DEFAULT_TEXEL_MM) -> tuple:
+    """The texel grid's layout on a face, which reads the face alone (not its zones):
+    ``(origin (2,), (h, w), centres (h * w, 2), tri (h * w,) int)``, each centre's chart
+    triangle (-1 off the chart). Made once per face and cell, whichever thread asks first
+    (a plan asks for it beside its zone map, :func:`coverage.plan._face_parts`); read-only."""
+    key = float(cell_mm)
+    with _LAYOUT_LOCK:
+        per_face = _LAYOUTS.setdefault(face, {})
+        found = per_face.get(key)
+        if found is None:
+            uv = face.uv
+            origin = uv.min(axis=0) - cell_mm
+            w, h = (int(x) for x in np.ceil((uv.max(axis=0) + cell_mm - origin) / cell_mm))
+            centres = texel_centres(origin, cell_mm, (h, w))
+            tri, _ = face.locate(centres)
+            for a in (origin, centres, tri):
+                a.flags.writeable = False
+            found = per_face[key] = (origin, (h, w), centres, tri)
+    return found
+
+
 def texel_grid(zones, cell_mm: float = DEFAULT_TEXEL_MM, window_mm2: float = WINDOW_MM2) -> TexelGrid:
     """The texel grid of a zone map's face (skin areas, labels and windows).
 
@@ -562,11 +589,8 @@ def texel_grid(zones, cell_mm: float = DEFAULT_TEXEL_MM, window_mm2: float = WIN
     or a zone or keep-out boundary, so windows at edges are neither padded nor clipped.
     """
     face = zones.face
-    uv = face.uv
-    origin = uv.min(axis=0) - cell_mm
-    w, h = (int(x) for x in np.ceil((uv.max(axis=0) + cell_mm - origin) / cell_mm))
-    centres = texel_centres(origin, cell_mm, (h, w))
-    tri, _ = face.locate(centres)
+    origin, (h, w), centres, tri = texel_layout(face, cell_mm)
+    origin, tri = origin.copy(), tri.copy()     # the grid's own (the layout is shared)
     scale = np.where(tri >= 0, face.area_scale[np.maximum(tri, 0)], 0.0)
     # a texel off the chart is in no zone whatever its centre's label: the zones are asked
     # only about the centres on the chart (label_at answers each point on its own)

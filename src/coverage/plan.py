@@ -21,7 +21,7 @@ from . import pen as _pen
 from . import pen_fit
 from . import roller as _roller
 from . import simulate
-from .density import DensityMap, density, texel_grid
+from .density import DensityMap, density, texel_grid, texel_layout
 from .errors import CoverageError
 from .face import Lifted
 from .protocol import Protocol
@@ -735,6 +735,7 @@ def _face_parts(face, conformity: Conformity) -> None:
     a task beside the zone map, which reads none of them."""
     conformity.all()
     _ = face.area_scale, face.linear_scale, face.triangle_area_mm2, face.jacobian_normal
+    texel_layout(face)
 
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
