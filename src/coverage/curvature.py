@@ -175,7 +175,7 @@ def principal_from_equations(a: np.ndarray, rhs: np.ndarray, count: np.ndarray, 
     each vertex's quadric fit, in one compiled pass (``coverage._ext.curvature.principal_from_equations``;
     what it computes, bit for bit, is its NumPy twin :func:`principal_from_equations_reference`).
     It replaced LAPACK's batched 5 x 5 solve and 2 x 2 ``eig`` (about 65 ms on the bundled
-    face's 28k vertices, against about 3 ms), which agree with it to 1e-10 of the curvatures."""
+    face's 28k vertices, against about 5 ms), which agree with it to 1e-10 of the curvatures."""
     n = len(count)
     k1, k2, d1, d2 = np.empty(n), np.empty(n), np.empty((n, 3)), np.empty((n, 3))
     _kernel.principal_from_equations(np.ascontiguousarray(a, dtype=np.float64),
