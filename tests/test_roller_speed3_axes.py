@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 
-from coverage import roller
+from coverage import chart, roller
 
 
 def test_skin_directions_at_the_vertex_normals_equal_a_fresh_computation(default_face):
@@ -26,7 +26,7 @@ def test_jacobian_pinv_rows_equal_the_faces_own(default_face, rng):
     face = copy.copy(default_face)
     face.__dict__.pop("jacobian_pinv", None)
     m = len(face.faces)
-    ref = np.linalg.pinv(face.jacobian)
+    ref = chart.pseudo_inverses(face.jacobian)
     for _ in range(3):
         tri = rng.integers(-1, m, 500)
         tri[:20] = tri[20]            # repeats

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from coverage import roller
+from coverage import chart, roller
 
 
 def _face(rng, m):
@@ -102,7 +102,7 @@ def test_jacobian_pinv_leaves_non_finite_triangles_nan():
     face.jacobian[1::9, 0, 0] = np.inf
     finite = np.isfinite(face.jacobian).all(axis=(1, 2))
     whole = np.full((300, 2, 3), np.nan)
-    whole[finite] = np.linalg.pinv(face.jacobian[finite])
+    whole[finite] = chart.pseudo_inverses(face.jacobian[finite])
     tri = rng.integers(-1, 300, 500)
     pinv = roller.jacobian_pinv(face, tri)
     on = tri[tri >= 0]

@@ -92,6 +92,42 @@ def jacobians(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> np.nda
     return edges3 @ np.linalg.inv(edges2)
 
 
+PINV_CLOSED_SIN2 = 1e-12   # closed-form pseudo-inverse where sin^2 of the columns' angle is above this
+
+
+def pseudo_inverses(jac: np.ndarray) -> np.ndarray:
+    """The Moore-Penrose pseudo-inverse ``(m, 2, 3)`` of each Jacobian ``(m, 3, 2)``: the
+    chart vector of a surface vector in the triangle's plane.
+
+    With columns ``a``, ``b`` of full rank it is ``(J^T J)^-1 J^T``, in closed form:
+    ``((b.b) a - (a.b) b) / |a x b|^2`` and ``((a.a) b - (a.b) a) / |a x b|^2`` (the
+    determinant of ``J^T J`` as the squared cross product, without cancellation), taken where
+    the columns are well apart (``|a x b|^2 > PINV_CLOSED_SIN2 |a|^2 |b|^2``); elsewhere
+    ``np.linalg.pinv`` (the SVD, with its rank cut: a collapsed triangle gets a rank-one
+    inverse); NaN where the Jacobian is not finite. Row by row: a gather of the result equals
+    the result of the gathered Jacobians bit for bit. Against the SVD the closed form agrees
+    to a few units in the last place on the chart's Jacobians (a tested bound: 1e-13 relative)."""
+    jac = np.asarray(jac, dtype=np.float64)
+    out = np.full((len(jac), 2, 3), np.nan)
+    finite = np.isfinite(jac).all(axis=(1, 2))
+    a, b = jac[:, :, 0], jac[:, :, 1]
+    with np.errstate(all="ignore"):     # rows not finite, or collapsed, are not taken from here
+        aa = np.einsum("ij,ij->i", a, a)
+        bb = np.einsum("ij,ij->i", b, b)
+        ab = np.einsum("ij,ij->i", a, b)
+        c = np.cross(a, b)
+        det = np.einsum("ij,ij->i", c, c)
+        closed = finite & (det > PINV_CLOSED_SIN2 * aa * bb)
+        inv = 1.0 / det
+        out[closed, 0] = ((bb * inv)[:, None] * a - (ab * inv)[:, None] * b)[closed]
+        out[closed, 1] = ((aa * inv)[:, None] * b - (ab * inv)[:, None] * a)[closed]
+    # a closed form out of range (entries near the ends of the floats) takes the SVD too
+    rest = finite & ~(closed & np.isfinite(out).all(axis=(1, 2)))
+    if rest.any():
+        out[rest] = np.linalg.pinv(jac[rest])
+    return out
+
+
 def metric(jac: np.ndarray) -> np.ndarray:
     """First fundamental form ``(m, 2, 2) float``: skin length of chart vector d is sqrt(d.G.d)."""
     return np.transpose(jac, (0, 2, 1)) @ jac

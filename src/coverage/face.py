@@ -249,18 +249,13 @@ class Face:
     @functools.cached_property
     def jacobian_pinv(self) -> np.ndarray:
         """Per-triangle pseudo-inverse ``(m, 2, 3)`` of :attr:`jacobian`: the chart vector of a
-        surface vector in the triangle's plane (NaN for a triangle with a non-finite Jacobian).
-
-        Computed once for all triangles: each matrix's pseudo-inverse does not depend on the
-        others, so a gather of it equals ``np.linalg.pinv(jacobian[t])`` bit for bit.
+        surface vector in the triangle's plane (NaN for a triangle with a non-finite Jacobian;
+        :func:`coverage.chart.pseudo_inverses`, closed form where the triangle is not
+        collapsed). Computed once for all triangles: each matrix's pseudo-inverse does not
+        depend on the others, so a gather of it equals ``pseudo_inverses(jacobian[t])`` bit
+        for bit.
         """
-        jac = self.jacobian
-        finite = np.isfinite(jac).all(axis=(1, 2))
-        if finite.all():
-            return _frozen(np.linalg.pinv(jac))
-        out = np.full((len(jac), 2, 3), np.nan)
-        out[finite] = np.linalg.pinv(jac[finite])
-        return _frozen(out)
+        return _frozen(_chart.pseudo_inverses(self.jacobian))
 
     @functools.cached_property
     def jacobian_normal(self) -> np.ndarray:

@@ -41,6 +41,7 @@ from . import raster
 from ._ext import curvature as _curvature_kernel
 from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
+from .chart import pseudo_inverses as _chart_pseudo_inverses
 from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
 from .tasks import GEOS_LOCK, one_blas_thread
@@ -893,10 +894,7 @@ def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
         mark[need] = True
         need = np.flatnonzero(mark)
     if len(need):
-        jac = face.jacobian[need]
-        finite = np.isfinite(jac).all(axis=(1, 2))     # as the face leaves NaN where not finite
-        if finite.any():
-            pinv[need[finite]] = np.linalg.pinv(jac[finite])
+        pinv[need] = _chart_pseudo_inverses(face.jacobian[need])   # NaN where not finite, as the face's
         known[need] = True
     return pinv
 
