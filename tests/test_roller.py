@@ -462,7 +462,6 @@ def test_skin_frame_caches_equal_each_triangle_alone(default_face, rng):
             t = rng.integers(0, len(face.faces), size)
             jac = face.jacobian[t]
             np.testing.assert_array_equal(face.jacobian_pinv[t], chart.pseudo_inverses(jac))
-            np.testing.assert_array_equal(R.jacobian_pinv(face, t)[t], face.jacobian_pinv[t])
             normal = np.cross(jac[:, :, 0], jac[:, :, 1])
             normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
             np.testing.assert_array_equal(face.jacobian_normal[t], normal)

@@ -228,9 +228,9 @@ def _tangent_frames(face, lifted, gradient: np.ndarray, across: bool):
     if not across:
         return tangent, None
     left = np.cross(nrm, tangent)
-    # the triangles' pseudo-inverses, computed once per face and triangle (equal bit for bit
-    # to np.linalg.pinv of the gathered Jacobians)
-    pinv = _roller.jacobian_pinv(face, lifted.tri)[lifted.tri]
+    # the triangles' pseudo-inverses, computed once per face (row by row: equal bit for bit
+    # to chart.pseudo_inverses of the gathered Jacobians)
+    pinv = face.jacobian_pinv[lifted.tri]
     return tangent, np.einsum("kij,kj->ki", pinv, left)
 
 
@@ -731,10 +731,11 @@ def _zone_triangles(face, zones: ZoneMap, name: str) -> tuple:
 
 def _face_parts(face, conformity: Conformity) -> None:
     """The drum's conformity, then the face's own parts the roller's regions and the pen's
-    texel grid read first (each cached on the face, whichever thread asks first builds it):
+    texel grid read first (the chart triangles' pseudo-inverses among them: about 10 ms for
+    the whole face in closed form, so made whole rather than row by row as asked) (each cached on the face, whichever thread asks first builds it):
     a task beside the zone map, which reads none of them."""
     conformity.all()
-    _ = face.area_scale, face.linear_scale, face.triangle_area_mm2, face.jacobian_normal
+    _ = face.area_scale, face.linear_scale, face.triangle_area_mm2, face.jacobian_normal, face.jacobian_pinv
     texel_layout(face)
 
 

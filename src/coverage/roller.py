@@ -41,7 +41,6 @@ from . import raster
 from ._ext import curvature as _curvature_kernel
 from ._ext import drum as _drum_kernel
 from ._ext import raster as _raster_kernel
-from .chart import pseudo_inverses as _chart_pseudo_inverses
 from .curvature import Curvature, normal_curvature_reference
 from .protocol import Protocol
 from .tasks import GEOS_LOCK, one_blas_thread
@@ -864,39 +863,9 @@ def skin_frame(face, tri: np.ndarray, travel: np.ndarray, scale: np.ndarray) -> 
     along, across = np.empty((n, 2)), np.empty((n, 2))
     if n and (tri >= len(face.faces)).any():
         raise ValueError(f"triangle {int(tri.max())} of a face of {len(face.faces)}")
-    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(jacobian_pinv(face, tri)), tri,
+    _raster_kernel.skin_frame(_c(face.jacobian), _c(face.jacobian_normal), _c(face.jacobian_pinv), tri,
                               travel, scale, SKIN_FRAME_LIMIT, along, across)
     return along, across
-
-
-_PINV = weakref.WeakKeyDictionary()   # face -> (pseudo-inverses (m, 2, 3), which are computed (m,) bool)
-
-
-def jacobian_pinv(face, tri: np.ndarray) -> np.ndarray:
-    """``face.jacobian_pinv`` ``(m, 2, 3)`` good at least at the triangles ``tri`` (the others
-    may still be NaN): the whole of it once the face has it, else its rows computed as
-    asked (the roller reaches a third of the face's triangles). Each matrix's pseudo-inverse
-    does not depend on the others, so the rows are the face's own bit for bit."""
-    if "jacobian_pinv" in vars(face):
-        return face.jacobian_pinv
-    entry = _PINV.get(face)
-    if entry is None:
-        m = len(face.faces)
-        entry = _PINV[face] = (np.full((m, 2, 3), np.nan), np.zeros(m, dtype=bool))
-    pinv, known = entry
-    tri = np.asarray(tri).reshape(-1)
-    # the rows not known yet (usually none: every call after the first few reads known rows)
-    tri = tri[tri >= 0]
-    need = tri[~known[tri]]
-    if len(need):
-        # np.unique(need) (ascending, each once) by marking, without sorting
-        mark = np.zeros(len(known), dtype=bool)
-        mark[need] = True
-        need = np.flatnonzero(mark)
-    if len(need):
-        pinv[need] = _chart_pseudo_inverses(face.jacobian[need])   # NaN where not finite, as the face's
-        known[need] = True
-    return pinv
 
 
 def _c(a: np.ndarray) -> np.ndarray:
