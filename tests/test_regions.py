@@ -147,7 +147,7 @@ def test_region_triangles_and_areas_equal_the_general_path_on_every_face(default
             np.testing.assert_array_equal(regions.region_triangles_3d(face, region),
                                           reference_triangles_3d(face, region))
             inside, partial, pieces = reference_split(face, region)
-            _, _, chart_area = regions._chart_triangles(face.subdivisions)
+            chart_area = regions._resolution(face.subdivisions).area
             scale = face.area_scale
             expected = float((chart_area[inside] * scale[inside]).sum() + (shapely.area(pieces) * scale[partial]).sum())
             assert regions.skin_area_mm2(face, region) == expected

@@ -324,13 +324,6 @@ def _resolution(subdivisions: int) -> _Resolution:
     return _Resolution(subdivisions)
 
 
-def _chart_triangles(subdivisions: int):
-    """Chart triangles as shapely polygons, their STRtree and chart areas (per resolution):
-    every polygon made, and the tree built, on the first call (see :class:`_Resolution`)."""
-    res = _resolution(subdivisions)
-    return res.polys, res.tree, res.area
-
-
 def empty() -> BaseGeometry:
     return shapely.Polygon()
 
