@@ -282,6 +282,27 @@ def test_fit_stays_off_what_the_base_already_gives():
     assert pen_fit.in_band(zones, grid, d) == {"strip": 1.0}
 
 
+def test_repair_reads_parts_made_beforehand_as_its_own():
+    # a plan makes the repair's RepairParts beside the fit: the repair given them mends as
+    # the repair that makes its own, and a second repair may not read parts already read
+    grid = _strip_grid(n=30)
+    zones = _Zones({"strip": (100.0, 125.0)})
+    n = 30
+    spread = sparse.hstack([sparse.identity(n, format="csc") * 1.0] * 2, format="csc")
+    fire = np.zeros(2 * n, dtype=bool)
+    fire[:n] = True
+    fire[n + 10:n + 14] = True
+    fire[[3, 20, 21]] = False
+    fixed = np.zeros((1, n))
+    cap = np.full((1, n), 125.0)
+    own = pen_fit.repair(grid, zones, fixed, spread, fire, cap=cap)
+    assert own.tolist() != fire.tolist()         # there is something to mend
+    parts = pen_fit.RepairParts(grid, zones, fixed, spread, cap)
+    assert pen_fit.repair(grid, zones, fixed, spread, fire, cap=cap, parts=parts).tolist() == own.tolist()
+    with pytest.raises(ValueError, match="RepairParts"):
+        pen_fit.repair(grid, zones, fixed, spread, fire, cap=cap, parts=parts)
+
+
 def test_repair_mends_an_over_and_an_under_window_by_single_stamps():
     # 1 puncture per candidate, windows of 5 texels; target 100, cap 125 (1 puncture = 20
     # per cm^2): 5 fired candidates in a window give exactly 100

@@ -644,6 +644,10 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         blocks.append(needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles))
         found.append((cartridge, with_candidates, stamps, kept))
     spread = sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
+    # what the repair reads of the candidates, made beside the fit (on the plan's other thread
+    # before the roller's moves that before_fit hands it)
+    repair_parts = tasks.submit(RepairParts, grid, zones, fixed, spread, problem.cap, lend=False) \
+        if spread.shape[1] else None
     if before_fit is not None:
         before_fit()
     x = fit(grid, targets, fixed, spread)
@@ -655,7 +659,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         paths_before += len(with_candidates)
     groups = np.concatenate(groups) if groups else np.empty(0, np.int64)
     fire = round_along(x, groups)
-    fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups)
+    fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups,
+                  parts=None if repair_parts is None else repair_parts.result())
     sets, offset = [], 0
     for (cartridge, with_candidates, stamps, kept), (_, field_, _, _) in zip(found, cartridges):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
@@ -769,9 +774,40 @@ SHIFT_ROUNDS = 5         # ... for at most this many rounds ...
 SHIFT_ZONE_BELOW = 0.98  # ... in the zones with less of their skin in band than this
 
 
+class RepairParts:
+    """What :func:`repair` reads that does not depend on which stamps fire: the bands, the
+    band gradient, the stamps' effects and the window index of ``spread`` over ``fixed``
+    (``cap`` as :func:`repair` takes it). A plan makes them on its other thread while the
+    fit runs. Read by one repair only (its stamps' effects then track that repair's
+    density)."""
+
+    def __init__(self, grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array,
+                 cap: np.ndarray | None = None):
+        shape = grid.shape
+        names = zones.names
+        target = np.array([zones.dose(n).target_per_cm2 for n in names], dtype=np.float64)
+        treat = grid.label >= 0
+        lab = np.maximum(grid.label, 0)
+        if cap is None:
+            cap = np.array([zones.dose(n).cap_per_cm2 for n in names], dtype=np.float64)[lab]
+        self.op = WindowedDose(grid)
+        self.treat = treat
+        self.low = np.where(treat, IN_BAND_LOW * target[lab], 0.0).ravel()
+        self.high = np.where(treat, cap * REPAIR_CAP_RATIO, np.inf).ravel()
+        self.area = np.where(treat, grid.area_mm2, 0.0).ravel()
+        band = DoseTargets(self.low.reshape(shape) * 1.005, np.where(treat, cap * 0.995, np.inf),
+                           np.where(treat, grid.area_mm2 / target[lab] ** 2, 0.0), treat)
+        self.windows = WindowStamps(spread.tocsr(), shape)
+        self.band_gradient = BandGradient(grid, band, spread)
+        self.effects = StampEffects(spread, shape, self.op.per_count.ravel(), grid.half_u.ravel(),
+                                    grid.half_v.ravel(), self.low, self.high, self.area)
+        self.base = np.asarray(fixed, dtype=np.float64).ravel()
+        self.used = False
+
+
 def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, fire: np.ndarray,
            rounds: int = REPAIR_ROUNDS, cap: np.ndarray | None = None,
-           groups: np.ndarray | None = None) -> np.ndarray:
+           groups: np.ndarray | None = None, parts: RepairParts | None = None) -> np.ndarray:
     """Mend, stamp by stamp and exactly, the windows that rounding left outside their band.
 
     Each round takes the worst window of every separate patch of skin over
@@ -786,33 +822,22 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     before giving up. Then, given each
     candidate's path (``groups (m,)``, candidates in travel order), fired stamps move along
     their paths where that brings skin into band (:func:`_shift`). ``cap``: per texel
-    (h, w), instead of each zone's. Returns the new ``fire (m,) bool``.
+    (h, w), instead of each zone's. ``parts``: :class:`RepairParts` of the same grid, zones,
+    ``fixed``, ``spread`` and ``cap``, if made already. Returns the new ``fire (m,) bool``.
     """
     fire = fire.copy()
     if not len(fire):
         return fire
-    op = WindowedDose(grid)
+    if parts is None:
+        parts = RepairParts(grid, zones, fixed, spread, cap)
+    elif parts.used:
+        raise ValueError("repair: these RepairParts were read by a repair already; make new ones")
+    parts.used = True
+    op, treat, low, high, area = parts.op, parts.treat, parts.low, parts.high, parts.area
+    band_gradient, effects, base, stamps_in_window = parts.band_gradient, parts.effects, parts.base, parts.windows
     shape = grid.shape
     h, w = shape
-    names = zones.names
-    target = np.array([zones.dose(n).target_per_cm2 for n in names], dtype=np.float64)
-    treat = grid.label >= 0
-    lab = np.maximum(grid.label, 0)
-    if cap is None:
-        cap = np.array([zones.dose(n).cap_per_cm2 for n in names], dtype=np.float64)[lab]
-    low = np.where(treat, IN_BAND_LOW * target[lab], 0.0).ravel()
-    high = np.where(treat, cap * REPAIR_CAP_RATIO, np.inf).ravel()
-    area = np.where(treat, grid.area_mm2, 0.0).ravel()
-    band = DoseTargets(low.reshape(shape) * 1.005, np.where(treat, cap * 0.995, np.inf),
-                       np.where(treat, grid.area_mm2 / target[lab] ** 2, 0.0), treat)
-    by_texel = spread.tocsr()
-    band_gradient = BandGradient(grid, band, spread)
-    effects = StampEffects(spread, shape, op.per_count.ravel(), grid.half_u.ravel(), grid.half_v.ravel(), low, high,
-                           area)
     blocked = np.zeros(len(fire), dtype=bool)
-    base = np.asarray(fixed, dtype=np.float64).ravel()
-
-    stamps_in_window = WindowStamps(by_texel, shape)
     window_cache = {}    # the same worst windows come back round after round
 
     def window_columns(k):
