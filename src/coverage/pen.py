@@ -39,7 +39,7 @@ from scipy.spatial import cKDTree
 from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
-from .roller import ChartRaster
+from .roller import CONTOUR_OPTIONS, ChartRaster
 from .tasks import GEOS_LOCK
 
 AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
@@ -568,7 +568,7 @@ def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
     h, w = grid.shape
     x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
     y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
-    gen = contourpy.contour_generator(x, y, distance, line_type="Separate")
+    gen = contourpy.contour_generator(x, y, distance, **CONTOUR_OPTIONS)
     return [gen.lines(level) for level in levels]
 
 
@@ -582,7 +582,7 @@ def _contour_levels(problem: DoseField, depth: float, levels: list) -> list:
         h, w = grid.shape
         x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
         y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
-        gen = contourpy.contour_generator(x, y, problem.skin_distance[depth], line_type="Separate")
+        gen = contourpy.contour_generator(x, y, problem.skin_distance[depth], **CONTOUR_OPTIONS)
         problem.contours[depth] = (gen, {})
     gen, traced = problem.contours[depth]
     out = []

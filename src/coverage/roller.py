@@ -56,6 +56,11 @@ BODY_STEP_MM = 2.0         # drum outline samples (skin)
 BAND_EDGE_SLACK = 0.04      # share of the half band kept inside the region beyond the band's edge
 LINE_SMOOTH_MM = 5.0       # smoothing of each pass line along its length
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+# ContourPy's generator for every contour the planner traces: its threaded algorithm on one
+# thread traces the same lines as the serial one (the same points in the same order; checked
+# in tests/test_contours.py) but lets go of the GIL while it marches, so the plan's other
+# thread runs meanwhile (the serial one holds it throughout: ~10% of a plan's GIL time)
+CONTOUR_OPTIONS = {"line_type": "Separate", "name": "threaded", "thread_count": 1}
 CAP_HEADROOM = 1.1         # the sweeps' nominal dose times this stays under the cap (see passes_for_target)
 CONFORM_MARGIN = 1e-3      # the planner reads every curvature this much (relative) stronger when it
                            # decides where the drum conforms: the verifier locates each sample anew
@@ -1719,7 +1724,7 @@ class Headland:
         h, w = r.values.shape
         x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
         y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
-        return contourpy.contour_generator(x, y, r.values, line_type="Separate")
+        return contourpy.contour_generator(x, y, r.values, **CONTOUR_OPTIONS)
 
     def _contours_above(self, level_mm: float):
         """A contour generator that gives :attr:`_contours`' lines at ``level_mm`` and every
@@ -1752,7 +1757,7 @@ class Headland:
                 return cut
         x = r.origin[0] + (np.arange(w) + 0.5) * r.cell
         y = r.origin[1] + (np.arange(h) + 0.5) * r.cell
-        cut = contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], line_type="Separate")
+        cut = contourpy.contour_generator(x[c0:c1], y[r0:r1], r.values[r0:r1, c0:c1], **CONTOUR_OPTIONS)
         self._cuts.append((float(level_mm), (r0, r1, c0, c1), cut))
         return cut
 
