@@ -193,6 +193,30 @@ def test_a_move_across_an_exclusion_lifts_to_the_full_clearance(default_face, de
     assert transit_clearance(default_zones, cheek, cheek + [3.0, 0.0]) == PROTOCOL.session.hop_clearance_mm
 
 
+def test_transit_clearances_are_each_moves_own(default_face, default_zones):
+    # the batch asks the keep-out about every line at once: each move reads what the
+    # shapely predicate on its own line (or point, for a move of no length) reads
+    import shapely
+    from coverage.plan import transit_clearance, transit_clearances
+
+    rng = np.random.default_rng(7)
+    uv = default_face.uv
+    a = uv[rng.integers(0, len(uv), 300)]
+    b = np.where(rng.random((300, 1)) < 0.5, a + rng.normal(0.0, 4.0, (300, 2)), uv[rng.integers(0, len(uv), 300)])
+    b[:10] = a[:10]                        # no move at all
+    b[10:20] = a[10:20] + 1e-12            # within the zero-length tolerance
+    got = transit_clearances(default_zones, a, b)
+    session = PROTOCOL.session
+    hop = min(session.hop_clearance_mm, session.clearance_mm)
+    want = [session.clearance_mm if default_zones.keepout.intersects(
+        shapely.LineString([p, q]) if np.linalg.norm(q - p) > 1e-9 else shapely.Point(p)) else hop
+        for p, q in zip(a, b)]
+    assert got.tolist() == want
+    assert {session.clearance_mm, hop} <= set(got.tolist())     # both kinds of move are there
+    assert [transit_clearance(default_zones, p, q) for p, q in zip(a[:40], b[:40])] == want[:40]
+    assert transit_clearances(default_zones, np.empty((0, 2)), np.empty((0, 2))).shape == (0,)
+
+
 def test_pen_speed_drops_only_between_stamps_too_close_for_the_top_rate():
     from coverage.plan import pen_speed_profile
 

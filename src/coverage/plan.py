@@ -288,14 +288,25 @@ def transit_clearance(zones: ZoneMap, uv_from, uv_to) -> float:
     """The lift a move between two contacts needs (mm): the protocol's hop clearance when the
     straight chart line between them crosses no keep-out, else its full clearance (a move
     that would cross an exclusion lifts to the clearance first)."""
+    return float(transit_clearances(zones, np.reshape(uv_from, (1, 2)), np.reshape(uv_to, (1, 2)))[0])
+
+
+def transit_clearances(zones: ZoneMap, uv_from, uv_to) -> np.ndarray:
+    """:func:`transit_clearance` of ``k`` moves at once, from ``uv_from (k, 2)`` to
+    ``uv_to (k, 2)``: ``(k,)`` mm, each move's as alone (the keep-out asked about every
+    line in one vectorised GEOS call)."""
     session = zones.protocol.session
-    a, b = np.asarray(uv_from, dtype=np.float64), np.asarray(uv_to, dtype=np.float64)
-    line = shapely.LineString([a, b]) if np.linalg.norm(b - a) > 1e-9 else shapely.Point(a)
+    a = np.asarray(uv_from, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(uv_to, dtype=np.float64).reshape(-1, 2)
+    if not len(a):
+        return np.empty(0)
+    moves = np.sqrt(((b - a) ** 2).sum(axis=1)) > 1e-9
+    geoms = np.empty(len(a), dtype=object)
+    geoms[moves] = shapely.linestrings(np.stack([a[moves], b[moves]], axis=1))
+    geoms[~moves] = shapely.points(a[~moves])
     with GEOS_LOCK:     # the roller's moves are built beside the pen's glides (tasks.GEOS_LOCK)
-        crosses = zones.keepout.intersects(line)
-    if crosses:
-        return session.clearance_mm
-    return min(session.hop_clearance_mm, session.clearance_mm)
+        crosses = shapely.intersects(zones.keepout, geoms)
+    return np.where(crosses, session.clearance_mm, min(session.hop_clearance_mm, session.clearance_mm))
 
 
 TRANSIT_RAISE_STEPS = 20       # most steps up the normal to reach the clearance at a move's end
@@ -1098,7 +1109,8 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     moves = _transit_paths_halved(tasks, face, [f[0] for f, _, _ in pairs], [f[1] for f, _, _ in pairs],
                                   [lifted.points[0] for _, lifted, _ in pairs],
                                   [lifted.normals[0] for _, lifted, _ in pairs],
-                                  [transit_clearance(zones, f[2], uv[0]) for f, _, uv in pairs])
+                                  transit_clearances(zones, [f[2] for f, _, _ in pairs],
+                                                     [uv[0] for _, _, uv in pairs]))
     # every stroke's stamp centres lifted together (each point's lift is its own)
     stamp_uv = [it[0].uv[it[2]] for it in items]
     stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
@@ -1169,7 +1181,7 @@ def _roller_moves(face, zones: ZoneMap, runs: list, frames: list) -> list:
     when, so all are built at once (and timed in order by :func:`_roller_timed`)."""
     return transit_paths(face, [f[0].points[-1] for f in frames[:-1]], [f[0].normals[-1] for f in frames[:-1]],
                          [f[0].points[0] for f in frames[1:]], [f[0].normals[0] for f in frames[1:]],
-                         [transit_clearance(zones, a.uv[-1], b.uv[0]) for a, b in zip(runs[:-1], runs[1:])])
+                         transit_clearances(zones, [a.uv[-1] for a in runs[:-1]], [b.uv[0] for b in runs[1:]]))
 
 
 def _roller_timed(zones: ZoneMap, protocol: Protocol, runs: list, frames: list, drums: list, moves: list):
