@@ -175,3 +175,20 @@ def test_a_move_over_a_ridge_is_pushed_out_to_the_clearance():
 def test_no_moves():
     face, _ = sheet(lambda x, y: np.zeros_like(x), half=2)
     assert transits(face, np.empty((0, 3)), np.empty((0, 3)), np.empty((0, 3)), np.empty((0, 3)), [], 50.0, []) == []
+
+
+def test_transit_lengths_time_each_move_as_transit_times_does():
+    # all moves' lengths in one pass: t0 + length / v is transit_times bit for bit
+    from coverage.plan import transit_lengths, transit_times
+
+    rng = np.random.default_rng(11)
+    moves = [rng.normal(0.0, 20.0, (int(k), 3)) for k in rng.integers(1, 60, 40)]
+    moves[3] = moves[3][:1]                                    # a move of one point
+    moves[5] = np.repeat(moves[5][:1], 4, axis=0)              # a move that goes nowhere
+    lengths = transit_lengths(moves)
+    assert [len(x) for x in lengths] == [len(m) for m in moves]
+    for m, length, t0, v in zip(moves, lengths, rng.uniform(0, 500, 40), rng.uniform(5, 80, 40)):
+        assert np.array_equal(t0 + length / v, transit_times(m, v, t0))
+    assert transit_lengths([]) == []
+    # a hand-worked move: 3-4-5 then 5-12-13
+    assert transit_lengths([np.array([[0.0, 0, 0], [3, 4, 0], [3, 4, 13]])])[0].tolist() == [0.0, 5.0, 18.0]

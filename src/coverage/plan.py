@@ -346,6 +346,21 @@ def transit_times(points: np.ndarray, speed_mm_s: float, t0: float) -> np.ndarra
     return t0 + np.concatenate([[0.0], np.cumsum(seg)]) / speed_mm_s
 
 
+def transit_lengths(moves: list) -> list:
+    """Each move's travelled length ``(k_i,)`` at its points ``(k_i, 3)`` (mm from its first),
+    all moves in one pass: ``transit_times(points, v, t0) == t0 + transit_lengths([points])[0]
+    / v`` bit for bit (each segment's length and each running sum as :func:`transit_times`
+    takes them)."""
+    if not moves:
+        return []
+    sizes = np.array([len(m) for m in moves], dtype=np.int64)
+    points = np.concatenate([np.asarray(m, dtype=np.float64).reshape(-1, 3) for m in moves])
+    step = np.zeros(len(points))
+    step[1:] = np.linalg.norm(np.diff(points, axis=0), axis=1)   # unread across two moves
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return np.split(_pen._run_cumsum(step, bounds), bounds[1:-1])
+
+
 def transit_paths(face, starts, start_normals, ends, end_normals, clearances) -> list:
     """The paths (no times: they do not depend on when a move leaves) of :func:`transit`'s
     moves ``[(k_i, 3)]``, all built together.
@@ -1115,13 +1130,15 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     stamp_uv = [it[0].uv[it[2]] for it in items]
     stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
                             np.cumsum([len(x) for x in stamp_uv])[:-1])
-    moves = iter(moves())
+    moves = moves()
+    lengths = iter(transit_lengths(moves))
+    moves = iter(moves)
     t = t0
     sid = first_id
     for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
         if froms[k] is not None:
             pts = next(moves)
-            times = transit_times(pts, protocol.session.transit_speed_mm_s, t)
+            times = t + next(lengths) / protocol.session.transit_speed_mm_s
             transitions.append(Transition(previous.id, sid, pts, times))
             t = float(times[-1])
         # glide at the zone's speed, slower only between stamps too close for the top rate
@@ -1192,9 +1209,10 @@ def _roller_timed(zones: ZoneMap, protocol: Protocol, runs: list, frames: list, 
     run_labels = np.split(zones.label_at(np.concatenate([run.uv for run in runs])) if runs
                           else np.empty(0, np.int64), np.cumsum(sizes)[:-1])
     t = 0.0
+    lengths = transit_lengths(moves)
     for i, (run, (lifted, tangent, s), drum) in enumerate(zip(runs, frames, drums)):
         if strokes:
-            times = transit_times(moves[i - 1], protocol.session.transit_speed_mm_s, t)
+            times = t + lengths[i - 1] / protocol.session.transit_speed_mm_s
             transitions.append(Transition(strokes[-1].id, i, moves[i - 1], times))
             t = float(times[-1])
         times = t + s / drum.speed_mm_s
