@@ -193,6 +193,8 @@ def ball_pairs(const double[:, ::1] points, const int64_t[::1] order, const int6
     cdef int64_t* out_i = <int64_t*>malloc(cap * sizeof(int64_t))
     cdef int64_t* out_j = <int64_t*>malloc(cap * sizeof(int64_t))
     cdef int64_t* grown
+    cdef int64_t* i_data
+    cdef int64_t* j_data
     cdef bint failed = cand == NULL or cand_id == NULL or cand_xyz == NULL or out_i == NULL or out_j == NULL
     with nogil:
         for ii in range(n):
@@ -253,8 +255,12 @@ def ball_pairs(const double[:, ::1] points, const int64_t[::1] order, const int6
         i_arr = np.empty(m, dtype=np.int64)
         j_arr = np.empty(m, dtype=np.int64)
         if m:
-            memcpy(cnp.PyArray_DATA(i_arr), out_i, m * sizeof(int64_t))
-            memcpy(cnp.PyArray_DATA(j_arr), out_j, m * sizeof(int64_t))
+            # the copies (tens of MB of fresh pages on a dense face) without the GIL
+            i_data = <int64_t*>cnp.PyArray_DATA(i_arr)
+            j_data = <int64_t*>cnp.PyArray_DATA(j_arr)
+            with nogil:
+                memcpy(i_data, out_i, m * sizeof(int64_t))
+                memcpy(j_data, out_j, m * sizeof(int64_t))
         return i_arr, j_arr
     finally:
         free(cand)
