@@ -25,6 +25,29 @@ def test_footprint_clearance_equals_searching_every_point(default_zones):
     assert mixed.any() and not mixed.all()
 
 
+def test_footprint_clearance_reads_as_on_the_keepouts_own_grids(default_zones):
+    # the parts are binned coarser for the footprint's searches: the answers are those of the
+    # keep-outs' own grids (the closest point does not depend on the binning)
+    from coverage import regions
+    from coverage.zones import canonical_exclusion_regions
+
+    coarse = pen.FootprintClearance(default_zones)
+    own = pen.FootprintClearance(default_zones)
+    face = default_zones.face
+    standard = canonical_exclusion_regions(face.subdivisions)
+    grids = [regions.region_grid(face, region) for name, parts in standard.items() if name in default_zones.exclusions
+             for _, region in parts]
+    own.parts = [(g, margin) for g, (_, margin) in zip(grids, coarse.parts)]
+    assert any(g.cell < pen.CLEAR_CELL_MM for g in grids)
+    rng = np.random.default_rng(3)
+    hidden = face.uv[default_zones.label_at(face.uv) < 0]
+    near = hidden[rng.integers(0, len(hidden), 6000)] + rng.normal(0.0, 5.0, (6000, 2))
+    for radius in (0.0, 1.5, 2.5, 3.5):
+        got = coarse.clear(near, radius)
+        np.testing.assert_array_equal(got, own.clear(near, radius))
+        assert got.any() and not got.all()
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_dilated_equals_its_reference(seed):
     rng = np.random.default_rng(seed)

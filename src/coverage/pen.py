@@ -396,13 +396,20 @@ def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_
     return out
 
 
+# the cell (mm) the exclusions' surfaces are binned in for the footprint's searches: each is
+# bounded by margin + footprint radius (2.5 to 9.5 mm), and a point that far from every
+# triangle (most of those asked) walks every cell within it, in the keep-outs' own ~1 mm
+# cells about eight times as many (the closest point does not depend on the binning)
+CLEAR_CELL_MM = 2.0
+
+
 class FootprintClearance:
     """Whether a cartridge's whole footprint, centred at chart points, clears every exclusion
     by its margin: the 3D distance to the excluded skin itself (the chart is only a guide
     near the nostrils, where it stretches most) against margin + footprint radius."""
 
     def __init__(self, zones):
-        from . import regions
+        from . import proximity, regions
         from .zones import canonical_exclusion_regions
 
         self.face = zones.face
@@ -411,9 +418,12 @@ class FootprintClearance:
         for name, exc in zones.exclusions.items():
             regions_by_part = dict(standard.get(name, ()))
             for part, margin in exc.margins_mm:
-                # the part's own surface, binned: the grid its keep-out was searched on
+                # the part's own surface, binned: the grid its keep-out was searched on, in
+                # cells of at least CLEAR_CELL_MM for these searches (see CLEAR_CELL_MM)
                 mesh = regions.region_grid(self.face, regions_by_part.get(part, exc.region))
                 if mesh is not None:
+                    if mesh.cell < CLEAR_CELL_MM:
+                        mesh = proximity.build_grid(mesh.vertices, mesh.faces, cell=CLEAR_CELL_MM)
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
         # each part's box: a point farther than the reach from it along any axis is farther
