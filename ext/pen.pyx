@@ -291,3 +291,68 @@ def nearest_within(const double[:, ::1] samples, const double[:, ::1] points, do
                 out_nearest[q] = -1
                 out_dist[q] = INFINITY
                 out_tie[q] = 0
+
+
+cdef inline double _np_min(double a, double b) noexcept nogil:
+    # numpy.minimum of two floats: a where a < b or a is NaN, else b
+    return a if (a < b or a != a) else b
+
+
+cdef inline double _np_max(double a, double b) noexcept nogil:
+    # numpy.maximum of two floats: a where a > b or a is NaN, else b
+    return a if (a > b or a != a) else b
+
+
+cdef inline Py_ssize_t _count_below(const double[::1] s, double x, bint inclusive) noexcept nogil:
+    # numpy.searchsorted(s, x, side="right" if inclusive else "left") of sorted finite s
+    cdef Py_ssize_t lo = 0, hi = s.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if s[mid] < x or (inclusive and s[mid] == x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def speed_profile(const double[::1] skin_s, const double[::1] stamp_skin, double speed, double hz_max,
+                  double speed_min, double[::1] out) -> int:
+    """The pen's glide speed over each segment of a path (coverage.plan.pen_speed_profile,
+    its NumPy twin, for sorted finite stamp positions and finite samples): segment k, from
+    skin_s[k] to skin_s[k + 1], spans the stamp intervals lo..hi (lo the last stamp at or
+    before its start, hi the last before its end); where it spans one, its speed is the
+    least of speed and hz_max x every spanned interval's length, then at least speed_min
+    (numpy.minimum and numpy.maximum, in the twin's order). Returns 1, writing nothing, where
+    a sample or a stamp position is not finite or the stamps are out of order (the twin
+    answers those), else 0."""
+    cdef Py_ssize_t n = skin_s.shape[0] - 1, m = stamp_skin.shape[0], k, j, lo, hi, last = m - 2
+    cdef double lim, fastest
+    cdef int refused = 0
+    with nogil:
+        for k in range(n + 1):
+            if not (skin_s[k] - skin_s[k] == 0.0):      # NaN or inf
+                refused = 1
+                break
+        for k in range(m):
+            if refused:
+                break
+            if not (stamp_skin[k] - stamp_skin[k] == 0.0) or (k > 0 and not (stamp_skin[k] >= stamp_skin[k - 1])):
+                refused = 1
+        for k in range(n):
+            if refused:
+                break
+            lim = speed
+            if m > 1:
+                lo = _count_below(stamp_skin, skin_s[k], True) - 1
+                hi = _count_below(stamp_skin, skin_s[k + 1], False) - 1
+                if hi >= 0 and lo <= last and hi >= lo:
+                    if lo < 0:
+                        lo = 0
+                    if hi > last:
+                        hi = last
+                    fastest = hz_max * (stamp_skin[lo + 1] - stamp_skin[lo])
+                    for j in range(lo + 1, hi + 1):
+                        fastest = _np_min(fastest, hz_max * (stamp_skin[j + 1] - stamp_skin[j]))
+                    lim = _np_min(lim, fastest)
+            out[k] = _np_max(lim, speed_min)
+    return refused

@@ -938,7 +938,25 @@ def _too_close(stamp_skin: np.ndarray, min_gap_mm: float) -> np.ndarray:
 def pen_speed_profile(skin_s: np.ndarray, stamp_skin: np.ndarray, speed_mm_s: float, pen) -> np.ndarray:
     """Glide speed ``(n - 1,)`` over each segment of a pen path: the planned speed, lowered
     only across stamp intervals too short for the top stamp rate at it (so no two stamps
-    come closer in time than ``1 / pen.stamp_hz_max``), never under ``pen.speed_mm_s_min``."""
+    come closer in time than ``1 / pen.stamp_hz_max``), never under ``pen.speed_mm_s_min``.
+    In one compiled pass (:func:`coverage._ext.pen.speed_profile`) where the stamps' positions
+    are finite and in order and the samples finite, as they are along a path; else the NumPy
+    twin, :func:`pen_speed_profile_reference`, which it equals bit for bit."""
+    from ._ext import pen as _pen_kernel
+
+    skin_s = np.ascontiguousarray(skin_s, dtype=np.float64).reshape(-1)
+    stamp_skin = np.ascontiguousarray(stamp_skin, dtype=np.float64).reshape(-1)
+    if not len(skin_s):
+        return pen_speed_profile_reference(skin_s, stamp_skin, speed_mm_s, pen)
+    out = np.empty(len(skin_s) - 1)
+    if _pen_kernel.speed_profile(skin_s, stamp_skin, float(speed_mm_s), float(pen.stamp_hz_max),
+                                 float(pen.speed_mm_s_min), out):
+        return pen_speed_profile_reference(skin_s, stamp_skin, speed_mm_s, pen)
+    return out
+
+
+def pen_speed_profile_reference(skin_s: np.ndarray, stamp_skin: np.ndarray, speed_mm_s: float, pen) -> np.ndarray:
+    """NumPy twin of :func:`pen_speed_profile`."""
     limit = np.full(len(skin_s) - 1, float(speed_mm_s))
     if len(stamp_skin) > 1:
         gaps = pen.stamp_hz_max * np.diff(stamp_skin)          # fastest speed per stamp interval
