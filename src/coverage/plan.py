@@ -1367,7 +1367,8 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
         (the subject's left and right); default: the protocol's ``session.start_corner``.
     threads : how many threads the plan's independent pieces run on (the conformity beside
         the zone map; the roller's regions, the pen's texel grid and dose fields; the pen's
-        two cartridges' paths; the roller's safe moves beside the pen's fit); default
+        two cartridges' paths; the repair's parts and the roller's safe moves beside the pen's
+        fit); default
         ``$COVERAGE_THREADS``, else the cores available, at most 2. The plan is the same
         bit for bit on any number (:mod:`coverage.tasks`).
     """
