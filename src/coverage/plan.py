@@ -1148,15 +1148,14 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     stamp_uv = [it[0].uv[it[2]] for it in items]
     stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
                             np.cumsum([len(x) for x in stamp_uv])[:-1])
-    moves = moves()
-    lengths = iter(transit_lengths(moves))
-    moves = iter(moves)
+    move_paths = moves()
+    moves = zip(move_paths, transit_lengths(move_paths))    # each move's points and travelled lengths
     t = t0
     sid = first_id
     for k, (st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows) in enumerate(items):
         if froms[k] is not None:
-            pts = next(moves)
-            times = t + next(lengths) / protocol.session.transit_speed_mm_s
+            pts, length = next(moves)
+            times = t + length / protocol.session.transit_speed_mm_s
             transitions.append(Transition(previous.id, sid, pts, times))
             t = float(times[-1])
         # glide at the zone's speed, slower only between stamps too close for the top rate
@@ -1368,9 +1367,8 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
     threads : how many threads the plan's independent pieces run on (the conformity beside
         the zone map; the roller's regions, the pen's texel grid and dose fields; the pen's
         two cartridges' paths; the repair's parts and the roller's safe moves beside the pen's
-        fit); default
-        ``$COVERAGE_THREADS``, else the cores available, at most 2. The plan is the same
-        bit for bit on any number (:mod:`coverage.tasks`).
+        fit); default ``$COVERAGE_THREADS``, else the cores available, at most 2. The plan is
+        the same bit for bit on any number (:mod:`coverage.tasks`).
     """
     protocol = Protocol.default() if protocol is None else protocol
     if device not in DEVICES:
