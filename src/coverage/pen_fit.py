@@ -900,7 +900,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             cols = cols[fire[cols]]
             if not len(cols):
                 continue
-            tries = cols[np.argsort(-grad[cols])][:n_tries]
+            tries = cols[np.argsort(-grad[cols], kind="stable")][:n_tries]
             gained, more_over, _ = effects.effects(tries, -1.0, d).T
             # of the stamps whose loss takes skin off the mark, the one that keeps the most skin
             # in band (then takes the most off): the windows over it are mostly a lower-target
@@ -926,7 +926,7 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             cols = cols[~deepens(cols)]    # no stamp adds to a window over its mark
             if not len(cols):
                 continue
-            tries = cols[np.argsort(grad[cols])][:n_tries]
+            tries = cols[np.argsort(grad[cols], kind="stable")][:n_tries]
             gained, more_over, filled = effects.effects(tries, 1.0, d).T
             blocked[tries[more_over > 0]] = True
             ok = (more_over <= 0) & (gained >= 0) & ((gained > 0) | (filled > 0))
