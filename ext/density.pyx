@@ -2,7 +2,7 @@
 # Inputs are C-contiguous and already validated by coverage.density.
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
-from libc.stdlib cimport malloc, free, realloc
+from libc.stdlib cimport malloc, free, realloc, qsort
 from libc.string cimport memset
 from _prefetch cimport prefetch
 
@@ -685,7 +685,36 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
     reaches together, 0: never), the texels of that box whose rooms do not hold the largest
     count are gathered once, side by side with what weighing them reads, and each stamp
     goes through those of its reach."""
-    cdef Py_ssize_t c, n = plus.shape[0], pi, pj, p, stride, size = 0, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK
+    cdef Py_ssize_t c, n = plus.shape[0]
+    cdef int failed
+    if minus.shape[0] and minus.shape[0] != n or out.shape[0] < n or n and out.shape[1] != 3:
+        raise ValueError("stamp_effects_tracked: plus, minus and out do not match")
+    if density.shape[0] == 0:
+        for c in range(n):
+            out[c, 0] = 0.0
+            out[c, 1] = 0.0
+            out[c, 2] = 0.0
+        return 0
+    if n == 0:
+        return 0
+    with nogil:
+        failed = _effects_tracked(indptr, texels, counts, totals, &plus[0], &minus[0] if minus.shape[0] else NULL, n,
+                                  sign, density, low, high, area, per_count, half_u, half_v, ext_u, ext_v, room_up,
+                                  room_down, block_up, block_down, h, w, &out[0, 0], shared)
+    return failed
+
+
+cdef int _effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                          const int32_t[::1] totals, const int64_t* plus, const int64_t* minus, Py_ssize_t n,
+                          double sign, const double[::1] density, const double[::1] low, const double[::1] high,
+                          const double[::1] area, const double[::1] per_count, const int64_t[::1] half_u,
+                          const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v,
+                          const int32_t[::1] room_up, const int32_t[::1] room_down, const int32_t[::1] block_up,
+                          const int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w, double* out,
+                          int shared) noexcept nogil:
+    # stamp_effects_tracked on n stamps plus[:n] (minus[:n], or NULL: none) into out (n, 3)
+    # row-major, for a density of h * w > 0 texels; returns 0 (-1: out of memory)
+    cdef Py_ssize_t c, pi, pj, p, stride, size = 0, nb = (w + ROOM_BLOCK - 1) // ROOM_BLOCK
     cdef Py_ssize_t b, e, q0, k, n_row, size_row = 0, n_set, union_area, reach_area
     cdef Py_ssize_t box[4]
     cdef Py_ssize_t ebox[4]
@@ -696,18 +725,12 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
     cdef Py_ssize_t* row_start = NULL
     cdef _Unsettled* unsettled = NULL
     cdef _Unsettled* u
-    cdef bint pairs = minus.shape[0] > 0
+    cdef bint pairs = minus != NULL
     cdef int64_t other
     cdef int32_t need_up, need_down, most_up = 0, most_down = 0
     cdef double delta, gained, over, filled
     cdef int failed = 0
     cdef double* table = NULL
-    if density.shape[0] == 0:
-        for c in range(n):
-            out[c, 0] = 0.0
-            out[c, 1] = 0.0
-            out[c, 2] = 0.0
-        return 0
     cdef const double* pc = &per_count[0]
     cdef const double* den = &density[0]
     cdef const double* lw = &low[0]
@@ -719,121 +742,120 @@ def stamp_effects_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, 
     cdef const int32_t* down = &room_down[0]
     cdef const int32_t* bup = &block_up[0]
     cdef const int32_t* bdown = &block_down[0]
-    with nogil:
-        # each stamp's reach (box[1] = -1: none), the box around them all, the largest counts
-        boxes = <Py_ssize_t*>malloc((4 * n + 1) * sizeof(Py_ssize_t))
-        if boxes == NULL:
+    # each stamp's reach (box[1] = -1: none), the box around them all, the largest counts
+    boxes = <Py_ssize_t*>malloc((4 * n + 1) * sizeof(Py_ssize_t))
+    if boxes == NULL:
+        failed = 1
+    ubox[0] = h
+    ubox[1] = -1
+    ubox[2] = w
+    ubox[3] = -1
+    reach_area = 0
+    for c in range(n if not failed else 0):
+        other = minus[c] if pairs else -1
+        if not _reach(indptr, texels, plus[c], other, h, w, &ext_u[0], &ext_v[0], &boxes[4 * c]):
+            boxes[4 * c + 1] = -1
+            continue
+        _needs(totals, plus[c], other, sign, &need_up, &need_down)
+        most_up = need_up if need_up > most_up else most_up
+        most_down = need_down if need_down > most_down else most_down
+        reach_area += (boxes[4 * c + 1] - boxes[4 * c]) * (boxes[4 * c + 3] - boxes[4 * c + 2])
+        ubox[0] = boxes[4 * c] if boxes[4 * c] < ubox[0] else ubox[0]
+        ubox[1] = boxes[4 * c + 1] if boxes[4 * c + 1] > ubox[1] else ubox[1]
+        ubox[2] = boxes[4 * c + 2] if boxes[4 * c + 2] < ubox[2] else ubox[2]
+        ubox[3] = boxes[4 * c + 3] if boxes[4 * c + 3] > ubox[3] else ubox[3]
+    union_area = (ubox[1] - ubox[0]) * (ubox[3] - ubox[2]) if ubox[1] >= 0 else 0
+    if shared < 0:
+        shared = union_area <= reach_area
+    if not failed and shared and union_area > 0:
+        # the unsettled texels of the box around all reaches, row by row
+        unsettled = <_Unsettled*>malloc(union_area * sizeof(_Unsettled))
+        row_start = <Py_ssize_t*>malloc((ubox[1] - ubox[0] + 1) * sizeof(Py_ssize_t))
+        if unsettled == NULL or row_start == NULL:
             failed = 1
-        ubox[0] = h
-        ubox[1] = -1
-        ubox[2] = w
-        ubox[3] = -1
-        reach_area = 0
-        for c in range(n if not failed else 0):
-            other = minus[c] if pairs else -1
-            if not _reach(indptr, texels, plus[c], other, h, w, &ext_u[0], &ext_v[0], &boxes[4 * c]):
-                boxes[4 * c + 1] = -1
-                continue
-            _needs(totals, plus[c], other, sign, &need_up, &need_down)
-            most_up = need_up if need_up > most_up else most_up
-            most_down = need_down if need_down > most_down else most_down
-            reach_area += (boxes[4 * c + 1] - boxes[4 * c]) * (boxes[4 * c + 3] - boxes[4 * c + 2])
-            ubox[0] = boxes[4 * c] if boxes[4 * c] < ubox[0] else ubox[0]
-            ubox[1] = boxes[4 * c + 1] if boxes[4 * c + 1] > ubox[1] else ubox[1]
-            ubox[2] = boxes[4 * c + 2] if boxes[4 * c + 2] < ubox[2] else ubox[2]
-            ubox[3] = boxes[4 * c + 3] if boxes[4 * c + 3] > ubox[3] else ubox[3]
-        union_area = (ubox[1] - ubox[0]) * (ubox[3] - ubox[2]) if ubox[1] >= 0 else 0
-        if shared < 0:
-            shared = union_area <= reach_area
-        if not failed and shared and union_area > 0:
-            # the unsettled texels of the box around all reaches, row by row
-            unsettled = <_Unsettled*>malloc(union_area * sizeof(_Unsettled))
-            row_start = <Py_ssize_t*>malloc((ubox[1] - ubox[0] + 1) * sizeof(Py_ssize_t))
-            if unsettled == NULL or row_start == NULL:
-                failed = 1
-            else:
-                n_set = 0
-                for pi in range(ubox[0], ubox[1]):
-                    row_start[pi - ubox[0]] = n_set
-                    for b in range(ubox[2] // ROOM_BLOCK, (ubox[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
-                        if bup[pi * nb + b] >= most_up and bdown[pi * nb + b] >= most_down:
-                            continue
-                        q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > ubox[2] else ubox[2]
-                        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < ubox[3] else ubox[3]
-                        for p in range(pi * w + q0, pi * w + e):
-                            if up[p] < most_up or down[p] < most_down:
-                                u = &unsettled[n_set]
-                                u.den = den[p]
-                                u.lo = lw[p]
-                                u.hi = hg[p]
-                                u.area = ar[p]
-                                u.pc = pc[p]
-                                u.pj = <int32_t>(p - pi * w)
-                                u.hu = <int32_t>hu[p]
-                                u.hv = <int32_t>hv[p]
-                                u.up = up[p]
-                                u.down = down[p]
-                                n_set += 1
-                row_start[ubox[1] - ubox[0]] = n_set
-        for c in range(n if not failed else 0):
-            gained = 0.0
-            over = 0.0
-            filled = 0.0
-            other = minus[c] if pairs else -1
-            _needs(totals, plus[c], other, sign, &need_up, &need_down)
-            stride = _extent_table(indptr, texels, counts, plus[c], other, w, ebox, &table, &size)
-            if not stride and (indptr[plus[c] + 1] > indptr[plus[c]] or other >= 0 and indptr[other + 1] > indptr[other]):
-                failed = 1
-                break
-            box[0] = boxes[4 * c]
-            box[1] = boxes[4 * c + 1]
-            box[2] = boxes[4 * c + 2]
-            box[3] = boxes[4 * c + 3]
-            if stride and box[1] >= 0 and shared:
-                for pi in range(box[0], box[1]):
-                    # (each row's texels in column order)
-                    for k in range(row_start[pi - ubox[0]], row_start[pi - ubox[0] + 1]):
-                        u = &unsettled[k]
-                        if u.pj >= box[3]:
-                            break
-                        if u.pj < box[2] or (u.up >= need_up and u.down >= need_down):
-                            continue
-                        delta = _in_window(table, stride, ebox, pi, u.pj, u.hu, u.hv)
-                        if delta != 0.0:
-                            _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, True, &gained, &over, &filled)
-            elif stride and box[1] >= 0:
-                if box[3] - box[2] > size_row:
-                    row = <Py_ssize_t*>realloc(texels_row, (box[3] - box[2]) * sizeof(Py_ssize_t))
-                    if row == NULL:
-                        failed = 1
+        else:
+            n_set = 0
+            for pi in range(ubox[0], ubox[1]):
+                row_start[pi - ubox[0]] = n_set
+                for b in range(ubox[2] // ROOM_BLOCK, (ubox[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
+                    if bup[pi * nb + b] >= most_up and bdown[pi * nb + b] >= most_down:
+                        continue
+                    q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > ubox[2] else ubox[2]
+                    e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < ubox[3] else ubox[3]
+                    for p in range(pi * w + q0, pi * w + e):
+                        if up[p] < most_up or down[p] < most_down:
+                            u = &unsettled[n_set]
+                            u.den = den[p]
+                            u.lo = lw[p]
+                            u.hi = hg[p]
+                            u.area = ar[p]
+                            u.pc = pc[p]
+                            u.pj = <int32_t>(p - pi * w)
+                            u.hu = <int32_t>hu[p]
+                            u.hv = <int32_t>hv[p]
+                            u.up = up[p]
+                            u.down = down[p]
+                            n_set += 1
+            row_start[ubox[1] - ubox[0]] = n_set
+    for c in range(n if not failed else 0):
+        gained = 0.0
+        over = 0.0
+        filled = 0.0
+        other = minus[c] if pairs else -1
+        _needs(totals, plus[c], other, sign, &need_up, &need_down)
+        stride = _extent_table(indptr, texels, counts, plus[c], other, w, ebox, &table, &size)
+        if not stride and (indptr[plus[c] + 1] > indptr[plus[c]] or other >= 0 and indptr[other + 1] > indptr[other]):
+            failed = 1
+            break
+        box[0] = boxes[4 * c]
+        box[1] = boxes[4 * c + 1]
+        box[2] = boxes[4 * c + 2]
+        box[3] = boxes[4 * c + 3]
+        if stride and box[1] >= 0 and shared:
+            for pi in range(box[0], box[1]):
+                # (each row's texels in column order)
+                for k in range(row_start[pi - ubox[0]], row_start[pi - ubox[0] + 1]):
+                    u = &unsettled[k]
+                    if u.pj >= box[3]:
                         break
-                    texels_row = row
-                    size_row = box[3] - box[2]
-                for pi in range(box[0], box[1]):
-                    # the row's texels whose rooms do not hold the stamp's counts (texels with
-                    # per_count 0 have room for any), gathered without branching on each
-                    n_row = 0
-                    for b in range(box[2] // ROOM_BLOCK, (box[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
-                        if bup[pi * nb + b] >= need_up and bdown[pi * nb + b] >= need_down:
-                            continue
-                        q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > box[2] else box[2]
-                        e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < box[3] else box[3]
-                        for p in range(pi * w + q0, pi * w + e):
-                            texels_row[n_row] = p
-                            n_row = n_row + ((up[p] < need_up) | (down[p] < need_down))
-                    for k in range(n_row):
-                        p = texels_row[k]
-                        delta = _in_window(table, stride, ebox, pi, p - pi * w, hu[p], hv[p])
-                        if delta != 0.0:
-                            _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], True, &gained, &over, &filled)
-            out[c, 0] = gained
-            out[c, 1] = over
-            out[c, 2] = filled
-        free(table)
-        free(texels_row)
-        free(boxes)
-        free(row_start)
-        free(unsettled)
+                    if u.pj < box[2] or (u.up >= need_up and u.down >= need_down):
+                        continue
+                    delta = _in_window(table, stride, ebox, pi, u.pj, u.hu, u.hv)
+                    if delta != 0.0:
+                        _weigh(u.den, sign, u.pc, delta, u.lo, u.hi, u.area, True, &gained, &over, &filled)
+        elif stride and box[1] >= 0:
+            if box[3] - box[2] > size_row:
+                row = <Py_ssize_t*>realloc(texels_row, (box[3] - box[2]) * sizeof(Py_ssize_t))
+                if row == NULL:
+                    failed = 1
+                    break
+                texels_row = row
+                size_row = box[3] - box[2]
+            for pi in range(box[0], box[1]):
+                # the row's texels whose rooms do not hold the stamp's counts (texels with
+                # per_count 0 have room for any), gathered without branching on each
+                n_row = 0
+                for b in range(box[2] // ROOM_BLOCK, (box[3] + ROOM_BLOCK - 1) // ROOM_BLOCK):
+                    if bup[pi * nb + b] >= need_up and bdown[pi * nb + b] >= need_down:
+                        continue
+                    q0 = b * ROOM_BLOCK if b * ROOM_BLOCK > box[2] else box[2]
+                    e = (b + 1) * ROOM_BLOCK if (b + 1) * ROOM_BLOCK < box[3] else box[3]
+                    for p in range(pi * w + q0, pi * w + e):
+                        texels_row[n_row] = p
+                        n_row = n_row + ((up[p] < need_up) | (down[p] < need_down))
+                for k in range(n_row):
+                    p = texels_row[k]
+                    delta = _in_window(table, stride, ebox, pi, p - pi * w, hu[p], hv[p])
+                    if delta != 0.0:
+                        _weigh(den[p], sign, pc[p], delta, lw[p], hg[p], ar[p], True, &gained, &over, &filled)
+        out[3 * c] = gained
+        out[3 * c + 1] = over
+        out[3 * c + 2] = filled
+    free(table)
+    free(texels_row)
+    free(boxes)
+    free(row_start)
+    free(unsettled)
     return -1 if failed else 0
 
 
@@ -846,31 +868,44 @@ def stamp_apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, co
     """stamp_apply (whole counts) over the texels whose windows can hold one of stamp s's
     punctures (no other changes), then their rooms renewed (stamp_rooms). Returns 0 (-1: out
     of memory)."""
+    cdef int failed
+    if density.shape[0] == 0:
+        return 0
+    with nogil:
+        failed = _apply_tracked(indptr, texels, counts, s, sign, density, per_count, low, high, half_u, half_v, ext_u,
+                                ext_v, cap, room_up, room_down, block_up, block_down, h, w)
+    return failed
+
+
+cdef int _apply_tracked(const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                        Py_ssize_t s, double sign, double[::1] density, const double[::1] per_count,
+                        const double[::1] low, const double[::1] high, const int64_t[::1] half_u,
+                        const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v,
+                        int32_t cap, int32_t[::1] room_up, int32_t[::1] room_down, int32_t[::1] block_up,
+                        int32_t[::1] block_down, Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    # stamp_apply_tracked for a density of h * w > 0 texels
     cdef Py_ssize_t pi, pj, p, stride, size = 0
     cdef Py_ssize_t box[4]
     cdef Py_ssize_t ebox[4]
     cdef double* table = NULL
     cdef double delta
     cdef bint failed = False
-    if density.shape[0] == 0:
-        return 0
-    with nogil:
-        stride = _extent_table(indptr, texels, counts, s, -1, w, ebox, &table, &size)
-        failed = not stride and indptr[s + 1] > indptr[s]
-        if stride and _reach(indptr, texels, s, -1, h, w, &ext_u[0], &ext_v[0], box):
-            for pi in range(box[0], box[1]):
-                for pj in range(box[2], box[3]):
-                    p = pi * w + pj
-                    if per_count[p] != 0.0:
-                        delta = _in_window(table, stride, ebox, pi, pj, half_u[p], half_v[p])
-                        if delta != 0.0:
-                            # (a window without the stamp's punctures keeps its density, as
-                            # stamp_apply's + 0 leaves it, and its rooms)
-                            density[p] = density[p] + sign * per_count[p] * delta
-                            room_up[p] = _room(density[p], per_count[p], 1.0, low[p], high[p], cap)
-                            room_down[p] = _room(density[p], per_count[p], -1.0, low[p], high[p], cap)
-                _block_rooms(&room_up[0], &room_down[0], pi, box[2], box[3], w, &block_up[0], &block_down[0])
-        free(table)
+    stride = _extent_table(indptr, texels, counts, s, -1, w, ebox, &table, &size)
+    failed = not stride and indptr[s + 1] > indptr[s]
+    if stride and _reach(indptr, texels, s, -1, h, w, &ext_u[0], &ext_v[0], box):
+        for pi in range(box[0], box[1]):
+            for pj in range(box[2], box[3]):
+                p = pi * w + pj
+                if per_count[p] != 0.0:
+                    delta = _in_window(table, stride, ebox, pi, pj, half_u[p], half_v[p])
+                    if delta != 0.0:
+                        # (a window without the stamp's punctures keeps its density, as
+                        # stamp_apply's + 0 leaves it, and its rooms)
+                        density[p] = density[p] + sign * per_count[p] * delta
+                        room_up[p] = _room(density[p], per_count[p], 1.0, low[p], high[p], cap)
+                        room_down[p] = _room(density[p], per_count[p], -1.0, low[p], high[p], cap)
+            _block_rooms(&room_up[0], &room_down[0], pi, box[2], box[3], w, &block_up[0], &block_down[0])
+    free(table)
     return -1 if failed else 0
 
 
@@ -888,6 +923,297 @@ def stamps_touching(const int64_t[::1] indptr, const int64_t[::1] texels, const 
                     hit = 1
                     break
             out[c] = hit
+
+
+# --- the repair's patch passes ----------------------------------------------------------
+# coverage.pen_fit.repair mends the windows left outside their band one patch at a time:
+# each patch's worst texel weighs the stamps with a puncture in its window and takes the
+# best move. The passes below run a round's patches in one call, as
+# coverage.density.StampEffects.patch_moves_reference does them in NumPy.
+
+ctypedef struct _Keyed:
+    double key
+    int64_t at
+
+
+cdef inline bint _sorts_before(double a, double b) noexcept nogil:
+    # a before b in NumPy's ascending order of floats (NaN after every number)
+    return a < b or (b != b and a == a)
+
+
+cdef int _keyed_cmp(const void* x, const void* y) noexcept nogil:
+    # by key as NumPy sorts, then by position: a total order, so any sort gives
+    # numpy.argsort(kind="stable")'s order
+    cdef const _Keyed* a = <const _Keyed*>x
+    cdef const _Keyed* b = <const _Keyed*>y
+    if _sorts_before(a.key, b.key):
+        return -1
+    if _sorts_before(b.key, a.key):
+        return 1
+    return (a.at > b.at) - (a.at < b.at)
+
+
+cdef int _int64_cmp(const void* x, const void* y) noexcept nogil:
+    cdef int64_t a = (<const int64_t*>x)[0], b = (<const int64_t*>y)[0]
+    return (a > b) - (a < b)
+
+
+cdef inline bint _lex_before(double a1, double a2, int64_t a, double b1, double b2, int64_t b) noexcept nogil:
+    # (a1, a2, a) before (b1, b2, b) in numpy.lexsort((second, first))'s order
+    if _sorts_before(a1, b1):
+        return True
+    if _sorts_before(b1, a1):
+        return False
+    if _sorts_before(a2, b2):
+        return True
+    if _sorts_before(b2, a2):
+        return False
+    return a < b
+
+
+cdef inline bint _touches(const int64_t[::1] indptr, const int64_t[::1] texels, int64_t s,
+                          const uint8_t[::1] mask) noexcept nogil:
+    # stamp s has a puncture on a texel of mask (an empty mask: none)
+    cdef Py_ssize_t k
+    if mask.shape[0] == 0:
+        return False
+    for k in range(indptr[s], indptr[s + 1]):
+        if mask[texels[k]]:
+            return True
+    return False
+
+
+def repair_pass(int mode, const int64_t[::1] ks, Py_ssize_t n_tries, const int64_t[::1] steps,
+                const int64_t[::1] win_indptr, const int64_t[::1] win_indices, uint8_t[::1] fire,
+                uint8_t[::1] blocked, const uint8_t[::1] hit, const int64_t[::1] groups, const double[::1] grad,
+                const int64_t[::1] indptr, const int64_t[::1] texels, const double[::1] counts,
+                const int32_t[::1] totals, double[::1] density, const double[::1] low, const double[::1] high,
+                const double[::1] area, const double[::1] per_count, const int64_t[::1] half_u,
+                const int64_t[::1] half_v, const int32_t[::1] ext_u, const int32_t[::1] ext_v, int32_t cap,
+                int32_t[::1] room_up, int32_t[::1] room_down, int32_t[::1] block_up, int32_t[::1] block_down,
+                Py_ssize_t h, Py_ssize_t w, int64_t[:, ::1] moved):
+    """One round's moves of coverage.pen_fit.repair over the patches whose worst texels are
+    ks, in order, each weighing the stamps with a puncture in its window (the distinct
+    columns of the CSR win_indptr/win_indices over the window's texel rows, ascending) against
+    the tracked density (stamp_effects_tracked, stamp_apply_tracked: the stamps' CSC indptr,
+    texels, counts and totals, the density, band, rooms and extents as those take them):
+
+    mode 0 (drop): of the fired stamps, the first n_tries by -grad (stable); the one whose
+    loss takes the most skin off the cap's mark and keeps the most in band (the first by
+    (-gained, more_over) with more_over < 0), else the one with the most punctures in the
+    window (then -gained), if any, is removed;
+    mode 1 (add): of the stamps neither fired, nor blocked, nor touching hit, the first
+    n_tries by grad (stable); those that would lift a window over its mark are blocked; of
+    the rest with gained >= 0 and (gained > 0 or filled > 0), the first by (-gained, -filled)
+    is added;
+    mode 2 (shift): each fired stamp's moves to stamp + steps[i] (in order) within its group
+    of groups, unfired and not touching hit; more than n_tries: the first n_tries by
+    grad[come] - grad[gone] (stable); of those with more_over <= 0 and gained > 0 (or gained
+    == 0 and filled > 0), the first by (-gained, -filled) is made.
+
+    Ties go to the earlier stamp of the order weighed, as numpy.lexsort's. fire and blocked
+    (uint8, one per stamp), the density and the rooms change in place; moved[q] = (removed,
+    added) of patch q's move (-1: none). hit empty: no texel. Returns the number of moves
+    (-1: out of memory); a window's stamp outside [0, m) raises ValueError, the moves made
+    before it kept."""
+    cdef Py_ssize_t m = fire.shape[0], n_k = ks.shape[0], q, r, c, n_cols, n_cand, n_try, best, t
+    cdef Py_ssize_t i, j, i0, i1, j0, j1, e
+    cdef int64_t k, s, come, hu, hv, ti, tj
+    cdef int64_t* cols = NULL
+    cdef int64_t* gone = NULL
+    cdef int64_t* come_at = NULL
+    cdef int64_t* try_plus = NULL
+    cdef int64_t* try_minus = NULL
+    cdef uint8_t* seen = NULL
+    cdef _Keyed* keyed = NULL
+    cdef double* out = NULL
+    cdef double* inside = NULL
+    cdef double acc
+    cdef Py_ssize_t n_steps = steps.shape[0] if mode == 2 else 1
+    cdef int failed = 0
+    cdef Py_ssize_t n_moves = 0
+    if mode < 0 or mode > 2:
+        raise ValueError(f"repair_pass: mode {mode}; 0 drop, 1 add, 2 shift")
+    if moved.shape[0] != n_k or moved.shape[1] != 2:
+        raise ValueError("repair_pass: moved must be (len(ks), 2)")
+    if (blocked.shape[0] != m or grad.shape[0] != m or indptr.shape[0] != m + 1 or totals.shape[0] != m
+            or mode == 2 and groups.shape[0] != m or hit.shape[0] not in (0, h * w)
+            or density.shape[0] != h * w or win_indptr.shape[0] != h * w + 1):
+        raise ValueError("repair_pass: the stamps' or the texels' arrays do not match")
+    for q in range(n_k):
+        if not 0 <= ks[q] < h * w:
+            raise ValueError(f"repair_pass: texel {ks[q]} outside the {h} x {w} grid")
+    with nogil:
+        cols = <int64_t*>malloc((m + 1) * sizeof(int64_t))
+        gone = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
+        come_at = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
+        try_plus = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
+        try_minus = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
+        keyed = <_Keyed*>malloc((m * n_steps + 1) * sizeof(_Keyed))
+        out = <double*>malloc((3 * m * n_steps + 3) * sizeof(double))
+        inside = <double*>malloc((m * n_steps + 1) * sizeof(double))
+        seen = <uint8_t*>malloc((m + 1) * sizeof(uint8_t))
+        if (cols == NULL or gone == NULL or come_at == NULL or try_plus == NULL or try_minus == NULL or keyed == NULL
+                or out == NULL or inside == NULL or seen == NULL):
+            failed = 1
+        else:
+            memset(seen, 0, (m + 1) * sizeof(uint8_t))
+        for q in range(n_k if not failed else 0):
+            moved[q, 0] = -1
+            moved[q, 1] = -1
+            # the stamps with a puncture in texel k's window, ascending
+            k = ks[q]
+            i = k // w
+            j = k - i * w
+            hu = half_u[k]
+            hv = half_v[k]
+            i0 = i - hv if i - hv > 0 else 0
+            i1 = i + hv + 1 if i + hv + 1 < h else h
+            j0 = j - hu if j - hu > 0 else 0
+            j1 = j + hu + 1 if j + hu + 1 < w else w
+            n_cols = 0
+            if i1 > i0 and j1 > j0:
+                for r in range(i0, i1):
+                    for e in range(win_indptr[r * w + j0], win_indptr[r * w + j1]):
+                        s = win_indices[e]
+                        if s < 0 or s >= m:
+                            failed = 2
+                            break
+                        if not seen[s]:
+                            seen[s] = 1
+                            cols[n_cols] = s
+                            n_cols += 1
+                for c in range(n_cols):
+                    seen[cols[c]] = 0
+                if failed:
+                    break
+                qsort(cols, n_cols, sizeof(int64_t), _int64_cmp)
+            # the moves weighed, in the order they are weighed
+            n_cand = 0
+            for c in range(n_cols):
+                s = cols[c]
+                if mode == 0:
+                    if fire[s]:
+                        try_plus[n_cand] = s
+                        n_cand += 1
+                elif mode == 1:
+                    if not fire[s] and not blocked[s] and not _touches(indptr, texels, s, hit):
+                        try_plus[n_cand] = s
+                        n_cand += 1
+                elif fire[s]:
+                    for t in range(n_steps):
+                        come = s + steps[t]
+                        if (0 <= come < m and groups[come] == groups[s] and not fire[come]
+                                and not _touches(indptr, texels, come, hit)):
+                            try_plus[n_cand] = come
+                            try_minus[n_cand] = s
+                            n_cand += 1
+            if not n_cand:
+                continue
+            if mode < 2 or n_cand > n_tries:
+                for c in range(n_cand):
+                    if mode == 0:
+                        keyed[c].key = -grad[try_plus[c]]
+                    elif mode == 1:
+                        keyed[c].key = grad[try_plus[c]]
+                    else:
+                        keyed[c].key = grad[try_plus[c]] - grad[try_minus[c]]
+                    keyed[c].at = c
+                qsort(keyed, n_cand, sizeof(_Keyed), _keyed_cmp)
+                n_try = n_cand if n_cand < n_tries else n_tries
+                for c in range(n_try):
+                    gone[c] = try_minus[keyed[c].at] if mode == 2 else -1
+                    come_at[c] = try_plus[keyed[c].at]
+            else:
+                n_try = n_cand
+                for c in range(n_try):
+                    gone[c] = try_minus[c]
+                    come_at[c] = try_plus[c]
+            if n_try == 0:
+                continue
+            if _effects_tracked(indptr, texels, counts, totals, come_at, gone if mode == 2 else NULL, n_try,
+                                -1.0 if mode == 0 else 1.0, density, low, high, area, per_count, half_u, half_v,
+                                ext_u, ext_v, room_up, room_down, block_up, block_down, h, w, out, -1):
+                failed = 1
+                break
+            # the move: out[3 c] gained, out[3 c + 1] more over, out[3 c + 2] filled
+            best = -1
+            for c in range(n_try):
+                if mode == 0:
+                    if not out[3 * c + 1] < 0.0:
+                        continue
+                    if best < 0 or _lex_before(-out[3 * c], out[3 * c + 1], c, -out[3 * best],
+                                               out[3 * best + 1], best):
+                        best = c
+                else:
+                    if mode == 1:
+                        if out[3 * c + 1] > 0.0:
+                            blocked[come_at[c]] = 1
+                        if not (out[3 * c + 1] <= 0.0 and out[3 * c] >= 0.0
+                                and (out[3 * c] > 0.0 or out[3 * c + 2] > 0.0)):
+                            continue
+                    elif not (out[3 * c + 1] <= 0.0
+                              and (out[3 * c] > 0.0 or out[3 * c] == 0.0 and out[3 * c + 2] > 0.0)):
+                        continue
+                    if best < 0 or _lex_before(-out[3 * c], -out[3 * c + 2], c, -out[3 * best],
+                                               -out[3 * best + 2], best):
+                        best = c
+            if best < 0 and mode == 0:
+                # over by more than any one stamp takes off: the stamp with the most punctures
+                # in the window (then keeping the most skin in band), if it has any there
+                for c in range(n_try):
+                    acc = 0.0
+                    for e in range(indptr[come_at[c]], indptr[come_at[c] + 1]):
+                        ti = texels[e] // w
+                        tj = texels[e] - ti * w
+                        acc = acc + counts[e] * (1.0 if (ti - i <= hv and i - ti <= hv and tj - j <= hu
+                                                         and j - tj <= hu) else 0.0)
+                    inside[c] = acc
+                    if best < 0 or _lex_before(-inside[c], -out[3 * c], c, -inside[best], -out[3 * best], best):
+                        best = c
+                if best >= 0 and not inside[best] > 0.0:
+                    best = -1
+            if best < 0:
+                continue
+            if mode == 0:
+                fire[come_at[best]] = 0
+                moved[q, 0] = come_at[best]
+                failed = _apply_tracked(indptr, texels, counts, come_at[best], -1.0, density, per_count, low, high,
+                                        half_u, half_v, ext_u, ext_v, cap, room_up, room_down, block_up,
+                                        block_down, h, w)
+            elif mode == 1:
+                fire[come_at[best]] = 1
+                moved[q, 1] = come_at[best]
+                failed = _apply_tracked(indptr, texels, counts, come_at[best], 1.0, density, per_count, low, high,
+                                        half_u, half_v, ext_u, ext_v, cap, room_up, room_down, block_up,
+                                        block_down, h, w)
+            else:
+                fire[gone[best]] = 0
+                fire[come_at[best]] = 1
+                moved[q, 0] = gone[best]
+                moved[q, 1] = come_at[best]
+                failed = _apply_tracked(indptr, texels, counts, gone[best], -1.0, density, per_count, low, high,
+                                        half_u, half_v, ext_u, ext_v, cap, room_up, room_down, block_up,
+                                        block_down, h, w)
+                if not failed:
+                    failed = _apply_tracked(indptr, texels, counts, come_at[best], 1.0, density, per_count, low,
+                                            high, half_u, half_v, ext_u, ext_v, cap, room_up, room_down, block_up,
+                                            block_down, h, w)
+            if failed:
+                break
+            n_moves += 1
+        free(cols)
+        free(gone)
+        free(come_at)
+        free(try_plus)
+        free(try_minus)
+        free(keyed)
+        free(out)
+        free(inside)
+        free(seen)
+    if failed == 2:
+        raise ValueError(f"repair_pass: a window's stamp lies outside the {m} stamps")
+    return -1 if failed else n_moves
 
 
 # --- distinct channels -------------------------------------------------------------------

@@ -37,6 +37,7 @@ same run on the same seeded input; ``kernels``: both times in ms and whether the
 agree): ``locate``, ``lift`` (locate + positions + unit normals), ``interpolate``,
 ``closest_points``, ``splat``, ``window_sums``, ``merge_channels``, ``stamp_effect`` and
 ``stamp_effect_tracked`` (the pen repair's weighing, plain and against a tracked density),
+``repair_pass`` (the repair's rounds of moves, patch by patch),
 ``fit_objective`` (the pen fit's objective and gradient), ``roll`` (the drum, on
 the default plan's own runs), ``stamp`` (the pen cartridge, random stamps), the roller's
 ``frame_fields``, ``ends_blocked`` and ``within_reach`` (on one sweep frame of the bundled
@@ -120,7 +121,7 @@ verify_mod = sys.modules["coverage.verify"]
 PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
-           "stamp_effect", "stamp_effect_tracked", "fit_objective", "raster_lookup", "rect_min", "resample",
+           "stamp_effect", "stamp_effect_tracked", "repair_pass", "fit_objective", "raster_lookup", "rect_min", "resample",
            "merge_channels", "roll", "stamp", "curvature_fit", "principal", "frame_fields", "ends_blocked", "within_reach",
            "bin_boxes", "label_lookup", "contacts")
 QUICK_BUDGET_S = 55.0
@@ -885,6 +886,49 @@ def stamp_effect_cases(grid, n: int) -> list:
                  lambda k, r: bool(np.allclose(k, r)))]
 
 
+def repair_pass_case(grid, n: int, repeats: int) -> Case:
+    """The pen repair's patch passes (:meth:`coverage.density.StampEffects.patch_moves`, one
+    compiled call a round) against their NumPy twin (:meth:`~coverage.density.StampEffects.
+    patch_moves_reference`): ``n`` random stamps of 12 punctures, half fired, over a random
+    density on the bundled face's texels; a drop pass over 150 random treatable texels, then
+    an add pass over 300. The passes change what they are given, so every call reads a state
+    of its own, each made before the timing starts (``repeats`` of them a side, and one for
+    the kernel's warm-up); both sides must make the same moves and leave the same stamps
+    and densities, bit for bit."""
+    rng = np.random.default_rng(2)
+    treat = grid.treatable.ravel()
+    h, w = grid.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_count = np.where(treat, 100.0 / grid.window_area_mm2.ravel(), 0.0)
+    stamps = random_stamps(grid, n, rng)
+    windows = dens.WindowStamps(stamps.tocsr(), (h, w))
+    fire = rng.random(n) < 0.5
+    density = rng.uniform(100.0, 300.0, h * w)
+    grad = rng.normal(size=n)
+    drops, adds = (rng.choice(np.flatnonzero(treat), k) for k in (150, 300))
+
+    def state():
+        effects = dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
+                                    np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+        d = density.copy()
+        if not effects.track(d):  # pragma: no cover - whole counts always track
+            raise RuntimeError("repair_pass: the stamps did not track")
+        return effects, d, fire.copy(), np.zeros(n, dtype=bool)
+
+    def run(states, twin):
+        effects, d, f, blocked = states.pop()
+        moves = effects.patch_moves_reference if twin else effects.patch_moves
+        moved = [moves("drop", drops, 40, f, blocked, None, grad, windows),
+                 moves("add", adds, 40, f, blocked, None, grad, windows)]
+        return np.concatenate(moved), f, blocked, d
+
+    kernel_states = [state() for _ in range(repeats + 1)]
+    twin_states = [state() for _ in range(repeats)]
+    return Case("repair_pass", f"{n} stamps x 12 punctures, 150 + 300 patches, {h}x{w} texels",
+                lambda: run(kernel_states, False), lambda: run(twin_states, True),
+                lambda k, r: all(np.array_equal(a, b) for a, b in zip(k, r)))
+
+
 def fit_objective_case(zones, grid, n: int) -> Case:
     """The pen fit's objective and gradient (:class:`coverage.pen_fit.FitObjective`, the
     compiled pass the fit calls ~200 times a plan) against its NumPy twin
@@ -1156,6 +1200,7 @@ def kernel_cases(cfg: Config, captured: dict) -> tuple[list, list]:
              closest_case(face, cfg.closest), splat_case(face, grid, cfg.splat),
              window_sums_case(grid, cfg.window_crop), window_spread_case(grid, cfg.window_crop),
              *stamp_effect_cases(grid, 2_000),
+             repair_pass_case(grid, 2_000, max(cfg.kernel_repeats, cfg.reference_repeats)),
              fit_objective_case(zones, grid, cfg.stamps), *raster_cases(grid, cfg.points), resample_case(face, 1_000),
              merge_case(face, cfg.merge, Protocol.default().pen.needle_diameter_mm), *roller_cases(face, zones),
              bin_boxes_case(cfg.bins_edge_mm), label_lookup_case(face, zones, cfg.points), contacts_case(face, zones)]

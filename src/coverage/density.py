@@ -411,6 +411,134 @@ class StampEffects:
                                          self.half_v, self._ext_u, self._ext_v, *self._rooms, h, w, out):
             raise MemoryError("StampEffects.effects: out of memory")
 
+    PATCH_MODES = ("drop", "add", "shift")     # repair_pass's modes 0, 1, 2
+
+    def patch_moves(self, mode: str, ks, tries: int, fire: np.ndarray, blocked: np.ndarray, hit, grad: np.ndarray,
+                    windows: WindowStamps, groups=None, steps=None) -> np.ndarray:
+        """One round of the repair's moves (:func:`coverage.pen_fit.repair`), patch by patch,
+        against the tracked density (:meth:`track`), in one compiled pass
+        (:func:`coverage._ext.density.repair_pass`).
+
+        ``ks`` the patches' worst texels, in order; each weighs the stamps with a puncture in
+        its window (``windows``): ``mode`` "drop" removes a fired stamp, "add" adds one
+        (never one ``blocked``, nor one touching ``hit`` (h * w,) bool, or None: no texel;
+        those that would lift a window over its mark are blocked), "shift" moves a fired one
+        by one of ``steps`` within its path (``groups (m,)``). ``tries``: how many stamps (or
+        moves) the gradient ``grad (m,)`` ranks first are weighed exactly. ``fire`` and
+        ``blocked`` ((m,) bool) change in place, as the density. Returns ``(len(ks), 2)``
+        int: each patch's (removed, added) stamps, -1 for none. The same moves as
+        :meth:`patch_moves_reference`, bit for bit."""
+        if self._tracked is None:
+            raise ValueError("StampEffects.patch_moves: the density is not tracked (see track)")
+        if mode not in self.PATCH_MODES:
+            raise KeyError(mode)
+        code = self.PATCH_MODES.index(mode)
+        ks = np.ascontiguousarray(ks, dtype=np.int64)
+        for name, a in (("fire", fire), ("blocked", blocked)):
+            if not (isinstance(a, np.ndarray) and a.dtype == bool and a.flags.c_contiguous and a.shape == self.totals.shape):
+                raise ValueError(f"StampEffects.patch_moves: {name} must be a contiguous (m,) bool array")
+        hit = np.empty(0, dtype=np.uint8) if hit is None else np.ascontiguousarray(hit, dtype=bool).view(np.uint8)
+        steps = np.ascontiguousarray(np.zeros(0) if steps is None else steps, dtype=np.int64)
+        groups = np.ascontiguousarray(np.zeros(0) if groups is None else groups, dtype=np.int64)
+        moved = np.empty((len(ks), 2), dtype=np.int64)
+        h, w = self.shape
+        n = _kernel.repair_pass(code, ks, int(tries), steps, windows.indptr, windows.indices, fire.view(np.uint8),
+                                blocked.view(np.uint8), hit, groups, np.ascontiguousarray(grad, dtype=np.float64),
+                                self.indptr, self.texels, self.counts, self.totals, self._tracked, self.low, self.high,
+                                self.area, self.per_count, self.half_u, self.half_v, self._ext_u, self._ext_v,
+                                self._cap, *self._rooms, h, w, moved)
+        if n < 0:
+            raise MemoryError("StampEffects.patch_moves: out of memory")
+        return moved
+
+    def patch_moves_reference(self, mode: str, ks, tries: int, fire: np.ndarray, blocked: np.ndarray, hit,
+                              grad: np.ndarray, windows: WindowStamps, groups=None, steps=None,
+                              density: np.ndarray | None = None) -> np.ndarray:
+        """NumPy twin of :meth:`patch_moves`, on ``density`` (default the tracked one): the
+        moves weighed by :meth:`effects` and :meth:`swap_effects`, made by :meth:`apply`."""
+        if mode not in self.PATCH_MODES:
+            raise KeyError(mode)
+        d = self._tracked if density is None else density
+        w = self.shape[1]
+        m = len(fire)
+        hit = None if hit is None else np.asarray(hit, dtype=bool).ravel()
+
+        def touching(cols):
+            return np.zeros(len(cols), dtype=bool) if hit is None else self.touching(cols, hit)
+
+        moved = np.full((len(ks), 2), -1, dtype=np.int64)
+        for q, k in enumerate(ks):
+            i, j = divmod(int(k), w)
+            cols = windows(i, j, int(self.half_u[k]), int(self.half_v[k]))
+            if mode == "drop":
+                cols = cols[fire[cols]]
+                if not len(cols):
+                    continue
+                tries_ = cols[np.argsort(-grad[cols], kind="stable")][:tries]
+                gained, more_over, _ = self.effects(tries_, -1.0, d).T
+                # of the stamps whose loss takes skin off the mark, the one that keeps the most
+                # skin in band (then takes the most off)
+                order = np.lexsort((more_over, -gained))
+                order = order[more_over[order] < 0]
+                if not len(order):
+                    # over by more than any one stamp takes off: the stamp with the most needles
+                    # in the window (then keeping the most skin in band)
+                    owner, take = self.entries(tries_)
+                    t = self.texels[take]
+                    inside = (np.abs(t // w - i) <= self.half_v[k]) & (np.abs(t % w - j) <= self.half_u[k])
+                    inside = np.bincount(owner, self.counts[take] * inside, minlength=len(tries_))
+                    order = np.lexsort((-gained, -inside))[:1]
+                    order = order[inside[order] > 0]
+                if len(order):
+                    best = int(tries_[order[0]])
+                    fire[best] = False
+                    self.apply(best, -1.0, d)
+                    moved[q, 0] = best
+            elif mode == "add":
+                cols = cols[~fire[cols] & ~blocked[cols]]
+                cols = cols[~touching(cols)]    # no stamp adds to a window over its mark
+                if not len(cols):
+                    continue
+                tries_ = cols[np.argsort(grad[cols], kind="stable")][:tries]
+                gained, more_over, filled = self.effects(tries_, 1.0, d).T
+                blocked[tries_[more_over > 0]] = True
+                ok = (more_over <= 0) & (gained >= 0) & ((gained > 0) | (filled > 0))
+                order = np.lexsort((-filled, -gained))         # most in band, then most shortfall filled
+                order = order[ok[order]]
+                if len(order):
+                    best = int(tries_[order[0]])
+                    fire[best] = True
+                    self.apply(best, 1.0, d)
+                    moved[q, 1] = best
+            else:
+                fired = cols[fire[cols]]
+                steps_ = np.asarray(steps, dtype=np.int64)
+                gone = np.repeat(fired, len(steps_))
+                come = gone + np.tile(steps_, len(fired))
+                keep = (come >= 0) & (come < m)
+                gone, come = gone[keep], come[keep]
+                keep = (groups[come] == groups[gone]) & ~fire[come]
+                gone, come = gone[keep], come[keep]
+                keep = ~touching(come)
+                gone, come = gone[keep], come[keep]
+                if len(gone) > tries:
+                    # the gradient's estimate of each move's change to the band penalty, least first
+                    first = np.argsort(grad[come] - grad[gone], kind="stable")[:tries]
+                    gone, come = gone[first], come[first]
+                if not len(gone):
+                    continue
+                gained, more_over, filled = self.swap_effects(gone, come, d).T
+                useful = (more_over <= 0) & ((gained > 0) | ((gained == 0) & (filled > 0)))
+                order = np.lexsort((-filled, -gained))
+                order = order[useful[order]]
+                if len(order):
+                    best = int(order[0])
+                    fire[gone[best]], fire[come[best]] = False, True
+                    self.apply(gone[best], -1.0, d)
+                    self.apply(come[best], 1.0, d)
+                    moved[q] = gone[best], come[best]
+        return moved
+
     # --- NumPy twins ----------------------------------------------------------------------
 
     def _unchanged_reference(self, before, after, p):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -807,7 +808,7 @@ class RepairParts:
 
 def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, fire: np.ndarray,
            rounds: int = REPAIR_ROUNDS, cap: np.ndarray | None = None,
-           groups: np.ndarray | None = None, parts: RepairParts | None = None) -> np.ndarray:
+           groups: np.ndarray | None = None, parts: RepairParts | None = None, compiled: bool = True) -> np.ndarray:
     """Mend, stamp by stamp and exactly, the windows that rounding left outside their band.
 
     Each round takes the worst window of every separate patch of skin over
@@ -818,14 +819,17 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     most needles in the window); then the worst window of every patch under 0.9 x target
     gets the unfired stamp that brings the most skin into band (or fills the most shortfall)
     without lifting any window over its cap or adding to one already over it. Each patch
-    weighs ``REPAIR_TRIES`` stamps; once a round moves nothing, ``REPAIR_TRIES_STALLED``
-    before giving up. Then, given each
+    weighs ``REPAIR_TRIES`` stamps (the first by the gradient, ties in stamp order); once a
+    round moves nothing, ``REPAIR_TRIES_STALLED`` before giving up. Then, given each
     candidate's path (``groups (m,)``, candidates in travel order), fired stamps move along
     their paths where that brings skin into band (:func:`_shift`). ``cap``: per texel
     (h, w), instead of each zone's. ``parts``: :class:`RepairParts` of the same grid, zones,
-    ``fixed``, ``spread`` and ``cap``, if made already. Returns the new ``fire (m,) bool``.
+    ``fixed``, ``spread`` and ``cap``, if made already. A round's patches run in one
+    compiled pass (:meth:`StampEffects.patch_moves`) where the stamps' effects track the
+    density; ``compiled=False`` (or untracked) runs the NumPy twin of those passes, which
+    gives the same stamps bit for bit. Returns the new ``fire (m,) bool``.
     """
-    fire = fire.copy()
+    fire = np.array(fire, dtype=bool)
     if not len(fire):
         return fire
     if parts is None:
@@ -834,37 +838,17 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         raise ValueError("repair: these RepairParts were read by a repair already; make new ones")
     parts.used = True
     op, treat, low, high, area = parts.op, parts.treat, parts.low, parts.high, parts.area
-    band_gradient, effects, base, stamps_in_window = parts.band_gradient, parts.effects, parts.base, parts.windows
+    band_gradient, effects, base, windows = parts.band_gradient, parts.effects, parts.base, parts.windows
     shape = grid.shape
-    h, w = shape
+    w = shape[1]
     blocked = np.zeros(len(fire), dtype=bool)
-    window_cache = {}    # the same worst windows come back round after round
-
-    def window_columns(k):
-        # the stamps with a puncture in texel k's window (read-only: the cache's)
-        k = int(k)
-        cols = window_cache.get(k)
-        if cols is None:
-            i, j = divmod(k, w)
-            cols = stamps_in_window(i, j, int(grid.half_u[i, j]), int(grid.half_v[i, j]))
-            cols.setflags(write=False)
-            window_cache[k] = cols
-        return cols
-
-    def in_window(cols, k):
-        # each of stamps cols' punctures in texel k's window
-        i, j = divmod(int(k), w)
-        owner, take = effects.entries(cols)
-        t = effects.texels[take]
-        inside = (np.abs(t // w - i) <= grid.half_v[i, j]) & (np.abs(t % w - j) <= grid.half_u[i, j])
-        return np.bincount(owner, effects.counts[take] * inside, minlength=len(cols))
 
     def raises(mask):
-        # which of stamps cols (-> (k,) bool) put a puncture in the window of a texel of mask
+        # the texels whose windows hold a texel of mask: a stamp with a puncture on one of
+        # them adds to a window of mask (None: mask has none)
         if not mask.any():
-            return lambda cols: np.zeros(len(cols), dtype=bool)
-        hit = window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
-        return lambda cols: effects.touching(cols, hit)
+            return None
+        return window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
 
     def worst_per_patch(mask, badness):
         # the patches are labelled on the box around the mask only (labels go in scan
@@ -872,84 +856,52 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         mask = mask.reshape(shape)
         rows = np.flatnonzero(mask.any(axis=1))
         if not len(rows):
-            return []
+            return np.empty(0, dtype=np.int64)
         cols = np.flatnonzero(mask.any(axis=0))
         r0, c0, bw = rows[0], cols[0], cols[-1] + 1 - cols[0]
         patches, n = ndimage.label(mask[r0:rows[-1] + 1, c0:cols[-1] + 1], structure=np.ones((3, 3), bool))
         if not n:
-            return []
+            return np.empty(0, dtype=np.int64)
         local = np.flatnonzero(patches)
         patch = patches.ravel()[local]
         idx = (local // bw + r0) * w + local % bw + c0
         order = np.lexsort((-badness[idx], patch))
-        return list(idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]])
+        return idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]]
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
-    # d changes only through effects.apply from here on: the effects are weighed against it
-    # by the tracked kernels (the same values, most texels passed over)
-    effects.track(d)
+    # d changes only through the effects' moves from here on: the effects are weighed against
+    # it by the tracked kernels (the same values, most texels passed over)
+    if effects.track(d) and compiled:
+        moves_of = effects.patch_moves
+    else:
+        moves_of = functools.partial(effects.patch_moves_reference, density=d)
     n_tries = REPAIR_TRIES
     for _ in range(rounds):
         over, under = d > high, treat.ravel() & (d < low)
         if not over.any() and not under.any():
             break
         grad = band_gradient(d)
-        moves = 0
-        for k in worst_per_patch(over, d - high):
-            cols = window_columns(k)
-            cols = cols[fire[cols]]
-            if not len(cols):
-                continue
-            tries = cols[np.argsort(-grad[cols], kind="stable")][:n_tries]
-            gained, more_over, _ = effects.effects(tries, -1.0, d).T
-            # of the stamps whose loss takes skin off the mark, the one that keeps the most skin
-            # in band (then takes the most off): the windows over it are mostly a lower-target
-            # zone's beside a higher one, and the stamp that lowers them most is often one the
-            # higher zone's rim needs
-            order = np.lexsort((more_over, -gained))
-            order = order[more_over[order] < 0]
-            if not len(order):
-                # over by more than any one stamp takes off: the stamp with the most needles in
-                # the window (then keeping the most skin in band)
-                inside = in_window(tries, k)
-                order = np.lexsort((-gained, -inside))[:1]
-                order = order[inside[order] > 0]
-            if len(order):
-                best = int(order[0])
-                fire[tries[best]] = False
-                effects.apply(tries[best], -1.0, d)
-                moves += 1
-        deepens = raises(over)
-        for k in worst_per_patch(under & ~over, low - d):
-            cols = window_columns(k)
-            cols = cols[~fire[cols] & ~blocked[cols]]
-            cols = cols[~deepens(cols)]    # no stamp adds to a window over its mark
-            if not len(cols):
-                continue
-            tries = cols[np.argsort(grad[cols], kind="stable")][:n_tries]
-            gained, more_over, filled = effects.effects(tries, 1.0, d).T
-            blocked[tries[more_over > 0]] = True
-            ok = (more_over <= 0) & (gained >= 0) & ((gained > 0) | (filled > 0))
-            order = np.lexsort((-filled, -gained))         # most in band, then most shortfall filled
-            order = order[ok[order]]
-            if len(order):
-                best = int(order[0])
-                fire[tries[best]] = True
-                effects.apply(tries[best], 1.0, d)
-                moves += 1
-        if not moves:
+        # the drops' choices are explained at StampEffects.patch_moves: of the stamps whose
+        # loss takes skin off the mark, the one that keeps the most skin in band (the windows
+        # over it are mostly a lower-target zone's beside a higher one, and the stamp that
+        # lowers them most is often one the higher zone's rim needs)
+        dropped = moves_of("drop", worst_per_patch(over, d - high), n_tries, fire, blocked, None, grad, windows)
+        # no stamp adds to a window over its mark
+        added = moves_of("add", worst_per_patch(under & ~over, low - d), n_tries, fire, blocked, raises(over), grad,
+                         windows)
+        if not (dropped >= 0).any() and not (added >= 0).any():
             if n_tries < REPAIR_TRIES_STALLED:
                 n_tries = REPAIR_TRIES_STALLED
                 continue
             break
     if groups is not None:
-        _shift(grid, zones, groups, fire, d, effects, band_gradient, worst_per_patch, window_columns, raises, low, high,
-               area)
+        _shift(grid, zones, groups, fire, d, moves_of, blocked, band_gradient, worst_per_patch, windows, raises, low,
+               high, area)
     return fire
 
 
-def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, effects: StampEffects,
-           band_gradient, worst_per_patch, window_columns, raises, low, high, area) -> None:
+def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, moves_of, blocked,
+           band_gradient, worst_per_patch, windows, raises, low, high, area) -> None:
     """The repair's last step, in place on ``fire`` and ``d``: move fired stamps along their
     path to a neighbouring candidate (:data:`SHIFT_STEPS` each way) where that brings skin
     into band without lifting any window over its mark.
@@ -961,9 +913,9 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
     less than :data:`SHIFT_ZONE_BELOW` of their skin in band, the worst window of every
     patch under its floor weighs the moves of the stamps with needles in it, the
     :data:`SHIFT_TRIES` the band penalty's gradient ranks first each exactly
-    (:meth:`StampEffects.swap_effects`), and takes the one bringing the most skin into band.
+    (:meth:`StampEffects.swap_effects`), and takes the one bringing the most skin into band
+    (``moves_of``: :meth:`StampEffects.patch_moves` or its twin).
     """
-    m = len(fire)
     label = grid.label.ravel()
     treat = label >= 0
     lab = np.maximum(label, 0)
@@ -978,34 +930,8 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
         if not focus.any():
             break
         grad = band_gradient(d)
-        deepens = raises(over)
-        moves = 0
-        for k in worst_per_patch(focus, low - d):
-            cols = window_columns(k)
-            fired = cols[fire[cols]]
-            gone = np.repeat(fired, len(steps))
-            come = gone + np.tile(steps, len(fired))
-            keep = (come >= 0) & (come < m)
-            gone, come = gone[keep], come[keep]
-            keep = (groups[come] == groups[gone]) & ~fire[come]
-            gone, come = gone[keep], come[keep]
-            keep = ~deepens(come)
-            gone, come = gone[keep], come[keep]
-            if len(gone) > SHIFT_TRIES:
-                # the gradient's estimate of each move's change to the band penalty, least first
-                first = np.argsort(grad[come] - grad[gone], kind="stable")[:SHIFT_TRIES]
-                gone, come = gone[first], come[first]
-            if not len(gone):
-                continue
-            gained, more_over, filled = effects.swap_effects(gone, come, d).T
-            useful = (more_over <= 0) & ((gained > 0) | ((gained == 0) & (filled > 0)))
-            order = np.lexsort((-filled, -gained))
-            order = order[useful[order]]
-            if len(order):
-                best = int(order[0])
-                fire[gone[best]], fire[come[best]] = False, True
-                effects.apply(gone[best], -1.0, d)
-                effects.apply(come[best], 1.0, d)
-                moves += 1
+        moved = moves_of("shift", worst_per_patch(focus, low - d), SHIFT_TRIES, fire, blocked, raises(over), grad,
+                         windows, groups, steps)
+        moves = int((moved[:, 0] >= 0).sum())
         if not moves:
             break
