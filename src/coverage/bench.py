@@ -1638,6 +1638,11 @@ def stage_table(doc: dict) -> str:
     return "\n".join(rows)
 
 
+def _speedup_text(x: float) -> str:
+    """A speed-up as the tables print it: whole numbers from 10x, one decimal below."""
+    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x"
+
+
 def steps_table(doc: dict, top: int = 4) -> str:
     """The costliest steps of each stage (median ms)."""
     rows = []
@@ -1783,7 +1788,7 @@ def markdown(doc: dict) -> str:
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     rows += ["", "| kernel | input | kernel ms | NumPy reference ms | speed-up |", "|---|---|---:|---:|---:|"]
     rows += [f"| `{name}` | {k['input']} | {k['kernel']['median_ms']:.2f} | {k['reference']['median_ms']:.1f} | "
-             f"{k['speedup']:.0f}x |" for name, k in doc.get("kernels", {}).items()]
+             f"{_speedup_text(k['speedup'])} |" for name, k in doc.get("kernels", {}).items()]
     pairs = doc.get("plan_kernels", {}).get("pairs", {})
     if pairs:
         rows += ["", "| compiled wrapper, on the default plan's own longest call | calls | kernel ms | twin ms | "
