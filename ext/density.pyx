@@ -1034,6 +1034,8 @@ def repair_pass(int mode, const int64_t[::1] ks, Py_ssize_t n_tries, const int64
     cdef Py_ssize_t n_moves = 0
     if mode < 0 or mode > 2:
         raise ValueError(f"repair_pass: mode {mode}; 0 drop, 1 add, 2 shift")
+    if n_tries < 0:
+        raise ValueError(f"repair_pass: n_tries {n_tries}; give 0 or more")
     if moved.shape[0] != n_k or moved.shape[1] != 2:
         raise ValueError("repair_pass: moved must be (len(ks), 2)")
     if (blocked.shape[0] != m or grad.shape[0] != m or indptr.shape[0] != m + 1 or totals.shape[0] != m

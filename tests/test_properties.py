@@ -25,6 +25,7 @@ from test_lifting import _random_triangulation
 from test_pen_kernel import _fields
 from test_proximity import _noisy_sphere
 from test_relift import moved
+from test_repair_pass import _problem as _repair_problem
 
 # coverage.density is the public function; the module is reached through importlib
 dens = importlib.import_module("coverage.density")
@@ -190,6 +191,35 @@ def _punctures(draw):
     line = [radius * np.array([k, 0.0, 0.0]) for k in draw(st.lists(st.integers(-3, 3), max_size=8))]
     repeats = points[draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=10))] if n else np.empty((0, 3))
     return np.concatenate([points, np.reshape(line, (-1, 3)), repeats]), radius
+
+
+@PROPERTY
+@given(seed=st.integers(0, 2 ** 16), h=st.integers(1, 14), w=st.integers(1, 14), m=st.integers(1, 60),
+       mode=st.sampled_from(["drop", "add", "shift"]), tries=st.integers(1, 50),
+       hit_share=st.sampled_from([None, 0.0, 0.2, 1.0]), grad_step=st.sampled_from([0.0, 0.5, None]))
+def test_repair_pass_matches_reference(seed, h, w, m, mode, tries, hit_share, grad_step):
+    # the repair's compiled round (StampEffects.patch_moves) against its NumPy twin on drawn
+    # problems: the same moves, stamps, blocks and densities, bit for bit; gradients all
+    # tied (0), on a lattice (many ties) or continuous
+    rng = np.random.default_rng(seed)
+    make, windows, d0 = _repair_problem(rng, h, w, m, most=int(rng.integers(1, 4)))
+    fire, blocked = rng.random(m) < rng.random(), rng.random(m) < 0.2
+    hit = None if hit_share is None else rng.random(h * w) < hit_share
+    grad = rng.normal(size=m)
+    if grad_step is not None:
+        grad = np.zeros(m) if grad_step == 0 else np.round(grad / grad_step) * grad_step
+    groups = np.sort(rng.integers(0, 3, m))
+    steps = rng.choice([-2, -1, 1, 2], int(rng.integers(1, 5)), replace=False)
+    ks = rng.integers(0, h * w, int(rng.integers(0, 20)))
+    runs = []
+    for twin in (False, True):
+        effects, d = make(), d0.copy()
+        assert effects.track(d)
+        f, b = fire.copy(), blocked.copy()
+        moves = effects.patch_moves_reference if twin else effects.patch_moves
+        runs.append((moves(mode, ks, tries, f, b, hit, grad, windows, groups, steps), f, b, d))
+    for got, want in zip(*runs):
+        np.testing.assert_array_equal(got, want)
 
 
 @PROPERTY

@@ -221,6 +221,20 @@ def test_patch_moves_refuse_what_they_cannot_do(rng):
         effects.patch_moves("drop", [0], 4, fire.astype(np.uint8), blocked, None, np.zeros(12), windows)
     with pytest.raises(ValueError, match="outside"):
         effects.patch_moves("drop", [30], 4, fire, blocked, None, np.zeros(12), windows)
+    for moves in (effects.patch_moves, effects.patch_moves_reference):
+        with pytest.raises(ValueError, match="tries = -1"):
+            moves("add", [0], -1, fire, blocked, None, np.zeros(12), windows)
+    with pytest.raises(ValueError, match="n_tries -1"):
+        density_mod._kernel.repair_pass(1, np.zeros(1, dtype=np.int64), -1, np.zeros(0, dtype=np.int64),
+                                        windows.indptr, windows.indices, fire.view(np.uint8), blocked.view(np.uint8),
+                                        np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(12),
+                                        effects.indptr, effects.texels, effects.counts, effects.totals, d,
+                                        effects.low, effects.high, effects.area, effects.per_count, effects.half_u,
+                                        effects.half_v, effects._ext_u, effects._ext_v, effects._cap,
+                                        *effects._rooms, 5, 6, np.empty((1, 2), dtype=np.int64))
+    # no tries: nothing is weighed, nothing moves
+    assert (effects.patch_moves("drop", [0, 1], 0, np.ones(12, dtype=bool), blocked, None, np.zeros(12),
+                                windows) == -1).all()
     bad = density_mod.WindowStamps(sparse.csr_array(np.ones((30, 13))), (5, 6))
     with pytest.raises(ValueError, match="outside the 12 stamps"):
         effects.patch_moves("drop", [0], 4, fire, blocked, None, np.zeros(12), bad)

@@ -432,6 +432,8 @@ class StampEffects:
             raise ValueError("StampEffects.patch_moves: the density is not tracked (see track)")
         if mode not in self.PATCH_MODES:
             raise KeyError(mode)
+        if tries < 0:
+            raise ValueError(f"StampEffects.patch_moves: tries = {tries}; give 0 or more")
         code = self.PATCH_MODES.index(mode)
         ks = np.ascontiguousarray(ks, dtype=np.int64)
         for name, a in (("fire", fire), ("blocked", blocked)):
@@ -458,6 +460,8 @@ class StampEffects:
         moves weighed by :meth:`effects` and :meth:`swap_effects`, made by :meth:`apply`."""
         if mode not in self.PATCH_MODES:
             raise KeyError(mode)
+        if tries < 0:
+            raise ValueError(f"StampEffects.patch_moves_reference: tries = {tries}; give 0 or more")
         d = self._tracked if density is None else density
         w = self.shape[1]
         m = len(fire)
