@@ -971,6 +971,15 @@ cdef inline bint _lex_before(double a1, double a2, int64_t a, double b1, double 
     return a < b
 
 
+cdef inline bint _grow(void** buffer, size_t size) noexcept nogil:
+    # buffer reallocated to size bytes (kept as it was, and False, where that fails)
+    cdef void* grown = realloc(buffer[0], size)
+    if grown == NULL:
+        return False
+    buffer[0] = grown
+    return True
+
+
 cdef inline bint _touches(const int64_t[::1] indptr, const int64_t[::1] texels, int64_t s,
                           const uint8_t[::1] mask) noexcept nogil:
     # stamp s has a puncture on a texel of mask (an empty mask: none)
@@ -1017,7 +1026,7 @@ def repair_pass(int mode, const int64_t[::1] ks, Py_ssize_t n_tries, const int64
     (-1: out of memory); a window's stamp outside [0, m) raises ValueError, the moves made
     before it kept."""
     cdef Py_ssize_t m = fire.shape[0], n_k = ks.shape[0], q, r, c, n_cols, n_cand, n_try, best, t
-    cdef Py_ssize_t i, j, i0, i1, j0, j1, e
+    cdef Py_ssize_t i, j, i0, i1, j0, j1, e, need, room = 0
     cdef int64_t k, s, come, hu, hv, ti, tj
     cdef int64_t* cols = NULL
     cdef int64_t* gone = NULL
@@ -1046,17 +1055,10 @@ def repair_pass(int mode, const int64_t[::1] ks, Py_ssize_t n_tries, const int64
         if not 0 <= ks[q] < h * w:
             raise ValueError(f"repair_pass: texel {ks[q]} outside the {h} x {w} grid")
     with nogil:
-        cols = <int64_t*>malloc((m + 1) * sizeof(int64_t))
-        gone = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
-        come_at = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
-        try_plus = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
-        try_minus = <int64_t*>malloc((m * n_steps + 1) * sizeof(int64_t))
-        keyed = <_Keyed*>malloc((m * n_steps + 1) * sizeof(_Keyed))
-        out = <double*>malloc((3 * m * n_steps + 3) * sizeof(double))
-        inside = <double*>malloc((m * n_steps + 1) * sizeof(double))
+        # the per-patch buffers hold the window's entries (times the steps): grown to the
+        # largest window met, not sized by the stamps
         seen = <uint8_t*>malloc((m + 1) * sizeof(uint8_t))
-        if (cols == NULL or gone == NULL or come_at == NULL or try_plus == NULL or try_minus == NULL or keyed == NULL
-                or out == NULL or inside == NULL or seen == NULL):
+        if seen == NULL:
             failed = 1
         else:
             memset(seen, 0, (m + 1) * sizeof(uint8_t))
@@ -1074,6 +1076,22 @@ def repair_pass(int mode, const int64_t[::1] ks, Py_ssize_t n_tries, const int64
             j0 = j - hu if j - hu > 0 else 0
             j1 = j + hu + 1 if j + hu + 1 < w else w
             n_cols = 0
+            need = 1
+            if i1 > i0 and j1 > j0:
+                for r in range(i0, i1):
+                    need += win_indptr[r * w + j1] - win_indptr[r * w + j0]
+            need *= n_steps if n_steps > 1 else 1
+            if need > room:
+                if not (_grow(<void**>&cols, need * sizeof(int64_t)) and _grow(<void**>&gone, need * sizeof(int64_t))
+                        and _grow(<void**>&come_at, need * sizeof(int64_t))
+                        and _grow(<void**>&try_plus, need * sizeof(int64_t))
+                        and _grow(<void**>&try_minus, need * sizeof(int64_t))
+                        and _grow(<void**>&keyed, need * sizeof(_Keyed))
+                        and _grow(<void**>&out, 3 * need * sizeof(double))
+                        and _grow(<void**>&inside, need * sizeof(double))):
+                    failed = 1
+                    break
+                room = need
             if i1 > i0 and j1 > j0:
                 for r in range(i0, i1):
                     for e in range(win_indptr[r * w + j0], win_indptr[r * w + j1]):
