@@ -568,6 +568,25 @@ def test_fit_objective_refuses_a_layout_that_does_not_hold_its_runs():
                           objective.spread_out, np.empty(5))
 
 
+def test_fit_reads_a_layout_made_beforehand_as_its_own():
+    # a plan makes the fit's texel layout on its other thread while the stamps are found:
+    # the objective and the fit given it are the ones that make their own, bit for bit
+    rng = np.random.default_rng(4)
+    for shape, m in (((6, 9), 5), ((23, 31), 60), ((97, 130), 400)):
+        grid, targets, base, spread = _random_fit_problem(rng, *shape, m, "csc")
+        layout = pen_fit.fit_layout(grid, targets)
+        own = pen_fit.FitObjective(grid, targets, base, spread)
+        given = pen_fit.FitObjective(grid, targets, base, spread, layout)
+        for a, b in zip(own.texels, layout):
+            np.testing.assert_array_equal(a, b)
+        x = rng.random(m)
+        (v1, g1), (v2, g2) = own(x), given(x)
+        assert v1 == v2 and v1 > 0
+        np.testing.assert_array_equal(g1, g2)
+        np.testing.assert_array_equal(pen_fit.fit(grid, targets, base, spread, iterations=12),
+                                      pen_fit.fit(grid, targets, base, spread, iterations=12, layout=layout))
+
+
 def _sums_in_runs(x, grid, targets, base, spread, run=8192):
     """The objective's value summed as the kernel documents it (numpy.einsum's order on
     NumPy 1.x and 2.x): ``(scale * v) * v`` added in texel order within runs of ``run``

@@ -437,7 +437,8 @@ class StampEffects:
         code = self.PATCH_MODES.index(mode)
         ks = np.ascontiguousarray(ks, dtype=np.int64)
         for name, a in (("fire", fire), ("blocked", blocked)):
-            if not (isinstance(a, np.ndarray) and a.dtype == bool and a.flags.c_contiguous and a.shape == self.totals.shape):
+            if not (isinstance(a, np.ndarray) and a.dtype == bool and a.flags.c_contiguous
+                    and a.shape == self.totals.shape):
                 raise ValueError(f"StampEffects.patch_moves: {name} must be a contiguous (m,) bool array")
         hit = np.empty(0, dtype=np.uint8) if hit is None else np.ascontiguousarray(hit, dtype=bool).view(np.uint8)
         steps = np.ascontiguousarray(np.zeros(0) if steps is None else steps, dtype=np.int64)

@@ -175,7 +175,7 @@ def needle_columns_reference(grid: TexelGrid, hits_uv: np.ndarray, fired: np.nda
 
 def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.csr_array,
         x0: np.ndarray | None = None, upper: np.ndarray | None = None,
-        iterations: int = FIT_ITERATIONS) -> np.ndarray:
+        iterations: int = FIT_ITERATIONS, layout: tuple | None = None) -> np.ndarray:
     """Stamp weights ``x (m,)`` in ``[0, upper]`` (default 1) whose punctures
     ``base + spread @ x`` bring the windowed density into ``targets``.
 
@@ -192,13 +192,14 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     slope, the projection, the new pair) is compiled too (:func:`_lbfgs_direction`,
     :func:`_projected_step`, :func:`_step_pair`), each sum taken in one fixed order: the
     same weights on any machine, where NumPy's dot products sum in as many lanes as the
-    machine's vectors hold.
+    machine's vectors hold. ``layout``: :func:`fit_layout` of the grid and ``targets``, if
+    made already.
     """
     m = spread.shape[1]
     if not m:
         return np.zeros(0)
     hi = np.ones(m) if upper is None else np.ascontiguousarray(upper, dtype=np.float64)
-    objective = FitObjective(grid, targets, base, spread)
+    objective = FitObjective(grid, targets, base, spread, layout)
 
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     f, g = objective(x)
@@ -337,13 +338,26 @@ def _step_pair_reference(x_new: np.ndarray, x: np.ndarray, g_new: np.ndarray, g:
     return _dot(s_out, y_out)
 
 
+def fit_layout(grid: TexelGrid, targets: DoseTargets) -> tuple | None:
+    """The texels :class:`FitObjective` goes through, with their windows and constants
+    (:func:`coverage.density.fit_texels` of the grid's windows and ``targets``): fixed for a
+    fit and independent of its stamps, so a plan makes it on its other thread while the
+    stamps are found. None where the grid is too large for the compiled objective."""
+    h, w = grid.shape
+    if (h + 1) * (w + 1) >= FIT_TEXEL_LIMIT // 2:
+        return None
+    op = WindowedDose(grid)
+    return fit_texels(grid.half_u, grid.half_v, op.treat, op.per_count, targets.low, targets.high, targets.scale)
+
+
 class FitObjective:
     """The fit's objective and its gradient at stamp weights ``x``: ``(value, (m,) gradient)``
     of :func:`shortfall` at the windowed density of ``base + spread @ x``, in one compiled
     pass (:func:`coverage.density.fit_objective`), equal bit for bit to
-    :func:`objective_reference`."""
+    :func:`objective_reference`. ``layout``: :func:`fit_layout` of the same grid and
+    targets, if made already."""
 
-    def __init__(self, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread):
+    def __init__(self, grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread, layout: tuple | None = None):
         self.grid, self.targets, self.spread = grid, targets, spread
         self.op = WindowedDose(grid)
         self.shape = shape = grid.shape
@@ -370,8 +384,7 @@ class FitObjective:
         self.cols = (np.ascontiguousarray(st.indptr, dtype=i32), np.ascontiguousarray(st.indices, dtype=i32),
                      np.ascontiguousarray(st.data, dtype=narrow))
         # the texels whose terms can be other than 0, each with its window and constants
-        self.texels = fit_texels(grid.half_u, grid.half_v, self.op.treat, self.op.per_count, targets.low,
-                                 targets.high, targets.scale)
+        self.texels = fit_layout(grid, targets) if layout is None else layout
         self.sat, self.corners = np.empty((h + 1, w + 1)), np.empty((h + 1, w + 1))
         self.spread_out = np.empty(shape)
 
@@ -602,6 +615,9 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # counts number the stamps across the cartridges and the parts below)
     fine_part = None if fine is None else tasks.submit(
         _with_arcs, _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
+    # the fit's texel layout reads only the grid and the targets: made when a thread is free
+    # (the fine cartridge's paths are done before the main one's)
+    layout = tasks.submit(fit_layout, grid, targets)
     main_paths = _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings)
     cartridges, arcs = [(pen, problem, settings, main_paths)], [[candidate_arcs(p.uv) for p in main_paths]]
     if fine_part is not None and (got := fine_part.result()) is not None:
@@ -651,7 +667,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         if spread.shape[1] else None
     if before_fit is not None:
         before_fit()
-    x = fit(grid, targets, fixed, spread)
+    x = fit(grid, targets, fixed, spread, layout=layout.result())
     # round along each path, then mend the windows rounding left outside their band; the
     # stamps that fire are the candidates themselves (as simulated, needles and all)
     groups, paths_before = [], 0
