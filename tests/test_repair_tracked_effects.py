@@ -1,6 +1,7 @@
 """The repair's stamp effects weighed against a tracked density (StampEffects.track): each
 texel's room, and the effects, swaps and applies of the tracked kernels equal to the bit
 those of the plain ones."""
+import copy
 import importlib
 
 import numpy as np
@@ -152,6 +153,28 @@ def test_only_whole_counts_and_one_density_are_tracked(rng):
     with pytest.raises(ValueError):
         effects.swap_effects([1, 2], [3], d)
     assert effects.swap_effects([], [], d).shape == (0, 3)
+
+
+def test_tracking_prepared_beforehand_is_the_tracking_made_on_demand(rng):
+    # a plan prepares the extents with the repair's parts, beside the fit: tracking then
+    # reads the same extents and cap, and weighs as the effects that make their own
+    h, w, m = 14, 19, 40
+    effects = _effects(rng, h, w, m, most=5)
+    twin = copy.copy(effects)       # the same stamps, nothing prepared
+    effects.prepare_tracking()
+    assert hasattr(effects, "_ext_u") and not hasattr(twin, "_ext_u")
+    d = _density(rng, h * w)
+    d2 = d.copy()
+    assert effects.track(d) and twin.track(d2)
+    for a, b in ((effects._ext_u, twin._ext_u), (effects._ext_v, twin._ext_v)):
+        np.testing.assert_array_equal(a, b)
+    assert effects._cap == twin._cap == int(effects.totals.max())
+    cols = rng.integers(0, m, 20)
+    np.testing.assert_array_equal(effects.effects(cols, 1.0, d), twin.effects(cols, 1.0, d2))
+    # counts that are not whole are never tracked: nothing to prepare
+    plain = _effects(rng, h, w, m, whole=False)
+    plain.prepare_tracking()
+    assert not hasattr(plain, "_ext_u")
 
 
 def test_reach_extents_cover_every_window_holding_a_texel(rng):

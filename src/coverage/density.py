@@ -365,12 +365,18 @@ class StampEffects:
         if not (self.whole and isinstance(density, np.ndarray) and density.dtype == np.float64
                 and density.ndim == 1 and density.flags.c_contiguous and len(density) == h * w):
             return False
-        if not hasattr(self, "_ext_u"):
-            self._ext_u, self._ext_v = self.reach_extents()
-            self._cap = int(self.totals.max(initial=0))
+        self.prepare_tracking()
         self._rooms = self.rooms(density)
         self._tracked = density
         return True
+
+    def prepare_tracking(self) -> None:
+        """What :meth:`track` needs whatever the density (the texels' reach extents and the
+        largest count), made once; a plan makes it with the repair's other parts, beside
+        the fit. Nothing to make without whole counts."""
+        if self.whole and not hasattr(self, "_ext_u"):
+            self._ext_u, self._ext_v = self.reach_extents()
+            self._cap = int(self.totals.max(initial=0))
 
     def reach_extents(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ext_u, ext_v)`` (h * w,) int32: per texel t, the widest window half (along u, along

@@ -793,10 +793,10 @@ SHIFT_ZONE_BELOW = 0.98  # ... in the zones with less of their skin in band than
 
 class RepairParts:
     """What :func:`repair` reads that does not depend on which stamps fire: the bands, the
-    band gradient, the stamps' effects and the window index of ``spread`` over ``fixed``
-    (``cap`` as :func:`repair` takes it). A plan makes them on its other thread while the
-    fit runs. Read by one repair only (its stamps' effects then track that repair's
-    density)."""
+    band gradient, the stamps' effects (ready to track a density) and the window index of
+    ``spread`` over ``fixed`` (``cap`` as :func:`repair` takes it). A plan makes them on its
+    other thread while the fit runs. Read by one repair only (its stamps' effects then
+    track that repair's density)."""
 
     def __init__(self, grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array,
                  cap: np.ndarray | None = None):
@@ -818,6 +818,7 @@ class RepairParts:
         self.band_gradient = BandGradient(grid, band, spread)
         self.effects = StampEffects(spread, shape, self.op.per_count.ravel(), grid.half_u.ravel(),
                                     grid.half_v.ravel(), self.low, self.high, self.area)
+        self.effects.prepare_tracking()
         self.base = np.asarray(fixed, dtype=np.float64).ravel()
         self.used = False
 
