@@ -568,6 +568,31 @@ def test_fit_objective_refuses_a_layout_that_does_not_hold_its_runs():
                           objective.spread_out, np.empty(5))
 
 
+def test_select_reads_arc_lengths_made_beforehand_as_its_own(monkeypatch, default_face):
+    # a plan makes every candidate path's chart arc lengths beside the repair: the chosen
+    # stamps' paths, trimmed with them, are the ones select trims with its own
+    plan_mod = importlib.import_module("coverage.plan")
+    seen = []
+    real = pen_fit.select
+
+    def spy(stamps, chosen, problem=None, zones=None, arcs=None):
+        seen.append((stamps, chosen, problem, zones, arcs))
+        return real(stamps, chosen, problem, zones, arcs)
+
+    monkeypatch.setattr(pen_fit, "select", spy)
+    plan_mod.plan(default_face, threads=2)
+    assert len(seen) == 2 and all(arcs is not None for *_, arcs in seen)
+    for stamps, chosen, problem, zones, arcs in seen:
+        assert len(arcs) == len(stamps.paths)
+        for p, s in zip(stamps.paths, arcs):
+            np.testing.assert_array_equal(s, pen_fit.chart_arcs(p.uv))
+        given, own = real(stamps, chosen, problem, zones, arcs), real(stamps, chosen, problem, zones)
+        assert len(given.paths) == len(own.paths) > 0
+        for a, b in zip(given.paths, own.paths):
+            for field in ("uv", "stamp_uv", "stamp_s"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 def test_fit_reads_a_layout_made_beforehand_as_its_own():
     # a plan makes the fit's texel layout on its other thread while the stamps are found:
     # the objective and the fit given it are the ones that make their own, bit for bit

@@ -665,6 +665,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # before the roller's moves that before_fit hands it)
     repair_parts = tasks.submit(RepairParts, grid, zones, fixed, spread, problem.cap, lend=False) \
         if spread.shape[1] else None
+    # each candidate path's arc lengths, which choosing its stamps cuts it by: made there too
+    path_arcs = [tasks.submit(_chart_arcs_of, with_candidates, lend=False) for _, with_candidates, _, _ in found]
     if before_fit is not None:
         before_fit()
     x = fit(grid, targets, fixed, spread, layout=layout.result())
@@ -679,11 +681,11 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups,
                   parts=None if repair_parts is None else repair_parts.result())
     sets, offset = [], 0
-    for (cartridge, with_candidates, stamps, kept), (_, field_, _, _) in zip(found, cartridges):
+    for (cartridge, with_candidates, stamps, kept), (_, field_, _, _), arcs in zip(found, cartridges, path_arcs):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
         chosen[kept[fire[offset:offset + len(kept)]]] = True
         offset += len(kept)
-        sets.append(select(stamps, chosen, field_, zones))
+        sets.append(select(stamps, chosen, field_, zones, arcs.result()))
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
@@ -743,13 +745,13 @@ def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dic
     return out
 
 
-def select(stamps, chosen: np.ndarray, problem=None, zones=None):
+def select(stamps, chosen: np.ndarray, problem=None, zones=None, arcs: list | None = None):
     """The stamps ``chosen (S,) bool`` of a :class:`coverage.pen.Stamps`, as their own set,
     needles and all: their paths (those with a chosen stamp, each keeping only those,
     trimmed to its first and last), and, given the cartridge's dose field ``problem`` and
     the ``zones``, consecutive paths joined by glides in contact where
     :func:`coverage.pen.join_paths` allows (paths the fit left without a stamp no longer
-    stand between them)."""
+    stand between them). ``arcs``: each path's :func:`chart_arcs`, if made already."""
     from . import pen as _pen
     from .simulate import StampHits
 
@@ -758,7 +760,7 @@ def select(stamps, chosen: np.ndarray, problem=None, zones=None):
     for i, p in enumerate(stamps.paths):
         mine = chosen[starts[i]:starts[i + 1]]
         if mine.any():
-            paths.append(_trimmed(p, p.stamp_uv[mine], p.stamp_s[mine]))
+            paths.append(_trimmed(p, p.stamp_uv[mine], p.stamp_s[mine], None if arcs is None else arcs[i]))
     if problem is not None and zones is not None:
         paths = _pen.join_paths(paths, problem, zones)
     index = np.repeat(np.arange(len(paths)), [len(p.stamp_uv) for p in paths])
@@ -770,9 +772,21 @@ def select(stamps, chosen: np.ndarray, problem=None, zones=None):
                        np.ones(int(chosen.sum()), dtype=bool), stamps.needles, field=problem)
 
 
-def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray):
-    """``path`` carrying only the given stamps, cut to the samples around its first and last."""
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path.uv, axis=0), axis=1))])
+def chart_arcs(uv: np.ndarray) -> np.ndarray:
+    """A chart path's arc length ``(n,)`` (mm) at each of its samples ``(n, 2)``."""
+    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(uv, axis=0), axis=1))])
+
+
+def _chart_arcs_of(paths: list) -> list:
+    """:func:`chart_arcs` of each path."""
+    return [chart_arcs(p.uv) for p in paths]
+
+
+def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray, s: np.ndarray | None = None):
+    """``path`` carrying only the given stamps, cut to the samples around its first and last
+    (``s``: its :func:`chart_arcs`, if made already)."""
+    if s is None:
+        s = chart_arcs(path.uv)
     a = max(0, int(np.searchsorted(s, stamp_s[0], side="right")) - 1)
     b = min(len(s), int(np.searchsorted(s, stamp_s[-1], side="left")) + 1)
     b = max(b, min(a + 2, len(s)))
