@@ -205,6 +205,15 @@ def test_an_add_worked_by_hand_blocks_what_would_go_over_and_skips_the_blocked()
     hit[[2, 3, 4]] = True
     moved = effects.patch_moves("add", [1], 40, before, blocked, hit, np.zeros(11), windows)
     assert moved.tolist() == [[-1, -1]] and blocked.tolist() == [False] * 10 + [True]
+    # stamp 10 touching hit (texel 0), given as the (1, n) grid: not weighed either
+    effects, windows, spread = _strip(n, 1, stamps)
+    d = _windowed(spread, before, n)
+    assert effects.track(d)
+    hit = np.zeros((1, n), dtype=bool)
+    hit[0, 0] = True
+    blocked = np.zeros(11, dtype=bool)
+    moved = effects.patch_moves("add", [1], 40, before.copy(), blocked, hit, np.zeros(11), windows)
+    assert moved.tolist() == [[-1, -1]] and blocked.tolist() == [False] * 9 + [True, False]
 
 
 def test_patch_moves_refuse_what_they_cannot_do(rng):

@@ -446,7 +446,8 @@ class StampEffects:
             if not (isinstance(a, np.ndarray) and a.dtype == bool and a.flags.c_contiguous
                     and a.shape == self.totals.shape):
                 raise ValueError(f"StampEffects.patch_moves: {name} must be a contiguous (m,) bool array")
-        hit = np.empty(0, dtype=np.uint8) if hit is None else np.ascontiguousarray(hit, dtype=bool).view(np.uint8)
+        hit = (np.empty(0, dtype=np.uint8) if hit is None
+               else np.ascontiguousarray(hit, dtype=bool).ravel().view(np.uint8))
         steps = np.ascontiguousarray(np.zeros(0) if steps is None else steps, dtype=np.int64)
         groups = np.ascontiguousarray(np.zeros(0) if groups is None else groups, dtype=np.int64)
         moved = np.empty((len(ks), 2), dtype=np.int64)
