@@ -121,9 +121,9 @@ verify_mod = sys.modules["coverage.verify"]
 PLAN_STAGES = ("zones", "roller", "pen", "fit", "other")
 STAGES = ("load", "chart", *PLAN_STAGES, "density", "verify")
 KERNELS = ("locate", "lift", "interpolate", "closest_points", "splat", "window_sums", "window_spread",
-           "stamp_effect", "stamp_effect_tracked", "repair_pass", "fit_objective", "raster_lookup", "rect_min", "resample",
-           "merge_channels", "roll", "stamp", "curvature_fit", "principal", "frame_fields", "ends_blocked", "within_reach",
-           "bin_boxes", "label_lookup", "contacts")
+           "stamp_effect", "stamp_effect_tracked", "repair_pass", "fit_objective", "raster_lookup", "rect_min",
+           "resample", "merge_channels", "roll", "stamp", "curvature_fit", "principal", "frame_fields", "ends_blocked",
+           "within_reach", "bin_boxes", "label_lookup", "contacts")
 QUICK_BUDGET_S = 55.0
 KERNEL_TARGET = 20.0
 TIME_DEFINITION = (
