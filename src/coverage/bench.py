@@ -853,22 +853,30 @@ def random_stamps(grid, n: int, rng):
     return sparse.csc_array((np.ones(12 * n), (rows, np.repeat(np.arange(n), 12))), shape=(h * w, n))
 
 
+def _random_effects(grid, n: int, rng) -> tuple:
+    """``(stamps, make)``: :func:`random_stamps` and a maker of fresh
+    :class:`coverage.density.StampEffects` of them on the grid's windows, every texel's band
+    150 to 250 per cm^2 (the stamp-effect and repair-pass cases)."""
+    h, w = grid.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_count = np.where(grid.treatable.ravel(), 100.0 / grid.window_area_mm2.ravel(), 0.0)
+    stamps = random_stamps(grid, n, rng)
+
+    def make():
+        return dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
+                                 np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+
+    return stamps, make
+
+
 def stamp_effect_cases(grid, n: int) -> list:
     """What single stamps do to the windowed density (the pen fit's repair weighs them so):
     ``n`` stamps of 12 punctures scattered over the treatable texels, against a random density;
     ``stamp_effect`` the plain kernel, ``stamp_effect_tracked`` the one the repair uses (each
     texel's room before its band state changes kept with the density: :meth:`StampEffects.track`)."""
     rng = np.random.default_rng(0)
-    treat = grid.treatable.ravel()
     h, w = grid.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_count = np.where(treat, 100.0 / grid.window_area_mm2.ravel(), 0.0)
-    stamps = random_stamps(grid, n, rng)
-
-    def effects_on():
-        return dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
-                                 np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
-
+    stamps, effects_on = _random_effects(grid, n, rng)
     effects, tracked = effects_on(), effects_on()
     density = rng.uniform(100.0, 300.0, h * w)
     tracked_density = density.copy()
@@ -898,9 +906,7 @@ def repair_pass_case(grid, n: int, repeats: int) -> Case:
     rng = np.random.default_rng(2)
     treat = grid.treatable.ravel()
     h, w = grid.shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_count = np.where(treat, 100.0 / grid.window_area_mm2.ravel(), 0.0)
-    stamps = random_stamps(grid, n, rng)
+    stamps, effects_on = _random_effects(grid, n, rng)
     windows = dens.WindowStamps(stamps.tocsr(), (h, w))
     fire = rng.random(n) < 0.5
     density = rng.uniform(100.0, 300.0, h * w)
@@ -908,8 +914,7 @@ def repair_pass_case(grid, n: int, repeats: int) -> Case:
     drops, adds = (rng.choice(np.flatnonzero(treat), k) for k in (150, 300))
 
     def state():
-        effects = dens.StampEffects(stamps, (h, w), per_count, grid.half_u.ravel(), grid.half_v.ravel(),
-                                    np.full(h * w, 150.0), np.full(h * w, 250.0), grid.area_mm2.ravel())
+        effects = effects_on()
         d = density.copy()
         if not effects.track(d):  # pragma: no cover - whole counts always track
             raise RuntimeError("repair_pass: the stamps did not track")
