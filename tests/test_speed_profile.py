@@ -1,12 +1,13 @@
 """The pen's glide speed profile (plan.pen_speed_profile): the compiled kernel against its
-NumPy twin on seeded paths, bit for bit, and a case worked by hand."""
+NumPy twin on seeded paths, bit for bit, and a case worked by hand; and the
+stamps a path drops as too close for the top stamp rate (plan._too_close)."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from coverage._ext import pen as pen_kernel
-from coverage.plan import pen_speed_profile, pen_speed_profile_reference
+from coverage.plan import _too_close, _too_close_reference, pen_speed_profile, pen_speed_profile_reference
 from coverage.protocol import Protocol
 
 PEN = Protocol.default().pen
@@ -74,3 +75,33 @@ def test_few_stamps_and_odd_input_read_as_the_twin():
     with_nan[7] = np.nan
     assert np.array_equal(pen_speed_profile(with_nan, np.array([1.0, 2.0]), 120.0, pen),
                           pen_speed_profile_reference(with_nan, np.array([1.0, 2.0]), 120.0, pen), equal_nan=True)
+
+
+def test_too_close_drops_by_hand():
+    # gap 1 mm: 0 stays; 0.5 is too close to 0 and goes; 1.2 is 1.2 beyond 0 and stays
+    # (the gap counts from the last stamp kept); 2.1 is 0.9 beyond 1.2 and goes; 2.3 stays
+    got = _too_close(np.array([0.0, 0.5, 1.2, 2.1, 2.3]), 1.0)
+    assert got.tolist() == [False, True, False, True, False]
+    # a stamp must lie a little more than the gap beyond (1e-9 relative, for rounding):
+    # exactly one gap is too close
+    assert _too_close(np.array([0.0, 1.0, 2.0 + 1e-6]), 1.0).tolist() == [False, True, False]
+    assert not _too_close(np.array([0.0, 1.0 + 1e-6, 2.0 + 2e-6]), 1.0).any()
+    assert _too_close(np.array([5.0]), 1.0).tolist() == [False]
+    assert _too_close(np.empty(0), 1.0).shape == (0,)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_too_close_equals_the_stamp_by_stamp_loop(seed):
+    # spaced stamps (the vectorised test decides: nothing to drop) and crowded ones (the loop)
+    rng = np.random.default_rng(seed)
+    gap = float(rng.uniform(0.05, 1.0))
+    for scale in (1.5, 1.0, 0.6):
+        s = np.cumsum(rng.uniform(scale * gap, 3 * gap, int(rng.integers(0, 50))))
+        if seed % 2 and len(s) > 4:
+            s[3] = np.nan                                  # a stamp read as NaN: kept, as the loop keeps it
+        want = _too_close_reference(s, gap)
+        got = _too_close(s, gap)
+        assert got.dtype == bool and got.tolist() == want.tolist()
+        if scale == 1.5:
+            assert not got.any()
+    assert _too_close_reference(np.array([0.0, 0.1, 0.2, 5.0]), 1.0).tolist() == [False, True, True, False]

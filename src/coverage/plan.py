@@ -924,7 +924,18 @@ def _pen_part(face, zones: ZoneMap, protocol: Protocol, grid, fixed: np.ndarray,
 
 def _too_close(stamp_skin: np.ndarray, min_gap_mm: float) -> np.ndarray:
     """Stamps ``(m,) bool`` to drop so every kept stamp lies at least ``min_gap_mm`` along
-    the path beyond the kept one before it (the first always stays)."""
+    the path beyond the kept one before it (the first always stays): none where every
+    stamp lies that far beyond the one before (as along almost every path: one vectorised
+    test), else :func:`_too_close_reference`, stamp by stamp."""
+    stamp_skin = np.asarray(stamp_skin, dtype=np.float64).reshape(-1)
+    if len(stamp_skin) < 2 or (np.diff(stamp_skin) >= min_gap_mm * (1.0 + 1e-9)).all():
+        # each stamp is kept in turn: the last kept is always the one before
+        return np.zeros(len(stamp_skin), dtype=bool)
+    return _too_close_reference(stamp_skin, min_gap_mm)
+
+
+def _too_close_reference(stamp_skin: np.ndarray, min_gap_mm: float) -> np.ndarray:
+    """:func:`_too_close` stamp by stamp."""
     drop = np.zeros(len(stamp_skin), dtype=bool)
     last = -np.inf
     for i, s in enumerate(stamp_skin):
@@ -1036,7 +1047,7 @@ def _glide_joins(face, zones: ZoneMap, items: list, pen) -> list:
     their order do not change; a join that would bring two stamps closer on the skin than
     the pen can fire them apart is not made."""
     keys = [k for k in range(1, len(items)) if items[k][0] is items[k - 1][0] and items[k][0].field is not None
-            and _pen.joinable(_as_run(items[k - 1]), _as_run(items[k]))]
+            and _pen.joinable(_AsRun(items[k - 1]), _AsRun(items[k]))]
     if not keys:
         return items
     moves = _pen.glide_moves([items[k - 1][3][-1] for k in keys], [items[k][3][0] for k in keys])
@@ -1056,9 +1067,17 @@ def _glide_joins(face, zones: ZoneMap, items: list, pen) -> list:
     return out
 
 
-def _as_run(item):
-    """A pen item as :func:`coverage.pen.joinable` reads a path: its own chart samples as run."""
-    return dataclasses.replace(item[1], uv=item[3])
+class _AsRun:
+    """A pen item as :func:`coverage.pen.joinable` reads a path: its path's fields, with its
+    own chart samples as run for ``uv`` (a view: no copy of the path is made)."""
+
+    __slots__ = ("path", "uv")
+
+    def __init__(self, item):
+        self.path, self.uv = item[1], item[3]
+
+    def __getattr__(self, name):
+        return getattr(self.path, name)
 
 
 def _join_pen_items(face, a, b, move: np.ndarray, pen):
