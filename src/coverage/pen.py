@@ -27,6 +27,7 @@ meets a lower dose, the stamp spacing along the line follows the field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import weakref
 from dataclasses import dataclass, field
@@ -149,6 +150,13 @@ class DoseField:
         if isinstance(self.fired_counts, _FiredCounts):
             self.fired_counts = self.fired_counts()
         return self.fired_counts
+
+    @functools.cached_property
+    def glide_checked(self) -> np.ndarray:
+        """``(h, w) bool``: texels where a glide's samples are checked in 3D
+        (:func:`glides_ok`): next to an exclusion, or where no stamp may be centred
+        (``near_exclusion | ~allowed``, made once: neither changes after the field is made)."""
+        return self.near_exclusion | ~self.allowed
 
     def windowed(self, counts: np.ndarray) -> np.ndarray:
         """Density (per cm^2) of texel counts, as :class:`coverage.density.DensityMap` computes it."""
@@ -460,11 +468,17 @@ class FootprintClearance:
         if not len(some):
             return ok
         candidates = points[some]
-        for (mesh, _), (lo, hi), need in zip(self.parts, self.boxes, reaches):
-            reach = need + 1e-6 * (1.0 + need)
-            inside = _in_box(candidates, lo - reach, hi + reach)
-            if not inside.any():
-                continue
+        # every part's box widened by its reach (a little more), asked of every candidate at
+        # once: (candidates, parts)
+        widen = [need + 1e-6 * (1.0 + need) for need in reaches]
+        lows = np.array([lo - r for (lo, _), r in zip(self.boxes, widen)]).reshape(-1, 3)
+        highs = np.array([hi + r for (_, hi), r in zip(self.boxes, widen)]).reshape(-1, 3)
+        x, y, z = candidates[:, 0, None], candidates[:, 1, None], candidates[:, 2, None]
+        in_boxes = ((x >= lows[:, 0]) & (x <= highs[:, 0]) & (y >= lows[:, 1]) & (y <= highs[:, 1])
+                    & (z >= lows[:, 2]) & (z <= highs[:, 2]))
+        for p in np.flatnonzero(in_boxes.any(axis=0)):
+            mesh, need = self.parts[p][0], reaches[p]
+            inside = in_boxes[:, p]
             near = some[inside]
             tri, _, dist = proximity.closest_points(mesh, candidates[inside], max_dist=need)
             ok[near] &= ~((tri >= 0) & (dist < need))
@@ -642,7 +656,8 @@ class StampPlacer:
 def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
                pattern: str | None = None, passes: int | None = None, first_pass: int = 0,
                loops: bool | None = None) -> list:
-    """The pen paths of one zone realising the stamp field ``q`` there (zero elsewhere)."""
+    """The pen paths of one zone realising the stamp field ``q`` there (``q`` is read on the
+    zone's texels only: zero elsewhere)."""
     grid = problem.grid
     k = zones.names.index(name)
     # the zone's texels lie in its box (widened by the dilation's two texels): every mask
@@ -651,7 +666,7 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     box = _zone_box(grid, k, 2)
     if box is None:
         return []
-    q = np.asarray(q)[box]
+    q = np.where(grid.label[box] == k, np.asarray(q)[box], 0.0)
     zone_mask = problem.allowed[box] & (grid.label[box] == k)
     active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
@@ -1003,11 +1018,10 @@ def field_paths(problem: DoseField, zones, names: list, q: np.ndarray, settings:
                 pattern: str | None = None, passes: int | None = None, first_pass: dict | None = None,
                 loops: bool | None = None) -> list:
     """The joined pen paths of several zones realising the stamp field ``q``, zone by zone
-    (``settings`` and ``first_pass`` per zone name)."""
+    (``settings`` and ``first_pass`` per zone name; each zone reads ``q`` on its own texels)."""
     paths = []
     for name in names:
-        mine = np.where(problem.grid.label == zones.names.index(name), q, 0.0)
-        paths += join_paths(zone_paths(problem, zones, name, settings[name], mine, pattern=pattern, passes=passes,
+        paths += join_paths(zone_paths(problem, zones, name, settings[name], q, pattern=pattern, passes=passes,
                                        first_pass=(first_pass or {}).get(name, 0), loops=loops), problem, zones)
     return paths
 
@@ -1154,8 +1168,7 @@ def glides_ok(moves: list, zone_names: list, problem: DoseField, zones) -> np.nd
     # the 3D check only for moves every sample of which is on the zone's skin
     whole = np.logical_and.reduceat(ok, bounds[:-1])
     if problem.clearance is not None and problem.near_exclusion is not None:
-        check = np.repeat(whole, sizes) & _lookup(grid, problem.near_exclusion | ~problem.allowed, pts,
-                                                    True).astype(bool)
+        check = np.repeat(whole, sizes) & _lookup(grid, problem.glide_checked, pts, True).astype(bool)
         if check.any():
             ok[check] = problem.clearance.clear(pts[check], 0.5 * problem.footprint_mm)
         whole = np.logical_and.reduceat(ok, bounds[:-1])
