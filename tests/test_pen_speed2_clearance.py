@@ -25,27 +25,42 @@ def test_footprint_clearance_equals_searching_every_point(default_zones):
     assert mixed.any() and not mixed.all()
 
 
-def test_footprint_clearance_reads_as_on_the_keepouts_own_grids(default_zones):
-    # the parts are binned coarser for the footprint's searches: the answers are those of the
-    # keep-outs' own grids (the closest point does not depend on the binning)
-    from coverage import regions
+def test_footprint_clearance_reads_as_on_finer_grids(default_zones):
+    # the region grids are binned in cells of at least 2 mm (regions.REGION_GRID_CELL_MM),
+    # which the footprint's searches take as they are: the answers are those of the parts
+    # binned as build_grid bins them by default, twice the median edge (the closest point
+    # does not depend on the binning)
+    from coverage import proximity, regions
     from coverage.zones import canonical_exclusion_regions
 
     coarse = pen.FootprintClearance(default_zones)
-    own = pen.FootprintClearance(default_zones)
+    fine = pen.FootprintClearance(default_zones)
     face = default_zones.face
     standard = canonical_exclusion_regions(face.subdivisions)
     grids = [regions.region_grid(face, region) for name, parts in standard.items() if name in default_zones.exclusions
              for _, region in parts]
-    own.parts = [(g, margin) for g, (_, margin) in zip(grids, coarse.parts)]
-    assert any(g.cell < pen.CLEAR_CELL_MM for g in grids)
+    assert all(g.cell >= pen.CLEAR_CELL_MM == regions.REGION_GRID_CELL_MM for g in grids)
+    # no part binned again: the clearance searches the region grids themselves
+    assert [id(g) for g, _ in coarse.parts] == [id(g) for g in grids]
+    finer = [proximity.build_grid(g.vertices, g.faces) for g in grids]
+    assert any(f.cell < pen.CLEAR_CELL_MM for f in finer)
+    fine.parts = [(g, margin) for g, (_, margin) in zip(finer, coarse.parts)]
     rng = np.random.default_rng(3)
     hidden = face.uv[default_zones.label_at(face.uv) < 0]
     near = hidden[rng.integers(0, len(hidden), 6000)] + rng.normal(0.0, 5.0, (6000, 2))
     for radius in (0.0, 1.5, 2.5, 3.5):
         got = coarse.clear(near, radius)
-        np.testing.assert_array_equal(got, own.clear(near, radius))
+        np.testing.assert_array_equal(got, fine.clear(near, radius))
         assert got.any() and not got.all()
+    # the keep-outs' distances from every vertex, searched in both binnings: the same
+    for g, f in zip(grids, finer):
+        for reach in (2.0, 6.0):
+            a = proximity.closest_points(g, face.vertices, max_dist=reach)
+            b = proximity.closest_points(f, face.vertices, max_dist=reach)
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
+            assert (a[0] >= 0).any() and (a[0] < 0).any()
+
 
 
 @pytest.mark.parametrize("seed", range(3))

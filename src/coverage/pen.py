@@ -407,7 +407,8 @@ def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_
 # the cell (mm) the exclusions' surfaces are binned in for the footprint's searches: each is
 # bounded by margin + footprint radius (2.5 to 9.5 mm), and a point that far from every
 # triangle (most of those asked) walks every cell within it, in the keep-outs' own ~1 mm
-# cells about eight times as many (the closest point does not depend on the binning)
+# cells about eight times as many (the closest point does not depend on the binning); the
+# region grids are binned so already (coverage.regions.REGION_GRID_CELL_MM): none is binned again
 CLEAR_CELL_MM = 2.0
 
 

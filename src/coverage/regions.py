@@ -498,11 +498,19 @@ def region_triangles_3d(face, region: BaseGeometry) -> np.ndarray:
     return np.concatenate([whole, np.einsum("kpj,kjd->kpd", bary, corners_3d)])
 
 
+# the least cell (mm) a region's surface is binned in: the pen's footprint clearance
+# searches these grids (coverage.pen.CLEAR_CELL_MM, the same 2 mm), and a keep-out's
+# vertices searched in them take no longer than in the ~1 mm cells of twice the median edge
+# (the closest point does not depend on the binning: one grid serves both)
+REGION_GRID_CELL_MM = 2.0
+
+
 def region_grid(face, region: BaseGeometry):
     """The region's own surface (:func:`region_triangles_3d`, corner-distinct triangles) binned
-    for closest-point searches (:func:`coverage.proximity.build_grid`), None where it has no
-    triangle. Kept with the face, keyed by the region's WKB: the keep-outs search it, and
-    the pen's footprint clearance searches the same exclusion parts again."""
+    for closest-point searches (:func:`coverage.proximity.build_grid`: cells of twice the
+    median edge, at least :data:`REGION_GRID_CELL_MM`), None where it has no triangle. Kept
+    with the face, keyed by the region's WKB: the keep-outs search it, and the pen's
+    footprint clearance searches the same exclusion parts again."""
     if region.is_empty:
         return None
     memo = _memo_of(_GRIDS, face)
@@ -516,7 +524,9 @@ def _region_grid(face, region: BaseGeometry):
     if len(tris) == 0:
         return None
     vertices = np.ascontiguousarray(tris.reshape(-1, 3))
-    return proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3))
+    faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
+    edge = np.linalg.norm(vertices[faces[:, 1]] - vertices[faces[:, 0]], axis=1)
+    return proximity.build_grid(vertices, faces, max(2.0 * float(np.median(edge)), REGION_GRID_CELL_MM))
 
 
 def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.ndarray:
