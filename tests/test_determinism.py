@@ -130,3 +130,20 @@ def test_each_device_alone_plans_the_same_on_one_and_two_threads(default_face, d
     two = plan(default_face, zones=default_zones, device=device, threads=2)
     assert len(one.strokes) > 10 and len(one.puncture_points) > 1000
     assert same_plan(one, two)
+    # each puncture's triangle, barycentrics and point are those one lift of every puncture's
+    # chart point gives (each device's punctures are lifted where they are made)
+    for made in (one, two):
+        lifted = default_face.lift(made.puncture_uv)
+        assert np.array_equal(made.puncture_tri, lifted.tri.astype(np.int64))
+        assert made.puncture_bary.tobytes() == lifted.bary.tobytes()
+        assert made.puncture_points.tobytes() == lifted.points.tobytes()
+
+
+def test_the_auto_plans_punctures_are_their_own_lift(auto_plan, default_face):
+    """The roller's punctures lifted where its runs are simulated and the pen's beside its
+    strokes' clock give what one lift of every puncture's chart point gives, bit for bit."""
+    lifted = default_face.lift(auto_plan.puncture_uv)
+    assert {s.device for s in auto_plan.strokes} == {"roller", "pen"}
+    assert np.array_equal(auto_plan.puncture_tri, lifted.tri.astype(np.int64)) and (auto_plan.puncture_tri >= 0).all()
+    assert auto_plan.puncture_bary.tobytes() == lifted.bary.tobytes()
+    assert auto_plan.puncture_points.tobytes() == lifted.points.tobytes()

@@ -774,10 +774,14 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
     runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
     frames, packed, drums = _roller_frames(face, protocol, runs)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
-    keep = face.lift(uv).inside if len(uv) else np.zeros(0, bool)
+    # the punctures on the skin, lifted (each point's lift is its own: the plan's punctures
+    # take theirs from here)
+    lifted = face.lift(uv.reshape(-1, 2))
+    keep = lifted.inside
     uv, depth, stroke_of = uv[keep], depth[keep], stroke_of[keep]
+    lifted = Lifted(lifted.points[keep], lifted.normals[keep], lifted.tri[keep], lifted.bary[keep])
     return _RollerStrokes(tasks, face, zones, protocol, runs, frames, drums, depth, stroke_of), uv, depth, stroke_of, \
-        status
+        status, lifted
 
 
 class _RollerStrokes:
@@ -821,6 +825,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     strokes, transitions, status = [], [], {}
     uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
     roller, pen_fields = None, None
+    lifted = []       # the punctures' lifts, device by device in the order of uv
     if device in ("pen", "auto"):
         # the pen's texel grid and dose problems read the zone map, not the roller's punctures:
         # built beside the roller (asked for once its regions are under way)
@@ -834,8 +839,9 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     else:
         start_pen = None
     if device in ("roller", "auto"):
-        roller, uv, depth, stroke_of, status = _roller_part(face, zones, protocol, start_corner, tasks, conformity,
-                                                           start_pen)
+        roller, uv, depth, stroke_of, status, roller_lifted = _roller_part(face, zones, protocol, start_corner, tasks,
+                                                                          conformity, start_pen)
+        lifted.append(roller_lifted)
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
@@ -848,16 +854,19 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         strokes, transitions = _roller_finish(roller)
     if device in ("pen", "auto"):
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
-        more, moves, hits = pen_strokes(face, zones, protocol, sets, len(strokes), t0,
-                                        strokes[-1] if strokes else None, tasks)
+        more, moves, hits, pen_lifted = _pen_strokes_lifted(face, zones, protocol, sets, len(strokes), t0,
+                                                            strokes[-1] if strokes else None, tasks)
+        lifted.append(pen_lifted)
         strokes += more
         transitions += moves
         uv = np.concatenate([uv, hits[0]])
         depth = np.concatenate([depth, hits[2]])
         stroke_of = np.concatenate([stroke_of, hits[3]])
     # every puncture as the same gather the strokes use: its triangle and barycentrics on the
-    # face (so a plan re-lifts onto a moved face), and its point from them
-    lifted = face.lift(uv.reshape(-1, 2))
+    # face (so a plan re-lifts onto a moved face), and its point from them (each device's
+    # lifted where its punctures were made: the same values as one lift of them all)
+    lifted = (Lifted(*(np.concatenate([getattr(x, f) for x in lifted]) for f in ("points", "normals", "tri", "bary")))
+              if lifted else face.lift(uv.reshape(-1, 2)))
     for name in zones.names:
         entry = status.setdefault(name, {})
         pen_state = entry.get("pen", {})
@@ -1111,6 +1120,15 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order.
     ``tasks``: the plan's threads (default one): the later half of the safe moves is built
     on the other (each move is built as alone: the same moves either way)."""
+    return _pen_strokes_lifted(face, zones, protocol, sets, first_id, t0, previous, tasks)[:3]
+
+
+def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous,
+                        tasks: Tasks | None = None):
+    """:func:`pen_strokes` and the punctures' chart points lifted (``face.lift`` of the
+    punctures' ``uv``, each point's lift its own: made on the plan's other thread while the
+    strokes are timed)."""
+    tasks = tasks or serial_tasks()
     pen = protocol.pen
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
@@ -1152,6 +1170,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
         items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
     items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
     items = _glide_joins(face, zones, items, pen)
+    # the punctures in firing order (stroke by stroke, each stroke's fired needles), lifted
+    # beside the moves and the clock below
+    hit_uv = [it[0].hits.uv[it[9]] for it in items]
+    hits_lifted = tasks.submit(face.lift, np.concatenate(hit_uv) if items else np.empty((0, 2)))
     froms = []
     tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
     for it in items:
@@ -1193,7 +1215,7 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
                         stamp_points=stamp_points[k], stamp_times_s=stamp_times,
                         cartridge={"needles": path.needles, "footprint_diameter_mm": path.footprint_mm})
         strokes.append(stroke)
-        out["uv"].append(st.hits.uv[hit_rows])
+        out["uv"].append(hit_uv[k])
         out["points"].append(st.hits.points[hit_rows])
         out["depth"].append(depth)
         out["stroke"].append(np.full(len(hit_rows), sid, dtype=np.int64))
@@ -1201,8 +1223,10 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
         t = float(times[-1])
         sid += 1
     if not strokes:
-        return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64))
-    return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke"))
+        return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64)), \
+            hits_lifted.result()
+    return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke")), \
+        hits_lifted.result()
 
 
 def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
