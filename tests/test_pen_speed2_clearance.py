@@ -71,3 +71,44 @@ def test_dilated_equals_its_reference(seed):
             mask = rng.random(shape) < density
             for iterations in (1, 2, 4):
                 np.testing.assert_array_equal(pen._dilated(mask, iterations), pen._dilated_reference(mask, iterations))
+
+
+def test_distance_to_is_made_once_when_two_threads_ask_at_once(monkeypatch):
+    # the main and fine cartridges' dose fields ask for the same distances side by side on a
+    # plan's two threads: the second to ask waits for the first's (one transform, one array)
+    import threading
+    import time
+
+    class Grid:        # a texel grid as distance_to reads it (weakly keyed)
+        cell_mm = 0.5
+
+    made = []
+    real = pen.ndimage.distance_transform_edt
+
+    def slow(x, **kwargs):
+        made.append(threading.current_thread().name)
+        time.sleep(0.05)      # long enough for the other thread to ask meanwhile
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(pen.ndimage, "distance_transform_edt", slow)
+    grid = Grid()
+    mask = np.zeros((9, 12), dtype=bool)
+    mask[4, 5] = True
+    got = [None, None]
+
+    def ask(i):
+        got[i] = pen.distance_to(grid, mask)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and got[0] is got[1]
+    # worked by hand: a texel 3 across and 4 down from the mask's lies 0.5 * 5 mm from it
+    assert got[0][4, 5] == 0.0 and got[0][8, 8] == pytest.approx(2.5) and got[0][4, 6] == 0.5
+    assert not got[0].flags.writeable
+    # another mask is another transform
+    other = mask.copy()
+    other[0, 0] = True
+    assert pen.distance_to(grid, other)[0, 0] == 0.0 and len(made) == 2

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import weakref
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
 from .roller import CONTOUR_OPTIONS, ChartRaster
-from .tasks import GEOS_LOCK
+from .tasks import GEOS_LOCK, Once
 
 AIM_RATIO = (IN_BAND_LOW + 1.25) / 2   # the middle of [0.9 x target, 1.25 x target]
 CAP_SAFETY = 0.92        # the dose field keeps every window this far under its cap
@@ -278,22 +279,28 @@ class _FiredCounts:
         return fired
 
 
-_DISTANCES = weakref.WeakKeyDictionary()   # grid -> {mask: distances}
+_DISTANCES = weakref.WeakKeyDictionary()   # grid -> Once of {mask: distances}
+_DISTANCES_LOCK = threading.Lock()          # held while a grid's Once is found or made
 
 
 def distance_to(grid: TexelGrid, mask: np.ndarray) -> np.ndarray:
     """Chart distance ``(h, w)`` (mm) from every texel centre to the nearest texel of ``mask``
     (``ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)``, read-only), computed
-    once per grid and mask: the main and fine cartridges' dose fields and the fit ask for
-    the same ones."""
+    once per grid and mask: the main and fine cartridges' dose fields (made side by side on
+    a plan's two threads: the second to ask waits for the first's) and the fine cartridge's
+    paths ask for the same ones."""
     mask = np.asarray(mask, dtype=bool)
-    per_grid = _DISTANCES.setdefault(grid, {})
-    key = (mask.shape, np.packbits(mask).tobytes())
-    if key not in per_grid:
+    with _DISTANCES_LOCK:
+        per_grid = _DISTANCES.get(grid)
+        if per_grid is None:
+            per_grid = _DISTANCES[grid] = Once()
+
+    def make():
         dist = ndimage.distance_transform_edt(~mask, sampling=grid.cell_mm)
         dist.flags.writeable = False
-        per_grid[key] = dist
-    return per_grid[key]
+        return dist
+
+    return per_grid.get((mask.shape, np.packbits(mask).tobytes()), make)
 
 
 _PER_GRID = weakref.WeakKeyDictionary()    # grid -> {what: array}
