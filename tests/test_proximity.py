@@ -80,6 +80,18 @@ def test_grid_cell_size_does_not_change_distances():
         np.testing.assert_allclose(d, answers[0], atol=1e-9)
 
 
+def test_min_cell_raises_the_default_cell_only():
+    # a unit right triangle's first edge is 1 long: the default cell is twice the median
+    # first edge, 2; min_cell lifts it to 3.5 and leaves it where it is already larger
+    vertices, faces = _unit_triangle()
+    assert proximity.build_grid(vertices, faces).cell == 2.0
+    assert proximity.build_grid(vertices, faces, min_cell=3.5).cell == 3.5
+    assert proximity.build_grid(vertices, faces, min_cell=1.0).cell == 2.0
+    assert proximity.build_grid(vertices, faces, cell=0.5, min_cell=1.5).cell == 1.5
+    one = proximity.build_grid(vertices, faces, min_cell=3.5)
+    assert tuple(one.dims) == (1, 1, 1)
+
+
 def test_query_far_outside_the_grid():
     vertices, faces = _unit_triangle()
     grid = proximity.build_grid(vertices, faces)

@@ -856,7 +856,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
         t0 = max([s.times_s[-1] for s in strokes], default=0.0)
         more, moves, hits, pen_lifted = _pen_strokes_lifted(face, zones, protocol, sets, len(strokes), t0,
                                                             strokes[-1] if strokes else None, tasks)
-        lifted.append(pen_lifted)
+        lifted.append(pen_lifted.result())
         strokes += more
         transitions += moves
         uv = np.concatenate([uv, hits[0]])
@@ -1120,14 +1120,14 @@ def pen_strokes(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: 
     their transitions, and their punctures ``(uv, points, depth, stroke)`` in firing order.
     ``tasks``: the plan's threads (default one): the later half of the safe moves is built
     on the other (each move is built as alone: the same moves either way)."""
-    return _pen_strokes_lifted(face, zones, protocol, sets, first_id, t0, previous, tasks)[:3]
+    return _pen_strokes_lifted(face, zones, protocol, sets, first_id, t0, previous, tasks)[:3]   # lift unread
 
 
 def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, first_id: int, t0: float, previous,
                         tasks: Tasks | None = None):
-    """:func:`pen_strokes` and the punctures' chart points lifted (``face.lift`` of the
-    punctures' ``uv``, each point's lift its own: made on the plan's other thread while the
-    strokes are timed)."""
+    """:func:`pen_strokes` and a piece giving the punctures' chart points lifted
+    (``face.lift`` of the punctures' ``uv``, each point's lift its own: made on the plan's
+    other thread while the strokes are timed; on one thread, when first read)."""
     tasks = tasks or serial_tasks()
     pen = protocol.pen
     strokes, transitions = [], []
@@ -1223,10 +1223,9 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
         t = float(times[-1])
         sid += 1
     if not strokes:
-        return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64)), \
-            hits_lifted.result()
+        return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64)), hits_lifted
     return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke")), \
-        hits_lifted.result()
+        hits_lifted
 
 
 def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):

@@ -101,8 +101,10 @@ class MeshGrid:
         return out
 
 
-def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> MeshGrid:
-    """Bin a mesh's triangles into a uniform 3D grid (cell ~2 x median edge by default)."""
+def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None,
+               min_cell: float = 0.0) -> MeshGrid:
+    """Bin a mesh's triangles into a uniform 3D grid (cell ~2 x median edge by default, at
+    least ``min_cell``)."""
     vertices = np.ascontiguousarray(vertices, dtype=np.float64)
     faces = np.ascontiguousarray(faces, dtype=np.int64)
     corners = vertices[faces]
@@ -114,6 +116,7 @@ def build_grid(vertices: np.ndarray, faces: np.ndarray, cell: float | None = Non
     if cell is None:
         edge = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1)
         cell = 2.0 * float(np.median(edge)) if len(edge) else 1.0
+    cell = max(float(cell), float(min_cell))
     floor_cell = float(np.cbrt(np.prod(extent) / (_MAX_CELLS_PER_TRIANGLE * max(len(faces), 1))))
     cell = max(float(cell), floor_cell, 1e-6)
     dims = np.floor(extent / cell).astype(np.int64) + 1

@@ -524,9 +524,8 @@ def _region_grid(face, region: BaseGeometry):
     if len(tris) == 0:
         return None
     vertices = np.ascontiguousarray(tris.reshape(-1, 3))
-    faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)
-    edge = np.linalg.norm(vertices[faces[:, 1]] - vertices[faces[:, 0]], axis=1)
-    return proximity.build_grid(vertices, faces, max(2.0 * float(np.median(edge)), REGION_GRID_CELL_MM))
+    return proximity.build_grid(vertices, np.arange(len(vertices), dtype=np.int64).reshape(-1, 3),
+                                min_cell=REGION_GRID_CELL_MM)
 
 
 def distance_to_region(face, region: BaseGeometry, max_dist_mm: float) -> np.ndarray:
