@@ -659,3 +659,32 @@ def test_band_gradient_equals_its_reference_exactly(rng, fmt, shape):
         assert gradient.compiled
         for d in (np.zeros(h * w), rng.uniform(0, 400, h * w), rng.uniform(100, 300, h * w)):
             np.testing.assert_array_equal(gradient(d), gradient.reference(d))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dilated_square_equals_the_binary_dilation(seed):
+    # the fine cartridge's "where the main footprint's needles can land": a square dilation
+    # as a maximum filter, against SciPy's binary dilation by the square structure
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = (int(x) for x in rng.integers(1, 80, 2))
+    mask = rng.random((h, w)) > rng.uniform(0.6, 0.999)
+    if seed == 0:
+        mask[:] = False
+    for r in (0, 1, 3, 14, 40):
+        want = ndimage.binary_dilation(mask, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
+        got = pen_fit.dilated_square(mask, r)
+        assert got.dtype == bool and got.shape == mask.shape and np.array_equal(got, want), r
+    # a transposed (strided) view reads as itself
+    assert np.array_equal(pen_fit.dilated_square(mask.T, 2),
+                          ndimage.binary_dilation(mask.T, structure=np.ones((5, 5), bool)))
+
+
+def test_dilated_square_by_hand():
+    mask = np.zeros((5, 7), dtype=bool)
+    mask[0, 3] = True
+    got = pen_fit.dilated_square(mask, 1)
+    # the texel's 3 x 3 square, cut at the grid's top edge
+    assert np.argwhere(got).tolist() == [[0, 2], [0, 3], [0, 4], [1, 2], [1, 3], [1, 4]]
+    assert not pen_fit.dilated_square(np.zeros((3, 3), bool), 5).any()

@@ -691,6 +691,18 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     return sets, settings, problem, unsafe, capped
 
 
+def dilated_square(mask: np.ndarray, r: int) -> np.ndarray:
+    """``ndimage.binary_dilation(mask, structure=np.ones((2 r + 1, 2 r + 1), bool))``: each
+    texel set where a texel of ``mask`` lies within ``r`` rows and columns, none beyond the
+    grid. As a maximum filter over the square (two passes of a running maximum): the same
+    texels, tens of times faster than the dilation's sweep over the structure's 841 offsets
+    at r = 14 (the main footprint's reach in 0.25 mm texels)."""
+    mask = np.asarray(mask, dtype=bool)
+    if r < 1:
+        return mask.copy()
+    return ndimage.maximum_filter(mask.view(np.uint8), size=2 * int(r) + 1, mode="constant", cval=0) > 0
+
+
 def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_problem, settings: dict,
                 need: np.ndarray, pen_zone: np.ndarray):
     """The fine cartridge's paths in :func:`fitted_pen` and their settings per zone
@@ -702,7 +714,7 @@ def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fin
     # thin out: within FINE_NEAR_KEEPOUT_MM of it; its loops cover that skin and
     # FINE_BEYOND_UNREACHED_MM around it, and the fit decides what it stamps there
     r = int(math.ceil(0.5 * pen.footprint_diameter_mm / grid.cell_mm))
-    main_reach = ndimage.binary_dilation(problem.allowed, structure=np.ones((2 * r + 1, 2 * r + 1), bool))
+    main_reach = dilated_square(problem.allowed, r)
     keepout = (grid.tri >= 0) & (grid.label < 0)
     near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
     unreached = need & pen_zone & (~main_reach | near_keepout)
