@@ -112,3 +112,43 @@ def test_distance_to_is_made_once_when_two_threads_ask_at_once(monkeypatch):
     other = mask.copy()
     other[0, 0] = True
     assert pen.distance_to(grid, other)[0, 0] == 0.0 and len(made) == 2
+
+
+def _raster_lines_one_by_one(mask_uv, theta_deg, spacing, phase):
+    # raster_lines as it was written, one line at a time
+    import math
+
+    t = math.radians(theta_deg)
+    along, across = np.array([math.cos(t), math.sin(t)]), np.array([-math.sin(t), math.cos(t)])
+    a, c = mask_uv @ along, mask_uv @ across
+    lo, hi = c.min(), c.max()
+    offsets = lo + (np.arange(int(math.floor((hi - lo) / spacing - phase)) + 2) + phase) * spacing
+    lines = []
+    for o in offsets:
+        if o > hi + spacing:
+            break
+        ends = np.array([a.min() - 1.0, a.max() + 1.0])
+        lines.append(ends[:, None] * along[None] + o * across[None])
+    return lines
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_raster_lines_all_at_once_equal_one_by_one(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        pts = rng.normal(size=(int(rng.integers(1, 200)), 2)) * rng.uniform(0.1, 50.0)
+        theta, spacing = float(rng.uniform(0.0, 180.0)), float(rng.uniform(0.05, 10.0))
+        phase = float(rng.choice([0.0, 0.5, rng.uniform()]))
+        want = _raster_lines_one_by_one(pts, theta, spacing, phase)
+        got = pen.raster_lines(pts, theta, spacing, phase)
+        assert len(got) == len(want) and len(want) >= 1
+        for x, y in zip(got, want):
+            assert x.shape == (2, 2) and x.tobytes() == y.tobytes()
+
+
+def test_raster_lines_by_hand():
+    # points from (0, 0) to (4, 2): lines along x (theta 0), 1 apart, half a spacing in from
+    # y = 0, while no more than a spacing beyond y = 2; each from x = -1 to x = 5
+    pts = np.array([[0.0, 0.0], [4.0, 2.0]])
+    got = pen.raster_lines(pts, 0.0, 1.0, 0.5)
+    assert [line.tolist() for line in got] == [[[-1.0, y], [5.0, y]] for y in (0.5, 1.5, 2.5)]

@@ -445,6 +445,7 @@ class FootprintClearance:
         # each part's box: a point farther than the reach from it along any axis is farther
         # than that from every triangle of the part, and is not searched
         self.boxes = [(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)) for mesh, _ in self.parts]
+        self._reach_boxes = {}     # (radius, slack) -> what clear() reads of the boxes at that reach
 
     def _on_skin(self, uv) -> tuple[np.ndarray, np.ndarray | None]:
         """``(ok (k,) bool: on the chart, points (k, 3))`` of chart points, the points of those
@@ -468,19 +469,13 @@ class FootprintClearance:
         # only the points within the reach of a part's box can be that close to it (the
         # others keep ok: closest_points finds nothing within max_dist for them); first the
         # box around every part's box, widened by the widest reach
-        reaches = [margin + radius_mm + slack_mm for _, margin in self.parts]
-        widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
-        all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
-        all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
+        reaches, all_lo, all_hi, lows, highs = self._boxes_at(radius_mm, slack_mm)
         some = np.flatnonzero(_in_box(points, all_lo, all_hi))
         if not len(some):
             return ok
         candidates = points[some]
         # every part's box widened by its reach (a little more), asked of every candidate at
         # once: (candidates, parts)
-        widen = [need + 1e-6 * (1.0 + need) for need in reaches]
-        lows = np.array([lo - r for (lo, _), r in zip(self.boxes, widen)]).reshape(-1, 3)
-        highs = np.array([hi + r for (_, hi), r in zip(self.boxes, widen)]).reshape(-1, 3)
         x, y, z = candidates[:, 0, None], candidates[:, 1, None], candidates[:, 2, None]
         in_boxes = ((x >= lows[:, 0]) & (x <= highs[:, 0]) & (y >= lows[:, 1]) & (y <= highs[:, 1])
                     & (z >= lows[:, 2]) & (z <= highs[:, 2]))
@@ -491,6 +486,23 @@ class FootprintClearance:
             tri, _, dist = proximity.closest_points(mesh, candidates[inside], max_dist=need)
             ok[near] &= ~((tri >= 0) & (dist < need))
         return ok
+
+    def _boxes_at(self, radius_mm: float, slack_mm: float) -> tuple:
+        """``(reaches [per part], the box around every part's box widened by the widest
+        reach (lo (3,), hi (3,)), each part's box widened by its own (lows (parts, 3),
+        highs (parts, 3)))`` for a footprint radius and slack: made once for each."""
+        key = (float(radius_mm), float(slack_mm))
+        found = self._reach_boxes.get(key)
+        if found is None:
+            reaches = [margin + radius_mm + slack_mm for _, margin in self.parts]
+            widest = max(reaches) + 1e-6 * (1.0 + max(reaches))
+            all_lo = np.min([lo for lo, _ in self.boxes], axis=0) - widest
+            all_hi = np.max([hi for _, hi in self.boxes], axis=0) + widest
+            widen = [need + 1e-6 * (1.0 + need) for need in reaches]
+            lows = np.array([lo - r for (lo, _), r in zip(self.boxes, widen)]).reshape(-1, 3)
+            highs = np.array([hi + r for (_, hi), r in zip(self.boxes, widen)]).reshape(-1, 3)
+            found = self._reach_boxes[key] = (reaches, all_lo, all_hi, lows, highs)
+        return found
 
     def clear_reference(self, uv: np.ndarray, radius_mm: float, slack_mm: float = 0.05) -> np.ndarray:
         """:meth:`clear` searching every point against every part."""
@@ -584,13 +596,12 @@ def raster_lines(mask_uv: np.ndarray, theta_deg: float, spacing: float, phase: f
     a, c = mask_uv @ along, mask_uv @ across
     lo, hi = c.min(), c.max()
     offsets = lo + (np.arange(int(math.floor((hi - lo) / spacing - phase)) + 2) + phase) * spacing
-    lines = []
-    for o in offsets:
-        if o > hi + spacing:
-            break
-        ends = np.array([a.min() - 1.0, a.max() + 1.0])
-        lines.append(ends[:, None] * along[None] + o * across[None])
-    return lines
+    # the offsets up to the first beyond hi + spacing, every line's two ends at once (each
+    # end's coordinates as one line at a time computes them: end x along + offset x across)
+    beyond = np.flatnonzero(offsets > hi + spacing)
+    offsets = offsets[:beyond[0] if len(beyond) else len(offsets)]
+    ends = np.array([a.min() - 1.0, a.max() + 1.0])
+    return list(ends[None, :, None] * along[None, None] + offsets[:, None, None] * across[None, None])
 
 
 def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
