@@ -356,3 +356,62 @@ def speed_profile(const double[::1] skin_s, const double[::1] stamp_skin, double
                     lim = _np_min(lim, fastest)
             out[k] = _np_max(lim, speed_min)
     return refused
+
+
+# --- the pen paths' treatment order (plan._order_pen_items) ------------------------------
+
+def greedy_order(const double[:, :, ::1] ends, const int64_t[::1] zone, const int64_t[::1] group_start,
+                 double px, double py, double pz, bint has_position, int64_t[::1] out_order,
+                 unsigned char[::1] out_flip, unsigned char[::1] todo):
+    """Paths in treatment order, group by group (group g: rows group_start[g] to
+    group_start[g + 1]): while a group has paths left, the pool is those of the zone last
+    treated in the group, if any are left, else all its paths left; with no position yet, the pool's
+    first path as it runs; else the path end nearest the position (the distance
+    sqrt((dx * dx + dy * dy) + dz * dz) as numpy.linalg.norm takes it, ties to the lower
+    (path, end), first end before last), run from that end (out_flip = 1 where it is its
+    last); the position moves to the path's other end and the zone to its zone. ends: (n, 2,
+    3) each path's first and last point, all finite; todo: n bytes, all 1 (left all 0)."""
+    cdef Py_ssize_t g, k, i, e, best_i, best_e, a, b, n_out = 0
+    cdef int64_t cur = -1
+    cdef bint same_left
+    cdef double dx, dy, dz, d, best
+    with nogil:
+        for g in range(group_start.shape[0] - 1):
+            a = group_start[g]
+            b = group_start[g + 1]
+            cur = -1               # each group starts with no zone (the position carries on)
+            for k in range(a, b):
+                # the pool: the last zone's paths left in the group, if any
+                same_left = False
+                if cur >= 0:
+                    for i in range(a, b):
+                        if todo[i] and zone[i] == cur:
+                            same_left = True
+                            break
+                best_i = -1
+                best_e = 0
+                best = INFINITY
+                for i in range(a, b):
+                    if not todo[i] or (same_left and zone[i] != cur):
+                        continue
+                    if not has_position:
+                        best_i = i
+                        break
+                    for e in range(2):
+                        dx = ends[i, e, 0] - px
+                        dy = ends[i, e, 1] - py
+                        dz = ends[i, e, 2] - pz
+                        d = sqrt((dx * dx + dy * dy) + dz * dz)
+                        if best_i < 0 or d < best:
+                            best = d
+                            best_i = i
+                            best_e = e
+                todo[best_i] = 0
+                out_order[n_out] = best_i
+                out_flip[n_out] = best_e
+                n_out += 1
+                px = ends[best_i, 1 - best_e, 0]
+                py = ends[best_i, 1 - best_e, 1]
+                pz = ends[best_i, 1 - best_e, 2]
+                has_position = True
+                cur = zone[best_i]

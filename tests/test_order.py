@@ -226,3 +226,84 @@ def test_pen_strokes_glide_only_on_their_own_zone(auto_plan):
     for s in pen:
         inside = shapely.contains_xy(auto_plan.zones.polygons[s.zone], s.uv[:, 0], s.uv[:, 1])
         assert inside.all(), f"stroke {s.id} ({s.zone}): {int((~inside).sum())} samples outside its zone"
+
+
+def _kernel_order(ends, zone, starts, position):
+    from coverage._ext import pen as pen_kernel
+
+    n = len(ends)
+    order, flip = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint8)
+    q = np.zeros(3) if position is None else np.asarray(position, dtype=np.float64)
+    todo = np.ones(n, dtype=np.uint8)
+    pen_kernel.greedy_order(np.ascontiguousarray(ends), np.asarray(zone, dtype=np.int64),
+                            np.asarray(starts, dtype=np.int64), float(q[0]), float(q[1]), float(q[2]),
+                            position is not None, order, flip, todo)
+    assert not todo.any()
+    return order, flip.astype(bool)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_greedy_order_kernel_equals_its_twin(seed):
+    """The pen paths' order and directions: the compiled pass against its NumPy twin on
+    seeded paths in groups and zones, ends continuous, on a lattice (ties) or repeated."""
+    from coverage.plan import greedy_order, greedy_order_reference
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    kind = seed % 3
+    if kind == 0:
+        ends = rng.normal(0.0, 30.0, (n, 2, 3))
+    elif kind == 1:
+        ends = rng.integers(-3, 4, (n, 2, 3)).astype(np.float64)        # many equal distances
+    else:
+        ends = np.repeat(rng.normal(0.0, 5.0, (n // 3 + 1, 2, 3)), 3, axis=0)[:n]   # repeated paths
+    zone = rng.integers(0, int(rng.integers(1, 5)), n)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(int(rng.integers(0, 4)), n - 1), replace=False)) \
+        if n > 1 else np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+    for position in (None, rng.normal(0.0, 20.0, 3), ends[0, 1].copy()):
+        want = greedy_order_reference(ends, zone, starts, position)
+        got = _kernel_order(ends, zone, starts, position)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        wrapped = greedy_order(ends, zone, starts, position)
+        assert np.array_equal(wrapped[0], want[0]) and wrapped[1].dtype == bool and np.array_equal(wrapped[1], want[1])
+        assert sorted(got[0].tolist()) == list(range(n))
+        for a, b in zip(starts[:-1], starts[1:]):       # each group's paths in its own rows
+            assert sorted(got[0][a:b].tolist()) == list(range(a, b))
+
+
+def test_greedy_order_by_hand():
+    from coverage.plan import greedy_order_reference
+
+    # three paths on the x axis, the tool at x = 0: path 1 (ends at 9 and 2) is nearest by
+    # its last end (2), so it runs reversed and the tool ends at 9; then path 2 (10..12),
+    # forwards, to 12; path 0 (zone 1, the other zone) last, from 15 (3 away) to 20
+    e = np.zeros((3, 2, 3))
+    e[0, :, 0] = (15.0, 20.0)
+    e[1, :, 0] = (9.0, 2.0)
+    e[2, :, 0] = (10.0, 12.0)
+    zone, starts = np.array([1, 0, 0]), np.array([0, 3])
+    for order, flip in (greedy_order_reference(e, zone, starts, np.zeros(3)), _kernel_order(e, zone, starts, np.zeros(3))):
+        assert order.tolist() == [1, 2, 0] and flip.tolist() == [True, False, False]
+    # the zone last treated goes first while it has paths left: from x = 14, path 0 (zone 1)
+    # is nearest, then path 2 is nearer (12) than path 1 (9), both zone 0
+    for order, flip in (greedy_order_reference(e, zone, starts, np.array([14.0, 0, 0])),
+                        _kernel_order(e, zone, starts, np.array([14.0, 0, 0]))):
+        assert order.tolist() == [0, 2, 1] and flip.tolist() == [False, True, False]
+    # no position yet: the first path as it runs, then nearest from its end (20)
+    order, flip = _kernel_order(e, zone, starts, None)
+    assert order.tolist() == [0, 2, 1] and flip.tolist() == [False, True, False]
+
+
+def test_greedy_order_reads_odd_input_as_its_twin():
+    from coverage.plan import greedy_order, greedy_order_reference
+
+    e = np.zeros((3, 2, 3))
+    e[:, 1, 0] = (1.0, 2.0, 3.0)
+    zone, starts = np.zeros(3, dtype=np.int64), np.array([0, 3])
+    e[1, 0, 1] = np.nan                      # a path end not finite: the twin decides
+    for position in (None, np.array([0.5, 0.0, 0.0])):
+        got, want = greedy_order(e, zone, starts, position), greedy_order_reference(e, zone, starts, position)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        assert sorted(got[0].tolist()) == [0, 1, 2]
+    assert greedy_order(np.zeros((0, 2, 3)), np.zeros(0, dtype=np.int64), np.array([0]), None)[0].shape == (0,)

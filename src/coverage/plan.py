@@ -1013,38 +1013,71 @@ def _order_pen_items(items: list, position, pen) -> list:
     """Pen paths in treatment order: cartridge by cartridge (the order of the stamp sets),
     zone by zone, and within a zone nearest first, each run from whichever end is nearer the
     tool (greedy nearest neighbour on the skin); the next zone is the one with the nearest
-    path end. Order and direction change only when and where stamps fire, never which."""
-    out = []
-    k = 0
-    while k < len(items):
-        st = items[k][0]
-        group = []
-        while k < len(items) and items[k][0] is st:
-            group.append(items[k])
-            k += 1
-        ends = np.array([[it[4].points[0], it[4].points[-1]] for it in group])   # (m, 2, 3)
-        zone_of = np.array([it[1].zone for it in group])
-        todo = np.ones(len(group), dtype=bool)
-        zone = None
+    path end. Order and direction change only when and where stamps fire, never which.
+    The choices: :func:`greedy_order`."""
+    if not items:
+        return []
+    ends = np.array([[it[4].points[0], it[4].points[-1]] for it in items], dtype=np.float64)
+    names = {}
+    zone = np.array([names.setdefault(it[1].zone, len(names)) for it in items], dtype=np.int64)
+    starts = np.array([0] + [k for k in range(1, len(items)) if items[k][0] is not items[k - 1][0]] + [len(items)],
+                      dtype=np.int64)
+    order, flip = greedy_order(ends, zone, starts, position)
+    return [_reverse_pen_item(items[i], pen) if f else items[i] for i, f in zip(order.tolist(), flip.tolist())]
+
+
+def greedy_order(ends: np.ndarray, zone: np.ndarray, starts: np.ndarray, position) -> tuple:
+    """:func:`greedy_order_reference` in one compiled pass (:func:`coverage._ext.pen.greedy_order`)
+    where every path end and the position are finite (else the twin itself): the same
+    choices bit for bit."""
+    from ._ext import pen as _pen_kernel
+
+    ends = np.ascontiguousarray(ends, dtype=np.float64)
+    n = len(ends)
+    p = None if position is None else np.asarray(position, dtype=np.float64).reshape(-1)
+    zone = np.ascontiguousarray(zone, dtype=np.int64)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    if not (ends.shape == (n, 2, 3) and zone.shape == (n,) and len(starts) >= 1 and starts[0] == 0
+            and starts[-1] == n and (np.diff(starts) >= 0).all() and np.isfinite(ends).all()
+            and (p is None or (p.shape == (3,) and np.isfinite(p).all()))):
+        return greedy_order_reference(ends, zone, starts, position)
+    order = np.empty(n, dtype=np.int64)
+    flip = np.empty(n, dtype=np.uint8)
+    q = np.zeros(3) if p is None else p
+    _pen_kernel.greedy_order(ends, zone, starts, float(q[0]), float(q[1]), float(q[2]), p is not None, order, flip,
+                             np.ones(n, dtype=np.uint8))
+    return order, flip.astype(bool)
+
+
+def greedy_order_reference(ends: np.ndarray, zone: np.ndarray, starts: np.ndarray, position) -> tuple:
+    """NumPy twin of :func:`greedy_order`: ``(order (n,) int, flip (n,) bool)`` of paths with first and last points ``ends (n, 2, 3)``, zones ``zone (n,)`` and
+    groups ``starts`` (rows ``starts[g]:starts[g + 1]``), from the tool's ``position (3,)``
+    (None: none yet): group by group, the last zone's paths first while any are left, the
+    path end nearest the position (ties to the lower path, then its first end), the path run
+    from that end and the position moved to its other end."""
+    order, flip = [], []
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        group_ends, zone_of = ends[a:b], zone[a:b]
+        todo = np.ones(b - a, dtype=bool)
+        current = None
         while todo.any():
             pool = todo.copy()
-            if zone is not None:
-                same = todo & (zone_of == zone)
+            if current is not None:
+                same = todo & (zone_of == current)
                 if same.any():
                     pool = same
             if position is None:
-                i, flip = int(np.flatnonzero(pool)[0]), False
+                i, end = int(np.flatnonzero(pool)[0]), 0
             else:
-                gap = np.linalg.norm(ends - np.asarray(position)[None, None], axis=2)
+                gap = np.linalg.norm(group_ends - np.asarray(position)[None, None], axis=2)
                 gap[~pool] = np.inf
-                i, end = np.unravel_index(int(np.argmin(gap)), gap.shape)
-                i, flip = int(i), bool(end == 1)
+                i, end = (int(x) for x in np.unravel_index(int(np.argmin(gap)), gap.shape))
             todo[i] = False
-            item = _reverse_pen_item(group[i], pen) if flip else group[i]
-            out.append(item)
-            zone = item[1].zone
-            position = item[4].points[-1]
-    return out
+            order.append(a + i)
+            flip.append(end == 1)
+            current = zone_of[i]
+            position = group_ends[i, 1 - end]
+    return np.array(order, dtype=np.int64), np.array(flip, dtype=bool)
 
 
 def _glide_joins(face, zones: ZoneMap, items: list, pen) -> list:
