@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
+from .regions import REGION_GRID_CELL_MM
 from .roller import CONTOUR_OPTIONS, ChartRaster
 from .tasks import GEOS_LOCK, Once
 
@@ -414,9 +415,9 @@ def fired_needles_reference(face, centres_uv, angles_rad, depth_mm, layout, gap_
 # the cell (mm) the exclusions' surfaces are binned in for the footprint's searches: each is
 # bounded by margin + footprint radius (2.5 to 9.5 mm), and a point that far from every
 # triangle (most of those asked) walks every cell within it, in the keep-outs' own ~1 mm
-# cells about eight times as many (the closest point does not depend on the binning); the
-# region grids are binned so already (coverage.regions.REGION_GRID_CELL_MM): none is binned again
-CLEAR_CELL_MM = 2.0
+# cells about eight times as many (the closest point does not depend on the binning): the
+# region grids' own least cell, so the keep-outs' grids serve these searches as they are
+CLEAR_CELL_MM = REGION_GRID_CELL_MM
 
 
 class FootprintClearance:
@@ -425,7 +426,7 @@ class FootprintClearance:
     near the nostrils, where it stretches most) against margin + footprint radius."""
 
     def __init__(self, zones):
-        from . import proximity, regions
+        from . import regions
         from .zones import canonical_exclusion_regions
 
         self.face = zones.face
@@ -435,11 +436,9 @@ class FootprintClearance:
             regions_by_part = dict(standard.get(name, ()))
             for part, margin in exc.margins_mm:
                 # the part's own surface, binned: the grid its keep-out was searched on, in
-                # cells of at least CLEAR_CELL_MM for these searches (see CLEAR_CELL_MM)
+                # cells of at least CLEAR_CELL_MM (see CLEAR_CELL_MM)
                 mesh = regions.region_grid(self.face, regions_by_part.get(part, exc.region))
                 if mesh is not None:
-                    if mesh.cell < CLEAR_CELL_MM:
-                        mesh = proximity.build_grid(mesh.vertices, mesh.faces, cell=CLEAR_CELL_MM)
                     self.parts.append((mesh, float(margin)))
         self.widest_mm = max((m for _, m in self.parts), default=0.0)
         # each part's box: a point farther than the reach from it along any axis is farther
