@@ -132,3 +132,71 @@ def test_the_roller_strokes_are_built_on_the_other_thread(default_face, default_
     where.clear()
     plan_mod.plan(default_face, zones=default_zones, device="auto", threads=1)
     assert where == [threading.current_thread().name]
+
+
+def test_the_roller_rest_is_one_piece_with_the_one_thread_result(default_face, default_zones, monkeypatch):
+    """The roller's runs ordered, framed, simulated and lifted: one piece, whichever thread
+    takes it (in a plan, the pool's once its region is done, while the caller builds the
+    pen's grid and main field: a timeline shows it, a test cannot without timing), with
+    the same arrays as roller_runs, _roller_frames and _simulate_runs one after another."""
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    where = []
+    real = plan_mod._simulate_runs
+
+    def simulated(*args):
+        where.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(plan_mod, "_simulate_runs", simulated)
+    with Tasks(2) as tasks:
+        handed = []
+        piece = plan_mod._roller_part(default_face, default_zones, protocol, None, tasks,
+                                      then=lambda: handed.append(threading.current_thread().name))
+        assert len(where) <= 1       # not run twice, nor read yet by this thread
+        roller, uv, depth, stroke_of, status, lifted = piece.result()
+    assert handed == [threading.current_thread().name]
+    assert len(where) == 1
+    runs, status_one = plan_mod.roller_runs(default_face, default_zones, protocol)
+    frames, packed, drums = plan_mod._roller_frames(default_face, protocol, runs)
+    uv_one, depth_one, stroke_one = real(packed, drums)
+    keep = default_face.lift(uv_one.reshape(-1, 2)).inside
+    assert len(uv) > 1000      # the bundled face's roller punctures
+    assert np.array_equal(uv, uv_one[keep]) and np.array_equal(depth, depth_one[keep])
+    assert np.array_equal(stroke_of, stroke_one[keep])
+    assert status == status_one
+    assert [len(r.uv) for r in roller.runs] == [len(r.uv) for r in runs]
+    assert np.array_equal(lifted.points, default_face.lift(uv).points)
+
+
+def test_the_fine_field_is_read_where_the_fine_paths_are_made(default_face, default_zones):
+    """fitted_pen given the fine cartridge's field as a piece of the tasks (as a plan hands
+    it) reads it on the thread that makes the fine paths, and gives the stamps it gives
+    with the field itself."""
+    from coverage import pen as pen_mod
+    from coverage.protocol import Protocol
+
+    protocol = Protocol.default()
+    assert pen_mod.fine_cartridge(protocol.pen) is not None     # the default pen has a fine cartridge
+    pen_zones = plan_mod._pen_zones(default_zones)
+    grid = plan_mod._pen_grid(default_zones)[0]
+    fields = pen_fit.dose_fields(default_zones, grid, protocol, pen_zones)
+    fixed = np.zeros(grid.shape)
+    read = []
+
+    class Piece:
+        def result(self):
+            read.append(threading.current_thread().name)
+            return fields[1]
+
+    with Tasks(2) as tasks:
+        lazy = pen_fit.fitted_pen(default_face, default_zones, protocol, grid, fixed, pen_zones, tasks=tasks,
+                                  fields=(fields[0], Piece()))
+    assert read == ["coverage-plan-1"]
+    plain = pen_fit.fitted_pen(default_face, default_zones, protocol, grid, fixed, pen_zones,
+                               fields=pen_fit.dose_fields(default_zones, grid, protocol, pen_zones))
+    assert len(lazy[0]) == len(plain[0]) == 2
+    for a, b in zip(lazy[0], plain[0]):
+        assert np.array_equal(a.uv, b.uv) and np.array_equal(a.hits.fired, b.hits.fired)
+        assert len(a.uv) > 0
