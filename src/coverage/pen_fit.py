@@ -575,8 +575,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     ``tasks``: the plan's threads (:class:`coverage.tasks.Tasks`; default one): the fine
     cartridge's paths and candidates are built on them beside the main one's.
     ``fields``: :func:`dose_fields` of these zones, grid and pen zones, if already built
-    (their ``base`` is set to ``fixed`` here); the fine cartridge's may be a piece of the
-    plan's tasks giving it (read where the fine paths are made, on the thread making them). ``before_fit()`` is called once every
+    (their ``base`` is set to ``fixed`` here). ``before_fit()`` is called once every
     candidate is made, before the fit (a plan hands its other thread work there).
 
     Returns ``(stamp sets [main cartridge, fine cartridge], settings per zone, the main
@@ -592,7 +591,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
     if fields is None:
         fields = dose_fields(zones, grid, protocol, pen_zones)
-    problem = None if fields[0] is None else dataclasses.replace(fields[0], base=fixed)
+    problem, fine_problem = (None if f is None else dataclasses.replace(f, base=fixed) for f in fields)
     delivered = WindowedDose(grid).density(fixed)     # what the fixed punctures give every window
     share = pen_share(zones, grid, delivered, pen_zones)
     settings = {n: _pen.pen_settings(pen, zones.dose(n), share[n]) for n in pen_zones}
@@ -615,15 +614,14 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # (each cartridge's candidate centres along its paths made where its paths are: the
     # counts number the stamps across the cartridges and the parts below)
     fine_part = None if fine is None else tasks.submit(
-        _with_arcs, _fine_paths, zones, grid, pen_zones, pen, fine, problem, fields[1], fixed, settings, need,
-        pen_zone)
+        _with_arcs, _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
     # the fit's texel layout reads only the grid and the targets: made when a thread is free
     # (the fine cartridge's paths are done before the main one's)
     layout = tasks.submit(fit_layout, grid, targets)
     main_paths = _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings)
     cartridges, arcs = [(pen, problem, settings, main_paths)], [[candidate_arcs(p.uv) for p in main_paths]]
     if fine_part is not None and (got := fine_part.result()) is not None:
-        fine_problem, fine_settings, fine_paths, fine_arcs = got
+        fine_settings, fine_paths, fine_arcs = got
         cartridges.append((fine, fine_problem, fine_settings, fine_paths))
         arcs.append(fine_arcs)
     counts = [np.array([len(a[1]) for a in per_path], dtype=np.int64) for per_path in arcs]
@@ -705,12 +703,10 @@ def dilated_square(mask: np.ndarray, r: int) -> np.ndarray:
     return ndimage.maximum_filter(mask.view(np.uint8), size=2 * int(r) + 1, mode="constant", cval=0) > 0
 
 
-def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_field, fixed: np.ndarray,
-                settings: dict, need: np.ndarray, pen_zone: np.ndarray):
-    """The fine cartridge's dose problem over ``fixed``, its paths in :func:`fitted_pen` and
-    their settings per zone ``(problem, settings, paths)``, or None where it has nothing to
-    do (``pen``: the main cartridge; ``fine_field``: the fine cartridge's field from
-    :func:`dose_fields`, or a piece of the plan's tasks giving it)."""
+def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_problem, settings: dict,
+                need: np.ndarray, pen_zone: np.ndarray):
+    """The fine cartridge's paths in :func:`fitted_pen` and their settings per zone
+    ``(settings, paths)``, or None where it has nothing to do (``pen``: the main cartridge)."""
     from . import pen as _pen
 
     # the fine cartridge goes where no needle of the main one can land, and along every
@@ -726,16 +722,13 @@ def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fin
         return None
     beyond = max(int(round(FINE_BEYOND_UNREACHED_MM / grid.cell_mm)), 1)
     region = ndimage.maximum_filter(unreached.astype(np.uint8), size=2 * beyond + 1) > 0
-    fine_field = fine_field.result() if hasattr(fine_field, "result") else fine_field
-    fine_problem = dataclasses.replace(fine_field, base=fixed)
     region &= fine_problem.allowed
     fine_settings = {n: _pen.pen_settings(fine, zones.dose(n)) for n in pen_zones}
     first = {n: settings[n].passes for n in pen_zones}
     # loops at constant distances from the forbidden skin: a few long strokes around
     # each keep-out rather than a raster's many short runs across a thin band
-    return fine_problem, fine_settings, _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0,
-                                                         fine_settings, pattern="touch-up", passes=1,
-                                                         first_pass=first, loops=True)
+    return fine_settings, _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings,
+                                           pattern="touch-up", passes=1, first_pass=first, loops=True)
 
 
 def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dict:

@@ -620,20 +620,10 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     then : called once the regions are handed to the threads (the plan hands them more work).
     """
     tasks = tasks or serial_tasks()
-    status, regions, swept = _roller_sweeps(face, zones, protocol, tasks, conformity)
-    if then is not None:
-        then()
-    return _ordered_runs(protocol, start_corner, status, regions, [piece.result() for piece in swept])
-
-
-def _roller_sweeps(face, zones: ZoneMap, protocol: Protocol, tasks: Tasks, conformity: "Conformity | None") -> tuple:
-    """The roller's regions handed to the plan's threads: ``(status of the zones it does not
-    roll, regions, a piece per region giving its :func:`_region_sweeps`)``. Each region's
-    sweeps do not depend on another's; the first region is the caller's (queued last, taken
-    when first read), the others the pool's in order."""
     conformity = conformity or Conformity(face, protocol)
+    corner = start_corner or protocol.session.start_corner
     clearance = _roller.keepout_clearance(zones)
-    status = {}
+    runs, status = [], {}
     for name in zones.names:
         dose = protocol.zone(name)
         if "roller" not in dose.devices:
@@ -641,19 +631,9 @@ def _roller_sweeps(face, zones: ZoneMap, protocol: Protocol, tasks: Tasks, confo
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     regions = _roller.roller_regions(zones, protocol)
-    later = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
-             for region in regions[1:]]
-    first = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
-             for region in regions[:1]]
-    return status, regions, first + later
-
-
-def _ordered_runs(protocol: Protocol, start_corner: str | None, status: dict, regions: list, swept: list) -> tuple:
-    """The runs of the regions' sweeps ``swept`` (:func:`_region_sweeps` of each region) in
-    treatment order, one region after the other, and each zone's roller status (added to
-    ``status``): :func:`roller_runs`' result."""
-    corner = start_corner or protocol.session.start_corner
-    runs = []
+    # each region's sweeps do not depend on another's: built on the plan's threads
+    swept = tasks.map(lambda region: _region_sweeps(face, zones, protocol, region, clearance, conformity), regions,
+                      then)
     position = None
     for region, (drum, per_direction, conforming, sweeps) in zip(regions, swept):
         dose = protocol.zone(region.zones[0])
@@ -787,28 +767,11 @@ def _face_parts(face, conformity: Conformity) -> None:
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
                  conformity: Conformity | None = None, then=None):
-    """A piece giving the roller's punctures (chart, depth, stroke) with the zone status, and its
+    """The roller's punctures (chart, depth, stroke) with the zone status, and its
     :class:`_RollerStrokes` (the strokes and transitions, once their safe moves are built:
-    on the plan's other thread while the pen's fit runs, since nothing of the pen reads them).
-
-    The regions' sweeps are handed to the threads (the first is the caller's: run here), then
-    ``then()`` is called; the rest (the runs' order, frames, simulation and lift) is a piece
-    for the pool's thread, which takes it once its own region is done, while this thread
-    goes on with what ``then`` handed out."""
+    on the plan's other thread while the pen's fit runs, since nothing of the pen reads them)."""
     tasks = tasks or serial_tasks()
-    status, regions, swept = _roller_sweeps(face, zones, protocol, tasks, conformity)
-    rest = tasks.submit(_roller_rest, tasks, face, zones, protocol, start_corner, status, regions, swept, lend=False)
-    if then is not None:
-        then()
-    if swept:
-        swept[0].result()
-    return rest
-
-
-def _roller_rest(tasks: Tasks, face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, status: dict,
-                 regions: list, swept: list):
-    """:func:`_roller_part`'s piece, once the regions' sweeps (pieces) are read."""
-    runs, status = _ordered_runs(protocol, start_corner, status, regions, [piece.result() for piece in swept])
+    runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
     frames, packed, drums = _roller_frames(face, protocol, runs)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     # the punctures on the skin, lifted (each point's lift is its own: the plan's punctures
@@ -861,7 +824,7 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     tasks = tasks or serial_tasks()
     strokes, transitions, status = [], [], {}
     uv, depth, stroke_of = np.empty((0, 2)), np.empty(0), np.empty(0, np.int64)
-    roller, roller_part, pen_fields = None, None, None
+    roller, pen_fields = None, None
     lifted = []       # the punctures' lifts, device by device in the order of uv
     if device in ("pen", "auto"):
         # the pen's texel grid and dose problems read the zone map, not the roller's punctures:
@@ -876,18 +839,13 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     else:
         start_pen = None
     if device in ("roller", "auto"):
-        roller_part = _roller_part(face, zones, protocol, start_corner, tasks, conformity, start_pen)
+        roller, uv, depth, stroke_of, status, roller_lifted = _roller_part(face, zones, protocol, start_corner, tasks,
+                                                                          conformity, start_pen)
+        lifted.append(roller_lifted)
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
-        # the main cartridge's field (here, or read as done by the pool), then the roller's
-        # punctures (the pool's, after its region); the fine cartridge's field is read where
-        # its paths are made
-        grid, fields = pen_fields[0].result()[0], (pen_fields[1][0].result(), pen_fields[1][1])
-    if roller_part is not None:
-        roller, uv, depth, stroke_of, status, roller_lifted = roller_part.result()
-        lifted.append(roller_lifted)
-    if device in ("pen", "auto"):
+        grid, fields = pen_fields[0].result()[0], tuple(f.result() for f in pen_fields[1])
         sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields,
                                      None if roller is None else roller.start_moves)
         for name, state in pen_status.items():
@@ -1245,6 +1203,10 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
         items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
     items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
     items = _glide_joins(face, zones, items, pen)
+    # the punctures in firing order (stroke by stroke, each stroke's fired needles), lifted
+    # beside the moves and the clock below
+    hit_uv = [it[0].hits.uv[it[9]] for it in items]
+    hits_lifted = tasks.submit(face.lift, np.concatenate(hit_uv) if items else np.empty((0, 2)))
     froms = []
     tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
     for it in items:
@@ -1256,11 +1218,6 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
                                   [lifted.normals[0] for _, lifted, _ in pairs],
                                   transit_clearances(zones, [f[2] for f, _, _ in pairs],
                                                      [uv[0] for _, _, uv in pairs]))
-    # the punctures in firing order (stroke by stroke, each stroke's fired needles), lifted
-    # beside the clock below (queued after the moves' later half: the other thread takes
-    # that first)
-    hit_uv = [it[0].hits.uv[it[9]] for it in items]
-    hits_lifted = tasks.submit(face.lift, np.concatenate(hit_uv) if items else np.empty((0, 2)))
     # every stroke's stamp centres lifted together (each point's lift is its own)
     stamp_uv = [it[0].uv[it[2]] for it in items]
     stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
