@@ -270,3 +270,45 @@ def test_the_bundled_faces_repair_is_its_twins(monkeypatch):
         twin = real(*args, **kwargs, compiled=False)
         assert compiled.sum() > 0 and compiled.tolist() != np.asarray(args[4]).tolist()
         np.testing.assert_array_equal(compiled, twin)
+
+
+def test_a_round_after_one_that_moved_nothing_reads_the_density_as_it_was(monkeypatch):
+    # the bundled face's repair stalls before it ends (a round with REPAIR_TRIES moves
+    # nothing; one with REPAIR_TRIES_STALLED follows): that round's density is the one the
+    # round before read, so its gradient and patches are not made again; every gradient
+    # the repair asks for is of a density it has not asked about just before
+    from coverage.density import StampEffects
+
+    seen = []
+    real = pen_fit.repair
+
+    def spy(*args, **kwargs):
+        kwargs = dict(kwargs)
+        kwargs.pop("parts", None)
+        seen.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pen_fit, "repair", spy)
+    plan_mod.plan(Face.default(), threads=1)
+    monkeypatch.setattr(pen_fit, "repair", real)
+    densities, tries = [], []
+    gradient, moves = pen_fit.BandGradient.__call__, StampEffects.patch_moves
+
+    def gradient_of(self, d):
+        densities.append(np.array(d, copy=True))
+        return gradient(self, d)
+
+    def moves_with(self, mode, ks, n, *rest, **kw):
+        tries.append((mode, n))
+        return moves(self, mode, ks, n, *rest, **kw)
+
+    monkeypatch.setattr(pen_fit.BandGradient, "__call__", gradient_of)
+    monkeypatch.setattr(StampEffects, "patch_moves", moves_with)
+    args, kwargs = seen[0]
+    got = real(*args, **kwargs)
+    assert ("add", pen_fit.REPAIR_TRIES_STALLED) in tries          # it stalled
+    assert len(densities) >= 3
+    for a, b in zip(densities, densities[1:]):
+        assert not np.array_equal(a, b)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got, real(*args, **kwargs, compiled=False))

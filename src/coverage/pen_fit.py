@@ -919,32 +919,40 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     else:
         moves_of = functools.partial(effects.patch_moves_reference, density=d)
     n_tries = REPAIR_TRIES
+    still = False       # whether d is as the round before left it, with nothing moved
     for _ in range(rounds):
-        over, under = d > high, treat.ravel() & (d < low)
-        if not over.any() and not under.any():
-            break
-        grad = band_gradient(d)
+        if not still:
+            # what the round reads of d: as the round before read it if nothing moved since
+            over, under = d > high, treat.ravel() & (d < low)
+            if not over.any() and not under.any():
+                break
+            grad = band_gradient(d)
+            worst_over, hit = worst_per_patch(over, d - high), raises(over)
         # the drops' choices are explained at StampEffects.patch_moves: of the stamps whose
         # loss takes skin off the mark, the one that keeps the most skin in band (the windows
         # over it are mostly a lower-target zone's beside a higher one, and the stamp that
         # lowers them most is often one the higher zone's rim needs)
-        dropped = moves_of("drop", worst_per_patch(over, d - high), n_tries, fire, blocked, None, grad, windows)
+        dropped = moves_of("drop", worst_over, n_tries, fire, blocked, None, grad, windows)
+        if not still or (dropped >= 0).any():
+            # the windows under their band, after the drops
+            worst_under = worst_per_patch(under & ~over, low - d)
         # no stamp adds to a window over its mark
-        added = moves_of("add", worst_per_patch(under & ~over, low - d), n_tries, fire, blocked, raises(over), grad,
-                         windows)
-        if not (dropped >= 0).any() and not (added >= 0).any():
+        added = moves_of("add", worst_under, n_tries, fire, blocked, hit, grad, windows)
+        still = not (dropped >= 0).any() and not (added >= 0).any()
+        if still:
             if n_tries < REPAIR_TRIES_STALLED:
                 n_tries = REPAIR_TRIES_STALLED
                 continue
             break
     if groups is not None:
+        # (the last round's gradient is of d as it is where that round moved nothing)
         _shift(grid, zones, groups, fire, d, moves_of, blocked, band_gradient, worst_per_patch, windows, raises, low,
-               high, area)
+               high, area, grad if still else None)
     return fire
 
 
 def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, moves_of, blocked,
-           band_gradient, worst_per_patch, windows, raises, low, high, area) -> None:
+           band_gradient, worst_per_patch, windows, raises, low, high, area, grad=None) -> None:
     """The repair's last step, in place on ``fire`` and ``d``: move fired stamps along their
     path to a neighbouring candidate (:data:`SHIFT_STEPS` each way) where that brings skin
     into band without lifting any window over its mark.
@@ -957,7 +965,8 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
     patch under its floor weighs the moves of the stamps with needles in it, the
     :data:`SHIFT_TRIES` the band penalty's gradient ranks first each exactly
     (:meth:`StampEffects.swap_effects`), and takes the one bringing the most skin into band
-    (``moves_of``: :meth:`StampEffects.patch_moves` or its twin).
+    (``moves_of``: :meth:`StampEffects.patch_moves` or its twin). ``grad``: ``band_gradient(d)``
+    if already made.
     """
     label = grid.label.ravel()
     treat = label >= 0
@@ -972,9 +981,10 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
         focus = under & ~over & weak[lab]
         if not focus.any():
             break
-        grad = band_gradient(d)
+        grad = band_gradient(d) if grad is None else grad
         moved = moves_of("shift", worst_per_patch(focus, low - d), SHIFT_TRIES, fire, blocked, raises(over), grad,
                          windows, groups, steps)
         moves = int((moved[:, 0] >= 0).sum())
         if not moves:
             break
+        grad = None       # d has moved
