@@ -1906,3 +1906,87 @@ def needle_columns(const double[:, ::1] hits_uv, const uint8_t[::1] fired, Py_ss
             indptr[i + 1] = <int32_t>nnz
     free(rows)
     return nnz
+
+
+cdef inline int64_t _root(int64_t* parent, int64_t x) noexcept nogil:
+    """x's root in a union-find forest (parent[r] == r at a root), halving the path."""
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+cdef inline int64_t _marked_root(int64_t* parent, int64_t x) noexcept nogil:
+    """x's root once every root read is marked (parent[r] < 0), halving the path."""
+    cdef int64_t px, ppx
+    while True:
+        px = parent[x]
+        if px < 0:
+            return x
+        ppx = parent[px]
+        if ppx < 0:
+            return px
+        parent[x] = ppx
+        x = ppx
+
+
+cdef inline bint _worse(double a, double b) noexcept nogil:
+    """Whether badness a ranks before b: larger, a NaN after every number (as a sort of -badness puts it)."""
+    return a > b or (b != b and a == a)
+
+
+def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const double[::1] badness,
+                int64_t[::1] parent, int64_t[::1] out):
+    """The patches of mask ((h * w,) flat, nonzero = in): 8-connected, numbered in the order of
+    each one's first texel in raster order (as scipy.ndimage.label numbers them with a 3 x 3
+    structure), and in each the texel of the largest badness (NaN below every number; among
+    equal ones the first in raster order). Writes each patch's texel to out (room for as
+    many as the mask holds) and returns how many patches; parent ((h * w,) int64) is
+    scratch, read only where the mask is in."""
+    cdef Py_ssize_t n = h * w, p, q, i, j
+    cdef int64_t a, b, k = 0
+    cdef int64_t* par = &parent[0] if parent.shape[0] else NULL
+    if mask.shape[0] != n or badness.shape[0] != n or parent.shape[0] < n or h < 0 or w < 0:
+        raise ValueError("patch_worst: mask, badness and parent must hold h * w texels")
+    with nogil:
+        # 1. each texel joined to its neighbours before it in raster order (left, and the
+        # three above); a root is its patch's first texel (the smaller root is kept)
+        for i in range(h):
+            for j in range(w):
+                p = i * w + j
+                if not mask[p]:
+                    continue
+                par[p] = p
+                if j > 0 and mask[p - 1]:
+                    a = _root(par, p - 1)
+                    b = _root(par, p)
+                    if a < b:
+                        par[b] = a
+                    elif b < a:
+                        par[a] = b
+                if i > 0:
+                    for q in range(p - w - 1 if j > 0 else p - w, p - w + 2 if j < w - 1 else p - w + 1):
+                        if mask[q]:
+                            a = _root(par, q)
+                            b = _root(par, p)
+                            if a < b:
+                                par[b] = a
+                            elif b < a:
+                                par[a] = b
+        # 2. in raster order: a root opens the next patch (marked -(number + 1)); every
+        # texel after it weighs against its patch's worst so far
+        for p in range(n):
+            if not mask[p]:
+                continue
+            if par[p] == p:
+                if k >= out.shape[0]:
+                    with gil:
+                        raise ValueError("patch_worst: out has no room for every patch")
+                par[p] = -(k + 1)
+                out[k] = p
+                k += 1
+                continue
+            a = -par[_marked_root(par, p)] - 1
+            if _worse(badness[p], badness[out[a]]):
+                out[a] = p
+    return k

@@ -312,3 +312,42 @@ def test_a_round_after_one_that_moved_nothing_reads_the_density_as_it_was(monkey
         assert not np.array_equal(a, b)
     monkeypatch.undo()
     np.testing.assert_array_equal(got, real(*args, **kwargs, compiled=False))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_patch_worst_equals_its_twin(seed):
+    # seeded masks of every density over grids of every shape (empty ones too), badness
+    # with ties, -0.0 beside 0.0 and NaN
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        h, w = (int(x) for x in rng.integers(0, 25, size=2))
+        mask = rng.random(h * w) < rng.uniform(0.0, 0.9)
+        badness = rng.integers(-2, 3, size=h * w).astype(float)
+        if rng.random() < 0.4:
+            badness[rng.random(h * w) < 0.25] = np.nan
+        if rng.random() < 0.4:
+            badness[badness == 0] = -0.0
+        want = pen_fit.patch_worst_reference(mask, badness, (h, w))
+        got = pen_fit.patch_worst(mask, badness, (h, w))
+        assert got.dtype == np.int64 and np.array_equal(got, want)
+        # a scratch given (dirty: it is read only where the mask is in) changes nothing
+        assert np.array_equal(pen_fit.patch_worst(mask, badness, (h, w), np.full(h * w, 7, np.int64)), want)
+
+
+def test_patch_worst_by_hand():
+    # 4 x 5 grid, flat index i * 5 + j:
+    #   row 0: X X . . X      patches (8-connected, numbered by first texel in raster order):
+    #   row 1: . . . X .      A = {0, 1}; B = {4, 8, 12, 13} (8 touches 4 diagonally, 12 and 13
+    #   row 2: . . X X .      touch 8); C = {15}
+    #   row 3: X . . . .
+    mask = np.zeros(20, dtype=bool)
+    mask[[0, 1, 4, 8, 12, 13, 15]] = True
+    badness = np.zeros(20)
+    badness[[0, 1]] = [1.0, 1.0]              # a tie: the first in raster order
+    badness[[4, 8, 12, 13]] = [np.nan, 2.0, 5.0, 5.0]   # NaN below every number; a tie again
+    badness[15] = np.nan                      # all NaN: the first
+    for worst in (pen_fit.patch_worst, pen_fit.patch_worst_reference):
+        assert worst(mask, badness, (4, 5)).tolist() == [0, 12, 15]
+    assert pen_fit.patch_worst(np.zeros(20, bool), badness, (4, 5)).tolist() == []
+    with pytest.raises(ValueError, match="must hold 4 x 5 texels"):
+        pen_fit.patch_worst(mask[:-1], badness[:-1], (4, 5))

@@ -883,7 +883,6 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
     op, treat, low, high, area = parts.op, parts.treat, parts.low, parts.high, parts.area
     band_gradient, effects, base, windows = parts.band_gradient, parts.effects, parts.base, parts.windows
     shape = grid.shape
-    w = shape[1]
     blocked = np.zeros(len(fire), dtype=bool)
 
     def raises(mask):
@@ -893,23 +892,10 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
             return None
         return window_spread(mask.reshape(shape).astype(np.float64), grid.half_u, grid.half_v, treat).ravel() > 0
 
+    scratch = np.empty(shape[0] * shape[1], dtype=np.int64)
+
     def worst_per_patch(mask, badness):
-        # the patches are labelled on the box around the mask only (labels go in scan
-        # order there as on the whole grid)
-        mask = mask.reshape(shape)
-        rows = np.flatnonzero(mask.any(axis=1))
-        if not len(rows):
-            return np.empty(0, dtype=np.int64)
-        cols = np.flatnonzero(mask.any(axis=0))
-        r0, c0, bw = rows[0], cols[0], cols[-1] + 1 - cols[0]
-        patches, n = ndimage.label(mask[r0:rows[-1] + 1, c0:cols[-1] + 1], structure=np.ones((3, 3), bool))
-        if not n:
-            return np.empty(0, dtype=np.int64)
-        local = np.flatnonzero(patches)
-        patch = patches.ravel()[local]
-        idx = (local // bw + r0) * w + local % bw + c0
-        order = np.lexsort((-badness[idx], patch))
-        return idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]]
+        return patch_worst(mask, badness, shape, scratch)
 
     d = op.density((base + spread @ fire.astype(np.float64)).reshape(shape)).ravel()
     # d changes only through the effects' moves from here on: the effects are weighed against
@@ -949,6 +935,49 @@ def repair(grid: TexelGrid, zones, fixed: np.ndarray, spread: sparse.csc_array, 
         _shift(grid, zones, groups, fire, d, moves_of, blocked, band_gradient, worst_per_patch, windows, raises, low,
                high, area, grad if still else None)
     return fire
+
+
+def patch_worst(mask: np.ndarray, badness: np.ndarray, shape: tuple, scratch: np.ndarray | None = None) -> np.ndarray:
+    """The worst texel of every patch of ``mask`` (flat ``(h * w,)`` bool over a grid of
+    ``shape``): the patches 8-connected and in the order of their first texel in raster
+    order, in each the texel of the largest ``badness (h * w,)`` (NaN below every number;
+    among equal ones the first in raster order), as flat indices ``(patches,)``. One compiled
+    pass over the mask (:func:`coverage._ext.density.patch_worst`); the same texels as
+    :func:`patch_worst_reference`. ``scratch``: ``(h * w,) int64`` to use, if any."""
+    from ._ext import density as _kernel
+
+    h, w = (int(x) for x in shape)
+    mask = np.ascontiguousarray(mask, dtype=bool).reshape(-1)
+    badness = np.ascontiguousarray(badness, dtype=np.float64).reshape(-1)
+    if mask.shape != (h * w,) or badness.shape != (h * w,):
+        raise ValueError(f"patch_worst: mask and badness must hold {h} x {w} texels")
+    if scratch is None or scratch.dtype != np.int64 or scratch.shape != (h * w,) or not scratch.flags.c_contiguous:
+        scratch = np.empty(h * w, dtype=np.int64)
+    out = np.empty(int(np.count_nonzero(mask)), dtype=np.int64)
+    n = _kernel.patch_worst(mask.view(np.uint8), h, w, badness, scratch, out)
+    return out[:n]
+
+
+def patch_worst_reference(mask: np.ndarray, badness: np.ndarray, shape: tuple) -> np.ndarray:
+    """NumPy (SciPy) twin of :func:`patch_worst`: the patches labelled by ``ndimage.label``
+    (a 3 x 3 structure; labels go in raster order) on the box around the mask, each
+    patch's texels sorted by badness, largest first (a stable sort: ties in raster order)."""
+    h, w = (int(x) for x in shape)
+    mask = np.asarray(mask, dtype=bool).reshape(h, w)
+    badness = np.asarray(badness, dtype=np.float64).reshape(-1)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return np.empty(0, dtype=np.int64)
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, c0, bw = rows[0], cols[0], cols[-1] + 1 - cols[0]
+    patches, n = ndimage.label(mask[r0:rows[-1] + 1, c0:cols[-1] + 1], structure=np.ones((3, 3), bool))
+    if not n:
+        return np.empty(0, dtype=np.int64)
+    local = np.flatnonzero(patches)
+    patch = patches.ravel()[local]
+    idx = (local // bw + r0) * w + local % bw + c0
+    order = np.lexsort((-badness[idx], patch))
+    return idx[order[np.searchsorted(patch[order], np.arange(1, n + 1))]].astype(np.int64)
 
 
 def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.ndarray, moves_of, blocked,
