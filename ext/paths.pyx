@@ -3,7 +3,7 @@
 # Inputs are C-contiguous and already validated by coverage.paths.
 # The arithmetic is NumPy's, one rounding per operation in its order (numpy.cumsum,
 # numpy.linspace, numpy.interp): no fused multiply-add (-ffp-contract=off above).
-from libc.math cimport ceil, floor, sqrt
+from libc.math cimport ceil, floor, signbit, sqrt
 from libc.stdint cimport int64_t
 
 
@@ -316,3 +316,80 @@ def place_fill(const double[:, ::1] uv, const double[::1] count, const double[::
                 out_at[o + j] = at
                 out_uv[o + j, 0] = _interp_col(at, arc, uv, 0, a, last, &k2)
                 out_uv[o + j, 1] = _interp_col(at, arc, uv, 1, a, last, &k3)
+
+
+# --- candidate stamp centres along chart paths (coverage.pen_fit.candidate_arcs, many at once)
+
+cdef inline Py_ssize_t _arange_length(double start, double stop, double step) noexcept nogil:
+    # len(numpy.arange(start, stop, step)) for floats: ceil((stop - start) / step), 0 if below 1
+    cdef double delta = stop - start, n = delta / step
+    if n == 0.0 and delta != 0.0:
+        return 0 if signbit(n) else 1
+    n = ceil(n)
+    if not (n > 0.0):          # below 1, or NaN
+        return 0
+    return <Py_ssize_t>n
+
+
+def candidate_counts(const double[:, ::1] uv, const int64_t[::1] starts, double start, double step,
+                     double[::1] s, int64_t[::1] counts):
+    """Path p covers rows starts[p]:starts[p + 1] of uv. s[i] = its chart arc length at row i
+    (numpy.cumsum of numpy.linalg.norm of the steps, left to right); counts[p] = how many
+    candidate centres candidate_arcs gives it: none under two rows or with s_end <= 0, else
+    len(numpy.arange(start, s_end, step)), or 1 where that is 0."""
+    cdef Py_ssize_t p, i, a, b, n
+    cdef double dx, dy
+    with nogil:
+        for p in range(starts.shape[0] - 1):
+            a = starts[p]
+            b = starts[p + 1]
+            counts[p] = 0
+            if b <= a:
+                continue
+            s[a] = 0.0
+            for i in range(a + 1, b):
+                dx = uv[i, 0] - uv[i - 1, 0]
+                dy = uv[i, 1] - uv[i - 1, 1]
+                # cumsum's first value is its first term
+                s[i] = sqrt(dx * dx + dy * dy) if i == a + 1 else s[i - 1] + sqrt(dx * dx + dy * dy)
+            if b - a < 2 or not (s[b - 1] > 0.0):
+                continue
+            n = _arange_length(start, s[b - 1], step)
+            counts[p] = n if n > 0 else 1
+
+
+def candidate_fill(const double[:, ::1] uv, const double[::1] s, const int64_t[::1] starts, double start,
+                   double step, const int64_t[::1] out_starts, double[:, ::1] out_uv, double[::1] out_at):
+    """Path p's candidate centres into rows out_starts[p]:out_starts[p + 1] (candidate_counts'
+    counts): at = numpy.arange(start, s_end, step) as numpy fills it (start, start + step,
+    then start + k * ((start + step) - start)), or [0.5 * s_end] where that is empty; each
+    centre numpy.interp(at, s, uv[:, c]) per column."""
+    cdef Py_ssize_t p, a, b, o, m, k, j
+    cdef double at, delta
+    with nogil:
+        for p in range(starts.shape[0] - 1):
+            a = starts[p]
+            b = starts[p + 1]
+            o = out_starts[p]
+            m = out_starts[p + 1] - o
+            if m <= 0:
+                continue
+            if _arange_length(start, s[b - 1], step) == 0:
+                at = 0.5 * s[b - 1]
+                j = a
+                out_at[o] = at
+                out_uv[o, 0] = _interp_col(at, s, uv, 0, a, b - 1, &j)
+                out_uv[o, 1] = _interp_col(at, s, uv, 1, a, b - 1, &j)
+                continue
+            delta = (start + step) - start
+            j = a
+            for k in range(m):
+                if k == 0:
+                    at = start
+                elif k == 1:
+                    at = start + step
+                else:
+                    at = start + k * delta
+                out_at[o + k] = at
+                out_uv[o + k, 0] = _interp_col(at, s, uv, 0, a, b - 1, &j)
+                out_uv[o + k, 1] = _interp_col(at, s, uv, 1, a, b - 1, &j)

@@ -688,3 +688,42 @@ def test_dilated_square_by_hand():
     # the texel's 3 x 3 square, cut at the grid's top edge
     assert np.argwhere(got).tolist() == [[0, 2], [0, 3], [0, 4], [1, 2], [1, 3], [1, 4]]
     assert not pen_fit.dilated_square(np.zeros((3, 3), bool), 5).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_candidate_arcs_many_equal_their_twin(seed):
+    # seeded random walks of every length (none, one point, zero steps, no length at all),
+    # at several steps: every path's centres and arc lengths equal candidate_arcs' bit for bit
+    rng = np.random.default_rng(seed)
+    for _ in range(80):
+        paths = []
+        for _ in range(int(rng.integers(0, 8))):
+            n = int(rng.integers(0, 40))
+            uv = np.cumsum(rng.normal(0, rng.choice([0.01, 0.3, 2.0]), size=(n, 2)), axis=0) + rng.uniform(-50, 50, 2)
+            if n > 2 and rng.random() < 0.3:
+                uv[1] = uv[0]
+            if n > 3 and rng.random() < 0.2:
+                uv[:] = uv[0]
+            paths.append(uv)
+        step = float(rng.choice([0.5, 0.3, 0.7, 1.0]))
+        got = pen_fit.candidate_arcs_many(paths, step)
+        want = pen_fit.candidate_arcs_many_reference(paths, step)
+        assert len(got) == len(want) == len(paths)
+        for (c1, a1), (c2, a2) in zip(got, want):
+            assert c1.shape == c2.shape and np.array_equal(c1, c2) and np.array_equal(a1, a2)
+
+
+def test_candidate_arcs_many_by_hand():
+    straight = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])      # 2 mm along u
+    short = np.array([[0.0, 0.0], [0.0, 0.2]])                     # 0.2 mm: one centre, midway
+    got = pen_fit.candidate_arcs_many([straight, short, straight[:1], np.empty((0, 2))], 0.5)
+    assert got[0][1].tolist() == [0.25, 0.75, 1.25, 1.75]
+    assert got[0][0].tolist() == [[0.25, 1.0], [0.75, 1.0], [1.25, 1.0], [1.75, 1.0]]
+    assert got[1][1].tolist() == [0.1] and np.allclose(got[1][0], [[0.0, 0.1]], atol=1e-15)
+    assert [len(c) for c, _ in got[2:]] == [0, 0]
+    # a point that is not finite: the twin decides (candidate_arcs itself cannot place stamps
+    # along a path of NaN length, and says so)
+    bad = np.array([[0.0, 0.0], [np.nan, 1.0], [2.0, 0.0]])
+    for many in (pen_fit.candidate_arcs_many, pen_fit.candidate_arcs_many_reference):
+        with pytest.raises(ValueError, match="arange"):
+            many([straight, bad])

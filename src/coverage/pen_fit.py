@@ -131,6 +131,38 @@ def candidate_arcs(uv: np.ndarray, step: float = CANDIDATE_MM) -> tuple[np.ndarr
     return np.stack([np.interp(at, s, uv[:, 0]), np.interp(at, s, uv[:, 1])], axis=1), at
 
 
+def candidate_arcs_many(paths_uv: list, step: float = CANDIDATE_MM) -> list:
+    """``[candidate_arcs(uv, step) for uv in paths_uv]`` in two compiled passes over all the
+    paths (:func:`coverage._ext.paths.candidate_counts` and ``candidate_fill``: NumPy's
+    arithmetic, its cumulative sums, ``arange`` and ``interp``, in its order), each path's
+    arrays its own; where a point is not finite or the step not positive, the twin itself
+    (:func:`candidate_arcs_many_reference`)."""
+    from ._ext import paths as _paths_kernel
+
+    paths_uv = [np.asarray(uv, dtype=np.float64).reshape(-1, 2) for uv in paths_uv]
+    step = float(step)
+    if not paths_uv:
+        return []
+    uv = np.ascontiguousarray(np.concatenate(paths_uv))
+    if not (np.isfinite(uv).all() and math.isfinite(step) and step > 0):
+        return candidate_arcs_many_reference(paths_uv, step)
+    starts = np.zeros(len(paths_uv) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in paths_uv], out=starts[1:])
+    s = np.empty(len(uv))
+    counts = np.empty(len(paths_uv), dtype=np.int64)
+    _paths_kernel.candidate_counts(uv, starts, 0.5 * step, step, s, counts)
+    out_starts = np.zeros(len(paths_uv) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out_starts[1:])
+    centres, at = np.empty((int(out_starts[-1]), 2)), np.empty(int(out_starts[-1]))
+    _paths_kernel.candidate_fill(uv, s, starts, 0.5 * step, step, out_starts, centres, at)
+    return [(centres[a:b], at[a:b]) for a, b in zip(out_starts[:-1].tolist(), out_starts[1:].tolist())]
+
+
+def candidate_arcs_many_reference(paths_uv: list, step: float = CANDIDATE_MM) -> list:
+    """NumPy twin of :func:`candidate_arcs_many`: :func:`candidate_arcs` path by path."""
+    return [candidate_arcs(np.asarray(uv, dtype=np.float64).reshape(-1, 2), step) for uv in paths_uv]
+
+
 def needle_columns(grid: TexelGrid, hits_uv: np.ndarray, fired: np.ndarray, needles: int) -> sparse.csc_array:
     """``(texels, k)`` CSC: column ``i`` holds stamp ``i``'s fired needles (rows ``i * needles
     ...`` of ``hits_uv``) counted in their texels (:func:`needle_columns_reference`), built
@@ -515,7 +547,7 @@ def _with_arcs(make, *args):
     """``make(*args)`` (a tuple ending in a cartridge's paths, or None) with each path's
     :func:`candidate_arcs` after it (made on the thread that made the paths)."""
     got = make(*args)
-    return None if got is None else (*got, [candidate_arcs(p.uv) for p in got[-1]])
+    return None if got is None else (*got, candidate_arcs_many([p.uv for p in got[-1]]))
 
 
 def _joined_candidates(head: tuple, tail: tuple) -> tuple:
@@ -619,7 +651,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # (the fine cartridge's paths are done before the main one's)
     layout = tasks.submit(fit_layout, grid, targets)
     main_paths = _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings)
-    cartridges, arcs = [(pen, problem, settings, main_paths)], [[candidate_arcs(p.uv) for p in main_paths]]
+    cartridges, arcs = [(pen, problem, settings, main_paths)], [candidate_arcs_many([p.uv for p in main_paths])]
     if fine_part is not None and (got := fine_part.result()) is not None:
         fine_settings, fine_paths, fine_arcs = got
         cartridges.append((fine, fine_problem, fine_settings, fine_paths))
