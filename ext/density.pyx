@@ -1990,3 +1990,23 @@ def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const doubl
             if _worse(badness[p], badness[out[a]]):
                 out[a] = p
     return k
+
+
+def round_along(const double[::1] x, const int64_t[::1] groups, uint8_t[::1] fire):
+    """fire[i] = 1 where, along i's group (runs of equal groups[i]), the running sum of x
+    (numpy.cumsum from the run's first) floored after adding 0.5 steps up from the one
+    before (0.0 before the run's first): numpy's arithmetic in its order."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef double total = 0.0, running, before = 0.0
+    if groups.shape[0] != n or fire.shape[0] != n:
+        raise ValueError("round_along: x, groups and fire must have one entry per candidate")
+    with nogil:
+        for i in range(n):
+            if i == 0 or groups[i] != groups[i - 1]:
+                total = x[i]           # cumsum's first value is its first term
+                before = 0.0
+            else:
+                total = total + x[i]
+            running = floor(total + 0.5)
+            fire[i] = (running - before) > 0.0
+            before = running

@@ -157,6 +157,25 @@ def test_rounding_fires_where_the_running_sum_crosses_a_half():
     fire = pen_fit.round_along(x, groups)
     for g in range(8):
         assert abs(fire[groups == g].sum() - x[groups == g].sum()) <= 0.5 + 1e-12
+    assert pen_fit.round_along_reference(np.array([0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6]),
+                                         np.array([0, 0, 0, 0, 1, 1, 1])).tolist() == [0, 1, 0, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_round_along_equals_its_twin(seed):
+    # groups of every length (one candidate, repeated labels apart), weights in and out of
+    # [0, 1], ties at k + 1/2 and NaN
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        n = int(rng.integers(0, 300))
+        groups = np.cumsum(rng.random(n) < rng.uniform(0.02, 0.6)).astype(np.int64) % 4
+        x = rng.choice([rng.random(n), rng.random(n) * 3 - 1, np.round(rng.random(n) * 4) / 4])
+        if n and rng.random() < 0.3:
+            x[rng.integers(n)] = np.nan
+        got = pen_fit.round_along(x, groups)
+        assert got.dtype == bool and np.array_equal(got, pen_fit.round_along_reference(x, groups))
+    with pytest.raises(ValueError, match="one group per weight"):
+        pen_fit.round_along(np.zeros(3), np.zeros(2, dtype=np.int64))
 
 
 def _strip_grid(n=40, cell=1.0, half=2, zone_of=None):

@@ -487,7 +487,21 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 def round_along(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Which candidates fire ``(m,) bool``: along each group (a path, candidates in travel
     order, groups contiguous), the running sum of ``x`` fires one each time it crosses
-    ``k + 1/2``."""
+    ``k + 1/2``. One compiled pass (:func:`coverage._ext.density.round_along`), the same as
+    :func:`round_along_reference` bit for bit."""
+    from ._ext import density as _kernel
+
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    groups = np.ascontiguousarray(groups, dtype=np.int64).reshape(-1)
+    if groups.shape != x.shape:
+        raise ValueError(f"round_along: {len(x)} weights and {len(groups)} groups; give one group per weight")
+    fire = np.zeros(len(x), dtype=bool)
+    _kernel.round_along(x, groups, fire.view(np.uint8))
+    return fire
+
+
+def round_along_reference(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """NumPy twin of :func:`round_along`: group by group, the floored running sums' steps."""
     fire = np.zeros(len(x), dtype=bool)
     if not len(x):
         return fire
