@@ -746,3 +746,19 @@ def test_candidate_arcs_many_by_hand():
     for many in (pen_fit.candidate_arcs_many, pen_fit.candidate_arcs_many_reference):
         with pytest.raises(ValueError, match="arange"):
             many([straight, bad])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chart_arcs_many_equal_their_twin(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(80):
+        paths = [np.cumsum(rng.normal(0, rng.choice([0.01, 0.5, 3.0]), size=(int(rng.integers(1, 50)), 2)), axis=0)
+                 for _ in range(int(rng.integers(1, 8)))]
+        got, want = pen_fit.chart_arcs_many(paths), pen_fit.chart_arcs_many_reference(paths)
+        assert len(got) == len(want) == len(paths)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and np.array_equal(a, b)
+    square = np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 4.0], [3.0, 4.0]])
+    got = pen_fit.chart_arcs_many([square, square[:1], np.empty((0, 2)), np.array([[0.0, 0.0], [np.nan, 1.0]])])
+    assert got[0].tolist() == [0.0, 3.0, 7.0, 7.0] and got[1].tolist() == [0.0] and got[2].tolist() == [0.0]
+    assert got[3][0] == 0.0 and np.isnan(got[3][1])

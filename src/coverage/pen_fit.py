@@ -835,9 +835,35 @@ def chart_arcs(uv: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(uv, axis=0), axis=1))])
 
 
+def chart_arcs_many(paths_uv: list) -> list:
+    """``[chart_arcs(uv) for uv in paths_uv]``: every path's segment lengths in one compiled
+    pass and their running sums, path by path, in another (:func:`coverage.pen._segment_lengths`,
+    :func:`coverage.pen._run_cumsum`: NumPy's arithmetic in its order), each path's arc
+    lengths its own (views of one array); where a point is not finite, the twin itself
+    (:func:`chart_arcs_many_reference`)."""
+    from . import pen as _pen
+
+    paths_uv = [np.asarray(uv, dtype=np.float64).reshape(-1, 2) for uv in paths_uv]
+    if not paths_uv or any(len(uv) == 0 for uv in paths_uv):
+        return chart_arcs_many_reference(paths_uv)
+    uv = np.ascontiguousarray(np.concatenate(paths_uv))
+    if not np.isfinite(uv).all():
+        return chart_arcs_many_reference(paths_uv)
+    bounds = np.zeros(len(paths_uv) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in paths_uv], out=bounds[1:])
+    step = np.zeros(len(uv))
+    step[1:] = _pen._segment_lengths(uv)     # across two paths' ends: not read
+    return np.split(_pen._run_cumsum(step, bounds), bounds[1:-1])
+
+
+def chart_arcs_many_reference(paths_uv: list) -> list:
+    """NumPy twin of :func:`chart_arcs_many`: :func:`chart_arcs` path by path."""
+    return [chart_arcs(np.asarray(uv, dtype=np.float64).reshape(-1, 2)) for uv in paths_uv]
+
+
 def _chart_arcs_of(paths: list) -> list:
     """:func:`chart_arcs` of each path."""
-    return [chart_arcs(p.uv) for p in paths]
+    return chart_arcs_many([p.uv for p in paths])
 
 
 def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray, s: np.ndarray | None = None):

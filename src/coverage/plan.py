@@ -1175,12 +1175,13 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
             continue
         starts = np.searchsorted(st.path, np.arange(len(st.paths) + 1))
         fired = st.fired().reshape(-1, st.needles)
+        arcs = pen_fit.chart_arcs_many([path.uv for path in st.paths])      # each path's chart arc lengths
         for pi, path in enumerate(st.paths):
             rows = np.arange(starts[pi], starts[pi + 1])
             rows = rows[st.keep[rows]]
             if not len(rows):
                 continue
-            chart_s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path.uv, axis=0), axis=1))])
+            chart_s = arcs[pi]
             local = rows - starts[pi]
             a = max(0, int(np.searchsorted(chart_s, path.stamp_s[local[0]], side="right")) - 1)
             b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
@@ -1336,12 +1337,15 @@ def _run_path_frames(face, paths: list, across: bool = True) -> list:
     pts, nrm = lifted.points, lifted.normals
     # np.gradient of each path
     tangent, chart_across = _tangent_frames(face, lifted, _roller.path_gradient(pts, starts), across)
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
+    step = np.zeros(len(pts))
+    step[1:] = np.linalg.norm(np.diff(pts, axis=0), axis=1)     # across two paths' ends: not read
+    # each path's arc lengths: np.concatenate([[0.0], np.cumsum(step[a + 1:b])]), all at once
+    arcs = _pen._run_cumsum(step, starts)
     out = []
     for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
         part = Lifted(pts[a:b].copy(), nrm[a:b].copy(), lifted.tri[a:b].copy(), lifted.bary[a:b].copy())
-        s = np.concatenate([[0.0], np.cumsum(seg[a:b - 1])])
-        out.append((part, tangent[a:b].copy(), s, None if chart_across is None else chart_across[a:b].copy()))
+        out.append((part, tangent[a:b].copy(), arcs[a:b].copy(), None if chart_across is None
+                    else chart_across[a:b].copy()))
     return out
 
 
