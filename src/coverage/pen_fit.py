@@ -33,6 +33,7 @@ The plan's cap guard runs on the result as on any stamps.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import functools
 import math
@@ -822,7 +823,7 @@ def select(stamps, chosen: np.ndarray, problem=None, zones=None, arcs: list | No
     if problem is not None and zones is not None:
         paths = _pen.join_paths(paths, problem, zones)
     index = np.repeat(np.arange(len(paths)), [len(p.stamp_uv) for p in paths])
-    rows = np.repeat(chosen, stamps.needles)
+    rows = np.flatnonzero(np.repeat(chosen, stamps.needles))     # the chosen stamps' needle rows, once
     h = stamps.hits
     hits = StampHits(h.uv[rows], h.points[rows], h.depth_mm[rows], np.repeat(np.arange(int(chosen.sum())),
                      stamps.needles), h.needle[rows], h.fired[rows], h.gap_mm[rows])
@@ -874,7 +875,10 @@ def _trimmed(path, stamp_uv: np.ndarray, stamp_s: np.ndarray, s: np.ndarray | No
     a = max(0, int(np.searchsorted(s, stamp_s[0], side="right")) - 1)
     b = min(len(s), int(np.searchsorted(s, stamp_s[-1], side="left")) + 1)
     b = max(b, min(a + 2, len(s)))
-    return dataclasses.replace(path, uv=path.uv[a:b], stamp_uv=stamp_uv, stamp_s=stamp_s - s[a])
+    # dataclasses.replace without its checks (a PenPath holds no field derived from another)
+    out = copy.copy(path)
+    out.uv, out.stamp_uv, out.stamp_s = path.uv[a:b], stamp_uv, stamp_s - s[a]
+    return out
 
 
 REPAIR_ROUNDS = 40

@@ -993,13 +993,15 @@ def pen_speed_profile_reference(skin_s: np.ndarray, stamp_skin: np.ndarray, spee
     return np.maximum(limit, pen.speed_mm_s_min)
 
 
-def _reverse_pen_item(item, pen):
+def _reverse_pen_item(item, pen, skin_r: np.ndarray | None = None):
     """A pen path run the other way: the same samples and stamps in reverse order (a stamp's
-    needles and depth do not depend on the direction of travel)."""
+    needles and depth do not depend on the direction of travel). ``skin_r``: the reversed
+    path's skin arc lengths (:func:`_reversed_arcs`), if made already."""
     st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows = item
     back = Lifted(lifted.points[::-1].copy(), lifted.normals[::-1].copy(), lifted.tri[::-1].copy(),
                   lifted.bary[::-1].copy())
-    skin_r = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back.points, axis=0), axis=1))])
+    if skin_r is None:
+        skin_r = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back.points, axis=0), axis=1))])
     stamp_r = np.clip(skin_r[-1] - stamp_skin[::-1], 0.0, skin_r[-1])
     rows_r = rows[::-1].copy()
     fired_r = st.fired_at(rows_r)     # read at these stamps only, not over every stamp of the set
@@ -1023,7 +1025,23 @@ def _order_pen_items(items: list, position, pen) -> list:
     starts = np.array([0] + [k for k in range(1, len(items)) if items[k][0] is not items[k - 1][0]] + [len(items)],
                       dtype=np.int64)
     order, flip = greedy_order(ends, zone, starts, position)
-    return [_reverse_pen_item(items[i], pen) if f else items[i] for i, f in zip(order.tolist(), flip.tolist())]
+    turned = _reversed_arcs([items[i][4].points for i in order[flip].tolist()])
+    return [_reverse_pen_item(items[i], pen, next(turned)) if f else items[i]
+            for i, f in zip(order.tolist(), flip.tolist())]
+
+
+def _reversed_arcs(points: list):
+    """The skin arc lengths of each path of ``points`` ``[(n_i, 3)]`` (two points or more)
+    run backwards, as :func:`_reverse_pen_item` measures them, all in one pass: the segment
+    lengths row by row and each path's running sums (:func:`coverage.pen._run_cumsum`)."""
+    if not points:
+        return iter([])
+    back = np.concatenate([p[::-1] for p in points])
+    bounds = np.zeros(len(points) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in points], out=bounds[1:])
+    step = np.zeros(len(back))
+    step[1:] = np.linalg.norm(np.diff(back, axis=0), axis=1)     # across two paths' ends: not read
+    return iter(np.split(_pen._run_cumsum(step, bounds), bounds[1:-1]))
 
 
 def greedy_order(ends: np.ndarray, zone: np.ndarray, starts: np.ndarray, position) -> tuple:
