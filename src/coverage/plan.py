@@ -312,6 +312,7 @@ def transit_clearances(zones: ZoneMap, uv_from, uv_to) -> np.ndarray:
 TRANSIT_RAISE_STEPS = 20       # most steps up the normal to reach the clearance at a move's end
 TRANSIT_PUSH_STEPS = 40        # most pushes of a move's travel out along the face's forward axis
 TRANSIT_SMOOTH = 7             # samples over which a push is spread (largest lift nearby)
+TRANSIT_CALLER_SHARE = 0.6     # of the pen's safe moves' work, the caller's part on two threads
 
 
 def transit(face, start_point, start_normal, end_point, end_normal,
@@ -450,11 +451,12 @@ def _transit_paths_halved(tasks: Tasks | None, face, starts, start_normals, ends
     m = len(starts)
     if tasks is None or tasks.threads < 2 or m < 2:
         return lambda: transit_paths(face, starts, start_normals, ends, end_normals, clearances)
-    # halves of about equal work: a move's search runs over its samples, about one per
-    # TRANSIT_STEP_MM of its length
+    # parts by work: a move's search runs over its samples, about one per TRANSIT_STEP_MM of
+    # its length; the caller's the larger (TRANSIT_CALLER_SHARE): the other thread starts
+    # its part once the caller lets go of the GIL, and its Python steps wait on the caller's
     work = np.linalg.norm(np.asarray(ends, dtype=np.float64).reshape(-1, 3)
                           - np.asarray(starts, dtype=np.float64).reshape(-1, 3), axis=1) + 4 * TRANSIT_STEP_MM
-    half = int(np.clip(np.searchsorted(np.cumsum(work), 0.5 * work.sum()), 1, m - 1))
+    half = int(np.clip(np.searchsorted(np.cumsum(work), TRANSIT_CALLER_SHARE * work.sum()), 1, m - 1))
     later = tasks.submit(transit_paths, face, starts[half:], start_normals[half:], ends[half:], end_normals[half:],
                          clearances[half:])
 
@@ -1183,6 +1185,13 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
     pen = protocol.pen
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
+    # every set's stamp centres and needle hits lifted at once, on the plan's other thread
+    # while this one lays the strokes out (each point's lift is its own: a stroke takes its
+    # rows of them)
+    live = [st for st in sets if len(st.path)]
+    row0 = {id(st): (int(a), int(b)) for st, a, b in zip(
+        live, np.cumsum([0] + [len(st.uv) for st in live]), np.cumsum([0] + [len(st.hits.uv) for st in live]))}
+    ahead = tasks.submit(_lift_rows, face, [st.uv for st in live], [st.hits.uv for st in live])
     # first where every stroke runs and where the tool moves between them (none of it
     # depends on time, and the moves are built all at once), then the clock, stroke by stroke.
     # Each path's stretch from its first kept stamp to its last, all of them lifted and
@@ -1222,10 +1231,10 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
         items.append((st, path, rows, uv, lifted, tangent, skin_s, stamp_skin, speed, hit_rows))
     items = _order_pen_items(items, None if previous is None else previous.points[-1], pen)
     items = _glide_joins(face, zones, items, pen)
-    # the punctures in firing order (stroke by stroke, each stroke's fired needles), lifted
-    # beside the moves and the clock below
+    # the punctures in firing order (stroke by stroke, each stroke's fired needles): their
+    # rows of the lift made ahead, gathered beside the moves and the clock below
     hit_uv = [it[0].hits.uv[it[9]] for it in items]
-    hits_lifted = tasks.submit(face.lift, np.concatenate(hit_uv) if items else np.empty((0, 2)))
+    hits_lifted = tasks.submit(_lifted_rows, ahead, 1, [row0[id(it[0])][1] + it[9] for it in items])
     froms = []
     tail = None if previous is None else (previous.points[-1], previous.normals[-1], previous.uv[-1])
     for it in items:
@@ -1237,10 +1246,9 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
                                   [lifted.normals[0] for _, lifted, _ in pairs],
                                   transit_clearances(zones, [f[2] for f, _, _ in pairs],
                                                      [uv[0] for _, _, uv in pairs]))
-    # every stroke's stamp centres lifted together (each point's lift is its own)
+    # every stroke's stamp centres, their rows of the lift made ahead
     stamp_uv = [it[0].uv[it[2]] for it in items]
-    stamp_points = np.split(face.lift(np.concatenate(stamp_uv)).points if items else np.empty((0, 3)),
-                            np.cumsum([len(x) for x in stamp_uv])[:-1])
+    stamp_points = [ahead.result()[0].points[row0[id(it[0])][0] + it[2]] for it in items]
     move_paths = moves()
     moves = zip(move_paths, transit_lengths(move_paths))    # each move's points and travelled lengths
     t = t0
@@ -1278,6 +1286,19 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
         return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64)), hits_lifted
     return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke")), \
         hits_lifted
+
+
+def _lift_rows(face, *groups) -> list:
+    """Per group of chart point arrays, all of them lifted at once (``face.lift``)."""
+    return [face.lift(np.concatenate(g) if g else np.empty((0, 2))) for g in groups]
+
+
+def _lifted_rows(ahead, group: int, rows: list) -> Lifted:
+    """Rows ``rows`` ``[(k_i,) int]`` (one after the other) of group ``group`` of the lifts
+    a piece ``ahead`` gives (:func:`_lift_rows`)."""
+    lifted = ahead.result()[group]
+    at = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    return Lifted(lifted.points[at], lifted.normals[at], lifted.tri[at], lifted.bary[at])
 
 
 def roller_strokes(face, zones: ZoneMap, protocol: Protocol, runs: list):
