@@ -1248,7 +1248,8 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
                                                      [uv[0] for _, _, uv in pairs]))
     # every stroke's stamp centres, their rows of the lift made ahead
     stamp_uv = [it[0].uv[it[2]] for it in items]
-    stamp_points = [ahead.result()[0].points[row0[id(it[0])][0] + it[2]] for it in items]
+    stamp_lift = ahead.result()[0].points
+    stamp_points = [stamp_lift[row0[id(it[0])][0] + it[2]] for it in items]
     move_paths = moves()
     moves = zip(move_paths, transit_lengths(move_paths))    # each move's points and travelled lengths
     t = t0
