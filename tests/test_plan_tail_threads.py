@@ -132,3 +132,31 @@ def test_the_roller_strokes_are_built_on_the_other_thread(default_face, default_
     where.clear()
     plan_mod.plan(default_face, zones=default_zones, device="auto", threads=1)
     assert where == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("where", [0.2, 0.6])
+def test_the_parts_needle_columns_side_by_side_are_the_joined_candidates(main_candidates, where):
+    # each part's needle columns made where the part is made (as a plan makes them on its two
+    # threads), side by side: the very matrix the joined candidates' columns give
+    from scipy import sparse
+
+    face, zones, protocol, grid, paths, pen, first = main_candidates
+    cut = int(where * len(paths))
+    arcs = pen_fit.candidate_arcs_many([p.uv for p in paths])
+    head, head_cols = pen_fit._candidates_with_columns(True, face, zones, protocol, grid, paths[:cut], pen, first,
+                                                       arcs[:cut])
+    tail, tail_cols = pen_fit._candidates_with_columns(True, face, zones, protocol, grid, paths[cut:], pen,
+                                                       first + len(head[1].uv), arcs[cut:])
+    _, stamps, kept = pen_fit._joined_parts([head, tail])
+    rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
+    whole = pen_fit.needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles)
+    side = sparse.hstack([head_cols, tail_cols], format="csc")
+    assert side.shape == whole.shape and side.shape[1] == len(kept) > 0
+    for name in ("indptr", "indices", "data"):
+        a, b = getattr(side, name), getattr(whole, name)
+        assert np.array_equal(a, b), name
+    # without columns, the part alone
+    part, none = pen_fit._candidates_with_columns(False, face, zones, protocol, grid, paths[:cut], pen, first,
+                                                  arcs[:cut])
+    assert none is None
+    _same_candidates(part, head)

@@ -673,7 +673,11 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         arcs.append(fine_arcs)
     counts = [np.array([len(a[1]) for a in per_path], dtype=np.int64) for per_path in arcs]
     first_stamps = np.cumsum([0] + [int(n.sum()) for n in counts[:-1]])
-    candidates = [tasks.submit(candidate_stamps, face, zones, protocol, grid, paths, cartridge, int(first), a)
+    # each part's needle columns made where the part's candidates are (a completion filters
+    # the candidates first: there, after they are all made)
+    columns_here = helps is None
+    candidates = [tasks.submit(_candidates_with_columns, columns_here, face, zones, protocol, grid, paths, cartridge,
+                               int(first), a)
                   for (cartridge, _, _, paths), first, a in zip(cartridges[1:], first_stamps[1:], arcs[1:])]
     # the main cartridge's later paths on the plan's other thread too, so each thread
     # simulates about half the needles of every candidate (the stamps are simulated one by
@@ -686,37 +690,34 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
         cut = int(np.clip(np.searchsorted(np.cumsum(counts[0]) * (pen.needles + 14), 0.5 * sum(work)), 1,
                           len(main_paths) - 1))
     later = None if cut == len(main_paths) else tasks.submit(
-        candidate_stamps, face, zones, protocol, grid, main_paths[cut:], pen, int(counts[0][:cut].sum()),
-        arcs[0][cut:])
-    main = candidate_stamps(face, zones, protocol, grid, main_paths[:cut], pen, 0, arcs[0][:cut])
-    if later is not None:
-        main = _joined_candidates(main, later.result())
-    candidates = [main] + [c.result() for c in candidates]
-    # every candidate of every cartridge in one fit
-    found, blocks = [], []
-    for (cartridge, *_), (with_candidates, stamps, kept) in zip(cartridges, candidates):
-        if helps is not None and len(kept):
-            # a completion fires no stamp whose needles all count only in windows at dose
-            f = np.floor((stamps.hits.uv - grid.origin) / grid.cell_mm)
-            ij = np.where(np.isfinite(f), f, -1).astype(np.int64)
-            h, w = grid.shape
-            on = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h) & stamps.hits.fired
-            useful = np.zeros(len(on), dtype=bool)
-            useful[on] = helps[ij[on, 1], ij[on, 0]]
-            kept = kept[useful.reshape(-1, stamps.needles)[kept].any(axis=1)]
-        rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
-        blocks.append(needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles))
-        found.append((cartridge, with_candidates, stamps, kept))
-    spread = sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
+        _candidates_with_columns, columns_here, face, zones, protocol, grid, main_paths[cut:], pen,
+        int(counts[0][:cut].sum()), arcs[0][cut:])
+    main = [_candidates_with_columns(columns_here, face, zones, protocol, grid, main_paths[:cut], pen, 0,
+                                     arcs[0][:cut])] + ([later.result()] if later is not None else [])
+    others = [c.result() for c in candidates]
+    if columns_here:
+        # every candidate of every cartridge in one fit: the parts' columns side by side, as
+        # the columns of the joined candidates; the main cartridge's parts joined on the
+        # other thread beside the fit (only what follows the fit reads the joined stamps)
+        blocks = [b for _, b in main + others]
+        found = [(pen, [p for (part, _) in main for p in part[0]],
+                  tasks.submit(_joined_parts, [part for part, _ in main], lend=False))]
+        found += [(cartridge, part[0], part) for (cartridge, *_), (part, _) in zip(cartridges[1:], others)]
+        spread = sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
+    else:
+        found, spread = _completion_columns(grid, cartridges, [_joined_parts([part for part, _ in main])]
+                                            + [part for part, _ in others], helps)
     # what the repair reads of the candidates, made beside the fit (on the plan's other thread
     # before the roller's moves that before_fit hands it)
     repair_parts = tasks.submit(RepairParts, grid, zones, fixed, spread, problem.cap, lend=False) \
         if spread.shape[1] else None
     # each candidate path's arc lengths, which choosing its stamps cuts it by: made there too
-    path_arcs = [tasks.submit(_chart_arcs_of, with_candidates, lend=False) for _, with_candidates, _, _ in found]
+    path_arcs = [tasks.submit(_chart_arcs_of, with_candidates, lend=False) for _, with_candidates, _ in found]
     if before_fit is not None:
         before_fit()
     x = fit(grid, targets, fixed, spread, layout=layout.result())
+    found = [(cartridge, with_candidates, *(part.result() if hasattr(part, "result") else part)[1:])
+             for cartridge, with_candidates, part in found]
     # round along each path, then mend the windows rounding left outside their band; the
     # stamps that fire are the candidates themselves (as simulated, needles and all)
     groups, paths_before = [], 0
@@ -736,6 +737,49 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
+
+
+def _candidates_with_columns(columns: bool, face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int,
+                             arcs: list):
+    """:func:`candidate_stamps` of ``paths`` and, if ``columns``, their :func:`needle_columns`
+    (each kept stamp a column: the columns of these candidates among any others, side by
+    side), else None."""
+    part = candidate_stamps(face, zones, protocol, grid, paths, pen, first_stamp, arcs)
+    if not columns:
+        return part, None
+    _, stamps, kept = part
+    rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
+    return part, needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles)
+
+
+def _joined_parts(parts: list) -> tuple:
+    """One cartridge's :func:`candidate_stamps` parts (paths one after the other) joined
+    (:func:`_joined_candidates`): what one call with all the paths gives."""
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = _joined_candidates(joined, part)
+    return joined
+
+
+def _completion_columns(grid: TexelGrid, cartridges: list, candidates: list, helps: np.ndarray) -> tuple:
+    """A completion's candidates, each cartridge's filtered (no stamp fires whose needles
+    all count only in windows at dose: ``helps`` (h, w) bool, the texels whose window is
+    under its floor), and their needle columns side by side: ``([(cartridge, paths,
+    (paths, stamps, kept))], spread)``."""
+    found, blocks = [], []
+    for (cartridge, *_), (with_candidates, stamps, kept) in zip(cartridges, candidates):
+        if len(kept):
+            f = np.floor((stamps.hits.uv - grid.origin) / grid.cell_mm)
+            ij = np.where(np.isfinite(f), f, -1).astype(np.int64)
+            h, w = grid.shape
+            on = (ij[:, 0] >= 0) & (ij[:, 1] >= 0) & (ij[:, 0] < w) & (ij[:, 1] < h) & stamps.hits.fired
+            useful = np.zeros(len(on), dtype=bool)
+            useful[on] = helps[ij[on, 1], ij[on, 0]]
+            kept = kept[useful.reshape(-1, stamps.needles)[kept].any(axis=1)]
+        rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
+        blocks.append(needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles))
+        found.append((cartridge, with_candidates, (with_candidates, stamps, kept)))
+    return found, sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
 
 
 def dilated_square(mask: np.ndarray, r: int) -> np.ndarray:
