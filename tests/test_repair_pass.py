@@ -250,9 +250,9 @@ def test_patch_moves_refuse_what_they_cannot_do(rng):
     assert effects.patch_moves("add", [], 4, fire, blocked, None, np.zeros(12), windows).shape == (0, 2)
 
 
-def test_the_bundled_faces_repair_is_its_twins(monkeypatch):
-    # the repair a plan of the bundled face makes, run again with the NumPy twin's passes:
-    # the same stamps fire
+def _bundled_repairs(monkeypatch) -> list:
+    """The arguments ``[(args, kwargs)]`` (without the prepared parts) of every repair a
+    one-thread plan of the bundled face makes."""
     seen = []
     real = pen_fit.repair
 
@@ -264,7 +264,16 @@ def test_the_bundled_faces_repair_is_its_twins(monkeypatch):
 
     monkeypatch.setattr(pen_fit, "repair", spy)
     plan_mod.plan(Face.default(), threads=1)
+    monkeypatch.setattr(pen_fit, "repair", real)
     assert seen
+    return seen
+
+
+def test_the_bundled_faces_repair_is_its_twins(monkeypatch):
+    # the repair a plan of the bundled face makes, run again with the NumPy twin's passes:
+    # the same stamps fire
+    seen = _bundled_repairs(monkeypatch)
+    real = pen_fit.repair
     for args, kwargs in seen:
         compiled = real(*args, **kwargs)
         twin = real(*args, **kwargs, compiled=False)
@@ -279,18 +288,8 @@ def test_a_round_after_one_that_moved_nothing_reads_the_density_as_it_was(monkey
     # the repair asks for is of a density it has not asked about just before
     from coverage.density import StampEffects
 
-    seen = []
+    seen = _bundled_repairs(monkeypatch)
     real = pen_fit.repair
-
-    def spy(*args, **kwargs):
-        kwargs = dict(kwargs)
-        kwargs.pop("parts", None)
-        seen.append((args, kwargs))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pen_fit, "repair", spy)
-    plan_mod.plan(Face.default(), threads=1)
-    monkeypatch.setattr(pen_fit, "repair", real)
     densities, tries = [], []
     gradient, moves = pen_fit.BandGradient.__call__, StampEffects.patch_moves
 
