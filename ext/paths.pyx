@@ -331,27 +331,17 @@ cdef inline Py_ssize_t _arange_length(double start, double stop, double step) no
     return <Py_ssize_t>n
 
 
-def candidate_counts(const double[:, ::1] uv, const int64_t[::1] starts, double start, double step,
-                     double[::1] s, int64_t[::1] counts):
-    """Path p covers rows starts[p]:starts[p + 1] of uv. s[i] = its chart arc length at row i
-    (numpy.cumsum of numpy.linalg.norm of the steps, left to right); counts[p] = how many
-    candidate centres candidate_arcs gives it: none under two rows or with s_end <= 0, else
-    len(numpy.arange(start, s_end, step)), or 1 where that is 0."""
-    cdef Py_ssize_t p, i, a, b, n
-    cdef double dx, dy
+def candidate_counts(const double[::1] s, const int64_t[::1] starts, double start, double step,
+                     int64_t[::1] counts):
+    """Path p covers rows starts[p]:starts[p + 1] of its chart arc lengths s (0 at its first
+    row). counts[p] = how many candidate centres candidate_arcs gives it: none under two rows
+    or with s_end <= 0, else len(numpy.arange(start, s_end, step)), or 1 where that is 0."""
+    cdef Py_ssize_t p, a, b, n
     with nogil:
         for p in range(starts.shape[0] - 1):
             a = starts[p]
             b = starts[p + 1]
             counts[p] = 0
-            if b <= a:
-                continue
-            s[a] = 0.0
-            for i in range(a + 1, b):
-                dx = uv[i, 0] - uv[i - 1, 0]
-                dy = uv[i, 1] - uv[i - 1, 1]
-                # cumsum's first value is its first term
-                s[i] = sqrt(dx * dx + dy * dy) if i == a + 1 else s[i - 1] + sqrt(dx * dx + dy * dy)
             if b - a < 2 or not (s[b - 1] > 0.0):
                 continue
             n = _arange_length(start, s[b - 1], step)

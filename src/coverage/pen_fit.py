@@ -133,11 +133,12 @@ def candidate_arcs(uv: np.ndarray, step: float = CANDIDATE_MM) -> tuple[np.ndarr
 
 
 def candidate_arcs_many(paths_uv: list, step: float = CANDIDATE_MM) -> list:
-    """``[candidate_arcs(uv, step) for uv in paths_uv]`` in two compiled passes over all the
-    paths (:func:`coverage._ext.paths.candidate_counts` and ``candidate_fill``: NumPy's
-    arithmetic, its cumulative sums, ``arange`` and ``interp``, in its order), each path's
-    arrays its own; where a point is not finite or the step not positive, the twin itself
-    (:func:`candidate_arcs_many_reference`)."""
+    """``[candidate_arcs(uv, step) for uv in paths_uv]`` over all the paths at once: their
+    arc lengths as :func:`chart_arcs_many` makes them, then the centres' counts and the
+    centres in two compiled passes (:func:`coverage._ext.paths.candidate_counts` and
+    ``candidate_fill``: NumPy's ``arange`` and ``interp`` arithmetic, in its order), each
+    path's arrays its own; where a point is not finite or the step not positive, the twin
+    itself (:func:`candidate_arcs_many_reference`)."""
     from ._ext import paths as _paths_kernel
 
     paths_uv = [np.asarray(uv, dtype=np.float64).reshape(-1, 2) for uv in paths_uv]
@@ -147,11 +148,9 @@ def candidate_arcs_many(paths_uv: list, step: float = CANDIDATE_MM) -> list:
     uv = np.ascontiguousarray(np.concatenate(paths_uv))
     if not (np.isfinite(uv).all() and math.isfinite(step) and step > 0):
         return candidate_arcs_many_reference(paths_uv, step)
-    starts = np.zeros(len(paths_uv) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in paths_uv], out=starts[1:])
-    s = np.empty(len(uv))
+    s, starts = _joined_arcs(uv, [len(x) for x in paths_uv])
     counts = np.empty(len(paths_uv), dtype=np.int64)
-    _paths_kernel.candidate_counts(uv, starts, 0.5 * step, step, s, counts)
+    _paths_kernel.candidate_counts(s, starts, 0.5 * step, step, counts)
     out_starts = np.zeros(len(paths_uv) + 1, dtype=np.int64)
     np.cumsum(counts, out=out_starts[1:])
     centres, at = np.empty((int(out_starts[-1]), 2)), np.empty(int(out_starts[-1]))
@@ -747,9 +746,13 @@ def _candidates_with_columns(columns: bool, face, zones, protocol, grid: TexelGr
     part = candidate_stamps(face, zones, protocol, grid, paths, pen, first_stamp, arcs)
     if not columns:
         return part, None
-    _, stamps, kept = part
+    return part, _kept_columns(grid, part[1], part[2])
+
+
+def _kept_columns(grid: TexelGrid, stamps, kept: np.ndarray) -> sparse.csc_array:
+    """:func:`needle_columns` of the candidate stamps ``kept`` of ``stamps`` (one column each)."""
     rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
-    return part, needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles)
+    return needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles)
 
 
 def _joined_parts(parts: list) -> tuple:
@@ -776,8 +779,7 @@ def _completion_columns(grid: TexelGrid, cartridges: list, candidates: list, hel
             useful = np.zeros(len(on), dtype=bool)
             useful[on] = helps[ij[on, 1], ij[on, 0]]
             kept = kept[useful.reshape(-1, stamps.needles)[kept].any(axis=1)]
-        rows = np.repeat(np.isin(np.arange(len(stamps.uv)), kept), stamps.needles)
-        blocks.append(needle_columns(grid, stamps.hits.uv[rows], stamps.hits.fired[rows], stamps.needles))
+        blocks.append(_kept_columns(grid, stamps, kept))
         found.append((cartridge, with_candidates, (with_candidates, stamps, kept)))
     return found, sparse.hstack(blocks, format="csc") if blocks else sparse.csc_array((grid.tri.size, 0))
 
@@ -886,19 +888,29 @@ def chart_arcs_many(paths_uv: list) -> list:
     :func:`coverage.pen._run_cumsum`: NumPy's arithmetic in its order), each path's arc
     lengths its own (views of one array); where a point is not finite, the twin itself
     (:func:`chart_arcs_many_reference`)."""
-    from . import pen as _pen
-
     paths_uv = [np.asarray(uv, dtype=np.float64).reshape(-1, 2) for uv in paths_uv]
     if not paths_uv or any(len(uv) == 0 for uv in paths_uv):
         return chart_arcs_many_reference(paths_uv)
     uv = np.ascontiguousarray(np.concatenate(paths_uv))
     if not np.isfinite(uv).all():
         return chart_arcs_many_reference(paths_uv)
-    bounds = np.zeros(len(paths_uv) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in paths_uv], out=bounds[1:])
+    s, bounds = _joined_arcs(uv, [len(x) for x in paths_uv])
+    return np.split(s, bounds[1:-1])
+
+
+def _joined_arcs(uv: np.ndarray, sizes: list) -> tuple:
+    """The chart arc lengths ``(n,)`` of paths stored end to end in ``uv`` ``(n, 2)`` float64
+    (``sizes``: each path's rows), each path's from 0 at its first row, and the paths' row
+    bounds ``(p + 1,)``: every segment's length in one compiled pass and each path's running
+    sums in another (:func:`coverage.pen._segment_lengths`, :func:`coverage.pen._run_cumsum`:
+    NumPy's arithmetic in its order)."""
+    from . import pen as _pen
+
+    bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
     step = np.zeros(len(uv))
     step[1:] = _pen._segment_lengths(uv)     # across two paths' ends: not read
-    return np.split(_pen._run_cumsum(step, bounds), bounds[1:-1])
+    return _pen._run_cumsum(step, bounds), bounds
 
 
 def chart_arcs_many_reference(paths_uv: list) -> list:
