@@ -25,7 +25,7 @@ from .density import DensityMap, density, texel_grid, texel_layout
 from .errors import CoverageError
 from .face import Lifted
 from .protocol import Protocol
-from .tasks import GEOS_LOCK, Once, Tasks
+from .tasks import GEOS_LOCK, Once, Tasks, collector_paused
 from .tasks import serial as serial_tasks
 from .zones import ZoneMap
 
@@ -1494,7 +1494,7 @@ def plan(face, protocol: Protocol | None = None, zones: ZoneMap | None = None, d
         raise CoverageError(f"device = {device!r} is not available; use one of {', '.join(DEVICES)}")
     if start_corner is not None and start_corner not in ("auto", *CORNERS):
         raise CoverageError(f"start_corner = {start_corner!r} is not known; use auto, {', '.join(CORNERS)}")
-    with Tasks(threads) as tasks:
+    with collector_paused(), Tasks(threads) as tasks:
         conformity = Conformity(face, protocol) if device in ("roller", "auto") else None
         if zones is None:
             if conformity is not None:

@@ -852,7 +852,11 @@ def _lesions(ctx: _Context, raws: list) -> tuple[Lesion, ...]:
 
 def _plain(obj: Any, drop: tuple[str, ...] = ()) -> dict:
     """A dataclass as a JSON-ready dict: tuples become lists, None fields are left out."""
-    def plain(value):
-        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+    return {f.name: _plain_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)
             if f.name not in drop and getattr(obj, f.name) is not None}
+
+
+def _plain_value(value):
+    """A field's value as JSON takes it: lists and tuples (nested) as lists. (A module
+    function: a nested one calling itself would be a reference cycle on every call.)"""
+    return [_plain_value(v) for v in value] if isinstance(value, (list, tuple)) else value
