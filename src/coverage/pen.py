@@ -614,25 +614,37 @@ def contour_lines(grid: TexelGrid, distance: np.ndarray, levels: list) -> list:
     return [gen.lines(level) for level in levels]
 
 
+_CONTOURS_LOCK = threading.Lock()    # makes each depth's entry of a field's contours once
+
+
 def _contour_levels(problem: DoseField, depth: float, levels: list) -> list:
     """:func:`contour_lines` of ``problem.skin_distance[depth]``, each level traced once per
-    dose field (zones and passes at one depth share their levels)."""
+    dose field (zones and passes at one depth share their levels), whichever thread asks
+    first (:func:`trace_loop_levels` traces a cartridge's ahead on the plan's other thread).
+    One level of a depth at a time: a ContourPy generator keeps its march's state in itself,
+    so two threads never trace with one generator at once; a thread asking for a level
+    another is tracing waits for it."""
     import contourpy
 
-    if depth not in problem.contours:
-        grid = problem.grid
-        h, w = grid.shape
-        x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
-        y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
-        gen = contourpy.contour_generator(x, y, problem.skin_distance[depth], **CONTOUR_OPTIONS)
-        problem.contours[depth] = (gen, {})
-    gen, traced = problem.contours[depth]
+    with _CONTOURS_LOCK:
+        entry = problem.contours.get(depth)
+        if entry is None:
+            entry = problem.contours[depth] = [None, {}, threading.Lock()]
+    gen, traced, lock = entry
     out = []
-    for level in levels:
-        key = float(level)
-        if key not in traced:
-            traced[key] = gen.lines(level)
-        out.append(traced[key])
+    with lock:
+        if entry[0] is None:
+            grid = problem.grid
+            h, w = grid.shape
+            x = grid.origin[0] + (np.arange(w) + 0.5) * grid.cell_mm
+            y = grid.origin[1] + (np.arange(h) + 0.5) * grid.cell_mm
+            entry[0] = contourpy.contour_generator(x, y, problem.skin_distance[depth], **CONTOUR_OPTIONS)
+        gen = entry[0]
+        for level in levels:
+            key = float(level)
+            if key not in traced:
+                traced[key] = gen.lines(level)
+            out.append(traced[key])
     return out
 
 
@@ -671,11 +683,10 @@ class StampPlacer:
         return out, at
 
 
-def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
-               pattern: str | None = None, passes: int | None = None, first_pass: int = 0,
-               loops: bool | None = None) -> list:
-    """The pen paths of one zone realising the stamp field ``q`` there (``q`` is read on the
-    zone's texels only: zero elsewhere)."""
+def _zone_active(problem: DoseField, zones, name: str, q: np.ndarray):
+    """A zone's box and what :func:`zone_paths` reads there: ``(box, q on the zone's texels,
+    the zone's allowed texels, the active ones)`` (the zone's allowed texels within two of
+    one with stamps to place), or None where the zone has none."""
     grid = problem.grid
     k = zones.names.index(name)
     # the zone's texels lie in its box (widened by the dilation's two texels): every mask
@@ -683,12 +694,60 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     # read in the same (row-major) order as over the whole grid
     box = _zone_box(grid, k, 2)
     if box is None:
-        return []
+        return None
     q = np.where(grid.label[box] == k, np.asarray(q)[box], 0.0)
     zone_mask = problem.allowed[box] & (grid.label[box] == k)
     active = zone_mask & _dilated(q > 0, 2)
     if not active.any():
+        return None
+    return box, q, zone_mask, active
+
+
+def _loop_levels(problem: DoseField, settings: PenSettings, box, active_box: np.ndarray, p: int,
+                 passes: int) -> tuple[float, list]:
+    """The depth key and the skin distances of pass ``p``'s contour loops in a zone (its
+    ``box`` and active texels there): one loop every ``spacing_mm`` from the footprint's
+    radius to the zone's farthest active texel, offset by ``p / passes`` of a spacing."""
+    depth = round(float(settings.depth_mm), 9)
+    dist = problem.skin_distance[depth]
+    radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
+    top = float(dist[box][active_box].max())
+    levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
+                  * settings.spacing_mm)
+    return depth, [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
+
+
+def trace_loop_levels(problem: DoseField, zones, names: list, q: np.ndarray, settings: dict) -> int:
+    """Trace the contour loops :func:`field_paths` (``problem``, ``names``, ``q``, ``settings``
+    per zone, each zone's own pattern and passes) will read, ahead of it: a piece for the
+    plan's other thread while the caller makes the paths (each level is traced once,
+    whichever thread asks first: the paths are the same). Returns the levels asked for."""
+    asked = 0
+    for name in names:
+        st = settings[name]
+        if st.pattern != "contour":
+            continue
+        setup = _zone_active(problem, zones, name, q)
+        if setup is None:
+            continue
+        box, _, _, active = setup
+        for p in range(st.passes):
+            depth, levels = _loop_levels(problem, st, box, active, p, st.passes)
+            _contour_levels(problem, depth, levels)
+            asked += len(levels)
+    return asked
+
+
+def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: np.ndarray,
+               pattern: str | None = None, passes: int | None = None, first_pass: int = 0,
+               loops: bool | None = None) -> list:
+    """The pen paths of one zone realising the stamp field ``q`` there (``q`` is read on the
+    zone's texels only: zero elsewhere)."""
+    grid = problem.grid
+    setup = _zone_active(problem, zones, name, q)
+    if setup is None:
         return []
+    box, q, zone_mask, active = setup
     pattern = pattern or settings.pattern
     # contour loops (at constant skin distances from the forbidden skin) or raster lines;
     # the paths are labelled ``pattern`` either way
@@ -710,13 +769,8 @@ def zone_paths(problem: DoseField, zones, name: str, settings: PenSettings, q: n
     for p in range(passes):
         placer = StampPlacer()
         if loops:
-            dist = problem.skin_distance[round(float(settings.depth_mm), 9)]
-            radius = 0.5 * problem.footprint_mm + EDGE_SLACK_MM
-            top = float(dist[box][active_box].max())
-            levels = list(radius + 0.05 + (np.arange(int((top - radius) / settings.spacing_mm) + 2) + p / passes)
-                          * settings.spacing_mm)
-            levels = [lv for lv in levels if lv <= top + 0.5 * settings.spacing_mm]
-            raw = [line for per_level in _contour_levels(problem, round(float(settings.depth_mm), 9), levels)
+            raw = [line for per_level in _contour_levels(problem, *_loop_levels(problem, settings, box, active_box,
+                                                                                 p, passes))
                    for line in per_level]
             theta = None
             # the skin spacing between loops is fixed; in the chart it is spacing / linear scale

@@ -657,6 +657,12 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # plan's threads; then each cartridge's candidates (the fine stamps' rotations count on
     # from the main one's)
     fine = _pen.fine_cartridge(pen)
+    main_q = need * 1.0
+    # the main cartridge's contour loops traced ahead on the plan's other thread, before its
+    # fine paths (which end well before the main ones): the main paths read each level
+    # traced, or trace it where the other thread has not yet (on one thread: never run,
+    # its result is not read)
+    tasks.submit(_pen.trace_loop_levels, problem, zones, pen_zones, main_q, settings, lend=False)
     # (each cartridge's candidate centres along its paths made where its paths are: the
     # counts number the stamps across the cartridges and the parts below)
     fine_part = None if fine is None else tasks.submit(
@@ -664,7 +670,7 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # the fit's texel layout reads only the grid and the targets: made when a thread is free
     # (the fine cartridge's paths are done before the main one's)
     layout = tasks.submit(fit_layout, grid, targets)
-    main_paths = _pen.field_paths(problem, zones, pen_zones, need * 1.0, settings)
+    main_paths = _pen.field_paths(problem, zones, pen_zones, main_q, settings)
     cartridges, arcs = [(pen, problem, settings, main_paths)], [candidate_arcs_many([p.uv for p in main_paths])]
     if fine_part is not None and (got := fine_part.result()) is not None:
         fine_settings, fine_paths, fine_arcs = got
