@@ -3,8 +3,8 @@
 A plan has a few pieces of work that do not read each other's results: the face's drum
 conformity and the zone map; the roller's regions, the pen's texel grid and its two dose
 fields; the pen's two cartridges' paths (the main one's contour loops traced ahead) and
-candidates; the repair's parts and the
-roller's safe moves beside the pen's fit. :class:`Tasks` runs such pieces on threads. The
+candidates; the repair's parts and the roller's safe moves beside the pen's fit.
+:class:`Tasks` runs such pieces on threads. The
 compiled kernels, ContourPy's threaded tracer and most NumPy and shapely calls release the
 GIL, so two pieces overlap on two cores (about 1.5 times the work of one thread per second
 here; Python's own steps still take turns).
