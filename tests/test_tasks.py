@@ -375,6 +375,40 @@ def test_blocks_on_two_threads_share_one_pause():
     assert gc.isenabled()
 
 
+def test_overlapping_blocks_never_keep_the_collector_off_for_long(monkeypatch):
+    """Blocks that keep overlapping: one ending past the longest pause, with another still
+    running, collects once and starts the pause again; none ending earlier collects."""
+    import gc
+
+    collections_run = []
+
+    def seen(phase, info):
+        # full collections only (the collector, once back on, may run a young one by itself)
+        if phase == "start" and info["generation"] == 2:
+            collections_run.append(info["generation"])
+
+    clock = [100.0]
+    monkeypatch.setattr(tasks.time, "monotonic", lambda: clock[0])
+    gc.callbacks.append(seen)
+    try:
+        first, second, third = tasks.collector_paused(), tasks.collector_paused(), tasks.collector_paused()
+        first.__enter__()
+        second.__enter__()
+        clock[0] += tasks.COLLECTOR_PAUSE_MAX_S / 2
+        first.__exit__(None, None, None)          # not yet overdue
+        assert collections_run == [] and not gc.isenabled()
+        third.__enter__()
+        clock[0] += tasks.COLLECTOR_PAUSE_MAX_S
+        second.__exit__(None, None, None)         # overdue, the third still running: one full collection
+        assert collections_run == [2] and not gc.isenabled()
+        clock[0] += 1.0
+        third.__exit__(None, None, None)          # the last: the collector back on, nothing collected here
+        assert collections_run == [2] and gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
+        gc.enable()
+
+
 def test_a_plan_pauses_the_collector_and_leaves_no_cycles_behind(default_face, default_zones, monkeypatch):
     """The plan runs with the collector paused, restores it, and leaves nothing for it: a
     full collection after a plan (the collector off throughout) finds no unreachable cycle."""

@@ -29,6 +29,7 @@ import functools
 import gc
 import os
 import threading
+import time
 
 import threadpoolctl
 
@@ -294,7 +295,11 @@ def one_blas_thread():
 
 
 _COLLECTOR_LOCK = threading.Lock()
-_collector = {"holders": 0, "was_enabled": False}
+_collector = {"holders": 0, "was_enabled": False, "since": 0.0}
+# Longest the collector stays paused while blocks overlap one another (a Dask worker's
+# threads may plan scans back to back, so some block is always running): a block that ends
+# after this long with others still running collects once, and the pause starts again.
+COLLECTOR_PAUSE_MAX_S = 10.0
 
 
 @contextlib.contextmanager
@@ -311,10 +316,14 @@ def collector_paused():
     one pause, and the state found by the first is restored when the last ends (a pause
     started by the caller is left as it is). The pause keeps no memory back: a plan of the
     bundled face leaves no unreachable reference cycles (a full collection after it finds
-    none: tested), everything it drops is freed by reference counting as it goes."""
+    none: tested), everything it drops is freed by reference counting as it goes. Blocks that
+    keep overlapping (a Dask worker planning scans on several threads) never leave the
+    collector off for long: one that ends more than :data:`COLLECTOR_PAUSE_MAX_S` into the
+    pause, with others still running, collects once (what the rest of the process dropped)."""
     with _COLLECTOR_LOCK:
         if _collector["holders"] == 0:
             _collector["was_enabled"] = gc.isenabled()
+            _collector["since"] = time.monotonic()
             gc.disable()
         _collector["holders"] += 1
     try:
@@ -322,5 +331,11 @@ def collector_paused():
     finally:
         with _COLLECTOR_LOCK:
             _collector["holders"] -= 1
+            overdue = (_collector["holders"] > 0 and _collector["was_enabled"]
+                       and time.monotonic() - _collector["since"] > COLLECTOR_PAUSE_MAX_S)
+            if overdue:
+                _collector["since"] = time.monotonic()
             if _collector["holders"] == 0 and _collector["was_enabled"]:
                 gc.enable()
+        if overdue:
+            gc.collect()
