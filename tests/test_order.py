@@ -325,3 +325,67 @@ def test_reversed_arcs_are_each_reversed_paths_own():
         want = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(back, axis=0), axis=1))])
         assert s.shape == want.shape and np.array_equal(s, want)
     assert list(_reversed_arcs([])) == []
+
+
+def _order_cells_by_norm(cells, position_uv, corner, bounds):
+    """The cells' order as it was chosen before stop 25, each gap by numpy.linalg.norm (the
+    twin of the plain-float weighing in _order_cells)."""
+    from coverage.plan import CORNERS
+
+    if not cells:
+        return []
+    if corner == "auto":
+        target = np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
+    else:
+        su, sv = CORNERS[corner]
+        target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+    out, todo = [], list(range(len(cells)))
+    while todo:
+        best = None
+        for c in todo:
+            for reverse_lines in (False, True):
+                for flip_first in (False, True):
+                    first = cells[c][-1] if reverse_lines else cells[c][0]
+                    entry = first.uv[-1] if flip_first else first.uv[0]
+                    gap = float(np.linalg.norm(entry - target))
+                    if best is None or gap < best[0]:
+                        best = (gap, c, reverse_lines, flip_first)
+        _, c, reverse_lines, flip_first = best
+        todo.remove(c)
+        ordered = cells[c][::-1] if reverse_lines else cells[c]
+        for j, r in enumerate(ordered):
+            if (j % 2 == 0) == flip_first:
+                r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+                if r.tri is not None:
+                    r.tri = r.tri[::-1].copy()
+            out.append(r)
+        target = out[-1].uv[-1]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_order_cells_weighs_as_numpy_norm_does(seed):
+    rng = np.random.default_rng(seed)
+    scale = float(rng.choice([1e-3, 1.0, 80.0]))
+
+    def cells():
+        rng_cells = np.random.default_rng(seed + 1000)
+        out = []
+        for c in range(int(rng_cells.integers(1, 12))):
+            lines = []
+            for line in range(int(rng_cells.integers(1, 5))):
+                u0, u1 = np.sort(rng_cells.uniform(-1, 1, 2)) * scale
+                v = float(rng_cells.uniform(-1, 1) * scale)
+                if seed % 4 == 0:        # on a coarse lattice: ways in equally far apart (ties)
+                    u0, u1, v = (np.round(x * 4 / scale) * scale / 4 for x in (u0, u1, v))
+                lines.append(_run(line, u0, u1, v))
+            out.append(lines)
+        return out
+
+    corner = ["auto", "bottom_left", "top_right"][seed % 3]
+    position = None if seed % 5 == 0 else rng.uniform(-1, 1, 2) * scale
+    bounds = (-scale, -scale, scale, scale)
+    got = _order_cells(cells(), position, corner, bounds)
+    want = _order_cells_by_norm(cells(), position, corner, bounds)
+    assert [(r.line, r.uv.tolist(), r.swath_mm.tolist(), r.tri.tolist()) for r in got] == \
+        [(r.line, r.uv.tolist(), r.swath_mm.tolist(), r.tri.tolist()) for r in want]

@@ -540,19 +540,26 @@ def _order_cells(cells: list, position_uv, corner: str, bounds) -> list:
     else:
         su, sv = CORNERS[corner]
         target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+    # each cell's four ways in (its first or last line, from either end), in the order they
+    # are weighed, as plain floats: a cell's runs change only once it is chosen. A way in's
+    # gap is sqrt(du * du + dv * dv) in that order, the value numpy.linalg.norm of the
+    # difference gives (its dot product summed in order, no fused multiply-add: the same on
+    # every machine)
+    ways = []
+    for cell in cells:
+        ways.append([(*(first.uv[-1] if flip_first else first.uv[0]).tolist(), reverse_lines, flip_first)
+                     for reverse_lines, first in ((False, cell[0]), (True, cell[-1])) for flip_first in (False, True)])
     out = []
     todo = list(range(len(cells)))
     while todo:
         best = None
+        tu, tv = np.asarray(target, dtype=np.float64).reshape(2).tolist()
         for c in todo:
-            cell = cells[c]
-            for reverse_lines in (False, True):
-                for flip_first in (False, True):
-                    first = cell[-1] if reverse_lines else cell[0]
-                    entry = first.uv[-1] if flip_first else first.uv[0]
-                    gap = float(np.linalg.norm(entry - target))
-                    if best is None or gap < best[0]:
-                        best = (gap, c, reverse_lines, flip_first)
+            for u, v, reverse_lines, flip_first in ways[c]:
+                du, dv = u - tu, v - tv
+                gap = math.sqrt(du * du + dv * dv)
+                if best is None or gap < best[0]:
+                    best = (gap, c, reverse_lines, flip_first)
         _, c, reverse_lines, flip_first = best
         todo.remove(c)
         ordered = cells[c][::-1] if reverse_lines else cells[c]
