@@ -278,6 +278,32 @@ def test_pen_share_is_what_the_pen_adds_to_reach_the_middle_of_the_band():
     assert pen_fit.pen_share(zones, grid, pen_fit.WindowedDose(grid).density(fixed), ["a"])["a"] == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pen_share_read_in_zone_boxes_equals_the_whole_grid_reading(default_zones, seed):
+    """pen_share reads each zone's texels in its box: bit for bit what the mask over the
+    whole grid gives (the same values in the same order), on the bundled face's grid with
+    random deliveries (some zones given nothing)."""
+    from coverage.density import texel_grid
+    from coverage.pen import AIM_RATIO
+
+    grid = texel_grid(default_zones)
+    rng = np.random.default_rng(seed)
+    names = list(default_zones.names)
+    delivered = rng.uniform(0.0, 400.0, grid.shape) * (rng.random(grid.shape) < 0.7)
+    for k in rng.choice(len(names), 3, replace=False):
+        delivered[grid.label == k] = 0.0
+    got = pen_fit.pen_share(default_zones, grid, delivered, names)
+    for name in names:
+        sel = (grid.label == names.index(name)) & (grid.area_mm2 > 0)
+        aim = default_zones.dose(name).target_per_cm2 * AIM_RATIO
+        if not sel.any() or not (delivered[sel] > 0).any():
+            assert got[name] is None
+            continue
+        area = grid.area_mm2[sel]
+        assert got[name] == float(np.sum(np.maximum(aim - delivered[sel], 0.0) * area) / area.sum())
+    assert sum(v is None for v in got.values()) >= 3
+
+
 def test_fit_and_repair_with_no_candidates():
     grid = _strip_grid(n=10)
     zones = _Zones({"strip": (100.0, 125.0)})

@@ -841,18 +841,24 @@ def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dic
     dose, the pen adds a fraction of it, and its lines spread as wide as
     :func:`coverage.pen.pen_settings` allows rather than gliding over the whole zone at the
     spacing of a full dose with its stamps far apart."""
-    from .pen import AIM_RATIO
+    from .pen import AIM_RATIO, _zone_box
 
-    d = delivered
+    d = np.asarray(delivered)
     out = {}
     for name in names:
-        sel = (grid.label == zones.names.index(name)) & (grid.area_mm2 > 0)
+        # the zone's texels, read in its box (they all lie there) in the grid's row-major
+        # order: the same values, in the same order, as over the whole grid
+        k = zones.names.index(name)
+        box = _zone_box(grid, k, 0)
+        label, area_mm2, dk = (np.asarray(a)[box] if box is not None else np.asarray(a)[:0]
+                               for a in (grid.label, grid.area_mm2, d))
+        sel = (label == k) & (area_mm2 > 0)
         aim = zones.dose(name).target_per_cm2 * AIM_RATIO
-        if not sel.any() or not (d[sel] > 0).any():
+        if not sel.any() or not (dk[sel] > 0).any():
             out[name] = None
             continue
-        area = grid.area_mm2[sel]
-        out[name] = float(np.sum(np.maximum(aim - d[sel], 0.0) * area) / area.sum())
+        area = area_mm2[sel]
+        out[name] = float(np.sum(np.maximum(aim - dk[sel], 0.0) * area) / area.sum())
     return out
 
 
