@@ -630,7 +630,7 @@ def _contour_levels(problem: DoseField, depth: float, levels: list) -> list:
         entry = problem.contours.get(depth)
         if entry is None:
             entry = problem.contours[depth] = [None, {}, threading.Lock()]
-    gen, traced, lock = entry
+    _, traced, lock = entry
     out = []
     with lock:
         if entry[0] is None:

@@ -4,10 +4,10 @@ A plan has a few pieces of work that do not read each other's results: the face'
 conformity and the zone map; the roller's regions, the pen's texel grid and its two dose
 fields; the pen's two cartridges' paths (the main one's contour loops traced ahead) and
 candidates; the repair's parts and the roller's safe moves beside the pen's fit.
-:class:`Tasks` runs such pieces on threads. The
-compiled kernels, ContourPy's threaded tracer and most NumPy and shapely calls release the
-GIL, so two pieces overlap on two cores (about 1.5 times the work of one thread per second
-here; Python's own steps still take turns).
+:class:`Tasks` runs such pieces on threads. The compiled kernels, ContourPy's threaded
+tracer and most NumPy and shapely calls release the GIL, so two pieces overlap on two cores
+(about 1.5 times the work of one thread per second here; Python's own steps still take
+turns).
 
 Every piece is a pure function of its inputs: it computes what the serial code computes,
 in the same order within itself, so the plan is the same bit for bit on any number of
