@@ -329,16 +329,12 @@ def test_reversed_arcs_are_each_reversed_paths_own():
 
 def _order_cells_by_norm(cells, position_uv, corner, bounds):
     """The cells' order as it was chosen before stop 25, each gap by numpy.linalg.norm (the
-    twin of the plain-float weighing in _order_cells)."""
-    from coverage.plan import CORNERS
+    twin of the plain-float weighing in _order_cells; its start and snaking are the plan's)."""
+    from coverage.plan import _cells_start, _snaked
 
     if not cells:
         return []
-    if corner == "auto":
-        target = np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
-    else:
-        su, sv = CORNERS[corner]
-        target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+    target = _cells_start(position_uv, corner, bounds)
     out, todo = [], list(range(len(cells)))
     while todo:
         best = None
@@ -352,13 +348,7 @@ def _order_cells_by_norm(cells, position_uv, corner, bounds):
                         best = (gap, c, reverse_lines, flip_first)
         _, c, reverse_lines, flip_first = best
         todo.remove(c)
-        ordered = cells[c][::-1] if reverse_lines else cells[c]
-        for j, r in enumerate(ordered):
-            if (j % 2 == 0) == flip_first:
-                r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
-                if r.tri is not None:
-                    r.tri = r.tri[::-1].copy()
-            out.append(r)
+        out += _snaked(cells[c], reverse_lines, flip_first)
         target = out[-1].uv[-1]
     return out
 

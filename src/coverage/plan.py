@@ -535,11 +535,7 @@ def _order_cells(cells: list, position_uv, corner: str, bounds) -> list:
     """
     if not cells:
         return []
-    if corner == "auto":
-        target = np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
-    else:
-        su, sv = CORNERS[corner]
-        target = np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+    target = _cells_start(position_uv, corner, bounds)
     # each cell's four ways in (its first or last line, from either end), in the order they
     # are weighed, as plain floats: a cell's runs change only once it is chosen. A way in's
     # gap is sqrt(du * du + dv * dv) in that order, the value numpy.linalg.norm of the
@@ -562,15 +558,31 @@ def _order_cells(cells: list, position_uv, corner: str, bounds) -> list:
                     best = (gap, c, reverse_lines, flip_first)
         _, c, reverse_lines, flip_first = best
         todo.remove(c)
-        ordered = cells[c][::-1] if reverse_lines else cells[c]
-        for j, r in enumerate(ordered):
-            if (j % 2 == 0) == flip_first:      # this line runs backwards
-                r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
-                if r.tri is not None:
-                    r.tri = r.tri[::-1].copy()
-            out.append(r)
+        out += _snaked(cells[c], reverse_lines, flip_first)
         target = out[-1].uv[-1]
     return out
+
+
+def _cells_start(position_uv, corner: str, bounds) -> np.ndarray:
+    """Where :func:`_order_cells` weighs the first cell's ways in from: the tool's position
+    (``auto``; none yet: the region's bottom right), else ``corner`` of the region's ``bounds``."""
+    if corner == "auto":
+        return np.asarray(position_uv) if position_uv is not None else np.array([bounds[2], bounds[1]])
+    su, sv = CORNERS[corner]
+    return np.array([bounds[2] if su > 0 else bounds[0], bounds[3] if sv > 0 else bounds[1]])
+
+
+def _snaked(cell: list, reverse_lines: bool, flip_first: bool) -> list:
+    """A cell's runs in the order :func:`_order_cells` rolls them, entered at its last line
+    (``reverse_lines``) or first, from the line's end (``flip_first``) or start; every other
+    line runs backwards (its samples, swaths, curvatures and triangles reversed in place)."""
+    ordered = cell[::-1] if reverse_lines else cell
+    for j, r in enumerate(ordered):
+        if (j % 2 == 0) == flip_first:      # this line runs backwards
+            r.uv, r.swath_mm, r.kappa_cross = r.uv[::-1].copy(), r.swath_mm[::-1].copy(), r.kappa_cross[::-1].copy()
+            if r.tri is not None:
+                r.tri = r.tri[::-1].copy()
+    return list(ordered)
 
 
 def _rigid_drum_runs(face, drum, region, clearance, lines: list) -> list:
