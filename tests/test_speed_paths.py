@@ -9,17 +9,6 @@ from coverage import pen as pen_mod
 plan_mod = importlib.import_module("coverage.plan")
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_lengths_total_equals_the_concatenated_sum(seed):
-    rng = np.random.default_rng(seed)
-    pieces = [rng.random(rng.integers(0, 300)) * 10 ** rng.uniform(-3, 3) for _ in range(40)]
-    lengths = pen_mod._Lengths(pieces[0])
-    for k in range(1, len(pieces)):
-        assert lengths.total() == float(np.concatenate(pieces[:k]).sum())
-        lengths.append(pieces[k])
-    assert lengths.total() == float(np.concatenate(pieces).sum())
-
-
 @pytest.mark.parametrize("seed", range(3))
 def test_path_frames_of_joined_lifts_equal_the_joined_path_lifted(default_face, seed):
     """A joined pen path framed from its parts' lifts equals chart_path_frames of it."""

@@ -38,6 +38,7 @@ import shapely
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ._ext import paths as _paths_kernel
 from .density import IN_BAND_LOW, TexelGrid, window_sums
 from .errors import CoverageError
 from .protocol import PenSpec, Protocol, ZoneDose
@@ -820,8 +821,6 @@ def _place_runs(placer: StampPlacer, samples: np.ndarray, count: np.ndarray, arc
     (:func:`coverage._ext.paths.place_fill`, numpy.interp's arithmetic) where every value is
     finite and the running counts and arc lengths do not fall within a run; else by
     :func:`_place_runs_reference`."""
-    from ._ext import paths as _paths_kernel
-
     samples = np.ascontiguousarray(samples, dtype=np.float64).reshape(-1, 2)
     count = np.ascontiguousarray(count, dtype=np.float64)
     arc = np.ascontiguousarray(arc, dtype=np.float64)
@@ -923,8 +922,6 @@ def _nearest_within_reference(samples: np.ndarray, points: np.ndarray, reach: fl
 def _run_cumsum(step: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Per run (rows ``bounds[i]:bounds[i + 1]``): ``[0, cumsum(step[first + 1:last + 1])]``,
     as numpy sums it (left to right)."""
-    from ._ext import paths as _paths_kernel
-
     out = np.empty(len(step))
     counts = np.empty(len(bounds) - 1, dtype=np.int64)
     _paths_kernel.arc_lengths(np.ascontiguousarray(step, dtype=np.float64), np.asarray(bounds, dtype=np.int64), 1.0,
@@ -972,8 +969,6 @@ def _line_samples_on(lines: list, step: float, grid: TexelGrid, mask: np.ndarray
     looked up as they are made) where every line has two points or more, some length and
     finite values; else by :func:`_line_samples_on_reference`."""
     from . import paths as _paths
-    from ._ext import paths as _paths_kernel
-
     lines = [np.asarray(line, dtype=np.float64).reshape(-1, 2) for line in lines]
     sizes = np.array([len(line) for line in lines], dtype=np.int64)
     mask = np.asarray(mask)
@@ -1116,39 +1111,47 @@ def join_paths(paths: list, problem: DoseField, zones) -> list:
     # Whether path i glides on from path i - 1 depends on those two only: a joined path
     # ends where its last member ends and its members share zone, pass, depth and
     # cartridge. So every move is built and checked first, all at once.
-    keys = [i for i in range(1, len(paths)) if joinable(paths[i - 1], paths[i])]
-    moves = dict(zip(keys, glide_moves([paths[i - 1].uv[-1] for i in keys], [paths[i].uv[0] for i in keys])))
-    joins = dict(zip(keys, glides_ok([moves[i] for i in keys], [paths[i].zone for i in keys], problem, zones)))
-    # each joined path as pieces: its samples, stamps, arc lengths and segment lengths,
-    # concatenated once at the end
-    out, chains = [], []
-    for i, p in enumerate(paths):
-        if not joins.get(i, False):
-            out.append(p)
-            # the path's own segment lengths: worked out when a path first joins it
-            chains.append(([p.uv], [p.stamp_uv], [p.stamp_s], None))
+    firsts = np.array([p.uv[0] for p in paths], dtype=np.float64).reshape(-1, 2)
+    lasts = np.array([p.uv[-1] for p in paths], dtype=np.float64).reshape(-1, 2)
+    # path i's start from path i - 1's end, each as joinable measures it
+    gap = _row_distances(lasts[:-1], firsts[1:])
+    same = [(a.zone, a.pass_index, a.depth_mm, a.needles) == (b.zone, b.pass_index, b.depth_mm, b.needles)
+            for a, b in zip(paths[:-1], paths[1:])]
+    keys = np.flatnonzero(np.array(same, dtype=bool) & _at_most(gap, lasts[:-1], firsts[1:], MAX_GLIDE_MM)) + 1
+    seam = _at_most(gap, lasts[:-1], firsts[1:], 1e-12)
+    join = np.zeros(len(paths), dtype=bool)
+    if len(keys):
+        samples, starts = _glide_samples(lasts[keys - 1], firsts[keys])
+        join[keys] = _glides_ok_packed(samples, starts, [paths[i].zone for i in keys], problem, zones)
+        # each glide's segment lengths (its own rows: the row across two glides is not read)
+        glide_seg = _segment_lengths(samples)
+        glide = dict(zip(keys.tolist(), zip(starts[:-1].tolist(), starts[1:].tolist())))
+    heads = np.flatnonzero(~join)
+    out = []
+    for h, end in zip(heads.tolist(), heads[1:].tolist() + [len(paths)]):
+        p = paths[h]
+        out.append(p)
+        if end == h + 1:
             continue
-        uvs, stamp_uvs, stamp_ss, segs = chains[-1]
-        if segs is None:
-            segs = _Lengths(_segment_lengths(uvs[0]))
-            chains[-1] = (uvs, stamp_uvs, stamp_ss, segs)
-        move = moves[i]
-        # prev.chart_length of the joined path so far: the same segment lengths, summed whole
-        offset = segs.total() + float(_segment_lengths(move).sum())
-        last = uvs[-1][-1]
-        # a run that starts where the last one ended (a loop split at its seam) joins
-        # without repeating that point
-        start = 1 if _point_distance(last, p.uv[0]) <= 1e-12 else 0
-        more = np.concatenate([last[None], move[1:-1], p.uv[start:]])
-        uvs.append(more[1:])
-        segs.append(_segment_lengths(more))
-        stamp_uvs.append(p.stamp_uv)
-        stamp_ss.append(p.stamp_s + offset)
-    for p, (uvs, stamp_uvs, stamp_ss, _) in zip(out, chains):
-        if len(uvs) > 1:
-            p.uv = np.concatenate(uvs)
-            p.stamp_uv = np.concatenate(stamp_uvs)
-            p.stamp_s = np.concatenate(stamp_ss)
+        # the joined path's samples: each member after a glide (without its first and last
+        # sample, the paths' own ends) and without its first sample where it starts where
+        # the one before ended (a loop split at its seam)
+        uvs, stamp_uvs, stamp_ss, offsets, count = [p.uv], [p.stamp_uv], [p.stamp_s], [], len(p.uv)
+        for i in range(h + 1, end):
+            a, b = glide[i]
+            q = paths[i]
+            # the segments before this member's glide, and the glide's own length
+            offsets.append((count - 1, float(glide_seg[a:b - 1].sum())))
+            glided, tail = samples[a + 1:b - 1], q.uv[1:] if seam[i - 1] else q.uv
+            uvs += [glided, tail]
+            count += len(glided) + len(tail)
+            stamp_uvs.append(q.stamp_uv)
+        uv = np.concatenate(uvs)
+        # each member's stamps at its arc length plus the chart length of the joined path
+        # before it and of its glide (each summed whole, as chart_length sums them)
+        seg = _segment_lengths(uv)
+        stamp_ss += [q.stamp_s + (float(seg[:n].sum()) + move) for q, (n, move) in zip(paths[h + 1:end], offsets)]
+        p.uv, p.stamp_uv, p.stamp_s = uv, np.concatenate(stamp_uvs), np.concatenate(stamp_ss)
     return out
 
 
@@ -1156,8 +1159,6 @@ def _segment_lengths(uv) -> np.ndarray:
     """``np.linalg.norm(np.diff(uv, axis=0), axis=1)`` of chart points ``(n, 2)``: for float64
     points by the compiled loop (:func:`coverage._ext.paths.segment_lengths`, the same
     arithmetic row by row), else by :func:`_segment_lengths_reference`."""
-    from ._ext import paths as _paths_kernel
-
     uv = np.asarray(uv)
     if uv.dtype != np.float64 or uv.ndim != 2 or uv.shape[1] != 2:
         return _segment_lengths_reference(uv)
@@ -1171,6 +1172,25 @@ def _segment_lengths_reference(uv) -> np.ndarray:
     return np.linalg.norm(np.diff(uv, axis=0), axis=1)
 
 
+def _row_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(k,)`` chart distances from each row of ``a (k, 2)`` to the same row of ``b``:
+    sqrt(dx * dx + dy * dy), within a rounding of what :func:`_point_distance` gives each
+    pair (its dot product may fuse a multiply and an add; here they equal it)."""
+    d = b - a
+    return np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+
+
+def _at_most(dist: np.ndarray, a: np.ndarray, b: np.ndarray, limit: float) -> np.ndarray:
+    """``(k,) bool``: whether ``_point_distance(a[i], b[i]) <= limit``, as it decides it:
+    ``dist`` (:func:`_row_distances` of them) decides the pairs clear of ``limit`` by far more
+    than a rounding, and :func:`_point_distance` itself the others (and NaN)."""
+    out = dist <= limit
+    unsure = np.flatnonzero(~(np.abs(dist - limit) > 1e-9 * limit))
+    for i in unsure.tolist():
+        out[i] = _point_distance(a[i], b[i]) <= limit
+    return out
+
+
 def _point_distance(a, b) -> float:
     """``np.linalg.norm(b - a)`` of two chart points ``(2,)``, as it computes it for float64
     (``sqrt(d.dot(d))``) without its checks."""
@@ -1178,29 +1198,6 @@ def _point_distance(a, b) -> float:
     if d.dtype != np.float64 or d.ndim != 1:
         return float(np.linalg.norm(d))
     return math.sqrt(float(d.dot(d)))
-
-
-class _Lengths:
-    """Segment lengths appended piece by piece, kept end to end in one growing buffer, so
-    their sum is ``np.concatenate(pieces).sum()`` (the same contiguous values, summed whole)
-    without concatenating every piece again at each join."""
-
-    def __init__(self, first: np.ndarray):
-        self.buf = np.empty(max(64, 2 * len(first)))
-        self.n = 0
-        self.append(first)
-
-    def append(self, more: np.ndarray) -> None:
-        need = self.n + len(more)
-        if need > len(self.buf):
-            grown = np.empty(max(need, 2 * len(self.buf)))
-            grown[:self.n] = self.buf[:self.n]
-            self.buf = grown
-        self.buf[self.n:need] = more
-        self.n = need
-
-    def total(self) -> float:
-        return float(self.buf[:self.n].sum())
 
 
 def joinable(a, b) -> bool:
@@ -1216,12 +1213,18 @@ def glide_moves(froms, tos) -> list:
     point of ``tos``, sampled every half :data:`SAMPLE_MM`, both ends included."""
     if not len(froms):
         return []
+    samples, starts = _glide_samples(froms, tos)
+    return [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def _glide_samples(froms, tos) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`glide_moves` side by side: ``(samples (n, 2), starts)``, glide i at rows
+    ``starts[i]:starts[i + 1]`` (at least one glide)."""
     # line i is rows 2i, 2i + 1: np.stack([froms[i], tos[i]]) as float64
     uv = np.empty((len(froms), 2, 2))
     uv[:, 0] = np.asarray(froms, dtype=np.float64).reshape(-1, 2)
     uv[:, 1] = np.asarray(tos, dtype=np.float64).reshape(-1, 2)
-    samples, starts = _resample_packed(uv.reshape(-1, 2), np.full(len(froms), 2, dtype=np.int64), SAMPLE_MM / 2)
-    return [samples[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    return _resample_packed(uv.reshape(-1, 2), np.full(len(froms), 2, dtype=np.int64), SAMPLE_MM / 2)
 
 
 def glides_ok(moves: list, zone_names: list, problem: DoseField, zones) -> np.ndarray:
@@ -1231,10 +1234,17 @@ def glides_ok(moves: list, zone_names: list, problem: DoseField, zones) -> np.nd
     centred, or next to an exclusion)."""
     if not moves:
         return np.zeros(0, dtype=bool)
-    grid = problem.grid
-    pts = np.concatenate(moves)
     sizes = np.array([len(m) for m in moves])
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return _glides_ok_packed(np.concatenate(moves), np.concatenate([[0], np.cumsum(sizes)]), zone_names, problem,
+                             zones)
+
+
+def _glides_ok_packed(pts: np.ndarray, bounds: np.ndarray, zone_names: list, problem: DoseField,
+                      zones) -> np.ndarray:
+    """:func:`glides_ok` of the moves ``pts`` holds side by side (move i at rows
+    ``bounds[i]:bounds[i + 1]``, each one row or more)."""
+    grid = problem.grid
+    sizes = np.diff(bounds)
     zone = np.repeat([zones.names.index(n) for n in zone_names], sizes)
     ok = _lookup(grid, grid.label, pts, -1) == zone
     # the 3D check only for moves every sample of which is on the zone's skin
