@@ -1245,7 +1245,8 @@ def _glides_ok_packed(pts: np.ndarray, bounds: np.ndarray, zone_names: list, pro
     ``bounds[i]:bounds[i + 1]``, each one row or more)."""
     grid = problem.grid
     sizes = np.diff(bounds)
-    zone = np.repeat([zones.names.index(n) for n in zone_names], sizes)
+    index = {n: i for i, n in enumerate(zones.names)}
+    zone = np.repeat([index[n] for n in zone_names], sizes)
     ok = _lookup(grid, grid.label, pts, -1) == zone
     # the 3D check only for moves every sample of which is on the zone's skin
     whole = np.logical_and.reduceat(ok, bounds[:-1])
