@@ -225,8 +225,9 @@ def test_fit_holds_weights_at_their_bound_where_the_band_asks_for_more():
     assert np.array_equal(x, np.ones(n))
 
 
+@pytest.mark.parametrize("precondition", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fit_reaches_the_minimum_scipy_finds(seed):
+def test_fit_reaches_the_minimum_scipy_finds(seed, precondition):
     # the objective is convex: given steps enough the fit ends at SciPy's L-BFGS-B minimum,
     # and there every weight strictly inside the box has a zero gradient and every weight on
     # a bound a gradient pointing out of the box (the KKT conditions)
@@ -236,7 +237,7 @@ def test_fit_reaches_the_minimum_scipy_finds(seed):
     grid, targets, base, spread = _random_fit_problem(np.random.default_rng(seed), 12, 16, m, "csc")
     upper = np.full(m, 1.5)
     objective = pen_fit.FitObjective(grid, targets, base, spread)
-    x = pen_fit.fit(grid, targets, base, spread, upper=upper, iterations=400)
+    x = pen_fit.fit(grid, targets, base, spread, upper=upper, iterations=400, precondition=precondition)
     best = minimize(objective, np.zeros(m), jac=True, method="L-BFGS-B", bounds=Bounds(0.0, upper),
                     options=dict(maxiter=5000, ftol=1e-15, gtol=1e-12))
     f, g = objective(x)

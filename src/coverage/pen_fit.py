@@ -18,8 +18,9 @@ are fitted with the real needles instead:
    window area) is pushed into ``[low, high]`` per texel, inside each zone's band with a
    margin for rounding: squared shortfalls, a window over ``high`` weighing
    :data:`OVER_WEIGHT` times more, minimised by a projected quasi-Newton method (L-BFGS
-   steps over the weights not held at a bound) whose gradient pulls the window sums back
-   with their adjoint (:func:`density.window_spread`).
+   steps over the weights not held at a bound, each weight scaled by the objective's
+   curvature along it) whose gradient pulls the window sums back with their adjoint
+   (:func:`density.window_spread`).
 3. **Rounding.** Along each stroke the running sum of ``x`` fires a stamp each time it
    crosses ``k + 1/2`` (error diffusion): every stamp sits on a simulated candidate, its
    needles and all, and each stretch of a stroke keeps its fitted dose to half a stamp.
@@ -52,7 +53,8 @@ CAP_RATIO = 0.93          # ... or this x cap, whichever is lower
 OVER_WEIGHT = 2.0         # a window over its high mark weighs this much more than a shortfall (5 let
                           # the lower-target zone win every border with a higher one: on the
                           # synthetic scans the cheeks' rims fell 1 to 2 points further)
-FIT_ITERATIONS = 60       # the fit's steps (at 40 some zone of the synthetic scans fell 0.3 points in band)
+FIT_ITERATIONS = 50       # the fit's steps, preconditioned (60 before stop 26, without: the same objective;
+                          # at 40 some zone of the synthetic scans fell 0.3 points in band)
 FIT_MEMORY = 5            # the L-BFGS pairs the fit keeps
 FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm) ...
 FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
@@ -207,7 +209,7 @@ def needle_columns_reference(grid: TexelGrid, hits_uv: np.ndarray, fired: np.nda
 
 def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.csr_array,
         x0: np.ndarray | None = None, upper: np.ndarray | None = None,
-        iterations: int = FIT_ITERATIONS, layout: tuple | None = None) -> np.ndarray:
+        iterations: int = FIT_ITERATIONS, layout: tuple | None = None, precondition: bool = True) -> np.ndarray:
     """Stamp weights ``x (m,)`` in ``[0, upper]`` (default 1) whose punctures
     ``base + spread @ x`` bring the windowed density into ``targets``.
 
@@ -226,16 +228,36 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     same weights on any machine, where NumPy's dot products sum in as many lanes as the
     machine's vectors hold. ``layout``: :func:`fit_layout` of the grid and ``targets``, if
     made already.
+
+    ``precondition``: the steps are taken in scaled weights ``y = s x`` (box ``[0, s upper]``),
+    ``s`` each stamp's :func:`_weight_scales` (a diagonal preconditioner: the square root of
+    the objective's curvature along the weight, about): the stamps' curvatures differ
+    tenfold on the bundled face (zones' targets, windows cut by the zone edges), and the
+    scaled fit reaches in 50 steps the objective the plain one reaches in 60 (11.02 against
+    11.06 on the bundled face).
     """
     m = spread.shape[1]
     if not m:
         return np.zeros(0)
     hi = np.ones(m) if upper is None else np.ascontiguousarray(upper, dtype=np.float64)
     objective = FitObjective(grid, targets, base, spread, layout)
-
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
+    if not precondition:
+        return _projected_lbfgs(objective, x, hi, iterations)
+    scale = _weight_scales(grid, targets, objective.spread_t)
+
+    def scaled(y):
+        f, g = objective(np.minimum(y / scale, hi))
+        return f, g / scale
+
+    return np.minimum(_projected_lbfgs(scaled, x * scale, hi * scale, iterations) / scale, hi)
+
+
+def _projected_lbfgs(objective, x: np.ndarray, hi: np.ndarray, iterations: int) -> np.ndarray:
+    """:func:`fit`'s steps from weights ``x`` in the box ``[0, hi]`` of ``objective(x) ->
+    (value, gradient)``: the weights after ``iterations`` steps, or where no descent is left."""
     f, g = objective(x)
-    pairs = _Pairs(m)       # the latest steps s and gradient changes y
+    pairs = _Pairs(len(x))       # the latest steps s and gradient changes y
     for _ in range(iterations):
         d, slope = _lbfgs_direction(x, g, hi, pairs)
         if slope >= -1e-12 * max(abs(f), 1.0):
@@ -251,6 +273,20 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
         pairs.add(x_new, x, g_new, g)
         x, f, g = x_new, f_new, g_new
     return x
+
+
+def _weight_scales(grid: TexelGrid, targets: DoseTargets, spread_t) -> np.ndarray:
+    """Each stamp's weight scale for :func:`fit`: ``sqrt(h / median(h))``, ``h`` the
+    objective's curvature along the stamp's weight as if every window's term were active and
+    each of its needles counted in windows of its own (``spread^T window_spread(scale x
+    per_count^2)``: each needle's texel weighed by every window over it; the cross terms
+    between a stamp's needles left out). ``h`` is floored at 1e-6 of its median."""
+    op = WindowedDose(grid)
+    w = np.ascontiguousarray(np.where(targets.treat, targets.scale * op.per_count ** 2, 0.0))
+    v = window_spread(w, grid.half_u, grid.half_v, grid.label >= 0).ravel()
+    h = spread_t @ v
+    mid = float(np.median(h)) if len(h) else 1.0
+    return np.sqrt(np.maximum(h, 1e-6 * mid) / mid) if mid > 0 else np.ones(len(h))
 
 
 class _Pairs:
