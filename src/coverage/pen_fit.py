@@ -244,7 +244,7 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     if not precondition:
         return _projected_lbfgs(objective, x, hi, iterations)
-    scale = _weight_scales(grid, targets, objective.spread_t)
+    scale = _weight_scales(grid, targets, spread)
 
     def scaled(y):
         f, g = objective(np.minimum(y / scale, hi))
@@ -275,18 +275,23 @@ def _projected_lbfgs(objective, x: np.ndarray, hi: np.ndarray, iterations: int) 
     return x
 
 
-def _weight_scales(grid: TexelGrid, targets: DoseTargets, spread_t) -> np.ndarray:
+def _weight_scales(grid: TexelGrid, targets: DoseTargets, spread) -> np.ndarray:
     """Each stamp's weight scale for :func:`fit`: ``sqrt(h / median(h))``, ``h`` the
     objective's curvature along the stamp's weight as if every window's term were active and
     each of its needles counted in windows of its own (``spread^T window_spread(scale x
     per_count^2)``: each needle's texel weighed by every window over it; the cross terms
-    between a stamp's needles left out). ``h`` is floored at 1e-6 of its median."""
+    between a stamp's needles left out). ``h`` is floored at 1e-6 of its median. Each
+    stamp's sum is taken in its column's stored order (``numpy.bincount``), so the scales,
+    like the fit's steps, are the same on any machine."""
     op = WindowedDose(grid)
     w = np.ascontiguousarray(np.where(targets.treat, targets.scale * op.per_count ** 2, 0.0))
     v = window_spread(w, grid.half_u, grid.half_v, grid.label >= 0).ravel()
-    h = spread_t @ v
-    mid = float(np.median(h)) if len(h) else 1.0
-    return np.sqrt(np.maximum(h, 1e-6 * mid) / mid) if mid > 0 else np.ones(len(h))
+    a = sparse.csc_array(spread)
+    m = a.shape[1]
+    column = np.repeat(np.arange(m), np.diff(a.indptr))
+    h = np.bincount(column, weights=np.asarray(a.data, dtype=np.float64) * v[a.indices], minlength=m)
+    mid = float(np.median(h)) if m else 1.0
+    return np.sqrt(np.maximum(h, 1e-6 * mid) / mid) if mid > 0 else np.ones(m)
 
 
 class _Pairs:
