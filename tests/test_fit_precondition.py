@@ -23,7 +23,7 @@ def test_weight_scales_by_hand_on_a_strip():
     grid = _strip_grid()
     targets = pen_fit.dose_targets(_Zones({"strip": (250.0, 312.5)}), grid)
     spread = sparse.identity(40, format="csr") * 1.0
-    got = pen_fit._weight_scales(grid, targets, spread)
+    got = pen_fit._weight_scales(pen_fit.WindowedDose(grid), targets, spread)
     third = (100.0 / 3.0) ** 2
     end = np.array([third + 625 + 400, third + 625 + 800, third + 625 + 1200, 625 + 1600]) / 2000.0
     want = np.ones(40)
@@ -43,7 +43,7 @@ def test_weight_scales_equal_their_definition(seed):
     h = spread.toarray().T @ v
     mid = np.median(h)
     want = np.sqrt(np.maximum(h, 1e-6 * mid) / mid)
-    got = pen_fit._weight_scales(grid, targets, spread)
+    got = pen_fit._weight_scales(pen_fit.WindowedDose(grid), targets, spread)
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert got.std() > 0.05     # the stamps' scales differ
     # each stamp's sum in its column's stored order, term by term: the same bits

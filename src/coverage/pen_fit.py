@@ -244,7 +244,7 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     x = np.zeros(m) if x0 is None else np.clip(np.asarray(x0, dtype=np.float64), 0.0, hi)
     if not precondition:
         return _projected_lbfgs(objective, x, hi, iterations)
-    scale = _weight_scales(grid, targets, spread)
+    scale = _weight_scales(objective.op, targets, spread)
 
     def scaled(y):
         f, g = objective(np.minimum(y / scale, hi))
@@ -275,15 +275,16 @@ def _projected_lbfgs(objective, x: np.ndarray, hi: np.ndarray, iterations: int) 
     return x
 
 
-def _weight_scales(grid: TexelGrid, targets: DoseTargets, spread) -> np.ndarray:
+def _weight_scales(op: WindowedDose, targets: DoseTargets, spread) -> np.ndarray:
     """Each stamp's weight scale for :func:`fit`: ``sqrt(h / median(h))``, ``h`` the
     objective's curvature along the stamp's weight as if every window's term were active and
     each of its needles counted in windows of its own (``spread^T window_spread(scale x
     per_count^2)``: each needle's texel weighed by every window over it; the cross terms
     between a stamp's needles left out). ``h`` is floored at 1e-6 of its median. Each
     stamp's sum is taken in its column's stored order (``numpy.bincount``), so the scales,
-    like the fit's steps, are the same on any machine."""
-    op = WindowedDose(grid)
+    like the fit's steps, are the same on any machine. ``op``: the fit's :class:`WindowedDose`
+    (its grid and each window's count per puncture)."""
+    grid = op.grid
     w = np.ascontiguousarray(np.where(targets.treat, targets.scale * op.per_count ** 2, 0.0))
     v = window_spread(w, grid.half_u, grid.half_v, grid.label >= 0).ravel()
     a = sparse.csc_array(spread)
