@@ -775,25 +775,15 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     fire = round_along(x, groups)
     fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups,
                   parts=None if repair_parts is None else repair_parts.result())
-    # each cartridge's chosen stamps as its set: the later cartridges' on the plan's other
-    # thread while this one selects the main cartridge's (each set reads only its own stamps)
-    pieces, offset = [], 0
+    sets, offset = [], 0
     for (cartridge, with_candidates, stamps, kept), (_, field_, _, _), arcs in zip(found, cartridges, path_arcs):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
         chosen[kept[fire[offset:offset + len(kept)]]] = True
         offset += len(kept)
-        pieces.append((stamps, chosen, field_, arcs))
-    later = [tasks.submit(_select_piece, zones, *piece) for piece in pieces[1:]]
-    sets = [_select_piece(zones, *piece) for piece in pieces[:1]] + [s.result() for s in later]
+        sets.append(select(stamps, chosen, field_, zones, arcs.result()))
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
-
-
-def _select_piece(zones, stamps, chosen: np.ndarray, field_, arcs):
-    """:func:`select` of one cartridge's chosen stamps, its paths' arcs given by a piece
-    (``arcs.result()``) made on the plan's threads."""
-    return select(stamps, chosen, field_, zones, arcs.result())
 
 
 def _candidates_with_columns(columns: bool, face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int,

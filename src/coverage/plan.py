@@ -1204,9 +1204,13 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
     pen = protocol.pen
     strokes, transitions = [], []
     out = {"uv": [], "points": [], "depth": [], "stroke": []}
+    # every set's stamp centres and needle hits lifted at once, on the plan's other thread
+    # while this one lays the strokes out (each point's lift is its own: a stroke takes its
+    # rows of them)
     live = [st for st in sets if len(st.path)]
     row0 = {id(st): (int(a), int(b)) for st, a, b in zip(
         live, np.cumsum([0] + [len(st.uv) for st in live]), np.cumsum([0] + [len(st.hits.uv) for st in live]))}
+    ahead = tasks.submit(_lift_rows, face, [st.uv for st in live], [st.hits.uv for st in live])
     # first where every stroke runs and where the tool moves between them (none of it
     # depends on time, and the moves are built all at once), then the clock, stroke by stroke.
     # Each path's stretch from its first kept stamp to its last, all of them lifted and
@@ -1229,12 +1233,7 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
             b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
             b = max(b, a + 2)
             todo.append((st, fired, path, rows, local, chart_s, a, b, path.uv[a:b]))
-    # the paths' later half framed on the plan's other thread; then every set's stamp centres
-    # and needle hits lifted at once there, while this one lays the strokes out (each point's
-    # lift is its own: a stroke takes its rows of them; read last, so queued after the frames)
-    frames = _run_path_frames_halved(tasks, face, [x[-1] for x in todo])
-    ahead = tasks.submit(_lift_rows, face, [st.uv for st in live], [st.hits.uv for st in live])
-    frames = frames()
+    frames = _run_path_frames(face, [x[-1] for x in todo], across=False)
     items = []
     for (st, fired, path, rows, local, chart_s, a, b, uv), (lifted, tangent, skin_s, _) in zip(todo, frames):
         stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
@@ -1307,19 +1306,6 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
         return [], [], (np.empty((0, 2)), np.empty((0, 3)), np.empty(0), np.empty(0, np.int64)), hits_lifted
     return strokes, transitions, tuple(np.concatenate(out[k]) for k in ("uv", "points", "depth", "stroke")), \
         hits_lifted
-
-
-def _run_path_frames_halved(tasks: Tasks, face, paths: list):
-    """:func:`_run_path_frames` of chart paths without chart vectors across, handed back as a
-    call giving them: with more than one thread the later half (by samples) is framed on
-    the plan's other thread while the caller frames the first (each path's frames are its
-    own: the halves give what one call gives)."""
-    if tasks.threads < 2 or len(paths) < 2:
-        return lambda: _run_path_frames(face, paths, across=False)
-    half = int(np.clip(np.searchsorted(np.cumsum([len(uv) for uv in paths]), 0.5 * sum(len(uv) for uv in paths)),
-                       1, len(paths) - 1))
-    later = tasks.submit(_run_path_frames, face, paths[half:], across=False)
-    return lambda: _run_path_frames(face, paths[:half], across=False) + later.result()
 
 
 def _lift_rows(face, *groups) -> list:
