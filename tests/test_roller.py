@@ -631,18 +631,43 @@ def test_line_runs_equal_the_stretch_by_stretch_construction(cheek_sweeps):
                 np.testing.assert_array_equal(r.kappa_cross, kc)
 
 
+def test_phase_trials_and_sweep_offsets_worked_by_hand():
+    # the least multiple of the sweeps that is at least MIN_PHASE_TRIALS (3)
+    assert R.MIN_PHASE_TRIALS == 3
+    assert [R.phase_trials(n) for n in (0, 1, 2, 3, 4, 5, 6)] == [3, 3, 4, 3, 4, 5, 6]
+    # the best phase plus j / n of a swath, modulo one: exactly a tried phase k / T (0.2 + 0.4
+    # is 0.6000000000000001 in floats; worked in whole numbers it is 3 / 5)
+    assert [R.sweep_offset(0.75, j, 4) for j in range(4)] == [0.75, 0.0, 0.25, 0.5]
+    assert [R.sweep_offset(0.2, j, 5) for j in range(5)] == [1 / 5, 2 / 5, 3 / 5, 4 / 5, 0.0]
+    assert [R.sweep_offset(1 / 3, j, 3) for j in range(3)] == [1 / 3, 2 / 3, 0.0]
+    assert [R.sweep_offset(0.5, j, 2) for j in range(2)] == [0.5, 0.0]
+    assert R.sweep_offset(2 / 3, 0, 1) == 2 / 3
+    # a phase that is not a tried one: the sum modulo one swath
+    assert R.sweep_offset(0.3, 1, 2) == 0.8
+    assert R.sweep_offset(0.7, 1, 2) == (0.7 + 0.5) % 1.0
+    for n in range(1, 7):
+        tried = (np.arange(R.phase_trials(n)) / R.phase_trials(n)).tolist()
+        for best in tried:
+            assert all(R.sweep_offset(best, j, n) in tried for j in range(n))
+            assert len({R.sweep_offset(best, j, n) for j in range(n)}) == n      # spread, none twice
+
+
 def test_best_offset_hands_its_trials_to_the_sweeps(cheek_sweeps):
-    sweeps = cheek_sweeps[0]
-    best = R.best_offset(sweeps)
+    sweeps, n = cheek_sweeps[0], 4
+    best = R.best_offset(sweeps, n)
     assert set(sweeps.kept_trials) == {0.0, 0.25, 0.5, 0.75}
-    for j, n in ((0, 1), (1, 4)):
+    assert best in sweeps.kept_trials
+    for j in range(n):
+        # every sweep's phase is a tried one: it takes that trial's lines, handed out once
         kept = R.sweep_runs(sweeps, j, n, best)
-        assert best + j / n not in sweeps.kept_trials            # handed out once
+        assert R.sweep_offset(best, j, n) not in sweeps.kept_trials
         fresh = R.sweep_runs(sweeps, j, n, best)                 # built again
         assert [[(r.sweep, r.line, r.phase_mm, r.meta) for r in runs] for runs in kept] == \
                [[(r.sweep, r.line, r.phase_mm, r.meta) for r in runs] for runs in fresh]
+        assert all(r.sweep == j for runs in kept for r in runs)
         for a, b in zip([r for runs in kept for r in runs], [r for runs in fresh for r in runs]):
             np.testing.assert_array_equal(a.uv, b.uv)
+    assert not sweeps.kept_trials
 
 
 def test_headland_runs_equal_the_loop_by_loop_construction(default_face, default_zones):

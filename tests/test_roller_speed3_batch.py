@@ -5,6 +5,8 @@ plan._rigid_drum_runs of each batch, on the default face's own sweeps."""
 import copy
 import importlib
 
+import numpy as np
+
 from coverage import Protocol, roller
 from geometry_checks import assert_same_runs
 
@@ -48,9 +50,9 @@ def test_line_runs_many_equals_each_item_alone(default_face, default_zones):
 def test_sweep_runs_many_hands_out_best_offsets_trials_as_sweep_runs_does(default_face, default_zones):
     _, _, _, families = _setup(default_face, default_zones)
     a, b = families(), families()
-    best_a, best_b = roller.best_offset(a[0]), roller.best_offset(b[0])
-    assert best_a == best_b
     n = 4
+    best_a, best_b = roller.best_offset(a[0], n), roller.best_offset(b[0], n)
+    assert best_a == best_b
     together = roller.sweep_runs_many([(f, j, n, best_a if i == 0 else 0.0) for j in range(n)
                                        for i, f in enumerate(a)])
     alone = [roller.sweep_runs(f, j, n, best_b if i == 0 else 0.0) for j in range(n) for i, f in enumerate(b)]
@@ -80,3 +82,35 @@ def test_rigid_drum_runs_many_equals_each_batch_alone(default_face, default_zone
         sum(len(r.uv) for lines in batches for rr in lines for r in rr)
     for x, y in zip(together, alone):
         _same(x, y)
+
+
+def test_region_sweeps_build_the_main_family_only_as_its_trials(default_face, default_zones, monkeypatch):
+    # best_offset tries the sweeps' own phases (roller.sweep_offset): every sweep of the main
+    # family takes a trial's lines, so its lines are built once per tried phase, as the
+    # trials (sweep 0), and no family's lines at one phase are built twice
+    protocol = Protocol.default()
+    region = roller.roller_regions(default_zones, protocol)[1]
+    per_direction, built = [], []
+    real_built, real_passes = roller._line_runs_built, roller.passes_for_target
+
+    def logged(items):
+        built.extend((sweeps.theta_deg, sweeps.family, offset, j) for sweeps, offset, j in items)
+        return real_built(items)
+
+    def passes(*args, **kwargs):
+        got = real_passes(*args, **kwargs)
+        per_direction.extend(got)
+        return got
+
+    monkeypatch.setattr(roller, "_line_runs_built", logged)
+    monkeypatch.setattr(roller, "passes_for_target", passes)
+    plan_mod._region_sweeps(default_face, default_zones, protocol, region, roller.keepout_clearance(default_zones),
+                            plan_mod.Conformity(default_face, protocol))
+    theta = protocol.zone(region.zones[0]).directions_deg
+    assert max(per_direction) >= 3       # sweeps at phases other than the trials' of one sweep
+    main = [b for b in built if b[1] == 0]
+    assert all(j == 0 for *_, j in main)
+    for t, n in zip(theta, per_direction):
+        count = roller.phase_trials(n)
+        assert sorted(o for d, _, o, _ in main if d == t) == (np.arange(count) / count).tolist()
+    assert len({b[:3] for b in built}) == len(built) > 0

@@ -738,7 +738,7 @@ def _region_sweeps(face, zones: ZoneMap, protocol: Protocol, region, clearance, 
             families += [_roller.ZoneSweeps(zones, region, drum, theta, conform, clearance, width)
                          for width in _roller.band_widths(face, zones, region, conform)]
         # the main family's phase is searched; the others fill what it leaves wherever they fall
-        offsets = [_roller.best_offset(f) if i == 0 else 0.0 for i, f in enumerate(families)]
+        offsets = [_roller.best_offset(f, n_sweeps) if i == 0 else 0.0 for i, f in enumerate(families)]
         # every sweep's lines of every family, built together (they do not depend on the claims)
         swept = iter(_roller.sweep_runs_many([(family, j, n_sweeps, offset) for j in range(n_sweeps)
                                               for family, offset in zip(families, offsets)]))

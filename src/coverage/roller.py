@@ -1315,7 +1315,7 @@ def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
 
 
-OFFSET_TRIALS = 4  # phases of the line family tried across one swath
+MIN_PHASE_TRIALS = 3  # fewest phases of the line family tried across one swath (phase_trials)
 
 
 def line_runs(sweeps: ZoneSweeps, offset: float, sweep_index: int) -> list[list[Run]]:
@@ -1418,28 +1418,54 @@ def _line_runs_built(items: list) -> list[list[list[Run]]]:
     return out
 
 
-def best_offset(sweeps: ZoneSweeps) -> float:
+def phase_trials(n_sweeps: int) -> int:
+    """How many phases :func:`best_offset` tries across one swath for ``n_sweeps`` sweeps of
+    a direction: the least multiple of ``n_sweeps`` that is at least :data:`MIN_PHASE_TRIALS`
+    (so each sweep's phase, shifted by ``j / n_sweeps`` from a tried one, is a tried one too)."""
+    n = max(int(n_sweeps), 1)
+    return n * -(-MIN_PHASE_TRIALS // n)
+
+
+def best_offset(sweeps: ZoneSweeps, n_sweeps: int = 1) -> float:
     """The phase of the line family (a fraction of a swath) that lets the drum roll the longest.
 
     Lines placed from the zone's lowest edge can leave the last line's needle band just
-    outside the zone; trying a few phases across one swath recovers that line.
+    outside the zone; trying a few phases across one swath recovers that line. The phases
+    tried are ``k / T`` (``T`` = :func:`phase_trials` of the ``n_sweeps`` sweeps of the
+    direction): sweep ``j`` rolls the lines at the best phase plus ``j / n_sweeps`` of a
+    swath (:func:`sweep_offset`), itself one of them, so every sweep takes its lines from a
+    trial and no line is built twice.
     """
-    trials = np.arange(OFFSET_TRIALS) / OFFSET_TRIALS
+    count = phase_trials(n_sweeps)
+    trials = np.arange(count) / count
     found = line_runs_many([(sweeps, float(o), 0) for o in trials])
     scores = [sum(len(r.uv) for runs in lines for r in runs) for lines in found]
-    # the sweeps whose phase is a trial's (sweep 0 always, others when j / n falls on one)
-    # roll exactly its lines: keep them for their line_runs
+    # each trial's lines (as sweep 0) kept for the sweep whose phase it is
     sweeps.kept_trials.update(zip(trials.tolist(), found))
     return float(trials[int(np.argmax(scores))])
+
+
+def sweep_offset(base_offset: float, sweep_index: int, n_sweeps: int) -> float:
+    """The phase of sweep ``sweep_index`` of ``n_sweeps`` (a fraction of a swath, in [0, 1)):
+    ``base_offset + sweep_index / n_sweeps`` modulo one swath, the sweeps spread evenly
+    across it. Where ``base_offset`` is one of :func:`best_offset`'s phases ``k / T`` it is
+    worked in whole numbers, ``((k + sweep_index T / n_sweeps) mod T) / T``: exactly the
+    tried phase whose lines the sweep takes."""
+    n = max(int(n_sweeps), 1)
+    count = phase_trials(n)
+    k = round(base_offset * count)
+    if k / count == base_offset:
+        return ((k + sweep_index * (count // n)) % count) / count
+    return (base_offset + sweep_index / n) % 1.0
 
 
 def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset: float = 0.0) -> list[list[Run]]:
     """The runs of every line of one sweep, per line (lines in order across the passes).
 
     Repeated sweeps of one direction are spread across one swath (sweep j of n shifted by
-    j/n of it) and along one needle pitch: their needles do not fall into the same holes,
-    the seams where the swath changes do not stack, and the zone's edge strips, which one
-    sweep leaves, the next ones reach.
+    j/n of it, :func:`sweep_offset`) and along one needle pitch: their needles do not fall
+    into the same holes, the seams where the swath changes do not stack, and the zone's
+    edge strips, which one sweep leaves, the next ones reach.
     """
     return sweep_runs_many([(sweeps, sweep_index, n_sweeps, base_offset)])[0]
 
@@ -1447,7 +1473,7 @@ def sweep_runs(sweeps: ZoneSweeps, sweep_index: int, n_sweeps: int, base_offset:
 def sweep_runs_many(items: list) -> list[list[list[Run]]]:
     """:func:`sweep_runs` of each ``(sweeps, sweep_index, n_sweeps, base_offset)`` of ``items``,
     in order, their lines built together (:func:`line_runs_many`)."""
-    built = line_runs_many([(sweeps, base_offset + sweep_index / max(n_sweeps, 1), sweep_index)
+    built = line_runs_many([(sweeps, sweep_offset(base_offset, sweep_index, n_sweeps), sweep_index)
                             for sweeps, sweep_index, n_sweeps, base_offset in items])
     for (sweeps, sweep_index, _, _), lines in zip(items, built):
         for j, runs in enumerate(lines):
