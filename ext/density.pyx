@@ -3,7 +3,7 @@
 from libc.math cimport floor, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport malloc, free, realloc, qsort
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from _prefetch cimport prefetch
 
 
@@ -1935,6 +1935,20 @@ cdef inline bint _worse(double a, double b) noexcept nogil:
     return a > b or (b != b and a == a)
 
 
+cdef inline Py_ssize_t _next_in(const uint8_t* mask, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
+    # the first p' in [p, end) with mask[p'] nonzero (end where none): eight texels at a time
+    # over the stretches out (a repair's masks are mostly out)
+    cdef uint64_t eight
+    while p + 8 <= end:
+        memcpy(&eight, mask + p, 8)
+        if eight:
+            break
+        p += 8
+    while p < end and not mask[p]:
+        p += 1
+    return p
+
+
 def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const double[::1] badness,
                 int64_t[::1] parent, int64_t[::1] out):
     """The patches of mask ((h * w,) flat, nonzero = in): 8-connected, numbered in the order of
@@ -1946,16 +1960,19 @@ def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const doubl
     cdef Py_ssize_t n = h * w, p, q, i, j
     cdef int64_t a, b, k = 0
     cdef int64_t* par = &parent[0] if parent.shape[0] else NULL
+    cdef const uint8_t* m = &mask[0] if mask.shape[0] else NULL
     if mask.shape[0] != n or badness.shape[0] != n or parent.shape[0] < n or h < 0 or w < 0:
         raise ValueError("patch_worst: mask, badness and parent must hold h * w texels")
+    if n == 0:
+        return 0
     with nogil:
         # 1. each texel joined to its neighbours before it in raster order (left, and the
-        # three above); a root is its patch's first texel (the smaller root is kept)
+        # three above); a root is its patch's first texel (the smaller root is kept); the
+        # texels out are passed over (_next_in)
         for i in range(h):
-            for j in range(w):
+            j = _next_in(m, i * w, i * w + w) - i * w
+            while j < w:
                 p = i * w + j
-                if not mask[p]:
-                    continue
                 par[p] = p
                 if j > 0 and mask[p - 1]:
                     a = _root(par, p - 1)
@@ -1973,11 +1990,11 @@ def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const doubl
                                 par[b] = a
                             elif b < a:
                                 par[a] = b
+                j = _next_in(m, p + 1, i * w + w) - i * w
         # 2. in raster order: a root opens the next patch (marked -(number + 1)); every
         # texel after it weighs against its patch's worst so far
-        for p in range(n):
-            if not mask[p]:
-                continue
+        p = _next_in(m, 0, n)
+        while p < n:
             if par[p] == p:
                 if k >= out.shape[0]:
                     with gil:
@@ -1985,10 +2002,11 @@ def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const doubl
                 par[p] = -(k + 1)
                 out[k] = p
                 k += 1
-                continue
-            a = -par[_marked_root(par, p)] - 1
-            if _worse(badness[p], badness[out[a]]):
-                out[a] = p
+            else:
+                a = -par[_marked_root(par, p)] - 1
+                if _worse(badness[p], badness[out[a]]):
+                    out[a] = p
+            p = _next_in(m, p + 1, n)
     return k
 
 

@@ -333,6 +333,27 @@ def test_patch_worst_equals_its_twin(seed):
         assert np.array_equal(pen_fit.patch_worst(mask, badness, (h, w), np.full(h * w, 7, np.int64)), want)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_patch_worst_equals_its_twin_on_sparse_wide_masks(seed):
+    # the kernel passes over the texels out eight at a time: masks mostly out, on rows of
+    # every width (a multiple of 8 or not), patches at row ends, in long stretches out and
+    # on a grid's last texels
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(60):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 300))
+        mask = rng.random(h * w) < rng.choice([0.0005, 0.005, 0.03, 0.2])
+        if rng.random() < 0.3:
+            mask[rng.integers(0, h) * w + w - 1] = True          # a row's last texel
+        if rng.random() < 0.3:
+            mask[-int(rng.integers(1, 10)):] = True                # the grid's last texels
+        if rng.random() < 0.3:
+            mask[: int(rng.integers(0, h * w))] = False            # a long stretch out
+        badness = rng.normal(size=h * w)
+        badness[rng.random(h * w) < 0.1] = np.nan
+        want = pen_fit.patch_worst_reference(mask, badness, (h, w))
+        assert np.array_equal(pen_fit.patch_worst(mask, badness, (h, w), np.full(h * w, 3, np.int64)), want)
+
+
 def test_patch_worst_by_hand():
     # 4 x 5 grid, flat index i * 5 + j:
     #   row 0: X X . . X      patches (8-connected, numbered by first texel in raster order):
