@@ -1192,7 +1192,9 @@ def _shift(grid: TexelGrid, zones, groups: np.ndarray, fire: np.ndarray, d: np.n
     for _ in range(SHIFT_ROUNDS):
         over, under = d > high, treat & (d < low)
         ok = treat & ~over & ~under
-        weak = np.bincount(lab[ok], area[ok], minlength=n_zones) < SHIFT_ZONE_BELOW * total
+        # each zone's skin in band: the texels out add +0 (numpy sums each bin in texel
+        # order: the same sums as over the texels in alone), with no gathers
+        weak = np.bincount(lab, np.where(ok, area, 0.0), minlength=n_zones) < SHIFT_ZONE_BELOW * total
         focus = under & ~over & weak[lab]
         if not focus.any():
             break
