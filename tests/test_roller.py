@@ -645,6 +645,7 @@ def test_phase_trials_and_sweep_offsets_worked_by_hand():
     # a phase that is not a tried one: the sum modulo one swath
     assert R.sweep_offset(0.3, 1, 2) == 0.8
     assert R.sweep_offset(0.7, 1, 2) == (0.7 + 0.5) % 1.0
+    assert math.isnan(R.sweep_offset(math.nan, 1, 2))
     for n in range(1, 7):
         tried = (np.arange(R.phase_trials(n)) / R.phase_trials(n)).tolist()
         for best in tried:

@@ -1453,9 +1453,10 @@ def sweep_offset(base_offset: float, sweep_index: int, n_sweeps: int) -> float:
     tried phase whose lines the sweep takes."""
     n = max(int(n_sweeps), 1)
     count = phase_trials(n)
-    k = round(base_offset * count)
-    if k / count == base_offset:
-        return ((k + sweep_index * (count // n)) % count) / count
+    if math.isfinite(base_offset):
+        k = round(base_offset * count)
+        if k / count == base_offset:
+            return ((k + sweep_index * (count // n)) % count) / count
     return (base_offset + sweep_index / n) % 1.0
 
 
