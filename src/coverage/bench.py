@@ -12,8 +12,8 @@ canonical zone cells are built again). Stages, each charged only its own time:
   template fit, units);
 - ``chart``: ``face.uv`` and ``face.chart_grid`` (the shared LSCM chart and its lookup grid);
 - ``zones``: ``ZoneMap.default`` (keep-outs with exact 3D distances);
-- ``roller``: ``plan._roller_part``: pass lines and headlands, strokes, safe moves, drum
-  simulation;
+- ``roller``: ``plan._roller_part`` and ``plan._roller_runs_made``: pass lines and headlands
+  (``plan._region_sweeps``), strokes, safe moves, drum simulation;
 - ``pen``: texel grid, dose field, stroke paths of both cartridges, candidate stamps and
   their simulation, the cap guard, and ``plan.pen_strokes`` (frames, stamps and safe moves
   of every pen stroke);
@@ -381,8 +381,9 @@ def _patches():
     """(owner, attribute, step, stage opened, stage switch after, capture key) of every timed function."""
     return [
         (ZoneMap, "default", "ZoneMap.default", "zones", None, None),
-        (plan_mod, "_roller_part", "_roller_part (own: lift, counts)", "roller", None, None),
-        (plan_mod, "roller_runs", "roller_runs (pass lines, headlands)", None, None, None),
+        (plan_mod, "_roller_part", "_roller_part (own)", "roller", None, None),
+        (plan_mod, "_region_sweeps", "_region_sweeps (pass lines, headlands)", "roller", None, None),
+        (plan_mod, "_roller_runs_made", "_roller_runs_made (own: order, lift, counts)", "roller", None, None),
         (plan_mod, "_roller_frames", "_roller_frames (lift, frames)", None, None, None),
         (plan_mod, "_roller_finish", "_roller_finish (strokes, timing)", "roller", None, None),
         (plan_mod, "_roller_timed", "_roller_timed (own: timing)", None, None, None),

@@ -641,10 +641,22 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     then : called once the regions are handed to the threads (the plan hands them more work).
     """
     tasks = tasks or serial_tasks()
+    regions, swept, corner, status = _roller_sweeps_handed(face, zones, protocol, start_corner, tasks, conformity)
+    if then is not None:
+        then()
+    return _ordered_runs(protocol, regions, [piece.result() for piece in swept], corner, status)
+
+
+def _roller_sweeps_handed(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks,
+                          conformity: "Conformity | None") -> tuple:
+    """Each roller region's sweeps handed to the plan's threads, each a piece (each region's
+    do not depend on another's): ``(regions, [piece per region], start corner, the status of
+    the zones the roller may not treat)``. The later regions are queued first, then the
+    first, which the caller runs when it first reads it (unless a free thread took it)."""
     conformity = conformity or Conformity(face, protocol)
     corner = start_corner or protocol.session.start_corner
     clearance = _roller.keepout_clearance(zones)
-    runs, status = [], {}
+    status = {}
     for name in zones.names:
         dose = protocol.zone(name)
         if "roller" not in dose.devices:
@@ -652,9 +664,18 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
     regions = _roller.roller_regions(zones, protocol)
-    # each region's sweeps do not depend on another's: built on the plan's threads
-    swept = tasks.map(lambda region: _region_sweeps(face, zones, protocol, region, clearance, conformity), regions,
-                      then)
+    later = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
+             for region in regions[1:]]
+    first = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
+             for region in regions[:1]]
+    return regions, first + later, corner, status
+
+
+def _ordered_runs(protocol: Protocol, regions: list, swept: list, corner: str, status: dict) -> tuple[list, dict]:
+    """The regions' sweeps (:func:`_region_sweeps` of each) in treatment order: each sweep's
+    cells rolled nearest first, region after region; ``(runs, status)`` (``status``: the
+    zones' the roller may not treat, completed here)."""
+    runs = []
     position = None
     for region, (drum, per_direction, conforming, sweeps) in zip(regions, swept):
         dose = protocol.zone(region.zones[0])
@@ -788,11 +809,31 @@ def _face_parts(face, conformity: Conformity) -> None:
 
 def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks | None = None,
                  conformity: Conformity | None = None, then=None):
-    """The roller's punctures (chart, depth, stroke) with the zone status, and its
+    """A piece giving the roller's punctures (chart, depth, stroke) with the zone status, its
     :class:`_RollerStrokes` (the strokes and transitions, once their safe moves are built:
-    on the plan's other thread while the pen's fit runs, since nothing of the pen reads them)."""
+    on the plan's other thread while the pen's fit runs, since nothing of the pen reads them)
+    and the punctures' lifts (:func:`_roller_runs_made`).
+
+    The regions' sweeps are handed to the plan's threads and the first region's built here;
+    the rest is queued after the work ``then()`` hands the threads (the pen's grid and
+    fields), for whichever thread is first free or waiting (most often the one that waits for
+    the pen's grid while the other builds it); on one thread, when first read."""
     tasks = tasks or serial_tasks()
-    runs, status = roller_runs(face, zones, protocol, start_corner, tasks, conformity, then)
+    regions, swept, corner, status = _roller_sweeps_handed(face, zones, protocol, start_corner, tasks, conformity)
+    if then is not None:
+        then()
+    made = tasks.submit(_roller_runs_made, tasks, face, zones, protocol, regions, swept, corner, status)
+    if swept:
+        swept[0].result()     # the first region's sweeps on this thread
+    return made
+
+
+def _roller_runs_made(tasks: Tasks, face, zones: ZoneMap, protocol: Protocol, regions: list, swept: list, corner: str,
+                      status: dict):
+    """The roller's part once every region's sweeps are built (pieces ``swept``): its runs in
+    treatment order, framed and rolled, their punctures on the skin lifted; ``(roller
+    strokes, uv, depth, stroke_of, status, lifted)``."""
+    runs, status = _ordered_runs(protocol, regions, [piece.result() for piece in swept], corner, status)
     frames, packed, drums = _roller_frames(face, protocol, runs)
     uv, depth, stroke_of = _simulate_runs(packed, drums)
     # the punctures on the skin, lifted (each point's lift is its own: the plan's punctures
@@ -859,14 +900,20 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
                                  for cartridge in ("main", "fine")])
     else:
         start_pen = None
+    made = None
     if device in ("roller", "auto"):
-        roller, uv, depth, stroke_of, status, roller_lifted = _roller_part(face, zones, protocol, start_corner, tasks,
-                                                                          conformity, start_pen)
-        lifted.append(roller_lifted)
+        made = _roller_part(face, zones, protocol, start_corner, tasks, conformity, start_pen)
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
-        grid, fields = pen_fields[0].result()[0], tuple(f.result() for f in pen_fields[1])
+        # the main cartridge's field first: this thread then builds the grid both fields read
+        # (the other, waiting for it, makes the roller's runs meanwhile: _roller_part)
+        fields = tuple(f.result() for f in pen_fields[1])
+        grid = pen_fields[0].result()[0]
+    if made is not None:
+        roller, uv, depth, stroke_of, status, roller_lifted = made.result()
+        lifted.append(roller_lifted)
+    if device in ("pen", "auto"):
         sets, pen_status = _pen_part(face, zones, protocol, grid, _pen.texel_counts(grid, uv), tasks, fields,
                                      None if roller is None else roller.start_moves)
         for name, state in pen_status.items():
