@@ -641,18 +641,16 @@ def roller_runs(face, zones: ZoneMap, protocol: Protocol, start_corner: str | No
     then : called once the regions are handed to the threads (the plan hands them more work).
     """
     tasks = tasks or serial_tasks()
-    regions, swept, corner, status = _roller_sweeps_handed(face, zones, protocol, start_corner, tasks, conformity)
-    if then is not None:
-        then()
-    return _ordered_runs(protocol, regions, [piece.result() for piece in swept], corner, status)
+    regions, sweeps_of, corner, status = _roller_setup(face, zones, protocol, start_corner, conformity)
+    # each region's sweeps do not depend on another's: built on the plan's threads
+    return _ordered_runs(protocol, regions, tasks.map(sweeps_of, regions, then), corner, status)
 
 
-def _roller_sweeps_handed(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None, tasks: Tasks,
-                          conformity: "Conformity | None") -> tuple:
-    """Each roller region's sweeps handed to the plan's threads, each a piece (each region's
-    do not depend on another's): ``(regions, [piece per region], start corner, the status of
-    the zones the roller may not treat)``. The later regions are queued first, then the
-    first, which the caller runs when it first reads it (unless a free thread took it)."""
+def _roller_setup(face, zones: ZoneMap, protocol: Protocol, start_corner: str | None,
+                  conformity: "Conformity | None") -> tuple:
+    """What the roller's regions are swept with: ``(regions, sweeps_of(region) ->``
+    :func:`_region_sweeps` ``of it, start corner, the status of the zones the roller may not
+    treat)``."""
     conformity = conformity or Conformity(face, protocol)
     corner = start_corner or protocol.session.start_corner
     clearance = _roller.keepout_clearance(zones)
@@ -663,12 +661,8 @@ def _roller_sweeps_handed(face, zones: ZoneMap, protocol: Protocol, start_corner
             status[name] = {"roller": {"status": "not allowed", "reason": "the protocol does not allow the roller here"}}
         elif zones.polygons[name].is_empty:
             status[name] = {"roller": {"status": "no treatable skin", "reason": "nothing treatable is left in this zone"}}
-    regions = _roller.roller_regions(zones, protocol)
-    later = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
-             for region in regions[1:]]
-    first = [tasks.submit(_region_sweeps, face, zones, protocol, region, clearance, conformity)
-             for region in regions[:1]]
-    return regions, first + later, corner, status
+    return (_roller.roller_regions(zones, protocol),
+            lambda region: _region_sweeps(face, zones, protocol, region, clearance, conformity), corner, status)
 
 
 def _ordered_runs(protocol: Protocol, regions: list, swept: list, corner: str, status: dict) -> tuple[list, dict]:
@@ -819,7 +813,11 @@ def _roller_part(face, zones: ZoneMap, protocol: Protocol, start_corner: str | N
     fields), for whichever thread is first free or waiting (most often the one that waits for
     the pen's grid while the other builds it); on one thread, when first read."""
     tasks = tasks or serial_tasks()
-    regions, swept, corner, status = _roller_sweeps_handed(face, zones, protocol, start_corner, tasks, conformity)
+    regions, sweeps_of, corner, status = _roller_setup(face, zones, protocol, start_corner, conformity)
+    # each region's sweeps a piece (each does not depend on another's): the later ones queued
+    # first, then the first, which this thread runs below unless a free thread took it
+    swept = [tasks.submit(sweeps_of, region) for region in regions[1:]]
+    swept[:0] = [tasks.submit(sweeps_of, region) for region in regions[:1]]
     if then is not None:
         then()
     made = tasks.submit(_roller_runs_made, tasks, face, zones, protocol, regions, swept, corner, status)
