@@ -19,7 +19,7 @@ import time
 
 STEPS = {
     "coverage.plan": ("_face_parts", "_region_sweeps", "_pen_grid", "_pen_field", "_roller_frames", "_simulate_runs",
-                      "_roller_moves", "_roller_timed", "_pen_strokes_lifted", "_run_path_frames", "_order_pen_items",
+                      "_roller_moves", "_roller_runs_made", "_roller_timed", "_pen_strokes_lifted", "_run_path_frames", "_order_pen_items",
                       "_glide_joins", "transit_paths"),
     "coverage.pen_fit": ("_fine_paths", "candidate_stamps", "needle_columns", "fit_layout", "RepairParts", "fit",
                          "round_along", "repair", "_shift", "select"),

@@ -663,8 +663,10 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     ``tasks``: the plan's threads (:class:`coverage.tasks.Tasks`; default one): the fine
     cartridge's paths and candidates are built on them beside the main one's.
     ``fields``: :func:`dose_fields` of these zones, grid and pen zones, if already built
-    (their ``base`` is set to ``fixed`` here). ``before_fit()`` is called once every
-    candidate is made, before the fit (a plan hands its other thread work there).
+    (their ``base`` is set to ``fixed`` here); the fine cartridge's may be a piece of
+    ``tasks`` still being built (read by the fine cartridge's own piece, so the main paths
+    need not wait for it). ``before_fit()`` is called once every candidate is made, before
+    the fit (a plan hands its other thread work there).
 
     Returns ``(stamp sets [main cartridge, fine cartridge], settings per zone, the main
     dose field, stamps dropped as unsafe, stamps dropped for the cap)``.
@@ -679,7 +681,8 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     pen_zone = np.isin(grid.label, [names.index(n) for n in pen_zones])
     if fields is None:
         fields = dose_fields(zones, grid, protocol, pen_zones)
-    problem, fine_problem = (None if f is None else dataclasses.replace(f, base=fixed) for f in fields)
+    main_field, fine_field = fields
+    problem = None if main_field is None else dataclasses.replace(main_field, base=fixed)
     delivered = WindowedDose(grid).density(fixed)     # what the fixed punctures give every window
     share = pen_share(zones, grid, delivered, pen_zones)
     settings = {n: _pen.pen_settings(pen, zones.dose(n), share[n]) for n in pen_zones}
@@ -708,14 +711,14 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     # (each cartridge's candidate centres along its paths made where its paths are: the
     # counts number the stamps across the cartridges and the parts below)
     fine_part = None if fine is None else tasks.submit(
-        _with_arcs, _fine_paths, zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
+        _with_arcs, _fine_part, zones, grid, pen_zones, pen, fine, problem, fine_field, fixed, settings, need, pen_zone)
     # the fit's texel layout reads only the grid and the targets: made when a thread is free
     # (the fine cartridge's paths are done before the main one's)
     layout = tasks.submit(fit_layout, grid, targets)
     main_paths = _pen.field_paths(problem, zones, pen_zones, main_q, settings)
     cartridges, arcs = [(pen, problem, settings, main_paths)], [candidate_arcs_many([p.uv for p in main_paths])]
     if fine_part is not None and (got := fine_part.result()) is not None:
-        fine_settings, fine_paths, fine_arcs = got
+        fine_problem, fine_settings, fine_paths, fine_arcs = got
         cartridges.append((fine, fine_problem, fine_settings, fine_paths))
         arcs.append(fine_arcs)
     counts = [np.array([len(a[1]) for a in per_path], dtype=np.int64) for per_path in arcs]
@@ -842,6 +845,18 @@ def dilated_square(mask: np.ndarray, r: int) -> np.ndarray:
     if r < 1:
         return mask.copy()
     return ndimage.maximum_filter(mask.view(np.uint8), size=2 * int(r) + 1, mode="constant", cval=0) > 0
+
+
+def _fine_part(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_field, fixed: np.ndarray,
+               settings: dict, need: np.ndarray, pen_zone: np.ndarray):
+    """The fine cartridge's dose problem over ``fixed`` (``fine_field``: its field, or a piece
+    giving it) and :func:`_fine_paths` ``(problem, settings, paths)``, or None where it has
+    nothing to do."""
+    if hasattr(fine_field, "result"):
+        fine_field = fine_field.result()
+    fine_problem = None if fine_field is None else dataclasses.replace(fine_field, base=fixed)
+    got = _fine_paths(zones, grid, pen_zones, pen, fine, problem, fine_problem, settings, need, pen_zone)
+    return None if got is None else (fine_problem, *got)
 
 
 def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fine_problem, settings: dict,

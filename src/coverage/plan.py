@@ -904,9 +904,11 @@ def build_plan(face, zones: ZoneMap, protocol: Protocol, device: str, start_corn
     elif start_pen is not None:
         start_pen()
     if device in ("pen", "auto"):
-        # the main cartridge's field first: this thread then builds the grid both fields read
-        # (the other, waiting for it, makes the roller's runs meanwhile: _roller_part)
-        fields = tuple(f.result() for f in pen_fields[1])
+        # the main cartridge's field: this thread then builds the grid both fields read (the
+        # other, waiting for it, makes the roller's runs meanwhile: _roller_part); the fine
+        # one's is read by the fine cartridge's own piece (its paths), so the main paths
+        # start while the other thread finishes it
+        fields = (pen_fields[1][0].result(), pen_fields[1][1])
         grid = pen_fields[0].result()[0]
     if made is not None:
         roller, uv, depth, stroke_of, status, roller_lifted = made.result()
