@@ -58,6 +58,7 @@ FIT_ITERATIONS = 50       # the fit's steps, preconditioned (60 before stop 26, 
 FIT_MEMORY = 5            # the L-BFGS pairs the fit keeps
 FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm) ...
 FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
+DAB_MM = 0.02             # chart length of a touch-up dab (fine_dabs): one candidate stamp at its middle
                                 # (the widest window half over it until stop 14: scan sessions
                                 # 8 to 15 % longer, their least zones no better)
 
@@ -233,8 +234,9 @@ def fit(grid: TexelGrid, targets: DoseTargets, base: np.ndarray, spread: sparse.
     ``s`` each stamp's :func:`_weight_scales` (a diagonal preconditioner: the square root of
     the objective's curvature along the weight, about): the stamps' curvatures differ
     tenfold on the bundled face (zones' targets, windows cut by the zone edges), and the
-    scaled fit reaches in 50 steps the objective the plain one reaches in 60 (11.02 against
-    11.06 on the bundled face).
+    scaled fit reaches in 50 steps about the objective the plain one reaches in 60 (10.99
+    against 10.97 on the bundled face, 11.56 in 50; 11.02 against 11.06 before stop 28's
+    dabs).
     """
     m = spread.shape[1]
     if not m:
@@ -883,8 +885,116 @@ def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fin
     first = {n: settings[n].passes for n in pen_zones}
     # loops at constant distances from the forbidden skin: a few long strokes around
     # each keep-out rather than a raster's many short runs across a thin band
-    return fine_settings, _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings,
-                                           pattern="touch-up", passes=1, first_pass=first, loops=True)
+    paths = _pen.field_paths(fine_problem, zones, pen_zones, region * 1.0, fine_settings, pattern="touch-up",
+                             passes=1, first_pass=first, loops=True)
+    # then dabs where a pocket's allowed centres lie off every loop (the loops follow the
+    # skin distance; the allowed centres, the footprint's clearance in 3D), for the skin
+    # the main cartridge hardly reaches: farther than its median needle radius from every
+    # main centre (only the outer needles of the stamps at the edge of where they may stand
+    # reach it, thinly); the texels beyond it in rows or columns first, then each exactly
+    far = 0.5 * pen.footprint_diameter_mm / math.sqrt(2.0)
+    skin = unreached & ~dilated_square(problem.allowed, int(math.floor(far / math.sqrt(2.0) / grid.cell_mm)))
+    rows, cols = np.nonzero(skin)
+    skin[rows, cols] = _none_within(problem.allowed, rows, cols, far / grid.cell_mm)
+    return fine_settings, paths + fine_dabs(zones, grid, fine_problem, fine_settings, first, skin, region, paths)
+
+
+def _none_within(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: float) -> np.ndarray:
+    """Whether no texel of ``mask (h, w) bool`` has its centre within ``radius`` texels of
+    texel ``(rows[i], cols[i])``'s, for each i (texels off the grid are not in the mask)."""
+    reach = int(math.floor(radius))
+    di, dj = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    within = di * di + dj * dj <= radius * radius
+    padded = np.pad(np.asarray(mask, dtype=bool), reach)
+    return ~padded[rows[:, None] + reach + di[within], cols[:, None] + reach + dj[within]].any(axis=1)
+
+
+def fine_dabs(zones, grid: TexelGrid, problem, settings: dict, first: dict, skin: np.ndarray, region: np.ndarray,
+              paths: list) -> list:
+    """Touch-up paths through the fine cartridge's allowed centres that can reach ``skin``
+    (texels the main cartridge hardly reaches) no needle of its loops ``paths`` reaches;
+    the fit then decides what they stamp.
+
+    Between two keep-outs (a nostril's margin and the lip's, say) the skin where the fine
+    footprint may stand can be a few scattered texels that no loop passes (the loops follow
+    the skin distance to the forbidden skin; where a footprint may stand is decided by its
+    clearance in 3D), and the skin around them is left under its band. Here every centre
+    of ``region`` (allowed, near the skin to reach) within a footprint radius of a texel of
+    ``skin`` lying more than a footprint radius from every sample of ``paths``, and on no
+    texel a sample lies on, gets a dab: a path of one candidate stamp at its texel's
+    centre; a zone's dabs, in a nearest-first chain, are joined by glides where
+    :func:`coverage.pen.join_paths` allows (a pocket's dabs make one short stroke).
+    Distances are chart distances between texel centres (a path's samples at their
+    texels), read in the box around ``skin`` widened by two footprint radii (every texel
+    and sample they read lies in it). Every stamp is still checked needle by needle
+    and fitted under the cap as any other."""
+    from . import pen as _pen
+
+    h, w = grid.shape
+    rows, cols = np.flatnonzero(skin.any(axis=1)), np.flatnonzero(skin.any(axis=0))
+    if not len(rows):
+        return []
+    radius = 0.5 * problem.footprint_mm
+    m = 2 * int(math.ceil(radius / grid.cell_mm)) + 1
+    r0, r1 = max(int(rows[0]) - m, 0), min(int(rows[-1]) + m + 1, h)
+    c0, c1 = max(int(cols[0]) - m, 0), min(int(cols[-1]) + m + 1, w)
+    on_path = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+    if paths:
+        ij = np.floor((np.concatenate([p.uv for p in paths]) - grid.origin) / grid.cell_mm)
+        ij = ij[np.isfinite(ij).all(axis=1)]
+        ij = ij[(ij[:, 0] >= c0) & (ij[:, 0] < c1) & (ij[:, 1] >= r0) & (ij[:, 1] < r1)].astype(np.int64)
+        on_path[ij[:, 1] - r0, ij[:, 0] - c0] = True
+    # the skin no sample lies within a footprint radius of
+    sr, sc = np.nonzero(skin[r0:r1, c0:c1])
+    keep = _none_within(on_path, sr, sc, radius / grid.cell_mm)
+    sr, sc = sr[keep], sc[keep]
+    if not len(sr):
+        return []
+    # the centres within a footprint radius of it, on no sample's texel
+    reach = int(math.floor(radius / grid.cell_mm))
+    di, dj = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    within = (di * di + dj * dj) * grid.cell_mm ** 2 <= radius * radius
+    spots = np.zeros(on_path.shape, dtype=bool)
+    tr, tc = (sr[:, None] + di[within]).ravel(), (sc[:, None] + dj[within]).ravel()
+    inside = (tr >= 0) & (tr < r1 - r0) & (tc >= 0) & (tc < c1 - c0)
+    spots[tr[inside], tc[inside]] = True
+    spots &= region[r0:r1, c0:c1] & ~on_path
+    at_r, at_c = np.nonzero(spots)
+    at_r, at_c = at_r + r0, at_c + c0
+    centres = _pen._centres(grid).reshape(h, w, 2)[at_r, at_c]
+    depth = problem.depth_mm[at_r, at_c]
+    label = grid.label[at_r, at_c]
+    # each dab's two samples, DAB_MM apart across its centre, and its stamp there
+    ends = centres[:, None, :] + np.array([[-0.5 * DAB_MM, 0.0], [0.5 * DAB_MM, 0.0]])
+    at = np.array([0.5 * DAB_MM])
+    dabs = []
+    for k, name in enumerate(zones.names):
+        mine = np.flatnonzero((label == k) & np.isfinite(depth))
+        if name not in settings or not len(mine):
+            continue
+        line0 = 1 + max([p.line for p in paths if p.zone == name], default=-1)
+        speed = settings[name].speed_mm_s
+        zone_dabs = [_pen.PenPath(name, first[name], line0 + i, None, "touch-up", float(depth[j]), speed, ends[j],
+                                  centres[j:j + 1], at, problem.needles, problem.footprint_mm)
+                     for i, j in enumerate(mine[_nearest_chain(centres[mine])].tolist())]
+        dabs += _pen.join_paths(zone_dabs, problem, zones)
+    return dabs
+
+
+def _nearest_chain(points: np.ndarray) -> np.ndarray:
+    """An order of ``points (n, 2)``: the first, then each time the nearest of those left
+    (the lowest index among equally near ones), so consecutive points lie close together."""
+    n = len(points)
+    order = np.empty(n, dtype=np.int64)
+    left = np.ones(n, dtype=bool)
+    current = 0
+    for k in range(n):
+        order[k] = current
+        left[current] = False
+        if k + 1 < n:
+            d = np.where(left, np.hypot(*(points - points[current]).T), np.inf)
+            current = int(np.argmin(d))
+    return order
 
 
 def pen_share(zones, grid: TexelGrid, delivered: np.ndarray, names: list) -> dict:
