@@ -58,9 +58,9 @@ FIT_ITERATIONS = 50       # the fit's steps, preconditioned (60 before stop 26, 
 FIT_MEMORY = 5            # the L-BFGS pairs the fit keeps
 FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-out (chart mm) ...
 FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
-DAB_MM = 0.02             # chart length of a touch-up dab (fine_dabs): one candidate stamp at its middle
                                 # (the widest window half over it until stop 14: scan sessions
                                 # 8 to 15 % longer, their least zones no better)
+DAB_MM = 0.02             # chart length of a touch-up dab (fine_dabs): one candidate stamp at its middle
 
 
 # --- targets and the window operator ----------------------------------------------------
