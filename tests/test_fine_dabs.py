@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from coverage import Face, pen_fit, plan, verify
+from coverage import Face, Protocol, pen_fit, plan, verify
 from synthetic import make_scan
 
 
@@ -117,3 +117,34 @@ def test_the_pocket_scan_plan_verifies_with_every_zone_in_band(pocket_plan):
     assert not low, low
     assert check.zones["nose"]["in_band_fraction"] >= 0.95
     assert all(z["over_cap_fraction"] in (0, None) for z in check.zones.values())
+
+
+def test_no_zone_of_the_default_protocol_is_left_to_the_fine_cartridge_throughout(default_zones):
+    # each zone's band (cap - 0.9 target, per cm^2) against two main stamps' punctures in a
+    # 1 cm^2 window: the default plans are as they were before the rule
+    protocol = Protocol.default()
+    for name in default_zones.names:
+        dose = protocol.zone(name)
+        band = dose.cap_per_cm2 - 0.9 * dose.target_per_cm2
+        assert band >= pen_fit.FINE_EVERYWHERE_STAMPS * protocol.pen.needles, (name, band)
+
+
+def test_at_a_quarter_of_the_targets_the_fine_cartridge_covers_the_narrow_bands(default_face, monkeypatch):
+    """At x0.25 (37.5 to 62.5 /cm^2) a 12-needle stamp adds about a band's width to a window:
+    the fine cartridge (5 needles) is then given every zone's skin. Without it the least zone
+    was 47 % in band."""
+    from coverage.bench import scaled_protocol
+
+    protocol = scaled_protocol(0.25)
+
+    def least(made):
+        check = verify(made)
+        assert check.ok, check.failed()
+        assert all(z["over_cap_fraction"] in (0, None) for z in check.zones.values())
+        return min(z["in_band_fraction"] for z in check.zones.values() if z["in_band_fraction"] is not None)
+
+    with_fine = least(plan(default_face, protocol=protocol))
+    monkeypatch.setattr(pen_fit, "FINE_EVERYWHERE_STAMPS", 0.0)
+    without = least(plan(default_face, protocol=protocol))
+    assert with_fine >= 0.65
+    assert with_fine > without + 0.10

@@ -60,6 +60,8 @@ FINE_NEAR_KEEPOUT_MM = 6.0  # fine-cartridge lines run this close to every keep-
 FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches and this far around it
                                 # (the widest window half over it until stop 14: scan sessions
                                 # 8 to 15 % longer, their least zones no better)
+FINE_EVERYWHERE_STAMPS = 2.0  # the fine cartridge goes all over a zone whose band is narrower than this
+                              # many main stamps' punctures per cm^2
 DAB_MM = 0.02             # chart length of a touch-up dab (fine_dabs): one candidate stamp at its middle
 
 
@@ -876,6 +878,12 @@ def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fin
     keepout = (grid.tri >= 0) & (grid.label < 0)
     near_keepout = _pen.distance_to(grid, keepout) <= FINE_NEAR_KEEPOUT_MM
     unreached = need & pen_zone & (~main_reach | near_keepout)
+    # and all over a zone whose band is narrower than FINE_EVERYWHERE_STAMPS main stamps'
+    # punctures in a 1 cm^2 window (a low target: one main stamp is then about the band)
+    narrow = [k for k, n in enumerate(zones.names) if n in pen_zones and (
+        zones.dose(n).cap_per_cm2 - IN_BAND_LOW * zones.dose(n).target_per_cm2 < FINE_EVERYWHERE_STAMPS * pen.needles)]
+    if narrow:
+        unreached |= need & np.isin(grid.label, narrow)
     if not unreached.any():
         return None
     beyond = max(int(round(FINE_BEYOND_UNREACHED_MM / grid.cell_mm)), 1)
