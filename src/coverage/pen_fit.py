@@ -907,14 +907,22 @@ def _fine_paths(zones, grid: TexelGrid, pen_zones: list, pen, fine, problem, fin
     return fine_settings, paths + fine_dabs(zones, grid, fine_problem, fine_settings, first, skin, region, paths)
 
 
-def _none_within(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: float) -> np.ndarray:
-    """Whether no texel of ``mask (h, w) bool`` has its centre within ``radius`` texels of
-    texel ``(rows[i], cols[i])``'s, for each i (texels off the grid are not in the mask)."""
+def _disk(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column offsets ``(di, dj)`` of the texels whose centres lie within
+    ``radius`` texels of a texel's centre (itself included)."""
     reach = int(math.floor(radius))
     di, dj = np.mgrid[-reach:reach + 1, -reach:reach + 1]
     within = di * di + dj * dj <= radius * radius
+    return di[within], dj[within]
+
+
+def _none_within(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: float) -> np.ndarray:
+    """Whether no texel of ``mask (h, w) bool`` has its centre within ``radius`` texels of
+    texel ``(rows[i], cols[i])``'s, for each i (texels off the grid are not in the mask)."""
+    di, dj = _disk(radius)
+    reach = int(math.floor(radius))
     padded = np.pad(np.asarray(mask, dtype=bool), reach)
-    return ~padded[rows[:, None] + reach + di[within], cols[:, None] + reach + dj[within]].any(axis=1)
+    return ~padded[rows[:, None] + reach + di, cols[:, None] + reach + dj].any(axis=1)
 
 
 def fine_dabs(zones, grid: TexelGrid, problem, settings: dict, first: dict, skin: np.ndarray, region: np.ndarray,
@@ -948,10 +956,7 @@ def fine_dabs(zones, grid: TexelGrid, problem, settings: dict, first: dict, skin
     c0, c1 = max(int(cols[0]) - m, 0), min(int(cols[-1]) + m + 1, w)
     on_path = np.zeros((r1 - r0, c1 - c0), dtype=bool)
     if paths:
-        ij = np.floor((np.concatenate([p.uv for p in paths]) - grid.origin) / grid.cell_mm)
-        ij = ij[np.isfinite(ij).all(axis=1)]
-        ij = ij[(ij[:, 0] >= c0) & (ij[:, 0] < c1) & (ij[:, 1] >= r0) & (ij[:, 1] < r1)].astype(np.int64)
-        on_path[ij[:, 1] - r0, ij[:, 0] - c0] = True
+        on_path = _pen.texel_counts(grid, np.concatenate([p.uv for p in paths]))[r0:r1, c0:c1] > 0
     # the skin no sample lies within a footprint radius of
     sr, sc = np.nonzero(skin[r0:r1, c0:c1])
     keep = _none_within(on_path, sr, sc, radius / grid.cell_mm)
@@ -959,11 +964,9 @@ def fine_dabs(zones, grid: TexelGrid, problem, settings: dict, first: dict, skin
     if not len(sr):
         return []
     # the centres within a footprint radius of it, on no sample's texel
-    reach = int(math.floor(radius / grid.cell_mm))
-    di, dj = np.mgrid[-reach:reach + 1, -reach:reach + 1]
-    within = (di * di + dj * dj) * grid.cell_mm ** 2 <= radius * radius
+    di, dj = _disk(radius / grid.cell_mm)
     spots = np.zeros(on_path.shape, dtype=bool)
-    tr, tc = (sr[:, None] + di[within]).ravel(), (sc[:, None] + dj[within]).ravel()
+    tr, tc = (sr[:, None] + di).ravel(), (sc[:, None] + dj).ravel()
     inside = (tr >= 0) & (tr < r1 - r0) & (tc >= 0) & (tc < c1 - c0)
     spots[tr[inside], tc[inside]] = True
     spots &= region[r0:r1, c0:c1] & ~on_path
