@@ -219,6 +219,46 @@ def test_joining_two_pen_paths_keeps_their_stamps_where_they_were(default_face):
     assert _join_pen_items(default_face, end, c, pen_mod.glide_moves([a[3][-1]], [c[3][0]])[0], pen) is not None
 
 
+def test_glide_joins_frame_each_chain_once_as_join_by_join(default_face, default_zones, monkeypatch):
+    """The joins framed once per chain (_PenChain) give the items the join-by-join
+    twin gives, bit for bit, on the bundled face's own pen items (chains of three and more
+    among them)."""
+    import sys
+
+    from coverage import plan as make_plan
+    from coverage.plan import _glide_joins, _glide_joins_reference
+
+    plan_mod = sys.modules["coverage.plan"]      # (coverage.plan is also the function)
+    seen = []
+
+    def record(face, zones, items, pen):
+        seen.append((face, zones, list(items), pen))
+        return _glide_joins(face, zones, items, pen)
+
+    monkeypatch.setattr(plan_mod, "_glide_joins", record)
+    make_plan(default_face, zones=default_zones)
+    assert len(seen) == 1
+    face, zones, items, pen = seen[0]
+    got, want = _glide_joins(face, zones, items, pen), _glide_joins_reference(face, zones, items, pen)
+    assert len(got) == len(want) < len(items) - 20
+    chain_sizes, at = [], 0
+    for g, w in zip(got, want):
+        assert g[0] is w[0] and g[1] is w[1]
+        for x, y in zip(g[2:], w[2:]):
+            if hasattr(x, "points"):
+                for f in ("points", "normals", "tri", "bary"):
+                    np.testing.assert_array_equal(getattr(x, f), getattr(y, f))
+            else:
+                np.testing.assert_array_equal(x, y)
+        # the input items this one joins: consecutive, their stamps one after another
+        first, n = at, 0
+        while n < len(g[2]):
+            np.testing.assert_array_equal(g[2][n:n + len(items[at][2])], items[at][2])
+            n, at = n + len(items[at][2]), at + 1
+        chain_sizes.append(at - first)
+    assert at == len(items) and max(chain_sizes) >= 3
+
+
 def test_pen_strokes_glide_only_on_their_own_zone(auto_plan):
     import shapely
 

@@ -1174,25 +1174,108 @@ def _glide_joins(face, zones: ZoneMap, items: list, pen) -> list:
     and a glide at the pen's speed is shorter than a lift, a move and a landing. Stamps and
     their order do not change; a join that would bring two stamps closer on the skin than
     the pen can fire them apart is not made."""
-    keys = [k for k in range(1, len(items)) if items[k][0] is items[k - 1][0] and items[k][0].field is not None
-            and _pen.joinable(_AsRun(items[k - 1]), _AsRun(items[k]))]
-    if not keys:
+    joins = _glides_allowed(zones, items)
+    if not joins:
         return items
-    moves = _pen.glide_moves([items[k - 1][3][-1] for k in keys], [items[k][3][0] for k in keys])
-    ok = np.zeros(len(items), dtype=bool)
-    for st in {id(items[k][0]): items[k][0] for k in keys}.values():
-        mine = [i for i, k in enumerate(keys) if items[k][0] is st]
-        ok[[keys[i] for i in mine]] = _pen.glides_ok([moves[i] for i in mine], [items[keys[i]][1].zone for i in mine],
-                                                     st.field, zones)
-    glide = dict(zip(keys, moves))
-    out = [items[0]]
+    # the glides' inner samples lifted at once (each point's lift is its own)
+    inner = [move[1:-1] for move in joins.values()]
+    lifted = face.lift(np.concatenate(inner))
+    at = np.cumsum([0] + [len(x) for x in inner])
+    glide = {k: (move, _lifted_slice(lifted, a, b)) for (k, move), a, b in zip(joins.items(), at[:-1], at[1:])}
+    out, chain = [], _PenChain(items[0])
     for k in range(1, len(items)):
-        joined = _join_pen_items(face, out[-1], items[k], glide[k], pen) if ok[k] else None
+        if not (k in glide and chain.join(items[k], *glide[k], pen)):
+            out.append(chain.item(face, pen))
+            chain = _PenChain(items[k])
+    out.append(chain.item(face, pen))
+    return out
+
+
+def _glide_joins_reference(face, zones: ZoneMap, items: list, pen) -> list:
+    """:func:`_glide_joins` join by join: each joined path framed anew (:func:`_join_pen_items`)."""
+    joins = _glides_allowed(zones, items)
+    out = items[:1]
+    for k in range(1, len(items)):
+        joined = _join_pen_items(face, out[-1], items[k], joins[k], pen) if k in joins else None
         if joined is None:
             out.append(items[k])
         else:
             out[-1] = joined
     return out
+
+
+def _glides_allowed(zones: ZoneMap, items: list) -> dict:
+    """The glides :func:`_glide_joins` may join pen items by: ``{k: chart glide from item
+    k - 1's last sample to item k's first}`` where :func:`coverage.pen.joinable` and
+    :func:`coverage.pen.glides_ok` allow it."""
+    keys = [k for k in range(1, len(items)) if items[k][0] is items[k - 1][0] and items[k][0].field is not None
+            and _pen.joinable(_AsRun(items[k - 1]), _AsRun(items[k]))]
+    if not keys:
+        return {}
+    moves = _pen.glide_moves([items[k - 1][3][-1] for k in keys], [items[k][3][0] for k in keys])
+    ok = np.zeros(len(keys), dtype=bool)
+    for st in {id(items[k][0]): items[k][0] for k in keys}.values():
+        mine = [i for i, k in enumerate(keys) if items[k][0] is st]
+        ok[mine] = _pen.glides_ok([moves[i] for i in mine], [items[keys[i]][1].zone for i in mine], st.field, zones)
+    return {k: move for k, move, good in zip(keys, moves, ok) if good}
+
+
+def _lifted_slice(lifted: Lifted, a: int, b: int) -> Lifted:
+    """Rows ``a:b`` of ``lifted``."""
+    return Lifted(lifted.points[a:b], lifted.normals[a:b], lifted.tri[a:b], lifted.bary[a:b])
+
+
+class _PenChain:
+    """Pen items joined one after another by glides (:func:`_glide_joins`), framed once at
+    the end: what :func:`_join_pen_items` makes join by join, each joined path framed anew.
+    A join needs only the skin arc length at the next item's first sample, which is the
+    running sum of the joined path's segment lengths so far (NumPy's cumulative sum adds in
+    order, so a prefix of it is the same sum); the frames and the glide speeds are made
+    once the chain ends."""
+
+    __slots__ = ("first", "uv", "lifted", "rows", "hits", "stamp_skin", "last_s", "last_uv", "last_point", "n")
+
+    def __init__(self, item):
+        self.first = item
+        self.uv, self.lifted, self.rows, self.hits = [item[3]], [item[4]], [item[2]], [item[9]]
+        self.stamp_skin = item[7]
+        self.last_s = float(item[6][-1])
+        self.last_uv, self.last_point = item[3][-1], item[4].points[-1]
+        self.n = len(item[3])
+
+    def join(self, b, move: np.ndarray, glide: Lifted, pen) -> bool:
+        """``b`` run on across the glide ``move`` (its inner samples lifted: ``glide``), or
+        False where two stamps would come closer on the skin than the pen fires them apart."""
+        skip = 1 if np.linalg.norm(b[3][0] - self.last_uv) <= 1e-12 else 0
+        tail = b[3][skip:]
+        pts = np.concatenate([self.last_point[None], glide.points, b[4].points[skip:]])
+        s = np.cumsum(np.concatenate([[self.last_s], np.linalg.norm(np.diff(pts, axis=0), axis=1)]))
+        # b's first sample in the joined path (a's last where b starts on it)
+        first_b = self.n + len(glide.points) + len(tail) - len(b[3])
+        stamp_skin = np.concatenate([self.stamp_skin, s[first_b - (self.n - 1)] + b[7]])
+        if _too_close(stamp_skin, pen.speed_mm_s_min / pen.stamp_hz_max).any():
+            return False
+        self.uv += [move[1:-1], tail]
+        self.lifted += [glide, _lifted_slice(b[4], skip, len(b[4].tri))]
+        self.rows.append(b[2])
+        self.hits.append(b[9])
+        self.stamp_skin = stamp_skin
+        self.last_s = float(s[-1])
+        self.last_uv, self.last_point = b[3][-1], b[4].points[-1]
+        self.n += len(glide.points) + len(tail)
+        return True
+
+    def item(self, face, pen):
+        """The chain as one pen item (its first item where nothing joined it)."""
+        if len(self.rows) == 1:
+            return self.first
+        st, path = self.first[0], self.first[1]
+        lifted = Lifted(*(np.concatenate([getattr(x, f) for x in self.lifted]) for f in ("points", "normals", "tri",
+                                                                                           "bary")))
+        lifted, tangent, skin_s, _ = _path_frames(face, lifted, across=False)
+        speed = pen_speed_profile(skin_s, self.stamp_skin, path.speed_mm_s, pen)
+        return (st, path, np.concatenate(self.rows), np.concatenate(self.uv), lifted, tangent, skin_s,
+                self.stamp_skin, speed, np.concatenate(self.hits))
 
 
 class _AsRun:
