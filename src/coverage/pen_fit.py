@@ -782,15 +782,24 @@ def fitted_pen(face, zones, protocol, grid: TexelGrid, fixed: np.ndarray, pen_zo
     fire = round_along(x, groups)
     fire = repair(grid, zones, fixed, spread, fire, cap=problem.cap, groups=groups,
                   parts=None if repair_parts is None else repair_parts.result())
-    sets, offset = [], 0
+    picks, offset = [], 0
     for (cartridge, with_candidates, stamps, kept), (_, field_, _, _), arcs in zip(found, cartridges, path_arcs):
         chosen = np.zeros(len(stamps.uv), dtype=bool)
         chosen[kept[fire[offset:offset + len(kept)]]] = True
         offset += len(kept)
-        sets.append(select(stamps, chosen, field_, zones, arcs.result()))
+        picks.append((stamps, chosen, field_, zones, arcs))
+    # each cartridge's stamps selected on a thread of its own (each set is its own)
+    sets = tasks.map(_select_picked, picks)
     unsafe = 0   # only safe candidates are fitted
     capped = _pen.cap_guard(problem, fixed, sets)
     return sets, settings, problem, unsafe, capped
+
+
+def _select_picked(pick: tuple):
+    """:func:`select` of one cartridge's ``(stamps, chosen, field, zones, a piece giving
+    each path's chart arcs)``."""
+    stamps, chosen, field_, zones, arcs = pick
+    return select(stamps, chosen, field_, zones, arcs.result())
 
 
 def _candidates_with_columns(columns: bool, face, zones, protocol, grid: TexelGrid, paths: list, pen, first_stamp: int,

@@ -1363,7 +1363,7 @@ def _pen_strokes_lifted(face, zones: ZoneMap, protocol: Protocol, sets: list, fi
             b = min(len(chart_s), int(np.searchsorted(chart_s, path.stamp_s[local[-1]], side="left")) + 1)
             b = max(b, a + 2)
             todo.append((st, fired, path, rows, local, chart_s, a, b, path.uv[a:b]))
-    frames = _run_path_frames(face, [x[-1] for x in todo], across=False)
+    frames = _run_path_frames_halved(tasks, face, [x[-1] for x in todo])
     items = []
     for (st, fired, path, rows, local, chart_s, a, b, uv), (lifted, tangent, skin_s, _) in zip(todo, frames):
         stamp_skin = np.interp(path.stamp_s[local], chart_s[a:b], skin_s)
@@ -1536,6 +1536,18 @@ def _run_path_frames(face, paths: list, across: bool = True) -> list:
         out.append((part, tangent[a:b].copy(), arcs[a:b].copy(), None if chart_across is None
                     else chart_across[a:b].copy()))
     return out
+
+
+def _run_path_frames_halved(tasks: Tasks, face, paths: list) -> list:
+    """:func:`_run_path_frames` of ``paths`` (no chart vectors across), the later half (by
+    samples) on the plan's other thread while this one frames the first (each path's frames
+    are its own: the same arrays as one call)."""
+    if tasks.threads < 2 or len(paths) < 2:
+        return _run_path_frames(face, paths, across=False)
+    half = int(np.clip(np.searchsorted(np.cumsum([len(uv) for uv in paths]), 0.5 * sum(len(uv) for uv in paths)),
+                       1, len(paths) - 1))
+    later = tasks.submit(_run_path_frames, face, paths[half:], across=False)
+    return _run_path_frames(face, paths[:half], across=False) + later.result()
 
 
 def drum_groups(packed: dict, drums: list) -> list:
