@@ -2028,3 +2028,78 @@ def round_along(const double[::1] x, const int64_t[::1] groups, uint8_t[::1] fir
             running = floor(total + 0.5)
             fire[i] = (running - before) > 0.0
             before = running
+
+
+def window_halves(const double[:, ::1] nominal, const uint8_t[:, ::1] on, const uint8_t[:, ::1] mask,
+                  const int64_t[:, ::1] half, const int64_t[:, ::1] tries, double cell_mm, double window_mm2,
+                  int64_t[:, ::1] out_u, int64_t[:, ::1] out_v):
+    """coverage.density.window_halves: per texel of mask, of the windows of halves
+    (max(half + du, 0), max(half + dv, 0)) for (du, dv) in tries, in order, the one whose
+    skin (2 hu + 1)(2 hv + 1) cell^2 x (sum of nominal / count of on over the window, the
+    window cut at the grid's edges) is nearest window_mm2 in ratio (the larger of skin /
+    window_mm2 and its inverse; the first tried among equals; windows holding no texel of
+    on are passed over); texels off mask, or with no such window, keep half. The window
+    sums are read from summed-area tables made as numpy.cumsum along the rows' axis, then
+    the columns', and taken as ((S[i1, j1] - S[i0, j1]) - S[i1, j0]) + S[i0, j0]."""
+    cdef Py_ssize_t h = nominal.shape[0], w = nominal.shape[1], W = w + 1, i, j, t, n_t = tries.shape[0]
+    cdef Py_ssize_t i0, i1, j0, j1
+    cdef int64_t hu, hv, bu, bv
+    cdef double count, total, skin, miss, best
+    cdef double* S = NULL
+    cdef double* C = NULL
+    if (on.shape[0] != h or on.shape[1] != w or mask.shape[0] != h or mask.shape[1] != w or half.shape[0] != h
+            or half.shape[1] != w or out_u.shape[0] != h or out_u.shape[1] != w or out_v.shape[0] != h
+            or out_v.shape[1] != w or tries.shape[1] != 2):
+        raise ValueError("window_halves: the arrays do not match")
+    if h == 0 or w == 0:
+        return
+    S = <double*>malloc((h + 1) * W * sizeof(double))
+    C = <double*>malloc((h + 1) * W * sizeof(double))
+    if S == NULL or C == NULL:
+        free(S)
+        free(C)
+        raise MemoryError("window_halves: out of memory")
+    with nogil:
+        # the tables with a zero first row and column: down the rows first, then along them
+        for j in range(W):
+            S[j] = 0.0
+            C[j] = 0.0
+        for i in range(h):
+            S[(i + 1) * W] = 0.0
+            C[(i + 1) * W] = 0.0
+            for j in range(w):
+                S[(i + 1) * W + j + 1] = S[i * W + j + 1] + nominal[i, j] if i else nominal[i, j]
+                C[(i + 1) * W + j + 1] = C[i * W + j + 1] + on[i, j] if i else <double>on[i, j]
+        for i in range(1, h + 1):
+            for j in range(2, W):
+                S[i * W + j] = S[i * W + j - 1] + S[i * W + j]
+                C[i * W + j] = C[i * W + j - 1] + C[i * W + j]
+        for i in range(h):
+            for j in range(w):
+                bu = half[i, j]
+                bv = half[i, j]
+                if mask[i, j]:
+                    best = -1.0
+                    for t in range(n_t):
+                        hu = half[i, j] + tries[t, 0]
+                        hv = half[i, j] + tries[t, 1]
+                        hu = hu if hu > 0 else 0
+                        hv = hv if hv > 0 else 0
+                        i0 = i - hv if i - hv > 0 else 0
+                        i1 = i + hv + 1 if i + hv + 1 < h else h
+                        j0 = j - hu if j - hu > 0 else 0
+                        j1 = j + hu + 1 if j + hu + 1 < w else w
+                        count = ((C[i1 * W + j1] - C[i0 * W + j1]) - C[i1 * W + j0]) + C[i0 * W + j0]
+                        if not count > 0.0:
+                            continue
+                        total = ((S[i1 * W + j1] - S[i0 * W + j1]) - S[i1 * W + j0]) + S[i0 * W + j0]
+                        skin = <double>((2 * hu + 1) * (2 * hv + 1)) * (cell_mm * cell_mm) * total / count
+                        miss = skin / window_mm2 if skin >= window_mm2 else window_mm2 / skin
+                        if best < 0.0 or miss < best:
+                            best = miss
+                            bu = hu
+                            bv = hv
+                out_u[i, j] = bu
+                out_v[i, j] = bv
+    free(S)
+    free(C)
