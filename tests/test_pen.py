@@ -232,3 +232,25 @@ def test_pen_speed_drops_only_between_stamps_too_close_for_the_top_rate():
     # full speed before the first stamp, after the last, and across the 2.0 and 4.4 mm gaps
     assert speed[0] == 150.0 and speed[-1] == 150.0
     assert speed[(skin_s[1:] > 4.0) & (skin_s[:-1] < 7.5)].min() == 150.0
+
+
+@pytest.mark.parametrize("roller_only", [("nose",), ("forehead", "cheek_left", "cheek_right")])
+def test_no_pen_needle_lands_in_a_zone_the_protocol_keeps_the_pen_out_of(default_face, roller_only):
+    """A zone the pen may not treat takes no needle of a neighbouring zone's pen stamps:
+    before stop 29 the 7 mm footprints of the glabella's and the periorbital bands' stamps
+    put 10 to 101 needles each into a roller-only nose (7 strokes), and the jaw's raster a
+    few into a roller-only cheek (2 strokes), which the verifier refused."""
+    from coverage import plan, verify
+
+    protocol = Protocol.from_dict({"zones": {z: {"devices": ["roller"]} for z in roller_only}})
+    made = plan(default_face, protocol=protocol)
+    check = verify(made, default_face)
+    assert check.ok, check.failed()
+    pen_strokes = np.array([s.id for s in made.strokes if s.device == "pen"])
+    assert len(pen_strokes) > 40
+    by_pen = np.isin(made.puncture_stroke, pen_strokes)
+    names = made.zones.names
+    label = made.zones.label_at(made.puncture_uv[by_pen])
+    assert not np.isin(label, [names.index(z) for z in roller_only]).any()
+    # the verifier's own reading: no stroke refused for its device
+    assert check.as_dict()["checks"]["device"]["strokes_refused"] == 0

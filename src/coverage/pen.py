@@ -236,8 +236,11 @@ def dose_field(zones, grid: TexelGrid, protocol: Protocol, base: np.ndarray, pen
     zone_depth = np.full((h, w), np.nan)
     for name in pen_zones:
         zone_depth[label == names.index(name)] = pen_depth_mm(pen, zones.dose(name))
+    # no needle in a zone the protocol keeps the pen out of (its footprint stays a radius
+    # away, as from skin too shallow for the depth)
+    no_pen = np.array(["pen" not in zones.dose(n).devices for n in names], dtype=bool)
     for d in sorted({round(float(x), 9) for x in np.unique(zone_depth[np.isfinite(zone_depth)])}):
-        forbidden = ~treat | (max_depth[lab] < d - 1e-9)
+        forbidden = ~treat | (max_depth[lab] < d - 1e-9) | no_pen[lab]
         dist = distance_to(grid, forbidden) * linear
         distances[d] = dist
         allowed |= (np.abs(zone_depth - d) < 1e-9) & (dist >= radius)
@@ -1298,8 +1301,9 @@ def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: in
                    pen: PenSpec | None = None, grid: TexelGrid | None = None) -> tuple[Stamps, int]:
     """Simulate every stamp of ``paths`` (one cartridge: the protocol's, or ``pen``) and drop
     each stamp one of whose punctures would land off treatable skin (a keep-out, unobserved
-    skin, off the face, or a texel of ``grid`` outside every zone) or in a zone whose maximum
-    depth is shallower than the stamp's setting. Returns the stamps and how many were dropped."""
+    skin, off the face, or a texel of ``grid`` outside every zone), in a zone whose maximum
+    depth is shallower than the stamp's setting, or in a zone the protocol keeps the pen out
+    of. Returns the stamps and how many were dropped."""
     from . import simulate
 
     pen = protocol.pen if pen is None else pen
@@ -1318,7 +1322,10 @@ def simulate_paths(face, zones, protocol: Protocol, paths: list, first_stamp: in
     # a stamp is set to its depth: no needle of it may land in a zone whose maximum is
     # shallower than that setting (whatever the needle's own gap takes off), as the verifier
     # holds every stroke's depth setting against each zone its punctures land in
-    bad = fired & ((label < 0) | (np.repeat(depth, n) > max_depth[np.maximum(label, 0)] + 1e-9))
+    # nor in a zone the protocol keeps the pen out of
+    no_pen = np.array(["pen" not in zones.dose(name).devices for name in zones.names], dtype=bool)
+    bad = fired & ((label < 0) | (np.repeat(depth, n) > max_depth[np.maximum(label, 0)] + 1e-9)
+                   | no_pen[np.maximum(label, 0)])
     if grid is not None:
         # the density map counts a puncture by its texel's zone (the zone under the texel's
         # centre): a needle in a rim texel outside every zone would count as off the skin
