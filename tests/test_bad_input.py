@@ -353,6 +353,15 @@ PROTOCOLS = {
     "depth above the zone maximum": ("[zones.cheek_left]\ndepth_mm = 2.0\n",
                                      [":2:", "zones.cheek_left.depth_mm = 2.0", "exceeds the zone maximum 1.5 mm",
                                       "depth_override = true"]),
+    # (stop 29: these three passed the check and then crashed the plan with exit 1)
+    "a depth of zero": ("[pen]\ndepth_mm_min = 0\n",
+                        [":2:", "pen.depth_mm_min = 0.0", "must be greater than 0 mm"]),
+    "a zone depth of zero": ("[zones.forehead]\ndepth_mm = 0\n",
+                             [":2:", "zones.forehead.depth_mm = 0.0", "must be greater than 0 mm"]),
+    "a needle as wide as the footprint": ("[pen]\nfootprint_diameter_mm = 1\nneedle_diameter_mm = 1\n",
+                                          [":3:", "pen.needle_diameter_mm = 1.0",
+                                           "is not below pen.footprint_diameter_mm 1",
+                                           "give a needle thinner than the footprint"]),
     "maximum above the override without it": ("[zones.cheek_left]\nmax_depth_mm = 2.0\n",
                                               [":2:", "zones.cheek_left.max_depth_mm = 2.0",
                                                "above pen.override_depth_mm 1.5 mm",
@@ -370,7 +379,8 @@ def test_bad_protocol_refuses_zones(case, tmp_path, capsys):
     assert_refused(code, out, err, [png], str(protocol), *fragments)
 
 
-@pytest.mark.parametrize("case", ["target above its cap", "depth above the zone maximum"])
+@pytest.mark.parametrize("case", ["target above its cap", "depth above the zone maximum", "a depth of zero",
+                                  "a needle as wide as the footprint"])
 def test_bad_protocol_refuses_a_plan(case, tmp_path, capsys):
     text, fragments = PROTOCOLS[case]
     protocol = tmp_path / "mine.toml"
@@ -429,3 +439,15 @@ def test_a_bad_thread_count_refuses_a_plan(argv, env, fragment, tmp_path, capsys
     target = tmp_path / "PLAN.json"
     code, out, err = run(["plan", *COARSE, *argv, "--out", target], capsys)
     assert_refused(code, out, err, [target, target.with_suffix(".npz")], fragment)
+
+
+def test_a_lesion_over_most_of_the_face_plans_what_is_left(tmp_path, capsys):
+    """A lesion whose keep-out covers the middle of the face leaves slivers of roller zones
+    (until stop 29 the roller's regions then read a part no zone had area in: exit 1)."""
+    protocol = tmp_path / "big.toml"
+    protocol.write_text("[[lesions]]\nname = \"big\"\ncenter_mm = [0.0, 0.0, 0.0]\nradius_mm = 50\nmargin_mm = 30\n")
+    out_json = tmp_path / "PLAN.json"
+    code, out, err = run(["plan", *COARSE, "--protocol", protocol, "--out", out_json], capsys)
+    assert code == 0, err
+    code, out, err = run(["verify", out_json], capsys)
+    assert code == 0, err

@@ -303,10 +303,10 @@ _PEN = {
     "speed_mm_s_min": _num(0, 500, "mm/s", lo_open=True),
     "speed_mm_s_max": _num(0, 500, "mm/s", lo_open=True),
     "accel_mm_s2_max": _num(0, 20000, "mm/s2", lo_open=True),
-    "depth_mm_min": _num(0, 3.0, "mm"),
-    "depth_mm_max": _num(0, 3.0, "mm"),
+    "depth_mm_min": _num(0, 3.0, "mm", lo_open=True),
+    "depth_mm_max": _num(0, 3.0, "mm", lo_open=True),
     "depth_step_mm": _num(0, 1, "mm", lo_open=True),
-    "override_depth_mm": _num(0, 3.0, "mm"),
+    "override_depth_mm": _num(0, 3.0, "mm", lo_open=True),
     "passes_min": _num(1, 16, integer=True),
     "passes_max": _num(1, 16, integer=True),
     "gap_tolerance": _num(0, 1, lo_open=True),
@@ -321,8 +321,8 @@ _ZONE = {
     "target_per_cm2": _num(0, 2000, _DENSITY, lo_open=True),
     # 6000 = the largest target (2000) × the largest cap_ratio (3)
     "cap_per_cm2": _num(0, 6000, _DENSITY, lo_open=True),
-    "depth_mm": _num(0, 3.0, "mm"),
-    "max_depth_mm": _num(0, 3.0, "mm"),
+    "depth_mm": _num(0, 3.0, "mm", lo_open=True),
+    "max_depth_mm": _num(0, 3.0, "mm", lo_open=True),
     "devices": _Field("devices"),
     "roller_needle_length_mm": _num(0.1, 3.0, "mm"),
     "directions_deg": _Field("angles"),
@@ -708,6 +708,13 @@ def _validate(merged: dict, ctx: _Context) -> Protocol:
         if a > b:
             ctx.fail((table, hi), f"is below {table}.{lo} {_g(a)}",
                      f"raise {hi} to at least {_g(a)} or lower {lo}", b)
+    # a needle thinner than each footprint it is laid out in
+    pen = specs["pen"]
+    for key in ("footprint_diameter_mm",) + (("fine_footprint_diameter_mm",) if pen.fine_needles else ()):
+        if not pen.needle_diameter_mm < getattr(pen, key):
+            ctx.fail(("pen", "needle_diameter_mm"), f"is not below pen.{key} {_g(getattr(pen, key))}",
+                     f"give a needle thinner than the footprint (below {_g(getattr(pen, key))})",
+                     pen.needle_diameter_mm)
     zones = {zone_name: _zone(ctx, zone_name, raw, specs["session"], specs["roller"], specs["pen"])
              for zone_name, raw in ctx.table(("zones",), merged["zones"]).items()}
     return Protocol(name=name, zones=zones, lesions=_lesions(ctx, merged.get("lesions", [])),

@@ -472,7 +472,8 @@ def roller_regions(zones, protocol: Protocol) -> list[Region]:
             with GEOS_LOCK:
                 members = tuple(n for n in names if shapely.intersects(zones.polygons[n], part)
                                 and shapely.intersection(zones.polygons[n], part).area > 1e-6)
-            regions.append(Region("+".join(members), members, part))
+            if members:     # (a sliver no zone has area in: nothing to roll)
+                regions.append(Region("+".join(members), members, part))
     order = {n: i for i, n in enumerate(zones.names)}
     return sorted(regions, key=lambda r: order[r.zones[0]])
 
