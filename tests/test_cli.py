@@ -444,6 +444,27 @@ def test_verify_json_is_the_verdict(auto_verified):
     assert leftovers(verdict.parent) == []
 
 
+def test_a_move_from_no_stroke_is_a_violation_and_no_trajectory(auto_planned, tmp_path, capsys):
+    """The first move said to leave a stroke the plan does not have: verify exits 3 and its
+    JSON writes the move's infinite measure as null; export refuses the plan in one line
+    (until stop 29 both were internal errors, exit 1)."""
+    _, plan_json = auto_planned
+    copy = tmp_path / plan_json.name
+    copy.with_suffix(".npz").write_bytes(plan_json.with_suffix(".npz").read_bytes())
+    doc = json.loads(plan_json.read_text(encoding="utf-8"))
+    doc["transitions"][0]["from"] = 99999
+    copy.write_text(json.dumps(doc), encoding="utf-8")
+    verdict = tmp_path / "verdict.json"
+    code, out, err = run(["verify", copy, "--json", verdict], capsys)
+    assert code == 3 and "Traceback" not in err and "internal error" not in err, err
+    written = json.loads(verdict.read_text(encoding="utf-8"))
+    assert written["ok"] is False and None in [v.get("value") for v in written["violations"]]
+    trajectory = tmp_path / "T.csv"
+    code, out, err = run(["export", copy, "--out", trajectory], capsys)
+    assert_one_line_error(code, err, "has no transition from stroke 0 to stroke 1", "write the plan again")
+    assert not trajectory.exists()
+
+
 def test_verify_tampered_plan_exits_3(auto_planned, tmp_path, capsys):
     """One puncture moved onto each eye's upper lid: the exclusion rule fails, exit status 3."""
     _, plan_json = auto_planned
@@ -485,6 +506,28 @@ def test_verify_plan_without_its_npz_is_a_user_error(auto_planned, tmp_path, cap
     code, out, err = run(["verify", copy, "--json", verdict], capsys)
     assert_one_line_error(code, err, plan_json.with_suffix(".npz").name, "missing")
     assert not verdict.exists() and leftovers(tmp_path) == []
+    assert out == ""
+
+
+@pytest.mark.parametrize("argv, victim", [
+    (["export", "P.json", "--out", "P.json"], "P.json"),
+    (["export", "P.json", "--out", "P.npz"], "P.npz"),
+    (["plan", "--mesh", "s.ply", "--landmarks", "lm.json", "--out", "lm.json"], "lm.json"),
+    (["verify", "P.json", "--mesh", "s.ply", "--landmarks", "lm.json", "--json", "lm.json"], "lm.json"),
+    (["resume", "P.json", "--delivered", "log.json", "--out", "log.json"], "log.json"),
+    (["resume", "P.json", "--mesh", "s.ply", "--landmarks", "lm.json", "--delivered", "log.csv", "--out", "lm.json"],
+     "lm.json"),
+    (["resume", "P.json", "--delivered", "log.csv", "--out", "P.json"], "P.json"),
+])
+def test_no_command_writes_over_one_of_its_inputs(tmp_path, capsys, argv, victim):
+    """An output that is one of the command's own input files is refused before anything is
+    read (until stop 29 export, plan and resume replaced it and exited 0)."""
+    for name in ("P.json", "P.npz", "s.ply", "lm.json", "log.json", "log.csv"):
+        (tmp_path / name).write_text(f"the {name} a user keeps\n", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, out, err = run([str(tmp_path / a) if a in before else a for a in argv], capsys)
+    assert_one_line_error(code, err, "would overwrite", victim)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert out == ""
 
 

@@ -1,6 +1,7 @@
 """Plan files: the published schema, exact round trips, atomic writes, clear errors on bad files."""
 import hashlib
 import json
+import math
 
 import jsonschema
 import numpy as np
@@ -160,6 +161,43 @@ def test_a_bad_document_is_one_clear_error(saved, tmp_path, edit, match):
     with pytest.raises(CoverageError, match=match) as info:
         load_plan(_copy(saved, tmp_path, edit))
     assert "\n" not in str(info.value) and "PLAN.json" in str(info.value)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["strokes"][3].update(speed_mm_s=math.nan), "PLAN.json: holds NaN, which no plan does"),
+    (lambda d: d["face"].update(pose=[[math.inf] * 4] * 4), "PLAN.json: holds Infinity, which no plan does"),
+    (lambda d: d["strokes"][1]["path"].update(samples=0), "stroke 1 has no path samples"),
+])
+def test_numbers_no_plan_holds_are_one_clear_error(saved, tmp_path, edit, match):
+    """Until stop 29 a NaN put in by hand passed the schema's ranges (verify: all checks
+    passed; export: an internal error or NaN depths written out), and a stroke of no
+    samples was an IndexError."""
+    with pytest.raises(CoverageError, match=match) as info:
+        load_plan(_copy(saved, tmp_path, edit))
+    assert "\n" not in str(info.value)
+
+
+def test_arrays_no_plan_holds_are_one_clear_error(saved, tmp_path):
+    def nan_time(a):
+        a["path_times_s"][7] = np.nan
+
+    with pytest.raises(CoverageError, match=r"array path_times_s holds 1 values that are not finite \(first at row 7\)"):
+        load_plan(_copy(saved, tmp_path, npz_edit=nan_time))
+
+    def inf_swath(a):
+        a["path_swath_mm"][3] = np.inf      # (NaN is the pen's: no swath)
+
+    with pytest.raises(CoverageError, match="array path_swath_mm holds 1 values that are not finite"):
+        load_plan(_copy(saved, tmp_path, npz_edit=inf_swath))
+    # a cut NPZ whose checksum was made again: not a zip archive any more
+    pair = _copy(saved, tmp_path)
+    npz = pair.with_suffix(".npz")
+    npz.write_bytes(npz.read_bytes()[:-5000])
+    doc = json.loads(pair.read_text(encoding="utf-8"))
+    doc["arrays"]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    pair.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(CoverageError, match="not readable plan arrays"):
+        load_plan(pair)
 
 
 def test_corrupt_and_mismatched_files(saved, tmp_path):

@@ -8,6 +8,7 @@ file behind.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ def cmd_verify(args) -> int:
         import json
 
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result.as_dict(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(_finite(result.as_dict()), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     print(result.text())
     if args.json:
         print(f"wrote {args.json}")
@@ -143,6 +144,18 @@ def cmd_verify(args) -> int:
         message = message[len(v.rule) + 2:] if message.startswith(f"{v.rule}: ") else message
         print(f"{PROG}: violation: {v.rule}: {message}", file=sys.stderr)
     return EXIT_VIOLATION
+
+
+def _finite(value):
+    """``value`` (JSON-like) with every number that is not finite as None (JSON null): a
+    measure of a broken plan can be infinite (a stroke no move reaches)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plan_face(args):
@@ -432,10 +445,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INPUTS = (("plan", "plan"), ("mesh", "mesh"), ("landmarks", "landmarks"), ("protocol", "protocol"),
+          ("delivered", "delivery log"))    # the attributes of a command's input files, and what each is
+OUTPUTS = (("out", "--out"), ("json", "--json"), ("png", "--png"), ("html", "--html"), ("gif", "--gif"),
+           ("pdf", "--pdf"))               # ... and of its output files, with their options
+
+
+def check_outputs_not_inputs(args) -> None:
+    """Refuse an output file that is one of the command's input files (a saved plan's JSON or
+    the NPZ beside it; a mesh, landmarks, protocol or delivery log), before anything is read:
+    the output would replace it. ``plan`` and ``resume`` also write an NPZ beside their
+    ``--out``; ``batch``'s ``--out`` is a folder of new files."""
+    if args.func is cmd_batch:
+        return
+    inputs = []
+    for attr, what in INPUTS:
+        path = getattr(args, attr, None)
+        if isinstance(path, (str, Path)) and str(path):
+            inputs.append((Path(path), what))
+            if attr == "plan":
+                inputs.append((Path(path).with_suffix(".npz"), "plan's arrays"))
+    for attr, option in OUTPUTS:
+        out = getattr(args, attr, None)
+        if not isinstance(out, (str, Path)) or not str(out):
+            continue
+        written = [Path(out)]
+        if attr == "out" and args.func in (cmd_plan, cmd_resume):
+            written.append(Path(out).with_suffix(".npz"))
+        for path in written:
+            for source, what in inputs:
+                if path.resolve() == source.resolve():
+                    raise CoverageError(f"{path}: {option} would overwrite the {what} being read ({source}); give "
+                                        "another file name")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_outputs_not_inputs(args)
         return args.func(args)
     except CoverageError as exc:
         if args.debug:

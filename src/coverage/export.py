@@ -533,7 +533,8 @@ def _pieces(plan, limits: Limits, contact: _Contact) -> list:
         move = after.get(stroke.id)
         nxt = strokes[i + 1]
         if move is None or move.to_stroke != nxt.id or len(move.points) < 4:
-            raise ValueError(f"the plan has no transition from stroke {stroke.id} to stroke {nxt.id}")
+            raise CoverageError(f"the plan has no transition from stroke {stroke.id} to stroke {nxt.id} (a plan has "
+                                "one between every two strokes: was it edited?); write the plan again")
         pts = np.asarray(move.points, dtype=np.float64)
         pieces.append(straight(RETRACT, stroke, pts[0], pts[1], frames[i][-1]))
         travel.append(_Piece(TRANSIT, nxt, pts[1:-1], None, np.full(len(pts) - 3, limits.transit_speed_mm_s),

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import importlib.resources
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -227,8 +228,14 @@ def read_plan_json(path, validate: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CoverageError(f"{path}: plan file not found")
+    def not_a_number(word):
+        # a plan is written without NaN or infinities (json allow_nan=False): one read here
+        # was put there by hand
+        raise CoverageError(f"{path}: holds {word}, which no plan does (a number edited by hand?); write it again "
+                            "with coverage-planner plan")
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=not_a_number)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CoverageError(f"{path}: not a readable plan ({exc}); write it again with coverage-planner plan") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -256,7 +263,7 @@ def read_plan_arrays(path, doc: dict) -> dict:
     try:
         with np.load(npz_path) as npz:
             arrays = {name: npz[name] for name in ARRAYS if name in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CoverageError(f"{npz_path}: not readable plan arrays ({exc}); write the plan again") from exc
     for name, spec in doc["arrays"]["contents"].items():
         if name not in ARRAYS:
@@ -266,6 +273,13 @@ def read_plan_arrays(path, doc: dict) -> dict:
             got = "missing" if a is None else f"{a.dtype} {list(a.shape)}"
             raise CoverageError(f"{npz_path}: array {name} is {got}, the plan says {spec['dtype']} {spec['shape']}; "
                                 "write the plan again")
+        # every number of a plan is finite but the pen's swath (NaN: it has none)
+        if a.dtype.kind == "f":
+            bad = np.isinf(a) if name == "path_swath_mm" else ~np.isfinite(a)
+            if bad.any():
+                row = int(np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))[0])
+                raise CoverageError(f"{npz_path}: array {name} holds {int(bad.sum())} values that are not finite "
+                                    f"(first at row {row}), which no plan does; write the plan again")
     return arrays
 
 
@@ -273,6 +287,9 @@ def _check_rows(doc: dict, arrays: dict, path) -> None:
     """Each stroke's and transition's rows lie inside their arrays."""
     sizes = {"path": len(arrays["path_positions"]), "stamps": len(arrays["stamp_uv"])}
     for s in doc["strokes"]:
+        if s["path"]["samples"] < 1:
+            raise CoverageError(f"{path}: stroke {s['id']} has no path samples, which no plan's stroke does; write "
+                                "the plan again")
         for key, size in sizes.items():
             rows = s.get(key)
             if rows is not None and rows["first"] + rows["samples"] > size:
