@@ -316,6 +316,47 @@ def test_landmarks_with_nan(synthetic, clean, tmp_path, capsys):
                    "re-run the landmark detector")
 
 
+def _landmark_file(tmp_path, case, synthetic):
+    lm = synthetic.landmarks
+    if case == "complex numbers":
+        path = tmp_path / "lm.npy"
+        np.save(path, lm + 1j)
+    elif case == "absurdly large":
+        path = tmp_path / "lm.npy"
+        np.save(path, lm * 1e200)
+    elif case == "objects (pickled)":
+        path = tmp_path / "lm.npy"
+        np.save(path, np.array([lm, "x"], dtype=object), allow_pickle=True)
+    elif case == "a JSON object without landmarks":
+        path = tmp_path / "lm.json"
+        path.write_text(json.dumps({"points": lm.tolist()}))
+    elif case == "broken JSON":
+        path = tmp_path / "lm.json"
+        path.write_text(json.dumps(lm.tolist())[:500])
+    else:   # a folder
+        path = tmp_path / "lm.npy"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("complex numbers", ["landmarks are complex128 numbers", "468 x 3 real numbers"]),
+    ("absurdly large", ["landmark 0 lies at", "no face is that large"]),
+    ("objects (pickled)", ["cannot read landmarks", "write them as a .npy of 468 x 3 floats"]),
+    ("a JSON object without landmarks", ['has no "landmarks" list (keys: points)', "write them as"]),
+    ("broken JSON", ["cannot read landmarks (JSONDecodeError", "write them as"]),
+    ("a folder", ["is a folder, not a landmark file"]),
+])
+def test_unreadable_landmarks_say_how_to_write_them(synthetic, clean, case, fragments, tmp_path, capsys):
+    """Until stop 29 complex landmarks were read without their imaginary part (a 2-line
+    warning on stderr), huge ones passed a 2-line overflow warning before the refusal, a
+    folder was "not found", and read errors gave Python's message alone."""
+    landmarks = _landmark_file(tmp_path, case, synthetic)
+    png = tmp_path / "zones.png"
+    code, out, err = run(zones_argv(clean[0], landmarks, png), capsys)
+    assert_refused(code, out, err, [png], str(landmarks), *fragments)
+
+
 @pytest.mark.parametrize("how, median_mm", [
     ("moved 40 mm forward", (20.0, 40.0)),    # a frame offset: the skin curves back, so 20 to 40 mm
     ("in mm, scan in m", (300.0, 600.0)),     # the landmarks sit about the camera distance from the scan
@@ -333,6 +374,17 @@ def test_landmarks_far_from_the_surface(synthetic, how, median_mm, tmp_path, cap
                    "give landmarks of this scan, in the mesh's frame and units")
     median = float(re.search(r"the landmarks lie ([0-9.]+) mm \(median\)", err).group(1))
     assert median_mm[0] < median < median_mm[1]
+
+
+def test_landmarks_beyond_the_search_grid_say_how_far(synthetic, tmp_path, capsys):
+    """A mesh moved 1e6 mm away: the distance is measured, not the search's "none found" (-1 mm
+    until stop 29)."""
+    mesh, landmarks = write_scan(tmp_path, "off", synthetic.vertices + 1e6, synthetic.faces, synthetic.landmarks)
+    png = tmp_path / "zones.png"
+    code, out, err = run(zones_argv(mesh, landmarks, png), capsys)
+    assert_refused(code, out, err, [png], "mm (median) from the surface of")
+    median = float(re.search(r"the landmarks lie ([0-9.e+]+) mm \(median\)", err).group(1))
+    assert 1.6e6 < median < 1.8e6
 
 
 # --- protocol --------------------------------------------------------------------------------

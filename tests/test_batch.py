@@ -117,6 +117,17 @@ def test_unreachable_scheduler_is_a_user_error(scans_dir, tmp_path, capsys, monk
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "tcp://127.0.0.1:9" in err and "cannot reach the Dask scheduler" in err
     assert not (out_dir / "batch_summary.json").exists()
+    assert not out_dir.exists()      # the folder made for the batch goes too (stop 29)
+
+
+@pytest.mark.parametrize("address", ["garbage", "http://x", "", "127.0.0.1:8786x", "tcp://host:99999"])
+def test_a_scheduler_address_that_is_none_is_refused_first(scans_dir, tmp_path, capsys, address):
+    """Until stop 29 these were Dask's ValueError (exit 1), with the output folder left."""
+    out_dir = tmp_path / "plans"
+    code, out, err = run_cli(["batch", scans_dir, "--out", out_dir, "--scheduler", address, *FAST], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"--scheduler {address!r} is not a Dask scheduler address" in err and "tcp://HOST:PORT" in err
+    assert not out_dir.exists()
 
 
 # --- refusals: nothing is planned, nothing written -------------------------------------------

@@ -465,6 +465,15 @@ def test_a_move_from_no_stroke_is_a_violation_and_no_trajectory(auto_planned, tm
     assert not trajectory.exists()
 
 
+def test_protocol_default_and_check_together_are_refused(tmp_path, capsys):
+    """--check was skipped when --default came with it (exit 0) until stop 29."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pen]\nstamp_hz = nan\n")
+    code, out, err = run(["protocol", "--default", "--check", bad], capsys)
+    assert_one_line_error(code, err, "--default and --check", "give one")
+    assert out == ""
+
+
 def test_verify_tampered_plan_exits_3(auto_planned, tmp_path, capsys):
     """One puncture moved onto each eye's upper lid: the exclusion rule fails, exit status 3."""
     _, plan_json = auto_planned

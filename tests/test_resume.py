@@ -204,6 +204,19 @@ def test_bad_logs_are_refused(tmp_path, auto_plan, text, suffix, match):
         resume.remaining(auto_plan, path)
 
 
+def test_unreadable_npy_logs_are_refused(tmp_path):
+    """A 0-byte .npy was an EOFError (exit 1) and a complex one lost its imaginary part with a
+    warning on stderr until stop 29."""
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    with pytest.raises(CoverageError, match="empty.npy: not a readable .npy array"):
+        resume.read_delivered(empty)
+    complex_log = tmp_path / "complex.npy"
+    np.save(complex_log, np.zeros((4, 3)) + 1j)
+    with pytest.raises(CoverageError, match="punctures are complex128 numbers"):
+        resume.read_delivered(complex_log)
+
+
 def test_bad_deliveries_are_refused(auto_plan):
     with pytest.raises(CoverageError, match="not found"):
         resume.read_delivered("/nonexistent/log.json")

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing
+import re
 import sys
 import time
 from collections import deque
@@ -200,11 +201,14 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
     if protocol_path is not None:
         Protocol.load(protocol_path)        # one bad protocol would fail every scan: refuse it now
         protocol_path = str(Path(protocol_path).resolve())
+    if scheduler is not None:
+        check_scheduler(scheduler)
     scans = find_scans(scans_dir)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CoverageError(f"{out}: output folder is a file; give a folder (it is created if missing)")
-    if not out.exists():
+    made = not out.exists()
+    if made:
         if not out.parent.is_dir():
             raise CoverageError(f"{out}: cannot create the output folder: {out.parent} does not exist; create it first")
         try:
@@ -245,7 +249,14 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
     start = time.perf_counter()
     try:
         if scheduler is not None:
-            _run_dask(jobs, out, settings, scheduler, workers, report)
+            try:
+                _run_dask(jobs, out, settings, scheduler, workers, report)
+            except CoverageError:
+                # refused before a scan was planned (no scheduler, no worker): the folder
+                # made for the batch goes too
+                if made and not any(out.iterdir()):
+                    out.rmdir()
+                raise
         elif workers == 1:
             for _, mesh, landmarks in jobs:
                 report(plan_one(mesh, landmarks, str(out), **settings))
@@ -257,6 +268,19 @@ def run_batch(scans_dir, out_dir, workers: int = 1, scheduler=None, progress: bo
     _write_summary(out / SUMMARY_NAME, rows, scans_dir, out, settings, workers, scheduler,
                    time.perf_counter() - start)
     return rows
+
+
+SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")   # the Dask comm protocols a --scheduler address may name
+
+
+def check_scheduler(address) -> None:
+    """Refuse a Dask scheduler address that is not ``[SCHEME://]HOST:PORT`` (SCHEME one of
+    :data:`SCHEMES`, PORT 1 to 65535) before anything is made."""
+    text = str(address)
+    match = re.fullmatch(r"(?:([a-z]+)://)?([^\s:/]+|\[[0-9a-fA-F:]+\]):(\d{1,5})", text)
+    if not match or (match.group(1) or "tcp") not in SCHEMES or not 1 <= int(match.group(3)) <= 65535:
+        raise CoverageError(f"--scheduler {text!r} is not a Dask scheduler address; give tcp://HOST:PORT "
+                            "(e.g. tcp://127.0.0.1:8786)")
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -254,6 +254,9 @@ def cmd_resume(args) -> int:
 def cmd_protocol(args) -> int:
     from .protocol import Protocol
 
+    if args.default and args.check:
+        raise CoverageError(f"protocol: --default and --check {args.check} given together; give one: --default "
+                            "prints the bundled protocol, --check FILE validates a file")
     if args.default:
         sys.stdout.write(Protocol.default_text())
         return 0

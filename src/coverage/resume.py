@@ -106,6 +106,9 @@ def _fraction(value, where: str) -> float:
 
 
 def _punctures(array, where: str) -> np.ndarray:
+    if np.iscomplexobj(array) or (isinstance(array, np.ndarray) and array.dtype.kind not in "biuf"):
+        kind = array.dtype if isinstance(array, np.ndarray) else "complex"
+        raise CoverageError(f"{where}: punctures are {kind} numbers; give (k, 3) real positions in mm")
     try:
         points = np.asarray(array, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -143,8 +146,9 @@ def read_delivered(path) -> Delivered:
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CoverageError(f"{where}: not a readable .npy array ({exc}); save the punctures with numpy.save") from exc
+        except (OSError, ValueError, EOFError) as exc:
+            raise CoverageError(f"{where}: not a readable .npy array ({' '.join(str(exc).split()) or 'empty'}); save "
+                                "the punctures with numpy.save") from exc
         return Delivered(punctures=_punctures(array, where), source=where)
     try:
         text = path.read_text(encoding="utf-8")

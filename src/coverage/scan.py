@@ -105,13 +105,20 @@ def read_landmarks(landmarks) -> np.ndarray:
     if isinstance(landmarks, (str, os.PathLike)):
         path = Path(landmarks)
         source = str(path)
+        if path.is_dir():
+            raise LandmarkError(f"{path}: is a folder, not a landmark file; give the .npy or .json file")
         if not path.is_file():
             raise LandmarkError(f"{path}: landmark file not found")
+        fix = ("write them as a .npy of 468 x 3 floats (numpy.save) or a .json list of 468 [x, y, z] "
+               "triples (or {\"landmarks\": [...]})")
         try:
             if path.suffix.lower() == ".npy":
                 landmarks = np.load(path, allow_pickle=False)
             elif path.suffix.lower() == ".json":
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(path.read_text(encoding="utf-8-sig"))
+                if isinstance(data, dict) and "landmarks" not in data:
+                    raise LandmarkError(f"{path}: the JSON object has no \"landmarks\" list (keys: "
+                                        f"{', '.join(map(str, list(data)[:5])) or 'none'}); {fix}")
                 landmarks = data["landmarks"] if isinstance(data, dict) else data
             else:
                 raise LandmarkError(f"{path}: unsupported landmark format {path.suffix or '(none)'!r}; "
@@ -119,9 +126,14 @@ def read_landmarks(landmarks) -> np.ndarray:
         except LandmarkError:
             raise
         except Exception as exc:
-            raise LandmarkError(f"{path}: cannot read landmarks ({type(exc).__name__}: {exc})") from exc
+            raise LandmarkError(f"{path}: cannot read landmarks ({type(exc).__name__}: {_one_line(exc)}); "
+                                f"{fix}") from exc
+    if np.iscomplexobj(landmarks) or (isinstance(landmarks, np.ndarray) and landmarks.dtype.kind not in "biuf"):
+        kind = landmarks.dtype if isinstance(landmarks, np.ndarray) else "complex"
+        raise LandmarkError(f"{source}: landmarks are {kind} numbers; expected 468 x 3 real numbers (x, y, z)")
     try:
-        array = np.asarray(landmarks, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(landmarks, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise LandmarkError(f"{source}: landmarks are not numeric ({exc}); expected 468 x 3 numbers") from exc
     if array.shape != (_template.N_LANDMARKS, 3):
@@ -131,7 +143,15 @@ def read_landmarks(landmarks) -> np.ndarray:
     if bad.any():
         raise LandmarkError(f"{source}: landmark {int(np.argmax(bad))} is not finite "
                             f"({int(bad.sum())} rows with NaN/Inf); re-run the landmark detector")
+    far = np.abs(array).max(axis=1) > LANDMARK_LIMIT
+    if far.any():
+        raise LandmarkError(f"{source}: landmark {int(np.argmax(far))} lies at {np.abs(array[far]).max():.3g} (input "
+                            f"units), beyond {LANDMARK_LIMIT:.0e} in any unit: no face is that large; give the "
+                            "landmarks in the scan's own frame and units")
     return np.ascontiguousarray(array)
+
+
+LANDMARK_LIMIT = 1e9     # no landmark coordinate of a face lies farther from the origin, in any unit
 
 
 def detect_units(points: np.ndarray, units: str, what: str) -> float:
@@ -379,6 +399,11 @@ def keep_face_and_grid(vertices: np.ndarray, faces: np.ndarray, landmarks_mm: np
     near = tri >= 0
     if near.mean() < 0.5:
         _, _, dist = proximity.closest_points(grid, landmarks_mm)
+        if not (dist >= 0).all():
+            # beyond the search grid's reach: the distance to the nearest vertex says how far
+            from scipy.spatial import cKDTree
+
+            dist = cKDTree(vertices).query(landmarks_mm)[0]
         raise LandmarkError(f"{landmarks_what}: the landmarks lie {float(np.median(dist)):.4g} mm (median) from the "
                             f"surface of {what}, more than {LANDMARK_SURFACE_MM:g} mm; give landmarks of this scan, "
                             "in the mesh's frame and units")
