@@ -414,6 +414,9 @@ PROTOCOLS = {
                                           [":3:", "pen.needle_diameter_mm = 1.0",
                                            "is not below pen.footprint_diameter_mm 1",
                                            "give a needle thinner than the footprint"]),
+    "a zone outline of no size": ("[zones.mine]\npolygon_chart = [[0, 0], [1e-6, 0], [0, 1e-6]]\n"
+                                  "devices = ['pen']\ndepth_mm = 0.5\nmax_depth_mm = 1.0\n",
+                                  [":2:", "zones.mine.polygon_chart", "under 1 mm2"]),
     "maximum above the override without it": ("[zones.cheek_left]\nmax_depth_mm = 2.0\n",
                                               [":2:", "zones.cheek_left.max_depth_mm = 2.0",
                                                "above pen.override_depth_mm 1.5 mm",
@@ -503,3 +506,24 @@ def test_a_lesion_over_most_of_the_face_plans_what_is_left(tmp_path, capsys):
     assert code == 0, err
     code, out, err = run(["verify", out_json], capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("table", ["zone", "lesion"])
+def test_an_outline_off_the_chart_is_refused(table, tmp_path, capsys):
+    """A custom zone's or a lesion's chart polygon wholly off the chart: until stop 29 the zone
+    came out empty (its report row garbled) and the lesion was dropped, exit 0."""
+    far = "[[1000, 1000], [1010, 1000], [1010, 1010]]"
+    zone = f"polygon_chart = {far}\ndevices = ['pen']\ndepth_mm = 0.5\nmax_depth_mm = 1.0\ndose_scale = 1.0\n"
+    text = f"[zones.mine]\n{zone}" if table == "zone" else f"[[lesions]]\nname = \"mole\"\npolygon_chart = {far}\n"
+    protocol = tmp_path / "far.toml"
+    protocol.write_text(text)
+    out_json = tmp_path / "PLAN.json"
+    code, out, err = run(["plan", *COARSE, "--protocol", protocol, "--out", out_json], capsys)
+    assert_refused(code, out, err, [out_json, out_json.with_suffix(".npz")], "polygon_chart lies off the face's chart",
+                   "u 1000..1010", "give chart mm")
+
+
+def test_a_resolution_too_fine_to_hold_is_refused(capsys):
+    """0.05 mm was allowed and ran out of memory (25 times the vertices of 0.25 mm)."""
+    code, out, err = run(["zones", "--edge-mm", "0.1"], capsys)
+    assert code == 2 and "edge_mm = 0.1 is out of range" in err and "from 0.25 to 20 mm" in err

@@ -52,11 +52,16 @@ def base_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(mesh.vertex_normals, dtype=np.float64)
 
 
+EDGE_MM_MIN = 0.25   # the finest working resolution: the bundled face then has 432k vertices and its zone
+                     # map alone takes 33 s and 2.7 GB here (0.05 mm, the bound until stop 29, ran out of
+                     # memory: 25 times the vertices)
+
+
 def subdivisions_for_edge(edge_mm: float) -> int:
     """Split count ``n`` whose median refined edge on the canonical face is nearest ``edge_mm``."""
-    if not (0.05 <= edge_mm <= 20.0):
+    if not (EDGE_MM_MIN <= edge_mm <= 20.0):
         raise CoverageError(f"edge_mm = {edge_mm} is out of range; give the working resolution as an "
-                            "edge length from 0.05 to 20 mm (default 1.0)")
+                            f"edge length from {EDGE_MM_MIN:g} to 20 mm (default 1.0)")
     vertices, faces, _ = canonical()
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     lengths = np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1)

@@ -150,6 +150,11 @@ def lesion_exclusion(face, lesion: Lesion, protocol: Protocol) -> Exclusion:
         + protocol.session.positioning_error_mm
     if lesion.polygon_chart is not None:
         region = shapely.make_valid(shapely.Polygon(lesion.polygon_chart))
+        domain = chart_domain(face.subdivisions)
+        if not shapely.intersects(region, domain):
+            raise ProtocolError(f"lesions.{lesion.name}.polygon_chart lies off the face's chart (its corners span "
+                                f"{_span(region)}, the chart {_span(domain)}); give chart mm (see coverage-planner "
+                                "zones --png)")
         keep = regions.keepout(face, region, margin)
     else:
         # the lesion is the skin within radius_mm of its centre (straight-line distance)
@@ -162,6 +167,12 @@ def lesion_exclusion(face, lesion: Lesion, protocol: Protocol) -> Exclusion:
         level = lesion.radius_mm + margin + regions.interpolation_slack_mm(face.longest_edge_mm, margin)
         keep = shapely.union(regions.sublevel_region(face, dist, level), region)
     return Exclusion(f"lesion:{lesion.name}", region, shapely.make_valid(keep), (("lesion", margin),))
+
+
+def _span(geometry) -> str:
+    """A geometry's bounds as "u a..b, v c..d" (chart mm)."""
+    u0, v0, u1, v1 = geometry.bounds
+    return f"u {u0:.0f}..{u1:.0f}, v {v0:.0f}..{v1:.0f} mm"
 
 
 class ZoneMap:
@@ -222,6 +233,10 @@ class ZoneMap:
         for name, zone in protocol.zones.items():
             if zone.polygon_chart is not None:
                 polygon = shapely.make_valid(shapely.Polygon(zone.polygon_chart))
+                if not shapely.intersects(polygon, domain):
+                    raise ProtocolError(f"zones.{name}.polygon_chart lies off the face's chart (its corners span "
+                                        f"{_span(polygon)}, the chart {_span(domain)}); give chart mm (see "
+                                        "coverage-planner zones --png)")
                 custom[name] = shapely.make_valid(shapely.intersection(shapely.difference(polygon, held), domain))
                 held = shapely.union(held, polygon)
         standard = canonical_outlines(face.subdivisions)
