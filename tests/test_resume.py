@@ -217,6 +217,17 @@ def test_unreadable_npy_logs_are_refused(tmp_path):
         resume.read_delivered(complex_log)
 
 
+def test_a_log_in_another_frame_is_refused(auto_plan):
+    """Punctures logged a metre away (another frame or unit): until stop 29 the remaining plan
+    was written over the whole face and the union failed its checks (exit 3)."""
+    with pytest.raises(CoverageError, match="10 of 10 logged punctures lie more than 5 mm from the face's skin"):
+        resume.remaining(auto_plan, np.full((10, 3), 1000.0))
+    # a log millimetres off the skin (needle tips, a device's offset) is still read: its
+    # punctures are counted off the skin, not refused
+    report = resume.remaining(auto_plan, auto_plan.puncture_points[:200] + np.array([0.0, 0.0, 3.0])).report
+    assert report.off_skin > 100
+
+
 def test_bad_deliveries_are_refused(auto_plan):
     with pytest.raises(CoverageError, match="not found"):
         resume.read_delivered("/nonexistent/log.json")

@@ -1367,8 +1367,9 @@ def cap_guard(problem: DoseField, fixed: np.ndarray, stamp_sets: list, rounds: i
         if not over.any():
             return dropped
         if r == rounds:
-            raise CoverageError("windows stay over their cap with every nearby pen stamp dropped: the roller "
-                                "alone overdoses them; lower the roller passes or the target")
+            raise CoverageError("windows stay over their cap with every nearby pen stamp dropped: the punctures "
+                                "made before the pen's (the roller's, or a delivery log's) overdose them; lower the "
+                                "roller passes or the target, or check the log")
         # first thin only the stamps centred inside an over window (they carry most of its
         # pen punctures); late rounds also reach the stamps whose footprints overlap it
         reach = int(max(grid.half_u[over].max(), grid.half_v[over].max()))

@@ -308,10 +308,10 @@ def face_for_plan(doc: dict, face, path):
     vertices = meta.get("vertices")
     if face is None:
         from . import face as _face
-        from .template import subdivisions_for_edge
+        from .template import EDGE_MM_MIN, subdivisions_for_edge
 
         subdivisions = meta.get("subdivisions")
-        if not isinstance(subdivisions, int) or not 1 <= subdivisions <= subdivisions_for_edge(0.05):
+        if not isinstance(subdivisions, int) or not 1 <= subdivisions <= subdivisions_for_edge(EDGE_MM_MIN):
             raise CoverageError(f"{path}: the plan's face.subdivisions = {subdivisions!r} is not a face resolution; "
                                 "write the plan again with coverage-planner plan")
         face = _face._default_face(subdivisions)

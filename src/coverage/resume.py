@@ -415,11 +415,21 @@ def _approach(plan: Plan, remaining_plan: Plan) -> np.ndarray:
 
 # --- from logged punctures -------------------------------------------------------------------
 
+LOG_FAR_MM = 5.0   # a delivery log with most of its punctures farther than this from the skin is refused
+
+
 def _from_punctures(plan: Plan, log: Delivered) -> Resumed:
     face, zones, protocol = plan.face, plan.zones, plan.protocol
     points = log.punctures
     flat = face.flatten(points, max_dist_mm=ON_SURFACE_MM)
     on = flat.tri >= 0
+    if len(points) and on.mean() < 0.5:
+        # a device logs where it punctured the skin: most of them far from it is a log in
+        # another frame or unit (what would be planned over it would overdose the skin it missed)
+        far = face.flatten(points, max_dist_mm=LOG_FAR_MM).tri < 0
+        if far.mean() > 0.5:
+            raise CoverageError(f"{log.source}: {int(far.sum())} of {len(points)} logged punctures lie more than "
+                                f"{LOG_FAR_MM:g} mm from the face's skin; give them in the plan's frame, in mm")
     grid = texel_grid(zones)
     fixed = _pen.texel_counts(grid, flat.uv[on])
     sets, status, over_mm2 = completion_stamps(face, zones, protocol, grid, fixed)
