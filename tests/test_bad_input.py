@@ -416,7 +416,7 @@ PROTOCOLS = {
                                            "give a needle thinner than the footprint"]),
     "a zone outline of no size": ("[zones.mine]\npolygon_chart = [[0, 0], [1e-6, 0], [0, 1e-6]]\n"
                                   "devices = ['pen']\ndepth_mm = 0.5\nmax_depth_mm = 1.0\n",
-                                  [":2:", "zones.mine.polygon_chart", "under 1 mm2"]),
+                                  [":2:", "zones.mine.polygon_chart", "under 0.01 mm2"]),
     "maximum above the override without it": ("[zones.cheek_left]\nmax_depth_mm = 2.0\n",
                                               [":2:", "zones.cheek_left.max_depth_mm = 2.0",
                                                "above pen.override_depth_mm 1.5 mm",

@@ -339,7 +339,7 @@ RANGES = [
     ("pen", "speed_mm_s_min", [0.0, -1.0], [0.01]),
     ("pen", "speed_mm_s_max", [0.0, 500.1], [500.0]),
     ("pen", "accel_mm_s2_max", [0.0, 20000.5], [20000.0, 0.1]),
-    ("pen", "depth_mm_min", [-0.25, 3.25], [0.0]),
+    ("pen", "depth_mm_min", [-0.25, 0.0, 3.25], [0.01]),     # (0 mm refused since stop 29: no depth)
     ("pen", "depth_mm_max", [-1.0, 3.25], [3.0]),
     ("pen", "depth_step_mm", [0.0, 1.25], []),
     ("pen", "override_depth_mm", [-1.0, 3.5], [2.5]),
@@ -423,7 +423,8 @@ def test_depth_above_zone_maximum_gives_the_documented_message(tmp_path):
     (["target_per_cm2 = 1500.0"],
      ":2: zones.cheek_left.target_per_cm2 = 1500.0 is 6 × session.target_per_cm2 250, "
      "above the largest dose scale 4"),
-    (["depth_mm = 0.0"], ":2: zones.cheek_left.depth_mm = 0.0 is below the pen's shallowest setting "
+    (["depth_mm = 0.0"], ":2: zones.cheek_left.depth_mm = 0.0 must be greater than 0 mm"),
+    (["depth_mm = 0.1"], ":2: zones.cheek_left.depth_mm = 0.1 is below the pen's shallowest setting "
                          "pen.depth_mm_min 0.25 mm; raise depth_mm to at least 0.25"),
     (["depth_mm = 0.6"], ":2: zones.cheek_left.depth_mm = 0.6 is not a multiple of pen.depth_step_mm 0.25 mm; "
                          "use 0.5 or 0.75"),

@@ -352,7 +352,7 @@ _ORDERED = (
     ("pen", "override_depth_mm", "depth_mm_max", "override_depth_mm"),
     ("pen", "passes_min", "passes_max", "passes_min"),
 )
-MIN_POLYGON_MM2 = 1.0   # the least chart area a zone's or a lesion's outline may enclose
+MIN_POLYGON_MM2 = 0.01  # the least chart area a zone's or a lesion's outline may enclose (a tenth of a mm square)
 _EXAMPLES = {"angles": "[0.0, 90.0, 45.0, 135.0]", "point3": "[42.0, -12.0, 48.0]",
              "polygon": "[[30.0, -20.0], [40.0, -20.0], [40.0, -12.0]]"}
 
@@ -611,8 +611,8 @@ class _Context:
             self.fail(path, f"is not a valid simple polygon ({reason})",
                       "list the corners in order around the outline, without crossings", value)
         if polygon.area < MIN_POLYGON_MM2:
-            self.fail(path, f"encloses {polygon.area:.3g} mm2 of chart, under {MIN_POLYGON_MM2:g} mm2 (a needle's "
-                      "reach)", "give the outline in chart mm around the skin it marks", value)
+            self.fail(path, f"encloses {polygon.area:.3g} mm2 of chart, under {MIN_POLYGON_MM2:g} mm2",
+                      "give the outline in chart mm around the skin it marks", value)
         return tuple(points)
 
 
