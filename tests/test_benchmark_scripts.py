@@ -1,4 +1,4 @@
-"""The two developer scripts of benchmarks/ that the README's stop-by-stop comparisons come
+"""The developer scripts of benchmarks/ that the README's stop-by-stop comparisons and tables come
 from: they run, print what they say, and refuse bad arguments with one line. Timings are
 printed, never asserted."""
 import re
@@ -62,3 +62,35 @@ def test_timeline_lists_the_plans_steps_by_thread():
     for thread, start, end, ms, _ in steps:
         assert thread in ("T0", "T1") and 0 <= float(start) <= float(end) <= total + 1e-3
         assert abs((float(end) - float(start)) * 1e3 - float(ms)) < 1.1     # start and end printed to the millisecond
+
+
+def test_readme_tables_prints_a_bench_runs_tables(tmp_path):
+    # a bench JSON cut to what the tables read, its figures chosen by hand
+    stage = lambda s: {"median_s": s}   # noqa: E731
+    stages = {n: stage(0.1) for n in ("load", "chart", "zones", "roller", "pen", "fit", "other", "density", "verify")}
+    face = {"stages": {**stages, "plan_one_thread": stage(1.234), "plan": stage(0.876), "total": stage(2.5)}}
+    doc = {
+        "stages": {"default": face, "scan": face},
+        "kernels": {"lift": {"input": "100k chart points", "kernel": {"median_ms": 2.0},
+                             "reference": {"median_ms": 50.0}, "speedup": 25.0}},
+        "plan_kernels": {"pairs": {"b.slow": {"calls": 3, "kernel_ms": 1.0, "reference_ms": 2.5, "speedup": 2.5},
+                                   "a.fast": {"calls": 1, "kernel_ms": 0.5, "reference_ms": 50.0, "speedup": 100.0}}},
+        "scaling": {"density": {"what": "the plan vs the target", "n": [125.0, 250.0, 500.0],
+                                "median_s": [1.0, 2.0, 4.0], "exponent": 1.0}},
+        "targets": {"plan": {"what": "the plan", "limit": 1.0, "measured": 0.876, "unit": "s", "met": True},
+                    "lift": {"what": "lifting", "limit": None, "measured": 9.75, "unit": "ms", "met": None}},
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(__import__("json").dumps(doc))
+    run = _run(ROOT / "benchmarks" / "readme_tables.py", path, "--label", "run X")
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert "| plan on one thread (the stages above) | 1.23 | 1.23 |" in lines
+    assert "| **plan** (`coverage.plan`, 2 threads) | 0.88 | 0.88 |" in lines
+    assert "| `lift` | 100k chart points | 2.00 | 50.0 | 25x |" in lines
+    # the wrappers from the slowest ratio up
+    assert lines.index("| `b.slow` | 3 | 1.000 | 2.50 | 2.5x |") < lines.index("| `a.fast` | 1 | 0.500 | 50.00 | 100x |")
+    assert "| density: the plan vs the target | 125, 250, 500 target punctures/cm2 | 1.00, 2.00, 4.00 | 1.00 |" in lines
+    assert "| target | limit | measured (run X) | met |" in lines
+    assert "| the plan | 1 s | 0.88 s | yes |" in lines
+    assert "| lifting | - | 9.8 ms | - |" in lines
