@@ -2010,12 +2010,13 @@ def patch_worst(const uint8_t[::1] mask, Py_ssize_t h, Py_ssize_t w, const doubl
     return k
 
 
-def round_along(const double[::1] x, const int64_t[::1] groups, uint8_t[::1] fire):
+def round_along(const double[::1] x, const int64_t[::1] groups, double spread, uint8_t[::1] fire):
     """fire[i] = 1 where, along i's group (runs of equal groups[i]), the running sum of x
-    (numpy.cumsum from the run's first) floored after adding 0.5 steps up from the one
-    before (0.0 before the run's first): numpy's arithmetic in its order."""
+    (numpy.cumsum from the run's first) floored after adding the run's offset steps up from
+    the one before (0.0 before the run's first): numpy's arithmetic in its order. A run's
+    offset is o - floor(o), o = 0.5 + g * spread, g its group (spread 0: one half for all)."""
     cdef Py_ssize_t i, n = x.shape[0]
-    cdef double total = 0.0, running, before = 0.0
+    cdef double total = 0.0, running, before = 0.0, offset = 0.5
     if groups.shape[0] != n or fire.shape[0] != n:
         raise ValueError("round_along: x, groups and fire must have one entry per candidate")
     with nogil:
@@ -2023,9 +2024,11 @@ def round_along(const double[::1] x, const int64_t[::1] groups, uint8_t[::1] fir
             if i == 0 or groups[i] != groups[i - 1]:
                 total = x[i]           # cumsum's first value is its first term
                 before = 0.0
+                offset = 0.5 + <double>groups[i] * spread
+                offset = offset - floor(offset)
             else:
                 total = total + x[i]
-            running = floor(total + 0.5)
+            running = floor(total + offset)
             fire[i] = (running - before) > 0.0
             before = running
 

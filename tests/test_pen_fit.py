@@ -147,18 +147,40 @@ def test_candidates_every_half_millimetre_along_a_path():
 def test_rounding_fires_where_the_running_sum_crosses_a_half():
     x = np.array([0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6])
     groups = np.array([0, 0, 0, 0, 1, 1, 1])
-    # group 0: 0.3 0.6 0.9 1.2 -> one stamp, where 0.6 crosses 0.5; group 1 starts afresh:
-    # 0.6 1.2 1.8 -> crosses 0.5 and 1.5
-    np.testing.assert_array_equal(pen_fit.round_along(x, groups), [0, 1, 0, 0, 1, 0, 1])
+    # spread 0, every group from one half: group 0: 0.3 0.6 0.9 1.2 -> one stamp, where 0.6
+    # crosses 0.5; group 1 starts afresh: 0.6 1.2 1.8 -> crosses 0.5 and 1.5
+    np.testing.assert_array_equal(pen_fit.round_along(x, groups, spread=0.0), [0, 1, 0, 0, 1, 0, 1])
+    assert pen_fit.round_along_reference(x, groups, spread=0.0).tolist() == [0, 1, 0, 0, 1, 0, 1]
     # each group fires its sum to within half a stamp
     rng = np.random.default_rng(5)
-    x = rng.random(400) * 0.4
-    groups = np.repeat(np.arange(8), 50)
-    fire = pen_fit.round_along(x, groups)
+    w = rng.random(400) * 0.4
+    many = np.repeat(np.arange(8), 50)
+    fire = pen_fit.round_along(w, many, spread=0.0)
     for g in range(8):
-        assert abs(fire[groups == g].sum() - x[groups == g].sum()) <= 0.5 + 1e-12
-    assert pen_fit.round_along_reference(np.array([0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6]),
-                                         np.array([0, 0, 0, 0, 1, 1, 1])).tolist() == [0, 1, 0, 0, 1, 0, 1]
+        assert abs(fire[many == g].sum() - w[many == g].sum()) <= 0.5 + 1e-12
+
+
+def test_rounding_offsets_step_by_the_golden_ratio():
+    x = np.array([0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1])
+    # group 0's offset 0.5: 0.8 1.1 1.4 1.7 -> fires at its second; group 1's offset
+    # 0.5 + 0.618... - 1 = 0.118: 0.718 1.318 1.918 -> fires once, at its second
+    assert pen_fit.ROUND_SPREAD == pytest.approx((5 ** 0.5 - 1) / 2, abs=1e-15)
+    np.testing.assert_array_equal(pen_fit.round_along(x, groups), [0, 1, 0, 0, 0, 1, 0])
+    assert pen_fit.round_along_reference(x, groups).tolist() == [0, 1, 0, 0, 0, 1, 0]
+    # two paths side by side with the same weights fire at different candidates
+    side = np.full(20, 0.25)
+    fire = pen_fit.round_along(np.concatenate([side, side]), np.repeat([4, 5], 20))
+    assert fire[:20].sum() == fire[20:].sum() == 5
+    assert not (fire[:20] & fire[20:]).any()
+    # each group fires its sum to within one stamp, and over many groups about their sum
+    rng = np.random.default_rng(5)
+    w = rng.random(20000) * 0.4
+    many = np.repeat(np.arange(400), 50)
+    fire = pen_fit.round_along(w, many)
+    per_group = np.bincount(many, weights=fire) - np.bincount(many, weights=w)
+    assert np.abs(per_group).max() < 1.0
+    assert abs(per_group.sum()) < 5.0     # about 20,000 x 0.2 = 4000 stamps in all
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -172,8 +194,9 @@ def test_round_along_equals_its_twin(seed):
         x = rng.choice([rng.random(n), rng.random(n) * 3 - 1, np.round(rng.random(n) * 4) / 4])
         if n and rng.random() < 0.3:
             x[rng.integers(n)] = np.nan
-        got = pen_fit.round_along(x, groups)
-        assert got.dtype == bool and np.array_equal(got, pen_fit.round_along_reference(x, groups))
+        spread = float(rng.choice([0.0, pen_fit.ROUND_SPREAD, rng.random(), -rng.random() * 3]))
+        got = pen_fit.round_along(x, groups, spread)
+        assert got.dtype == bool and np.array_equal(got, pen_fit.round_along_reference(x, groups, spread))
     with pytest.raises(ValueError, match="one group per weight"):
         pen_fit.round_along(np.zeros(3), np.zeros(2, dtype=np.int64))
 

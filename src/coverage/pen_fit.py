@@ -63,6 +63,7 @@ FINE_BEYOND_UNREACHED_MM = 2.0  # ... and over the skin no main needle reaches a
 FINE_EVERYWHERE_STAMPS = 2.0  # the fine cartridge goes all over a zone whose band is narrower than this
                               # many main stamps' punctures per cm^2
 DAB_MM = 0.02             # chart length of a touch-up dab (fine_dabs): one candidate stamp at its middle
+ROUND_SPREAD = 0.6180339887498949  # each path's rounding offset steps by this (1 / golden ratio: round_along)
 
 
 # --- targets and the window operator ----------------------------------------------------
@@ -530,11 +531,20 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
-def round_along(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def round_along(x: np.ndarray, groups: np.ndarray, spread: float = ROUND_SPREAD) -> np.ndarray:
     """Which candidates fire ``(m,) bool``: along each group (a path, candidates in travel
     order, groups contiguous), the running sum of ``x`` fires one each time it crosses
-    ``k + 1/2``. One compiled pass (:func:`coverage._ext.density.round_along`), the same as
-    :func:`round_along_reference` bit for bit."""
+    ``k + 1 - o``, the group's offset ``o`` the fractional part of ``1/2 + g x spread``
+    (``g`` its group; ``spread = 0``: every group at one half, as until stop 29).
+
+    Rounding each path alone from the same offset fires neighbouring paths of like weights
+    side by side: their stamps' needles stack into the same windows (over the cap, which the
+    repair then drops, leaving the skin around under its band) while the windows between
+    get none. Offsets spread by the golden ratio (:data:`ROUND_SPREAD`) stagger them, the
+    consecutive paths' offsets as far apart as a low-discrepancy sequence puts them. Each
+    group still fires its sum to within one stamp. One compiled pass
+    (:func:`coverage._ext.density.round_along`), the same as :func:`round_along_reference`
+    bit for bit."""
     from ._ext import density as _kernel
 
     x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
@@ -542,19 +552,23 @@ def round_along(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     if groups.shape != x.shape:
         raise ValueError(f"round_along: {len(x)} weights and {len(groups)} groups; give one group per weight")
     fire = np.zeros(len(x), dtype=bool)
-    _kernel.round_along(x, groups, fire.view(np.uint8))
+    _kernel.round_along(x, groups, float(spread), fire.view(np.uint8))
     return fire
 
 
-def round_along_reference(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def round_along_reference(x: np.ndarray, groups: np.ndarray, spread: float = ROUND_SPREAD) -> np.ndarray:
     """NumPy twin of :func:`round_along`: group by group, the floored running sums' steps."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups, dtype=np.int64).reshape(-1)
     fire = np.zeros(len(x), dtype=bool)
     if not len(x):
         return fire
     starts = np.nonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))[0]
     ends = np.concatenate([starts[1:], [len(x)]])
     for a, b in zip(starts, ends):
-        running = np.floor(np.cumsum(x[a:b]) + 0.5)
+        offset = 0.5 + float(groups[a]) * float(spread)
+        offset = offset - math.floor(offset)
+        running = np.floor(np.cumsum(x[a:b]) + offset)
         fire[a:b] = np.diff(np.concatenate([[0.0], running])) > 0
     return fire
 
