@@ -2,6 +2,8 @@
 from: they run, print what they say, and refuse bad arguments with one line. Timings are
 printed, never asserted."""
 import re
+
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +96,57 @@ def test_readme_tables_prints_a_bench_runs_tables(tmp_path):
     assert "| target | limit | measured (run X) | met |" in lines
     assert "| the plan | 1 s | 0.88 s | yes |" in lines
     assert "| lifting | - | 9.8 ms | - |" in lines
+
+
+def _exact_windows():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("exact_windows", ROOT / "benchmarks" / "exact_windows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_exact_windows_measures_a_flat_lattice_by_hand():
+    """A flat 40 x 40 mm sheet (chart = skin), one zone of cap 100 /cm^2 and a puncture at the
+    centre of every 1 mm cell: a square of 1 cm^2 of skin is 10 mm a side and holds 100
+    punctures, 100 /cm^2, the cap exactly; squares by the sheet's edge are partly off it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    n = 40
+    g = np.arange(n + 1, dtype=float)
+    uv = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 2)
+    v = lambda i, j: i * (n + 1) + j   # noqa: E731
+    faces = np.array([t for i in range(n) for j in range(n)
+                      for t in ((v(i, j), v(i, j + 1), v(i + 1, j + 1)), (v(i, j), v(i + 1, j + 1), v(i + 1, j)))])
+    face = SimpleNamespace(faces=faces, uv=uv, triangle_area_mm2=np.full(len(faces), 0.5),
+                           treatable_triangles=np.ones(len(faces), dtype=bool))
+    zones = SimpleNamespace(names=["sheet"], label_at=lambda p: np.zeros(len(p), dtype=np.int64),
+                            dose=lambda name: SimpleNamespace(cap_per_cm2=100.0))
+    cells = (np.stack(np.meshgrid(np.arange(n), np.arange(n)), axis=-1).reshape(-1, 2) + 0.5)
+    plan = SimpleNamespace(face=face, zones=zones, puncture_uv=cells)
+    got = _exact_windows().exact_squares(plan, sub=6, cell_mm=0.1)
+    inner = ((uv >= 6) & (uv <= n - 6)).all(axis=1)
+    assert inner.sum() == 29 * 29 and len(got["half"]) == len(uv)
+    np.testing.assert_allclose(got["half"][inner], 5.0, atol=0.06)
+    np.testing.assert_allclose(got["treatable"][inner], 1.0, atol=0.02)
+    assert np.all(got["count"][inner] == 100)
+    np.testing.assert_allclose(got["ratio"][inner], 1.0, atol=0.02)
+    # the corner's square: only a quarter of it lies on the sheet, so it grows to cover 1 cm^2
+    corner = np.flatnonzero((uv == 0).all(axis=1))[0]
+    assert got["half"][corner] == pytest.approx(10.0, abs=0.1)
+
+
+def test_exact_windows_plans_and_reports_and_refuses_an_unknown_face():
+    run = _run(ROOT / "benchmarks" / "exact_windows.py", "--faces", "bundled")
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = run.stdout.strip().splitlines()[-1]
+    m = re.match(r"bundled +highest squares / cap: (\w+) ([0-9.]+), .*squares over their cap: (\d+) of (\d+)$", line)
+    assert m, line
+    # the verifier's windows hold every plan under its caps; a square off the texel grid
+    # differs from them by a stamp's needles at an edge, a few per cent at most
+    assert 0.9 < float(m.group(2)) < 1.1 and int(m.group(4)) > 10000
+    bad = _run(ROOT / "benchmarks" / "exact_windows.py", "--faces", "bundled,x1")
+    assert bad.returncode != 0 and "--faces: 'x1' is not a face" in bad.stderr
